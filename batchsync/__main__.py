@@ -1,0 +1,5 @@
+import sys
+
+from batchsync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""Credential references (``env:NAME``, ``file:PATH``) and a Secret that never prints itself.
+
+The inventory never holds a secret, only where to find one; :func:`resolve` fetches it.
+Error messages name the reference, never the value.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+
+class SecretError(Exception):
+    """A reference that is malformed or cannot be resolved; the message is safe to print."""
+
+
+class Secret:
+    """A credential value. ``str()``/``repr()`` show ``'***'``; ``reveal()`` is explicit."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source or '***'!s})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> object:  # pickling would write the value somewhere
+        raise TypeError("a Secret cannot be pickled")
+
+
+def check_reference(ref: str) -> str | None:
+    """Why ``ref`` is not a valid reference, or None. Never quotes the value."""
+    if ref.startswith("env:"):
+        return None if ref[4:] else "env: needs a variable name, as env:SENDCLOUD_SECRET"
+    if ref.startswith("file:"):
+        return None if ref[5:] else "file: needs a path, as file:secrets/acme.key"
+    return (
+        "a literal secret is not allowed in an inventory; put it in an environment "
+        "variable or a file and reference it as env:NAME or file:PATH"
+    )
+
+
+def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None) -> Secret:
+    """Fetch the value ``ref`` points at. Raises SecretError with a printable reason."""
+    why = check_reference(ref)
+    if why is not None:
+        raise SecretError(why)
+    env = os.environ if environ is None else environ
+    if ref.startswith("env:"):
+        name = ref[4:]
+        value = env.get(name)
+        if value is None:
+            raise SecretError(f"environment variable {name} is not set")
+        if not value.strip():
+            raise SecretError(f"environment variable {name} is empty")
+        return Secret(value.strip(), ref)
+    path = Path(ref[5:]).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SecretError(f"secret file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SecretError(f"secret file {path} is a directory") from None
+    except PermissionError:
+        raise SecretError(f"secret file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise SecretError(f"secret file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SecretError(f"secret file {path} cannot be read ({exc.strerror})") from None
+    value = text.strip()
+    if not value:
+        raise SecretError(f"secret file {path} is empty")
+    return Secret(value, ref)
+
+
+def basic_auth(user: Secret, password: Secret) -> Secret:
+    """The ``Authorization`` header value for HTTP Basic, itself a Secret."""
+    raw = f"{user.reveal()}:{password.reveal()}".encode()
+    return Secret("Basic " + base64.b64encode(raw).decode("ascii"), "basic-auth")

@@ -1,0 +1,6 @@
+"""Shared fixtures: the aioresponses shim and the in-process sandbox server."""
+
+from __future__ import annotations
+
+import _aioresponses_shim  # noqa: F401  (patches aioresponses for aiohttp 3.14; see the module)
+from sandbox_fixture import *  # noqa: F403
