@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from batchsync import __version__
 
 if TYPE_CHECKING:
-    from batchsync.inventory import Inventory
+    from batchsync.inventory import Inventory, Job
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,11 +24,11 @@ EXIT_CHANGES = 4
 EXIT_LOCKED = 75
 
 
-def _print_problems(inv: Inventory, out: object = None) -> None:
+def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:
     stream = sys.stderr if out is None else out
     for p in inv.problems:
         where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
-        print(f"{p.file}: {p.path}: {p.message}{where}", file=stream)  # type: ignore[call-overload]
+        print(f"{p.file}: {p.path}: {p.message}{where}", file=stream)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -57,6 +57,70 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if inv.valid else EXIT_NOT_STARTED
 
 
+def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | int:
+    from batchsync.inventory import load, select
+
+    inv = load(args.inventory)
+    if not inv.valid:
+        _print_problems(inv)
+        print(f"{inv.path}: {len(inv.problems)} problem(s); nothing was sent", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    jobs = select(inv.jobs, args.limit or [])
+    if not jobs:
+        print(f"batchsync: no integration matches --limit {' '.join(args.limit)}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    return inv, list(jobs)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """plan and apply: load, select, run the engine, report."""
+    loaded = _load_selected(args)
+    if isinstance(loaded, int):
+        return loaded
+    inv, jobs = loaded
+    from batchsync.run import run_command
+
+    return run_command(args, inv, jobs)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
+    p.add_argument("inventory", metavar="INVENTORY")
+    p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="SELECTOR",
+        help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
+        "repeatable or comma-separated; !X excludes",
+    )
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight over all accounts (64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request, first included (6)")
+    p.add_argument(
+        "--retry-max-time",
+        type=float,
+        default=300.0,
+        help="seconds all attempts of one request may take (300)",
+    )
+    p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
+    p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list unchanged and skipped integrations")
+    if apply:
+        p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
+        p.add_argument(
+            "--allow-delete-all",
+            action="store_true",
+            help="allow writing an empty list, which deletes every status of an integration",
+        )
+    else:
+        p.add_argument(
+            "--detailed-exitcode",
+            action="store_true",
+            help="exit 4 when there are changes to make, 0 when there are none",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchsync",
@@ -70,7 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("plan", help="read and diff; show what apply would change; write nothing")
+    _add_run_arguments(p, apply=False)
+    p.set_defaults(func=cmd_run, mode="plan")
+
+    p = sub.add_parser("apply", help="read, diff and write what differs")
+    _add_run_arguments(p, apply=True)
+    p.set_defaults(func=cmd_run, mode="apply")
+
+    p = sub.add_parser("sandbox", help="serve a local Sendcloud-compatible sandbox")
+    from batchsync.sandbox.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_sandbox)
     return parser
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from batchsync.sandbox.cli import run
+
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

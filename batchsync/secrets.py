@@ -38,7 +38,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # pickling would write the value somewhere
+    def __reduce__(self) -> str | tuple[object, ...]:  # pickling would write the value somewhere
         raise TypeError("a Secret cannot be pickled")
 
 

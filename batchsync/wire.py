@@ -243,6 +243,7 @@ def to_jsonpath(loc: Loc) -> str:
 def split_validation_error(exc: Exception) -> tuple[str, Loc]:  # noqa: D401
     """msgspec's ``"Expected `int`, got `str` - at `$.id`"`` as (message, loc)."""
     text = str(exc)
+    loc: Loc
     marker = " - at `"
     k = text.rfind(marker)
     if k == -1 or not text.endswith("`"):

@@ -1,0 +1,365 @@
+"""Plan and apply: the only place that knows about concurrency.
+
+Per account, a pool of readers GETs the current statuses (the cheap budget) and diffs
+them; what differs goes through a short queue to a pool of writers that POST (the
+scarce budget). Each account's meters pace its own requests, so a throttled or slow
+account never holds up another; one global limiter bounds requests in flight. Every
+job ends with exactly one :class:`Outcome`, handed to ``on_outcome`` as it happens.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
+from typing import Literal, TypeVar
+
+import aiohttp
+import anyio
+import msgspec
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from batchsync.client import ApiError, AuthError, Client, ThrottledError
+from batchsync.diff import Change, Diff, diff, everything_added
+from batchsync.inventory import Account, Job
+from batchsync.limits import AccountLimiter, Meter
+from batchsync.secrets import basic_auth
+
+T = TypeVar("T")
+
+Result = Literal["unchanged", "changed", "failed", "skipped"]
+RESULTS: tuple[Result, ...] = ("unchanged", "changed", "failed", "skipped")
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    kind: str
+    http_status: int | None = None
+    code: str | None = None
+    detail: str = ""
+    pointer: str | None = None
+
+    @classmethod
+    def of(cls, exc: ApiError) -> ErrorInfo:
+        return cls(exc.kind, exc.http_status, exc.code, exc.detail, exc.pointer)
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What happened to one integration; one JSON line of the report."""
+
+    integration_id: int
+    account: str
+    result: Result
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    attempts: int = 0
+    duration_ms: float = 0.0
+    error: ErrorInfo | None = None
+    reason: str | None = None
+    changes: tuple[Change, ...] = ()
+
+
+class Options(msgspec.Struct, frozen=True):
+    """How a run behaves; the command line fills it."""
+
+    write: bool = True  # False: plan (read and diff only)
+    read_first: bool = True  # False: --no-read, write every selected integration
+    allow_delete_all: bool = False
+    concurrency: int = 64  # requests in flight over all accounts
+    timeout: float = 30.0  # seconds per request
+    max_attempts: int = 6
+    retry_max_time: float = 300.0  # seconds, all attempts of one request together
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_failures: int | None = None  # stop starting new work after this many failures
+    base_url: str | None = None  # replaces every account's
+
+
+class AccountStats(msgspec.Struct):
+    unchanged: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    throttled: int = 0
+    requests: int = 0
+
+
+class Summary(msgspec.Struct):
+    accounts: dict[str, AccountStats]
+    duration_s: float = 0.0
+    stopped: str | None = None  # why the run stopped early, if it did
+
+    def total(self, result: str) -> int:
+        return sum(getattr(a, result) for a in self.accounts.values())
+
+
+class _Tracker:
+    """Per-job attempt count and start time."""
+
+    __slots__ = ("attempts", "started")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.started = time.monotonic()
+
+
+class _AccountRun:
+    def __init__(self, account: Account, client: Client, jobs: Sequence[Job]) -> None:
+        self.account = account
+        self.client = client
+        self.jobs = jobs
+        lim = account.limits
+        self.limiter = AccountLimiter(lim.writes_per_minute, lim.write_burst, lim.reads_per_minute)
+        self.fatal: ApiError | None = None
+        self.done = 0
+
+
+class Engine:
+    """Runs jobs to outcomes. ``stop()`` starts nothing new; cancelling the caller's
+    scope ends what is in flight; either way every job still gets its outcome."""
+
+    def __init__(
+        self,
+        accounts: dict[str, Account],
+        options: Options,
+        on_outcome: Callable[[Outcome], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.options = options
+        self.on_outcome = on_outcome
+        self.rng = rng or random.Random()
+        self.stopping: str | None = None
+        self.summary = Summary({name: AccountStats() for name in accounts})
+        self.runs: dict[str, _AccountRun] = {}
+        self._finished: set[int] = set()
+        self._failures = 0
+        self._global = anyio.CapacityLimiter(max(1, options.concurrency))
+
+    # -- public --------------------------------------------------------------------
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Start nothing new; work in flight finishes."""
+        if self.stopping is None:
+            self.stopping = reason
+            self.summary.stopped = reason
+
+    async def run(self, jobs: Sequence[Job]) -> Summary:
+        started = time.monotonic()
+        by_account: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_account.setdefault(job.account, []).append(job)
+        connector = aiohttp.TCPConnector(limit=max(1, self.options.concurrency), limit_per_host=0)
+        try:
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for name, account_jobs in by_account.items():
+                    account = self.accounts[name]
+                    client = Client(
+                        session,
+                        self.options.base_url or account.base_url,
+                        basic_auth(account.public_key, account.secret_key),
+                        timeout=self.options.timeout,
+                    )
+                    self.runs[name] = _AccountRun(account, client, account_jobs)
+                async with anyio.create_task_group() as tg:
+                    for run in self.runs.values():
+                        tg.start_soon(self._run_account, run)
+        finally:
+            # Whatever ended the run (done, stopped, cancelled, a bug), every job
+            # gets its line.
+            with anyio.CancelScope(shield=True):
+                reason = self.stopping or "interrupted"
+                for job in jobs:
+                    if job.integration_id not in self._finished:
+                        self._emit(Outcome(job.integration_id, job.account, "skipped", reason=reason))
+                for name, run in self.runs.items():
+                    stats = self.summary.accounts[name]
+                    stats.throttled = run.limiter.reads.throttled + run.limiter.writes.throttled
+            self.summary.duration_s = time.monotonic() - started
+        return self.summary
+
+    # -- per account ---------------------------------------------------------------
+
+    async def _run_account(self, run: _AccountRun) -> None:
+        burst = run.account.limits.write_burst
+        send, receive = anyio.create_memory_object_stream[tuple[Job, Diff, _Tracker]](burst * 2)
+        pending: Iterator[Job] = iter(run.jobs)
+        async with anyio.create_task_group() as tg:
+            if self.options.write:
+                for _ in range(burst):
+                    tg.start_soon(self._writer, run, receive.clone())
+            receive.close()
+            async with send, anyio.create_task_group() as readers:
+                for _ in range(min(burst, len(run.jobs))):
+                    readers.start_soon(self._reader, run, pending, send.clone())
+
+    async def _reader(
+        self,
+        run: _AccountRun,
+        pending: Iterator[Job],
+        send: ObjectSendStream[tuple[Job, Diff, _Tracker]],
+    ) -> None:
+        async with send:
+            for job in pending:
+                if self.stopping is not None:
+                    return  # the finaliser records the rest as skipped
+                tracker = _Tracker()
+                if run.fatal is not None:
+                    self._fail(job, run.fatal, tracker, early=True)
+                    continue
+                desired = job.desired.index
+                if self.options.read_first:
+                    try:
+                        current = await self._call(
+                            run,
+                            run.limiter.reads,
+                            tracker,
+                            partial(run.client.get_statuses, job.integration_id),
+                        )
+                    except ApiError as exc:
+                        self._fail(job, exc, tracker)
+                        continue
+                    change = diff(desired, current)
+                else:
+                    change = everything_added(desired)
+                if not change:
+                    self._done(job, "unchanged", change, tracker)
+                    continue
+                if not desired and not self.options.allow_delete_all:
+                    self._emit_failure(
+                        job,
+                        ErrorInfo(
+                            "refused",
+                            detail="the desired list is empty: writing it would delete every "
+                            "status of this integration; pass --allow-delete-all to do so",
+                        ),
+                        tracker,
+                        change,
+                    )
+                    continue
+                if not self.options.write:
+                    self._done(job, "changed", change, tracker)
+                    continue
+                await send.send((job, change, tracker))
+
+    async def _writer(self, run: _AccountRun, receive: ObjectReceiveStream[tuple[Job, Diff, _Tracker]]) -> None:
+        async with receive:
+            async for job, change, tracker in receive:
+                if self.stopping is not None:
+                    continue
+                if run.fatal is not None:
+                    self._fail(job, run.fatal, tracker, early=True)
+                    continue
+                body = job.desired.body(job.integration_id)
+                try:
+                    await self._call(run, run.limiter.writes, tracker, partial(run.client.post_statuses, body))
+                except ApiError as exc:
+                    self._fail(job, exc, tracker, change)
+                    continue
+                self._done(job, "changed", change, tracker)
+
+    # -- one request, retried ------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2.0 ** (attempt - 1))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    async def _call(self, run: _AccountRun, meter: Meter, tracker: _Tracker, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` under the account's meter and the global limit, retried while a
+        retry can help, within ``max_attempts`` and ``retry_max_time``."""
+        opts = self.options
+        first = time.monotonic()
+        stats = self.summary.accounts[run.account.name]
+        attempt = 0
+        while True:
+            if run.fatal is not None:
+                raise run.fatal
+            attempt += 1
+            tracker.attempts += 1
+            await meter.acquire()
+            try:
+                async with self._global:
+                    stats.requests += 1
+                    return await send()
+            except ApiError as exc:
+                error = exc
+            finally:
+                meter.release()
+            if isinstance(error, AuthError):
+                run.fatal = error
+                raise error
+            if not error.retryable:
+                raise error
+            if isinstance(error, ThrottledError):
+                meter.on_throttled(error.retry_after)
+            delay = error.retry_after if error.retry_after is not None else self._backoff(attempt)
+            elapsed = time.monotonic() - first
+            if attempt >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
+                raise error
+            if self.stopping is not None:
+                raise error
+            await anyio.sleep(delay)
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def _done(self, job: Job, result: Result, change: Diff, tracker: _Tracker) -> None:
+        self._emit(
+            Outcome(
+                job.integration_id,
+                job.account,
+                result,
+                change.added,
+                change.changed,
+                change.removed,
+                tracker.attempts,
+                round((time.monotonic() - tracker.started) * 1000, 1),
+                changes=change.changes,
+            )
+        )
+
+    def _fail(
+        self, job: Job, exc: ApiError, tracker: _Tracker, change: Diff | None = None, early: bool = False
+    ) -> None:
+        info = ErrorInfo.of(exc)
+        if early:
+            info = ErrorInfo(
+                exc.kind,
+                exc.http_status,
+                exc.code,
+                f"not attempted: the account's credentials were refused earlier in this run ({exc.detail})",
+                exc.pointer,
+            )
+        self._emit_failure(job, info, tracker, change)
+
+    def _emit_failure(self, job: Job, info: ErrorInfo, tracker: _Tracker, change: Diff | None) -> None:
+        self._emit(
+            Outcome(
+                job.integration_id,
+                job.account,
+                "failed",
+                change.added if change else 0,
+                change.changed if change else 0,
+                change.removed if change else 0,
+                tracker.attempts,
+                round((time.monotonic() - tracker.started) * 1000, 1),
+                error=info,
+                changes=change.changes if change else (),
+            )
+        )
+
+    def _emit(self, outcome: Outcome) -> None:
+        if outcome.integration_id in self._finished:
+            return
+        self._finished.add(outcome.integration_id)
+        setattr(
+            self.summary.accounts[outcome.account],
+            outcome.result,
+            getattr(self.summary.accounts[outcome.account], outcome.result) + 1,
+        )
+        if outcome.result == "failed":
+            self._failures += 1
+            limit = self.options.max_failures
+            if limit is not None and self._failures >= limit:
+                self.stop(f"stopped after {self._failures} failures (--max-failures)")
+        self.on_outcome(outcome)

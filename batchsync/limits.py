@@ -1,0 +1,136 @@
+"""Client-side rate limiting per Sendcloud account: reads and writes metered apart.
+
+Each account gets two :class:`Meter` objects (reads, writes). A meter is a token
+bucket (the rate) plus a cap on requests in flight (the burst allowance): separate
+knobs, as aiometer separates ``max_per_second`` from ``max_at_once``. A 429 slows
+only the meter that got it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import anyio
+
+# We aim slightly under the documented budget: a server's clock and ours never agree
+# exactly, and a request's arrival jitters by a few milliseconds.
+SAFETY = 0.98
+# After a 429 the rate we believed in was wrong; each one takes this much off it.
+BACKOFF_FACTOR = 0.8
+FLOOR = 0.1  # never below this fraction of the declared rate
+
+
+class Meter:
+    """A token bucket of ``capacity`` tokens refilled at ``per_minute``, and at most
+    ``capacity`` requests in flight.
+
+    Waiters are served first come, first served (the lock is fair), so a burst of
+    callers is spread at the rate rather than stampeding at each refill.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        capacity: int,
+        clock: Callable[[], float] = time.monotonic,
+        safety: float = SAFETY,
+    ) -> None:
+        self.declared = per_minute / 60.0
+        self.rate = self.declared * safety
+        self.capacity = max(1, capacity)
+        self.tokens = float(self.capacity)
+        self.clock = clock
+        self.updated = clock()
+        self.paused_until = 0.0
+        self.throttled = 0  # 429s seen
+        self.waiting = 0  # callers queued for a token right now
+        self._lock = anyio.Lock()
+        self._in_flight = anyio.Semaphore(self.capacity)
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    async def acquire(self) -> None:
+        """Wait for a slot in flight, then for a token. Pair with :meth:`release`."""
+        self.waiting += 1
+        try:
+            await self._in_flight.acquire()
+            try:
+                async with self._lock:
+                    while True:
+                        now = self.clock()
+                        if now < self.paused_until:
+                            await anyio.sleep(self.paused_until - now)
+                            continue
+                        self._refill(now)
+                        if self.tokens >= 1.0:
+                            self.tokens -= 1.0
+                            return
+                        await anyio.sleep((1.0 - self.tokens) / self.rate)
+            except BaseException:
+                self._in_flight.release()
+                raise
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._in_flight.release()
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        """A 429: slow down, empty the bucket, and pause for ``Retry-After`` if given."""
+        self.throttled += 1
+        self.rate = max(self.declared * FLOOR, self.rate * BACKOFF_FACTOR)
+        now = self.clock()
+        self._refill(now)
+        self.tokens = 0.0
+        pause = retry_after if retry_after is not None else 1.0 / self.rate
+        self.paused_until = max(self.paused_until, now + pause)
+
+    @property
+    def slowed(self) -> bool:
+        """Whether a 429 has taken this meter below what the inventory declared."""
+        return self.throttled > 0
+
+    def min_duration(self, requests: int) -> float:
+        """Shortest time ``requests`` can take at the declared budget (burst first)."""
+        return max(0.0, requests - self.capacity) / self.declared if requests else 0.0
+
+
+class AccountLimiter:
+    """The read and write meters of one account."""
+
+    def __init__(
+        self,
+        writes_per_minute: float,
+        write_burst: int,
+        reads_per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Sendcloud documents a burst only for writes; reads get the same cap on
+        # requests in flight, which is what "burst allowance" describes.
+        self.reads = Meter(reads_per_minute, write_burst, clock)
+        self.writes = Meter(writes_per_minute, write_burst, clock)
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now()
+    if math.isnan(seconds) or seconds < 0:
+        return 0.0
+    return min(seconds, 3600.0)

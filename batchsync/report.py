@@ -1,0 +1,134 @@
+"""Outcomes for people and programs: the streamed JSON-lines report, the plan, the recap.
+
+The report file gets one line per integration as it finishes (flushed at once, so a
+killed run still leaves a true record), then a closing summary line with no
+``integration_id``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+import msgspec
+
+from batchsync.diff import Change
+from batchsync.engine import RESULTS, Outcome, Summary
+
+_encoder = msgspec.json.Encoder()
+
+
+class ReportWriter:
+    """Appends outcome lines to a file, flushing each so nothing is lost on a kill."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, outcome: Outcome) -> None:
+        self._file.write(_encoder.encode(outcome) + b"\n")
+        self._file.flush()
+
+    def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
+        if summary is not None:
+            self._file.write(_encoder.encode(summary_document(summary, mode)) + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
+    totals = {r: summary.total(r) for r in RESULTS}
+    return {
+        "summary": True,
+        "mode": mode,
+        "totals": totals,
+        "accounts": {k: msgspec.to_builtins(v) for k, v in summary.accounts.items()},
+        "duration_s": round(summary.duration_s, 3),
+        "stopped": summary.stopped,
+    }
+
+
+def _names(d: dict[str, str] | None) -> str:
+    return ", ".join(f'{lang} "{name}"' for lang, name in (d or {}).items())
+
+
+def _change_lines(change: Change) -> Iterable[str]:
+    if change.op == "+":
+        yield f"    + {change.external_id!r}: {_names(change.after)}"
+    elif change.op == "-":
+        yield f"    - {change.external_id!r}: {_names(change.before)}  (will be deleted)"
+    else:
+        before, after = change.before or {}, change.after or {}
+        parts = []
+        for lang in sorted(set(before) | set(after)):
+            b, a = before.get(lang), after.get(lang)
+            if b == a:
+                continue
+            if b is None:
+                parts.append(f'{lang} + "{a}"')
+            elif a is None:
+                parts.append(f'{lang} - "{b}"')
+            else:
+                parts.append(f'{lang} "{b}" -> "{a}"')
+        yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
+
+
+def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbose: bool = False) -> None:
+    """One integration's result as text: the diff for changes, the reason for failures."""
+    where = f"integration {outcome.integration_id} ({outcome.account})"
+    if outcome.result == "failed" and outcome.error is not None:
+        e = outcome.error
+        status = f" {e.http_status}" if e.http_status else ""
+        pointer = f" at {e.pointer}" if e.pointer else ""
+        attempts = f" after {outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''}"
+        print(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}", file=out)
+        for change in outcome.changes if mode == "plan" else ():
+            for line in _change_lines(change):
+                print(line, file=out)
+        return
+    if outcome.result == "skipped":
+        if verbose:
+            print(f"  {where}: skipped: {outcome.reason}", file=out)
+        return
+    if outcome.result == "unchanged":
+        if verbose:
+            print(f"  {where}: unchanged", file=out)
+        return
+    verb = "will change" if mode == "plan" else "changed"
+    counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
+    print(f"~ {where} {verb} ({counts})", file=out)
+    if mode == "plan" or verbose:
+        for change in outcome.changes:
+            for line in _change_lines(change):
+                print(line, file=out)
+
+
+def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
+    """Ansible's recap: a line per account, then totals."""
+    width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
+    changed = "to change" if mode == "plan" else "changed"
+    print(f"\n{'RECAP':<{width}}", file=out)
+    for name in sorted(summary.accounts):
+        a = summary.accounts[name]
+        note = f"  throttled={a.throttled}" if a.throttled else ""
+        print(
+            f"{name:<{width}}  unchanged={a.unchanged:<5} {changed}={a.changed:<5} "
+            f"failed={a.failed:<5} skipped={a.skipped:<5}{note}",
+            file=out,
+        )
+    t = {r: summary.total(r) for r in RESULTS}
+    print(
+        f"{'TOTAL':<{width}}  unchanged={t['unchanged']:<5} {changed}={t['changed']:<5} "
+        f"failed={t['failed']:<5} skipped={t['skipped']:<5}  in {summary.duration_s:.1f}s",
+        file=out,
+    )
+    if summary.stopped:
+        print(f"stopped early: {summary.stopped}", file=out)
+    if mode == "plan":
+        print(
+            "plan only: nothing was written" + ("" if t["changed"] else "; every integration is in its desired state"),
+            file=out,
+        )
