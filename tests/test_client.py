@@ -63,9 +63,21 @@ async def test_post_sends_body_and_basic_auth(client: c.Client) -> None:
         (500, b"", {}, "server", True),
         (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", {"Content-Type": "text/html"}, "server", True),
         (503, b"Service Unavailable", {}, "server", True),
-        (401, b'{"errors":[{"status":"401","code":"authentication_failed","detail":"Invalid key"}]}', {}, "auth", False),
+        (
+            401,
+            b'{"errors":[{"status":"401","code":"authentication_failed","detail":"Invalid key"}]}',
+            {},
+            "auth",
+            False,
+        ),
         (403, b"<html>forbidden</html>", {}, "client", False),
-        (404, b'{"errors":[{"status":"404","code":"not_found","detail":"No such integration"}]}', {}, "not_found", False),
+        (
+            404,
+            b'{"errors":[{"status":"404","code":"not_found","detail":"No such integration"}]}',
+            {},
+            "not_found",
+            False,
+        ),
         (
             400,
             b'{"errors":[{"status":"400","code":"invalid","detail":"Only the Prestashop V2 integration is supported"}]}',
