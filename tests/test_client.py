@@ -80,7 +80,8 @@ async def test_post_sends_body_and_basic_auth(client: c.Client) -> None:
         ),
         (
             400,
-            b'{"errors":[{"status":"400","code":"invalid","detail":"Only the Prestashop V2 integration is supported"}]}',
+            b'{"errors":[{"status":"400","code":"invalid",'
+            b'"detail":"Only the Prestashop V2 integration is supported"}]}',
             {},
             "not_supported",
             False,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 
 from batchsync.engine import Engine, Options, Outcome
 from batchsync.inventory import Inventory, load
