@@ -1,0 +1,99 @@
+"""Every request batchsync sends conforms to the official OpenAPI description.
+
+A middleware in front of the sandbox validates each incoming request with openapi-core
+against ``shared/spec/integrations-v3.yaml`` while plan, apply and apply --no-read run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import yaml
+from aiohttp import web
+from openapi_core import OpenAPI
+from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
+from test_engine import FAST, make_inventory
+
+from batchsync.client import Client
+from batchsync.engine import Engine, Outcome
+from batchsync.sandbox import Sandbox, SandboxConfig
+from batchsync.secrets import basic_auth
+
+SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "integrations-v3.yaml"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def openapi_for_loopback() -> OpenAPI:
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["servers"] = [{"url": "http://127.0.0.1"}]  # openapi-core's host_url has no port
+    return OpenAPI.from_dict(spec)
+
+
+async def test_every_request_conforms(tmp_path: Path) -> None:
+    openapi = openapi_for_loopback()
+    seen: list[tuple[str, str]] = []
+    invalid: list[str] = []
+
+    @web.middleware
+    async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/_sandbox"):
+            body = await request.read()
+            try:
+                openapi.validate_request(AIOHTTPOpenAPIWebRequest(request, body=body or None))
+            except Exception as exc:  # collect, so the test reports every violation
+                invalid.append(f"{request.method} {request.path_qs}: {exc!r}")
+            seen.append((request.method, request.path))
+        return await handler(request)
+
+    inv = make_inventory(tmp_path, {"acme": 12, "globex": 5}, extra=[{"id": 7, "account": "acme", "statuses": []}])
+    box = Sandbox(inv, SandboxConfig(in_sync=0.3, seed=2))
+    box.app.middlewares.append(validate)
+    runner = web.AppRunner(box.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        outcomes: list[Outcome] = []
+        for options in (
+            msgspec.structs.replace(FAST, write=False),
+            msgspec.structs.replace(FAST, allow_delete_all=True),
+            msgspec.structs.replace(FAST, read_first=False, allow_delete_all=True),
+        ):
+            await Engine(inv.accounts, msgspec.structs.replace(options, base_url=url), outcomes.append).run(inv.jobs)
+        async with aiohttp.ClientSession() as session:
+            account = inv.accounts["acme"]
+            client = Client(session, url, basic_auth(account.public_key, account.secret_key))
+            await client.get_mapping(inv.jobs[0].integration_id)
+    finally:
+        box.close()
+        await runner.cleanup()
+    assert not [o for o in outcomes if o.result == "failed"]
+    assert {m for m, _ in seen} == {"GET", "POST"}  # both kinds were checked
+    assert ("GET", "/shop-order-statuses/mapping") in seen
+    assert len(seen) >= 18 * 3
+    assert invalid == []
+
+
+def test_the_validator_does_catch_a_bad_request() -> None:
+    """The check above can fail: a body the schema rejects is reported."""
+    from openapi_core.testing import MockRequest
+
+    openapi = openapi_for_loopback()
+    bad = MockRequest(
+        "http://127.0.0.1",
+        "post",
+        "/shop-order-statuses",
+        headers={"Authorization": "Basic eDp5"},
+        data=b'{"integration_id": "7", "statuses": [{"external_id": "1", "translations": []}]}',
+        content_type="application/json",
+    )
+    try:
+        openapi.validate_request(bad)
+    except Exception:
+        return
+    raise AssertionError("the validator accepted an invalid body")
