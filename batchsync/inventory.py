@@ -50,13 +50,9 @@ class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def over(self, base: Limits) -> Limits:
         return Limits(
-            writes_per_minute=base.writes_per_minute
-            if self.writes_per_minute is None
-            else self.writes_per_minute,
+            writes_per_minute=base.writes_per_minute if self.writes_per_minute is None else self.writes_per_minute,
             write_burst=base.write_burst if self.write_burst is None else self.write_burst,
-            reads_per_minute=base.reads_per_minute
-            if self.reads_per_minute is None
-            else self.reads_per_minute,
+            reads_per_minute=base.reads_per_minute if self.reads_per_minute is None else self.reads_per_minute,
         )
 
 
@@ -137,8 +133,7 @@ class Desired:
         """external_id -> {(language, name)}: what a diff compares."""
         if self._index is None:
             self._index = {
-                s.external_id: frozenset((t.language, t.status) for t in s.translations)
-                for s in self.statuses
+                s.external_id: frozenset((t.language, t.status) for t in s.translations) for s in self.statuses
             }
         return self._index
 
@@ -252,9 +247,7 @@ def _guess_id(raw: Any) -> int | None:
     return None
 
 
-def merge_statuses(
-    base: Statuses, overrides: Statuses, removals: Iterable[str]
-) -> Statuses:
+def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:
     """A set with one shop's changes: ``remove_statuses`` first, then ``override_statuses``.
 
     An override whose external_id is new is appended; one whose external_id exists
@@ -284,12 +277,8 @@ class _Loader:
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
         self._interned: dict[Statuses, Desired] = {}
 
-    def problem(
-        self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None
-    ) -> None:
-        self.problems.append(
-            InventoryProblem(file or self.name, integration_id, to_jsonpath(loc), message)
-        )
+    def problem(self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None) -> None:
+        self.problems.append(InventoryProblem(file or self.name, integration_id, to_jsonpath(loc), message))
 
     def convert(self, raw: Any, kind: type[Any], loc: Loc, integration_id: int | None = None) -> Any:
         try:
@@ -311,9 +300,7 @@ class _Loader:
             found = self._interned[statuses] = Desired(statuses)
         return found
 
-    def statuses_file(
-        self, ref: str, loc: Loc, integration_id: int | None
-    ) -> tuple[Statuses | None, int | None]:
+    def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
         """(statuses, the file's integration_id) or (None, None) after reporting why not."""
         target = Path(ref).expanduser()
         if not target.is_absolute():
@@ -367,9 +354,7 @@ class _Loader:
             jobs = []
         return Inventory(self.name, accounts, jobs, self.problems)
 
-    def accounts(
-        self, raw: Any, defaults: DefaultsSpec, base_limits: Limits
-    ) -> tuple[dict[str, Account], set[str]]:
+    def accounts(self, raw: Any, defaults: DefaultsSpec, base_limits: Limits) -> tuple[dict[str, Account], set[str]]:
         accounts: dict[str, Account] = {}
         broken: set[str] = set()
         if raw is None:
@@ -450,7 +435,11 @@ class _Loader:
         if isinstance(spec, IntegrationSpec) and spec.status_set is not None:
             given.insert(0, "status_set")
         if len(given) != 1:
-            choices = "status_set, statuses or statuses_file" if isinstance(spec, IntegrationSpec) else "statuses or statuses_file"
+            choices = (
+                "status_set, statuses or statuses_file"
+                if isinstance(spec, IntegrationSpec)
+                else "statuses or statuses_file"
+            )
             what = "none" if not given else " and ".join(given)
             self.problem(loc, f"give exactly one of {choices} (got {what})", integration_id)
             return None
@@ -518,14 +507,16 @@ class _Loader:
                 missing = [x for x in spec.remove_statuses if x not in {s.external_id for s in statuses}]
                 for x in missing:
                     k = spec.remove_statuses.index(x)
-                    self.problem((*loc, "remove_statuses", k), f"external_id {x!r} is not in the statuses it would remove from", iid)
+                    self.problem(
+                        (*loc, "remove_statuses", k),
+                        f"external_id {x!r} is not in the statuses it would remove from",
+                        iid,
+                    )
                 if missing:
                     continue
                 statuses = merge_statuses(statuses, spec.override_statuses, spec.remove_statuses)
             if ok:
-                jobs.append(
-                    Job(iid, spec.account, self.desired(statuses), spec.tags, spec.status_set or "")
-                )
+                jobs.append(Job(iid, spec.account, self.desired(statuses), spec.tags, spec.status_set or ""))
         return jobs
 
 
@@ -562,6 +553,5 @@ def select(jobs: Sequence[Job], selectors: Sequence[str]) -> list[Job]:
     return [
         j
         for j in jobs
-        if (not include or any(matches(j, t) for t in include))
-        and not any(matches(j, t) for t in exclude)
+        if (not include or any(matches(j, t) for t in include)) and not any(matches(j, t) for t in exclude)
     ]
