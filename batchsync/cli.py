@@ -66,6 +66,22 @@ def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | in
         print(f"{inv.path}: {len(inv.problems)} problem(s); nothing was sent", file=sys.stderr)
         return EXIT_NOT_STARTED
     jobs = select(inv.jobs, args.limit or [])
+    if getattr(args, "retry_failed", None):
+        from batchsync.run import ids_to_retry
+
+        try:
+            wanted = ids_to_retry(args.retry_failed)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            print(f"batchsync: --retry-failed {args.retry_failed}: {reason}", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        jobs = [j for j in jobs if j.integration_id in wanted]
+        if not jobs:
+            print(
+                f"batchsync: nothing to retry: {args.retry_failed} has no failed or skipped integration",
+                file=sys.stderr,
+            )
+            return EXIT_OK
     if not jobs:
         print(f"batchsync: no integration matches --limit {' '.join(args.limit)}", file=sys.stderr)
         return EXIT_NOT_STARTED
@@ -105,6 +121,23 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     )
     p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
     p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
+    p.add_argument(
+        "--max-failures",
+        metavar="N|P%",
+        help="stop starting new work once N integrations (or P%% of those selected) have failed; exit 3",
+    )
+    p.add_argument(
+        "--retry-failed",
+        metavar="REPORT",
+        help="only the integrations that failed or were skipped in this earlier --report file",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long requests in flight may finish before they are cancelled (10)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="also list unchanged and skipped integrations")
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")

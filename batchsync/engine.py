@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from functools import partial
 from typing import Literal, TypeVar
 
@@ -94,6 +94,10 @@ class Summary(msgspec.Struct):
         return sum(getattr(a, result) for a in self.accounts.values())
 
 
+class _Interrupted(Exception):
+    """Raised instead of starting a request once the run is stopping."""
+
+
 class _Tracker:
     """Per-job attempt count and start time."""
 
@@ -136,6 +140,7 @@ class Engine:
         self._finished: set[int] = set()
         self._failures = 0
         self._global = anyio.CapacityLimiter(max(1, options.concurrency))
+        self._waits: set[anyio.CancelScope] = set()
 
     # -- public --------------------------------------------------------------------
 
@@ -144,6 +149,22 @@ class Engine:
         if self.stopping is None:
             self.stopping = reason
             self.summary.stopped = reason
+            for scope in self._waits:  # wake whoever waits for a token or a backoff
+                scope.cancel()
+
+    async def _wait(self, waiting: Awaitable[None]) -> None:
+        """Await a token or a backoff, unless and until the run stops."""
+        if self.stopping is None:
+            with anyio.CancelScope() as scope:
+                self._waits.add(scope)
+                try:
+                    await waiting
+                    return
+                finally:
+                    self._waits.discard(scope)
+        if isinstance(waiting, Coroutine):
+            waiting.close()
+        raise _Interrupted
 
     async def run(self, jobs: Sequence[Job]) -> Summary:
         started = time.monotonic()
@@ -220,6 +241,8 @@ class Engine:
                     except ApiError as exc:
                         self._fail(job, exc, tracker)
                         continue
+                    except _Interrupted:
+                        return
                     change = diff(desired, current)
                 else:
                     change = everything_added(desired)
@@ -257,6 +280,8 @@ class Engine:
                 except ApiError as exc:
                     self._fail(job, exc, tracker, change)
                     continue
+                except _Interrupted:
+                    continue
                 self._done(job, "changed", change, tracker)
 
     # -- one request, retried ------------------------------------------------------
@@ -275,9 +300,9 @@ class Engine:
         while True:
             if run.fatal is not None:
                 raise run.fatal
+            await self._wait(meter.acquire())
             attempt += 1
             tracker.attempts += 1
-            await meter.acquire()
             try:
                 async with self._global:
                     stats.requests += 1
@@ -297,9 +322,10 @@ class Engine:
             elapsed = time.monotonic() - first
             if attempt >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
                 raise error
-            if self.stopping is not None:
-                raise error
-            await anyio.sleep(delay)
+            try:
+                await self._wait(anyio.sleep(delay))
+            except _Interrupted:
+                raise error from None
 
     # -- outcomes ------------------------------------------------------------------
 

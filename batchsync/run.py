@@ -6,10 +6,11 @@ Kept apart from ``cli`` so that ``validate`` and ``--version`` never import aioh
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import anyio
 import msgspec
@@ -50,14 +51,34 @@ def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
     return EXIT_OK
 
 
+async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace: float) -> None:
+    """First SIGINT/SIGTERM: start nothing new, cancel what is in flight after ``grace``
+    seconds. A second one: cancel now. Either way the run still records every outcome."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if engine.stopping is None:
+                engine.stop(f"interrupted by {name}")
+                scope.deadline = min(scope.deadline, anyio.current_time() + grace)
+                print(
+                    f"batchsync: {name}: starting nothing new; waiting up to {grace:g}s for requests "
+                    "in flight (send it again to stop now)",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"batchsync: {name} again: stopping now", file=sys.stderr)
+                scope.cancel()
+
+
 async def execute(
     inv: Inventory,
     jobs: Sequence[Job],
     options: Options,
-    on_outcome: Any,
+    on_outcome: Callable[[Outcome], None],
     sandbox: bool = False,
+    grace: float = 10.0,
 ) -> Summary:
-    """Run the engine, inside an embedded sandbox when asked."""
+    """Run the engine (inside an embedded sandbox when asked) until done or stopped."""
     async with AsyncExitStack() as stack:
         if sandbox:
             from batchsync.sandbox.server import SandboxConfig, run_sandbox
@@ -66,7 +87,52 @@ async def execute(
             options = msgspec.structs.replace(options, base_url=box.url)
             print(f"sandbox: serving {len(inv.jobs)} integrations at {box.url}", file=sys.stderr)
         engine = Engine(inv.accounts, options, on_outcome)
-        return await engine.run(jobs)
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(_watch_signals, engine, scope, grace)
+            with scope:
+                await engine.run(jobs)
+            tg.cancel_scope.cancel()
+        if scope.cancelled_caught and engine.stopping is None:
+            engine.stop("interrupted")
+        return engine.summary
+
+
+def parse_max_failures(text: str | None, total: int) -> int | None:
+    """``--max-failures``: a count, or a percentage of the selected integrations."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.endswith("%"):
+        pct = float(text[:-1])
+        if not 0 < pct <= 100:
+            raise ValueError("a percentage must be above 0 and at most 100")
+        return max(1, math.ceil(total * pct / 100))
+    count = int(text)
+    if count < 1:
+        raise ValueError("must be at least 1")
+    return count
+
+
+def ids_to_retry(report: str) -> set[int]:
+    """Integration ids that failed or were skipped in an earlier ``--report`` file."""
+    ids: set[int] = set()
+    with open(report, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                raise ValueError(f"line {n} is not JSON") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"line {n} is not a JSON object")
+            iid = row.get("integration_id")
+            if iid is None:
+                continue  # the closing summary line
+            if row.get("result") in ("failed", "skipped") and isinstance(iid, int):
+                ids.add(iid)
+    return ids
 
 
 def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -> int:
@@ -93,9 +159,15 @@ def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -
             print_outcome(outcome, mode, verbose=args.verbose)
 
     options = options_from(args, args.base_url)
+    try:
+        max_failures = parse_max_failures(args.max_failures, len(jobs))
+    except ValueError as exc:
+        print(f"batchsync: --max-failures {args.max_failures}: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    options = msgspec.structs.replace(options, max_failures=max_failures)
     summary: Summary | None = None
     try:
-        summary = anyio.run(execute, inv, jobs, options, on_outcome, args.sandbox)
+        summary = anyio.run(execute, inv, jobs, options, on_outcome, args.sandbox, args.grace_period)
     finally:
         if report is not None:
             report.close(summary, mode)

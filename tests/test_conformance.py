@@ -13,9 +13,10 @@ import aiohttp
 import msgspec
 import yaml
 from aiohttp import web
+from inventory_factory import make_inventory
 from openapi_core import OpenAPI
 from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
-from test_engine import FAST, make_inventory
+from test_engine import FAST
 
 from batchsync.client import Client
 from batchsync.engine import Engine, Outcome

@@ -4,56 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from inventory_factory import STATUSES, make_inventory
 
 from batchsync.engine import Engine, Options, Outcome
-from batchsync.inventory import Inventory, load
+from batchsync.inventory import Inventory
 from batchsync.sandbox import SandboxConfig, run_sandbox
 
-STATUSES = [
-    {"external_id": "1", "translations": [{"status": "Awaiting payment", "language": "en-gb"}]},
-    {
-        "external_id": "2",
-        "translations": [{"status": "Shipped", "language": "en-gb"}, {"status": "Verzonden", "language": "nl-nl"}],
-    },
-    {"external_id": "3", "translations": [{"status": "Delivered", "language": "en-gb"}]},
-]
 FAST = Options(backoff_base=0.01, backoff_max=0.05, timeout=5.0)
-
-
-def make_inventory(
-    tmp_path: Path,
-    accounts: dict[str, int],
-    limits: dict[str, dict[str, Any]] | None = None,
-    secrets: dict[str, str] | None = None,
-    extra: Sequence[dict[str, Any]] = (),
-    name: str = "inv.json",
-) -> Inventory:
-    """``accounts``: name -> number of integrations, all on one shared status set."""
-    doc: dict[str, Any] = {"accounts": {}, "status_sets": {"std": {"statuses": STATUSES}}, "integrations": []}
-    environ: dict[str, str] = {}
-    next_id = 1000
-    for acct, n in accounts.items():
-        key = acct.upper()
-        environ[f"{key}_PUB"] = f"{acct}-public"
-        environ[f"{key}_SEC"] = (secrets or {}).get(acct, f"{acct}-secret")
-        spec: dict[str, Any] = {"public_key": f"env:{key}_PUB", "secret_key": f"env:{key}_SEC"}
-        if limits and acct in limits:
-            spec["limits"] = limits[acct]
-        doc["accounts"][acct] = spec
-        for _ in range(n):
-            next_id += 1
-            doc["integrations"].append({"id": next_id, "account": acct, "status_set": "std", "tags": [acct]})
-    doc["integrations"].extend(extra)
-    path = tmp_path / name
-    path.write_text(json.dumps(doc))
-    inv = load(path, environ)
-    assert inv.valid, inv.problems
-    return inv
 
 
 async def run(inv: Inventory, url: str, options: Options = FAST) -> tuple[list[Outcome], Engine]:
