@@ -1,0 +1,203 @@
+"""The command line as a user runs it: real processes against a sandbox process over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from inventory_factory import inventory_env, make_inventory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env_with(extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
+
+
+class SandboxProcess:
+    def __init__(self, inventory: Path, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0", "--inventory", str(inventory), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "http://" in line, (line, self.proc.stderr.read() if self.proc.stderr else "")
+        self.url = line[line.index("http://") :].split()[0]
+
+    def stats(self) -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/_sandbox/stats") as resp:  # loopback only
+            return json.load(resp)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(10) == 0
+
+
+@pytest.fixture
+def sandbox_proc() -> Iterator[list[SandboxProcess]]:
+    started: list[SandboxProcess] = []
+    yield started
+    for box in started:
+        if box.proc.poll() is None:
+            box.stop()
+
+
+def batchsync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchsync", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
+
+
+def read_report(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in rows if "integration_id" in r], [r for r in rows if "integration_id" not in r]
+
+
+ACCOUNTS = {"acme": 12, "globex": 8}
+
+
+def test_plan_then_apply_then_plan(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0.5", "--seed", "4")
+    sandbox_proc.append(box)
+
+    plan = batchsync("plan", inv.path, "--base-url", box.url, "--detailed-exitcode", env=env)
+    assert plan.returncode == 4, plan.stderr
+    assert "will change" in plan.stdout and "RECAP" in plan.stdout
+    assert box.stats()["requests"]["acme"]["POST"] == 0
+
+    report = tmp_path / "report.jsonl"
+    applied = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    lines, summary = read_report(report)
+    assert sorted(r["integration_id"] for r in lines) == sorted(j.integration_id for j in inv.jobs)
+    assert {r["result"] for r in lines} == {"changed", "unchanged"}
+    assert len(summary) == 1 and summary[0]["totals"]["failed"] == 0
+    for key in ("integration_id", "account", "result", "added", "changed", "removed", "attempts", "duration_ms"):
+        assert key in lines[0]
+
+    again = batchsync("plan", inv.path, "--base-url", box.url, "--detailed-exitcode", "--format", "json", env=env)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["totals"]["changed"] == 0 and doc["totals"]["unchanged"] == 20
+    assert len(doc["outcomes"]) == 20
+
+
+def test_limit_selects_by_id_account_and_tag(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    first = str(inv.jobs[0].integration_id)
+    result = batchsync(
+        "apply", inv.path, "--base-url", box.url, "--format", "json", "--limit", first, "--limit", "globex", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    ids = {o["integration_id"] for o in json.loads(result.stdout)["outcomes"]}
+    assert ids == {int(first)} | {j.integration_id for j in inv.jobs if j.account == "globex"}
+    nothing = batchsync("apply", inv.path, "--base-url", box.url, "--limit", "tag:nope", env=env)
+    assert nothing.returncode == 2 and "no integration matches" in nothing.stderr
+
+
+def test_sigterm_mid_run_gives_a_complete_report_and_exit_3(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    # 2 writes a second with a burst of 1: 30 integrations take 15 s unless stopped.
+    accounts = {"acme": 30}
+    inv = make_inventory(tmp_path, accounts, limits={"acme": {"writes_per_minute": 120, "write_burst": 1}})
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    report = tmp_path / "report.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out + err
+    lines, summary = read_report(report)
+    assert sorted(r["integration_id"] for r in lines) == sorted(j.integration_id for j in inv.jobs)
+    results = {r["result"] for r in lines}
+    assert "skipped" in results and "changed" in results
+    assert all(r["reason"].startswith("interrupted") for r in lines if r["result"] == "skipped")
+    assert summary and summary[0]["stopped"].startswith("interrupted")
+    assert "RECAP" in out
+
+
+def test_retry_failed_touches_exactly_the_failed(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = [inv.jobs[3].integration_id, inv.jobs[15].integration_id]
+    box = SandboxProcess(Path(inv.path), env, *(a for i in bad for a in ("--system-for", f"{i}=woocommerce")))
+    sandbox_proc.append(box)
+    report = tmp_path / "first.jsonl"
+    first = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), env=env)
+    assert first.returncode == 1
+    assert f"integration {bad[0]}" in first.stdout and "not_supported" in first.stdout
+    before = box.stats()["requests"]
+    second_report = tmp_path / "second.jsonl"
+    second = batchsync(
+        "apply",
+        inv.path,
+        "--base-url",
+        box.url,
+        "--retry-failed",
+        str(report),
+        "--report",
+        str(second_report),
+        env=env,
+    )
+    assert second.returncode == 1
+    lines, _ = read_report(second_report)
+    assert sorted(r["integration_id"] for r in lines) == sorted(bad)
+    after = box.stats()["requests"]
+    touched = sum(after[a]["GET"] - before[a]["GET"] for a in after)
+    assert touched == 2  # one read each, nothing else was touched
+
+
+def test_inventory_errors_send_nothing_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[accounts.a]\npublic_key = "plaintext-key"\nsecret_key = "env:NOPE"\n[[integrations]]\nid = 1\n')
+    result = batchsync("apply", str(path), "--base-url", "http://127.0.0.1:9", env=env_with({}))
+    assert result.returncode == 2
+    assert "plaintext-key" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "literal secret" in result.stderr
+
+
+def test_no_secret_in_any_output(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    accounts = {"acme": 4}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env, "--fault-502", "0.5", "--fault-reset", "0.2")
+    sandbox_proc.append(box)
+    wrong = env_with(inventory_env(accounts, secrets={"acme": "s3cr3t-that-is-wrong"}))
+    report = tmp_path / "r.jsonl"
+    for e in (env, wrong):
+        result = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), "-v", env=e)
+        text = result.stdout + result.stderr + report.read_text()
+        for value in (*inventory_env(accounts).values(), "s3cr3t-that-is-wrong"):
+            assert value not in text
+    assert result.returncode == 1 and "auth" in result.stdout
