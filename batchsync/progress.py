@@ -1,0 +1,307 @@
+"""What a person at a terminal sees while a run works, and how log lines look.
+
+A one-line progress bar (silent unless the stream is a terminal, so cron mail stays
+clean), text or JSON log formatting, and redaction of secret values in anything logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from batchsync.engine import Outcome
+
+__all__ = [
+    "JsonLogFormatter",
+    "Progress",
+    "RedactingFormatter",
+    "Redactor",
+    "TextLogFormatter",
+    "format_duration",
+    "redact",
+    "setup_logging",
+]
+
+# -- progress -----------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``1m32s``, ``2h05m``: short enough for a status line."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class Progress:
+    """``[=====>    ] 1234/5000  25%  41.2/s  ETA 1m32s  failed 3  throttled: acme, beta``
+
+    :meth:`update` is called once per integration and only counts, reading the clock to
+    redraw at most ``1 / min_interval`` times a second. Disabled (the default when
+    ``stream`` is not a terminal), every method returns at once and writes nothing.
+    Anything else printed to the same terminal should call :meth:`clear` first.
+    """
+
+    BAR_WIDTH = 20
+
+    def __init__(
+        self,
+        total: int,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        throttled: Callable[[], Iterable[str]] | None = None,
+        min_interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream: TextIO = sys.stderr if stream is None else stream
+        if enabled is None:
+            try:
+                enabled = self.stream.isatty()
+            except (AttributeError, ValueError):  # closed or not a real file
+                enabled = False
+        self.enabled = enabled
+        self.total = max(0, total)
+        self.done = 0
+        self.counts: dict[str, int] = {"unchanged": 0, "changed": 0, "failed": 0, "skipped": 0}
+        self.throttled = throttled
+        self.min_interval = min_interval
+        self.clock = clock
+        self.started = clock()
+        self._next_draw = self.started  # first update draws at once
+        self._drawn = False
+
+    def update(self, outcome: Outcome) -> None:
+        if not self.enabled:
+            return
+        self.done += 1
+        self.counts[outcome.result] = self.counts.get(outcome.result, 0) + 1
+        if self.clock() >= self._next_draw:
+            self.refresh()
+
+    def line(self, width: int = 120) -> str:
+        """The status text, cut to ``width`` characters."""
+        elapsed = self.clock() - self.started
+        total = max(self.total, self.done)
+        fraction = self.done / total if total else 1.0
+        filled = int(fraction * self.BAR_WIDTH)
+        head = ">" if filled < self.BAR_WIDTH else ""
+        bar = ("=" * filled + head).ljust(self.BAR_WIDTH)
+        # Within the first second the rate is noise (one outcome in a millisecond is not 1000/s).
+        rate = self.done / elapsed if elapsed >= 1.0 else 0.0
+        parts = [f"[{bar}] {self.done}/{total}", f"{fraction * 100:3.0f}%", f"{rate:.1f}/s" if rate else "-/s"]
+        if self.done < total:
+            parts.append(f"ETA {format_duration((total - self.done) / rate)}" if rate else "ETA ?")
+        if self.counts.get("failed"):
+            parts.append(f"failed {self.counts['failed']}")
+        if self.counts.get("skipped"):
+            parts.append(f"skipped {self.counts['skipped']}")
+        if self.throttled is not None:
+            names = sorted(self.throttled())
+            if names:
+                parts.append("throttled: " + ", ".join(names))
+        text = "  ".join(parts)
+        # A line longer than the terminal wraps, and "\r" then only rewinds the last row.
+        return text if len(text) < width else text[: max(0, width - 3)] + "..."
+
+    def _width(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (AttributeError, ValueError, OSError):
+            return 119
+
+    def refresh(self) -> None:
+        """Redraw now (the caller may also call this from a timer while nothing finishes)."""
+        if not self.enabled:
+            return
+        self.stream.write("\r" + self.line(self._width()) + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+        self._next_draw = self.clock() + self.min_interval
+
+    def clear(self) -> None:
+        """Erase the line so other output starts at column 0; the next update redraws it."""
+        if not self.enabled or not self._drawn:
+            return
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+        self._drawn = False
+        self._next_draw = self.clock()
+
+    def close(self, keep: bool = False) -> None:
+        """End the progress line: erase it, or with ``keep`` leave its final state and a newline."""
+        if not self.enabled:
+            return
+        if keep:
+            self.refresh()
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+        else:
+            self.clear()
+        self.enabled = False  # later calls (a late outcome, a second close) write nothing
+
+
+# -- redaction ----------------------------------------------------------------------------
+
+# "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
+_BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
+
+
+class Redactor:
+    """Replaces secret values with ``***``; compiled once, reused for every log line."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Also redact these (credentials are resolved after logging is set up)."""
+        new = {s for s in secrets if s}  # an empty "secret" would match everywhere
+        if new <= self._secrets:
+            return
+        self._secrets |= new
+        forms: set[str] = set()
+        for s in self._secrets:
+            forms.add(s)
+            # As it appears inside a JSON string, whichever way non-ASCII was escaped.
+            forms.add(json.dumps(s)[1:-1])
+            forms.add(json.dumps(s, ensure_ascii=False)[1:-1])
+            forms.add(base64.b64encode(s.encode()).decode("ascii"))
+        # Longest first, so a secret containing another is replaced whole.
+        alternatives = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
+
+    def _basic(self, m: re.Match[str]) -> str:
+        try:
+            decoded = base64.b64decode(m.group(2), validate=False).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return m.group(0)
+        # A token that decodes to "user:password" is a credential, whoever's it is.
+        if ":" in decoded or any(s in decoded for s in self._secrets):
+            return m.group(1) + "***"
+        return m.group(0)
+
+    def __call__(self, text: str) -> str:
+        text = _BASIC.sub(self._basic, text)
+        if self._pattern is not None:
+            text = self._pattern.sub("***", text)
+        return text
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value, and any ``Basic`` credential, replaced by ``***``."""
+    return Redactor(secrets)(text)
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose every line passes through a :class:`Redactor` last."""
+
+    def __init__(self, fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
+        super().__init__(fmt)
+        self.redactor = Redactor(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        self.redactor.add(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor(self.render(record))
+
+    def render(self, record: logging.LogRecord) -> str:
+        return super().format(record)
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, Mapping) else {}
+
+
+class TextLogFormatter(RedactingFormatter):
+    """``2026-11-27T03:00:01Z WARNING batchsync.engine: message key=value``"""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+
+    def render(self, record: logging.LogRecord) -> str:
+        text = super().render(record)
+        fields = _fields(record)
+        if fields:
+            extra = " ".join(f"{k}={v}" for k, v in fields.items())
+            first, nl, rest = text.partition("\n")  # keep a traceback below the fields
+            text = f"{first} {extra}{nl}{rest}"
+        return text
+
+
+class JsonLogFormatter(RedactingFormatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, then the
+    fields given as ``extra={"fields": {...}}`` (which may not replace those four)."""
+
+    def render(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, val in _fields(record).items():
+            doc.setdefault(str(key), val)
+        if record.exc_info:
+            doc.setdefault("exc", self.formatException(record.exc_info))
+        if record.stack_info:
+            doc.setdefault("stack", self.formatStack(record.stack_info))
+        # default=str: a field that JSON cannot hold (a Path, an exception) still logs.
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+_HANDLER_MARK = "_batchsync_handler"
+
+
+def setup_logging(
+    level: str,
+    fmt: str,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> RedactingFormatter:
+    """Send the ``batchsync`` logger to stderr as ``fmt`` ("text" or "json") at ``level``.
+
+    Calling it again replaces the handler it installed. Returns the formatter, so secrets
+    resolved later can be added with ``add_secrets``. Raises ValueError for an unknown
+    level or format.
+    """
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r} (debug, info, warning, error, critical)")
+    formatter: RedactingFormatter
+    if fmt == "json":
+        formatter = JsonLogFormatter(secrets=secrets)
+    elif fmt == "text":
+        formatter = TextLogFormatter(secrets=secrets)
+    else:
+        raise ValueError(f"unknown log format {fmt!r} (text, json)")
+    logger = logging.getLogger("batchsync")
+    for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(numeric)
+    logger.propagate = False  # the root logger's handlers (if any) would print it again
+    return formatter
