@@ -516,7 +516,7 @@ async def test_concurrent_writes_are_limited(
 async def test_in_flight_cap_and_429_variants(sandbox_factory: SandboxFactory, sandbox_auth: Auth) -> None:
     # Plenty of tokens (sped-up clock), slow requests: only the in-flight cap can refuse.
     box = await sandbox_factory(
-        SandboxConfig(write_burst=4, time_scale=1000.0, latency=(0.2, 0.2), empty_429=True, retry_after=False)
+        SandboxConfig(write_burst=4, time_scale=1000.0, latency=(0.5, 0.5), empty_429=True, retry_after=False)
     )
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         answers = await asyncio.gather(
