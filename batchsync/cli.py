@@ -138,7 +138,22 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long requests in flight may finish before they are cancelled (10)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="also list unchanged and skipped integrations")
+    p.add_argument("--junit", metavar="PATH", help="write a JUnit XML file, one test case per integration")
+    p.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="write Prometheus metrics (textfile collector format, written atomically) to PATH",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only: failed integrations, no recap")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="format of log lines on stderr (text)"
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list unchanged and skipped integrations, and log every request (never a secret)",
+    )
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(

@@ -7,6 +7,8 @@ request's headers, so no credential can leak through one.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, ClassVar
 
 import aiohttp
@@ -109,6 +111,7 @@ class NotSupportedError(ClientError):
     kind = "not_supported"
 
 
+log = logging.getLogger("batchsync.http")
 _errors_decoder = msgspec.json.Decoder(wire.ErrorBody)
 _get_decoder = msgspec.json.Decoder(wire.GetShopOrderStatuses)
 _mapping_decoder = msgspec.json.Decoder(wire.GetMapping)
@@ -186,12 +189,23 @@ class Client:
         self, method: str, url: str, params: dict[str, str] | None = None, data: bytes | None = None
     ) -> bytes:
         headers = self._post_headers if data is not None else self._headers
+        started = time.monotonic() if log.isEnabledFor(logging.DEBUG) else 0.0
         try:
             async with self.session.request(
                 method, url, params=params, data=data, headers=headers, timeout=self._timeout
             ) as resp:
                 body = await resp.read()
                 status = resp.status
+                if started:
+                    log.debug(
+                        "%s %s%s -> %d (%d bytes, %.1f ms)",
+                        method,
+                        url,
+                        f"?integration_id={params['integration_id']}" if params else "",
+                        status,
+                        len(body),
+                        (time.monotonic() - started) * 1000,
+                    )
                 if status >= 300:
                     raise classify(method, url, status, body, resp.headers)
                 return body

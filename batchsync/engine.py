@@ -9,6 +9,7 @@ job ends with exactly one :class:`Outcome`, handed to ``on_outcome`` as it happe
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -27,6 +28,7 @@ from batchsync.limits import AccountLimiter, Meter
 from batchsync.secrets import basic_auth
 
 T = TypeVar("T")
+log = logging.getLogger("batchsync.engine")
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
 RESULTS: tuple[Result, ...] = ("unchanged", "changed", "failed", "skipped")
@@ -151,6 +153,15 @@ class Engine:
             self.summary.stopped = reason
             for scope in self._waits:  # wake whoever waits for a token or a backoff
                 scope.cancel()
+
+    def throttled_accounts(self) -> list[str]:
+        """Accounts whose requests wait for their budget right now, or that got a 429."""
+        now = time.monotonic()
+        return [
+            name
+            for name, run in self.runs.items()
+            if any(m.waiting or m.paused_until > now for m in (run.limiter.reads, run.limiter.writes))
+        ]
 
     async def _wait(self, waiting: Awaitable[None]) -> None:
         """Await a token or a backoff, unless and until the run stops."""
@@ -312,16 +323,36 @@ class Engine:
             finally:
                 meter.release()
             if isinstance(error, AuthError):
+                if run.fatal is None:
+                    log.error(
+                        "account %s: credentials refused (%s); its other integrations are not attempted",
+                        run.account.name,
+                        error.detail,
+                    )
                 run.fatal = error
                 raise error
             if not error.retryable:
                 raise error
             if isinstance(error, ThrottledError):
                 meter.on_throttled(error.retry_after)
+                log.warning(
+                    "account %s: 429 from the API; slowing to %.0f requests a minute (its limits may be set too high)",
+                    run.account.name,
+                    meter.rate * 60,
+                )
             delay = error.retry_after if error.retry_after is not None else self._backoff(attempt)
             elapsed = time.monotonic() - first
             if attempt >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
                 raise error
+            log.info(
+                "%s %s: %s; retrying in %.2fs (attempt %d of %d)",
+                error.method,
+                error.url,
+                error,
+                delay,
+                attempt + 1,
+                opts.max_attempts,
+            )
             try:
                 await self._wait(anyio.sleep(delay))
             except _Interrupted:

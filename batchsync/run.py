@@ -17,6 +17,9 @@ import msgspec
 
 from batchsync.engine import Engine, Options, Outcome, Summary
 from batchsync.inventory import Inventory, Job
+from batchsync.lock import LockedError, LockError, acquire_lock
+from batchsync.monitoring import write_junit, write_metrics
+from batchsync.progress import Progress, setup_logging
 from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
 
 EXIT_OK = 0
@@ -24,6 +27,7 @@ EXIT_FAILED = 1
 EXIT_NOT_STARTED = 2
 EXIT_INTERRUPTED = 3
 EXIT_CHANGES = 4
+EXIT_LOCKED = 75
 
 
 def options_from(args: argparse.Namespace, base_url: str | None) -> Options:
@@ -77,6 +81,7 @@ async def execute(
     on_outcome: Callable[[Outcome], None],
     sandbox: bool = False,
     grace: float = 10.0,
+    on_engine: Callable[[Engine], None] | None = None,
 ) -> Summary:
     """Run the engine (inside an embedded sandbox when asked) until done or stopped."""
     async with AsyncExitStack() as stack:
@@ -87,6 +92,8 @@ async def execute(
             options = msgspec.structs.replace(options, base_url=box.url)
             print(f"sandbox: serving {len(inv.jobs)} integrations at {box.url}", file=sys.stderr)
         engine = Engine(inv.accounts, options, on_outcome)
+        if on_engine is not None:
+            on_engine(engine)
         async with anyio.create_task_group() as tg:
             scope = anyio.CancelScope()
             tg.start_soon(_watch_signals, engine, scope, grace)
@@ -136,10 +143,36 @@ def ids_to_retry(report: str) -> set[int]:
 
 
 def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -> int:
-    mode: str = args.mode
-    if args.concurrency < 1 or args.max_attempts < 1 or args.timeout <= 0:
+    """Check the options, take the lock (apply), run, and report; the exit code."""
+    if args.concurrency < 1 or args.max_attempts < 1 or args.timeout <= 0 or args.grace_period < 0:
         print("batchsync: --concurrency, --max-attempts and --timeout must be positive", file=sys.stderr)
         return EXIT_NOT_STARTED
+    try:
+        max_failures = parse_max_failures(args.max_failures, len(jobs))
+    except ValueError as exc:
+        print(f"batchsync: --max-failures {args.max_failures}: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
+    # Last line of defence: whatever a log line carries, these values come out as ***.
+    secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
+    setup_logging(level, args.log_format, secrets=secrets)
+    options = msgspec.structs.replace(options_from(args, args.base_url), max_failures=max_failures)
+    if args.mode != "apply":
+        return _run(args, inv, jobs, options)
+    try:
+        lock = acquire_lock(args.inventory)
+    except LockedError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except LockError as exc:
+        print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    with lock:
+        return _run(args, inv, jobs, options)
+
+
+def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options: Options) -> int:
+    mode: str = args.mode
     report = None
     if args.report:
         try:
@@ -147,34 +180,45 @@ def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -
         except OSError as exc:
             print(f"batchsync: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
-    collected: list[Outcome] = []
     as_json = args.format == "json"
+    keep = as_json or bool(args.junit)
+    collected: list[Outcome] = []
+    progress = Progress(len(jobs), sys.stderr, enabled=None if not (args.quiet or as_json) else False)
+    out = sys.stdout
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
-        if as_json:
+        if keep:
             collected.append(outcome)
-        else:
-            print_outcome(outcome, mode, verbose=args.verbose)
+        if args.quiet:
+            if outcome.result == "failed":
+                progress.clear()
+                print_outcome(outcome, mode, sys.stderr)
+        elif not as_json:
+            progress.clear()
+            print_outcome(outcome, mode, out, verbose=args.verbose)
+        progress.update(outcome)
 
-    options = options_from(args, args.base_url)
-    try:
-        max_failures = parse_max_failures(args.max_failures, len(jobs))
-    except ValueError as exc:
-        print(f"batchsync: --max-failures {args.max_failures}: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    options = msgspec.structs.replace(options, max_failures=max_failures)
+    def on_engine(engine: Engine) -> None:
+        progress.throttled = engine.throttled_accounts
+
     summary: Summary | None = None
     try:
-        summary = anyio.run(execute, inv, jobs, options, on_outcome, args.sandbox, args.grace_period)
+        summary = anyio.run(execute, inv, jobs, options, on_outcome, args.sandbox, args.grace_period, on_engine)
     finally:
+        progress.close()
         if report is not None:
             report.close(summary, mode)
+    assert summary is not None  # anyio.run returned
+    if args.junit:
+        write_junit(args.junit, collected, summary)
+    if args.metrics:
+        write_metrics(args.metrics, summary, mode)
     if as_json:
         doc = summary_document(summary, mode)
         doc["outcomes"] = collected
-        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    else:
-        print_recap(summary, mode)
+        out.write(msgspec.json.encode(doc).decode() + "\n")
+    elif not args.quiet:
+        print_recap(summary, mode, out)
     return exit_code(summary, mode, getattr(args, "detailed_exitcode", False))

@@ -240,7 +240,7 @@ def to_jsonpath(loc: Loc) -> str:
     return "".join(parts)
 
 
-def split_validation_error(exc: Exception) -> tuple[str, Loc]:  # noqa: D401
+def split_validation_error(exc: Exception) -> tuple[str, Loc]:
     """msgspec's ``"Expected `int`, got `str` - at `$.id`"`` as (message, loc)."""
     text = str(exc)
     loc: Loc
@@ -269,6 +269,6 @@ def error_code(message: str) -> str:
         return "not_a_list"
     if message.startswith("Expected") and message.endswith("got `null`"):
         return "null"
-    if ">= 1" in message:
+    if ">= 1" in message and "length" not in message:
         return "min_value"
     return "invalid"

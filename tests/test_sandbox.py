@@ -233,7 +233,7 @@ INVALID_BODIES: list[tuple[str, Any, str, str]] = [
     (
         "no translations",
         {"integration_id": 101, "statuses": [{"external_id": "1", "translations": []}]},
-        "min_value",
+        "invalid",
         "/statuses/0/translations",
     ),
     (
@@ -245,13 +245,13 @@ INVALID_BODIES: list[tuple[str, Any, str, str]] = [
     (
         "empty external_id",
         {"integration_id": 101, "statuses": [{"external_id": "", "translations": [_tr()]}]},
-        "min_value",
+        "invalid",
         "/statuses/0/external_id",
     ),
     (
         "empty status name",
         {"integration_id": 101, "statuses": [{"external_id": "1", "translations": [_tr("")]}]},
-        "min_value",
+        "invalid",
         "/statuses/0/translations/0/status",
     ),
     (

@@ -7,8 +7,6 @@ Only argparse is imported at module level, because the main parser imports
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -141,6 +139,9 @@ async def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"batchsync sandbox: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,6 +164,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``sandbox`` subcommand."""
+    import asyncio
+
     return asyncio.run(serve(args))
 
 
