@@ -201,3 +201,82 @@ def test_no_secret_in_any_output(tmp_path: Path, sandbox_proc: list[SandboxProce
         for value in (*inventory_env(accounts).values(), "s3cr3t-that-is-wrong"):
             assert value not in text
     assert result.returncode == 1 and "auth" in result.stdout
+
+
+def start_slow_apply(tmp_path: Path, box: SandboxProcess, inv_path: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    report = tmp_path / "slow.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchsync", "apply", inv_path, "--base-url", box.url, "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < 1):
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_second_run_exits_75_while_the_first_holds_the_lock(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acme": 20}
+    inv = make_inventory(tmp_path, accounts, limits={"acme": {"writes_per_minute": 120, "write_burst": 1}})
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    first = start_slow_apply(tmp_path, box, inv.path, env)
+    try:
+        second = batchsync("apply", inv.path, "--base-url", box.url, env=env)
+        assert second.returncode == 75, second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        # plan takes no lock: looking never blocks the nightly apply, nor is blocked by it
+        assert batchsync("plan", inv.path, "--base-url", box.url, env=env).returncode == 0
+    finally:
+        first.kill()  # SIGKILL: the kernel releases the flock, no stale lock file blocks
+        first.wait(10)
+    third = batchsync("apply", inv.path, "--base-url", box.url, "--limit", str(inv.jobs[0].integration_id), env=env)
+    assert third.returncode == 0, third.stderr
+
+
+def test_junit_metrics_quiet_and_json_logs(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    import xml.etree.ElementTree as ET
+
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = inv.jobs[2].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce", "--fault-503", "0.2")
+    sandbox_proc.append(box)
+    junit, metrics = tmp_path / "junit.xml", tmp_path / "batchsync.prom"
+    result = batchsync(
+        "apply",
+        inv.path,
+        "--base-url",
+        box.url,
+        "--junit",
+        str(junit),
+        "--metrics",
+        str(metrics),
+        "--quiet",
+        "--log-format",
+        "json",
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # --quiet: errors only, and those go to stderr
+    failures = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert len(failures) == 1 and f"integration {bad}" in failures[0]
+    cases = ET.parse(junit).getroot().iter("testcase")
+    by_name = {c.get("name"): c for c in cases}
+    assert len(by_name) == 20
+    assert by_name[f"integration {bad}"].find("failure") is not None
+    prom = metrics.read_text()
+    assert 'batchsync_integrations_total{mode="apply",result="failed"} 1' in prom
+    assert "batchsync_run_success" in prom
+
+    verbose = batchsync("plan", inv.path, "--base-url", box.url, "-v", "--log-format", "json", env=env)
+    logs = [json.loads(line) for line in verbose.stderr.splitlines()]
+    assert logs and all({"ts", "level", "message"} <= set(row) for row in logs)
+    assert any("integration_id=" in row["message"] for row in logs)
