@@ -307,6 +307,10 @@ class _Loader:
             target = self.base_dir / target
         cached = self._files.get(target)
         if cached is not None:
+            if cached[0] is None:
+                # The file's own problems were reported for its first user; every other
+                # user is named too, or it would silently drop out of the run.
+                self.problem(loc, f"statuses_file {ref}: is not usable (see the problems reported for it)", integration_id)
             return cached
         result: tuple[Statuses | None, int | None] = (None, None)
         try:
