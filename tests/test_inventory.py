@@ -1,0 +1,766 @@
+"""The inventory loader: every kind of problem, in each of the three formats, and expansion.
+
+Each problem case edits one valid inventory, writes it as JSON, TOML and YAML (same
+keys), loads it and checks the problems: where (path inside the file), what (message)
+and which integration. No case may ever quote a secret value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from batchsync import inventory as inv_mod
+from batchsync import wire
+from batchsync.inventory import Inventory, InventoryProblem, Limits, load, merge_statuses, select
+from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
+
+# -- writing one document in three formats ---------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"TOML cannot hold {value!r}")
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """A minimal TOML writer (inline tables), enough for these tests: no tomli_w needed."""
+    return "".join(f"{json.dumps(str(k))} = {_toml_value(v)}\n" for k, v in doc.items())
+
+
+FORMATS = ("json", "toml", "yaml")
+
+
+def write(directory: Path, doc: Any, fmt: str, name: str = "inventory") -> Path:
+    path = directory / f"{name}.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(doc), encoding="utf-8")
+    elif fmt == "toml":
+        path.write_text(to_toml(doc), encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tr(status: str, language: str = "en-gb") -> dict[str, str]:
+    return {"status": status, "language": language}
+
+
+def st(external_id: str, *translations: dict[str, str]) -> dict[str, Any]:
+    return {"external_id": external_id, "translations": list(translations) or [tr(f"Status {external_id}")]}
+
+
+DEFAULT_SET = [
+    st("1", tr("Paid"), tr("Betaald", "nl-nl")),
+    st("2", tr("Shipped"), tr("Verzonden", "nl-nl")),
+    st("3", tr("Cancelled"), tr("Geannuleerd", "nl-nl")),
+]
+FILE_SET = [st("a", tr("Open")), st("b", tr("Closed"))]
+
+ENV = {"MAIN_PUB": "pub-main-value", "OTHER_PUB": "pub-other-value", "OTHER_SEC": "sec-other-value"}
+MAIN_SECRET = "sec-main-value"
+
+
+def base_doc() -> dict[str, Any]:
+    return {
+        "defaults": {"limits": {"writes_per_minute": 50}},
+        "accounts": {
+            "main": {"public_key": "env:MAIN_PUB", "secret_key": "file:main.secret"},
+            "other": {
+                "public_key": "env:OTHER_PUB",
+                "secret_key": "env:OTHER_SEC",
+                "base_url": "http://127.0.0.1:8080/api/v3/",
+                "limits": {"write_burst": 3},
+            },
+        },
+        "status_sets": {
+            "default": {"statuses": copy.deepcopy(DEFAULT_SET)},
+            "from-file": {"statuses_file": "statuses.json"},
+        },
+        "integrations": [
+            {"id": 101, "account": "main", "status_set": "default", "tags": ["nl", "acme"]},
+            {"id": 102, "account": "main", "status_set": "default"},
+            {"id": 103, "account": "other", "statuses": [st("x", tr("Open"))]},
+            {"id": 104, "account": "other", "status_set": "from-file"},
+        ],
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "main.secret").write_text(MAIN_SECRET + "\n")
+    (tmp_path / "statuses.json").write_text(json.dumps(FILE_SET))
+    return tmp_path
+
+
+def load_doc(workdir: Path, doc: Any, fmt: str) -> Inventory:
+    return load(write(workdir, doc, fmt), environ=dict(ENV))
+
+
+def assert_no_secret(inv: Inventory, *secrets: str) -> None:
+    text = msgspec.json.encode(inv.problems).decode()
+    for secret in (*secrets, *ENV.values(), MAIN_SECRET):
+        assert secret not in text
+
+
+# -- the valid inventory ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_valid_inventory_expands_into_jobs(workdir: Path, fmt: str) -> None:
+    inv = load_doc(workdir, base_doc(), fmt)
+    assert inv.problems == []
+    assert inv.valid
+    assert [j.integration_id for j in inv.jobs] == [101, 102, 103, 104]
+    assert [j.account for j in inv.jobs] == ["main", "main", "other", "other"]
+    assert inv.jobs[0].tags == ("nl", "acme")
+    assert [j.source for j in inv.jobs] == ["default", "default", "", "from-file"]
+    assert [s.external_id for s in inv.jobs[3].desired.statuses] == ["a", "b"]
+    main, other = inv.accounts["main"], inv.accounts["other"]
+    assert main.public_key.reveal() == "pub-main-value"
+    assert main.secret_key.reveal() == MAIN_SECRET  # stripped of its newline
+    # defaults and limits merge per account: defaults over the documented ones, the
+    # account's own over the defaults.
+    assert main.base_url == inv_mod.PRODUCTION_URL
+    assert main.limits == Limits(writes_per_minute=50, write_burst=15, reads_per_minute=1000)
+    assert other.base_url == "http://127.0.0.1:8080/api/v3"
+    assert other.limits == Limits(writes_per_minute=50, write_burst=3, reads_per_minute=1000)
+
+
+def test_the_three_formats_give_the_same_jobs(workdir: Path) -> None:
+    loaded = [load_doc(workdir, base_doc(), fmt) for fmt in FORMATS]
+    shapes = [[(j.integration_id, j.account, j.desired.statuses, j.tags) for j in inv.jobs] for inv in loaded]
+    assert shapes[0] == shapes[1] == shapes[2]
+
+
+def test_a_shared_status_set_is_one_desired_object(workdir: Path) -> None:
+    doc = base_doc()
+    doc["integrations"] += [{"id": 200 + i, "account": "main", "status_set": "default"} for i in range(50)]
+    inv = load_doc(workdir, doc, "json")
+    shared = [j.desired for j in inv.jobs if j.source == "default"]
+    assert len(shared) == 52
+    assert all(d is shared[0] for d in shared)
+    assert shared[0].encoded is shared[0].encoded  # encoded once, then reused
+
+
+def test_same_statuses_inline_are_interned_too(workdir: Path) -> None:
+    doc = base_doc()
+    doc["integrations"][2]["statuses"] = copy.deepcopy(DEFAULT_SET)
+    inv = load_doc(workdir, doc, "json")
+    assert inv.jobs[2].desired is inv.jobs[0].desired
+
+
+def test_desired_body_is_a_post_body(workdir: Path) -> None:
+    inv = load_doc(workdir, base_doc(), "json")
+    for job in inv.jobs:
+        raw = job.desired.body(job.integration_id)
+        assert json.loads(raw)["integration_id"] == job.integration_id
+        body = msgspec.json.decode(raw, type=wire.PostShopOrderStatuses)
+        assert body == wire.PostShopOrderStatuses(job.integration_id, job.desired.statuses)
+        assert wire.check_statuses(body.statuses) == []
+    index = inv.jobs[0].desired.index
+    assert index["2"] == frozenset({("en-gb", "Shipped"), ("nl-nl", "Verzonden")})
+
+
+def test_empty_statuses_is_allowed(workdir: Path) -> None:
+    # An empty list is meaningful: it deletes every status of the integration.
+    doc = base_doc()
+    doc["integrations"][2]["statuses"] = []
+    inv = load_doc(workdir, doc, "json")
+    assert inv.valid
+    assert json.loads(inv.jobs[2].desired.body(103)) == {"integration_id": 103, "statuses": []}
+
+
+# -- every kind of problem -------------------------------------------------------------------
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Edit:
+    """An edit: set ``value`` at a dotted path (ints index lists)."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        parts: list[Any] = [int(p) if p.lstrip("-").isdigit() else p for p in path.split(".")]
+        node: Any = doc
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+
+    return edit
+
+
+def _del(path: str) -> Edit:
+    def edit(doc: dict[str, Any]) -> None:
+        parts: list[Any] = [int(p) if p.lstrip("-").isdigit() else p for p in path.split(".")]
+        node: Any = doc
+        for p in parts[:-1]:
+            node = node[p]
+        del node[parts[-1]]
+
+    return edit
+
+
+SEVEN = [tr(f"s{i}", lang) for i, lang in enumerate(wire.LANGUAGES)]
+
+# Without accounts, every integration names the account it cannot find.
+NO_ACCOUNT = [
+    (f"$.integrations[{i}].account", f"unknown account {name!r} (known: none)", iid)
+    for i, (iid, name) in enumerate([(101, "main"), (102, "main"), (103, "other"), (104, "other")])
+]
+
+# name: (edit, [(path, message fragment, integration_id)])
+CASES: dict[str, tuple[Edit, list[tuple[str, str, int | None]]]] = {
+    "unknown account": (
+        _set("integrations.0.account", "nope"),
+        [("$.integrations[0].account", "unknown account 'nope' (known: main, other)", 101)],
+    ),
+    "unknown status set": (
+        _set("integrations.1.status_set", "defualt"),
+        [("$.integrations[1].status_set", "unknown status set 'defualt'", 102)],
+    ),
+    "duplicate integration id": (
+        _set("integrations.2.id", 101),
+        [("$.integrations[2].id", "duplicate integration id 101 (first at $.integrations[0])", 101)],
+    ),
+    "negative id": (
+        _set("integrations.0.id", -5),
+        [("$.integrations[0].id", "Expected `int` >= 1", -5)],
+    ),
+    "zero id": (
+        _set("integrations.0.id", 0),
+        [("$.integrations[0].id", "Expected `int` >= 1", 0)],
+    ),
+    "string id": (
+        _set("integrations.0.id", "101"),
+        [("$.integrations[0].id", "Expected `int`, got `str`", 101)],
+    ),
+    "float id": (
+        _set("integrations.0.id", 101.5),
+        [("$.integrations[0].id", "Expected `int`, got `float`", None)],
+    ),
+    "env var not set": (
+        _set("accounts.other.secret_key", "env:NOT_SET_ANYWHERE"),
+        [("$.accounts.other.secret_key", "environment variable NOT_SET_ANYWHERE is not set", None)],
+    ),
+    "env reference without a name": (
+        _set("accounts.other.secret_key", "env:"),
+        [("$.accounts.other.secret_key", "env: needs a variable name", None)],
+    ),
+    "file secret missing": (
+        _set("accounts.main.secret_key", "file:missing.key"),
+        [("$.accounts.main.secret_key", "missing.key does not exist", None)],
+    ),
+    "secret not a string": (
+        _set("accounts.main.secret_key", 123456),
+        [("$.accounts.main.secret_key", "must be a reference string", None)],
+    ),
+    "account missing a key": (
+        _del("accounts.main.secret_key"),
+        [("$.accounts.main.secret_key", "Object missing required field `secret_key`", None)],
+    ),
+    "bad language": (
+        _set("integrations.2.statuses.0.translations.0.language", "EN-GB"),
+        [("$.integrations[2].statuses[0].translations[0].language", "Invalid enum value 'EN-GB'", 103)],
+    ),
+    "0 translations": (
+        _set("integrations.2.statuses.0.translations", []),
+        [("$.integrations[2].statuses[0].translations", "Expected `array` of length >= 1", 103)],
+    ),
+    "8 translations": (
+        _set("integrations.2.statuses.0.translations", [*SEVEN, tr("again")]),
+        [("$.integrations[2].statuses[0].translations", "Expected `array` of length <= 7", 103)],
+    ),
+    "duplicate external_id in a set": (
+        _set("status_sets.default.statuses.2.external_id", "1"),
+        [("$.status_sets.default.statuses[2].external_id", "external_id '1' is used twice", None)],
+    ),
+    "duplicate external_id inline": (
+        _set("integrations.2.statuses", [st("x"), st("y"), st("x")]),
+        [("$.integrations[2].statuses[2].external_id", "external_id 'x' is used twice (first at index 0)", 103)],
+    ),
+    "duplicate language": (
+        _set("integrations.2.statuses.0.translations", [tr("Open"), tr("Nieuw", "nl-nl"), tr("New")]),
+        [("$.integrations[2].statuses[0].translations[2].language", "language 'en-gb' is used twice", 103)],
+    ),
+    "empty external_id": (
+        _set("integrations.2.statuses.0.external_id", ""),
+        [("$.integrations[2].statuses[0].external_id", "Expected `str` of length >= 1", 103)],
+    ),
+    "empty status": (
+        _set("integrations.2.statuses.0.translations.0.status", ""),
+        [("$.integrations[2].statuses[0].translations[0].status", "Expected `str` of length >= 1", 103)],
+    ),
+    "unknown field in an integration": (
+        _set("integrations.0.stauts_set", "default"),
+        [("$.integrations[0].stauts_set", "Object contains unknown field `stauts_set`", 101)],
+    ),
+    "unknown field in a translation": (
+        _set("integrations.2.statuses.0.translations.0.lang", "en-gb"),
+        [("$.integrations[2].statuses[0].translations[0].lang", "unknown field `lang`", 103)],
+    ),
+    "unknown field in an account": (
+        _set("accounts.main.secret", "env:X"),
+        [("$.accounts.main.secret", "unknown field `secret`", None)],
+    ),
+    "status_set and statuses": (
+        _set("integrations.0.statuses", [st("1")]),
+        [
+            (
+                "$.integrations[0]",
+                "give exactly one of status_set, statuses or statuses_file (got status_set and statuses)",
+                101,
+            )
+        ],
+    ),
+    "status_set and statuses_file": (
+        _set("integrations.0.statuses_file", "statuses.json"),
+        [("$.integrations[0]", "(got status_set and statuses_file)", 101)],
+    ),
+    "neither status_set nor statuses": (
+        _del("integrations.1.status_set"),
+        [("$.integrations[1]", "give exactly one of status_set, statuses or statuses_file (got none)", 102)],
+    ),
+    "a set with neither": (
+        _set("status_sets.default", {}),
+        [("$.status_sets.default", "give exactly one of statuses or statuses_file (got none)", None)],
+    ),
+    "statuses_file missing": (
+        _set("integrations.2", {"id": 103, "account": "other", "statuses_file": "nope.json"}),
+        [("$.integrations[2].statuses_file", "statuses_file nope.json: file does not exist", 103)],
+    ),
+    "remove of an unknown id": (
+        _set("integrations.1.remove_statuses", ["2", "42"]),
+        [("$.integrations[1].remove_statuses[1]", "external_id '42' is not in the statuses", 102)],
+    ),
+    "override with a duplicate": (
+        _set("integrations.1.override_statuses", [st("9"), st("9")]),
+        [("$.integrations[1].override_statuses[1].external_id", "external_id '9' is used twice", 102)],
+    ),
+    "wrong type of tags": (
+        _set("integrations.0.tags", "nl"),
+        [("$.integrations[0].tags", "Expected `array`, got `str`", 101)],
+    ),
+    "empty tag": (
+        _set("integrations.0.tags", ["nl", ""]),
+        [("$.integrations[0].tags[1]", "Expected `str` of length >= 1", 101)],
+    ),
+    "integration not an object": (
+        _set("integrations.3", 104),
+        [("$.integrations[3]", "Expected `object`, got `int`", None)],
+    ),
+    "integrations not a list": (
+        _set("integrations", {"id": 1}),
+        [("$.integrations", "must be a list of integrations", None)],
+    ),
+    "no integrations": (
+        _del("integrations"),
+        [("$.integrations", "missing: list the integrations to manage", None)],
+    ),
+    "no accounts": (
+        _del("accounts"),
+        [("$.accounts", "missing: declare at least one account", None), *NO_ACCOUNT],
+    ),
+    "accounts not a mapping": (
+        _set("accounts", ["main"]),
+        [("$.accounts", "must be a mapping of account name to account", None), *NO_ACCOUNT],
+    ),
+    "status_sets not a mapping": (
+        _set("status_sets", ["default"]),
+        [
+            ("$.status_sets", "must be a mapping of set name", None),
+            ("$.integrations[0].status_set", "unknown status set 'default' (known: none)", 101),
+            ("$.integrations[1].status_set", "unknown status set 'default' (known: none)", 102),
+            ("$.integrations[3].status_set", "unknown status set 'from-file' (known: none)", 104),
+        ],
+    ),
+    "unknown top-level key": (
+        _set("integrationz", []),
+        [("$.integrationz", "unknown key 'integrationz': expected one of defaults, accounts, status_sets", None)],
+    ),
+    "base_url not a URL": (
+        _set("accounts.other.base_url", "panel.sendcloud.sc/api/v3"),
+        [("$.accounts.other.base_url", "Expected `str` matching regex", None)],
+    ),
+    "base_url with a space": (
+        _set("defaults.base_url", "https://panel sendcloud.sc"),
+        [("$.defaults.base_url", "Expected `str` matching regex", None)],
+    ),
+    "base_url ftp": (
+        _set("accounts.main.base_url", "ftp://example.com/api"),
+        [("$.accounts.main.base_url", "Expected `str` matching regex", None)],
+    ),
+    "limits not positive": (
+        _set("accounts.main.limits", {"writes_per_minute": 0}),
+        [("$.accounts.main.limits.writes_per_minute", "Expected `float` > 0.0", None)],
+    ),
+    "limits unknown field": (
+        _set("defaults.limits", {"write_per_minute": 10}),
+        [("$.defaults.limits.write_per_minute", "unknown field `write_per_minute`", None)],
+    ),
+    "burst too large": (
+        _set("accounts.other.limits", {"write_burst": 100000}),
+        [("$.accounts.other.limits.write_burst", "Expected `int` <= 1000", None)],
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_problem(workdir: Path, case: str, fmt: str) -> None:
+    edit, expected = CASES[case]
+    doc = base_doc()
+    edit(doc)
+    inv = load_doc(workdir, doc, fmt)
+    assert not inv.valid
+    assert inv.jobs == []  # nothing is run from an invalid inventory
+    got = [(p.path, p.message, p.integration_id) for p in inv.problems]
+    assert len(got) == len(expected), got
+    for (path, message, iid), (want_path, want_message, want_iid) in zip(got, expected, strict=True):
+        assert path == want_path, got
+        assert want_message in message, got
+        assert iid == want_iid, got
+    assert all(p.file == str(workdir / f"inventory.{fmt}") for p in inv.problems)
+    assert_no_secret(inv)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "literal",
+    ["sk_live_5f0e0d1c2b3a", "env_9f3a77", "file9f3a77", "ENV:NAME", "  env:X", "c2VjcmV0OnZhbHVl", "not a reference"],
+)
+def test_a_literal_secret_is_refused_and_never_quoted(workdir: Path, fmt: str, literal: str) -> None:
+    doc = base_doc()
+    doc["accounts"]["main"]["public_key"] = literal
+    doc["accounts"]["other"]["secret_key"] = literal + "-2"
+    inv = load_doc(workdir, doc, fmt)
+    got = [(p.path, p.integration_id) for p in inv.problems]
+    assert got == [("$.accounts.main.public_key", None), ("$.accounts.other.secret_key", None)]
+    assert all("literal secret is not allowed" in p.message for p in inv.problems)
+    # The value appears nowhere in what we would print: messages, paths, files.
+    assert_no_secret(inv, literal, literal.strip())
+    # Integrations of a broken account are not reported again.
+    assert all(p.integration_id is None for p in inv.problems)
+
+
+def test_a_literal_secret_with_other_problems_is_still_never_quoted(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["main"] = {"public_key": "hunter2hunter2", "secret_key": ["hunter3"], "colour": "blue"}
+    inv = load_doc(workdir, doc, "json")
+    assert len(inv.problems) == 3
+    assert_no_secret(inv, "hunter2hunter2", "hunter3")
+
+
+def test_a_secret_file_that_is_empty_or_a_directory(workdir: Path) -> None:
+    (workdir / "empty.key").write_text("\n")
+    (workdir / "dir.key").mkdir()
+    doc = base_doc()
+    doc["accounts"]["main"]["secret_key"] = "file:empty.key"
+    doc["accounts"]["other"]["secret_key"] = "file:dir.key"
+    inv = load_doc(workdir, doc, "json")
+    assert [p.path for p in inv.problems] == ["$.accounts.main.secret_key", "$.accounts.other.secret_key"]
+    assert "is empty" in inv.problems[0].message
+    assert "is a directory" in inv.problems[1].message
+
+
+def test_an_env_var_that_is_blank(workdir: Path) -> None:
+    inv = load(write(workdir, base_doc(), "json"), environ={**ENV, "OTHER_SEC": "   "})
+    assert [(p.path, p.message) for p in inv.problems] == [
+        ("$.accounts.other.secret_key", "cannot resolve env:OTHER_SEC: environment variable OTHER_SEC is empty")
+    ]
+
+
+def test_every_problem_is_reported_not_just_the_first(workdir: Path) -> None:
+    doc = base_doc()
+    for name in ("unknown account", "bad language", "remove of an unknown id", "unknown top-level key"):
+        CASES[name][0](doc)
+    inv = load_doc(workdir, doc, "yaml")
+    assert len(inv.problems) == 4
+    assert {p.integration_id for p in inv.problems} == {101, 102, 103, None}
+
+
+# -- statuses files --------------------------------------------------------------------------
+
+
+def _with_file(workdir: Path, content: str | bytes, name: str = "mine.json", iid: int = 103) -> Inventory:
+    target = workdir / name
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        target.write_text(content, encoding="utf-8")
+    doc = base_doc()
+    doc["integrations"][2] = {"id": iid, "account": "other", "statuses_file": name}
+    return load_doc(workdir, doc, "toml")
+
+
+def test_statuses_file_as_a_list(workdir: Path) -> None:
+    inv = _with_file(workdir, json.dumps(FILE_SET))
+    assert inv.valid
+    assert [s.external_id for s in inv.jobs[2].desired.statuses] == ["a", "b"]
+    # The same list as the "from-file" set: one Desired for both.
+    assert inv.jobs[2].desired is inv.jobs[3].desired
+
+
+def test_statuses_file_as_a_whole_post_body(workdir: Path) -> None:
+    inv = _with_file(workdir, json.dumps({"integration_id": 103, "statuses": FILE_SET}))
+    assert inv.valid
+    assert json.loads(inv.jobs[2].desired.body(103)) == {"integration_id": 103, "statuses": FILE_SET}
+
+
+def test_statuses_file_as_a_post_body_without_id(workdir: Path) -> None:
+    assert _with_file(workdir, json.dumps({"statuses": FILE_SET})).valid
+
+
+def test_statuses_file_in_yaml_and_toml(workdir: Path) -> None:
+    assert _with_file(workdir, yaml.safe_dump(FILE_SET), "mine.yaml").valid
+    assert _with_file(workdir, to_toml({"statuses": FILE_SET}), "mine.toml").valid
+
+
+def test_statuses_file_for_another_integration(workdir: Path) -> None:
+    inv = _with_file(workdir, json.dumps({"integration_id": 999, "statuses": FILE_SET}))
+    assert [(p.path, p.message, p.integration_id) for p in inv.problems] == [
+        ("$.integrations[2].statuses_file", "mine.json is a POST body for integration 999, not 103", 103)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message", "path"),
+    [
+        ("[{", "statuses_file mine.json: invalid JSON", "$.integrations[2].statuses_file"),
+        ("", "statuses_file mine.json: file is empty", "$.integrations[2].statuses_file"),
+        (b"\x00\x01\x02binary", "statuses_file mine.json: is a binary file", "$.integrations[2].statuses_file"),
+        ('"just a string"', "Expected `object`, got `str`", "$"),
+        ('{"statuses": [], "integration_id": 103, "extra": 1}', "unknown field `extra`", "$.extra"),
+        ('[{"external_id": "a", "translations": []}]', "length >= 1", "$[0].translations"),
+        (
+            '[{"external_id": "a", "translations": [{"status": "x", "language": "en-gb"}]}, '
+            '{"external_id": "a", "translations": [{"status": "y", "language": "en-gb"}]}]',
+            "external_id 'a' is used twice",
+            "$[1].external_id",
+        ),
+    ],
+)
+def test_statuses_file_malformed(workdir: Path, content: str | bytes, message: str, path: str) -> None:
+    inv = _with_file(workdir, content)
+    assert len(inv.problems) == 1, inv.problems
+    (p,) = inv.problems
+    assert message in p.message
+    assert p.path == path
+    assert p.integration_id == 103
+    # A problem inside the statuses file names that file.
+    expected_file = str(workdir / "inventory.toml") if path.startswith("$.integrations") else str(workdir / "mine.json")
+    assert p.file == expected_file
+
+
+def test_a_broken_statuses_file_names_every_integration_using_it(workdir: Path) -> None:
+    (workdir / "bad.json").write_text("[{")
+    doc = base_doc()
+    doc["integrations"][0] = {"id": 101, "account": "main", "statuses_file": "bad.json"}
+    doc["integrations"][1] = {"id": 102, "account": "main", "statuses_file": "bad.json"}
+    inv = load_doc(workdir, doc, "json")
+    assert [p.integration_id for p in inv.problems] == [101, 102]
+
+
+def test_a_broken_status_set_is_reported_once(workdir: Path) -> None:
+    doc = base_doc()
+    doc["status_sets"]["from-file"]["statuses_file"] = "nope.json"
+    doc["integrations"] += [{"id": 200 + i, "account": "main", "status_set": "from-file"} for i in range(5)]
+    inv = load_doc(workdir, doc, "json")
+    assert [(p.path, p.integration_id) for p in inv.problems] == [("$.status_sets.from-file.statuses_file", None)]
+
+
+# -- overrides -------------------------------------------------------------------------------
+
+
+def test_override_extends_and_renames_one_translation(workdir: Path) -> None:
+    doc = base_doc()
+    doc["integrations"][1]["override_statuses"] = [
+        st("2", tr("Onderweg", "nl-nl"), tr("Versandt", "de-de")),  # rename nl, add de, keep en
+        st("4", tr("Ready for pickup")),  # new: appended
+    ]
+    doc["integrations"][1]["remove_statuses"] = ["3"]
+    inv = load_doc(workdir, doc, "toml")
+    assert inv.valid, inv.problems
+    statuses = inv.jobs[1].desired.statuses
+    assert [s.external_id for s in statuses] == ["1", "2", "4"]
+    assert statuses[1].translations == (
+        wire.Translation("Shipped", "en-gb"),
+        wire.Translation("Onderweg", "nl-nl"),
+        wire.Translation("Versandt", "de-de"),
+    )
+    # The shared set itself is untouched, and still shared by the others.
+    assert inv.jobs[0].desired is not inv.jobs[1].desired
+    assert [s.external_id for s in inv.jobs[0].desired.statuses] == ["1", "2", "3"]
+
+
+def test_merge_statuses_semantics() -> None:
+    base = (
+        wire.Status("1", (wire.Translation("Paid", "en-gb"),)),
+        wire.Status("2", (wire.Translation("Sent", "en-gb"), wire.Translation("Verzonden", "nl-nl"))),
+    )
+    over = (
+        wire.Status("2", (wire.Translation("Onderweg", "nl-nl"),)),
+        wire.Status("1", (wire.Translation("x", "it-it"),)),
+    )
+    merged = merge_statuses(base, over, ["1"])
+    # remove first, then override: "1" is removed, then re-added by the override.
+    assert merged == (
+        wire.Status("2", (wire.Translation("Sent", "en-gb"), wire.Translation("Onderweg", "nl-nl"))),
+        wire.Status("1", (wire.Translation("x", "it-it"),)),
+    )
+    assert merge_statuses(base, (), ()) == base
+
+
+# -- the file itself -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("inv.toml", 'accounts = { main = { public_key = "env:A" ', "invalid TOML"),
+        ("inv.toml", "[accounts]\nx = 1\n[accounts]\n", "invalid TOML"),
+        ("inv.yaml", "accounts:\n\tmain: {}\n", "invalid YAML at line 2"),
+        ("inv.yaml", "accounts: [\n", "invalid YAML"),
+        ("inv.json", '{"accounts": }', "invalid JSON"),
+        ("inv.json", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file"),
+        ("inv.toml", b"\xff\xfe[accounts]", "is not UTF-8 text"),
+        ("inv.json", "", "file is empty"),
+        ("inv.yaml", "  \n\n", "file is empty"),
+        ("inv.ini", "[accounts]", "unknown file type '.ini'"),
+        ("inventory", "{}", "unknown file type '(none)'"),
+        (
+            "inv.json",
+            "[1, 2]",
+            "an inventory is a mapping with keys defaults, accounts, status_sets, integrations, not list",
+        ),
+        ("inv.yaml", "just text", "not str"),
+        ("inv.yaml", "---\n- a\n", "not list"),
+    ],
+)
+def test_file_problems(tmp_path: Path, name: str, content: str | bytes, message: str) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    inv = load(path, environ={})
+    assert len(inv.problems) == 1, inv.problems
+    (p,) = inv.problems
+    assert p == InventoryProblem(str(path), None, "$", p.message)
+    assert message in p.message
+    assert inv.jobs == [] and inv.accounts == {}
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    assert load(tmp_path / "nope.toml").problems[0].message == "file does not exist"
+    (tmp_path / "dir.json").mkdir()
+    assert load(tmp_path / "dir.json").problems[0].message == "is a directory, not a file"
+    assert load(tmp_path).problems[0].message == "is a directory, not a file"
+
+
+def test_yaml_extension_yml(workdir: Path) -> None:
+    path = workdir / "inventory.yml"
+    path.write_text(yaml.safe_dump(base_doc()))
+    assert load(path, environ=ENV).valid
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def test_secret_never_shows_its_value() -> None:
+    s = Secret("hunter2", "env:PASSWORD")
+    for text in (repr(s), str(s), f"{s}", f"{s!r}", repr([s]), repr({"k": s})):
+        assert "hunter2" not in text
+    assert repr(Secret("hunter2")) == "Secret(***)"
+    assert s.reveal() == "hunter2"
+    assert s == Secret("hunter2", "file:other") and s != Secret("other")
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(s)
+    auth = basic_auth(Secret("user"), Secret("pass"))
+    assert auth.reveal() == "Basic dXNlcjpwYXNz"
+    assert "dXNlcjpwYXNz" not in repr(auth)
+
+
+def test_secrets_in_accounts_do_not_print(workdir: Path) -> None:
+    inv = load_doc(workdir, base_doc(), "json")
+    text = repr(inv)
+    for value in (*ENV.values(), MAIN_SECRET):
+        assert value not in text
+
+
+def test_resolve_and_check_reference(tmp_path: Path) -> None:
+    (tmp_path / "k").write_text(" v \n")
+    assert resolve("file:k", tmp_path).reveal() == "v"
+    assert resolve(f"file:{tmp_path / 'k'}", Path("/nonexistent")).reveal() == "v"
+    assert resolve("env:X", tmp_path, {"X": "y"}).reveal() == "y"
+    assert check_reference("env:X") is None and check_reference("file:x") is None
+    assert check_reference("file:") is not None
+    (tmp_path / "latin1").write_bytes(b"\xe9t\xe9")
+    with pytest.raises(SecretError, match="not UTF-8"):
+        resolve("file:latin1", tmp_path)
+    with pytest.raises(SecretError, match="literal secret") as info:
+        resolve("topsecret", tmp_path)
+    assert "topsecret" not in str(info.value)
+
+
+# -- selection -------------------------------------------------------------------------------
+
+
+def test_select(workdir: Path) -> None:
+    jobs = load_doc(workdir, base_doc(), "json").jobs
+
+    def ids(*sel: str) -> list[int]:
+        return [j.integration_id for j in select(jobs, sel)]
+
+    assert ids() == [101, 102, 103, 104]
+    assert ids("main") == [101, 102]
+    assert ids("account:other") == [103, 104]
+    assert ids("tag:nl") == [101]
+    assert ids("acme,104") == [101, 104]
+    assert ids("main", "!102") == [101]
+    assert ids("!main") == [103, 104]
+
+
+# -- the committed example inventories -------------------------------------------------------
+
+INVENTORIES = Path(__file__).resolve().parents[1] / "inventories"
+EXAMPLES = sorted(p for ext in ("toml", "yaml", "yml", "json") for p in INVENTORIES.glob(f"*.{ext}"))
+
+
+def test_there_are_examples() -> None:
+    assert {p.name for p in EXAMPLES} >= {"example.toml", "example.yaml", "example.json"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_committed_inventories_validate(path: Path) -> None:
+    inv = load(path, environ={})
+    assert inv.problems == []
+    assert len(inv.accounts) >= 3
+    assert 20 <= len(inv.jobs) <= 40
+    assert len({id(j.desired) for j in inv.jobs}) < len(inv.jobs)  # sets are shared
+
+
+def test_the_examples_are_the_same_inventory() -> None:
+    loaded = [load(INVENTORIES / f"example.{ext}", environ={}) for ext in ("toml", "yaml", "json")]
+    shapes = [
+        ([(j.integration_id, j.account, j.desired.statuses, j.tags, j.source) for j in inv.jobs], inv.accounts)
+        for inv in loaded
+    ]
+    assert shapes[0] == shapes[1] == shapes[2]
