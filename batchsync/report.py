@@ -100,35 +100,34 @@ def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbos
     verb = "will change" if mode == "plan" else "changed"
     counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
     print(f"~ {where} {verb} ({counts})", file=out)
-    if mode == "plan" or verbose:
-        for change in outcome.changes:
-            for line in _change_lines(change):
-                print(line, file=out)
+    for change in outcome.changes:
+        for line in _change_lines(change):
+            print(line, file=out)
 
 
 def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
     """Ansible's recap: a line per account, then totals."""
     width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
     changed = "to change" if mode == "plan" else "changed"
-    print(f"\n{'RECAP':<{width}}", file=out)
+
+    def row(name: str, counts: dict[str, int], note: str) -> str:
+        return (
+            f"{name:<{width}}  unchanged={counts['unchanged']:<6} {changed}={counts['changed']:<6} "
+            f"failed={counts['failed']:<6} skipped={counts['skipped']:<6} {note}"
+        ).rstrip()
+
+    print("\nRECAP", file=out)
     for name in sorted(summary.accounts):
         a = summary.accounts[name]
-        note = f"  throttled={a.throttled}" if a.throttled else ""
-        print(
-            f"{name:<{width}}  unchanged={a.unchanged:<5} {changed}={a.changed:<5} "
-            f"failed={a.failed:<5} skipped={a.skipped:<5}{note}",
-            file=out,
-        )
-    t = {r: summary.total(r) for r in RESULTS}
-    print(
-        f"{'TOTAL':<{width}}  unchanged={t['unchanged']:<5} {changed}={t['changed']:<5} "
-        f"failed={t['failed']:<5} skipped={t['skipped']:<5}  in {summary.duration_s:.1f}s",
-        file=out,
-    )
+        counts = {r: getattr(a, r) for r in RESULTS}
+        print(row(name, counts, f"throttled={a.throttled}" if a.throttled else ""), file=out)
+    totals = {r: summary.total(r) for r in RESULTS}
+    print(row("TOTAL", totals, f"in {summary.duration_s:.1f}s"), file=out)
     if summary.stopped:
         print(f"stopped early: {summary.stopped}", file=out)
     if mode == "plan":
         print(
-            "plan only: nothing was written" + ("" if t["changed"] else "; every integration is in its desired state"),
+            "plan only: nothing was written"
+            + ("" if totals["changed"] else "; every integration is in its desired state"),
             file=out,
         )
