@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import msgspec
@@ -110,7 +110,7 @@ def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
     width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
     changed = "to change" if mode == "plan" else "changed"
 
-    def row(name: str, counts: dict[str, int], note: str) -> str:
+    def row(name: str, counts: Mapping[str, int], note: str) -> str:
         return (
             f"{name:<{width}}  unchanged={counts['unchanged']:<6} {changed}={counts['changed']:<6} "
             f"failed={counts['failed']:<6} skipped={counts['skipped']:<6} {note}"
