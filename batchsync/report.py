@@ -40,7 +40,7 @@ class ReportWriter:
 
 
 def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
-    totals = {r: summary.total(r) for r in RESULTS}
+    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
     return {
         "summary": True,
         "mode": mode,
@@ -119,9 +119,9 @@ def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
     print("\nRECAP", file=out)
     for name in sorted(summary.accounts):
         a = summary.accounts[name]
-        counts = {r: getattr(a, r) for r in RESULTS}
+        counts: dict[str, int] = {r: getattr(a, r) for r in RESULTS}
         print(row(name, counts, f"throttled={a.throttled}" if a.throttled else ""), file=out)
-    totals = {r: summary.total(r) for r in RESULTS}
+    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
     print(row("TOTAL", totals, f"in {summary.duration_s:.1f}s"), file=out)
     if summary.stopped:
         print(f"stopped early: {summary.stopped}", file=out)
