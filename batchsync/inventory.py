@@ -8,6 +8,7 @@ set shared by many integrations becomes one :class:`Desired`, shared by their jo
 
 from __future__ import annotations
 
+import gc
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -226,6 +227,37 @@ def read_document(path: Path) -> Any:
         raise _FileError(f"invalid YAML{where}: {reason}") from None
 
 
+class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A JSON inventory whose integrations decode straight into structs (see _fast_json)."""
+
+    integrations: list[IntegrationSpec]
+    defaults: Any = msgspec.UNSET
+    accounts: Any = msgspec.UNSET
+    status_sets: Any = msgspec.UNSET
+
+
+def _fast_json(path: Path) -> dict[str, Any] | None:
+    """A JSON inventory decoded in one typed pass, or None to take the general path.
+
+    Decoding the integrations straight into IntegrationSpec structs skips building a
+    dict per integration and converting it: at 100k integrations, half the time and
+    memory. Any problem at all (unreadable, malformed, one wrong field) returns None:
+    the general path then finds and reports every problem, not just the first.
+    """
+    if path.suffix.lower() != ".json":
+        return None
+    try:
+        doc = msgspec.json.decode(path.read_bytes(), type=_JsonInventory)
+    except (OSError, msgspec.DecodeError):  # ValidationError is a DecodeError
+        return None
+    raw: dict[str, Any] = {"integrations": doc.integrations}
+    for key in ("defaults", "accounts", "status_sets"):
+        value = getattr(doc, key)
+        if value is not msgspec.UNSET:
+            raw[key] = value
+    return raw
+
+
 def _convert(raw: Any, kind: type[Any]) -> Any:
     # strict=True: an id written as "12" is a mistake to report, not to guess at.
     return msgspec.convert(raw, kind, strict=True)
@@ -310,7 +342,8 @@ class _Loader:
             if cached[0] is None:
                 # The file's own problems were reported for its first user; every other
                 # user is named too, or it would silently drop out of the run.
-                self.problem(loc, f"statuses_file {ref}: is not usable (see the problems reported for it)", integration_id)
+                why = f"statuses_file {ref}: is not usable (see the problems reported for it)"
+                self.problem(loc, why, integration_id)
             return cached
         result: tuple[Statuses | None, int | None] = (None, None)
         try:
@@ -338,7 +371,9 @@ class _Loader:
 
     def load(self) -> Inventory:
         try:
-            raw = read_document(self.path)
+            raw = _fast_json(self.path)
+            if raw is None:
+                raw = read_document(self.path)
         except _FileError as exc:
             self.problem((), exc.message)
             return Inventory(self.name, {}, [], self.problems)
@@ -480,8 +515,12 @@ class _Loader:
         first_seen: dict[int, int] = {}
         for i, raw_integration in enumerate(raw):
             loc: Loc = ("integrations", i)
-            guessed = _guess_id(raw_integration)
-            spec: IntegrationSpec | None = self.convert(raw_integration, IntegrationSpec, loc, guessed)
+            spec: IntegrationSpec | None
+            if isinstance(raw_integration, IntegrationSpec):  # decoded by _fast_json
+                spec = raw_integration
+            else:
+                guessed = _guess_id(raw_integration)
+                spec = self.convert(raw_integration, IntegrationSpec, loc, guessed)
             if spec is None:
                 continue
             iid = spec.id
@@ -526,7 +565,15 @@ class _Loader:
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Inventory:
     """Load, validate and expand one inventory file; see :class:`Inventory`.problems."""
-    return _Loader(Path(path), environ).load()
+    # Decoding a large inventory allocates millions of small, acyclic containers; the
+    # cyclic GC would rescan them over and over (70% of the time at 100k integrations).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Loader(Path(path), environ).load()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def select(jobs: Sequence[Job], selectors: Sequence[str]) -> list[Job]:

@@ -764,3 +764,30 @@ def test_the_examples_are_the_same_inventory() -> None:
         for inv in loaded
     ]
     assert shapes[0] == shapes[1] == shapes[2]
+
+
+def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
+    path = write(workdir, base_doc(), "json")
+    fast = inv_mod._fast_json(path)
+    assert fast is not None
+    assert all(isinstance(i, inv_mod.IntegrationSpec) for i in fast["integrations"])
+    # One wrong field anywhere: the general path, which reports every problem.
+    doc = base_doc()
+    doc["integrations"][0]["id"] = "101"
+    assert inv_mod._fast_json(write(workdir, doc, "json")) is None
+    assert inv_mod._fast_json(write(workdir, base_doc(), "yaml")) is None
+
+
+def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
+    import gc
+
+    path = write(workdir, base_doc(), "json")
+    assert gc.isenabled()
+    load(path, environ=ENV)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load(path, environ=ENV)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
