@@ -28,6 +28,15 @@ class Meter:
 
     Waiters are served first come, first served (the lock is fair), so a burst of
     callers is spread at the rate rather than stampeding at each refill.
+
+    A request's token is debited when it completes (:meth:`release`), and until then
+    it is reserved: a request may start only when ``tokens - in flight >= 1``. The
+    server debits its own bucket when the request *arrives*, somewhere between our
+    acquire and our release; a request that waited after its acquire (for a pooled
+    connection, a busy event loop, a slow server) would otherwise arrive in a clump
+    with later ones and find the server's bucket empty. Debiting at the latest
+    moment the server can have debited keeps our bucket at or below the server's,
+    whatever the delays, at the cost of refilling one round trip later.
     """
 
     def __init__(
@@ -41,6 +50,7 @@ class Meter:
         self.rate = self.declared * safety
         self.capacity = max(1, capacity)
         self.tokens = float(self.capacity)
+        self.reserved = 0  # tokens of requests in flight, debited on release
         self.clock = clock
         self.updated = clock()
         self.paused_until = 0.0
@@ -53,6 +63,24 @@ class Meter:
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
+
+    def try_acquire(self) -> bool:
+        """Take a slot and a token now if both are free and nobody waits; else False.
+
+        The synchronous fast path of :meth:`acquire` (pair it with :meth:`release` too):
+        no task switch, no lock, which matters when limits are far from binding.
+        """
+        if self.waiting or self._in_flight.value == 0 or self._lock.locked():
+            return False
+        now = self.clock()
+        if now < self.paused_until:
+            return False
+        self._refill(now)
+        if self.tokens - self.reserved < 1.0:
+            return False
+        self._in_flight.acquire_nowait()
+        self.reserved += 1
+        return True
 
     async def acquire(self) -> None:
         """Wait for a slot in flight, then for a token. Pair with :meth:`release`."""
@@ -67,10 +95,11 @@ class Meter:
                             await anyio.sleep(self.paused_until - now)
                             continue
                         self._refill(now)
-                        if self.tokens >= 1.0:
-                            self.tokens -= 1.0
+                        available = self.tokens - self.reserved
+                        if available >= 1.0:
+                            self.reserved += 1
                             return
-                        await anyio.sleep((1.0 - self.tokens) / self.rate)
+                        await anyio.sleep((1.0 - available) / self.rate)
             except BaseException:
                 self._in_flight.release()
                 raise
@@ -78,6 +107,10 @@ class Meter:
             self.waiting -= 1
 
     def release(self) -> None:
+        """The request is over: debit its token now, free its slot."""
+        self._refill(self.clock())
+        self.tokens -= 1.0
+        self.reserved -= 1
         self._in_flight.release()
 
     def on_throttled(self, retry_after: float | None) -> None:
@@ -86,7 +119,7 @@ class Meter:
         self.rate = max(self.declared * FLOOR, self.rate * BACKOFF_FACTOR)
         now = self.clock()
         self._refill(now)
-        self.tokens = 0.0
+        self.tokens = min(self.tokens, float(self.reserved))  # nothing left to start with
         pause = retry_after if retry_after is not None else 1.0 / self.rate
         self.paused_until = max(self.paused_until, now + pause)
 
