@@ -40,7 +40,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.format == "json":
         doc = {
             "valid": inv.valid,
-            "integrations": len(inv.jobs),
+            "integrations": inv.declared,
             "problems": inv.problems,
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")

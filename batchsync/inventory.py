@@ -165,8 +165,9 @@ class InventoryProblem(msgspec.Struct, frozen=True):
 class Inventory(msgspec.Struct, frozen=True):
     path: str
     accounts: dict[str, Account]
-    jobs: list[Job]
+    jobs: list[Job]  # empty when there are problems: nothing may be sent
     problems: list[InventoryProblem]
+    declared: int = 0  # integration entries in the file, valid or not
 
     @property
     def valid(self) -> bool:
@@ -308,6 +309,8 @@ class _Loader:
         self.problems: list[InventoryProblem] = []
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
         self._interned: dict[Statuses, Desired] = {}
+        self.no_accounts = False  # the accounts section is missing or not a mapping
+        self.no_sets = False  # likewise status_sets
 
     def problem(self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None) -> None:
         self.problems.append(InventoryProblem(file or self.name, integration_id, to_jsonpath(loc), message))
@@ -389,18 +392,22 @@ class _Loader:
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
         sets, broken_sets = self.status_sets(raw.get("status_sets", {}))
         jobs = self.integrations(raw.get("integrations"), accounts, broken_accounts, sets, broken_sets)
+        entries = raw.get("integrations")
+        declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
             jobs = []
-        return Inventory(self.name, accounts, jobs, self.problems)
+        return Inventory(self.name, accounts, jobs, self.problems, declared)
 
     def accounts(self, raw: Any, defaults: DefaultsSpec, base_limits: Limits) -> tuple[dict[str, Account], set[str]]:
         accounts: dict[str, Account] = {}
         broken: set[str] = set()
         if raw is None:
             self.problem(("accounts",), "missing: declare at least one account")
+            self.no_accounts = True
             return accounts, broken
         if not isinstance(raw, dict):
             self.problem(("accounts",), "must be a mapping of account name to account")
+            self.no_accounts = True
             return accounts, broken
         for name, raw_account in raw.items():
             loc: Loc = ("accounts", name)
@@ -455,6 +462,7 @@ class _Loader:
         broken: set[str] = set()
         if not isinstance(raw, dict):
             self.problem(("status_sets",), "must be a mapping of set name to {statuses} or {statuses_file}")
+            self.no_sets = True
             return sets, broken
         for name, raw_set in raw.items():
             loc: Loc = ("status_sets", name)
@@ -530,14 +538,15 @@ class _Loader:
                 continue
             ok = True
             if spec.account not in accounts:
-                if spec.account not in broken_accounts:
+                # Without a usable accounts section, the one problem reported for it says it all.
+                if spec.account not in broken_accounts and not self.no_accounts:
                     known = ", ".join(sorted(accounts) + sorted(broken_accounts)) or "none"
                     self.problem((*loc, "account"), f"unknown account {spec.account!r} (known: {known})", iid)
                 ok = False
             statuses: Statuses | None
             if spec.status_set is not None and spec.statuses is None and spec.statuses_file is None:
                 statuses = sets.get(spec.status_set)
-                if statuses is None and spec.status_set not in broken_sets:
+                if statuses is None and spec.status_set not in broken_sets and not self.no_sets:
                     known = ", ".join(sorted(sets) + sorted(broken_sets)) or "none"
                     self.problem((*loc, "status_set"), f"unknown status set {spec.status_set!r} (known: {known})", iid)
             else:
