@@ -280,37 +280,36 @@ class Engine:
                 if not self.options.write:
                     self._done(job, "changed", change, tracker)
                     continue
-                try:
-                    send.send_nowait((job, change, tracker))
-                except anyio.WouldBlock:
-                    await send.send((job, change, tracker))
+                if self.stopping is None and run.limiter.writes.try_acquire():
+                    # The write budget is free right now (always, when limits do not bind):
+                    # write here, sparing the hand-off to a writer task.
+                    await self._write(run, job, change, tracker, held=True)
+                    continue
+                await send.send((job, change, tracker))
 
     async def _writer(self, run: _AccountRun, receive: MemoryObjectReceiveStream[tuple[Job, Diff, _Tracker]]) -> None:
         async with receive:
-            while True:
-                try:
-                    job, change, tracker = receive.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        job, change, tracker = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+            async for job, change, tracker in receive:
                 if self.stopping is not None:
                     continue
-                if run.fatal is not None:
-                    self._fail(job, run.fatal, tracker, early=True)
-                    continue
-                body = job.desired.body(job.integration_id)
-                try:
-                    await self._call(run, run.limiter.writes, tracker, partial(run.client.post_statuses, body))
-                except ApiError as exc:
-                    self._fail(job, exc, tracker, change)
-                    continue
-                except _Interrupted:
-                    continue
-                self._done(job, "changed", change, tracker)
+                await self._write(run, job, change, tracker)
+
+    async def _write(self, run: _AccountRun, job: Job, change: Diff, tracker: _Tracker, held: bool = False) -> None:
+        """POST one job's desired list; ``held``: the caller already holds a write token."""
+        if run.fatal is not None:
+            if held:
+                run.limiter.writes.release(used=False)
+            self._fail(job, run.fatal, tracker, early=True)
+            return
+        body = job.desired.body(job.integration_id)
+        try:
+            await self._call(run, run.limiter.writes, tracker, partial(run.client.post_statuses, body), held)
+        except ApiError as exc:
+            self._fail(job, exc, tracker, change)
+            return
+        except _Interrupted:
+            return
+        self._done(job, "changed", change, tracker)
 
     # -- one request, retried ------------------------------------------------------
 
@@ -318,26 +317,40 @@ class Engine:
         ceiling = min(self.options.backoff_max, self.options.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
-    async def _call(self, run: _AccountRun, meter: Meter, tracker: _Tracker, send: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        run: _AccountRun,
+        meter: Meter,
+        tracker: _Tracker,
+        send: Callable[[], Awaitable[T]],
+        held: bool = False,
+    ) -> T:
         """``send()`` under the account's meter and the global limit, retried while a
-        retry can help, within ``max_attempts`` and ``retry_max_time``."""
+        retry can help, within ``max_attempts`` and ``retry_max_time``. ``held``: the
+        first attempt's meter token is already taken (``meter.try_acquire()``)."""
         opts = self.options
         first = time.monotonic()
         stats = self.summary.accounts[run.account.name]
         attempt = 0
         while True:
             if run.fatal is not None:
+                if held:
+                    meter.release(used=False)
                 raise run.fatal
             # The synchronous fast paths skip the task switches and cancel scopes of a
             # wait when a token and a slot are free, as they are when limits do not bind.
-            if self.stopping is not None or not meter.try_acquire():
+            if held:
+                held = False
+            elif self.stopping is not None or not meter.try_acquire():
                 await self._wait(meter.acquire())
             attempt += 1
             tracker.attempts += 1
             try:
-                try:
+                # value > 0 means nobody waits (a release hands the slot to a waiter);
+                # testing it beats catching WouldBlock, whose traceback feeds the GC.
+                if self._global.value:
                     self._global.acquire_nowait()
-                except anyio.WouldBlock:
+                else:
                     await self._global.acquire()
                 try:
                     stats.requests += 1

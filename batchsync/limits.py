@@ -106,10 +106,11 @@ class Meter:
         finally:
             self.waiting -= 1
 
-    def release(self) -> None:
-        """The request is over: debit its token now, free its slot."""
-        self._refill(self.clock())
-        self.tokens -= 1.0
+    def release(self, used: bool = True) -> None:
+        """The request is over: debit its token now (unless it was never sent), free its slot."""
+        if used:
+            self._refill(self.clock())
+            self.tokens -= 1.0
         self.reserved -= 1
         self._in_flight.release()
 
