@@ -280,3 +280,51 @@ def test_junit_metrics_quiet_and_json_logs(tmp_path: Path, sandbox_proc: list[Sa
     logs = [json.loads(line) for line in verbose.stderr.splitlines()]
     assert logs and all({"ts", "level", "message"} <= set(row) for row in logs)
     assert any("integration_id=" in row["message"] for row in logs)
+
+
+def test_second_sigint_stops_at_once_and_still_flushes_the_report(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acme": 10}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    # every request hangs for a minute: only cancelling can end this run early
+    box = SandboxProcess(Path(inv.path), env, "--fault-hang", "1.0", "--hang-seconds", "60")
+    sandbox_proc.append(box)
+    report = tmp_path / "report.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchsync",
+            "apply",
+            inv.path,
+            "--base-url",
+            box.url,
+            "--report",
+            str(report),
+            "--grace-period",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and sum(box.stats()["requests"]["acme"].values()) < 10:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the first one waits for the requests in flight (grace 30 s)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - started < 5  # the second one does not wait out the grace period
+    assert proc.returncode == 3, out + err
+    lines, summary = read_report(report)
+    assert sorted(r["integration_id"] for r in lines) == sorted(j.integration_id for j in inv.jobs)
+    assert {r["result"] for r in lines} == {"skipped"}
+    assert summary and summary[0]["stopped"] == "interrupted by SIGINT"
+    assert "RECAP" in out and "Traceback" not in err
