@@ -74,6 +74,13 @@ async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace: float)
                 scope.cancel()
 
 
+async def _every(seconds: float, tick: Callable[[], None]) -> None:
+    """Call ``tick`` periodically (the progress line moves even while nothing finishes)."""
+    while True:
+        await anyio.sleep(seconds)
+        tick()
+
+
 async def execute(
     inv: Inventory,
     jobs: Sequence[Job],
@@ -82,6 +89,7 @@ async def execute(
     sandbox: bool = False,
     grace: float = 10.0,
     on_engine: Callable[[Engine], None] | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> Summary:
     """Run the engine (inside an embedded sandbox when asked) until done or stopped."""
     async with AsyncExitStack() as stack:
@@ -97,6 +105,8 @@ async def execute(
         async with anyio.create_task_group() as tg:
             scope = anyio.CancelScope()
             tg.start_soon(_watch_signals, engine, scope, grace)
+            if tick is not None:
+                tg.start_soon(_every, 0.5, tick)
             with scope:
                 await engine.run(jobs)
             tg.cancel_scope.cancel()
@@ -205,7 +215,17 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
 
     summary: Summary | None = None
     try:
-        summary = anyio.run(execute, inv, jobs, options, on_outcome, args.sandbox, args.grace_period, on_engine)
+        summary = anyio.run(
+            execute,
+            inv,
+            jobs,
+            options,
+            on_outcome,
+            args.sandbox,
+            args.grace_period,
+            on_engine,
+            progress.refresh if progress.enabled else None,
+        )
     finally:
         progress.close()
         if report is not None:
