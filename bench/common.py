@@ -1,0 +1,385 @@
+"""Shared helpers of the benchmarks: inventories, sandbox processes, measured child processes, rows.
+
+Every figure is a ratio against a reference measured in the same run; :class:`Row` holds
+the paired samples and formats them as median (min-max).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT.parent / "shared/spec/integrations-v3.yaml"
+PYTHON = sys.executable  # the venv's python: `make bench` runs us with it
+WORK = Path(tempfile.gettempdir()) / "batchsync-bench"  # generated inventories, reports
+
+LANGS = ("en-gb", "nl-nl", "de-de", "fr-fr", "es-es", "it-it", "en-us")
+# Limits that never bind: the sandbox and the client both get them.
+HUGE = {"writes_per_minute": 1e9, "write_burst": 1000, "reads_per_minute": 1e9}
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# -- statistics and rows -------------------------------------------------------------
+
+
+def med(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+@dataclass
+class Row:
+    """One line of the table: paired samples of batchsync and of its reference.
+
+    ``ratio`` is batchsync / reference, pair by pair; ``unit`` formats the absolute values.
+    ``met`` is decided by the part that made the row (it knows the target's direction).
+    """
+
+    part: str
+    measure: str
+    ours: list[float]
+    ref: list[float]
+    ref_name: str
+    target: str
+    met: bool | None
+    unit: str = "s"
+    ratios: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ratios and self.ours and self.ref:
+            self.ratios = [o / r for o, r in zip(self.ours, self.ref, strict=False) if r]
+
+    @property
+    def ratio(self) -> float:
+        return med(self.ratios) if self.ratios else float("nan")
+
+
+def fmt_value(xs: Sequence[float], unit: str) -> str:
+    if not xs:
+        return "–"
+    m, lo, hi = med(xs), min(xs), max(xs)
+    if len(xs) == 1:
+        return fmt_one(m, unit)
+    return f"{fmt_one(m, unit)} ({fmt_one(lo, unit, bare=True)}–{fmt_one(hi, unit, bare=True)})"
+
+
+def fmt_one(x: float, unit: str, bare: bool = False) -> str:
+    if unit == "s":
+        text = f"{x:.3g}" if x < 10 else f"{x:.1f}"
+    elif unit == "ms":
+        text = f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+    elif unit == "µs":
+        text = f"{x:.1f}" if x < 100 else f"{x:.0f}"
+    elif unit == "MB":
+        text = f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+    elif unit == "%":
+        text = f"{x:.2f}"
+    else:
+        text = f"{x:.3g}"
+    return text if bare else f"{text} {unit}".rstrip()
+
+
+def fmt_ratio(xs: Sequence[float]) -> str:
+    if not xs:
+        return "–"
+    m, lo, hi = med(xs), min(xs), max(xs)
+    if len(xs) == 1:
+        return f"{m:.3f}"
+    return f"{m:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = "| measure | batchsync | reference | ratio, median (min–max) | target | met? |"
+    out = [head, "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        met = "–" if r.met is None else ("yes" if r.met else "**no**")
+        ref = f"{r.ref_name}: {fmt_value(r.ref, r.unit)}" if r.ref else r.ref_name
+        cells = [f"{r.part}. {r.measure}", fmt_value(r.ours, r.unit), ref, fmt_ratio(r.ratios), r.target, met]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# -- inventories ---------------------------------------------------------------------
+
+
+def zipf_counts(n: int, accounts: int, s: float) -> list[int]:
+    """``n`` integrations over ``accounts`` in proportion to 1/rank**s (largest remainder)."""
+    weights = [1.0 / (k + 1) ** s for k in range(accounts)]
+    total = sum(weights)
+    exact = [n * w / total for w in weights]
+    counts = [int(x) for x in exact]
+    rest = n - sum(counts)
+    for k in sorted(range(accounts), key=lambda k: exact[k] - counts[k], reverse=True)[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def _status_set(rng: random.Random, size: int, tag: str) -> list[dict[str, Any]]:
+    out = []
+    for k in range(size):
+        langs = rng.sample(LANGS, rng.randint(1, 3))
+        out.append(
+            {
+                "external_id": f"{tag}-{k}",
+                "translations": [{"status": f"Status {tag} {k} ({lang})", "language": lang} for lang in langs],
+            }
+        )
+    return out
+
+
+def write_inventory(
+    path: Path,
+    n: int,
+    *,
+    accounts: int = 10,
+    zipf: float = 0.0,
+    inline_fraction: float = 0.0,
+    limits: dict[str, float] | None = None,
+    sets: int = 5,
+    seed: int = 1,
+) -> Path:
+    """A JSON inventory of ``n`` integrations; credentials are ``file:`` references beside it.
+
+    Accounts get integrations in Zipf proportion (``zipf`` = 0: evenly); a fraction
+    ``inline_fraction`` carries its own ``statuses``, the rest name one of ``sets`` shared sets.
+    """
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secrets = path.parent / f"{path.stem}.secrets"
+    secrets.mkdir(exist_ok=True)
+    names = [f"acct{k:02d}" for k in range(accounts)]
+    doc: dict[str, Any] = {
+        "defaults": {"base_url": "http://127.0.0.1:9"},
+        "accounts": {},
+        "status_sets": {f"set{k}": {"statuses": _status_set(rng, 4 + k % 4, f"s{k}")} for k in range(sets)},
+        "integrations": [],
+    }
+    if limits:
+        doc["defaults"]["limits"] = limits
+    for name in names:
+        (secrets / f"{name}.pub").write_text(f"{name}-public\n")
+        (secrets / f"{name}.sec").write_text(f"{name}-secret-{seed}\n")
+        doc["accounts"][name] = {
+            "public_key": f"file:{secrets.name}/{name}.pub",
+            "secret_key": f"file:{secrets.name}/{name}.sec",
+        }
+    owners = [name for name, c in zip(names, zipf_counts(n, accounts, zipf), strict=True) for _ in range(c)]
+    rng.shuffle(owners)
+    integrations = doc["integrations"]
+    for i, owner in enumerate(owners):
+        entry: dict[str, Any] = {"id": 100_000 + i, "account": owner}
+        if rng.random() < inline_fraction:
+            entry["statuses"] = _status_set(rng, rng.randint(2, 8), f"i{i}")
+        else:
+            entry["status_set"] = f"set{rng.randrange(sets)}"
+        integrations.append(entry)
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+    return path
+
+
+def gen_inventory_available() -> bool:
+    return (ROOT / "bench" / "gen_inventory.py").exists()
+
+
+def big_inventory(path: Path, n: int, inline_fraction: float, seed: int = 7) -> tuple[Path, str]:
+    """A large inventory, from the team's ``bench.gen_inventory`` when present, else ours.
+
+    Returns the path and the name of the generator used (for the notes).
+    """
+    if gen_inventory_available():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [PYTHON, "-m", "bench.gen_inventory", str(n), str(path)]
+        cmd += ["--inline-fraction", str(inline_fraction), "--seed", str(seed)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        if proc.returncode == 0 and path.exists():
+            return path, "bench.gen_inventory"
+        log(f"bench.gen_inventory failed ({proc.returncode}): {proc.stderr.strip()[-300:]}; using our own")
+    write_inventory(path, n, accounts=30, zipf=1.0, inline_fraction=inline_fraction, seed=seed)
+    return path, "bench.common.write_inventory"
+
+
+def with_limits(src: Path, dst: Path, limits: dict[str, float]) -> Path:
+    """A copy of an inventory whose defaults and every account declare ``limits``."""
+    doc = json.loads(src.read_text())
+    doc.setdefault("defaults", {})["limits"] = limits
+    for acc in doc.get("accounts", {}).values():
+        acc.pop("limits", None)
+        for key in ("public_key", "secret_key"):
+            ref = acc[key]
+            if ref.startswith("file:") and not os.path.isabs(ref[5:]):
+                acc[key] = "file:" + str((src.parent / ref[5:]).resolve())
+    dst.write_text(json.dumps(doc, separators=(",", ":")))
+    return dst
+
+
+# -- processes -----------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    returncode: int
+    wall: float  # seconds, from spawn to reaped
+    user: float
+    system: float
+    maxrss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_measured(
+    cmd: Sequence[str], timeout: float = 600.0, env: dict[str, str] | None = None, rss: bool = False
+) -> Measured:
+    """Run ``cmd`` and reap it with ``os.wait4``: the child's own rusage, not the sum of all.
+
+    On Linux a child's peak RSS starts at its parent's RSS at fork time (exec keeps the
+    high-water mark), so with ``rss`` the command runs under ``/usr/bin/time``, itself
+    tiny, and ``maxrss_mb`` is what that reports for the command alone.
+    """
+    out_path = WORK / f".out.{os.getpid()}"
+    err_path = WORK / f".err.{os.getpid()}"
+    rss_path = WORK / f".rss.{os.getpid()}"
+    WORK.mkdir(parents=True, exist_ok=True)
+    if rss:
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_path), *cmd]
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=ROOT, env=env)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.002)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text(errors="replace")
+    stderr = err_path.read_text(errors="replace")
+    out_path.unlink()
+    err_path.unlink()
+    maxrss = usage.ru_maxrss / 1024.0
+    if rss:
+        maxrss = int(rss_path.read_text().split()[-1]) / 1024.0
+        rss_path.unlink()
+    return Measured(proc.returncode, wall, usage.ru_utime, usage.ru_stime, maxrss, stdout, stderr)
+
+
+class SandboxProcess:
+    """``python -m batchsync sandbox`` in its own process (its own core), seeded from an inventory."""
+
+    def __init__(self, inventory: Path, *args: str) -> None:
+        cmd = [PYTHON, "-m", "batchsync", "sandbox", "--port", "0", "--inventory", str(inventory), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "http://" not in line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"the sandbox did not start: {line!r} {err[-500:]}")
+        self.url = line[line.index("http://") :].split()[0]
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=30) as resp:  # loopback only
+            return json.load(resp)  # type: ignore[no-any-return]
+
+    def cpu(self) -> float:
+        """User + system CPU seconds the sandbox process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def sandbox(inventory: Path, *args: str) -> Iterator[SandboxProcess]:
+    box = SandboxProcess(inventory, *args)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def read_report(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(outcome rows, the closing summary line) of a ``--report`` file."""
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    with open(path, "rb") as f:
+        for line in f:
+            row = json.loads(line)
+            if "integration_id" in row:
+                rows.append(row)
+            else:
+                summary = row
+    return rows, summary
+
+
+# -- the machine ---------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "absent"
+
+    return {
+        "CPU": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "aiohttp": v("aiohttp"),
+        "msgspec": v("msgspec"),
+        "anyio": v("anyio"),
+        "batchsync": v("batchsync"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }

@@ -1,0 +1,65 @@
+"""``make bench``: every part, one table, written to bench/results.md with the machine's description.
+
+``python -m bench.run [PART ...]`` runs only some parts (1 rate limits, 2 cost per
+integration, 3 validation, 4 memory, 5 start-up) and then does not touch results.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+from bench.common import ROOT, Row, log, machine, table
+
+# part -> (what it measures, the module whose run(notes) -> rows measures it)
+PARTS: dict[str, tuple[str, str]] = {
+    "1": ("rate-limited run length", "bench.ratelimit"),
+    "2": ("cost per integration, limits off", "bench.overhead"),
+    "3": ("inventory validation", "bench.validation"),
+    "4": ("memory", "bench.memory"),
+    "5": ("start-up", "bench.startup"),
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(PARTS)
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown:
+        print(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}", file=sys.stderr)
+        return 2
+    rows: list[Row] = []
+    notes: list[str] = []
+    timings: list[str] = []
+    started = time.perf_counter()
+    for key in chosen:
+        name, module = PARTS[key]
+        log(f"part {key}: {name}")
+        t0 = time.perf_counter()
+        part_rows: list[Row] = importlib.import_module(module).run(notes)
+        rows.extend(part_rows)
+        timings.append(f"part {key} {time.perf_counter() - t0:.0f} s")
+    total = time.perf_counter() - started
+    text = table(rows)
+    print(text)
+    info = machine()
+    desc = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    doc = (
+        "# batchsync benchmarks\n\n"
+        "Made by `make bench` (`python -m bench.run`). Each figure is batchsync against a reference "
+        "measured in the same run: the ratio is batchsync ÷ reference, pair by pair, shown as the median "
+        "(min–max) of the runs; absolute values are median (min–max) too. Servers run as separate "
+        "processes, so the sandbox and the client each get a core.\n\n"
+        f"## Machine\n\n{desc}\n- bench time: {total:.0f} s ({', '.join(timings)})\n\n"
+        f"## Results\n\n{text}\n\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    )
+    if not argv:
+        (ROOT / "bench" / "results.md").write_text(doc)
+        log("wrote bench/results.md")
+    else:
+        print("\n" + "\n".join(f"- {n}" for n in notes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
