@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from batchsync.limits import SAFETY
 from bench.common import PYTHON, WORK, Row, log, read_report, run_measured, sandbox, with_limits, write_inventory
 
 N = 3000
@@ -91,8 +92,8 @@ def run(notes: list[str]) -> list[Row]:
         f"the sandbox's clock runs K={k} times faster (writes {WRITES:g}/min, burst {BURST}, reads {READS:g}/min "
         f"scaled by K) and the inventory declares the same scaled limits. Bound = busiest account's "
         f"max((writes − burst)/write rate, (reads − burst)/read rate) = {min(bounds):.1f}–{max(bounds):.1f} s "
-        f"(busiest: {busiest}, {reads[busiest]} integrations). The client aims 2% under the declared rate, "
-        f"so 1.02 is its floor."
+        f"(busiest: {busiest}, {reads[busiest]} integrations). The client aims {round((1 - SAFETY) * 100)}% under "
+        f"the declared rate, so {1 / SAFETY:.2f} is its floor."
     )
     rows = [
         Row("1", "rate-limited apply, whole process (wall)", walls, bounds, "bound", "≤ 1.05", None),
