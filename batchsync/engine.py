@@ -278,57 +278,75 @@ class Engine:
                 if self.stopping is not None:
                     return  # the finaliser records the rest as skipped
                 tracker = _Tracker()
-                if run.fatal is not None:
-                    self._fail(job, run.fatal, tracker, early=True)
-                    continue
-                desired = job.desired.index
-                if self.options.read_first:
-                    try:
-                        current = await self._call(
-                            run,
-                            run.limiter.reads,
-                            tracker,
-                            partial(run.client.get_statuses, job.integration_id),
-                        )
-                    except ApiError as exc:
-                        self._fail(job, exc, tracker)
-                        continue
-                    except _Interrupted:
+                try:
+                    if not await self._read_one(run, job, tracker, send):
                         return
-                    change = diff(desired, current)
-                else:
-                    change = everything_added(desired)
-                if not change:
-                    self._done(job, "unchanged", change, tracker)
-                    continue
-                if not desired and not self.options.allow_delete_all:
-                    self._emit_failure(
-                        job,
-                        ErrorInfo(
-                            "refused",
-                            detail="the desired list is empty: writing it would delete every "
-                            "status of this integration; pass --allow-delete-all to do so",
-                        ),
-                        tracker,
-                        change,
-                    )
-                    continue
-                if not self.options.write:
-                    self._done(job, "changed", change, tracker)
-                    continue
-                if self.stopping is None and run.limiter.writes.try_acquire():
-                    # The write budget is free right now (always, when limits do not bind):
-                    # write here, sparing the hand-off to a writer task.
-                    await self._write(run, job, change, tracker, held=True)
-                    continue
-                await send.send((job, change, tracker))
+                except Exception as exc:  # a bug of ours must cost one integration, not the run
+                    self._internal(job, exc, tracker)
+
+    async def _read_one(
+        self,
+        run: _AccountRun,
+        job: Job,
+        tracker: _Tracker,
+        send: MemoryObjectSendStream[tuple[Job, Diff, _Tracker]],
+    ) -> bool:
+        """Read, diff, and write or queue one job; False when the run is stopping."""
+        if run.fatal is not None:
+            self._fail(job, run.fatal, tracker, early=True)
+            return True
+        desired = job.desired.index
+        if self.options.read_first:
+            try:
+                current = await self._call(
+                    run,
+                    run.limiter.reads,
+                    tracker,
+                    partial(run.client.get_statuses, job.integration_id),
+                )
+            except ApiError as exc:
+                self._fail(job, exc, tracker)
+                return True
+            except _Interrupted:
+                return False
+            change = diff(desired, current)
+        else:
+            change = everything_added(desired)
+        if not change:
+            self._done(job, "unchanged", change, tracker)
+            return True
+        if not desired and not self.options.allow_delete_all:
+            self._emit_failure(
+                job,
+                ErrorInfo(
+                    "refused",
+                    detail="the desired list is empty: writing it would delete every "
+                    "status of this integration; pass --allow-delete-all to do so",
+                ),
+                tracker,
+                change,
+            )
+            return True
+        if not self.options.write:
+            self._done(job, "changed", change, tracker)
+            return True
+        if self.stopping is None and run.limiter.writes.try_acquire():
+            # The write budget is free right now (always, when limits do not bind):
+            # write here, sparing the hand-off to a writer task.
+            await self._write(run, job, change, tracker, held=True)
+            return True
+        await send.send((job, change, tracker))
+        return True
 
     async def _writer(self, run: _AccountRun, receive: MemoryObjectReceiveStream[tuple[Job, Diff, _Tracker]]) -> None:
         async with receive:
             async for job, change, tracker in receive:
                 if self.stopping is not None:
                     continue
-                await self._write(run, job, change, tracker)
+                try:
+                    await self._write(run, job, change, tracker)
+                except Exception as exc:  # a bug of ours must cost one integration, not the run
+                    self._internal(job, exc, tracker)
 
     async def _write(self, run: _AccountRun, job: Job, change: Diff, tracker: _Tracker, held: bool = False) -> None:
         """POST one job's desired list; ``held``: the caller already holds a write token."""
@@ -463,6 +481,11 @@ class Engine:
                 exc.pointer,
             )
         self._emit_failure(job, info, tracker, change)
+
+    def _internal(self, job: Job, exc: Exception, tracker: _Tracker) -> None:
+        log.exception("integration %d: internal error", job.integration_id)
+        detail = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
+        self._emit_failure(job, ErrorInfo("internal", detail=detail), tracker, None)
 
     def _emit_failure(self, job: Job, info: ErrorInfo, tracker: _Tracker, change: Diff | None) -> None:
         self._emit(

@@ -181,3 +181,26 @@ async def test_max_failures_stops_starting_new_work(tmp_path: Path) -> None:
     assert 3 <= results["failed"] < 40
     assert results["skipped"] == 40 - results["failed"]
     assert engine.summary.stopped is not None and "max-failures" in engine.summary.stopped
+
+
+async def test_a_bug_costs_one_integration_not_the_run(tmp_path: Path, monkeypatch: Any) -> None:
+    from batchsync.client import Client
+
+    inv = make_inventory(tmp_path, {"acme": 8})
+    victim = inv.jobs[3].integration_id
+    real = Client.get_statuses
+
+    async def buggy(self: Client, integration_id: int) -> Any:
+        if integration_id == victim:
+            raise KeyError("boom")
+        return await real(self, integration_id)
+
+    monkeypatch.setattr(Client, "get_statuses", buggy)
+    async with run_sandbox(inv, SandboxConfig(in_sync=0.0)) as box:
+        outcomes, _ = await run(inv, box.url)
+    assert len(outcomes) == 8
+    failed = [o for o in outcomes if o.result == "failed"]
+    assert [o.integration_id for o in failed] == [victim]
+    assert failed[0].error is not None and failed[0].error.kind == "internal"
+    assert "KeyError" in failed[0].error.detail
+    assert {o.result for o in outcomes if o.integration_id != victim} == {"changed"}
