@@ -12,16 +12,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from batchsync import __version__
+from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 
 if TYPE_CHECKING:
     from batchsync.inventory import Inventory, Job
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_NOT_STARTED = 2
-EXIT_INTERRUPTED = 3
-EXIT_CHANGES = 4
-EXIT_LOCKED = 75
 
 
 def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:

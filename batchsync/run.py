@@ -16,18 +16,12 @@ import anyio
 import msgspec
 
 from batchsync.engine import Engine, Options, Outcome, Summary
+from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.inventory import Inventory, Job
 from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.progress import Progress, setup_logging
 from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_NOT_STARTED = 2
-EXIT_INTERRUPTED = 3
-EXIT_CHANGES = 4
-EXIT_LOCKED = 75
 
 
 def options_from(args: argparse.Namespace, base_url: str | None) -> Options:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.gen_inventory import generate, zipf_sizes
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT.parent / "shared/spec/integrations-v3.yaml"
 PYTHON = sys.executable  # the venv's python: `make bench` runs us with it
@@ -120,18 +122,6 @@ def table(rows: Sequence[Row]) -> str:
 # -- inventories ---------------------------------------------------------------------
 
 
-def zipf_counts(n: int, accounts: int, s: float) -> list[int]:
-    """``n`` integrations over ``accounts`` in proportion to 1/rank**s (largest remainder)."""
-    weights = [1.0 / (k + 1) ** s for k in range(accounts)]
-    total = sum(weights)
-    exact = [n * w / total for w in weights]
-    counts = [int(x) for x in exact]
-    rest = n - sum(counts)
-    for k in sorted(range(accounts), key=lambda k: exact[k] - counts[k], reverse=True)[:rest]:
-        counts[k] += 1
-    return counts
-
-
 def _status_set(rng: random.Random, size: int, tag: str) -> list[dict[str, Any]]:
     out = []
     for k in range(size):
@@ -181,7 +171,7 @@ def write_inventory(
             "public_key": f"file:{secrets.name}/{name}.pub",
             "secret_key": f"file:{secrets.name}/{name}.sec",
         }
-    owners = [name for name, c in zip(names, zipf_counts(n, accounts, zipf), strict=True) for _ in range(c)]
+    owners = [name for name, c in zip(names, zipf_sizes(n, accounts, zipf), strict=True) for _ in range(c)]
     rng.shuffle(owners)
     integrations = doc["integrations"]
     for i, owner in enumerate(owners):
@@ -195,25 +185,10 @@ def write_inventory(
     return path
 
 
-def gen_inventory_available() -> bool:
-    return (ROOT / "bench" / "gen_inventory.py").exists()
-
-
 def big_inventory(path: Path, n: int, inline_fraction: float, seed: int = 7) -> tuple[Path, str]:
-    """A large inventory, from the team's ``bench.gen_inventory`` when present, else ours.
-
-    Returns the path and the name of the generator used (for the notes).
-    """
-    if gen_inventory_available():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [PYTHON, "-m", "bench.gen_inventory", str(n), str(path)]
-        cmd += ["--inline-fraction", str(inline_fraction), "--seed", str(seed)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-        if proc.returncode == 0 and path.exists():
-            return path, "bench.gen_inventory"
-        log(f"bench.gen_inventory failed ({proc.returncode}): {proc.stderr.strip()[-300:]}; using our own")
-    write_inventory(path, n, accounts=30, zipf=1.0, inline_fraction=inline_fraction, seed=seed)
-    return path, "bench.common.write_inventory"
+    """A large inventory from ``bench.gen_inventory``; the path and the generator's name (for the notes)."""
+    generate(n, path, inline_fraction=inline_fraction, seed=seed)
+    return path, "bench.gen_inventory"
 
 
 def with_limits(src: Path, dst: Path, limits: dict[str, float]) -> Path:

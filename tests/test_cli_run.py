@@ -57,6 +57,24 @@ def sandbox_proc() -> Iterator[list[SandboxProcess]]:
             box.stop()
 
 
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``batchsync ARGS...`` started in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchsync", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def wait_for_lines(report: Path, count: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < count):
+        time.sleep(0.05)
+
+
 def batchsync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "batchsync", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
@@ -123,17 +141,8 @@ def test_sigterm_mid_run_gives_a_complete_report_and_exit_3(tmp_path: Path, sand
     box = SandboxProcess(Path(inv.path), env)
     sandbox_proc.append(box)
     report = tmp_path / "report.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "--report", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < 3):
-        time.sleep(0.05)
+    proc = spawn("apply", inv.path, "--base-url", box.url, "--report", str(report), env=env)
+    wait_for_lines(report, 3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, out + err
@@ -205,17 +214,8 @@ def test_no_secret_in_any_output(tmp_path: Path, sandbox_proc: list[SandboxProce
 
 def start_slow_apply(tmp_path: Path, box: SandboxProcess, inv_path: str, env: dict[str, str]) -> subprocess.Popen[str]:
     report = tmp_path / "slow.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchsync", "apply", inv_path, "--base-url", box.url, "--report", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < 1):
-        time.sleep(0.05)
+    proc = spawn("apply", inv_path, "--base-url", box.url, "--report", str(report), env=env)
+    wait_for_lines(report, 1)
     return proc
 
 
@@ -292,26 +292,7 @@ def test_second_sigint_stops_at_once_and_still_flushes_the_report(
     box = SandboxProcess(Path(inv.path), env, "--fault-hang", "1.0", "--hang-seconds", "60")
     sandbox_proc.append(box)
     report = tmp_path / "report.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchsync",
-            "apply",
-            inv.path,
-            "--base-url",
-            box.url,
-            "--report",
-            str(report),
-            "--grace-period",
-            "30",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = spawn("apply", inv.path, "--base-url", box.url, "--report", str(report), "--grace-period", "30", env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and sum(box.stats()["requests"]["acme"].values()) < 10:
         time.sleep(0.05)

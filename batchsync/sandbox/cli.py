@@ -10,11 +10,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK
+
 if TYPE_CHECKING:
     from batchsync.sandbox.server import SandboxConfig
-
-EXIT_OK = 0
-EXIT_NOT_STARTED = 2
 
 
 def _probability(text: str) -> float:
