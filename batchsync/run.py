@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -148,9 +149,20 @@ def ids_to_retry(report: str) -> set[int]:
 
 def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -> int:
     """Check the options, take the lock (apply), run, and report; the exit code."""
-    if args.concurrency < 1 or args.max_attempts < 1 or args.timeout <= 0 or args.grace_period < 0:
-        print("batchsync: --concurrency, --max-attempts and --timeout must be positive", file=sys.stderr)
+    if args.concurrency < 1 or args.max_attempts < 1 or args.timeout <= 0 or args.retry_max_time <= 0:
+        print(
+            "batchsync: --concurrency, --max-attempts, --timeout and --retry-max-time must be positive", file=sys.stderr
+        )
         return EXIT_NOT_STARTED
+    if args.grace_period < 0:
+        print("batchsync: --grace-period cannot be negative", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    for flag, path in (("--junit", args.junit), ("--metrics", args.metrics)):
+        # Found out now, not after a night's run has been done and cannot be reported.
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            print(f"batchsync: {flag} {path}: {folder} is not a writable directory", file=sys.stderr)
+            return EXIT_NOT_STARTED
     try:
         max_failures = parse_max_failures(args.max_failures, len(jobs))
     except ValueError as exc:
