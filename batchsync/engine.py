@@ -220,6 +220,8 @@ class Engine:
         by_account: dict[str, list[Job]] = {}
         for job in jobs:
             by_account.setdefault(job.account, []).append(job)
+        # The recap and the metrics speak of the accounts this run selected, no others.
+        self.summary.accounts = {name: AccountStats() for name in by_account}
         connector = aiohttp.TCPConnector(limit=max(1, self.options.concurrency), limit_per_host=0)
         try:
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -311,8 +313,8 @@ class Engine:
                 return False
             change = diff(desired, current)
         else:
-            change = everything_added(desired)
-        if not change:
+            change = everything_added(desired)  # not read: what we write counts as added
+        if not change and self.options.read_first:
             self._done(job, "unchanged", change, tracker)
             return True
         if not desired and not self.options.allow_delete_all:
@@ -397,15 +399,21 @@ class Engine:
                 held = False
             elif self.stopping is not None or not meter.try_acquire():
                 await self._wait(meter.acquire())
+            # The meter's slot is ours now; the global one may still have to be waited
+            # for, and a stop meanwhile means this request is never sent.
+            # value > 0 means nobody waits (a release hands the slot to a waiter);
+            # testing it beats catching WouldBlock, whose traceback feeds the GC.
+            if self._global.value and self.stopping is None:
+                self._global.acquire_nowait()
+            else:
+                try:
+                    await self._wait(self._global.acquire())
+                except _Interrupted:
+                    meter.release(used=False)
+                    raise
             attempt += 1
             tracker.attempts += 1
             try:
-                # value > 0 means nobody waits (a release hands the slot to a waiter);
-                # testing it beats catching WouldBlock, whose traceback feeds the GC.
-                if self._global.value:
-                    self._global.acquire_nowait()
-                else:
-                    await self._global.acquire()
                 try:
                     stats.requests += 1
                     return await send()

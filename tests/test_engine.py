@@ -204,3 +204,33 @@ async def test_a_bug_costs_one_integration_not_the_run(tmp_path: Path, monkeypat
     assert failed[0].error is not None and failed[0].error.kind == "internal"
     assert "KeyError" in failed[0].error.detail
     assert {o.result for o in outcomes if o.integration_id != victim} == {"changed"}
+
+
+async def test_no_read_still_refuses_or_writes_an_empty_list(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"acme": 0}, extra=[{"id": 5, "account": "acme", "statuses": []}])
+    seeded = make_inventory(
+        tmp_path, {"acme": 0}, extra=[{"id": 5, "account": "acme", "status_set": "std"}], name="s.json"
+    )
+    async with run_sandbox(seeded, SandboxConfig(in_sync=1.0)) as box:
+        outcomes, _ = await run(inv, box.url, msgspec.structs.replace(FAST, read_first=False))
+        assert outcomes[0].result == "failed" and outcomes[0].error is not None
+        assert outcomes[0].error.kind == "refused"
+        assert len(_live(box.state["5"])) == 3
+        outcomes, _ = await run(inv, box.url, msgspec.structs.replace(FAST, read_first=False, allow_delete_all=True))
+        assert outcomes[0].result == "changed"
+        assert _live(box.state["5"]) == set()
+
+
+async def test_nothing_new_starts_after_stop_even_when_waiting_for_a_global_slot(tmp_path: Path) -> None:
+    import anyio
+
+    inv = make_inventory(tmp_path, {"acme": 3, "globex": 3})
+    async with run_sandbox(inv, SandboxConfig(latency=(0.4, 0.4))) as box:
+        engine = Engine(inv.accounts, msgspec.structs.replace(FAST, base_url=box.url, concurrency=1), lambda o: None)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run, inv.jobs)
+            await anyio.sleep(0.1)  # one request is in flight, the others wait for the one global slot
+            engine.stop("test")
+        stats: Any = box.stats()
+    assert sum(sum(per.values()) for per in stats["requests"].values()) == 1
+    assert engine.summary.total("skipped") == 6
