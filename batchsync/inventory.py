@@ -8,11 +8,13 @@ set shared by many integrations becomes one :class:`Desired`, shared by their jo
 
 from __future__ import annotations
 
+import difflib
 import gc
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from msgspec import Meta
@@ -264,6 +266,46 @@ def _convert(raw: Any, kind: type[Any]) -> Any:
     return msgspec.convert(raw, kind, strict=True)
 
 
+def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
+    """Every place where ``raw`` does not fit ``kind``, not only the first that msgspec
+    stops at: so that one run of ``validate`` names a typo, a bad language and an empty
+    name in one integration together. The messages are msgspec's own."""
+    try:
+        _convert(raw, kind)
+        return []
+    except msgspec.ValidationError as exc:
+        message, inner = split_validation_error(exc)
+        first = [((*loc, *inner), message)]
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Literal:
+        return [(loc, f"{message} (expected one of {', '.join(map(str, args))})")]
+    found: list[tuple[Loc, str]] = []
+    if origin is Annotated:  # the inner type first; then the constraint itself
+        found = every_problem(raw, args[0], loc)
+    elif origin in (Union, UnionType) and raw is not None:
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            found = every_problem(raw, options[0], loc)
+    elif origin in (tuple, list) and isinstance(raw, list) and args:
+        item = args[0]
+        for i, value in enumerate(raw):
+            found += every_problem(value, item, (*loc, i))
+    elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(raw, dict):
+        fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
+        for key, value in raw.items():
+            field = fields.get(key)
+            if field is None:
+                near = difflib.get_close_matches(str(key), list(fields), n=1)
+                hint = f"; did you mean `{near[0]}`?" if near else ""
+                found.append(((*loc, key), f"Object contains unknown field `{key}`{hint}"))
+            else:
+                found += every_problem(value, field.type, (*loc, key))
+        for name, field in fields.items():
+            if field.required and name not in raw:
+                found.append(((*loc, name), f"Object missing required field `{name}`"))
+    return found or first
+
+
 def _guess_id(raw: Any) -> int | None:
     """The integration id a malformed entry was meant to have, for naming it."""
     if not isinstance(raw, dict):
@@ -318,9 +360,9 @@ class _Loader:
     def convert(self, raw: Any, kind: type[Any], loc: Loc, integration_id: int | None = None) -> Any:
         try:
             return _convert(raw, kind)
-        except msgspec.ValidationError as exc:
-            message, inner = split_validation_error(exc)
-            self.problem((*loc, *inner), message, integration_id)
+        except msgspec.ValidationError:
+            for inner, message in every_problem(raw, kind):
+                self.problem((*loc, *inner), message, integration_id)
             return None
 
     def check(self, statuses: Statuses, loc: Loc, integration_id: int | None, file: str | None = None) -> bool:
@@ -358,9 +400,9 @@ class _Loader:
         kind: type[Any] = Statuses if isinstance(raw, list) else StatusesFileBody
         try:
             value = _convert(raw, kind)
-        except msgspec.ValidationError as exc:
-            message, inner = split_validation_error(exc)
-            self.problem(inner, message, integration_id, str(target))
+        except msgspec.ValidationError:
+            for inner, message in every_problem(raw, kind):
+                self.problem(inner, message, integration_id, str(target))
         else:
             if isinstance(value, StatusesFileBody):
                 statuses, file_id = value.statuses, value.integration_id

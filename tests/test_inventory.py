@@ -786,3 +786,34 @@ def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_every_problem_of_one_integration_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "multi.toml"
+    path.write_text(
+        """
+[accounts.a]
+public_key = "env:A_PUB"
+secret_key = "env:A_SEC"
+limits = { writes_per_minute = 0, write_burst = 0 }
+
+[[integrations]]
+id = 1
+account = "a"
+tgas = ["x"]
+statuses = [ { external_id = "", translations = [ { language = "en-GB", status = "" } ] } ]
+"""
+    )
+    inv = load(path, {"A_PUB": "p", "A_SEC": "s"})
+    got = {(p.path, p.integration_id) for p in inv.problems}
+    assert got == {
+        ("$.accounts.a.limits.writes_per_minute", None),
+        ("$.accounts.a.limits.write_burst", None),
+        ("$.integrations[0].tgas", 1),
+        ("$.integrations[0].statuses[0].external_id", 1),
+        ("$.integrations[0].statuses[0].translations[0].language", 1),
+        ("$.integrations[0].statuses[0].translations[0].status", 1),
+    }
+    messages = " ".join(p.message for p in inv.problems)
+    assert "did you mean `tags`?" in messages
+    assert "expected one of en-us, en-gb" in messages
