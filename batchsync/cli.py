@@ -57,7 +57,8 @@ def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | in
     inv = load(args.inventory)
     if not inv.valid:
         _print_problems(inv)
-        print(f"{inv.path}: {len(inv.problems)} problem(s); nothing was sent", file=sys.stderr)
+        n = len(inv.problems)
+        print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stderr)
         return EXIT_NOT_STARTED
     jobs = select(inv.jobs, args.limit or [])
     if getattr(args, "retry_failed", None):

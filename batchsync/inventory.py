@@ -598,9 +598,11 @@ class _Loader:
             if spec.override_statuses or spec.remove_statuses:
                 if not self.check(spec.override_statuses, (*loc, "override_statuses"), iid):
                     continue
-                missing = [x for x in spec.remove_statuses if x not in {s.external_id for s in statuses}]
-                for x in missing:
-                    k = spec.remove_statuses.index(x)
+                have = {s.external_id for s in statuses}
+                missing = [x for x in spec.remove_statuses if x not in have]
+                for k, x in enumerate(spec.remove_statuses):
+                    if x in have:
+                        continue
                     self.problem(
                         (*loc, "remove_statuses", k),
                         f"external_id {x!r} is not in the statuses it would remove from",

@@ -52,14 +52,20 @@ def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
 
 
 def _names(d: dict[str, str] | None) -> str:
-    return ", ".join(f'{lang} "{name}"' for lang, name in (d or {}).items())
+    return ", ".join(f"{lang} {_q(name)}" for lang, name in (d or {}).items())
 
 
-def _change_lines(change: Change) -> Iterable[str]:
+def _q(name: str | None) -> str:
+    """A status name quoted and escaped, so a quote or a newline in it cannot break the line."""
+    return _encoder.encode(name).decode()
+
+
+def _change_lines(change: Change, mode: str) -> Iterable[str]:
     if change.op == "+":
         yield f"    + {change.external_id!r}: {_names(change.after)}"
     elif change.op == "-":
-        yield f"    - {change.external_id!r}: {_names(change.before)}  (will be deleted)"
+        gone = "will be deleted" if mode == "plan" else "deleted"
+        yield f"    - {change.external_id!r}: {_names(change.before)}  ({gone})"
     else:
         before, after = change.before or {}, change.after or {}
         parts = []
@@ -68,11 +74,11 @@ def _change_lines(change: Change) -> Iterable[str]:
             if b == a:
                 continue
             if b is None:
-                parts.append(f'{lang} + "{a}"')
+                parts.append(f"{lang} + {_q(a)}")
             elif a is None:
-                parts.append(f'{lang} - "{b}"')
+                parts.append(f"{lang} - {_q(b)}")
             else:
-                parts.append(f'{lang} "{b}" -> "{a}"')
+                parts.append(f"{lang} {_q(b)} -> {_q(a)}")
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
@@ -83,10 +89,10 @@ def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbos
         e = outcome.error
         status = f" {e.http_status}" if e.http_status else ""
         pointer = f" at {e.pointer}" if e.pointer else ""
-        attempts = f" after {outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''}"
+        attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
         print(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}", file=out)
         for change in outcome.changes if mode == "plan" else ():
-            for line in _change_lines(change):
+            for line in _change_lines(change, mode):
                 print(line, file=out)
         return
     if outcome.result == "skipped":
@@ -101,7 +107,7 @@ def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbos
     counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
     print(f"~ {where} {verb} ({counts})", file=out)
     for change in outcome.changes:
-        for line in _change_lines(change):
+        for line in _change_lines(change, mode):
             print(line, file=out)
 
 
@@ -128,6 +134,10 @@ def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
     if mode == "plan":
         print(
             "plan only: nothing was written"
-            + ("" if totals["changed"] else "; every integration is in its desired state"),
+            + (
+                "; every integration is in its desired state"
+                if totals["changed"] == totals["failed"] == totals["skipped"] == 0
+                else ""
+            ),
             file=out,
         )

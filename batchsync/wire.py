@@ -20,7 +20,7 @@ STATUS_CATEGORIES: tuple[str, ...] = ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED"
 
 # The API takes any string; an empty one is useless (NOTES.md), so we refuse it.
 NonEmpty = Annotated[str, Meta(min_length=1)]
-IntegrationId = Annotated[int, Meta(ge=1)]
+IntegrationId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 
 ERROR_CODES: tuple[str, ...] = (
     "unknown_field",
