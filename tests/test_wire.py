@@ -118,7 +118,11 @@ def strict(schema: Any) -> Any:
         if out.get("type") == "object" and "properties" in out:
             out["additionalProperties"] = False
             if "integration_id" in out["properties"]:
-                out["properties"]["integration_id"] = {**out["properties"]["integration_id"], "minimum": 1}
+                out["properties"]["integration_id"] = {
+                    **out["properties"]["integration_id"],
+                    "minimum": 1,
+                    "maximum": 2**63 - 1,
+                }
         if out.get("type") == "string":
             out["minLength"] = 1
         return out
@@ -158,7 +162,8 @@ def ours_accepts(kind: type[Any], doc: Any) -> bool:
 # 1. Unknown fields are refused (forbid_unknown_fields): the schema does not close its
 #    objects, but a typo in a POST body would silently be dropped or refused by the API.
 # 2. An empty external_id or status name is refused: useless (NOTES.md), yet a string.
-# 3. integration_id must be >= 1: the schema says "integer" only; ids are positive.
+# 3. integration_id must be in 1 .. 2**63 - 1: the schema says "integer" only; ids are
+#    positive, and one past 64 bits is a mistake, not an id.
 #    (An integral float such as 1.0 is an "integer" to JSON Schema 2020-12, not to us.)
 # 4. Two statuses with the same external_id, or two translations of one status in the
 #    same language, are refused: contradictions the schema's uniqueItems (whole items
@@ -175,7 +180,7 @@ def deviations(kind: type[Any], doc: dict[str, Any]) -> set[str]:
     """Which of the deviations above apply to a schema-valid document of ``kind``."""
     found: set[str] = set()
     iid = doc["integration_id"]
-    if isinstance(iid, float) or iid < 1:
+    if isinstance(iid, float) or not 1 <= iid <= 2**63 - 1:
         found.add("integration_id < 1")
     list_key = "statuses" if kind is wire.PostShopOrderStatuses else "mapping"
     if set(doc) - {"integration_id", list_key}:
@@ -402,6 +407,7 @@ def test_known_deviations_are_schema_valid_but_refused() -> None:
         "empty string": body(external_id=""),
         "empty status": body(status=""),
         "integration_id < 1": {**body(), "integration_id": 0},
+        "integration_id past 64 bits": {**body(), "integration_id": 2**63},
         "integral float id": {**body(), "integration_id": 1.0},
         "duplicate external_id": {
             "integration_id": 1,
