@@ -7,6 +7,7 @@ Heavy imports (aiohttp, the engine) happen inside the commands that need them, s
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -52,25 +53,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | int:
-    from batchsync.inventory import load, select
+    from batchsync.inventory import BASE_URL_PATTERN, load, select
 
+    if args.base_url is not None and not re.match(BASE_URL_PATTERN, args.base_url):
+        print(f"batchsync: --base-url {args.base_url}: expected an http:// or https:// URL", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    if args.base_url is not None and args.sandbox:
+        print("batchsync: --sandbox and --base-url exclude each other", file=sys.stderr)
+        return EXIT_NOT_STARTED
     inv = load(args.inventory)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stderr)
         return EXIT_NOT_STARTED
-    jobs = select(inv.jobs, args.limit or [])
+    try:
+        jobs, unmatched = select(inv.jobs, args.limit or [])
+    except ValueError as exc:
+        print(f"batchsync: --limit: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    for term in unmatched:
+        print(f"batchsync: warning: --limit {term} matches no integration", file=sys.stderr)
     if getattr(args, "retry_failed", None):
-        from batchsync.run import ids_to_retry
+        from batchsync.run import read_retry_report
 
         try:
-            wanted = ids_to_retry(args.retry_failed)
+            earlier = read_retry_report(args.retry_failed)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             print(f"batchsync: --retry-failed {args.retry_failed}: {reason}", file=sys.stderr)
             return EXIT_NOT_STARTED
-        jobs = [j for j in jobs if j.integration_id in wanted]
+        if earlier.complete:
+            jobs = [j for j in jobs if j.integration_id in earlier.failed]
+        else:
+            # A run killed before its last line: what it never reached is left to do too.
+            print(
+                f"batchsync: {args.retry_failed} is incomplete (the run was killed): retrying every selected "
+                "integration it does not record as done",
+                file=sys.stderr,
+            )
+            jobs = [j for j in jobs if j.integration_id not in earlier.succeeded]
         if not jobs:
             print(
                 f"batchsync: nothing to retry: {args.retry_failed} has no failed or skipped integration",
@@ -210,3 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchsync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -152,6 +152,16 @@ def classify(method: str, url: str, status: int, body: bytes, headers: Any) -> A
     return ClientError(detail or f"HTTP {status}", **common)
 
 
+def _transport_detail(exc: aiohttp.ClientError) -> str:
+    """What went wrong, from fields that cannot hold a credential: str() of some aiohttp
+    errors includes the request's info (headers), so it is never used."""
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"{name}: cannot connect to {exc.host}:{exc.port} ({reason})"
+    return name
+
+
 def _snippet(body: bytes) -> str:
     """A short, printable hint of an undocumented body (an HTML page, say)."""
     if not body.strip():
@@ -214,8 +224,7 @@ class Client:
         except TimeoutError:
             raise RequestTimeout("no response within the timeout", method=method, url=url) from None
         except aiohttp.ClientError as exc:
-            # str() of some aiohttp errors includes request info; keep only the class.
-            raise TransportError(type(exc).__name__, method=method, url=url) from None
+            raise TransportError(_transport_detail(exc), method=method, url=url) from None
 
     async def get_statuses(self, integration_id: int) -> tuple[wire.CurrentStatus, ...]:
         """The integration's current (not deleted) statuses."""

@@ -59,7 +59,8 @@ class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
-BaseUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+BASE_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN)]
 
 
 class DefaultsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -629,21 +630,25 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Inventory:
             gc.enable()
 
 
-def select(jobs: Sequence[Job], selectors: Sequence[str]) -> list[Job]:
-    """Jobs matching any selector: an integration id, an account name or a tag.
+def select(jobs: Sequence[Job], selectors: Sequence[str]) -> tuple[list[Job], list[str]]:
+    """Jobs matching any selector (an integration id, an account name or a tag), and the
+    selector terms that matched no job at all (a typo, most likely).
 
     Like Ansible's ``--limit``: ``acme``, ``1234``, ``tag:eu`` or ``eu``; several
-    selectors (repeated or comma-separated) add up. ``!X`` excludes.
+    selectors (repeated or comma-separated) add up. ``!X`` excludes. An empty term is a
+    ValueError: ``--limit '!'`` must not quietly mean everything.
     """
     if not selectors:
-        return list(jobs)
+        return list(jobs), []
     include: list[str] = []
     exclude: list[str] = []
     for sel in selectors:
         for part in sel.split(","):
             part = part.strip()
-            if part:
-                (exclude if part.startswith("!") else include).append(part.lstrip("!"))
+            term = part.removeprefix("!").strip()
+            if not term or term in ("tag:", "account:"):
+                raise ValueError(f"empty selector in {sel!r}")
+            (exclude if part.startswith("!") else include).append(term)
 
     def matches(job: Job, term: str) -> bool:
         if term.startswith("tag:"):
@@ -654,8 +659,10 @@ def select(jobs: Sequence[Job], selectors: Sequence[str]) -> list[Job]:
             return job.integration_id == int(term)
         return job.account == term or term in job.tags
 
-    return [
+    unmatched = [t for t in dict.fromkeys(include + exclude) if not any(matches(j, t) for j in jobs)]
+    chosen = [
         j
         for j in jobs
         if (not include or any(matches(j, t) for t in include)) and not any(matches(j, t) for t in exclude)
     ]
+    return chosen, unmatched

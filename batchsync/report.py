@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 import msgspec
 
@@ -82,7 +85,7 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
-def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbose: bool = False) -> None:
+def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.stdout, verbose: bool = False) -> None:
     """One integration's result as text: the diff for changes, the reason for failures."""
     where = f"integration {outcome.integration_id} ({outcome.account})"
     if outcome.result == "failed" and outcome.error is not None:
@@ -111,7 +114,7 @@ def print_outcome(outcome: Outcome, mode: str, out: IO[str] = sys.stdout, verbos
             print(line, file=out)
 
 
-def print_recap(summary: Summary, mode: str, out: IO[str] = sys.stdout) -> None:
+def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdout) -> None:
     """Ansible's recap: a line per account, then totals."""
     width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
     changed = "to change" if mode == "plan" else "changed"

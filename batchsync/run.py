@@ -6,12 +6,15 @@ Kept apart from ``cli`` so that ``validate`` and ``--version`` never import aioh
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import IO
 
 import anyio
 import msgspec
@@ -23,6 +26,31 @@ from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.progress import Progress, setup_logging
 from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+
+log = logging.getLogger("batchsync")
+
+
+class _Output(io.TextIOBase):
+    """stdout that outlives its reader: ``batchsync apply ... | head`` must not turn a
+    closed pipe into failed integrations. Once the pipe is gone, output is dropped."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream: IO[str] | None = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self.stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.stream = None
 
 
 def options_from(args: argparse.Namespace, base_url: str | None) -> Options:
@@ -39,7 +67,8 @@ def options_from(args: argparse.Namespace, base_url: str | None) -> Options:
 
 
 def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
-    if summary.stopped is not None:
+    # Stopped, but every integration got a real outcome anyway: judge it by those.
+    if summary.stopped is not None and summary.total("skipped"):
         return EXIT_INTERRUPTED
     if summary.total("failed"):
         return EXIT_FAILED
@@ -59,13 +88,13 @@ async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace: float)
             if engine.stopping is None:
                 engine.stop(f"interrupted by {name}")
                 scope.deadline = min(scope.deadline, anyio.current_time() + grace)
-                print(
-                    f"batchsync: {name}: starting nothing new; waiting up to {grace:g}s for requests "
-                    "in flight (send it again to stop now)",
-                    file=sys.stderr,
+                log.warning(
+                    "%s: starting nothing new; waiting up to %gs for requests in flight (send it again to stop now)",
+                    name,
+                    grace,
                 )
             else:
-                print(f"batchsync: {name} again: stopping now", file=sys.stderr)
+                log.warning("%s again: stopping now", name)
                 scope.cancel()
 
 
@@ -115,36 +144,52 @@ def parse_max_failures(text: str | None, total: int) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if text.endswith("%"):
-        pct = float(text[:-1])
-        if not 0 < pct <= 100:
-            raise ValueError("a percentage must be above 0 and at most 100")
-        return max(1, math.ceil(total * pct / 100))
-    count = int(text)
-    if count < 1:
-        raise ValueError("must be at least 1")
+    usage = "expected a whole number of integrations (3) or a percentage of those selected (5%)"
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 < pct <= 100:
+                raise ValueError
+            return max(1, math.ceil(total * pct / 100))
+        count = int(text)
+        if count < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(usage) from None
     return count
 
 
-def ids_to_retry(report: str) -> set[int]:
-    """Integration ids that failed or were skipped in an earlier ``--report`` file."""
-    ids: set[int] = set()
+class RetryPlan(msgspec.Struct, frozen=True):
+    """What an earlier report says is left to do."""
+
+    failed: frozenset[int]  # failed or skipped
+    succeeded: frozenset[int]  # unchanged or changed
+    complete: bool  # it has its closing summary line: every selected integration is in it
+
+
+def read_retry_report(report: str) -> RetryPlan:
+    """Parse an earlier ``--report``. A run killed hard leaves no summary line and maybe a
+    half-written last line: that last line is ignored and the report marked incomplete."""
+    failed: set[int] = set()
+    succeeded: set[int] = set()
+    complete = False
     with open(report, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = msgspec.json.decode(line)
-            except msgspec.DecodeError:
-                raise ValueError(f"line {n} is not JSON") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"line {n} is not a JSON object")
-            iid = row.get("integration_id")
-            if iid is None:
-                continue  # the closing summary line
-            if row.get("result") in ("failed", "skipped") and isinstance(iid, int):
-                ids.add(iid)
-    return ids
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    for n, line in enumerate(lines, 1):
+        try:
+            row = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            if n == len(lines):
+                break  # cut off mid-write by a kill
+            raise ValueError(f"line {n} is not JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} is not a JSON object")
+        iid = row.get("integration_id")
+        if iid is None:
+            complete = complete or bool(row.get("summary"))
+        elif isinstance(iid, int):
+            (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
+    return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 
 def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -> int:
@@ -200,7 +245,7 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
     keep = as_json or bool(args.junit)
     collected: list[Outcome] = []
     progress = Progress(len(jobs), sys.stderr, enabled=None if not (args.quiet or as_json) else False)
-    out = sys.stdout
+    out = _Output(sys.stdout)
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
@@ -210,7 +255,12 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
         if args.quiet:
             if outcome.result == "failed":
                 progress.clear()
-                print_outcome(outcome, mode, sys.stderr)
+                if args.log_format == "json":  # a log shipper gets JSON on stderr, nothing else
+                    buffer = io.StringIO()
+                    print_outcome(outcome, mode, buffer)
+                    log.error("%s", buffer.getvalue().rstrip("\n"))
+                else:
+                    print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
             progress.clear()
             print_outcome(outcome, mode, out, verbose=args.verbose)

@@ -48,10 +48,13 @@ def check_reference(ref: str) -> str | None:
         return None if ref[4:] else "env: needs a variable name, as env:SENDCLOUD_SECRET"
     if ref.startswith("file:"):
         return None if ref[5:] else "file: needs a path, as file:secrets/acme.key"
-    return (
+    message = (
         "a literal secret is not allowed in an inventory; put it in an environment "
         "variable or a file and reference it as env:NAME or file:PATH"
     )
+    if ref[:4].lower() == "env:" or ref[:5].lower() == "file:":
+        message += " (in lower case)"
+    return message
 
 
 def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None) -> Secret:

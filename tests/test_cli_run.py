@@ -266,8 +266,9 @@ def test_junit_metrics_quiet_and_json_logs(tmp_path: Path, sandbox_proc: list[Sa
     )
     assert result.returncode == 1
     assert result.stdout == ""  # --quiet: errors only, and those go to stderr
-    failures = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-    assert len(failures) == 1 and f"integration {bad}" in failures[0]
+    logged = [json.loads(line) for line in result.stderr.splitlines()]  # JSON only: a log shipper's input
+    failures = [row for row in logged if f"integration {bad}" in row["message"]]
+    assert len(failures) == 1 and failures[0]["level"] == "ERROR"
     cases = ET.parse(junit).getroot().iter("testcase")
     by_name = {c.get("name"): c for c in cases}
     assert len(by_name) == 20
@@ -309,3 +310,12 @@ def test_second_sigint_stops_at_once_and_still_flushes_the_report(
     assert {r["result"] for r in lines} == {"skipped"}
     assert summary and summary[0]["stopped"] == "interrupted by SIGINT"
     assert "RECAP" in out and "Traceback" not in err
+
+
+def test_bad_base_url_and_selectors_are_usage_errors(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = batchsync("plan", inv.path, "--base-url", "ftp://example", env=env)
+    assert bad.returncode == 2 and "--base-url" in bad.stderr
+    empty = batchsync("plan", inv.path, "--base-url", "http://127.0.0.1:9", "--limit", "!", env=env)
+    assert empty.returncode == 2 and "empty selector" in empty.stderr

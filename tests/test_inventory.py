@@ -722,7 +722,7 @@ def test_select(workdir: Path) -> None:
     jobs = load_doc(workdir, base_doc(), "json").jobs
 
     def ids(*sel: str) -> list[int]:
-        return [j.integration_id for j in select(jobs, sel)]
+        return [j.integration_id for j in select(jobs, sel)[0]]
 
     assert ids() == [101, 102, 103, 104]
     assert ids("main") == [101, 102]
@@ -731,6 +731,10 @@ def test_select(workdir: Path) -> None:
     assert ids("acme,104") == [101, 104]
     assert ids("main", "!102") == [101]
     assert ids("!main") == [103, 104]
+    assert select(jobs, ["main,nosuch", "!9999"])[1] == ["nosuch", "9999"]  # typos are named
+    for empty in ("!", ",,", "tag:", " , main"):
+        with pytest.raises(ValueError, match="empty selector"):
+            select(jobs, [empty])
 
 
 # -- the committed example inventories -------------------------------------------------------

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from batchsync.sandbox.server import SandboxConfig
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is a number from 0 to 65535")
+    return int(text)
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -64,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'demo', keys demo-public-key / demo-secret-key, integrations 1001-1003."
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
+    parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port (default 8765)")
     parser.add_argument("--inventory", metavar="FILE", help="seed accounts and integrations from this inventory")
     g = parser.add_argument_group("seeding")
     g.add_argument(

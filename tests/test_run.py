@@ -1,0 +1,73 @@
+"""The run's bookkeeping: retry files, exit codes, --max-failures, output to a closed pipe."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from batchsync.engine import AccountStats, Summary
+from batchsync.run import _Output, exit_code, parse_max_failures, read_retry_report
+
+
+def write(path: Path, *lines: str) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_a_complete_report_names_failed_and_skipped(tmp_path: Path) -> None:
+    plan = read_retry_report(
+        write(
+            tmp_path / "r.jsonl",
+            '{"integration_id": 1, "result": "changed"}',
+            '{"integration_id": 2, "result": "failed"}',
+            '{"integration_id": 3, "result": "skipped"}',
+            '{"summary": true, "totals": {}}',
+        )
+    )
+    assert plan.complete and plan.failed == {2, 3} and plan.succeeded == {1}
+
+
+def test_a_killed_runs_report_is_incomplete_and_its_cut_line_ignored(tmp_path: Path) -> None:
+    plan = read_retry_report(
+        write(tmp_path / "r.jsonl", '{"integration_id": 1, "result": "unchanged"}', '{"integration_id": 2, "res')
+    )
+    assert not plan.complete and plan.succeeded == {1} and plan.failed == frozenset()
+    with pytest.raises(ValueError, match="line 1"):
+        read_retry_report(write(tmp_path / "bad.jsonl", "garbage", '{"integration_id": 1, "result": "failed"}'))
+
+
+def summary(stopped: str | None = None, **counts: int) -> Summary:
+    return Summary({"a": AccountStats(**counts)}, stopped=stopped)
+
+
+def test_exit_codes() -> None:
+    assert exit_code(summary(unchanged=3), "apply", False) == 0
+    assert exit_code(summary(changed=1, failed=1), "apply", False) == 1
+    assert exit_code(summary("interrupted by SIGTERM", changed=1, skipped=2), "apply", False) == 3
+    # --max-failures reached with the last integration: nothing was left out, so 1, not 3
+    assert exit_code(summary("stopped", failed=3), "apply", False) == 1
+    assert exit_code(summary(changed=2), "plan", True) == 4
+    assert exit_code(summary(changed=2), "plan", False) == 0
+
+
+def test_max_failures_parsing() -> None:
+    assert parse_max_failures("3", 100) == 3
+    assert parse_max_failures("5%", 100) == 5
+    assert parse_max_failures("1%", 10) == 1
+    assert parse_max_failures(None, 10) is None
+    for bad in ("0", "1.5", "abc", "0%", "150%", "3%%"):
+        with pytest.raises(ValueError, match="whole number"):
+            parse_max_failures(bad, 10)
+
+
+def test_output_survives_a_closed_pipe() -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    out = _Output(Closed())
+    assert out.write("line\n") == 5
+    out.flush()
+    assert out.stream is None  # dropped from then on, no exception
