@@ -201,6 +201,7 @@ def read_document(path: Path) -> Any:
         raise _FileError("cannot be read (permission denied)") from None
     except OSError as exc:
         raise _FileError(f"cannot be read ({exc.strerror})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as some Windows editors write
     if not data.strip():
         raise _FileError("file is empty")
     if b"\x00" in data:
@@ -498,6 +499,17 @@ class _Loader:
             )
         if not raw:
             self.problem(("accounts",), "is empty: declare at least one account")
+        # Sendcloud's limits are per account: the same account declared twice would get
+        # two budgets here and be throttled there.
+        owner: dict[Secret, str] = {}
+        for name, account in accounts.items():
+            first = owner.setdefault(account.public_key, name)
+            if first != name:
+                self.problem(
+                    ("accounts", name, "public_key"),
+                    f"the same public key as account {first!r}: declare each Sendcloud account once, "
+                    "its integrations share one rate limit",
+                )
         return accounts, broken
 
     def status_sets(self, raw: Any) -> tuple[dict[str, Statuses], set[str]]:

@@ -89,6 +89,8 @@ def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None) -> 
     value = text.strip()
     if not value:
         raise SecretError(f"secret file {path} is empty")
+    if "\n" in value:
+        raise SecretError(f"secret file {path} has more than one line: it should hold the key alone")
     return Secret(value, ref)
 
 

@@ -821,3 +821,23 @@ statuses = [ { external_id = "", translations = [ { language = "en-GB", status =
     messages = " ".join(p.message for p in inv.problems)
     assert "did you mean `tags`?" in messages
     assert "expected one of en-us, en-gb" in messages
+
+
+def test_bom_multiline_secret_and_one_account_declared_twice(tmp_path: Path) -> None:
+    (tmp_path / "two.key").write_text("first\nsecond\n")
+    path = tmp_path / "inv.json"
+    doc = {
+        "accounts": {
+            "a": {"public_key": "env:PUB", "secret_key": "env:SEC"},
+            "b": {"public_key": "env:PUB", "secret_key": "env:SEC"},
+            "c": {"public_key": "env:OTHER", "secret_key": "file:two.key"},
+        },
+        "integrations": [],
+    }
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(doc).encode())  # a BOM is not a syntax error
+    inv = load(path, {"PUB": "p", "SEC": "s", "OTHER": "o"})
+    got = {p.path: p.message for p in inv.problems}
+    assert set(got) == {"$.accounts.b.public_key", "$.accounts.c.secret_key"}
+    assert "the same public key as account 'a'" in got["$.accounts.b.public_key"]
+    assert "more than one line" in got["$.accounts.c.secret_key"]
+    assert "first" not in " ".join(got.values())
