@@ -400,17 +400,16 @@ class Engine:
             elif self.stopping is not None or not meter.try_acquire():
                 await self._wait(meter.acquire())
             # The meter's slot is ours now; the global one may still have to be waited
-            # for, and a stop meanwhile means this request is never sent.
-            # value > 0 means nobody waits (a release hands the slot to a waiter);
+            # for. value > 0 means nobody waits (a release hands the slot to a waiter);
             # testing it beats catching WouldBlock, whose traceback feeds the GC.
-            if self._global.value and self.stopping is None:
+            if self._global.value:
                 self._global.acquire_nowait()
             else:
-                try:
-                    await self._wait(self._global.acquire())
-                except _Interrupted:
-                    meter.release(used=False)
-                    raise
+                await self._global.acquire()
+            if self.stopping is not None:  # stopped while this request waited: never sent
+                self._global.release()
+                meter.release(used=False)
+                raise _Interrupted
             attempt += 1
             tracker.attempts += 1
             try:

@@ -16,7 +16,7 @@ import anyio
 
 # We aim slightly under the documented budget: a server's clock and ours never agree
 # exactly, and a request's arrival jitters by a few milliseconds.
-SAFETY = 0.99
+SAFETY = 0.995
 # After a 429 the rate we believed in was wrong; each one takes this much off it.
 BACKOFF_FACTOR = 0.8
 FLOOR = 0.1  # never below this fraction of the declared rate

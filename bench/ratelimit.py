@@ -92,7 +92,7 @@ def run(notes: list[str]) -> list[Row]:
         f"the sandbox's clock runs K={k} times faster (writes {WRITES:g}/min, burst {BURST}, reads {READS:g}/min "
         f"scaled by K) and the inventory declares the same scaled limits. Bound = busiest account's "
         f"max((writes − burst)/write rate, (reads − burst)/read rate) = {min(bounds):.1f}–{max(bounds):.1f} s "
-        f"(busiest: {busiest}, {reads[busiest]} integrations). The client aims {round((1 - SAFETY) * 100)}% under "
+        f"(busiest: {busiest}, {reads[busiest]} integrations). The client aims {(1 - SAFETY) * 100:g}% under "
         f"the declared rate, so {1 / SAFETY:.2f} is its floor."
     )
     rows = [
