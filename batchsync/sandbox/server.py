@@ -15,7 +15,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -115,6 +115,7 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         )
 
 
+Body = TypeVar("Body", PostShopOrderStatuses, PostMapping)
 _JSON = {"Content-Type": "application/json"}
 _HTML = {"Content-Type": "text/html; charset=utf-8"}
 _NULL = b"null"
@@ -500,9 +501,16 @@ class Sandbox:
             )
         return _json(found.encoded_view(language, show_deleted))
 
-    async def post_statuses(self, request: web.Request, account: str) -> web.Response:
+    async def _posted(
+        self,
+        request: web.Request,
+        account: str,
+        decoder: msgspec.json.Decoder[Body],
+        check: Callable[[Body], list[Problem]],
+    ) -> tuple[Body, IntegrationState] | web.Response:
+        """A POST body decoded and checked, with its integration; or the error to answer."""
         try:
-            body = _POST_STATUSES.decode(await request.read())
+            body = decoder.decode(await request.read())
         except msgspec.ValidationError as exc:
             return _decode_error(exc)
         except msgspec.DecodeError:
@@ -510,9 +518,16 @@ class Sandbox:
         found = self._prestashop(body.integration_id, account)
         if not isinstance(found, IntegrationState):
             return found
-        problems = check_statuses(body.statuses)
+        problems = check(body)
         if problems:
             return _problems(problems)
+        return body, found
+
+    async def post_statuses(self, request: web.Request, account: str) -> web.Response:
+        posted = await self._posted(request, account, _POST_STATUSES, lambda b: check_statuses(b.statuses))
+        if isinstance(posted, web.Response):
+            return posted
+        body, found = posted
         iid = body.integration_id
         if found.overwrite(body.statuses):
             self.changed_posts[iid] = self.changed_posts.get(iid, 0) + 1
@@ -527,18 +542,10 @@ class Sandbox:
 
     async def post_mapping(self, request: web.Request, account: str) -> web.Response:
         """Accepts external ids that do not exist (shown ``is_valid: false``): not documented either way."""
-        try:
-            body = _POST_MAPPING.decode(await request.read())
-        except msgspec.ValidationError as exc:
-            return _decode_error(exc)
-        except msgspec.DecodeError:
-            return _wrong_format()
-        found = self._prestashop(body.integration_id, account)
-        if not isinstance(found, IntegrationState):
-            return found
-        problems = check_mapping(body)
-        if problems:
-            return _problems(problems)
+        posted = await self._posted(request, account, _POST_MAPPING, check_mapping)
+        if isinstance(posted, web.Response):
+            return posted
+        body, found = posted
         found.set_mapping((m.status_category, m.external_id) for m in body.mapping)
         iid = body.integration_id
         self.applied_mappings[iid] = self.applied_mappings.get(iid, 0) + 1
