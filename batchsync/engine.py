@@ -150,7 +150,6 @@ class _AccountRun:
         lim = account.limits
         self.limiter = AccountLimiter(lim.writes_per_minute, lim.write_burst, lim.reads_per_minute)
         self.fatal: ApiError | None = None
-        self.done = 0
 
 
 class Engine:

@@ -129,10 +129,6 @@ class Meter:
         """Whether a 429 has taken this meter below what the inventory declared."""
         return self.throttled > 0
 
-    def min_duration(self, requests: int) -> float:
-        """Shortest time ``requests`` can take at the declared budget (burst first)."""
-        return max(0.0, requests - self.capacity) / self.declared if requests else 0.0
-
 
 class AccountLimiter:
     """The read and write meters of one account."""
