@@ -122,7 +122,7 @@ async def execute(
 
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             options = msgspec.structs.replace(options, base_url=box.url)
-            print(f"sandbox: serving {len(inv.jobs)} integrations at {box.url}", file=sys.stderr)
+            log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
         engine = Engine(inv.accounts, options, on_outcome)
         if on_engine is not None:
             on_engine(engine)
@@ -244,7 +244,9 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
     as_json = args.format == "json"
     keep = as_json or bool(args.junit)
     collected: list[Outcome] = []
-    progress = Progress(len(jobs), sys.stderr, enabled=None if not (args.quiet or as_json) else False)
+    # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
+    plain = not (args.quiet or as_json or args.log_format == "json")
+    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
     out = _Output(sys.stdout)
 
     def on_outcome(outcome: Outcome) -> None:
