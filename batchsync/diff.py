@@ -1,30 +1,35 @@
-"""Desired versus current statuses of one integration, by external id.
+"""Desired versus current state of one integration: its statuses and its status mapping.
 
-Order does not matter (the API keeps no order); a status differs when its set of
-(language, name) translations differs. Deleted statuses (``deleted_at``) count as absent.
+Statuses are compared by external id, order-free (the API keeps no order); a status
+differs when its set of (language, name) translations differs, and deleted statuses
+(``deleted_at``) count as absent. The mapping is compared category by category.
+:func:`mapping_guard` is the one rule both ``plan`` and ``apply`` use to refuse a write
+that would silently break a shop's mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Literal
 
 import msgspec
 
-from batchsync.wire import CurrentStatus
+from batchsync.wire import STATUS_CATEGORIES, CurrentMapping, CurrentMappingItem, CurrentStatus
 
 TranslationSet = frozenset[tuple[str, str]]
+Op = Literal["+", "~", "-"]
 
 
-class Change(msgspec.Struct, frozen=True, omit_defaults=True):
+class Change(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One status's change: ``+`` added, ``~`` changed, ``-`` removed (deleted)."""
 
-    op: str
+    op: Op
     external_id: str
     before: dict[str, str] | None = None
     after: dict[str, str] | None = None
 
 
-class Diff(msgspec.Struct, frozen=True):
+class Diff(msgspec.Struct, frozen=True, gc=False):
     changes: tuple[Change, ...]
 
     @property
@@ -71,3 +76,53 @@ def diff(desired: dict[str, TranslationSet], current: Iterable[CurrentStatus]) -
 def everything_added(desired: dict[str, TranslationSet]) -> Diff:
     """The diff assumed when we write without reading (``--no-read``)."""
     return Diff(tuple(Change("+", k, after=_names(v)) for k, v in desired.items()))
+
+
+class MappingChange(msgspec.Struct, frozen=True, gc=False):
+    """One category of the mapping: ``before`` is what the shop has (None: not mapped),
+    ``after`` what the inventory wants. ``was_valid`` is False when ``before`` pointed at
+    a status that no longer exists."""
+
+    category: str
+    before: str | None
+    after: str | None
+    was_valid: bool = True
+
+
+def mapping_diff(desired: Mapping[str, str | None], current: CurrentMapping) -> tuple[MappingChange, ...]:
+    """The categories a POST of ``desired`` (all four) would change.
+
+    An item the API marks invalid is rewritten even when its external id is the one
+    wanted: whether the API revalidates it when the status comes back is not documented,
+    and a write is the only way to be sure the mapping is live.
+    """
+    have: dict[str, CurrentMappingItem] = {item.status_category: item for item in current.mapping}
+    changes: list[MappingChange] = []
+    for category in STATUS_CATEGORIES:
+        want = desired.get(category)
+        item = have.get(category)
+        before = item.external_id if item is not None else None
+        valid = item.is_valid if item is not None else True
+        if before != want or (want is not None and not valid) or item is None:
+            changes.append(MappingChange(category, before, want, valid))
+    return tuple(changes)
+
+
+def mapping_guard(current: CurrentMapping, desired_ids: Collection[str]) -> tuple[MappingChange, ...]:
+    """Categories of the shop's current mapping that writing ``desired_ids`` would break.
+
+    A category is broken when it is valid now and points at an external id the write
+    removes. One already invalid is not made worse by the write, so it is not counted.
+    Only meaningful for an integration whose inventory entry declares no mapping: a
+    declared mapping sets all four categories and is written after the statuses.
+    """
+    return tuple(
+        MappingChange(item.status_category, item.external_id, None, True)
+        for item in current.mapping
+        if item.external_id is not None and item.is_valid and item.external_id not in desired_ids
+    )
+
+
+def removes_any(change: Diff) -> bool:
+    """Whether a diff deletes a status (so the current mapping may point at it)."""
+    return any(c.op == "-" for c in change.changes)

@@ -1,0 +1,132 @@
+"""What a run produces: one :class:`Outcome` per integration and a :class:`Summary` per run.
+
+Plain data, shared by the engine (which makes them) and every sink (report, progress,
+JUnit, metrics, HTML), so that none of those needs the engine or aiohttp to read them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from batchsync.diff import Change, MappingChange
+
+Result = Literal["unchanged", "changed", "failed", "skipped"]
+RESULTS: tuple[Result, ...] = ("unchanged", "changed", "failed", "skipped")
+
+ErrorKind = Literal[
+    "transport",  # no usable response: connection refused or reset, DNS
+    "timeout",  # no complete response within --timeout
+    "tls",  # the server's certificate or handshake was refused: no retry can fix it
+    "throttled",  # 429, and no more time to wait for the budget
+    "server",  # 5xx
+    "invalid_response",  # a 2xx the API does not document, or a body over the size cap
+    "client",  # another 4xx, or a redirect (never followed)
+    "auth",  # 401: the account's credentials were refused
+    "not_found",  # the integration is not one of the account's
+    "not_supported",  # the integration is not PrestaShop V2
+    "refused",  # batchsync refused to send it (empty list, mapping guard)
+    "internal",  # a bug of ours: that integration fails, the run goes on
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "transport",
+    "timeout",
+    "tls",
+    "throttled",
+    "server",
+    "invalid_response",
+    "client",
+    "auth",
+    "not_found",
+    "not_supported",
+    "refused",
+    "internal",
+)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
+    """Why an integration failed: the kind, and the API's own words where it gave some."""
+
+    kind: ErrorKind
+    http_status: int | None = None
+    code: str | None = None
+    detail: str = ""
+    pointer: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """What happened to one integration; one JSON line of the report.
+
+    ``added``/``changed``/``removed`` count status changes; ``mapping_changes`` lists the
+    categories whose mapping changed (or would). ``started_at``/``ended_at`` are Unix times.
+    """
+
+    integration_id: int
+    account: str
+    result: Result
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    attempts: int = 0
+    duration_ms: float = 0.0
+    error: ErrorInfo | None = None
+    reason: str | None = None
+    changes: tuple[Change, ...] = ()
+    mapping_changes: tuple[MappingChange, ...] = ()
+    warnings: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+
+class AccountStats(msgspec.Struct):
+    """Counters of one account over a run."""
+
+    unchanged: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    throttled: int = 0  # 429 answers
+    requests: int = 0  # requests sent (reads and writes)
+    reads: int = 0
+    writes: int = 0
+    mappings_written: int = 0
+    refused: int = 0  # integrations the mapping guard refused
+    # The rates the run settled on after 429s, per minute; None when the declared rate held.
+    read_rate: float | None = None
+    write_rate: float | None = None
+
+    def count(self, result: Result) -> int:
+        if result == "unchanged":
+            return self.unchanged
+        if result == "changed":
+            return self.changed
+        if result == "failed":
+            return self.failed
+        return self.skipped
+
+    def add(self, result: Result) -> None:
+        if result == "unchanged":
+            self.unchanged += 1
+        elif result == "changed":
+            self.changed += 1
+        elif result == "failed":
+            self.failed += 1
+        else:
+            self.skipped += 1
+
+
+class Summary(msgspec.Struct):
+    """The whole run: per-account counters, how long it took, and why it stopped early, if it did."""
+
+    accounts: dict[str, AccountStats]
+    duration_s: float = 0.0
+    stopped: str | None = None
+    started_at: float = 0.0
+
+    def total(self, result: Result) -> int:
+        return sum(a.count(result) for a in self.accounts.values())
+
+    def requests(self) -> int:
+        return sum(a.requests for a in self.accounts.values())

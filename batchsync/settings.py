@@ -1,0 +1,118 @@
+"""How a run behaves, as typed, frozen settings validated once.
+
+``argparse`` stops at ``cli.py``: it turns the command line into a :class:`RunSettings`
+here (or a :class:`UsageError`), and everything after it reads typed fields.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+Command = Literal["plan", "apply"]
+Format = Literal["text", "json"]
+LogFormat = Literal["text", "json"]
+RecapBy = Literal["account", "tag"]
+
+
+class UsageError(Exception):
+    """A command line that cannot run: printed as ``batchsync: <message>``, exit 2."""
+
+
+class FailureBudget(msgspec.Struct, frozen=True):
+    """``N`` failures, or ``P%`` of the integrations it applies to (at least 1)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def limit(self, total: int) -> int:
+        if self.count is not None:
+            return self.count
+        return max(1, math.ceil(total * (self.percent or 0.0) / 100))
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+def parse_failure_budget(text: str, flag: str) -> FailureBudget:
+    """``3`` or ``5%``; UsageError naming the flag otherwise."""
+    raw = text.strip()
+    usage = f"{flag} {text}: expected a whole number of integrations (3) or a percentage (5%)"
+    try:
+        if raw.endswith("%"):
+            pct = float(raw[:-1])
+            if not (math.isfinite(pct) and 0 < pct <= 100):
+                raise ValueError
+            return FailureBudget(percent=pct)
+        count = int(raw)
+        if count < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(usage) from None
+    return FailureBudget(count=count)
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    """What the engine needs to know of a run."""
+
+    write: bool = True  # False: plan (read and diff only)
+    read_first: bool = True  # False: --no-read, write every selected integration
+    allow_delete_all: bool = False
+    allow_invalid_mapping: bool = False
+    preflight: bool = True  # GET /integrations per account before its first status request
+    concurrency: int = 64  # requests in flight over all accounts
+    max_attempts: int = 6
+    retry_max_time: float = 300.0  # seconds, all attempts of one request together
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_failures: int | None = None  # the whole run starts nothing new after this many failures
+    max_failures_per_account: FailureBudget | None = None  # an account's rest is skipped after this many
+    # Consecutive server-side failures (5xx, transport) of one account that pause it.
+    breaker_threshold: int = 5
+    breaker_pause: float = 5.0  # seconds, doubled on each trip, up to backoff_max
+
+
+class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``plan`` or ``apply`` from the command line."""
+
+    command: Command
+    inventory: str
+    options: Options
+    timeout: float = 30.0
+    base_url: str | None = None
+    sandbox: bool = False
+    allow_insecure_http: bool = False
+    format: Format = "text"
+    limit: tuple[str, ...] = ()
+    retry_failed: str | None = None
+    report: str | None = None
+    junit: str | None = None
+    metrics: str | None = None
+    max_failures: FailureBudget | None = None
+    grace_period: float = 10.0
+    quiet: bool = False
+    verbose: bool = False
+    log_format: LogFormat = "text"
+    detailed_exitcode: bool = False
+    recap_by: RecapBy = "account"
+
+
+def positive_number(value: float, flag: str) -> float:
+    """A finite number > 0: ``nan`` would disable a timeout, ``inf`` break every deadline."""
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} {value}: expected a finite number greater than 0")
+    return value
+
+
+def non_negative_number(value: float, flag: str) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"{flag} {value}: expected a finite number, 0 or more")
+    return value
+
+
+def positive_int(value: int, flag: str) -> int:
+    if value < 1:
+        raise UsageError(f"{flag} {value}: expected a whole number, 1 or more")
+    return value
