@@ -117,6 +117,13 @@ _get_decoder = msgspec.json.Decoder(wire.GetShopOrderStatuses)
 _mapping_decoder = msgspec.json.Decoder(wire.GetMapping)
 
 
+class _IntegrationsPage(msgspec.Struct, frozen=True):
+    data: tuple[wire.Integration, ...]
+
+
+_integrations_decoder = msgspec.json.Decoder(_IntegrationsPage)
+
+
 def _first_error(body: bytes) -> wire.ApiError | None:
     try:
         errors = _errors_decoder.decode(body).errors
@@ -248,3 +255,22 @@ class Client:
             return _mapping_decoder.decode(body).data
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise InvalidResponseError(_snippet(body), method="GET", url=url, http_status=200) from None
+
+    async def post_mapping(self, body: bytes) -> None:
+        """Create or update the mapping of one integration with a pre-encoded body."""
+        url = f"{self._statuses_url}/mapping"
+        answer = await self._request("POST", url, data=body)
+        if answer.strip() != b"null":
+            raise InvalidResponseError(_snippet(answer), method="POST", url=url, http_status=200)
+
+    async def list_integrations_page(
+        self, next_url: str | None = None
+    ) -> tuple[tuple[wire.Integration, ...], str | None]:
+        """One page of the account's integrations and the next page's URL."""
+        url = next_url or f"{self.base_url}/integrations"
+        body = await self._request("GET", url)
+        try:
+            page = _integrations_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise InvalidResponseError(_snippet(body), method="GET", url=url, http_status=200) from None
+        return page.data, None

@@ -1,155 +1,192 @@
 """Plan and apply: the only place that knows about concurrency.
 
-Per account, a pool of readers GETs the current statuses (the cheap budget) and diffs
-them; what differs goes through a short queue to a pool of writers that POST (the
-scarce budget). Each account's meters pace its own requests, so a throttled or slow
-account never holds up another; one global limiter bounds requests in flight. Every
-job ends with exactly one :class:`Outcome`, handed to ``on_outcome`` as it happens.
+One pool of workers, bounded by ``--concurrency``, serves every account. Per account
+there is only a queue of pending work, two token buckets (reads, writes) and one cap on
+requests in flight shared by both (Sendcloud's burst allowance). Which request starts
+next is decided in one place, :meth:`Engine._pick`:
+
+1. a write whose account has a write token and a free slot (the scarce budget never idles);
+2. else a read of the account with the most remaining work per unit of its budget
+   (longest processing time first), so the account that sets the run's length is never
+   behind its own budget while the others fill the slots it leaves.
+
+An integration goes through a few steps (pre-flight check, read statuses, read the
+mapping when it matters, write statuses, write the mapping), each one request; the
+mapping guard refuses writes that would break a shop's mapping. Every integration ends
+with exactly one :class:`Outcome`, recorded by the :class:`~batchsync.ledger.Ledger`.
+Time comes from ``anyio.current_time``/``anyio.sleep`` only, so tests run it under a
+virtual clock.
 """
 
 from __future__ import annotations
 
-import gc
+import heapq
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
-from functools import partial
-from typing import Literal, TypeVar
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
+from typing import Any, cast
 
-import aiohttp
 import anyio
-import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchsync.client import ApiError, AuthError, Client, ThrottledError
-from batchsync.diff import Change, Diff, diff, everything_added
+from batchsync.api import AccountApi, Api
+from batchsync.client import ApiError, AuthError, ServerError, ThrottledError, TransportError
+from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_diff, mapping_guard
 from batchsync.inventory import Account, Job
-from batchsync.limits import AccountLimiter, Meter
-from batchsync.secrets import basic_auth
+from batchsync.ledger import Ledger, Reached
+from batchsync.limits import FLOOR, Bucket
+from batchsync.outcome import ErrorInfo, ErrorKind, Outcome, Result, Summary
+from batchsync.settings import Options
+from batchsync.wire import CurrentMapping, Integration
 
-T = TypeVar("T")
 log = logging.getLogger("batchsync.engine")
 
-Result = Literal["unchanged", "changed", "failed", "skipped"]
-RESULTS: tuple[Result, ...] = ("unchanged", "changed", "failed", "skipped")
+PRESTASHOP_V2 = "prestashop_v2"  # the only system the shop-order-status endpoints accept
 
 
-class ErrorInfo(msgspec.Struct, frozen=True):
-    kind: str
-    http_status: int | None = None
-    code: str | None = None
-    detail: str = ""
-    pointer: str | None = None
-
-    @classmethod
-    def of(cls, exc: ApiError) -> ErrorInfo:
-        return cls(exc.kind, exc.http_status, exc.code, exc.detail, exc.pointer)
+class Op(IntEnum):
+    PAGE = 0  # GET /integrations (pre-flight), one page
+    GET_STATUSES = 1
+    GET_MAPPING = 2
+    POST_STATUSES = 3
+    POST_MAPPING = 4
 
 
-class Outcome(msgspec.Struct, frozen=True):
-    """What happened to one integration; one JSON line of the report."""
-
-    integration_id: int
-    account: str
-    result: Result
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    attempts: int = 0
-    duration_ms: float = 0.0
-    error: ErrorInfo | None = None
-    reason: str | None = None
-    changes: tuple[Change, ...] = ()
+_WRITES = (Op.POST_STATUSES, Op.POST_MAPPING)
 
 
-class Options(msgspec.Struct, frozen=True):
-    """How a run behaves; the command line fills it."""
+class _Work:
+    """One integration in progress: what has been read, what remains to write."""
 
-    write: bool = True  # False: plan (read and diff only)
-    read_first: bool = True  # False: --no-read, write every selected integration
-    allow_delete_all: bool = False
-    concurrency: int = 64  # requests in flight over all accounts
-    timeout: float = 30.0  # seconds per request
-    max_attempts: int = 6
-    retry_max_time: float = 300.0  # seconds, all attempts of one request together
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_failures: int | None = None  # stop starting new work after this many failures
-    base_url: str | None = None  # replaces every account's
+    __slots__ = ("attempts", "change", "job", "mapping_changes", "started", "statuses_written", "warnings")
 
-
-class AccountStats(msgspec.Struct):
-    unchanged: int = 0
-    changed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    throttled: int = 0
-    requests: int = 0
-
-
-class Summary(msgspec.Struct):
-    accounts: dict[str, AccountStats]
-    duration_s: float = 0.0
-    stopped: str | None = None  # why the run stopped early, if it did
-
-    def total(self, result: str) -> int:
-        return sum(getattr(a, result) for a in self.accounts.values())
-
-
-_gc_depth = 0  # runs inside _rare_gc now (engines may run side by side)
-_gc_saved: tuple[int, ...] = ()  # the thresholds to restore when the last one ends
-GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-@contextmanager
-def _rare_gc() -> Iterator[None]:
-    """Collect cycles rarely while a run lasts.
-
-    Each request allocates and frees a few hundred objects, none of them in a cycle; at
-    Python's default threshold the cyclic GC ran every few requests and took about a
-    tenth of the CPU of a run with limits off. What was loaded before (the inventory) is
-    frozen out of full collections for the run's length.
-    """
-    global _gc_depth, _gc_saved
-    if _gc_depth == 0:
-        gc.collect()
-        gc.freeze()
-        _gc_saved = gc.get_threshold()
-        gc.set_threshold(max(_gc_saved[0], GC_THRESHOLD), *_gc_saved[1:])
-    _gc_depth += 1
-    try:
-        yield
-    finally:
-        _gc_depth -= 1
-        if _gc_depth == 0:
-            gc.set_threshold(*_gc_saved)
-            gc.unfreeze()
-
-
-class _Interrupted(Exception):
-    """Raised instead of starting a request once the run is stopping."""
-
-
-class _Tracker:
-    """Per-job attempt count and start time."""
-
-    __slots__ = ("attempts", "started")
-
-    def __init__(self) -> None:
+    def __init__(self, job: Job, now: float) -> None:
+        self.job = job
         self.attempts = 0
-        self.started = time.monotonic()
+        self.started = now
+        self.change: Diff | None = None
+        self.mapping_changes: tuple[MappingChange, ...] = ()
+        self.statuses_written = False
+        self.warnings: list[str] = []
 
 
-class _AccountRun:
-    def __init__(self, account: Account, client: Client, jobs: Sequence[Job]) -> None:
+class _Step:
+    """One request to make: which, for whom, and since when it is being tried."""
+
+    __slots__ = ("acc", "first", "op", "page_url", "sent", "tries", "work")
+
+    def __init__(self, op: Op, acc: _Account, work: _Work | None, page_url: str | None = None) -> None:
+        self.op = op
+        self.acc = acc
+        self.work = work
+        self.page_url = page_url
+        self.first = -1.0  # when its first attempt started
+        self.sent = -1.0  # when its latest attempt started
+        self.tries = 0
+
+
+class _Account:
+    """Scheduling state of one account: its queues, buckets, slot count and health."""
+
+    __slots__ = (
+        "account",
+        "api",
+        "breaker_trips",
+        "cap",
+        "consecutive",
+        "delayed",
+        "direct",
+        "fatal",
+        "in_flight",
+        "in_r",
+        "in_w",
+        "name",
+        "paused_until",
+        "pending",
+        "read_q",
+        "reads",
+        "reads_done",
+        "rkey",
+        "stopped",
+        "timer_at",
+        "unconfirmed",
+        "wkey",
+        "write_q",
+        "writes",
+        "writes_found",
+    )
+
+    def __init__(self, account: Account, api: AccountApi, now: float) -> None:
+        self.name = account.name
         self.account = account
-        self.client = client
-        self.jobs = jobs
+        self.api = api
         lim = account.limits
-        self.limiter = AccountLimiter(lim.writes_per_minute, lim.write_burst, lim.reads_per_minute)
-        self.fatal: ApiError | None = None
+        self.reads = Bucket(lim.reads_per_minute, lim.write_burst, now)
+        self.writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
+        # Sendcloud's burst allowance is "the maximum number of concurrent requests": one
+        # cap per account, shared by its reads and writes.
+        self.cap = max(1, lim.write_burst)
+        self.in_flight = 0
+        self.pending: deque[Job] = deque()  # not started; their first request is a read
+        self.direct: deque[Job] = deque()  # not started; their first request is a write (--no-read)
+        # While the pre-flight reads the account's integration list, its jobs wait here
+        # until a page confirms them.
+        self.unconfirmed: dict[int, Job] = {}
+        self.read_q: deque[_Step] = deque()  # reads ready to go: follow-ups, retries that are due
+        self.write_q: deque[_Step] = deque()
+        self.delayed: list[tuple[float, int, _Step]] = []  # retries waiting for their time
+        self.paused_until = -math.inf  # the circuit breaker's pause
+        self.consecutive = 0  # server-side failures in a row
+        self.breaker_trips = 0
+        self.fatal: ApiError | None = None  # credentials refused: nothing more is sent
+        self.stopped: str | None = None  # its failure budget is spent: nothing more starts
+        self.reads_done = 0
+        self.writes_found = 0
+        # Its entries in the read and write heaps: at most one live each, with its key.
+        self.in_r = False
+        self.in_w = False
+        self.rkey = 0.0
+        self.wkey = 0.0
+        self.timer_at = math.inf  # its earliest wake-up already in the timer heap
+
+    def remaining_time(self, drift: float) -> float:
+        """Seconds of budget its remaining work needs at least: its reads or its writes.
+
+        ``drift`` is the run's share of reads so far that found a difference; the account's
+        own share takes over as its reads accumulate (``PRIOR`` reads' worth of weight).
+        """
+        jobs = len(self.pending) + len(self.unconfirmed)
+        reads = jobs + len(self.read_q)
+        share = (self.writes_found + drift * PRIOR) / (self.reads_done + PRIOR)
+        writes = len(self.write_q) + len(self.direct) + jobs * share
+        return max(reads / self.reads.rate, writes / self.writes.rate)
+
+    def write_time(self) -> float:
+        return (len(self.write_q) + len(self.direct)) / self.writes.rate
+
+    def has_reads(self) -> bool:
+        return bool(self.read_q or self.pending)
+
+    def has_writes(self) -> bool:
+        return bool(self.write_q or self.direct)
+
+    def open(self) -> bool:
+        return self.fatal is None and self.stopped is None
+
+
+def _kind(error: ApiError) -> ErrorKind:
+    return cast("ErrorKind", error.kind)
+
+
+PRIOR = 10.0  # reads of the whole run's drift an account's own estimate starts with
+
+_EMPTY_REFUSED = (
+    "the desired list is empty: writing it would delete every status of this integration; "
+    "pass --allow-delete-all to do so"
+)
 
 
 class Engine:
@@ -158,369 +195,715 @@ class Engine:
 
     def __init__(
         self,
-        accounts: dict[str, Account],
+        accounts: Mapping[str, Account],
+        api: Api,
         options: Options,
         on_outcome: Callable[[Outcome], None],
+        *,
         rng: random.Random | None = None,
+        sanitize: Callable[[Outcome], Outcome] | None = None,
     ) -> None:
         self.accounts = accounts
+        self.api = api
         self.options = options
         self.on_outcome = on_outcome
+        self.sanitize = sanitize
         self.rng = rng or random.Random()
         self.stopping: str | None = None
-        self.summary = Summary({name: AccountStats() for name in accounts})
-        self.runs: dict[str, _AccountRun] = {}
-        self._finished: set[int] = set()
-        self._failures = 0
-        # A semaphore rather than a CapacityLimiter: no per-task borrower bookkeeping, and
-        # its uncontended acquire takes no checkpoint (fast_acquire).
-        self._global = anyio.Semaphore(max(1, options.concurrency), fast_acquire=True)
-        self._waits: set[anyio.CancelScope] = set()
+        self.ledger = Ledger((), on_outcome, sanitize=sanitize)
+        self.accts: dict[str, _Account] = {}
+        self._rheap: list[tuple[float, int, _Account]] = []
+        self._wheap: list[tuple[float, int, _Account]] = []
+        self._timers: list[tuple[float, int, _Account]] = []
+        self._seq = 0
+        self._idlers: list[anyio.Event] = []
+        self._timer_wake = anyio.Event()
+        self._timer_target = math.inf
+        self._in_flight: dict[int, _Step] = {}  # by id(step): what a cancellation leaves unfinished
+        self._t0 = 0.0
+        self._wall0 = 0.0
+        self._total = 0
+        self._throttled: set[str] = set()  # accounts waiting on their budget right now
+        self._warnings: dict[int, str] = {}  # pre-flight warnings, until the outcome takes them
+        self._reads_done = 0
+        self._writes_found = 0
+
+    @property
+    def summary(self) -> Summary:
+        return self.ledger.summary
 
     # -- public --------------------------------------------------------------------
 
     def stop(self, reason: str = "interrupted") -> None:
-        """Start nothing new; work in flight finishes."""
+        """Start nothing new; requests in flight finish; whatever waits is skipped."""
         if self.stopping is None:
             self.stopping = reason
             self.summary.stopped = reason
-            for scope in self._waits:  # wake whoever waits for a token or a backoff
-                scope.cancel()
+            self._wake_all()
 
     def throttled_accounts(self) -> list[str]:
-        """Accounts whose requests wait for their budget right now, or that got a 429."""
-        now = time.monotonic()
-        return [
-            name
-            for name, run in self.runs.items()
-            if any(m.waiting or m.paused_until > now for m in (run.limiter.reads, run.limiter.writes))
-        ]
-
-    async def _wait(self, waiting: Awaitable[None]) -> None:
-        """Await a token or a backoff, unless and until the run stops."""
-        if self.stopping is None:
-            with anyio.CancelScope() as scope:
-                self._waits.add(scope)
-                try:
-                    await waiting
-                    return
-                finally:
-                    self._waits.discard(scope)
-        if isinstance(waiting, Coroutine):
-            waiting.close()
-        raise _Interrupted
+        """Accounts whose work waits for their budget right now (a 429 pause included)."""
+        return sorted(self._throttled)
 
     async def run(self, jobs: Sequence[Job]) -> Summary:
-        with _rare_gc():
-            return await self._run(jobs)
-
-    async def _run(self, jobs: Sequence[Job]) -> Summary:
-        started = time.monotonic()
+        self._t0 = anyio.current_time()
+        self._wall0 = time.time()
         by_account: dict[str, list[Job]] = {}
         for job in jobs:
             by_account.setdefault(job.account, []).append(job)
+        opts = self.options
+        limits: dict[str, int] = {}
+        if opts.max_failures_per_account is not None:
+            limits = {name: opts.max_failures_per_account.limit(len(js)) for name, js in by_account.items()}
         # The recap and the metrics speak of the accounts this run selected, no others.
-        self.summary.accounts = {name: AccountStats() for name in by_account}
-        connector = aiohttp.TCPConnector(limit=max(1, self.options.concurrency), limit_per_host=0)
+        self.ledger = Ledger(
+            by_account, self.on_outcome, max_failures=opts.max_failures, account_limits=limits, sanitize=self.sanitize
+        )
+        self.summary.started_at = self._wall0
+        self._total = len(jobs)
+        now = self._t0
         try:
-            async with aiohttp.ClientSession(connector=connector) as session:
-                for name, account_jobs in by_account.items():
+            async with anyio.create_task_group() as tg:
+                # The busiest account first: its first requests start before anything else
+                # is even set up.
+                for name in sorted(by_account, key=lambda n: -len(by_account[n])):
                     account = self.accounts[name]
-                    client = Client(
-                        session,
-                        self.options.base_url or account.base_url,
-                        basic_auth(account.public_key, account.secret_key),
-                        timeout=self.options.timeout,
-                    )
-                    self.runs[name] = _AccountRun(account, client, account_jobs)
-                async with anyio.create_task_group() as tg:
-                    for run in self.runs.values():
-                        tg.start_soon(self._run_account, run)
+                    acc = _Account(account, self.api.account(account), now)
+                    self.accts[name] = acc
+                    if opts.preflight:
+                        acc.unconfirmed = {j.integration_id: j for j in by_account[name]}
+                        acc.read_q.append(_Step(Op.PAGE, acc, None))
+                    else:
+                        for job in by_account[name]:
+                            self._enlist(acc, job)
+                    self._evaluate(acc, now)
+                    if len(self.accts) == 1:
+                        tg.start_soon(self._worker)
+                tg.start_soon(self._timekeeper)
+                for _ in range(max(0, min(opts.concurrency, self._total + len(self.accts)) - 1)):
+                    tg.start_soon(self._worker)
         finally:
-            # Whatever ended the run (done, stopped, cancelled, a bug), every job
-            # gets its line.
             with anyio.CancelScope(shield=True):
-                reason = self.stopping or "interrupted"
-                for job in jobs:
-                    if job.integration_id not in self._finished:
-                        self._emit(Outcome(job.integration_id, job.account, "skipped", reason=reason))
-                for name, run in self.runs.items():
-                    stats = self.summary.accounts[name]
-                    stats.throttled = run.limiter.reads.throttled + run.limiter.writes.throttled
-            self.summary.duration_s = time.monotonic() - started
+                self._finish(jobs)
         return self.summary
 
-    # -- per account ---------------------------------------------------------------
-
-    async def _run_account(self, run: _AccountRun) -> None:
-        burst = run.account.limits.write_burst
-        # More workers than requests that may be in flight (the account's burst, the
-        # global bound) would only wait: each one costs a task and its memory.
-        workers = max(1, min(burst, self.options.concurrency))
-        send, receive = anyio.create_memory_object_stream[tuple[Job, Diff, _Tracker]](burst * 2)
-        pending: Iterator[Job] = iter(run.jobs)
-        async with anyio.create_task_group() as tg:
-            if self.options.write:
-                for _ in range(workers):
-                    tg.start_soon(self._writer, run, receive.clone())
-            receive.close()
-            async with send, anyio.create_task_group() as readers:
-                for _ in range(min(workers, len(run.jobs))):
-                    readers.start_soon(self._reader, run, pending, send.clone())
-
-    async def _reader(
-        self,
-        run: _AccountRun,
-        pending: Iterator[Job],
-        send: MemoryObjectSendStream[tuple[Job, Diff, _Tracker]],
-    ) -> None:
-        async with send:
-            for job in pending:
-                if self.stopping is not None:
-                    return  # the finaliser records the rest as skipped
-                tracker = _Tracker()
-                try:
-                    if not await self._read_one(run, job, tracker, send):
-                        return
-                except Exception as exc:  # a bug of ours must cost one integration, not the run
-                    self._internal(job, exc, tracker)
-
-    async def _read_one(
-        self,
-        run: _AccountRun,
-        job: Job,
-        tracker: _Tracker,
-        send: MemoryObjectSendStream[tuple[Job, Diff, _Tracker]],
-    ) -> bool:
-        """Read, diff, and write or queue one job; False when the run is stopping."""
-        if run.fatal is not None:
-            self._fail(job, run.fatal, tracker, early=True)
-            return True
-        desired = job.desired.index
-        if self.options.read_first:
-            try:
-                current = await self._call(
-                    run,
-                    run.limiter.reads,
-                    tracker,
-                    partial(run.client.get_statuses, job.integration_id),
-                )
-            except ApiError as exc:
-                self._fail(job, exc, tracker)
-                return True
-            except _Interrupted:
-                return False
-            change = diff(desired, current)
+    def _enlist(self, acc: _Account, job: Job) -> None:
+        """Queue a job not yet started: for a read first, or (``--no-read`` with a declared
+        mapping: nothing to read at all) straight for its write."""
+        if self.options.read_first or job.mapping is None:
+            acc.pending.append(job)
         else:
-            change = everything_added(desired)  # not read: what we write counts as added
-        if not change and self.options.read_first:
-            self._done(job, "unchanged", change, tracker)
-            return True
-        if not desired and not self.options.allow_delete_all:
-            self._emit_failure(
-                job,
-                ErrorInfo(
-                    "refused",
-                    detail="the desired list is empty: writing it would delete every "
-                    "status of this integration; pass --allow-delete-all to do so",
-                ),
-                tracker,
-                change,
-            )
-            return True
-        if not self.options.write:
-            self._done(job, "changed", change, tracker)
-            return True
-        if self.stopping is None and run.limiter.writes.try_acquire():
-            # The write budget is free right now (always, when limits do not bind):
-            # write here, sparing the hand-off to a writer task.
-            await self._write(run, job, change, tracker, held=True)
-            return True
-        await send.send((job, change, tracker))
-        return True
+            acc.direct.append(job)
 
-    async def _writer(self, run: _AccountRun, receive: MemoryObjectReceiveStream[tuple[Job, Diff, _Tracker]]) -> None:
-        async with receive:
-            async for job, change, tracker in receive:
-                if self.stopping is not None:
-                    continue
-                try:
-                    await self._write(run, job, change, tracker)
-                except Exception as exc:  # a bug of ours must cost one integration, not the run
-                    self._internal(job, exc, tracker)
+    # -- the pool ------------------------------------------------------------------
 
-    async def _write(self, run: _AccountRun, job: Job, change: Diff, tracker: _Tracker, held: bool = False) -> None:
-        """POST one job's desired list; ``held``: the caller already holds a write token."""
-        if run.fatal is not None:
-            if held:
-                run.limiter.writes.release(used=False)
-            self._fail(job, run.fatal, tracker, early=True)
+    def _over(self) -> bool:
+        return self.stopping is not None or len(self.ledger.finished) >= self._total
+
+    async def _worker(self) -> None:
+        while not self._over():
+            step = self._pick(anyio.current_time())
+            if step is None:
+                event = anyio.Event()
+                self._idlers.append(event)
+                await event.wait()
+                continue
+            await self._execute(step)
+        self._wake_all()
+
+    async def _timekeeper(self) -> None:
+        """Sleeps until the earliest moment an account's budget, pause or retry is due,
+        then makes it ready and wakes as many idle workers as there is ready work."""
+        while not self._over():
+            now = anyio.current_time()
+            while self._timers and self._timers[0][0] <= now:
+                when, _, acc = heapq.heappop(self._timers)
+                if when != acc.timer_at:
+                    continue  # superseded by an earlier wake-up, whose evaluation rescheduled it
+                acc.timer_at = math.inf
+                self._evaluate(acc, now)  # what is ready now wakes a worker
+            target = self._timers[0][0] if self._timers else math.inf
+            self._timer_target = target
+            if self._timer_wake.is_set():
+                self._timer_wake = anyio.Event()
+            with anyio.move_on_after(target - now):
+                await self._timer_wake.wait()
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._idlers:
+            self._idlers.pop().set()
+            n -= 1
+
+    def _wake_all(self) -> None:
+        self._wake(len(self._idlers))
+        self._timer_wake.set()
+
+    def _at(self, acc: _Account, when: float) -> None:
+        """Re-evaluate ``acc`` at ``when``. Only its earliest wake-up counts: each evaluation
+        schedules the next one it needs."""
+        if when >= acc.timer_at:
             return
-        body = job.desired.body(job.integration_id)
+        acc.timer_at = when
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, acc))
+        if when < self._timer_target:
+            self._timer_target = when
+            self._timer_wake.set()
+
+    def _push_write(self, acc: _Account) -> None:
+        key = -acc.write_time()
+        if acc.in_w and key >= acc.wkey * 0.9:
+            return  # its entry is there, and it is not much more urgent now than then
+        acc.in_w = True
+        acc.wkey = key
+        self._seq += 1
+        heapq.heappush(self._wheap, (key, self._seq, acc))
+        if self._idlers:  # ready work and an idle worker: wake it (it may find another took it)
+            self._idlers.pop().set()
+
+    def _push_read(self, acc: _Account) -> None:
+        if acc.in_r:
+            return
+        acc.in_r = True
+        acc.rkey = -acc.remaining_time(self._drift())
+        self._seq += 1
+        heapq.heappush(self._rheap, (acc.rkey, self._seq, acc))
+        if self._idlers:
+            self._idlers.pop().set()
+
+    def _evaluate(self, acc: _Account, now: float) -> None:
+        """Put ``acc`` in the heaps it is ready for now, or a timer for when it will be."""
+        if not acc.open() or self.stopping is not None:
+            return
+        while acc.delayed and acc.delayed[0][0] <= now:
+            step = heapq.heappop(acc.delayed)[2]
+            (acc.write_q if step.op in _WRITES else acc.read_q).appendleft(step)
+        if acc.delayed:
+            self._at(acc, acc.delayed[0][0])
+        if acc.in_flight >= acc.cap:
+            return  # the completion of one of its requests re-evaluates it
+        if now < acc.paused_until:
+            self._throttled.add(acc.name)
+            self._at(acc, acc.paused_until)
+            return
+        waiting = False
+        if acc.has_writes():
+            t = acc.writes.ready_at(now)
+            if t <= now:
+                self._push_write(acc)
+            else:
+                waiting = True
+                self._at(acc, t)
+        if acc.has_reads():
+            t = acc.reads.ready_at(now)
+            if t <= now:
+                self._push_read(acc)
+            else:
+                waiting = True
+                self._at(acc, t)
+        if waiting:
+            self._throttled.add(acc.name)
+        else:
+            self._throttled.discard(acc.name)
+
+    def _drift(self) -> float:
+        """The share of reads that found a difference so far, over all accounts (1/2 before any)."""
+        return (self._writes_found + 0.5) / (self._reads_done + 1.0)
+
+    def _ready(self, acc: _Account, now: float) -> bool:
+        return acc.fatal is None and acc.stopped is None and acc.in_flight < acc.cap and now >= acc.paused_until
+
+    def _pick(self, now: float) -> _Step | None:
+        """The request to start now, by the priority in the module's docstring, or None.
+
+        Its account's token and slot are taken: the caller must send it."""
+        if self.stopping is not None:
+            return None
+        wheap = self._wheap
+        while wheap:
+            key, _, acc = heapq.heappop(wheap)
+            if not acc.in_w or key != acc.wkey:
+                continue  # an older entry of an account pushed again since
+            acc.in_w = False
+            if not (acc.has_writes() and self._ready(acc, now)):
+                continue  # whatever made it unready re-evaluates it when it changes
+            if acc.writes.ready_at(now) > now:
+                self._evaluate(acc, now)
+                continue
+            step = acc.write_q.popleft() if acc.write_q else self._direct(acc, now)
+            if step is None:
+                self._evaluate(acc, now)
+                continue
+            acc.writes.take()
+            acc.in_flight += 1
+            self._evaluate(acc, now)
+            return step
+        rheap = self._rheap
+        while rheap:
+            key, _, acc = heapq.heappop(rheap)
+            acc.in_r = False
+            if not (acc.has_reads() and self._ready(acc, now)):
+                continue
+            if acc.reads.ready_at(now) > now:
+                self._evaluate(acc, now)
+                continue
+            if rheap and -acc.remaining_time(self._drift()) > rheap[0][0]:
+                # Its work shrank since it was queued: another account is further behind now.
+                self._push_read(acc)
+                continue
+            step = acc.read_q.popleft() if acc.read_q else self._start(acc, now)
+            acc.reads.take()
+            acc.in_flight += 1
+            self._evaluate(acc, now)
+            return step
+        return None
+
+    def _start(self, acc: _Account, now: float) -> _Step:
+        """The first request of the next pending job: a read."""
+        job = acc.pending.popleft()
+        work = _Work(job, now)
+        if self.options.read_first:
+            return _Step(Op.GET_STATUSES, acc, work)
+        # --no-read, no declared mapping: nothing to diff against, but the mapping is read
+        # all the same: the guard must know whether the write would break it.
+        work.change = everything_added(job.desired.index)
+        return _Step(Op.GET_MAPPING, acc, work)
+
+    def _direct(self, acc: _Account, now: float) -> _Step | None:
+        """``--no-read`` with a declared mapping: statuses, then the whole mapping, unread."""
+        while acc.direct:
+            job = acc.direct.popleft()
+            work = _Work(job, now)
+            work.change = everything_added(job.desired.index)
+            if job.mapping is not None:
+                work.mapping_changes = tuple(MappingChange(c, None, e) for c, e in job.mapping.items)
+            if not job.desired.statuses and not self.options.allow_delete_all:
+                self._fail_info(acc, work, ErrorInfo("refused", detail=_EMPTY_REFUSED), now)
+                continue
+            return _Step(Op.POST_STATUSES, acc, work)
+        return None
+
+    # -- one request ---------------------------------------------------------------
+
+    async def _execute(self, step: _Step) -> None:
+        acc = step.acc
+        work = step.work
+        now = anyio.current_time()
+        if step.tries == 0:
+            step.first = now
+        step.sent = now
+        step.tries += 1
+        if work is not None:
+            work.attempts += 1
+        write = step.op >= Op.POST_STATUSES
+        bucket = acc.writes if write else acc.reads
+        stats = self.ledger.stats(acc.name)
+        stats.requests += 1
+        if write:
+            stats.writes += 1
+        else:
+            stats.reads += 1
+        key = id(step)
+        self._in_flight[key] = step
+        result: Any = None
+        error: ApiError | None = None
         try:
-            await self._call(run, run.limiter.writes, tracker, partial(run.client.post_statuses, body), held)
+            result = await self._send(acc.api, step)
         except ApiError as exc:
-            self._fail(job, exc, tracker, change)
+            error = exc
+        except Exception as exc:  # a bug of ours must cost one integration, not the run
+            end = anyio.current_time()
+            bucket.give_back(end)
+            acc.in_flight -= 1
+            del self._in_flight[key]
+            self._internal(acc, step, exc, end)
+            self._evaluate(acc, end)
             return
-        except _Interrupted:
-            return
-        self._done(job, "changed", change, tracker)
+        except BaseException:
+            # Cancelled in flight (a second signal, the grace period is over): the
+            # finaliser records its integration as skipped.
+            bucket.give_back(anyio.current_time())
+            acc.in_flight -= 1
+            raise
+        end = anyio.current_time()
+        bucket.give_back(end)
+        acc.in_flight -= 1
+        del self._in_flight[key]
+        try:
+            if error is None:
+                acc.consecutive = 0
+                self._advance(acc, step, result, end)
+            else:
+                self._failed_attempt(acc, step, error, end)
+        except Exception as exc:  # a bug of ours in handling the answer: one integration too
+            self._internal(acc, step, exc, end)
+        self._evaluate(acc, end)
 
-    # -- one request, retried ------------------------------------------------------
+    async def _send(self, api: AccountApi, step: _Step) -> Any:
+        op = step.op
+        if op == Op.PAGE:
+            return await api.list_integrations_page(step.page_url)
+        work = step.work
+        assert work is not None
+        job = work.job
+        if op == Op.GET_STATUSES:
+            return await api.get_statuses(job.integration_id)
+        if op == Op.GET_MAPPING:
+            return await api.get_mapping(job.integration_id)
+        if op == Op.POST_STATUSES:
+            return await api.post_statuses(job.desired.body(job.integration_id))
+        assert job.mapping is not None
+        return await api.post_mapping(job.mapping.body(job.integration_id))
+
+    # -- what a response leads to --------------------------------------------------
+
+    def _advance(self, acc: _Account, step: _Step, result: Any, now: float) -> None:
+        op = step.op
+        if op == Op.PAGE:
+            self._on_page(acc, result, now)
+            return
+        work = step.work
+        assert work is not None
+        job = work.job
+        if op == Op.GET_STATUSES:
+            acc.reads_done += 1
+            self._reads_done += 1
+            change = work.change = diff(job.desired.index, result)
+            if change:
+                acc.writes_found += 1
+                self._writes_found += 1
+            # The mapping costs a read only where it matters: a declared one to compare,
+            # or a removal that the current mapping may point at.
+            if job.mapping is not None or (change and change.removed):
+                self._follow(acc, _Step(Op.GET_MAPPING, acc, work), now)
+                return
+            self._decide(acc, work, None, now)
+        elif op == Op.GET_MAPPING:
+            self._decide(acc, work, result, now)
+        elif op == Op.POST_STATUSES:
+            work.statuses_written = True
+            if work.mapping_changes:
+                self._follow(acc, _Step(Op.POST_MAPPING, acc, work), now)
+            else:
+                self._finish_work(acc, work, "changed", now)
+        else:  # POST_MAPPING
+            self.ledger.stats(acc.name).mappings_written += 1
+            self._finish_work(acc, work, "changed", now)
+
+    def _decide(self, acc: _Account, work: _Work, mapping: CurrentMapping | None, now: float) -> None:
+        """After the reads: refuse, report, or queue the writes."""
+        opts = self.options
+        job = work.job
+        change = work.change
+        assert change is not None
+        if mapping is not None:
+            if job.mapping is not None:
+                work.mapping_changes = mapping_diff(job.mapping.as_dict(), mapping)
+            else:
+                for item in mapping.mapping:
+                    if item.external_id is not None and not item.is_valid:
+                        work.warnings.append(
+                            f"mapping {item.status_category} points at {item.external_id!r}, a status that "
+                            "no longer exists: declare a mapping to repair it"
+                        )
+                broken = mapping_guard(mapping, job.desired.index.keys()) if change else ()
+                if broken:
+                    which = ", ".join(f"{m.category} -> {m.before!r}" for m in broken)
+                    if not opts.allow_invalid_mapping:
+                        self.ledger.stats(acc.name).refused += 1
+                        detail = (
+                            f"writing these statuses would leave the shop's mapping invalid ({which}, "
+                            "removed by the write): declare a mapping for this integration that repairs it, "
+                            "or pass --allow-invalid-mapping"
+                        )
+                        self._fail_info(acc, work, ErrorInfo("refused", detail=detail), now)
+                        return
+                    work.warnings.append(f"the write leaves the mapping invalid ({which}): --allow-invalid-mapping")
+        if not change and not work.mapping_changes and opts.read_first:
+            self._finish_work(acc, work, "unchanged", now)
+            return
+        if (change or not opts.read_first) and not job.desired.statuses and not opts.allow_delete_all:
+            self._fail_info(acc, work, ErrorInfo("refused", detail=_EMPTY_REFUSED), now)
+            return
+        if not opts.write:
+            self._finish_work(acc, work, "changed", now)
+            return
+        # Statuses first: a mapping may point at a status this very write adds. Unread
+        # (--no-read), the statuses are written whatever they are.
+        first = Op.POST_STATUSES if change or not opts.read_first else Op.POST_MAPPING
+        self._follow(acc, _Step(first, acc, work), now, last=True)
+
+    def _follow(self, acc: _Account, step: _Step, now: float, at: float = -math.inf, last: bool = False) -> None:
+        """Queue the next request of an integration already begun: first in line among the
+        account's reads or writes (``last``: behind them), or at ``at`` for a retry.
+
+        An account closed meanwhile (its credentials refused, its failure budget spent,
+        while this request was in flight) takes nothing more: the integration ends here.
+        """
+        if acc.fatal is not None or acc.stopped is not None:
+            if step.work is not None:
+                if acc.fatal is not None:
+                    self._fail(acc, step.work, acc.fatal, now)
+                else:
+                    self._skip(step.work, acc.stopped or "", now)
+            return
+        if at > now:
+            self._seq += 1
+            heapq.heappush(acc.delayed, (at, self._seq, step))
+        elif step.op >= Op.POST_STATUSES:
+            (acc.write_q.append if last else acc.write_q.appendleft)(step)
+        else:
+            (acc.read_q.append if last else acc.read_q.appendleft)(step)
+
+    def _on_page(self, acc: _Account, page: tuple[tuple[Integration, ...], str | None], now: float) -> None:
+        items, next_url = page
+        for item in items:
+            job = acc.unconfirmed.pop(item.id, None)
+            if job is not None:
+                self._confirm(acc, job, item, now)
+        if next_url and acc.unconfirmed:
+            self._follow(acc, _Step(Op.PAGE, acc, None, next_url), now)
+            return
+        self._end_preflight(acc, now, None)
+
+    def _confirm(self, acc: _Account, job: Job, item: Integration, now: float) -> None:
+        if item.system is not None and item.system != PRESTASHOP_V2:
+            detail = (
+                f"integration {job.integration_id} is a {item.system} integration: only PrestaShop V2 "
+                "integrations have shop order statuses"
+            )
+            self._fail_info(acc, _Work(job, now), ErrorInfo("not_supported", detail=detail), now)
+            return
+        if item.failing_since:
+            self._warnings[job.integration_id] = (
+                f"the shop connection has been failing since {item.failing_since}: "
+                "its statuses may not matter until it is fixed"
+            )
+        self._enlist(acc, job)
+
+    def _end_preflight(self, acc: _Account, now: float, error: ApiError | None) -> None:
+        rest = list(acc.unconfirmed.values())
+        acc.unconfirmed.clear()
+        if error is not None:
+            log.warning(
+                "account %s: cannot list its integrations (%s); going on without the pre-flight check",
+                acc.name,
+                error,
+                extra={"fields": {"account": acc.name}},
+            )
+            for job in rest:
+                self._enlist(acc, job)
+            return
+        for job in rest:
+            detail = f"integration {job.integration_id} is not one of account {acc.name}'s integrations"
+            self._fail_info(acc, _Work(job, now), ErrorInfo("not_found", detail=detail), now)
+
+    # -- failures ------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2.0 ** (attempt - 1))
+        opts = self.options
+        ceiling = min(opts.backoff_max, opts.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
-    async def _call(
-        self,
-        run: _AccountRun,
-        meter: Meter,
-        tracker: _Tracker,
-        send: Callable[[], Awaitable[T]],
-        held: bool = False,
-    ) -> T:
-        """``send()`` under the account's meter and the global limit, retried while a
-        retry can help, within ``max_attempts`` and ``retry_max_time``. ``held``: the
-        first attempt's meter token is already taken (``meter.try_acquire()``)."""
+    def _failed_attempt(self, acc: _Account, step: _Step, error: ApiError, now: float) -> None:
         opts = self.options
-        first = time.monotonic()
-        stats = self.summary.accounts[run.account.name]
-        attempt = 0
-        while True:
-            if run.fatal is not None:
-                if held:
-                    meter.release(used=False)
-                raise run.fatal
-            # The synchronous fast paths skip the task switches and cancel scopes of a
-            # wait when a token and a slot are free, as they are when limits do not bind.
-            if held:
-                held = False
-            elif self.stopping is not None or not meter.try_acquire():
-                await self._wait(meter.acquire())
-            # The meter's slot is ours now; the global one may still have to be waited
-            # for. value > 0 means nobody waits (a release hands the slot to a waiter);
-            # testing it beats catching WouldBlock, whose traceback feeds the GC.
-            if self._global.value:
-                self._global.acquire_nowait()
-            else:
-                await self._global.acquire()
-            if self.stopping is not None:  # stopped while this request waited: never sent
-                self._global.release()
-                meter.release(used=False)
-                raise _Interrupted
-            attempt += 1
-            tracker.attempts += 1
-            try:
-                try:
-                    stats.requests += 1
-                    return await send()
-                finally:
-                    self._global.release()
-            except ApiError as exc:
-                error = exc
-            finally:
-                meter.release()
-            if isinstance(error, AuthError):
-                if run.fatal is None:
-                    log.error(
-                        "account %s: credentials refused (%s); its other integrations are not attempted",
-                        run.account.name,
-                        error.detail,
-                    )
-                run.fatal = error
-                raise error
-            if not error.retryable:
-                raise error
-            if isinstance(error, ThrottledError):
-                meter.on_throttled(error.retry_after)
+        if isinstance(error, AuthError):
+            self._account_fatal(acc, error, now)
+            self._give_up(acc, step, error, now)
+            return
+        if not error.retryable:
+            self._give_up(acc, step, error, now)
+            return
+        elapsed = now - step.first
+        left = opts.retry_max_time - elapsed
+        write = step.op >= Op.POST_STATUSES
+        if isinstance(error, ThrottledError):
+            bucket = acc.writes if write else acc.reads
+            self.ledger.stats(acc.name).throttled += 1
+            # Never parked past what is left of --retry-max-time, whatever Retry-After says.
+            pause = min(error.retry_after if error.retry_after is not None else 1.0 / bucket.rate, max(0.0, left))
+            if bucket.on_throttled(now, step.sent, pause):
+                kind = "writes" if write else "reads"
                 log.warning(
-                    "account %s: 429 from the API; slowing to %.0f requests a minute (its limits may be set too high)",
-                    run.account.name,
-                    meter.rate * 60,
+                    "account %s: 429 on %s: slowing its %s to %.0f a minute (declared %.0f; the floor is %.0f)",
+                    acc.name,
+                    kind,
+                    kind,
+                    bucket.rate * 60,
+                    bucket.declared * 60,
+                    bucket.declared * 60 * FLOOR,
+                    extra={"fields": {"account": acc.name, "meter": kind, "rate_per_minute": round(bucket.rate * 60)}},
                 )
-            delay = error.retry_after if error.retry_after is not None else self._backoff(attempt)
-            elapsed = time.monotonic() - first
-            if attempt >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
-                raise error
-            log.info(
-                "%s %s: %s; retrying in %.2fs (attempt %d of %d)",
-                error.method,
-                error.url,
-                error,
-                delay,
-                attempt + 1,
-                opts.max_attempts,
-            )
-            try:
-                await self._wait(anyio.sleep(delay))
-            except _Interrupted:
-                raise error from None
+        elif isinstance(error, (ServerError, TransportError)):
+            acc.consecutive += 1
+            if acc.consecutive >= opts.breaker_threshold:
+                acc.breaker_trips += 1
+                acc.consecutive = 0
+                pause = min(opts.backoff_max, opts.breaker_pause * 2.0 ** (acc.breaker_trips - 1))
+                acc.paused_until = max(acc.paused_until, now + pause)
+                log.warning(
+                    "account %s: %d server-side failures in a row; pausing it for %.1fs",
+                    acc.name,
+                    opts.breaker_threshold,
+                    pause,
+                    extra={"fields": {"account": acc.name, "delay": round(pause, 3)}},
+                )
+        delay = error.retry_after if error.retry_after is not None else self._backoff(step.tries)
+        if step.tries >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
+            self._give_up(acc, step, error, now)
+            return
+        fields: dict[str, object] = {"account": acc.name, "attempt": step.tries + 1, "delay": round(delay, 3)}
+        if step.work is not None:
+            fields["integration_id"] = step.work.job.integration_id
+        log.info(
+            "%s %s: %s; retrying in %.2fs (attempt %d of %d)",
+            error.method,
+            error.url,
+            error,
+            delay,
+            step.tries + 1,
+            opts.max_attempts,
+            extra={"fields": fields},
+        )
+        self._follow(acc, step, now, at=now + delay)
+
+    def _give_up(self, acc: _Account, step: _Step, error: ApiError, now: float) -> None:
+        if step.work is not None:
+            self._fail(acc, step.work, error, now)
+        elif step.op == Op.PAGE and acc.fatal is None:
+            self._end_preflight(acc, now, error)
+
+    def _account_fatal(self, acc: _Account, error: AuthError, now: float) -> None:
+        if acc.fatal is not None:
+            return
+        acc.fatal = error
+        log.error(
+            "account %s: credentials refused (%s); its other integrations are not attempted",
+            acc.name,
+            error.detail,
+            extra={"fields": {"account": acc.name}},
+        )
+        info = ErrorInfo(
+            _kind(error),
+            error.http_status,
+            error.code,
+            f"not attempted: the account's credentials were refused earlier in this run ({error.detail})",
+            error.pointer,
+        )
+        for work in self._drain(acc, now):
+            self._fail_info(acc, work, info, now)
+
+    def _drain(self, acc: _Account, now: float) -> list[_Work]:
+        """Every integration of ``acc`` that is neither in flight nor done, taken off its queues."""
+        works: list[_Work] = []
+        for q in (acc.read_q, acc.write_q):
+            works.extend(s.work for s in q if s.work is not None)
+            q.clear()
+        works.extend(s.work for _, _, s in acc.delayed if s.work is not None)
+        acc.delayed.clear()
+        for jobs in (acc.pending, acc.direct):
+            works.extend(_Work(j, now) for j in jobs)
+            jobs.clear()
+        works.extend(_Work(j, now) for j in acc.unconfirmed.values())
+        acc.unconfirmed.clear()
+        self._throttled.discard(acc.name)
+        return works
+
+    def _fail(self, acc: _Account, work: _Work, error: ApiError, now: float) -> None:
+        info = ErrorInfo(_kind(error), error.http_status, error.code, error.detail, error.pointer)
+        self._fail_info(acc, work, info, now)
+
+    def _internal(self, acc: _Account, step: _Step, exc: Exception, now: float) -> None:
+        iid = step.work.job.integration_id if step.work is not None else None
+        log.exception(
+            "account %s: internal error", acc.name, extra={"fields": {"account": acc.name, "integration_id": iid}}
+        )
+        detail = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
+        if step.work is not None:
+            self._fail_info(acc, step.work, ErrorInfo("internal", detail=detail), now)
+        elif step.op == Op.PAGE:
+            self._end_preflight(acc, now, ApiError(detail))
 
     # -- outcomes ------------------------------------------------------------------
 
-    def _done(self, job: Job, result: Result, change: Diff, tracker: _Tracker) -> None:
-        self._emit(
-            Outcome(
-                job.integration_id,
-                job.account,
-                result,
-                change.added,
-                change.changed,
-                change.removed,
-                tracker.attempts,
-                round((time.monotonic() - tracker.started) * 1000, 1),
-                changes=change.changes,
-            )
+    def _outcome(
+        self, work: _Work, result: Result, now: float, error: ErrorInfo | None = None, reason: str | None = None
+    ) -> Outcome:
+        change = work.change
+        warnings = tuple(work.warnings)
+        pre = self._warnings.pop(work.job.integration_id, None)
+        if pre is not None:
+            warnings = (pre, *warnings)
+        return Outcome(
+            integration_id=work.job.integration_id,
+            account=work.job.account,
+            result=result,
+            added=change.added if change is not None else 0,
+            changed=change.changed if change is not None else 0,
+            removed=change.removed if change is not None else 0,
+            attempts=work.attempts,
+            duration_ms=round((now - work.started) * 1000, 1),
+            error=error,
+            reason=reason,
+            changes=change.changes if change is not None else (),
+            mapping_changes=work.mapping_changes,
+            warnings=warnings,
+            tags=work.job.tags,
+            started_at=round(self._wall0 + (work.started - self._t0), 3),
+            ended_at=round(self._wall0 + (now - self._t0), 3),
         )
 
-    def _fail(
-        self, job: Job, exc: ApiError, tracker: _Tracker, change: Diff | None = None, early: bool = False
-    ) -> None:
-        info = ErrorInfo.of(exc)
-        if early:
-            info = ErrorInfo(
-                exc.kind,
-                exc.http_status,
-                exc.code,
-                f"not attempted: the account's credentials were refused earlier in this run ({exc.detail})",
-                exc.pointer,
+    def _finish_work(self, acc: _Account, work: _Work, result: Result, now: float) -> None:
+        self._record(acc, self._outcome(work, result, now))
+
+    def _fail_info(self, acc: _Account, work: _Work, info: ErrorInfo, now: float) -> None:
+        self._record(acc, self._outcome(work, "failed", now, info))
+
+    def _record(self, acc: _Account, outcome: Outcome) -> None:
+        reached: Reached = self.ledger.record(outcome)
+        if reached == "run":
+            self.stop(f"stopped after {self.ledger.failures} failures (--max-failures)")
+        elif reached == "account" and acc.stopped is None:
+            budget = self.options.max_failures_per_account
+            reason = f"account {acc.name} reached --max-failures-per-account {budget}"
+            acc.stopped = reason
+            log.warning(
+                "%s (%d failed); its remaining integrations are skipped",
+                reason,
+                self.ledger.account_failures(acc.name),
+                extra={"fields": {"account": acc.name}},
             )
-        self._emit_failure(job, info, tracker, change)
+            now = anyio.current_time()
+            for work in self._drain(acc, now):
+                self._skip(work, reason, now)
+        if len(self.ledger.finished) >= self._total:
+            self._wake_all()
 
-    def _internal(self, job: Job, exc: Exception, tracker: _Tracker) -> None:
-        log.exception("integration %d: internal error", job.integration_id)
-        detail = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
-        self._emit_failure(job, ErrorInfo("internal", detail=detail), tracker, None)
+    def _skip(self, work: _Work, reason: str, now: float) -> None:
+        if work.statuses_written:
+            reason += " (its statuses were written; its mapping was not)"
+        self.ledger.record(self._outcome(work, "skipped", now, reason=reason))
 
-    def _emit_failure(self, job: Job, info: ErrorInfo, tracker: _Tracker, change: Diff | None) -> None:
-        self._emit(
-            Outcome(
-                job.integration_id,
-                job.account,
-                "failed",
-                change.added if change else 0,
-                change.changed if change else 0,
-                change.removed if change else 0,
-                tracker.attempts,
-                round((time.monotonic() - tracker.started) * 1000, 1),
-                error=info,
-                changes=change.changes if change else (),
-            )
-        )
-
-    def _emit(self, outcome: Outcome) -> None:
-        if outcome.integration_id in self._finished:
-            return
-        self._finished.add(outcome.integration_id)
-        setattr(
-            self.summary.accounts[outcome.account],
-            outcome.result,
-            getattr(self.summary.accounts[outcome.account], outcome.result) + 1,
-        )
-        if outcome.result == "failed":
-            self._failures += 1
-            limit = self.options.max_failures
-            if limit is not None and self._failures >= limit:
-                self.stop(f"stopped after {self._failures} failures (--max-failures)")
-        self.on_outcome(outcome)
+    def _finish(self, jobs: Sequence[Job]) -> None:
+        """Whatever ended the run (done, stopped, cancelled, a bug), every job gets its line."""
+        now = anyio.current_time()
+        reason = self.stopping or "interrupted"
+        for acc in self.accts.values():
+            for work in self._drain(acc, now):
+                self._skip(work, acc.stopped or reason, now)
+        for step in list(self._in_flight.values()):
+            if step.work is not None:
+                write = step.op >= Op.POST_STATUSES
+                cut = " (cancelled in flight: it may or may not have been applied)" if write else ""
+                self._skip(step.work, reason + cut, now)
+        self._in_flight.clear()
+        for job in jobs:
+            if not self.ledger.done(job.integration_id):
+                self._skip(_Work(job, now), reason, now)
+        for name, acc in self.accts.items():
+            stats = self.ledger.stats(name)
+            if acc.reads.slowed:
+                stats.read_rate = round(acc.reads.rate * 60, 1)
+            if acc.writes.slowed:
+                stats.write_rate = round(acc.writes.rate * 60, 1)
+        self.summary.duration_s = now - self._t0

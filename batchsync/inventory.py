@@ -146,6 +146,25 @@ class Desired:
         return b'{"integration_id":%d,"statuses":%b}' % (integration_id, self.encoded)
 
 
+class DesiredMapping:
+    """A desired status mapping (all four categories), shared like :class:`Desired`."""
+
+    __slots__ = ("_encoded", "items")
+
+    def __init__(self, items: tuple[tuple[str, str | None], ...]) -> None:
+        self.items = items  # (category, external id or None), in STATUS_CATEGORIES order
+        self._encoded: bytes | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return dict(self.items)
+
+    def body(self, integration_id: int) -> bytes:
+        """The ``POST /shop-order-statuses/mapping`` body for one integration."""
+        if self._encoded is None:
+            self._encoded = msgspec.json.encode([{"status_category": c, "external_id": e} for c, e in self.items])
+        return b'{"integration_id":%d,"mapping":%b}' % (integration_id, self._encoded)
+
+
 class Job(msgspec.Struct, frozen=True):
     """One integration to bring into its desired state."""
 
@@ -154,6 +173,7 @@ class Job(msgspec.Struct, frozen=True):
     desired: Desired
     tags: tuple[str, ...] = ()
     source: str = ""  # the status set's name, or "" for inline statuses
+    mapping: DesiredMapping | None = None  # None: the inventory declares no mapping for it
 
 
 class InventoryProblem(msgspec.Struct, frozen=True):

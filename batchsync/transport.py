@@ -1,0 +1,54 @@
+"""The engine's :class:`~batchsync.api.Api` over HTTP: one aiohttp session, a client per account.
+
+The caller (``run.py``) owns the session's lifetime through ``async with HttpApi(...)``;
+each account gets a :class:`~batchsync.client.Client` with its base URL and credentials.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import aiohttp
+
+from batchsync.client import Client
+from batchsync.inventory import Account
+from batchsync.secrets import basic_auth
+
+
+class HttpApi:
+    """``async with HttpApi(concurrency=64, timeout=30) as api: engine = Engine(..., api, ...)``"""
+
+    def __init__(self, *, concurrency: int, timeout: float, base_url: str | None = None) -> None:
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self.base_url = base_url  # replaces every account's (--base-url, --sandbox)
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, Client] = {}
+
+    async def __aenter__(self) -> HttpApi:
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
+        self._session = aiohttp.ClientSession(connector=connector)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def account(self, account: Account) -> Client:
+        client = self._clients.get(account.name)
+        if client is None:
+            assert self._session is not None, "use HttpApi in an async with block"
+            client = Client(
+                self._session,
+                self.base_url or account.base_url,
+                basic_auth(account.public_key, account.secret_key),
+                timeout=self.timeout,
+            )
+            self._clients[account.name] = client
+        return client
+
+    def secrets(self) -> tuple[str, ...]:
+        return ()
