@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, TextIO
 
 from batchsync import __version__
 from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.settings import UsageError
 
 if TYPE_CHECKING:
     from batchsync.inventory import Inventory, Job
+    from batchsync.settings import RunSettings
 
 
 def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:
@@ -52,68 +54,118 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if inv.valid else EXIT_NOT_STARTED
 
 
-def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | int:
-    from batchsync.inventory import BASE_URL_PATTERN, load, select
+def settings_from(args: argparse.Namespace) -> RunSettings:
+    """The run's settings from the command line, checked once: a UsageError otherwise."""
+    from batchsync.inventory import BASE_URL_PATTERN
+    from batchsync.settings import (
+        Options,
+        RunSettings,
+        non_negative_number,
+        parse_failure_budget,
+        positive_int,
+        positive_number,
+    )
 
     if args.base_url is not None and not re.match(BASE_URL_PATTERN, args.base_url):
-        print(f"batchsync: --base-url {args.base_url}: expected an http:// or https:// URL", file=sys.stderr)
-        return EXIT_NOT_STARTED
+        raise UsageError(f"--base-url {args.base_url}: expected an http:// or https:// URL")
     if args.base_url is not None and args.sandbox:
-        print("batchsync: --sandbox and --base-url exclude each other", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    inv = load(args.inventory)
+        raise UsageError("--sandbox and --base-url exclude each other")
+    apply = args.mode == "apply"
+    per_account = getattr(args, "max_failures_per_account", None)
+    options = Options(
+        write=apply,
+        read_first=not getattr(args, "no_read", False),
+        allow_delete_all=getattr(args, "allow_delete_all", False),
+        allow_invalid_mapping=args.allow_invalid_mapping,
+        preflight=not args.no_preflight,
+        concurrency=positive_int(args.concurrency, "--concurrency"),
+        max_attempts=positive_int(args.max_attempts, "--max-attempts"),
+        retry_max_time=positive_number(args.retry_max_time, "--retry-max-time"),
+        max_failures_per_account=(
+            parse_failure_budget(per_account, "--max-failures-per-account") if per_account else None
+        ),
+    )
+    return RunSettings(
+        command=args.mode,
+        inventory=args.inventory,
+        options=options,
+        timeout=positive_number(args.timeout, "--timeout"),
+        base_url=args.base_url,
+        sandbox=args.sandbox,
+        format=args.format,
+        limit=tuple(args.limit or ()),
+        retry_failed=args.retry_failed,
+        report=args.report,
+        junit=args.junit,
+        metrics=args.metrics,
+        max_failures=parse_failure_budget(args.max_failures, "--max-failures") if args.max_failures else None,
+        grace_period=non_negative_number(args.grace_period, "--grace-period"),
+        quiet=args.quiet,
+        verbose=args.verbose,
+        log_format=args.log_format,
+        detailed_exitcode=getattr(args, "detailed_exitcode", False),
+    )
+
+
+def _load_selected(settings: RunSettings) -> tuple[Inventory, list[Job]] | int:
+    from batchsync.inventory import load, select
+
+    inv = load(settings.inventory)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stderr)
         return EXIT_NOT_STARTED
     try:
-        jobs, unmatched = select(inv.jobs, args.limit or [])
+        jobs, unmatched = select(inv.jobs, settings.limit)
     except ValueError as exc:
-        print(f"batchsync: --limit: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
+        raise UsageError(f"--limit: {exc}") from None
     for term in unmatched:
         print(f"batchsync: warning: --limit {term} matches no integration", file=sys.stderr)
-    if getattr(args, "retry_failed", None):
+    if settings.retry_failed:
         from batchsync.run import read_retry_report
 
         try:
-            earlier = read_retry_report(args.retry_failed)
+            earlier = read_retry_report(settings.retry_failed)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            print(f"batchsync: --retry-failed {args.retry_failed}: {reason}", file=sys.stderr)
-            return EXIT_NOT_STARTED
+            raise UsageError(f"--retry-failed {settings.retry_failed}: {reason}") from None
         if earlier.complete:
             jobs = [j for j in jobs if j.integration_id in earlier.failed]
         else:
             # A run killed before its last line: what it never reached is left to do too.
             print(
-                f"batchsync: {args.retry_failed} is incomplete (the run was killed): retrying every selected "
+                f"batchsync: {settings.retry_failed} is incomplete (the run was killed): retrying every selected "
                 "integration it does not record as done",
                 file=sys.stderr,
             )
             jobs = [j for j in jobs if j.integration_id not in earlier.succeeded]
         if not jobs:
             print(
-                f"batchsync: nothing to retry: {args.retry_failed} has no failed or skipped integration",
+                f"batchsync: nothing to retry: {settings.retry_failed} has no failed or skipped integration",
                 file=sys.stderr,
             )
             return EXIT_OK
     if not jobs:
-        print(f"batchsync: no integration matches --limit {' '.join(args.limit)}", file=sys.stderr)
-        return EXIT_NOT_STARTED
+        raise UsageError(f"no integration matches --limit {' '.join(settings.limit)}")
     return inv, list(jobs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """plan and apply: load, select, run the engine, report."""
-    loaded = _load_selected(args)
+    """plan and apply: check the options, load, select, run the engine, report."""
+    settings = settings_from(args)
+    loaded = _load_selected(settings)
     if isinstance(loaded, int):
         return loaded
     inv, jobs = loaded
+    if settings.max_failures is not None:
+        import msgspec
+
+        options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
+        settings = msgspec.structs.replace(settings, options=options)
     from batchsync.run import run_command
 
-    return run_command(args, inv, jobs)
+    return run_command(settings, inv, jobs)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
@@ -170,6 +222,22 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "--verbose",
         action="store_true",
         help="also list unchanged and skipped integrations, and log every request (never a secret)",
+    )
+    p.add_argument(
+        "--max-failures-per-account",
+        metavar="N|P%",
+        help="once an account has N failed integrations (or P%% of its selected ones), skip its others; "
+        "the other accounts go on",
+    )
+    p.add_argument(
+        "--allow-invalid-mapping",
+        action="store_true",
+        help="write statuses even where that leaves the shop's current mapping pointing at a removed status",
+    )
+    p.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the check of each account's integration list (GET /integrations) before the first status request",
     )
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
@@ -229,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
     except KeyboardInterrupt:
         print("batchsync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

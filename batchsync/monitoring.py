@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from batchsync.engine import RESULTS, Outcome, Summary
+from batchsync.outcome import RESULTS, Outcome, Summary
 
 __all__ = ["atomic_write", "read_metric", "write_junit", "write_metrics"]
 

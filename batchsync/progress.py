@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from batchsync.engine import Outcome
+from batchsync.outcome import Outcome
 
 __all__ = [
     "JsonLogFormatter",

@@ -1,14 +1,16 @@
 """Outcomes for people and programs: the streamed JSON-lines report, the plan, the recap.
 
-The report file gets one line per integration as it finishes (flushed at once, so a
-killed run still leaves a true record), then a closing summary line with no
-``integration_id``.
+The report file starts with a header line (what ran, on how many integrations), then
+gets one line per integration as it finishes (flushed at once, so a killed run still
+leaves a true record), then a closing summary line. Neither the header nor the summary
+has an ``integration_id``; a report without its summary line was cut short.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
@@ -18,9 +20,10 @@ if TYPE_CHECKING:
 import msgspec
 
 from batchsync.diff import Change
-from batchsync.engine import RESULTS, Outcome, Summary
+from batchsync.outcome import RESULTS, Outcome, Summary
 
 _encoder = msgspec.json.Encoder()
+REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
 
 
 class ReportWriter:
@@ -29,6 +32,19 @@ class ReportWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
+        doc = {
+            "header": True,
+            "version": REPORT_VERSION,
+            "command": mode,
+            "started_at": round(time.time(), 3),
+            "inventory": inventory,
+            "selected": selected,
+            "shard": shard,
+        }
+        self._file.write(_encoder.encode(doc) + b"\n")
+        self._file.flush()
 
     def write(self, outcome: Outcome) -> None:
         self._file.write(_encoder.encode(outcome) + b"\n")

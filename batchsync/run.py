@@ -1,33 +1,38 @@
-"""One ``plan`` or ``apply`` run from the command line: engine, report and exit code.
+"""One ``plan`` or ``apply`` run from the command line: engine, outputs and exit code.
 
 Kept apart from ``cli`` so that ``validate`` and ``--version`` never import aiohttp.
+The process-wide policies of a run (garbage collection, signals, the lock) live here,
+not in the library modules it calls.
 """
 
 from __future__ import annotations
 
-import argparse
+import gc
 import io
 import logging
-import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from typing import IO
 
 import anyio
 import msgspec
 
-from batchsync.engine import Engine, Options, Outcome, Summary
+from batchsync.engine import Engine
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.inventory import Inventory, Job
 from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
+from batchsync.outcome import Outcome, Summary
 from batchsync.progress import Progress, setup_logging
 from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
+
+GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
 
 
 class _Output(io.TextIOBase):
@@ -53,19 +58,6 @@ class _Output(io.TextIOBase):
                 self.stream = None
 
 
-def options_from(args: argparse.Namespace, base_url: str | None) -> Options:
-    return Options(
-        write=args.mode == "apply",
-        read_first=not getattr(args, "no_read", False),
-        allow_delete_all=getattr(args, "allow_delete_all", False),
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        retry_max_time=args.retry_max_time,
-        base_url=base_url,
-    )
-
-
 def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
     # Stopped, but every integration got a real outcome anyway: judge it by those.
     if summary.stopped is not None and summary.total("skipped"):
@@ -77,6 +69,26 @@ def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
     if mode == "plan" and detailed and summary.total("changed"):
         return EXIT_CHANGES
     return EXIT_OK
+
+
+@contextmanager
+def rare_gc() -> Iterator[None]:
+    """Collect cycles rarely while a run lasts.
+
+    Each request allocates and frees a few hundred objects, none of them in a cycle; at
+    Python's default threshold the cyclic GC ran every few requests and took about a
+    tenth of the CPU of a run with limits off. What was loaded before (the inventory) is
+    frozen out of collections for the run's length, without a full collection first:
+    that would only delay the first request.
+    """
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(saved[0], GC_THRESHOLD), *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
 
 
 async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace: float) -> None:
@@ -108,27 +120,31 @@ async def _every(seconds: float, tick: Callable[[], None]) -> None:
 async def execute(
     inv: Inventory,
     jobs: Sequence[Job],
-    options: Options,
+    settings: RunSettings,
     on_outcome: Callable[[Outcome], None],
-    sandbox: bool = False,
-    grace: float = 10.0,
     on_engine: Callable[[Engine], None] | None = None,
     tick: Callable[[], None] | None = None,
 ) -> Summary:
-    """Run the engine (inside an embedded sandbox when asked) until done or stopped."""
+    """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
+    from batchsync.transport import HttpApi
+
     async with AsyncExitStack() as stack:
-        if sandbox:
+        base_url = settings.base_url
+        if settings.sandbox:
             from batchsync.sandbox.server import SandboxConfig, run_sandbox
 
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
-            options = msgspec.structs.replace(options, base_url=box.url)
+            base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
-        engine = Engine(inv.accounts, options, on_outcome)
+        api = await stack.enter_async_context(
+            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url)
+        )
+        engine = Engine(inv.accounts, api, settings.options, on_outcome)
         if on_engine is not None:
             on_engine(engine)
         async with anyio.create_task_group() as tg:
             scope = anyio.CancelScope()
-            tg.start_soon(_watch_signals, engine, scope, grace)
+            tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
             if tick is not None:
                 tg.start_soon(_every, 0.5, tick)
             with scope:
@@ -137,26 +153,6 @@ async def execute(
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
         return engine.summary
-
-
-def parse_max_failures(text: str | None, total: int) -> int | None:
-    """``--max-failures``: a count, or a percentage of the selected integrations."""
-    if text is None:
-        return None
-    text = text.strip()
-    usage = "expected a whole number of integrations (3) or a percentage of those selected (5%)"
-    try:
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 < pct <= 100:
-                raise ValueError
-            return max(1, math.ceil(total * pct / 100))
-        count = int(text)
-        if count < 1:
-            raise ValueError
-    except ValueError:
-        raise ValueError(usage) from None
-    return count
 
 
 class RetryPlan(msgspec.Struct, frozen=True):
@@ -192,36 +188,29 @@ def read_retry_report(report: str) -> RetryPlan:
     return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 
-def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the options, take the lock (apply), run, and report; the exit code."""
-    if args.concurrency < 1 or args.max_attempts < 1 or args.timeout <= 0 or args.retry_max_time <= 0:
-        print(
-            "batchsync: --concurrency, --max-attempts, --timeout and --retry-max-time must be positive", file=sys.stderr
-        )
-        return EXIT_NOT_STARTED
-    if args.grace_period < 0:
-        print("batchsync: --grace-period cannot be negative", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    for flag, path in (("--junit", args.junit), ("--metrics", args.metrics)):
-        # Found out now, not after a night's run has been done and cannot be reported.
+def check_outputs(settings: RunSettings) -> None:
+    """Found out now, not after a night's run has been done and cannot be reported."""
+    for flag, path in (("--junit", settings.junit), ("--metrics", settings.metrics)):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            print(f"batchsync: {flag} {path}: {folder} is not a writable directory", file=sys.stderr)
-            return EXIT_NOT_STARTED
+            raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
+
+
+def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
+    """Check the outputs, take the lock (apply), run, and report; the exit code."""
     try:
-        max_failures = parse_max_failures(args.max_failures, len(jobs))
-    except ValueError as exc:
-        print(f"batchsync: --max-failures {args.max_failures}: {exc}", file=sys.stderr)
+        check_outputs(settings)
+    except UsageError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
-    level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
+    level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
     # Last line of defence: whatever a log line carries, these values come out as ***.
     secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
-    setup_logging(level, args.log_format, secrets=secrets)
-    options = msgspec.structs.replace(options_from(args, args.base_url), max_failures=max_failures)
-    if args.mode != "apply":
-        return _run(args, inv, jobs, options)
+    setup_logging(level, settings.log_format, secrets=secrets)
+    if settings.command != "apply":
+        return _run(settings, inv, jobs)
     try:
-        lock = acquire_lock(args.inventory)
+        lock = acquire_lock(settings.inventory)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_LOCKED
@@ -229,23 +218,25 @@ def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -
         print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     with lock:
-        return _run(args, inv, jobs, options)
+        return _run(settings, inv, jobs)
 
 
-def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options: Options) -> int:
-    mode: str = args.mode
+def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
+    mode = settings.command
     report = None
-    if args.report:
+    if settings.report:
         try:
-            report = ReportWriter(args.report)
+            report = ReportWriter(settings.report)
         except OSError as exc:
-            print(f"batchsync: cannot write the report {args.report}: {exc.strerror}", file=sys.stderr)
+            print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
-    as_json = args.format == "json"
-    keep = as_json or bool(args.junit)
+        report.header(mode, settings.inventory, len(jobs))
+    as_json = settings.format == "json"
+    keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
+    quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
-    plain = not (args.quiet or as_json or args.log_format == "json")
+    plain = not (quiet or as_json or json_logs)
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
     out = _Output(sys.stdout)
 
@@ -254,10 +245,10 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
             report.write(outcome)
         if keep:
             collected.append(outcome)
-        if args.quiet:
+        if quiet:
             if outcome.result == "failed":
                 progress.clear()
-                if args.log_format == "json":  # a log shipper gets JSON on stderr, nothing else
+                if json_logs:  # a log shipper gets JSON on stderr, nothing else
                     buffer = io.StringIO()
                     print_outcome(outcome, mode, buffer)
                     log.error("%s", buffer.getvalue().rstrip("\n"))
@@ -265,7 +256,7 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
                     print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
             progress.clear()
-            print_outcome(outcome, mode, out, verbose=args.verbose)
+            print_outcome(outcome, mode, out, verbose=verbose)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
@@ -273,30 +264,29 @@ def _run(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job], options:
 
     summary: Summary | None = None
     try:
-        summary = anyio.run(
-            execute,
-            inv,
-            jobs,
-            options,
-            on_outcome,
-            args.sandbox,
-            args.grace_period,
-            on_engine,
-            progress.refresh if progress.enabled else None,
-        )
+        with rare_gc():
+            summary = anyio.run(
+                execute,
+                inv,
+                jobs,
+                settings,
+                on_outcome,
+                on_engine,
+                progress.refresh if progress.enabled else None,
+            )
     finally:
         progress.close()
         if report is not None:
             report.close(summary, mode)
     assert summary is not None  # anyio.run returned
-    if args.junit:
-        write_junit(args.junit, collected, summary)
-    if args.metrics:
-        write_metrics(args.metrics, summary, mode)
+    if settings.junit:
+        write_junit(settings.junit, collected, summary)
+    if settings.metrics:
+        write_metrics(settings.metrics, summary, mode)
     if as_json:
         doc = summary_document(summary, mode)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
-    elif not args.quiet:
+    elif not quiet:
         print_recap(summary, mode, out)
-    return exit_code(summary, mode, getattr(args, "detailed_exitcode", False))
+    return exit_code(summary, mode, settings.detailed_exitcode)
