@@ -82,7 +82,10 @@ def batchsync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def read_report(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(outcome lines, summary lines); the header line is checked and left out."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows and rows[0].get("header") is True and rows[0]["version"] == 2, rows[:1]
+    rows = rows[1:]
     return [r for r in rows if "integration_id" in r], [r for r in rows if "integration_id" not in r]
 
 

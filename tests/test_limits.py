@@ -1,56 +1,70 @@
-"""The client-side meter: burst first, then the rate; in-flight cap; slower after a 429."""
+"""The client-side token bucket: burst first, then the rate; debit on completion; slower after a 429."""
 
 from __future__ import annotations
 
-import time
+import math
 
-import anyio
 import pytest
 
-from batchsync.limits import Meter, parse_retry_after
+from batchsync.limits import FLOOR, Bucket, parse_retry_after
 
 
-async def test_burst_then_rate() -> None:
-    meter = Meter(per_minute=600, capacity=5, safety=1.0)  # 10 per second after 5 at once
-    stamps: list[float] = []
-    start = time.monotonic()
+def test_burst_then_rate() -> None:
+    b = Bucket(per_minute=600, capacity=5, now=0.0, safety=1.0)  # 10 a second after 5 at once
+    starts = []
+    now = 0.0
     for _ in range(10):
-        await meter.acquire()
-        stamps.append(time.monotonic() - start)
-        meter.release()
-    assert stamps[4] < 0.05  # the burst is immediate
-    # the 5 after it are paced at ~0.1 s each: generous bounds, never exact sleeps
-    assert 0.4 <= stamps[9] <= 0.9
+        now = b.ready_at(now)
+        starts.append(now)
+        b.take()
+        b.give_back(now)  # an instant request
+    assert starts[:5] == [0.0] * 5
+    assert starts[5:] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
 
 
-async def test_in_flight_cap() -> None:
-    meter = Meter(per_minute=60_000, capacity=3)
-    in_flight = peak = 0
-
-    async def one() -> None:
-        nonlocal in_flight, peak
-        await meter.acquire()
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await anyio.sleep(0.02)
-        in_flight -= 1
-        meter.release()
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(one)
-    assert peak == 3
+def test_a_token_is_debited_when_its_request_completes() -> None:
+    b = Bucket(per_minute=60, capacity=2, now=0.0, safety=1.0)  # one a second
+    b.take()
+    b.take()
+    assert b.ready_at(0.0) > 0.0  # both reserved: nothing more may start
+    # 5 seconds later the requests end; the bucket was full all along, so nothing refilled
+    b.give_back(5.0)
+    b.give_back(5.0)
+    assert b.ready_at(5.0) == pytest.approx(6.0)
 
 
-async def test_throttle_slows_and_pauses() -> None:
-    meter = Meter(per_minute=6000, capacity=2, safety=1.0)
-    before = meter.rate
-    meter.on_throttled(0.2)
-    assert meter.rate < before and meter.throttled == 1
-    start = time.monotonic()
-    await meter.acquire()
-    meter.release()
-    assert time.monotonic() - start >= 0.18  # honoured the Retry-After pause
+def test_a_request_never_sent_gives_its_token_back() -> None:
+    b = Bucket(per_minute=60, capacity=1, now=0.0, safety=1.0)
+    b.take()
+    b.give_back(0.0, used=False)
+    assert b.ready_at(0.0) == 0.0
+
+
+def test_a_429_empties_pauses_and_cuts_the_rate_once_per_overload() -> None:
+    b = Bucket(per_minute=600, capacity=5, now=0.0, safety=1.0)
+    for _ in range(5):
+        b.take()
+    assert b.on_throttled(now=0.1, started=0.0, pause=2.0)  # the first cuts the rate
+    assert b.rate == pytest.approx(10 * 0.8)
+    assert b.ready_at(0.2) == pytest.approx(2.1)  # paused for the Retry-After
+    # the other requests that were in flight get their 429 too: same overload, no new cut
+    assert not b.on_throttled(now=0.15, started=0.0, pause=2.0)
+    assert b.rate == pytest.approx(8.0)
+    # a request started after the cut that is throttled again: a new cut
+    assert b.on_throttled(now=3.0, started=2.5, pause=1.0)
+    assert b.rate == pytest.approx(6.4)
+    assert b.throttled == 3 and b.slowed
+
+
+def test_the_rate_never_goes_below_the_floor_and_stops_changing_there() -> None:
+    b = Bucket(per_minute=600, capacity=1, now=0.0, safety=1.0)
+    changes = 0
+    t = 0.0
+    for _ in range(100):
+        t += 1.0
+        changes += b.on_throttled(now=t, started=t - 0.01, pause=0.0)
+    assert b.rate == pytest.approx(10 * FLOOR)
+    assert changes == math.ceil(math.log(FLOOR) / math.log(0.8))  # then no more "slowing to" news
 
 
 def test_parse_retry_after() -> None:

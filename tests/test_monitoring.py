@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchsync.diff import Change
-from batchsync.engine import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.monitoring import atomic_write, read_metric, write_junit, write_metrics
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 
 # -- a small parser for the text exposition format, independent of the module's own ----
 

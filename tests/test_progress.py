@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from batchsync.engine import Outcome
+from batchsync.outcome import Outcome
 from batchsync.progress import (
     JsonLogFormatter,
     Progress,

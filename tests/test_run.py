@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from batchsync.engine import AccountStats, Summary
-from batchsync.run import _Output, exit_code, parse_max_failures, read_retry_report
+from batchsync.outcome import AccountStats, Summary
+from batchsync.run import _Output, exit_code, read_retry_report
+from batchsync.settings import UsageError, parse_failure_budget
 
 
 def write(path: Path, *lines: str) -> str:
@@ -52,14 +53,14 @@ def test_exit_codes() -> None:
     assert exit_code(summary(changed=2), "plan", False) == 0
 
 
-def test_max_failures_parsing() -> None:
-    assert parse_max_failures("3", 100) == 3
-    assert parse_max_failures("5%", 100) == 5
-    assert parse_max_failures("1%", 10) == 1
-    assert parse_max_failures(None, 10) is None
-    for bad in ("0", "1.5", "abc", "0%", "150%", "3%%"):
-        with pytest.raises(ValueError, match="whole number"):
-            parse_max_failures(bad, 10)
+def test_failure_budget_parsing() -> None:
+    assert parse_failure_budget("3", "--max-failures").limit(100) == 3
+    assert parse_failure_budget("5%", "--max-failures").limit(100) == 5
+    assert parse_failure_budget("1%", "--max-failures").limit(10) == 1
+    assert str(parse_failure_budget(" 7 ", "--max-failures")) == "7"
+    for bad in ("0", "1.5", "abc", "0%", "150%", "3%%", "nan%", "inf%"):
+        with pytest.raises(UsageError, match="whole number"):
+            parse_failure_budget(bad, "--max-failures")
 
 
 def test_output_survives_a_closed_pipe() -> None:
