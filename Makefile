@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/batchsync apply inventories/example.toml --sandbox --report demo-report.jsonl
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --cov
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchsync tests bench

@@ -26,7 +26,7 @@ from typing import Any
 from bench.gen_inventory import generate, zipf_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared/spec/integrations-v3.yaml"
+SPEC = ROOT / "tests/spec/integrations-v3.json"  # the official description, reduced, in-repo (see its README)
 PYTHON = sys.executable  # the venv's python: `make bench` runs us with it
 WORK = Path(tempfile.gettempdir()) / "batchsync-bench"  # generated inventories, reports
 

@@ -1,7 +1,8 @@
 """Every request batchsync sends conforms to the official OpenAPI description.
 
 A middleware in front of the sandbox validates each incoming request with openapi-core
-against ``shared/spec/integrations-v3.yaml`` while plan, apply and apply --no-read run.
+against the repository's copy of the official description (``tests/spec``, compared with
+its source in test_wire.py) while plan, apply and apply --no-read run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-import yaml
+import spec
 from aiohttp import web
 from inventory_factory import make_inventory
 from openapi_core import OpenAPI
@@ -25,15 +26,13 @@ from batchsync.sandbox import Sandbox, SandboxConfig
 from batchsync.secrets import basic_auth
 from batchsync.transport import HttpApi
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "integrations-v3.yaml"
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def openapi_for_loopback() -> OpenAPI:
-    spec = yaml.safe_load(SPEC.read_text())
-    spec["servers"] = [{"url": "http://127.0.0.1"}]  # openapi-core's host_url has no port
-    return OpenAPI.from_dict(spec)
+    doc = spec.document()
+    doc["servers"] = [{"url": "http://127.0.0.1"}]  # openapi-core's host_url has no port
+    return OpenAPI.from_dict(doc)
 
 
 async def test_every_request_conforms(tmp_path: Path) -> None:

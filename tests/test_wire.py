@@ -1,5 +1,9 @@
 """The msgspec structs of batchsync.wire agree with Sendcloud's official OpenAPI schema.
 
+The schema and its examples are read from the repository's copy (tests/spec); the one
+test that compares that copy with its source, ``../shared/spec/integrations-v3.yaml``,
+skips when the source is not beside the clone.
+
 Documents are generated from the spec's own JSON Schemas (hypothesis-jsonschema) and
 checked both ways: what the schema accepts decodes, what it rejects does not. "Decodes"
 means ``msgspec.json.decode(body, type=...)`` succeeds *and* the checks beside the
@@ -49,9 +53,9 @@ if not hasattr(_cu.many, "more"):
 
     _cu.many.more = _more  # type: ignore[attr-defined]
 
+import spec
 from hypothesis_jsonschema import from_schema
-
-SPEC_PATH = Path(__file__).resolve().parents[1].parent / "shared/spec/integrations-v3.yaml"
+from spec import component, extract, resolve_refs
 
 SETTINGS = settings(
     max_examples=100,
@@ -61,39 +65,6 @@ SETTINGS = settings(
     # a failure still prints the (unshrunk) document and the seed to replay it.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-
-
-def _load_spec() -> dict[str, Any]:
-    assert SPEC_PATH.is_file(), f"the official OpenAPI description is expected at {SPEC_PATH}"
-    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-    assert isinstance(spec, dict)
-    return spec
-
-
-SPEC = _load_spec()
-
-
-def resolve_refs(node: Any, root: dict[str, Any] = SPEC) -> Any:
-    """A copy of ``node`` with every local ``$ref`` replaced by what it points at."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            ref = node["$ref"]
-            assert ref.startswith("#/"), ref
-            target: Any = root
-            for part in ref[2:].split("/"):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
-            rest = {k: v for k, v in node.items() if k != "$ref"}
-            return resolve_refs({**target, **rest}, root)
-        return {k: resolve_refs(v, root) for k, v in node.items()}
-    if isinstance(node, list):
-        return [resolve_refs(v, root) for v in node]
-    return node
-
-
-def component(name: str) -> dict[str, Any]:
-    schema = resolve_refs(SPEC["components"]["schemas"][name])
-    assert isinstance(schema, dict)
-    return schema
 
 
 POST_STATUSES = component("post-shop-order-statuses")
@@ -439,6 +410,27 @@ def test_known_deviations_are_schema_valid_but_refused() -> None:
 
 # -- the spec's own examples ----------------------------------------------------------------
 
+SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "integrations-v3.yaml"
+
+
+def test_in_repo_spec_matches_its_source() -> None:
+    """The only test that reads outside the repository, and only to compare: tests/spec
+    is what ``extract.py`` makes of the official description, nothing lost or edited."""
+    if not SOURCE.is_file():
+        pytest.skip(f"no official description at {SOURCE} to compare tests/spec with (a clone on its own)")
+    source = yaml.safe_load(SOURCE.read_text(encoding="utf-8"))
+    assert spec.document() == extract.reduce(source), "tests/spec/integrations-v3.json: run tests/spec/extract.py"
+    assert spec.examples() == extract.examples_of(source), "tests/spec/examples.json: run tests/spec/extract.py"
+
+
+def test_in_repo_spec_carries_no_prose() -> None:
+    doc = spec.document()
+    assert extract.reduce(doc) == doc
+    # Names are not prose: ErrorObject's "title" property survives the reduction.
+    assert set(component("errors")["properties"]["errors"]["items"]["allOf"][0]["properties"]) >= {"title", "detail"}
+    assert "description" not in component("post-shop-order-statuses")
+
+
 RESPONSE_STRUCTS: dict[tuple[str, str, str], type[Any]] = {
     ("/shop-order-statuses", "get", "200"): wire.GetShopOrderStatuses,
     ("/shop-order-statuses", "get", "400"): wire.ErrorBody,
@@ -454,21 +446,21 @@ REQUEST_STRUCTS: dict[tuple[str, str], type[Any]] = {
 
 
 def _examples() -> list[Any]:
+    doc = spec.document()
     out = []
-    for path, item in SPEC["paths"].items():
-        for method, op in item.items():
-            media = op.get("requestBody", {}).get("content", {}).get("application/json")
-            if media:
-                for name, ex in media.get("examples", {}).items():
-                    kind = REQUEST_STRUCTS[(path, method)]
-                    out.append(pytest.param(kind, media["schema"], ex["value"], id=f"{method} {path} request {name}"))
-            for status, resp in op["responses"].items():
-                media = resp.get("content", {}).get("application/json")
-                for name, ex in (media or {}).get("examples", {}).items():
-                    if ex["value"] is None:
-                        continue  # the 200 of the POSTs: the client checks for null itself
-                    kind = RESPONSE_STRUCTS[(path, method, status)]
-                    out.append(pytest.param(kind, media["schema"], ex["value"], id=f"{method} {path} {status} {name}"))
+    for ex in spec.examples():
+        path, method, status, name, value = ex["path"], ex["method"], ex["status"], ex["name"], ex["value"]
+        op = doc["paths"][path][method]
+        if status is None:
+            media = op["requestBody"]["content"]["application/json"]
+            kind = REQUEST_STRUCTS[(path, method)]
+            out.append(pytest.param(kind, media["schema"], value, id=f"{method} {path} request {name}"))
+            continue
+        if value is None:
+            continue  # the 200 of the POSTs: the client checks for null itself
+        media = op["responses"][status]["content"]["application/json"]
+        kind = RESPONSE_STRUCTS[(path, method, status)]
+        out.append(pytest.param(kind, media["schema"], value, id=f"{method} {path} {status} {name}"))
     return out
 
 
@@ -493,8 +485,11 @@ def test_spec_examples_decode(kind: type[Any], schema: Any, value: Any) -> None:
 
 
 def test_get_statuses_example_details() -> None:
-    value = SPEC["paths"]["/shop-order-statuses"]["get"]["responses"]["200"]["content"]["application/json"]
-    doc = value["examples"]["Response"]["value"]
+    [doc] = [
+        ex["value"]
+        for ex in spec.examples()
+        if (ex["path"], ex["method"], ex["status"]) == ("/shop-order-statuses", "get", "200")
+    ]
     got = msgspec.json.decode(json.dumps(doc).encode(), type=wire.GetShopOrderStatuses)
     assert [s.external_id for s in got.data] == ["17-B", "14-A"]
     assert got.data[0].deleted_at is None
