@@ -161,13 +161,12 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if not value:
         return None
     text = value.strip()
+    seconds: float | None
     try:
         seconds = float(text)  # also "inf", "1e400" (inf) and "nan": handled below
     except ValueError:
         seconds = _seconds_until(text, now)
-        if seconds is None:
-            return None
-    if math.isnan(seconds):
+    if seconds is None or math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
