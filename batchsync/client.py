@@ -233,7 +233,8 @@ def classify(
 ) -> ApiError:
     """The exception for a response that is not 2xx."""
     first = _first_error(body)
-    detail = printable(first.detail, redact) if first else _snippet(body, redact)
+    # An empty body says nothing: the kind's own words below say it better.
+    detail = printable(first.detail, redact) if first else _snippet(body, redact) if body.strip() else ""
     pointer = first.source.pointer if first and first.source else None
     common: dict[str, Any] = {
         "method": method,
