@@ -317,6 +317,7 @@ async def _serve(app: web.Application, host: str, tls: ssl.SSLContext | None = N
 @contextlib.asynccontextmanager
 async def hostile_server(host: str = "127.0.0.1") -> AsyncIterator[Hostile]:
     """Serve the hostile behaviours on ``host`` (loopback) for the ``async with`` block."""
+    gzip_bomb()  # built now (once a process, under a second), not inside a client's timeout
     landing = web.Application()
     landed: list[Seen] = []
     landing[_SEEN] = landed

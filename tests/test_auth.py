@@ -30,7 +30,7 @@ from batchsync.auth import (
 from batchsync.secrets import Secret
 
 CLIENT_ID, CLIENT_SECRET = "client-id-7f3a", "client-secret-9c1e4d"
-TIMEOUT = 2.0
+TIMEOUT = 1.0
 
 
 @dataclass

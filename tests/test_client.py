@@ -34,7 +34,7 @@ from batchsync.secrets import Secret, basic_auth
 BASE = "https://api.example.test/api/v3"
 URL = re.compile(r"^https://api\.example\.test/api/v3/shop-order-statuses.*$")
 PUBLIC, SECRET = "pub-key-0123", "very-secret-value-987"
-TIMEOUT = 2.0  # the client's timeout against the hostile server
+TIMEOUT = 1.0  # the client's timeout against the hostile server
 SLACK = 0.5  # what a loaded 2-core machine may add to it
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,6 +372,16 @@ async def test_echoed_bearer_token_and_oauth2_secret_are_redacted(
     assert "***" in info.value.detail
     assert not leaked(info.value, "ok-token", "cid-42", "csecret-42")
     assert [s.behaviour for s in hostile.seen].count("echo-credentials") == 2  # renewed once, resent once
+
+
+async def test_timeout_is_not_rounded_up(hostile: Hostile, session: aiohttp.ClientSession) -> None:
+    """aiohttp rounds a timeout of 5 s or more up to the loop clock's next whole second
+    (up to +1 s); the client turns that off, so --timeout is the bound it says."""
+    api = c.Client(session, hostile.base("hang"), basic(), timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(c.RequestTimeout):
+        await api.get_statuses(1)
+    assert 5.0 <= time.monotonic() - started < 5.25
 
 
 async def test_too_large_body_stops_reading(hostile: Hostile, session: aiohttp.ClientSession) -> None:
