@@ -1,22 +1,43 @@
-"""The only module that speaks HTTP: Sendcloud's shop-order-status endpoints over aiohttp.
+"""The only module that speaks HTTP: Sendcloud's endpoints over aiohttp, bounded.
 
-Every response becomes either a decoded value or one exception from a shallow tree
-under :class:`ApiError` that says whether a retry can help. No exception carries the
-request's headers, so no credential can leak through one.
+Every response becomes either a decoded value or one exception from a shallow tree under
+:class:`ApiError` that says whether a retry can help. A response is bounded in size
+(compressed and decompressed) and in time, a redirect is never followed, and nothing a
+server wrote reaches an exception with a credential or a control character in it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+import ssl
 import time
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
+from aiohttp import hdrs
+from yarl import URL
 
 from batchsync import wire
 from batchsync.limits import parse_retry_after
 from batchsync.secrets import Secret
+
+if TYPE_CHECKING:
+    from batchsync.auth import Authenticator
+
+# The API's largest answer (GET statuses of a shop with many statuses in 7 languages) is a
+# few hundred KB; ten times that is still small and leaves room for growth. Applies to the
+# decompressed body, so a gzip bomb stops here.
+MAX_BODY = 4 * 1024 * 1024
+# Of an error response (3xx-5xx) only this much is read: a JSON:API error list fits many
+# times over, and an HTML error page of a proxy is classified by its status anyway.
+ERROR_BODY_MAX = 64 * 1024
+DETAIL_MAX = 300  # characters of server-written text in an exception
+LOCATION_MAX = 200
 
 
 class ApiError(Exception):
@@ -51,16 +72,26 @@ class ApiError(Exception):
 
 
 class TransportError(ApiError):
-    """No usable response: connection refused or reset, DNS, TLS. Retryable."""
+    """No usable response: connection refused or reset, DNS, a broken body. Retryable."""
 
     kind = "transport"
     retryable = True
 
 
 class RequestTimeout(TransportError):
-    """The request took longer than the timeout. Retryable."""
+    """No complete response (headers and body) within the timeout. Retryable."""
 
     kind = "timeout"
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed: a certificate that does not verify, a protocol mismatch.
+
+    Not retryable: the next attempt meets the same certificate. A connection dropped
+    during the handshake is an ordinary (retryable) :class:`TransportError`."""
+
+    kind = "tls"
+    retryable = False
 
 
 class ThrottledError(ApiError):
@@ -78,9 +109,9 @@ class ServerError(ApiError):
 
 
 class InvalidResponseError(ApiError):
-    """A 2xx response the API does not document (HTML, empty, not the schema).
+    """A 2xx response the API does not document (HTML, empty, not the schema, too large).
 
-    Retryable: a proxy in between is the usual cause, and both requests we make are
+    Retryable: a proxy in between is the usual cause, and every request we make is
     idempotent (a POST overwrites with the same list)."""
 
     kind = "invalid_response"
@@ -88,13 +119,22 @@ class InvalidResponseError(ApiError):
 
 
 class ClientError(ApiError):
-    """A 4xx other than 401 and 429: the request itself is wrong. Not retryable."""
+    """A 4xx other than 401 and 429, or a 3xx: the request itself is wrong. Not retryable."""
 
     kind = "client"
 
 
+class RedirectError(ClientError):
+    """A 3xx. Never followed: a write would land elsewhere, without or with credentials."""
+
+    def __init__(self, detail: str, *, location: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.location = location
+
+
 class AuthError(ClientError):
-    """401: the account's credentials are refused. Stops every request of the account."""
+    """Credentials refused (401 after a renewal, or a token endpoint that refuses the
+    client). Stops every request of the account."""
 
     kind = "auth"
 
@@ -117,11 +157,62 @@ _get_decoder = msgspec.json.Decoder(wire.GetShopOrderStatuses)
 _mapping_decoder = msgspec.json.Decoder(wire.GetMapping)
 
 
-class _IntegrationsPage(msgspec.Struct, frozen=True):
-    data: tuple[wire.Integration, ...]
+# -- what a server wrote, made safe to print ------------------------------------------
+
+# C0 and C1 controls, DEL, bidi overrides and zero-width marks, surrogates, and the two
+# non-characters XML refuses: none belongs in a terminal line or a JUnit file.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+)
 
 
-_integrations_decoder = msgspec.json.Decoder(_IntegrationsPage)
+class Redactor:
+    """Replaces every credential of an account in a text, in each form a server could
+    echo it: raw, percent-encoded, any letter case."""
+
+    __slots__ = ("_pattern", "secrets")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+        forms = {form for s in secrets if s for form in (s, quote(s, safe=""))}
+        # Longest first, so "Basic <base64>" goes as a whole, not around its parts.
+        alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        self._pattern = re.compile(alternatives, re.IGNORECASE) if alternatives else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub("***", text) if self._pattern is not None else text
+
+
+_NO_SECRETS = Redactor(())
+
+
+def printable(text: str, redact: Callable[[str], str] = _NO_SECRETS, limit: int = DETAIL_MAX) -> str:
+    """Server-written ``text`` as one short, safe line: credentials redacted (before
+    anything is cut, so half a secret cannot survive), control characters removed,
+    whitespace collapsed, at most ``limit`` characters."""
+    text = " ".join(_UNPRINTABLE.sub("", redact(text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _snippet(body: bytes, redact: Callable[[str], str] = _NO_SECRETS) -> str:
+    """A short, printable hint of an undocumented body (an HTML page, say)."""
+    if not body.strip():
+        return "empty body"
+    return "unexpected body: " + printable(body.decode("utf-8", "replace"), redact, 120)
+
+
+def safe_location(value: str, redact: Callable[[str], str] = _NO_SECRETS) -> str:
+    """A Location header fit to print: no user info, no query or fragment (either may
+    hold a token), no control characters, truncated."""
+    value = printable(value, redact, 4 * LOCATION_MAX)
+    try:
+        url = URL(value)
+        shown = str(url.with_user(None).with_query(None).with_fragment(None))
+        if url.raw_query_string or url.raw_fragment:
+            shown += "?…"
+    except (ValueError, TypeError):
+        shown = value
+    return printable(shown, redact, LOCATION_MAX)
 
 
 def _first_error(body: bytes) -> wire.ApiError | None:
@@ -132,18 +223,25 @@ def _first_error(body: bytes) -> wire.ApiError | None:
     return errors[0] if errors else None
 
 
-def classify(method: str, url: str, status: int, body: bytes, headers: Any) -> ApiError:
-    """The exception for a non-2xx response."""
+def classify(
+    method: str,
+    url: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    redact: Callable[[str], str] = _NO_SECRETS,
+) -> ApiError:
+    """The exception for a response that is not 2xx."""
     first = _first_error(body)
-    detail = first.detail if first else _snippet(body)
-    code = first.code if first else None
+    # An empty body says nothing: the kind's own words below say it better.
+    detail = printable(first.detail, redact) if first else _snippet(body, redact) if body.strip() else ""
     pointer = first.source.pointer if first and first.source else None
     common: dict[str, Any] = {
         "method": method,
         "url": url,
         "http_status": status,
-        "code": code,
-        "pointer": pointer,
+        "code": printable(first.code, redact, 64) if first else None,
+        "pointer": printable(pointer, redact, 200) if pointer else None,
     }
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -156,121 +254,331 @@ def classify(method: str, url: str, status: int, body: bytes, headers: Any) -> A
         return NotFoundError(detail or "not found", **common)
     if status == 400 and "prestashop" in detail.lower():
         return NotSupportedError(detail, **common)
+    if 300 <= status < 400:
+        location = safe_location(headers.get("Location") or "", redact)
+        where = f"to {location}" if location else "without a Location"
+        return RedirectError(f"redirect {where} (redirects are not followed)", location=location, **common)
     return ClientError(detail or f"HTTP {status}", **common)
 
 
-def _transport_detail(exc: aiohttp.ClientError) -> str:
-    """What went wrong, from fields that cannot hold a credential: str() of some aiohttp
-    errors includes the request's info (headers), so it is never used."""
+# -- one bounded exchange -------------------------------------------------------------
+
+
+def transport_error(exc: aiohttp.ClientError, method: str, url: str) -> ApiError:
+    """The exception for a request that got no usable response.
+
+    Built from fields that cannot hold a credential: str() of some aiohttp errors
+    includes the request's info (headers), so it is never used."""
     name = type(exc).__name__
+    where: dict[str, Any] = {"method": method, "url": url}
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        reason = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or type(cert).__name__
+        return TLSError(f"TLS certificate of {exc.host}:{exc.port} not accepted ({reason})", **where)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError) and not isinstance(exc.os_error, ssl.SSLEOFError):
+        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+        return TLSError(f"TLS handshake with {exc.host}:{exc.port} failed ({reason})", **where)
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return TLSError(f"TLS certificate of {exc.host}:{exc.port} does not match the pinned fingerprint", **where)
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"{name}: cannot connect to {exc.host}:{exc.port} ({reason})"
-    return name
+        return TransportError(f"{name}: cannot connect to {exc.host}:{exc.port} ({reason})", **where)
+    return TransportError(name, **where)
 
 
-def _snippet(body: bytes) -> str:
-    """A short, printable hint of an undocumented body (an HTML page, say)."""
-    if not body.strip():
-        return "empty body"
-    text = body[:200].decode("utf-8", "replace")
-    text = " ".join(text.split())
-    return f"unexpected body: {text[:120]}"
+def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """A total bound on one exchange: connection, headers and the whole body.
+
+    aiohttp rounds a timeout of 5 s or more up to the next whole second of the loop's
+    clock (``ceil_threshold``); an infinite threshold keeps it to ``seconds``."""
+    return aiohttp.ClientTimeout(total=seconds, ceil_threshold=math.inf)
+
+
+async def _read_body(resp: aiohttp.ClientResponse, cap: int, *, truncate: bool) -> bytes:
+    """At most ``cap`` bytes of the (decompressed) body.
+
+    Past the cap: the first ``cap`` bytes when ``truncate``, else InvalidResponseError.
+    Either way nothing more is read and the connection is closed. Decompression is
+    incremental (aiohttp inflates a chunk at a time and pauses the socket while its
+    buffer is full), so memory stays near ``cap`` whatever the ratio."""
+    length = resp.content_length
+    if length is not None and length <= cap and hdrs.CONTENT_ENCODING not in resp.headers:
+        return await resp.read()  # the usual case: a small, declared, uncompressed body
+    if length is not None and length > cap and not truncate:
+        resp.close()
+        raise _too_large(resp, cap, f"{length} bytes declared")
+    content = resp.content
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > cap:
+            resp.close()
+            if not truncate:
+                raise _too_large(resp, cap, "once decompressed" if hdrs.CONTENT_ENCODING in resp.headers else "")
+            chunks.append(chunk[: len(chunk) - (size - cap)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(resp: aiohttp.ClientResponse, cap: int, how: str) -> InvalidResponseError:
+    return InvalidResponseError(
+        f"response body over the {cap} byte limit{' (' + how + ')' if how else ''}; the rest was not read",
+        method=resp.method,
+        url=str(resp.url.with_query(None)),
+        http_status=resp.status,
+    )
+
+
+Exchange = tuple[int, bytes, Mapping[str, str]]
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    max_body: int,
+    *,
+    params: Mapping[str, str] | None = None,
+    data: bytes | str | None = None,
+) -> Exchange:
+    """One request, no redirect followed: (status, body, response headers).
+
+    A 2xx body over ``max_body`` raises InvalidResponseError; an error body is cut at
+    ``ERROR_BODY_MAX``. Failures without a response raise the transport errors."""
+    try:
+        async with session.request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+        ) as resp:
+            status = resp.status
+            if status < 300:
+                body = await _read_body(resp, max_body, truncate=False)
+            else:
+                body = await _read_body(resp, min(max_body, ERROR_BODY_MAX), truncate=True)
+            return status, body, resp.headers
+    except ApiError:
+        raise
+    except TimeoutError:
+        total = timeout.total or 0.0
+        raise RequestTimeout(f"no complete response within {total:g} s", method=method, url=url) from None
+    except aiohttp.ClientError as exc:
+        raise transport_error(exc, method, url) from None
+
+
+# -- the API ----------------------------------------------------------------------------
+
+
+class _IntegrationsPage(msgspec.Struct, frozen=True):
+    """``GET /integrations``: ``data``, and a ``next`` URL where a server puts one in the
+    body (Sendcloud v3 puts it in the ``Link`` header)."""
+
+    data: tuple[wire.Integration, ...]
+    next: Any = None
+
+
+_page_decoder = msgspec.json.Decoder(_IntegrationsPage)
+_LINK = re.compile(r"<([^>]*)>([^<]*)")
+_REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|([^\s;,]+))""", re.IGNORECASE)
+PAGE_SIZE = 100  # Sendcloud clamps it to the endpoint's own maximum
+
+
+def next_link(value: str | None) -> str | None:
+    """The target of ``rel="next"`` in a ``Link`` header (RFC 8288), or None."""
+    if not value:
+        return None
+    for match in _LINK.finditer(value):
+        for rel in _REL.finditer(match.group(2)):
+            if "next" in (rel.group(1) or rel.group(2) or "").lower().split():
+                return match.group(1).strip()
+    return None
+
+
+class _StaticHeader:
+    """An Authorization value that never changes (MERGE: only while engine.py passes a
+    Secret; remove with this class once it passes an Authenticator)."""
+
+    def __init__(self, value: Secret) -> None:
+        self._value = value.reveal()
+        self._secrets = (self._value, self._value.partition(" ")[2])
+
+    async def header(self) -> str:
+        return self._value
+
+    async def renew(self, rejected: str) -> str | None:
+        return None
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
 
 
 class Client:
-    """Requests for one account: its base URL and its ``Authorization`` header.
+    """Requests for one account: its base URL and its :class:`Authenticator`.
 
     Many clients share one :class:`aiohttp.ClientSession` (and so one pool of
     connections); the header is passed per request, never stored on the session.
+    A 401 makes the authenticator renew once (OAuth2) and the request go again; a
+    second 401, or one the authenticator cannot help with (Basic), is an AuthError.
     """
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         base_url: str,
-        authorization: Secret,
+        auth: Authenticator | Secret,
+        *,
         timeout: float = 30.0,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
-        self._headers = {
-            "Authorization": authorization.reveal(),
-            "Accept": "application/json",
-        }
-        self._post_headers = {**self._headers, "Content-Type": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._origin = _origin(self.base_url)
+        self._auth: Authenticator = _StaticHeader(auth) if isinstance(auth, Secret) else auth
+        self._timeout = client_timeout(timeout)
+        self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
+        self._mapping_url = f"{self._statuses_url}/mapping"
+        self._integrations_url = f"{self.base_url}/integrations"
+        self._redactor = _NO_SECRETS
+        # Header dicts are built once per Authorization value, not per request.
+        self._auth_value = ""
+        self._get_headers: dict[str, str] = {}
+        self._post_headers: dict[str, str] = {}
+
+    def _headers(self, auth_value: str, post: bool) -> dict[str, str]:
+        if auth_value is not self._auth_value:
+            self._auth_value = auth_value
+            self._get_headers = {"Authorization": auth_value, "Accept": "application/json"}
+            self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
+        return self._post_headers if post else self._get_headers
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential of this client's account replaced."""
+        secrets = self._auth.secrets()
+        if secrets is not self._redactor.secrets and secrets != self._redactor.secrets:
+            self._redactor = Redactor(secrets)
+        return self._redactor(text)
 
     async def _request(
         self, method: str, url: str, params: dict[str, str] | None = None, data: bytes | None = None
-    ) -> bytes:
-        headers = self._post_headers if data is not None else self._headers
+    ) -> Exchange:
         started = time.monotonic() if log.isEnabledFor(logging.DEBUG) else 0.0
-        try:
-            async with self.session.request(
-                method, url, params=params, data=data, headers=headers, timeout=self._timeout
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                if started:
-                    log.debug(
-                        "%s %s%s -> %d (%d bytes, %.1f ms)",
-                        method,
-                        url,
-                        f"?integration_id={params['integration_id']}" if params else "",
-                        status,
-                        len(body),
-                        (time.monotonic() - started) * 1000,
-                    )
-                if status >= 300:
-                    raise classify(method, url, status, body, resp.headers)
-                return body
-        except ApiError:
-            raise
-        except TimeoutError:
-            raise RequestTimeout("no response within the timeout", method=method, url=url) from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(_transport_detail(exc), method=method, url=url) from None
+        auth_value = await self._auth.header()
+        headers = self._headers(auth_value, data is not None)
+        status, body, answer_headers = await exchange(
+            self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
+        )
+        if status == 401:
+            fresh = await self._auth.renew(auth_value)
+            if fresh is not None:
+                headers = self._headers(fresh, data is not None)
+                status, body, answer_headers = await exchange(
+                    self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
+                )
+        if started:
+            log.debug(
+                "%s %s%s -> %d (%d bytes, %.1f ms)",
+                method,
+                url,
+                f"?integration_id={params['integration_id']}" if params and "integration_id" in params else "",
+                status,
+                len(body),
+                (time.monotonic() - started) * 1000,
+            )
+        if not 200 <= status < 300:
+            raise classify(method, url, status, body, answer_headers, self.redact)
+        return status, body, answer_headers
+
+    def _invalid(self, method: str, url: str, status: int, body: bytes, why: str = "") -> InvalidResponseError:
+        detail = _snippet(body, self.redact)
+        if why and body.strip():
+            detail += f" ({printable(why, self.redact, 160)})"
+        return InvalidResponseError(detail, method=method, url=url, http_status=status)
 
     async def get_statuses(self, integration_id: int) -> tuple[wire.CurrentStatus, ...]:
         """The integration's current (not deleted) statuses."""
-        body = await self._request("GET", self._statuses_url, params={"integration_id": str(integration_id)})
+        url = self._statuses_url
+        status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
         try:
             return _get_decoder.decode(body).data
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            detail = f"{_snippet(body)} ({exc})" if body.strip() else "empty body"
-            raise InvalidResponseError(detail, method="GET", url=self._statuses_url, http_status=200) from None
+            raise self._invalid("GET", url, status, body, str(exc)) from None
 
     async def post_statuses(self, body: bytes) -> None:
         """Overwrite all statuses of one integration with a pre-encoded POST body."""
-        answer = await self._request("POST", self._statuses_url, data=body)
+        status, answer, _ = await self._request("POST", self._statuses_url, data=body)
         if answer.strip() != b"null":
-            raise InvalidResponseError(_snippet(answer), method="POST", url=self._statuses_url, http_status=200)
+            raise self._invalid("POST", self._statuses_url, status, answer)
 
     async def get_mapping(self, integration_id: int) -> wire.CurrentMapping:
-        url = f"{self._statuses_url}/mapping"
-        body = await self._request("GET", url, params={"integration_id": str(integration_id)})
+        """How the integration's statuses map onto Sendcloud's four categories."""
+        url = self._mapping_url
+        status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
         try:
             return _mapping_decoder.decode(body).data
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise InvalidResponseError(_snippet(body), method="GET", url=url, http_status=200) from None
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._invalid("GET", url, status, body, str(exc)) from None
 
     async def post_mapping(self, body: bytes) -> None:
-        """Create or update the mapping of one integration with a pre-encoded body."""
-        url = f"{self._statuses_url}/mapping"
-        answer = await self._request("POST", url, data=body)
+        """Create or update one integration's mapping with a pre-encoded POST body."""
+        status, answer, _ = await self._request("POST", self._mapping_url, data=body)
         if answer.strip() != b"null":
-            raise InvalidResponseError(_snippet(answer), method="POST", url=url, http_status=200)
+            raise self._invalid("POST", self._mapping_url, status, answer)
 
     async def list_integrations_page(
         self, next_url: str | None = None
     ) -> tuple[tuple[wire.Integration, ...], str | None]:
-        """One page of the account's integrations and the next page's URL."""
-        url = next_url or f"{self.base_url}/integrations"
-        body = await self._request("GET", url)
+        """One page of the account's integrations and the URL of the next (None: last).
+
+        The next page comes from ``Link: <url>; rel="next"`` (Sendcloud v3's cursor
+        pagination) or a ``next`` field of the body. One on another origin than the
+        base URL is refused: the Authorization header never goes to another host."""
+        if next_url is None:
+            url, params = self._integrations_url, {"page_size": str(PAGE_SIZE)}
+        else:
+            url, params = self._same_origin(next_url, self._integrations_url), None
+        status, body, headers = await self._request("GET", url, params=params)
         try:
-            page = _integrations_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise InvalidResponseError(_snippet(body), method="GET", url=url, http_status=200) from None
-        return page.data, None
+            page = _page_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._invalid("GET", url, status, body, str(exc)) from None
+        link = next_link(headers.get("Link"))
+        if link is None and isinstance(page.next, str) and page.next.strip():
+            link = page.next.strip()
+        if link is None:
+            return page.data, None
+        current = str(URL(url).with_query(params)) if params else url
+        following = self._same_origin(link, current)
+        return page.data, None if following == current else following
+
+    def _same_origin(self, link: str, current: str) -> str:
+        """``link`` resolved against ``current``, if it stays on the base URL's origin."""
+        try:
+            target = URL(current).join(URL(link))
+            origin = _origin(str(target))
+        except (ValueError, TypeError):
+            origin = None
+        if origin is None or origin != self._origin:
+            raise ClientError(
+                f"next page link {safe_location(link, self.redact)} leaves {self._origin}: refused "
+                "(credentials are only sent to the base URL's host)",
+                method="GET",
+                url=self._integrations_url,
+            )
+        return str(target)
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host:port`` of an absolute http(s) URL, else None."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return None
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"

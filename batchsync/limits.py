@@ -99,21 +99,35 @@ class Bucket:
         return self.rate < self.declared * SAFETY
 
 
+# The longest pause a Retry-After may ask for; the engine cuts it further to what is
+# left of --retry-max-time. A server saying "a billion seconds" or "inf" means "not soon".
+RETRY_AFTER_MAX = 3600.0
+
+
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    A finite float in ``[0, RETRY_AFTER_MAX]``, or None when the header is absent or says
+    nothing usable (``soon``, ``nan``, a malformed date). Never raises: the value comes
+    from a server, and a header must not crash a run.
+    """
     if not value:
         return None
-    value = value.strip()
+    text = value.strip()
+    seconds: float | None
     try:
-        seconds = float(value)
+        seconds = float(text)  # also "inf", "1e400" (inf) and "nan": handled below
     except ValueError:
-        from email.utils import parsedate_to_datetime
+        seconds = _seconds_until(text, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now()
-    if math.isnan(seconds) or seconds < 0:
-        return 0.0
-    return min(seconds, 3600.0)
+
+def _seconds_until(http_date: str, now: Callable[[], float]) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(http_date).timestamp() - now()
+    except Exception:  # ValueError, TypeError, OverflowError, IndexError: any malformed date
+        return None

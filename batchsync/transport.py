@@ -10,9 +10,9 @@ from types import TracebackType
 
 import aiohttp
 
+from batchsync.auth import Authenticator, BasicAuthenticator
 from batchsync.client import Client
 from batchsync.inventory import Account
-from batchsync.secrets import basic_auth
 
 
 class HttpApi:
@@ -24,6 +24,7 @@ class HttpApi:
         self.base_url = base_url  # replaces every account's (--base-url, --sandbox)
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, Client] = {}
+        self._auths: list[Authenticator] = []
 
     async def __aenter__(self) -> HttpApi:
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
@@ -41,14 +42,12 @@ class HttpApi:
         client = self._clients.get(account.name)
         if client is None:
             assert self._session is not None, "use HttpApi in an async with block"
-            client = Client(
-                self._session,
-                self.base_url or account.base_url,
-                basic_auth(account.public_key, account.secret_key),
-                timeout=self.timeout,
-            )
+            auth = BasicAuthenticator(account.public_key, account.secret_key)
+            self._auths.append(auth)
+            client = Client(self._session, self.base_url or account.base_url, auth, timeout=self.timeout)
             self._clients[account.name] = client
         return client
 
     def secrets(self) -> tuple[str, ...]:
-        return ()
+        """Every credential value in use, tokens issued so far included."""
+        return tuple(value for auth in self._auths for value in auth.secrets())

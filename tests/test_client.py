@@ -1,26 +1,76 @@
-"""The client turns every response into a value or one classified exception (mocked HTTP)."""
+"""The client turns every response into a value or one classified exception.
+
+Mocked HTTP (aioresponses) for the plain classification table; the sandbox for the real
+endpoints; the hostile server for every way a server can misbehave (size, time,
+redirects, TLS, control characters, echoed credentials); a small in-test server for
+pagination.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
+from hostile_server import Hostile, hostile_server
+from sandbox_fixture import SANDBOX_CREDENTIALS
 
 from batchsync import client as c
+from batchsync import wire
+from batchsync.auth import BasicAuthenticator, OAuth2Authenticator
+from batchsync.limits import RETRY_AFTER_MAX
+from batchsync.sandbox import Sandbox
 from batchsync.secrets import Secret, basic_auth
 
 BASE = "https://api.example.test/api/v3"
 URL = re.compile(r"^https://api\.example\.test/api/v3/shop-order-statuses.*$")
 PUBLIC, SECRET = "pub-key-0123", "very-secret-value-987"
+TIMEOUT = 1.0  # the client's timeout against the hostile server
+SLACK = 0.5  # what a loaded 2-core machine may add to it
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def basic() -> BasicAuthenticator:
+    return BasicAuthenticator(Secret(PUBLIC), Secret(SECRET))
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[c.Client]:
     async with aiohttp.ClientSession() as session:
-        yield c.Client(session, BASE, basic_auth(Secret(PUBLIC), Secret(SECRET)), timeout=5)
+        yield c.Client(session, BASE, basic(), timeout=5)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Hostile]:
+    async with hostile_server() as h:
+        yield h
+
+
+def leaked(exc: BaseException, *credentials: str) -> list[str]:
+    """Which of ``credentials`` (or the Basic forms of the test keys) appear in the exception."""
+    import base64
+
+    forms = [PUBLIC, SECRET, f"{PUBLIC}:{SECRET}", base64.b64encode(f"{PUBLIC}:{SECRET}".encode()).decode()]
+    text = f"{exc} {exc!r} " + " ".join(str(v) for v in vars(exc).values())
+    return [f for f in (*forms, *credentials) if f.lower() in text.lower()]
+
+
+# -- classification (mocked) --------------------------------------------------------
 
 
 async def test_get_decodes_statuses(client: c.Client) -> None:
@@ -51,8 +101,9 @@ async def test_post_sends_body_and_basic_auth(client: c.Client) -> None:
         call = calls[0]
     assert key[0] == "POST"
     assert call.kwargs["data"] == b'{"integration_id":7,"statuses":[]}'
-    assert call.kwargs["headers"]["Authorization"].startswith("Basic ")
+    assert call.kwargs["headers"]["Authorization"] == basic_auth(Secret(PUBLIC), Secret(SECRET)).reveal()
     assert call.kwargs["headers"]["Content-Type"] == "application/json"
+    assert call.kwargs["allow_redirects"] is False
 
 
 @pytest.mark.parametrize(
@@ -111,8 +162,8 @@ async def test_errors_are_classified(
     if b"pointer" in body:
         assert exc.pointer == "/statuses/0/translations/0/language"
         assert exc.code == "invalid_choice"
-    text = f"{exc} {exc!r} {exc.detail}"
-    assert SECRET not in text and PUBLIC not in text
+    assert exc.detail  # an empty body still says what happened
+    assert not leaked(exc)
 
 
 @pytest.mark.parametrize("body", [b"", b"<html>oops</html>", b'{"data": 5}', b"[1,2"])
@@ -122,6 +173,7 @@ async def test_undocumented_200_on_get_is_invalid_response(client: c.Client, bod
         with pytest.raises(c.InvalidResponseError) as info:
             await client.get_statuses(1)
     assert info.value.retryable
+    assert info.value.http_status == 200
 
 
 async def test_undocumented_200_on_post_is_invalid_response(client: c.Client) -> None:
@@ -137,7 +189,7 @@ async def test_connection_error_is_transport_and_hides_request(client: c.Client)
         with pytest.raises(c.TransportError) as info:
             await client.get_statuses(1)
     assert info.value.retryable
-    assert SECRET not in str(info.value)
+    assert not leaked(info.value)
 
 
 async def test_timeout_is_classified(client: c.Client) -> None:
@@ -151,3 +203,347 @@ def test_secret_never_prints() -> None:
     header = basic_auth(Secret(PUBLIC), Secret(SECRET))
     assert SECRET not in repr(header) and SECRET not in str(header)
     assert f"{header}" == str(header)
+    auth = basic()
+    assert SECRET not in repr(auth) and SECRET not in str(vars(auth).keys())
+
+
+def test_printable_strips_controls_and_redacts_before_cutting() -> None:
+    redact = c.Redactor(("s3cr3t-value",))
+    text = "a\x1b[31mb\r\nc\x00d\x07e\x9bf\u202eg " + "x" * 400 + " s3cr3t-value"
+    out = c.printable(text, redact, 60)
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202e]", out)
+    assert len(out) <= 60
+    # A secret at the cut: redacted whole before the cut, so no prefix of it survives.
+    cut = c.printable("y" * 55 + "s3cr3t-value", redact, 60)
+    assert "s3cr" not in cut
+    assert c.printable("S3CR3T-VALUE and s3cr3t%2Dvalue", c.Redactor(("s3cr3t-value",))) == "*** and s3cr3t%2Dvalue"
+    assert c.printable("key%3Dx", c.Redactor(("key=x",))) == "***"
+
+
+# -- the real endpoints, against the sandbox -----------------------------------------
+
+
+async def test_sandbox_round_trip(sandbox: Sandbox, session: aiohttp.ClientSession) -> None:
+    public, secret = SANDBOX_CREDENTIALS["acme"]
+    api = c.Client(session, sandbox.url, BasicAuthenticator(Secret(public), Secret(secret)), timeout=5)
+    body = wire.PostShopOrderStatuses(
+        101, (wire.Status("X1", (wire.Translation("Paid", "en-gb"), wire.Translation("Betaald", "nl-nl"))),)
+    )
+    await api.post_statuses(msgspec.json.encode(body))
+    got = await api.get_statuses(101)
+    assert [(s.external_id, s.status) for s in got] == [("X1", "Paid")]
+
+    mapping = wire.PostMapping(
+        101, tuple(wire.MappingItem(cat, "X1" if cat == "DELIVERED" else None) for cat in wire.STATUS_CATEGORIES)
+    )
+    await api.post_mapping(msgspec.json.encode(mapping))
+    current = await api.get_mapping(101)
+    assert {m.status_category: (m.external_id, m.is_valid) for m in current.mapping}["DELIVERED"] == ("X1", True)
+
+    items, following = await api.list_integrations_page()
+    assert {i.id for i in items} == {101, 102, 103, 104, 105}
+    assert following is None
+
+    with pytest.raises(c.NotFoundError):
+        await api.get_statuses(201)  # globex's, not acme's
+
+
+async def test_sandbox_refuses_wrong_keys_after_one_request(sandbox: Sandbox, session: aiohttp.ClientSession) -> None:
+    public, _ = SANDBOX_CREDENTIALS["acme"]
+    api = c.Client(session, sandbox.url, BasicAuthenticator(Secret(public), Secret("wrong-secret")), timeout=5)
+    before = sum(sum(v.values()) for v in sandbox.stats()["requests"].values())
+    with pytest.raises(c.AuthError) as info:
+        await api.get_statuses(101)
+    after = sum(sum(v.values()) for v in sandbox.stats()["requests"].values())
+    assert after - before <= 1  # Basic cannot renew: no second attempt
+    assert not leaked(info.value, "wrong-secret")
+
+
+# -- the hostile server ----------------------------------------------------------------
+
+Call = Callable[[c.Client], Awaitable[object]]
+GET: Call = lambda api: api.get_statuses(1)  # noqa: E731
+POST: Call = lambda api: api.post_statuses(b'{"integration_id": 1, "statuses": []}')  # noqa: E731
+MAPPING: Call = lambda api: api.get_mapping(1)  # noqa: E731
+PAGE: Call = lambda api: api.list_integrations_page()  # noqa: E731
+
+
+async def _call(
+    hostile: Hostile, session: aiohttp.ClientSession, behaviour: str, call: Call
+) -> tuple[c.ApiError, float]:
+    api = c.Client(session, hostile.base(behaviour), basic(), timeout=TIMEOUT)
+    started = time.monotonic()
+    with pytest.raises(c.ApiError) as info:
+        await call(api)
+    return info.value, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind", "status", "retryable"),
+    [
+        ("gzip-bomb", "invalid_response", 200, True),
+        ("gzip-bomb-chunked", "invalid_response", 200, True),
+        ("huge-declared", "invalid_response", 200, True),
+        ("endless", "invalid_response", 200, True),
+        ("drip", "timeout", None, True),
+        ("hang", "timeout", None, True),
+        ("no-content", "invalid_response", 204, True),
+        ("throttle-huge", "throttled", 429, True),
+        ("throttle-inf", "throttled", 429, True),
+        ("throttle-nan", "throttled", 429, True),
+        ("throttle-date", "throttled", 429, True),
+        ("control-chars", "client", 400, False),
+        ("control-chars-text", "server", 502, True),
+        ("control-chars-200", "invalid_response", 200, True),
+        ("echo-credentials", "auth", 401, False),
+        ("echo-credentials-text", "client", 403, False),
+        ("echo-credentials-200", "invalid_response", 200, True),
+    ],
+)
+@pytest.mark.parametrize("call", [GET, POST, MAPPING, PAGE], ids=["get", "post", "get-mapping", "integrations"])
+async def test_hostile_behaviour_is_classified_in_time(
+    hostile: Hostile,
+    session: aiohttp.ClientSession,
+    behaviour: str,
+    kind: str,
+    status: int | None,
+    retryable: bool,
+    call: Call,
+) -> None:
+    exc, elapsed = await _call(hostile, session, behaviour, call)
+    assert (exc.kind, exc.http_status, exc.retryable) == (kind, status, retryable), str(exc)
+    assert elapsed <= TIMEOUT + SLACK
+    assert str(exc.http_status) in str(exc) if status else True
+    assert not leaked(exc)
+    for text in (str(exc), exc.detail, exc.code or "", exc.pointer or ""):
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202e]", text), repr(text)
+    if kind == "throttled":
+        assert exc.retry_after is None or 0 <= exc.retry_after <= RETRY_AFTER_MAX
+        assert exc.retry_after == (None if behaviour == "throttle-nan" else RETRY_AFTER_MAX)
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+@pytest.mark.parametrize("call", [GET, POST], ids=["get", "post"])
+async def test_redirect_is_not_followed(
+    hostile: Hostile, session: aiohttp.ClientSession, code: int, call: Call
+) -> None:
+    exc, _ = await _call(hostile, session, f"redirect-{code}", call)
+    assert isinstance(exc, c.RedirectError)
+    assert (exc.kind, exc.http_status, exc.retryable) == ("client", code, False)
+    assert hostile.elsewhere + "/landed/" in exc.detail  # names where it points
+    assert "leak=" not in str(exc) and "leak" not in exc.location  # but not its query
+    assert hostile.landed == []  # nothing went there, with or without credentials
+    assert not leaked(exc)
+
+
+async def test_self_signed_tls_is_a_tls_error_not_retried(hostile: Hostile, session: aiohttp.ClientSession) -> None:
+    api = c.Client(session, hostile.base("ok", tls=True), basic(), timeout=TIMEOUT)
+    with pytest.raises(c.TLSError) as info:
+        await api.get_statuses(1)
+    assert (info.value.kind, info.value.retryable) == ("tls", False)
+    assert isinstance(info.value, c.TransportError)
+    assert "certificate" in info.value.detail
+    assert not [s for s in hostile.seen if s.behaviour == "ok"]  # no request got through
+    # The same endpoint with its CA trusted answers: the failure was the certificate.
+    connector = aiohttp.TCPConnector(ssl=hostile.trusting_context())
+    async with aiohttp.ClientSession(connector=connector) as trusting:
+        assert await c.Client(trusting, hostile.base("ok", tls=True), basic()).get_statuses(1) == ()
+
+
+async def test_plain_http_to_a_tls_port_is_a_tls_error(hostile: Hostile, session: aiohttp.ClientSession) -> None:
+    """https:// to a port that speaks plain HTTP: a handshake failure, not retried either."""
+    plain = hostile.url.replace("http://", "https://")
+    api = c.Client(session, f"{plain}/ok", basic(), timeout=TIMEOUT)
+    with pytest.raises(c.TLSError) as info:
+        await api.get_statuses(1)
+    assert not info.value.retryable
+
+
+async def test_echoed_bearer_token_and_oauth2_secret_are_redacted(
+    hostile: Hostile, session: aiohttp.ClientSession
+) -> None:
+    """An API 401 echoing the Bearer token; the resend after renewal is echoed too."""
+    auth = OAuth2Authenticator(
+        session, hostile.base("ok") + "/oauth2/token", Secret("cid-42"), Secret("csecret-42"), timeout=TIMEOUT
+    )
+    api = c.Client(session, hostile.base("echo-credentials"), auth, timeout=TIMEOUT)
+    with pytest.raises(c.AuthError) as info:
+        await api.get_statuses(1)
+    assert "***" in info.value.detail
+    assert not leaked(info.value, "ok-token", "cid-42", "csecret-42")
+    assert [s.behaviour for s in hostile.seen].count("echo-credentials") == 2  # renewed once, resent once
+
+
+async def test_timeout_is_not_rounded_up(hostile: Hostile, session: aiohttp.ClientSession) -> None:
+    """aiohttp rounds a timeout of 5 s or more up to the loop clock's next whole second
+    (up to +1 s); the client turns that off, so --timeout is the bound it says."""
+    api = c.Client(session, hostile.base("hang"), basic(), timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(c.RequestTimeout):
+        await api.get_statuses(1)
+    assert 5.0 <= time.monotonic() - started < 5.25
+
+
+async def test_too_large_body_stops_reading(hostile: Hostile, session: aiohttp.ClientSession) -> None:
+    """A small cap refuses a body the default cap takes, and the connection is dropped."""
+    api = c.Client(session, hostile.base("drip"), basic(), timeout=TIMEOUT, max_body=100)
+    started = time.monotonic()
+    with pytest.raises(c.InvalidResponseError) as info:
+        await api.get_statuses(1)  # declares ~1 KB: refused from the header, no byte awaited
+    assert time.monotonic() - started < 0.5
+    assert "100 byte limit" in info.value.detail
+
+
+_MEMORY_PROBE = r"""
+import asyncio, json, sys, time
+import aiohttp
+from batchsync.auth import BasicAuthenticator
+from batchsync.client import ApiError, Client
+from batchsync.secrets import Secret
+
+def peak_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+async def main(urls):
+    auth = BasicAuthenticator(Secret("p"), Secret("s"))
+    async with aiohttp.ClientSession() as session:
+        await Client(session, urls[0], auth).get_statuses(1)  # imports, a connection: the baseline
+        before = peak_kb()
+        out = []
+        for url in urls[1:]:
+            started = time.monotonic()
+            try:
+                await Client(session, url, auth, timeout=%(timeout)s).get_statuses(1)
+                out.append(["ok", time.monotonic() - started])
+            except ApiError as exc:
+                out.append([exc.kind, time.monotonic() - started])
+        print(json.dumps({"before_kb": before, "peak_kb": peak_kb(), "calls": out}))
+
+asyncio.run(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
+async def test_bombs_and_endless_bodies_keep_memory_bounded(hostile: Hostile) -> None:
+    """A client process meets the 2 GiB gzip bomb (sized and chunked) and an endless body.
+
+    Measured on the client process alone (the server runs here): its peak RSS grows by a
+    few MB (about 10 MB measured) over its baseline, where reading the bomb whole needs 2 GiB.
+    """
+    hostile_urls = [hostile.base(b) for b in ("ok", "gzip-bomb", "gzip-bomb-chunked", "endless", "gzip-bomb")]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _MEMORY_PROBE % {"timeout": 30},
+        *hostile_urls,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out)
+    assert [kind for kind, _ in result["calls"]] == ["invalid_response"] * 4
+    grown_mb = (result["peak_kb"] - result["before_kb"]) / 1024
+    assert grown_mb < 32, result
+    assert result["peak_kb"] / 1024 < 150, result
+
+
+# -- pagination --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pages() -> AsyncIterator[tuple[str, dict[str, object]]]:
+    """A server of ``GET /api/v3/integrations`` whose answer each test sets in ``control``."""
+    control: dict[str, object] = {"link": None, "body": None, "seen": []}
+
+    async def integrations(request: web.Request) -> web.StreamResponse:
+        seen = control["seen"]
+        assert isinstance(seen, list)
+        seen.append((str(request.rel_url), request.headers.get("Authorization")))
+        headers = {"Link": str(control["link"])} if control["link"] else {}
+        body = control["body"] or {"data": [{"id": 1, "shop_name": "A", "unknown_field": {"x": 1}}, {"id": 2}]}
+        return web.json_response(body, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/api/v3/integrations", integrations)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", control
+    finally:
+        await runner.cleanup()
+
+
+async def test_pages_follow_link_header(pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession) -> None:
+    url, control = pages
+    api = c.Client(session, f"{url}/api/v3", basic())
+    control["link"] = f'<{url}/v3/integrations?cursor=cD0xMjM%3D>; rel="next", <{url}/v3/x?cursor=cj0x>; rel="prev"'
+    items, following = await api.list_integrations_page()
+    assert [(i.id, i.shop_name) for i in items] == [(1, "A"), (2, None)]  # unknown fields tolerated
+    assert following == f"{url}/v3/integrations?cursor=cD0xMjM%3D"
+    control["link"] = None
+    seen = control["seen"]
+    assert isinstance(seen, list)
+    assert seen[0][0] == f"/api/v3/integrations?page_size={c.PAGE_SIZE}"
+    # The next URL is passed back as is (the cursor is opaque); here it is on the same origin.
+    control["link"] = '</api/v3/integrations?cursor=abc>; rel="next last"'  # relative, two relations
+    items, following = await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=cD0xMjM%3D")
+    assert seen[-1][0] == "/api/v3/integrations?cursor=cD0xMjM%3D"
+    assert following == f"{url}/api/v3/integrations?cursor=abc"
+
+
+async def test_pages_follow_a_next_field_and_end(
+    pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession
+) -> None:
+    url, control = pages
+    api = c.Client(session, f"{url}/api/v3", basic())
+    control["body"] = {"data": [{"id": 3}], "next": f"{url}/api/v3/integrations?cursor=2", "previous": None}
+    assert await api.list_integrations_page() == ((wire.Integration(3),), f"{url}/api/v3/integrations?cursor=2")
+    control["body"] = {"data": [{"id": 4}], "next": None}
+    assert await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=2") == ((wire.Integration(4),), None)
+    # A next link to the page just read would loop forever: it ends the listing.
+    control["body"] = {"data": [], "next": f"{url}/api/v3/integrations?cursor=2"}
+    assert await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=2") == ((), None)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "<http://evil.example:{port}/api/v3/integrations?cursor=1>; rel=next",  # another host
+        "<https://127.0.0.1:{port}/api/v3/integrations?cursor=1>; rel=next",  # another scheme
+        "<http://127.0.0.1:1/api/v3/integrations?cursor=1>; rel=next",  # another port
+        "<//evil.example/integrations>; rel=next",  # scheme-relative
+        "<ftp://127.0.0.1:{port}/x>; rel=next",
+    ],
+)
+async def test_next_page_on_another_origin_is_refused(
+    pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession, link: str
+) -> None:
+    url, control = pages
+    port = url.rsplit(":", 1)[1]
+    control["link"] = link.format(port=port)
+    api = c.Client(session, f"{url}/api/v3", basic())
+    with pytest.raises(c.ClientError) as info:
+        await api.list_integrations_page()
+    assert not info.value.retryable
+    assert "refused" in info.value.detail
+    # And a caller that passes such a URL itself is refused before anything is sent.
+    seen = control["seen"]
+    assert isinstance(seen, list)
+    count = len(seen)
+    with pytest.raises(c.ClientError):
+        await api.list_integrations_page(f"http://evil.example:{port}/api/v3/integrations")
+    assert len(seen) == count
+
+
+def test_next_link_parsing() -> None:
+    assert c.next_link('<https://a/x?c=1>; rel="next"') == "https://a/x?c=1"
+    assert c.next_link('<https://a/p>; rel="prev", <https://a/n>; rel=next') == "https://a/n"
+    assert c.next_link('<https://a/n>; title="a;b"; REL="Next"') == "https://a/n"
+    assert c.next_link('<https://a/p>; rel="prev"') is None
+    assert c.next_link("garbage") is None
+    assert c.next_link(None) is None

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from batchsync.limits import FLOOR, Bucket, parse_retry_after
+from batchsync.limits import FLOOR, RETRY_AFTER_MAX, Bucket, parse_retry_after
 
 
 def test_burst_then_rate() -> None:
@@ -69,7 +69,48 @@ def test_the_rate_never_goes_below_the_floor_and_stops_changing_there() -> None:
 
 def test_parse_retry_after() -> None:
     assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 2.5 ") == 2.5
     assert parse_retry_after(None) is None
+    assert parse_retry_after("") is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-5") == 0.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=lambda: 1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=lambda: 1445412490.0) == 0.0  # in the past
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1000000000",
+        "inf",
+        "Infinity",
+        "1e400",
+        "9" * 5000,
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "Mon, 01 Jan 9999 23:59:59 +2359",
+    ],
+)
+def test_parse_retry_after_huge_is_capped_and_finite(value: str) -> None:
+    got = parse_retry_after(value)
+    assert got == RETRY_AFTER_MAX
+    assert math.isfinite(got)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "nan",
+        "-nan",
+        "NaN",
+        "Wed, 21 Oct 99999 07:28:00 GMT",  # year out of range
+        "Wed, 21 Oct 2015 25:28:00 GMT",  # hour out of range
+        "Mon, 01 Jan 1 00:00:00 +2359",
+        "a, b c d e",
+        "\x00\x1b[31m",
+        "1,2",
+        "0x10",
+    ],
+)
+def test_parse_retry_after_never_raises(value: str) -> None:
+    got = parse_retry_after(value, now=lambda: 1445412470.0)
+    assert got is None or (math.isfinite(got) and 0.0 <= got <= RETRY_AFTER_MAX)
