@@ -1,4 +1,4 @@
-"""The sandbox HTTP server: Sendcloud's shop-order-status endpoints, its limits and its faults.
+"""The sandbox HTTP server: Sendcloud's shop-order-status and integration endpoints, its limits and its faults.
 
 Every API request goes through the same gauntlet, in this order: authentication (401),
 the account's rate limit (429), fault injection, then the endpoint itself. The handlers
@@ -14,6 +14,8 @@ import binascii
 import contextlib
 import random
 import time
+import urllib.parse
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
@@ -68,6 +70,8 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     seed: int = 0
     other_system_ids: frozenset[int] = frozenset()  # these get system OTHER_SYSTEM
     systems: tuple[tuple[int, str], ...] = ()  # (integration id, system), wins over the above
+    failing_ids: frozenset[int] = frozenset()  # these get a failing_since (a broken shop connection)
+    absent_ids: frozenset[int] = frozenset()  # inventory integrations that no account has
     # Rate limits: None keeps each account's own (from the inventory).
     writes_per_minute: Annotated[float, Meta(gt=0)] | None = None
     write_burst: Annotated[int, Meta(ge=1)] | None = None
@@ -84,10 +88,15 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     garbage_200: Probability = 0.0
     hang_seconds: Annotated[float, Meta(ge=0)] = 30.0
     latency: tuple[float, float] | None = None  # uniform delay per admitted request
+    # GET /integrations: the default and the largest page (a client asking more gets this).
+    page_size: Annotated[int, Meta(ge=1)] = 100
 
     def __post_init__(self) -> None:
         if sum(self.fault_weights()) > 1.0 + 1e-9:
             raise ValueError("the fault probabilities add up to more than 1")
+        # Meta constraints are checked when decoding, not by the constructor.
+        if self.page_size < 1:
+            raise ValueError("page_size must be >= 1")
         if self.latency is not None and not 0 <= self.latency[0] <= self.latency[1]:
             raise ValueError("latency must be (min, max) with 0 <= min <= max")
 
@@ -170,6 +179,25 @@ def _error(
     return _errors(status, [ApiError(str(status), code, detail, title, source)], headers)
 
 
+def encode_cursor(position: int, reverse: bool) -> str:
+    """An opaque cursor as Sendcloud's (Django REST framework's) look: base64 of ``[r=1&]p=<id>``."""
+    return base64.b64encode((f"r=1&p={position}" if reverse else f"p={position}").encode()).decode("ascii")
+
+
+def decode_cursor(raw: str) -> tuple[int, bool] | None:
+    """(position, reverse) of a cursor, or None when it is not one this server made."""
+    try:
+        text = base64.b64decode(raw, validate=True).decode("ascii")
+        fields = urllib.parse.parse_qs(text, strict_parsing=True)
+    except (binascii.Error, ValueError):
+        return None
+    position = fields.get("p", [""])[0]
+    reverse = fields.get("r", ["0"])[0]
+    if not (position.isascii() and position.isdigit()) or reverse not in ("0", "1") or set(fields) - {"p", "r"}:
+        return None
+    return int(position), reverse == "1"
+
+
 def _wrong_format() -> web.Response:
     return _error(400, "non_field_errors", "Wrong format", "Wrong request format, expected object")
 
@@ -215,7 +243,12 @@ class Sandbox:
         self.config = config or SandboxConfig()
         if isinstance(source, Inventory):
             seed = seed_from_inventory(
-                source, in_sync=self.config.in_sync, seed=self.config.seed, systems=self.config.system_map()
+                source,
+                in_sync=self.config.in_sync,
+                seed=self.config.seed,
+                systems=self.config.system_map(),
+                failing=self.config.failing_ids,
+                absent=self.config.absent_ids,
             )
         elif source is None:
             seed = demo_seed()
@@ -551,14 +584,57 @@ class Sandbox:
         self.applied_mappings[iid] = self.applied_mappings.get(iid, 0) + 1
         return _json(_NULL)
 
-    async def list_integrations(self, request: web.Request, account: str) -> web.Response:
-        """``{"data": [integration, ...]}`` of the authenticated account, unpaginated.
+    def _page_size(self, raw: str | None) -> int:
+        """What a client asked, clamped to ``config.page_size``; that size when it asked nothing usable."""
+        largest = self.config.page_size
+        if raw is None:
+            return largest
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            return largest  # as Django REST framework does: an unusable size is ignored
+        return min(int(raw), largest)
 
-        An assumption: Sendcloud's v3 docs used here do not show this response's envelope;
-        the ``data`` key follows the shop-order-status endpoints.
+    async def list_integrations(self, request: web.Request, account: str) -> web.Response:
+        """One page of the account's integrations in id order, as Sendcloud's v3 lists page.
+
+        Query ``cursor`` (opaque, from a Link header) and ``page_size``; body ``{"data": [...]}``;
+        the other pages' URLs in ``Link: <url>; rel="next", <url>; rel="prev"``, absent on
+        the last (first) page. A cursor holds a position (an id), not an offset, so a page
+        stays right when integrations come and go between requests.
         """
-        infos = [s.info for s in self.store.integrations.values() if s.account == account]
-        return _json(_ENCODER.encode({"data": infos}))
+        query = request.query
+        size = self._page_size(query.get("page_size"))
+        ids = self.store.listing_ids[account]
+        raw = query.get("cursor")
+        if raw is None:
+            start, end = 0, min(len(ids), size)
+        else:
+            cursor = decode_cursor(raw)
+            if cursor is None:
+                return _error(
+                    400,
+                    "invalid",
+                    "Invalid cursor",
+                    "Invalid cursor: pass back the URL of a Link header as it is.",
+                    parameter="cursor",
+                )
+            position, reverse = cursor
+            if reverse:
+                end = bisect_left(ids, position)
+                start = max(0, end - size)
+            else:
+                start = bisect_right(ids, position)
+                end = min(len(ids), start + size)
+        states = self.store.listing[account]
+        body = _ENCODER.encode({"data": [s.info for s in states[start:end]]})
+        links = []
+        if start < end < len(ids):
+            links.append(f'<{request.url.update_query(cursor=encode_cursor(ids[end - 1], False))}>; rel="next"')
+        if 0 < start < end:
+            links.append(f'<{request.url.update_query(cursor=encode_cursor(ids[start], True))}>; rel="prev"')
+        if not links:
+            return _json(body)
+        return web.Response(body=body, headers={**_JSON, "Link": ", ".join(links)})
 
     async def get_integration(self, request: web.Request, account: str) -> web.Response:
         """The integration object itself (no envelope), or 404."""

@@ -1,7 +1,8 @@
 """What the sandbox knows: accounts, integrations, their statuses and mappings, and how it is seeded.
 
-A :class:`Seed` is plain data (for unit tests); :func:`seed_from_inventory` builds one
-from an inventory, starting a chosen fraction of integrations in sync and the rest drifted.
+A :class:`Seed` is plain data (built in tests, or read from a JSON file by :func:`load_seed`);
+:func:`seed_from_inventory` builds one from an inventory, starting a chosen fraction of
+integrations in sync and the rest drifted.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 
 from batchsync.inventory import Inventory, Limits
-from batchsync.wire import STATUS_CATEGORIES, Status, Statuses, Translation
+from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 PRESTASHOP_V2 = "prestashop_v2"
 """The ``system`` of a PrestaShop V2 integration, the only kind the endpoints accept.
@@ -32,14 +34,16 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class AccountSeed(msgspec.Struct, frozen=True):
+class AccountSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     public_key: str
     secret_key: str
     limits: Limits = Limits()
 
 
-class IntegrationSeed(msgspec.Struct, frozen=True):
+class IntegrationSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One integration's starting state. ``mapping``: categories left out are not mapped (null)."""
+
     id: int
     account: str
     statuses: Statuses = ()
@@ -47,13 +51,30 @@ class IntegrationSeed(msgspec.Struct, frozen=True):
     system: str = PRESTASHOP_V2
     shop_name: str | None = None
     shop_url: str | None = None
+    failing_since: str | None = None
+    last_fetch: str | None = None  # None: when the sandbox started
+    mapping: dict[StatusCategory, str | None] | None = None
 
 
-class Seed(msgspec.Struct, frozen=True):
+class Seed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A whole starting state, independent of any inventory file."""
 
     accounts: tuple[AccountSeed, ...]
     integrations: tuple[IntegrationSeed, ...] = ()
+
+
+def load_seed(path: str | Path) -> Seed:
+    """A :class:`Seed` from a JSON file; ValueError with a printable reason (never a value) otherwise."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        return msgspec.json.decode(data, type=Seed)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 # Output structs: field order is the order the API shows.
@@ -163,10 +184,14 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class Store:
-    """All accounts and integrations of one sandbox."""
+    """All accounts and integrations of one sandbox; ValueError on a seed that contradicts itself."""
 
     def __init__(self, seed: Seed) -> None:
-        self.accounts: dict[str, AccountSeed] = {a.name: a for a in seed.accounts}
+        self.accounts: dict[str, AccountSeed] = {}
+        for acc in seed.accounts:
+            if acc.name in self.accounts:
+                raise ValueError(f"account {acc.name!r} is seeded twice")
+            self.accounts[acc.name] = acc
         self.integrations: dict[int, IntegrationState] = {}
         started = utc_now()
         for spec in seed.integrations:
@@ -179,15 +204,26 @@ class Store:
                 shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
                 shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
                 system=spec.system,
-                failing_since=None,
-                last_fetch=started,
+                failing_since=spec.failing_since,
+                last_fetch=spec.last_fetch or started,
             )
             state = IntegrationState(info, spec.account)
             state.overwrite(spec.deleted_statuses, started)
             state.overwrite((), started)
             for s in spec.statuses:
                 state.statuses[s.external_id] = StoredStatus(s.translations)
+            if spec.mapping:
+                unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
+                if unknown:
+                    raise ValueError(f"integration {spec.id}: unknown mapping categories {', '.join(unknown)}")
+                state.set_mapping(spec.mapping.items())
             self.integrations[spec.id] = state
+        # GET /integrations pages through each account's integrations in id order.
+        self.listing: dict[str, list[IntegrationState]] = {name: [] for name in self.accounts}
+        for iid in sorted(self.integrations):
+            state = self.integrations[iid]
+            self.listing[state.account].append(state)
+        self.listing_ids: dict[str, list[int]] = {a: [s.id for s in ss] for a, ss in self.listing.items()}
 
     def snapshot(self) -> dict[str, list[OutStatus]]:
         """Every integration's statuses, deleted ones included: ``GET /_sandbox/state``."""
@@ -214,12 +250,16 @@ def seed_from_inventory(
     in_sync: float = 0.0,
     seed: int = 0,
     systems: dict[int, str] | None = None,
+    failing: Iterable[int] = (),
+    absent: Iterable[int] = (),
 ) -> Seed:
     """Every account with its credentials and every integration of the inventory.
 
     ``round(in_sync * n)`` integrations, picked by ``seed``, start exactly in their
     desired state; the others start drifted (see :func:`_drift`), also by ``seed``.
-    ``systems`` gives some integrations another ``system`` than PrestaShop V2.
+    ``systems`` gives some integrations another ``system`` than PrestaShop V2,
+    ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
+    account does not have them).
     """
     if inventory.problems:
         raise ValueError(f"{inventory.path}: the inventory has {len(inventory.problems)} problem(s)")
@@ -234,16 +274,23 @@ def seed_from_inventory(
     rng.shuffle(order)
     synced = set(order[: round(in_sync * len(jobs))])
     systems = systems or {}
-    integrations = tuple(
-        IntegrationSeed(
-            id=job.integration_id,
-            account=job.account,
-            statuses=job.desired.statuses if i in synced else _drift(job.desired.statuses, rng),
-            system=systems.get(job.integration_id, PRESTASHOP_V2),
+    failing, absent = frozenset(failing), frozenset(absent)
+    since = utc_now()
+    integrations = []
+    for i, job in enumerate(jobs):
+        statuses = job.desired.statuses if i in synced else _drift(job.desired.statuses, rng)
+        if job.integration_id in absent:
+            continue
+        integrations.append(
+            IntegrationSeed(
+                id=job.integration_id,
+                account=job.account,
+                statuses=statuses,
+                system=systems.get(job.integration_id, PRESTASHOP_V2),
+                failing_since=since if job.integration_id in failing else None,
+            )
         )
-        for i, job in enumerate(jobs)
-    )
-    return Seed(accounts, integrations)
+    return Seed(accounts, tuple(integrations))
 
 
 DEMO_PUBLIC_KEY = "demo-public-key"
