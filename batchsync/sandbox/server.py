@@ -275,6 +275,7 @@ class Sandbox:
         self.applied_posts: dict[int, int] = {}
         self.changed_posts: dict[int, int] = {}
         self.applied_mappings: dict[int, int] = {}
+        self.changed_mappings: dict[int, int] = {}
         self.unauthenticated = 0
         self._peak_base: dict[str, dict[str, int]] = {a: {"read": 0, "write": 0} for a in self.store.accounts}
         self._gates: dict[str, AccountGates] = {}
@@ -339,6 +340,7 @@ class Sandbox:
             "applied_posts": {str(i): n for i, n in self.applied_posts.items()},
             "changed_posts": {str(i): n for i, n in self.changed_posts.items()},
             "applied_mappings": {str(i): n for i, n in self.applied_mappings.items()},
+            "changed_mappings": {str(i): n for i, n in self.changed_mappings.items()},
             "unauthenticated": self.unauthenticated,
         }
 
@@ -352,6 +354,10 @@ class Sandbox:
         """One integration's statuses as plain JSON data."""
         view = self.store.integrations[integration_id].view(None, show_deleted)
         return msgspec.json.decode(_ENCODER.encode(view))  # type: ignore[no-any-return]
+
+    def mapping(self, integration_id: int) -> dict[str, str | None]:
+        """One integration's stored mapping, category -> external_id."""
+        return dict(self.store.integrations[integration_id].mapping)
 
     # -- the gauntlet --------------------------------------------------------------
 
@@ -579,8 +585,9 @@ class Sandbox:
         if isinstance(posted, web.Response):
             return posted
         body, found = posted
-        found.set_mapping((m.status_category, m.external_id) for m in body.mapping)
         iid = body.integration_id
+        if found.set_mapping((m.status_category, m.external_id) for m in body.mapping):
+            self.changed_mappings[iid] = self.changed_mappings.get(iid, 0) + 1
         self.applied_mappings[iid] = self.applied_mappings.get(iid, 0) + 1
         return _json(_NULL)
 
@@ -647,6 +654,9 @@ class Sandbox:
             return found
         return _json(_ENCODER.encode(found.info))
 
+    async def sandbox_mappings(self, request: web.Request) -> web.Response:
+        return _json(_ENCODER.encode(self.store.mappings()))
+
     async def sandbox_stats(self, request: web.Request) -> web.Response:
         return _json(_ENCODER.encode(self.stats()))
 
@@ -664,6 +674,7 @@ class Sandbox:
         add("GET", "/integrations/{id}", self._guard(False, self.get_integration))
         add("GET", "/_sandbox/stats", self.sandbox_stats)
         add("GET", "/_sandbox/state", self.sandbox_state)
+        add("GET", "/_sandbox/mappings", self.sandbox_mappings)
         return app
 
 

@@ -166,11 +166,19 @@ class IntegrationState:
             self._cache.clear()
         return changed
 
-    def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> None:
+    def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> bool:
+        """Apply a POST of the mapping; True if anything changed."""
+        changed = False
         for category, external_id in items:
-            self.mapping[category] = external_id
+            if self.mapping[category] != external_id:
+                self.mapping[category] = external_id
+                changed = True
+        return changed
 
     def mapping_view(self) -> dict[str, object]:
+        """As the API shows it: ``is_valid`` is computed on each read, never stored, so an
+        item that a POST of statuses deleted turns invalid, and valid again if a later
+        POST revives that status. A null item is valid (it points at nothing)."""
         out = []
         for category in STATUS_CATEGORIES:
             ext = self.mapping[category]
@@ -229,6 +237,10 @@ class Store:
         """Every integration's statuses, deleted ones included: ``GET /_sandbox/state``."""
         return {str(i): s.view(None, True) for i, s in self.integrations.items()}
 
+    def mappings(self) -> dict[str, object]:
+        """Every integration's mapping as the GET shows it: ``GET /_sandbox/mappings``."""
+        return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
+
 
 def _drift(desired: Statuses, rng: random.Random) -> Statuses:
     """A believable out-of-date state: empty, or one name changed plus a stale extra status."""
@@ -244,6 +256,25 @@ def _drift(desired: Statuses, rng: random.Random) -> Statuses:
     return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
 
 
+def _drift_mapping(
+    desired: dict[str, str | None], current: Statuses, rng: random.Random
+) -> dict[str, str | None] | None:
+    """The mapping of a drifted integration: a third each in sync, never set up, or one category off.
+
+    "Off" points at the stale extra status when the drifted statuses have it (so applying
+    the statuses would leave it invalid, and the declared mapping repairs it), else at nothing.
+    """
+    r = rng.random()
+    if r < 1 / 3:
+        return desired
+    if r < 2 / 3 and any(v is not None for v in desired.values()):
+        return None
+    category = STATUS_CATEGORIES[rng.randrange(len(STATUS_CATEGORIES))]
+    stale = any(s.external_id == EXTRA_STATUS_ID for s in current)
+    target = EXTRA_STATUS_ID if stale or desired[category] is None else None
+    return {**desired, category: target}
+
+
 def seed_from_inventory(
     inventory: Inventory,
     *,
@@ -256,7 +287,8 @@ def seed_from_inventory(
     """Every account with its credentials and every integration of the inventory.
 
     ``round(in_sync * n)`` integrations, picked by ``seed``, start exactly in their
-    desired state; the others start drifted (see :func:`_drift`), also by ``seed``.
+    desired state (statuses and, when the inventory declares one, mapping); the others
+    start drifted (see :func:`_drift` and :func:`_drift_mapping`), also by ``seed``.
     ``systems`` gives some integrations another ``system`` than PrestaShop V2,
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
@@ -266,6 +298,8 @@ def seed_from_inventory(
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
+    # A second stream, so that declaring mappings does not change how the statuses drift.
+    mapping_rng = random.Random(f"batchsync-sandbox-mapping:{seed}")
     accounts = tuple(
         AccountSeed(a.name, a.public_key.reveal(), a.secret_key.reveal(), a.limits) for a in inventory.accounts.values()
     )
@@ -279,6 +313,11 @@ def seed_from_inventory(
     integrations = []
     for i, job in enumerate(jobs):
         statuses = job.desired.statuses if i in synced else _drift(job.desired.statuses, rng)
+        declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
+        mapping = None
+        if declared is not None:
+            wanted: dict[str, str | None] = declared.as_dict()
+            mapping = wanted if i in synced else _drift_mapping(wanted, statuses, mapping_rng)
         if job.integration_id in absent:
             continue
         integrations.append(
@@ -288,6 +327,7 @@ def seed_from_inventory(
                 statuses=statuses,
                 system=systems.get(job.integration_id, PRESTASHOP_V2),
                 failing_since=since if job.integration_id in failing else None,
+                mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
             )
         )
     return Seed(accounts, tuple(integrations))
