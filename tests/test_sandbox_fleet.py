@@ -228,18 +228,18 @@ def _parse(*argv: str) -> SandboxConfig:
 
 
 def test_cli_options_reach_the_config() -> None:
-    config = _parse("--failing", "7,8", "--failing", "9", "--absent", "10", "--page-size", "3")
+    config = _parse("--failing", "7,8", "--failing", "9", "--absent", "10", "--page-size", "3", "--token-lifetime", "2")
     assert config.failing_ids == frozenset({7, 8, 9})
     assert config.absent_ids == frozenset({10})
-    assert config.page_size == 3
-    assert _parse().page_size == 100
+    assert (config.page_size, config.token_lifetime) == (3, 2)
+    assert (_parse().page_size, _parse().token_lifetime) == (100, 3600)
     with pytest.raises(ValueError, match="seed file"):
         _parse("--seed-file", "x.json", "--in-sync", "0.5")
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--page-size", "0"], ["--page-size", "x"], ["--failing", "7,x"], ["--absent", ""]],
+    [["--page-size", "0"], ["--page-size", "x"], ["--token-lifetime", "0"], ["--failing", "7,x"], ["--absent", ""]],
 )
 def test_cli_refuses_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
@@ -250,9 +250,11 @@ def test_cli_refuses_bad_values(argv: list[str], capsys: pytest.CaptureFixture[s
     assert argv[0] in capsys.readouterr().err
 
 
-def test_config_checks_page_size() -> None:
+def test_config_checks_page_size_and_token_lifetime() -> None:
     with pytest.raises(ValueError, match="page_size"):
         SandboxConfig(page_size=0)
+    with pytest.raises(ValueError, match="token_lifetime"):
+        SandboxConfig(token_lifetime=0)
 
 
 # -- seed files ------------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def test_config_checks_page_size() -> None:
 FLEET_JSON: dict[str, Any] = {
     "accounts": [
         {"name": "acme", "public_key": "acme-pk", "secret_key": "acme-sk", "limits": {"reads_per_minute": 6000}},
-        {"name": "other", "public_key": "other-pk", "secret_key": "other-sk"},
+        {"name": "oauth", "auth": "oauth2", "client_id": "oauth-id", "client_secret": "oauth-secret"},
     ],
     "integrations": [
         {
@@ -273,7 +275,7 @@ FLEET_JSON: dict[str, Any] = {
         },
         {"id": 12, "account": "acme", "system": "shopify", "failing_since": "2024-01-02T03:04:05Z"},
         {"id": 13, "account": "acme"},
-        {"id": 21, "account": "other"},
+        {"id": 21, "account": "oauth"},
     ],
 }
 
@@ -283,6 +285,7 @@ def test_load_seed_reads_the_struct_as_json(tmp_path: Path) -> None:
     path.write_text(json.dumps(FLEET_JSON))
     seed = load_seed(path)
     assert seed.accounts[0] == AccountSeed("acme", "acme-pk", "acme-sk", Limits(reads_per_minute=6000))
+    assert seed.accounts[1].auth == "oauth2"
     assert seed.integrations[0].mapping == {"CANCEL": "6", "DELIVERED": "9"}
     assert seed.integrations[1].system == "shopify"
     # The struct encodes back to a file that loads the same.
@@ -331,12 +334,13 @@ async def test_cli_serves_a_seed_file(tmp_path: Path) -> None:
                 ("DELIVERED", "9", False),
                 ("CANCEL", "6", True),
             ]
-            other = await get_url(session, url + "/integrations", auth_header("other-pk", "other-sk"))
-            assert [i["id"] for i in other.json["data"]] == [21]
+            # The OAuth2 account of the file refuses Basic with its client credentials.
+            refused = await get_url(session, url + "/integrations", auth_header("oauth-id", "oauth-secret"))
+            assert refused.status == 401
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 10) == 0
         assert proc.stderr is not None
-        assert "acme-sk" not in proc.stderr.read()
+        assert "oauth-secret" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -367,7 +371,12 @@ BROKEN_SEEDS: list[tuple[str, str | dict[str, Any] | None, str]] = [
         _broken(FLEET_JSON, integrations=[{"id": 1, "account": "acme"}, {"id": 1, "account": "acme"}]),
         "seeded twice",
     ),
-    ("basic without keys", _broken(FLEET_JSON, accounts=[{"name": "b", "public_key": "PK-VALUE"}]), "secret_key"),
+    (
+        "oauth2 without a secret",
+        _broken(FLEET_JSON, accounts=[{"name": "o", "auth": "oauth2", "client_id": "SECRET-LOOKING-ID"}]),
+        "needs client_id and client_secret",
+    ),
+    ("basic without keys", _broken(FLEET_JSON, accounts=[{"name": "b", "public_key": "PK-VALUE"}]), "needs public_key"),
     (
         "a language the API does not know",
         _broken(FLEET_JSON, integrations=[{"id": 1, "account": "acme", "statuses": [BAD_LANGUAGE]}]),
@@ -387,7 +396,7 @@ def test_cli_refuses_a_broken_seed_file(tmp_path: Path, content: str | dict[str,
     assert out == ""
     assert reason in err
     assert "Traceback" not in err
-    for value in ("PK-VALUE", "acme-sk", "other-sk"):
+    for value in ("SECRET-LOOKING-ID", "PK-VALUE", "acme-sk", "oauth-secret"):
         assert value not in err
 
 

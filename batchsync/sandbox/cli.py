@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``batchsync sandbox``."""
     parser.description = (
         "Serve a local Sendcloud-compatible API (shop order statuses and mapping, integrations) "
-        "seeded from an inventory or a seed file, with Sendcloud's rate limits and optional "
-        "faults. Prints one line with its URL once listening. Without "
+        "seeded from an inventory or a seed file, with Sendcloud's rate limits, its OAuth2 token "
+        "endpoint and optional faults. Prints one line with its URL once listening. Without "
         "--inventory or --seed-file it serves a built-in demo: account 'demo', keys "
         "demo-public-key / demo-secret-key, integrations 1001-1003."
     )
@@ -121,13 +121,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IDS",
         help="leave these inventory integrations out: their account does not have them (comma-separated, repeatable)",
     )
-    g = parser.add_argument_group("lists")
+    g = parser.add_argument_group("lists and tokens")
     g.add_argument(
         "--page-size",
         type=_count,
         default=100,
         metavar="N",
         help="GET /integrations: integrations per page, the default and the most a client may ask (default 100)",
+    )
+    g.add_argument(
+        "--token-lifetime",
+        type=_count,
+        default=3600,
+        metavar="S",
+        help="seconds an OAuth2 token from /oauth2/token lasts, in real time (default 3600)",
     )
     g = parser.add_argument_group("rate limits (default: each account's from the inventory)")
     g.add_argument("--writes-per-minute", type=_positive, metavar="X")
@@ -160,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         failing_ids=frozenset(i for ids in args.failing for i in ids),
         absent_ids=frozenset(i for ids in args.absent for i in ids),
         page_size=args.page_size,
+        token_lifetime=args.token_lifetime,
         writes_per_minute=args.writes_per_minute,
         write_burst=args.write_burst,
         reads_per_minute=args.reads_per_minute,

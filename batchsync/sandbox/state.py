@@ -11,10 +11,11 @@ import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
-from batchsync.inventory import Inventory, Limits
+from batchsync.inventory import Account, Inventory, Limits
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 PRESTASHOP_V2 = "prestashop_v2"
@@ -34,11 +35,31 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+AuthKind = Literal["basic", "oauth2"]
+
+
 class AccountSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One account and how it authenticates.
+
+    ``basic`` needs the API keys. ``oauth2`` needs a client id and secret (for the token
+    endpoint), and then the API refuses Basic for it, as Sendcloud does for an
+    integration set to OAuth2: its API keys, if given, are not accepted.
+    """
+
     name: str
-    public_key: str
-    secret_key: str
+    public_key: str = ""
+    secret_key: str = ""
     limits: Limits = Limits()
+    auth: AuthKind = "basic"
+    client_id: str = ""
+    client_secret: str = ""
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError naming the account's path.
+        if self.auth == "basic" and not (self.public_key and self.secret_key):
+            raise ValueError(f"account {self.name!r}: auth 'basic' needs public_key and secret_key")
+        if self.auth == "oauth2" and not (self.client_id and self.client_secret):
+            raise ValueError(f"account {self.name!r}: auth 'oauth2' needs client_id and client_secret")
 
 
 class IntegrationSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -196,9 +217,14 @@ class Store:
 
     def __init__(self, seed: Seed) -> None:
         self.accounts: dict[str, AccountSeed] = {}
+        client_ids: set[str] = set()
         for acc in seed.accounts:
             if acc.name in self.accounts:
                 raise ValueError(f"account {acc.name!r} is seeded twice")
+            if acc.auth == "oauth2":
+                if acc.client_id in client_ids:
+                    raise ValueError(f"account {acc.name!r}: another account has the same client_id")
+                client_ids.add(acc.client_id)
             self.accounts[acc.name] = acc
         self.integrations: dict[int, IntegrationState] = {}
         started = utc_now()
@@ -275,6 +301,21 @@ def _drift_mapping(
     return {**desired, category: target}
 
 
+def _account_seed(account: Account) -> AccountSeed:
+    # MERGE: Account.credentials (BasicCredentials | OAuth2Credentials) comes with the inventory
+    # branch; until then an Account carries public_key/secret_key itself.
+    creds: Any = getattr(account, "credentials", account)
+    if hasattr(creds, "client_id"):
+        return AccountSeed(
+            account.name,
+            limits=account.limits,
+            auth="oauth2",
+            client_id=creds.client_id.reveal(),
+            client_secret=creds.client_secret.reveal(),
+        )
+    return AccountSeed(account.name, creds.public_key.reveal(), creds.secret_key.reveal(), account.limits)
+
+
 def seed_from_inventory(
     inventory: Inventory,
     *,
@@ -300,9 +341,7 @@ def seed_from_inventory(
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
     # A second stream, so that declaring mappings does not change how the statuses drift.
     mapping_rng = random.Random(f"batchsync-sandbox-mapping:{seed}")
-    accounts = tuple(
-        AccountSeed(a.name, a.public_key.reveal(), a.secret_key.reveal(), a.limits) for a in inventory.accounts.values()
-    )
+    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
     jobs = sorted(inventory.jobs, key=lambda j: j.integration_id)
     order = list(range(len(jobs)))
     rng.shuffle(order)
