@@ -54,6 +54,19 @@ def _latency(text: str) -> tuple[float, float]:
     return (low, high)
 
 
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
+
+
+def _ids(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integration ids, as 1234 or 1234,1235")
+    return [int(p) for p in parts]
+
+
 def _system_for(text: str) -> tuple[int, str]:
     ident, sep, system = text.partition("=")
     if not sep or not ident.strip().isdigit() or not system.strip():
@@ -65,14 +78,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``batchsync sandbox``."""
     parser.description = (
         "Serve a local Sendcloud-compatible API (shop order statuses and mapping, integrations) "
-        "seeded from an inventory, with Sendcloud's rate limits and optional faults. Prints one "
-        "line with its URL once listening. Without --inventory it serves a built-in demo: account "
-        "'demo', keys demo-public-key / demo-secret-key, integrations 1001-1003."
+        "seeded from an inventory or a seed file, with Sendcloud's rate limits, its OAuth2 token "
+        "endpoint and optional faults. Prints one line with its URL once listening. Without "
+        "--inventory or --seed-file it serves a built-in demo: account 'demo', keys "
+        "demo-public-key / demo-secret-key, integrations 1001-1003."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port (default 8765)")
-    parser.add_argument("--inventory", metavar="FILE", help="seed accounts and integrations from this inventory")
-    g = parser.add_argument_group("seeding")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--inventory", metavar="FILE", help="seed accounts and integrations from this inventory")
+    source.add_argument(
+        "--seed-file",
+        metavar="FILE",
+        help="seed exactly this state: a JSON Seed (accounts, integrations with statuses, mapping, system, ...)",
+    )
+    g = parser.add_argument_group("seeding from an inventory")
     g.add_argument(
         "--in-sync", type=_probability, default=0.0, metavar="F", help="fraction starting in their desired state"
     )
@@ -84,6 +104,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ID=SYSTEM",
         help="give an integration another system than prestashop_v2 (repeatable)",
+    )
+    g.add_argument(
+        "--failing",
+        type=_ids,
+        action="append",
+        default=[],
+        metavar="IDS",
+        help="give these integrations a failing_since (comma-separated, repeatable)",
+    )
+    g.add_argument(
+        "--absent",
+        type=_ids,
+        action="append",
+        default=[],
+        metavar="IDS",
+        help="leave these inventory integrations out: their account does not have them (comma-separated, repeatable)",
+    )
+    g = parser.add_argument_group("lists and tokens")
+    g.add_argument(
+        "--page-size",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="GET /integrations: integrations per page, the default and the most a client may ask (default 100)",
+    )
+    g.add_argument(
+        "--token-lifetime",
+        type=_count,
+        default=3600,
+        metavar="S",
+        help="seconds an OAuth2 token from /oauth2/token lasts, in real time (default 3600)",
     )
     g = parser.add_argument_group("rate limits (default: each account's from the inventory)")
     g.add_argument("--writes-per-minute", type=_positive, metavar="X")
@@ -105,10 +156,18 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
     if args.write_burst is not None and args.write_burst < 1:
         raise ValueError("--write-burst must be >= 1")
+    if args.seed_file and (args.in_sync or args.system_for or args.failing or args.absent):
+        raise ValueError(
+            "--in-sync, --system-for, --failing and --absent seed from an inventory; a seed file says it all itself"
+        )
     return SandboxConfig(
         in_sync=args.in_sync,
         seed=args.seed,
         systems=tuple(args.system_for),
+        failing_ids=frozenset(i for ids in args.failing for i in ids),
+        absent_ids=frozenset(i for ids in args.absent for i in ids),
+        page_size=args.page_size,
+        token_lifetime=args.token_lifetime,
         writes_per_minute=args.writes_per_minute,
         write_burst=args.write_burst,
         reads_per_minute=args.reads_per_minute,
@@ -130,17 +189,21 @@ async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 then, 2 when it cannot start."""
     from batchsync.inventory import Inventory, load
     from batchsync.sandbox.server import run_sandbox
+    from batchsync.sandbox.state import Seed, Store, load_seed
 
-    inventory: Inventory | None = None
+    source: Inventory | Seed | None = None
     if args.inventory:
-        inventory = load(args.inventory)
-        if inventory.problems:
-            for p in inventory.problems:
+        source = load(args.inventory)
+        if source.problems:
+            for p in source.problems:
                 where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
                 print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
             return EXIT_NOT_STARTED
     try:
         config = config_from_args(args)
+        if args.seed_file:
+            source = load_seed(args.seed_file)
+            Store(source)  # a seed that contradicts itself fails here, before listening
     except ValueError as exc:
         print(f"batchsync sandbox: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
@@ -152,10 +215,10 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with run_sandbox(inventory, config, args.host, args.port) as box:
+        async with run_sandbox(source, config, args.host, args.port) as box:
             n = len(box.store.integrations)
             print(f"batchsync sandbox: listening on {box.url} ({n} integrations)", flush=True)
-            if inventory is None:
+            if source is None:
                 print("batchsync sandbox: demo state: account 'demo', demo-public-key:demo-secret-key", file=sys.stderr)
             await stop.wait()
     except OSError as exc:  # the port is taken, the host does not resolve

@@ -1,9 +1,10 @@
-"""The sandbox HTTP server: Sendcloud's shop-order-status endpoints, its limits and its faults.
+"""The sandbox HTTP server: Sendcloud's shop-order-status and integration endpoints, limits, faults, token endpoint.
 
 Every API request goes through the same gauntlet, in this order: authentication (401),
 the account's rate limit (429), fault injection, then the endpoint itself. The handlers
 stay lean (msgspec in and out, cached GET answers, no access log) so a benchmark can
-push thousands of requests per second through it.
+push thousands of requests per second through it. ``POST /oauth2/token`` stands beside
+the API, outside its rate limits, as Sendcloud's token endpoint lives on another host.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import binascii
 import contextlib
 import random
 import time
+import urllib.parse
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
@@ -23,6 +26,7 @@ from msgspec import Meta
 
 from batchsync.inventory import Inventory, Limits
 from batchsync.sandbox.limits import AccountGates, Clock, Gate
+from batchsync.sandbox.oauth2 import Tokens, check_form, oauth_error, token_answer
 from batchsync.sandbox.state import (
     OTHER_SYSTEM,
     PRESTASHOP_V2,
@@ -68,6 +72,8 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     seed: int = 0
     other_system_ids: frozenset[int] = frozenset()  # these get system OTHER_SYSTEM
     systems: tuple[tuple[int, str], ...] = ()  # (integration id, system), wins over the above
+    failing_ids: frozenset[int] = frozenset()  # these get a failing_since (a broken shop connection)
+    absent_ids: frozenset[int] = frozenset()  # inventory integrations that no account has
     # Rate limits: None keeps each account's own (from the inventory).
     writes_per_minute: Annotated[float, Meta(gt=0)] | None = None
     write_burst: Annotated[int, Meta(ge=1)] | None = None
@@ -84,10 +90,19 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     garbage_200: Probability = 0.0
     hang_seconds: Annotated[float, Meta(ge=0)] = 30.0
     latency: tuple[float, float] | None = None  # uniform delay per admitted request
+    # GET /integrations: the default and the largest page (a client asking more gets this).
+    page_size: Annotated[int, Meta(ge=1)] = 100
+    # Lifetime of the tokens POST /oauth2/token issues, in real seconds (time_scale does not apply).
+    token_lifetime: Annotated[int, Meta(ge=1)] = 3600
 
     def __post_init__(self) -> None:
         if sum(self.fault_weights()) > 1.0 + 1e-9:
             raise ValueError("the fault probabilities add up to more than 1")
+        # Meta constraints are checked when decoding, not by the constructor.
+        if self.page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        if self.token_lifetime < 1:
+            raise ValueError("token_lifetime must be >= 1 second")
         if self.latency is not None and not 0 <= self.latency[0] <= self.latency[1]:
             raise ValueError("latency must be (min, max) with 0 <= min <= max")
 
@@ -140,6 +155,7 @@ _ERROR_502 = (
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 _GARBAGE = b'{"data": [{"external_id": "1", "stat'
+_FORM = "application/x-www-form-urlencoded"
 
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 
@@ -168,6 +184,45 @@ def _error(
 ) -> web.Response:
     source = ErrorSource(pointer=pointer, parameter=parameter) if pointer or parameter else None
     return _errors(status, [ApiError(str(status), code, detail, title, source)], headers)
+
+
+def _basic_pairs(header: str) -> list[tuple[str, str]]:
+    """The (user, password) an HTTP Basic header may mean: UTF-8, else latin-1 (RFC 7617 allows both)."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return []
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return []
+    out = []
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            user, sep, password = raw.decode(encoding).partition(":")
+        except UnicodeDecodeError:
+            continue
+        if sep:
+            out.append((user, password))
+    return out
+
+
+def encode_cursor(position: int, reverse: bool) -> str:
+    """An opaque cursor as Sendcloud's (Django REST framework's) look: base64 of ``[r=1&]p=<id>``."""
+    return base64.b64encode((f"r=1&p={position}" if reverse else f"p={position}").encode()).decode("ascii")
+
+
+def decode_cursor(raw: str) -> tuple[int, bool] | None:
+    """(position, reverse) of a cursor, or None when it is not one this server made."""
+    try:
+        text = base64.b64decode(raw, validate=True).decode("ascii")
+        fields = urllib.parse.parse_qs(text, strict_parsing=True)
+    except (binascii.Error, ValueError):
+        return None
+    position = fields.get("p", [""])[0]
+    reverse = fields.get("r", ["0"])[0]
+    if not (position.isascii() and position.isdigit()) or reverse not in ("0", "1") or set(fields) - {"p", "r"}:
+        return None
+    return int(position), reverse == "1"
 
 
 def _wrong_format() -> web.Response:
@@ -215,7 +270,12 @@ class Sandbox:
         self.config = config or SandboxConfig()
         if isinstance(source, Inventory):
             seed = seed_from_inventory(
-                source, in_sync=self.config.in_sync, seed=self.config.seed, systems=self.config.system_map()
+                source,
+                in_sync=self.config.in_sync,
+                seed=self.config.seed,
+                systems=self.config.system_map(),
+                failing=self.config.failing_ids,
+                absent=self.config.absent_ids,
             )
         elif source is None:
             seed = demo_seed()
@@ -227,14 +287,28 @@ class Sandbox:
         self._rng = random.Random(self.config.seed)
         self._closing = asyncio.Event()
         self._queued: list[FaultKind] = []
+        self._token_queued: list[FaultKind] = []
         # Credentials: the exact header value aiohttp/requests/httpx send is a dict hit;
         # anything else (other casing, latin-1) takes the slow path in _authenticate.
+        # An OAuth2 account's keys are not registered: the API refuses Basic for it.
         self._creds: dict[tuple[str, str], str] = {}
         self._headers: dict[str, str] = {}
+        self._clients: dict[tuple[str, str], str] = {}  # (client id, secret) -> account
+        self._client_ids: dict[str, str] = {}
+        self._oauth2_basic: set[tuple[str, str]] = set()  # only to explain a 401
         for acc in self.store.accounts.values():
+            if acc.auth == "oauth2":
+                self._clients[(acc.client_id, acc.client_secret)] = acc.name
+                self._client_ids[acc.client_id] = acc.name
+                self._oauth2_basic.add((acc.client_id, acc.client_secret))
+                if acc.public_key:
+                    self._oauth2_basic.add((acc.public_key, acc.secret_key))
+                continue
             self._creds.setdefault((acc.public_key, acc.secret_key), acc.name)
             token = base64.b64encode(f"{acc.public_key}:{acc.secret_key}".encode()).decode("ascii")
             self._headers.setdefault("Basic " + token, acc.name)
+        self._tokens = Tokens(self._clock)
+        self._bearer = self._tokens.by_header
         # Counters.
         self.requests: dict[str, dict[str, int]] = {a: {"GET": 0, "POST": 0} for a in self.store.accounts}
         self.throttled: dict[str, int] = dict.fromkeys(self.store.accounts, 0)
@@ -242,7 +316,13 @@ class Sandbox:
         self.applied_posts: dict[int, int] = {}
         self.changed_posts: dict[int, int] = {}
         self.applied_mappings: dict[int, int] = {}
+        self.changed_mappings: dict[int, int] = {}
         self.unauthenticated = 0
+        self.expired_tokens: dict[str, int] = dict.fromkeys(self.store.accounts, 0)
+        self.token_requests: dict[str, int] = dict.fromkeys(self.store.accounts, 0)
+        self.tokens_issued: dict[str, int] = dict.fromkeys(self.store.accounts, 0)
+        self.token_refused = 0
+        self.token_faults = 0
         self._peak_base: dict[str, dict[str, int]] = {a: {"read": 0, "write": 0} for a in self.store.accounts}
         self._gates: dict[str, AccountGates] = {}
         self._apply_config(self.config)
@@ -284,6 +364,13 @@ class Sandbox:
                 raise ValueError(f"unknown fault {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
         self._queued.extend(kinds)
 
+    def queue_token_faults(self, *kinds: FaultKind) -> None:
+        """Force the next token requests, in order, to fail this way."""
+        for kind in kinds:
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"unknown fault {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
+        self._token_queued.extend(kinds)
+
     def close(self) -> None:
         """Wake hanging requests so that shutdown does not wait for them."""
         self._closing.set()
@@ -306,7 +393,13 @@ class Sandbox:
             "applied_posts": {str(i): n for i, n in self.applied_posts.items()},
             "changed_posts": {str(i): n for i, n in self.changed_posts.items()},
             "applied_mappings": {str(i): n for i, n in self.applied_mappings.items()},
+            "changed_mappings": {str(i): n for i, n in self.changed_mappings.items()},
             "unauthenticated": self.unauthenticated,
+            "expired_tokens": dict(self.expired_tokens),
+            "token_requests": dict(self.token_requests),
+            "tokens_issued": dict(self.tokens_issued),
+            "token_refused": self.token_refused,
+            "token_faults": self.token_faults,
         }
 
     @property
@@ -320,6 +413,10 @@ class Sandbox:
         view = self.store.integrations[integration_id].view(None, show_deleted)
         return msgspec.json.decode(_ENCODER.encode(view))  # type: ignore[no-any-return]
 
+    def mapping(self, integration_id: int) -> dict[str, str | None]:
+        """One integration's stored mapping, category -> external_id."""
+        return dict(self.store.integrations[integration_id].mapping)
+
     # -- the gauntlet --------------------------------------------------------------
 
     def _authenticate(self, header: str | None) -> str | None:
@@ -328,23 +425,41 @@ class Sandbox:
         name = self._headers.get(header)
         if name is not None:
             return name
+        token = self._bearer.get(header)
+        if token is not None:
+            return token.account if self._clock() < token.expires_at else None
         scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            raw = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        for encoding in ("utf-8", "latin-1"):
-            try:
-                user, sep, password = raw.decode(encoding).partition(":")
-            except UnicodeDecodeError:
-                continue
-            if sep:
-                found = self._creds.get((user, password))
-                if found is not None:
-                    return found
+        if scheme.lower() == "bearer":
+            token = self._bearer.get("Bearer " + value.strip())
+            return token.account if token is not None and self._clock() < token.expires_at else None
+        for pair in _basic_pairs(header):
+            found = self._creds.get(pair)
+            if found is not None:
+                return found
         return None
+
+    def _unauthenticated(self, header: str | None) -> web.Response:
+        """The 401 for a request :meth:`_authenticate` refused, saying why."""
+        self.unauthenticated += 1
+        challenge = 'Basic realm="api"'
+        if header is None:
+            detail = "Authentication credentials were not provided."
+        elif header.strip().partition(" ")[0].lower() == "bearer":
+            token = self._bearer.get("Bearer " + header.strip().partition(" ")[2].strip())
+            if token is not None:  # known and refused: expired
+                self.expired_tokens[token.account] += 1
+                detail = "The access token has expired."
+                challenge = 'Bearer realm="api", error="invalid_token", error_description="The access token expired"'
+            else:
+                detail = "Invalid access token."
+                challenge = 'Bearer realm="api", error="invalid_token"'
+        elif any(pair in self._oauth2_basic for pair in _basic_pairs(header)):
+            detail = "This account authenticates with OAuth2: Basic is refused, send a Bearer token."
+        else:
+            detail = "Invalid username/password."
+        return _error(
+            401, "authentication_failed", "Authentication failed", detail, headers={"WWW-Authenticate": challenge}
+        )
 
     def _throttled(self, wait: int) -> web.Response:
         headers = {"Retry-After": str(wait)} if self.config.retry_after else {}
@@ -375,15 +490,7 @@ class Sandbox:
         async def guarded(request: web.Request) -> web.Response:
             account = self._authenticate(request.headers.get("Authorization"))
             if account is None:
-                self.unauthenticated += 1
-                missing = "Authorization" not in request.headers
-                return _error(
-                    401,
-                    "authentication_failed",
-                    "Authentication failed",
-                    "Authentication credentials were not provided." if missing else "Invalid username/password.",
-                    headers={"WWW-Authenticate": 'Basic realm="api"'},
-                )
+                return self._unauthenticated(request.headers.get("Authorization"))
             self.requests[account][method] += 1
             gates = self._gates[account]
             gate: Gate = gates.write if write else gates.read
@@ -400,9 +507,7 @@ class Sandbox:
                     self.faults[account] += 1
                     if fault != "hang":
                         return self._fault_response(request, fault)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closing.wait(), self.config.hang_seconds)
-                    if self._closing.is_set():
+                    if await self._hang():
                         return self._fault_response(request, "reset")
                     # After the hang the request is served: a client that gave up
                     # cannot know whether its POST was applied, as in real life.
@@ -411,6 +516,12 @@ class Sandbox:
                 gate.leave()
 
         return guarded
+
+    async def _hang(self) -> bool:
+        """Wait out a hang fault; True if the sandbox is closing meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.config.hang_seconds)
+        return self._closing.is_set()
 
     @staticmethod
     def _fault_response(request: web.Request, fault: FaultKind) -> web.Response:
@@ -546,19 +657,63 @@ class Sandbox:
         if isinstance(posted, web.Response):
             return posted
         body, found = posted
-        found.set_mapping((m.status_category, m.external_id) for m in body.mapping)
         iid = body.integration_id
+        if found.set_mapping((m.status_category, m.external_id) for m in body.mapping):
+            self.changed_mappings[iid] = self.changed_mappings.get(iid, 0) + 1
         self.applied_mappings[iid] = self.applied_mappings.get(iid, 0) + 1
         return _json(_NULL)
 
-    async def list_integrations(self, request: web.Request, account: str) -> web.Response:
-        """``{"data": [integration, ...]}`` of the authenticated account, unpaginated.
+    def _page_size(self, raw: str | None) -> int:
+        """What a client asked, clamped to ``config.page_size``; that size when it asked nothing usable."""
+        largest = self.config.page_size
+        if raw is None:
+            return largest
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            return largest  # as Django REST framework does: an unusable size is ignored
+        return min(int(raw), largest)
 
-        An assumption: Sendcloud's v3 docs used here do not show this response's envelope;
-        the ``data`` key follows the shop-order-status endpoints.
+    async def list_integrations(self, request: web.Request, account: str) -> web.Response:
+        """One page of the account's integrations in id order, as Sendcloud's v3 lists page.
+
+        Query ``cursor`` (opaque, from a Link header) and ``page_size``; body ``{"data": [...]}``;
+        the other pages' URLs in ``Link: <url>; rel="next", <url>; rel="prev"``, absent on
+        the last (first) page. A cursor holds a position (an id), not an offset, so a page
+        stays right when integrations come and go between requests.
         """
-        infos = [s.info for s in self.store.integrations.values() if s.account == account]
-        return _json(_ENCODER.encode({"data": infos}))
+        query = request.query
+        size = self._page_size(query.get("page_size"))
+        ids = self.store.listing_ids[account]
+        raw = query.get("cursor")
+        if raw is None:
+            start, end = 0, min(len(ids), size)
+        else:
+            cursor = decode_cursor(raw)
+            if cursor is None:
+                return _error(
+                    400,
+                    "invalid",
+                    "Invalid cursor",
+                    "Invalid cursor: pass back the URL of a Link header as it is.",
+                    parameter="cursor",
+                )
+            position, reverse = cursor
+            if reverse:
+                end = bisect_left(ids, position)
+                start = max(0, end - size)
+            else:
+                start = bisect_right(ids, position)
+                end = min(len(ids), start + size)
+        states = self.store.listing[account]
+        body = _ENCODER.encode({"data": [s.info for s in states[start:end]]})
+        links = []
+        if start < end < len(ids):
+            links.append(f'<{request.url.update_query(cursor=encode_cursor(ids[end - 1], False))}>; rel="next"')
+        if 0 < start < end:
+            links.append(f'<{request.url.update_query(cursor=encode_cursor(ids[start], True))}>; rel="prev"')
+        if not links:
+            return _json(body)
+        return web.Response(body=body, headers={**_JSON, "Link": ", ".join(links)})
 
     async def get_integration(self, request: web.Request, account: str) -> web.Response:
         """The integration object itself (no envelope), or 404."""
@@ -570,6 +725,67 @@ class Sandbox:
         if not isinstance(found, IntegrationState):
             return found
         return _json(_ENCODER.encode(found.info))
+
+    # -- the token endpoint ----------------------------------------------------------
+
+    def _draw_token_fault(self) -> FaultKind | None:
+        if self._token_queued:
+            return self._token_queued.pop(0)
+        if not self._fault_edges:
+            return None
+        r = self._rng.random()
+        for edge, kind in self._fault_edges:
+            if r < edge:
+                return kind
+        return None
+
+    async def post_token(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token``, client credentials grant. Spends no API budget; suffers the same
+        latency and random faults as the API (plus :meth:`queue_token_faults`)."""
+        header = request.headers.get("Authorization")
+        pairs = _basic_pairs(header) if header is not None else []
+        account = next((a for a in map(self._clients.get, pairs) if a is not None), None)
+        named = account or next((a for a in (self._client_ids.get(user) for user, _ in pairs) if a), None)
+        if named is not None:
+            self.token_requests[named] += 1
+        latency = self.config.latency
+        if latency is not None:
+            await asyncio.sleep(self._rng.uniform(*latency))
+        fault = self._draw_token_fault()
+        if fault is not None:
+            self.token_faults += 1
+            if fault != "hang":
+                return self._fault_response(request, fault)
+            if await self._hang():
+                return self._fault_response(request, "reset")
+        if account is None:
+            self.token_refused += 1
+            return oauth_error(
+                401,
+                "invalid_client",
+                "Client authentication failed: unknown client, wrong secret, or no HTTP Basic client authentication.",
+            )
+        form: dict[str, list[str]] = {}
+        if request.content_type == _FORM:
+            try:
+                posted = await request.post()
+            except ValueError:  # bytes that are not text
+                posted = None
+            if posted is None:
+                self.token_refused += 1
+                return oauth_error(400, "invalid_request", "The request body cannot be read as a form.")
+            for key in posted:
+                form[key] = [v if isinstance(v, str) else "" for v in posted.getall(key)]
+        scope, refused = check_form(request.content_type, form)
+        if refused is not None:
+            self.token_refused += 1
+            return refused
+        self.tokens_issued[account] += 1
+        lifetime = self.config.token_lifetime
+        return token_answer(self._tokens.issue(account, lifetime), lifetime, scope)
+
+    async def sandbox_mappings(self, request: web.Request) -> web.Response:
+        return _json(_ENCODER.encode(self.store.mappings()))
 
     async def sandbox_stats(self, request: web.Request) -> web.Response:
         return _json(_ENCODER.encode(self.stats()))
@@ -586,8 +802,11 @@ class Sandbox:
         add("POST", "/shop-order-statuses/mapping", self._guard(True, self.post_mapping))
         add("GET", "/integrations", self._guard(False, self.list_integrations))
         add("GET", "/integrations/{id}", self._guard(False, self.get_integration))
+        add("POST", "/oauth2/token", self.post_token)
+        add("POST", "/oauth2/token/", self.post_token)  # the spec's securitySchemes spell it so
         add("GET", "/_sandbox/stats", self.sandbox_stats)
         add("GET", "/_sandbox/state", self.sandbox_state)
+        add("GET", "/_sandbox/mappings", self.sandbox_mappings)
         return app
 
 

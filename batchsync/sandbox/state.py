@@ -1,7 +1,8 @@
 """What the sandbox knows: accounts, integrations, their statuses and mappings, and how it is seeded.
 
-A :class:`Seed` is plain data (for unit tests); :func:`seed_from_inventory` builds one
-from an inventory, starting a chosen fraction of integrations in sync and the rest drifted.
+A :class:`Seed` is plain data (built in tests, or read from a JSON file by :func:`load_seed`);
+:func:`seed_from_inventory` builds one from an inventory, starting a chosen fraction of
+integrations in sync and the rest drifted.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
-from batchsync.inventory import Inventory, Limits
-from batchsync.wire import STATUS_CATEGORIES, Status, Statuses, Translation
+from batchsync.inventory import Account, Inventory, Limits
+from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 PRESTASHOP_V2 = "prestashop_v2"
 """The ``system`` of a PrestaShop V2 integration, the only kind the endpoints accept.
@@ -32,14 +35,36 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class AccountSeed(msgspec.Struct, frozen=True):
+AuthKind = Literal["basic", "oauth2"]
+
+
+class AccountSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One account and how it authenticates.
+
+    ``basic`` needs the API keys. ``oauth2`` needs a client id and secret (for the token
+    endpoint), and then the API refuses Basic for it, as Sendcloud does for an
+    integration set to OAuth2: its API keys, if given, are not accepted.
+    """
+
     name: str
-    public_key: str
-    secret_key: str
+    public_key: str = ""
+    secret_key: str = ""
     limits: Limits = Limits()
+    auth: AuthKind = "basic"
+    client_id: str = ""
+    client_secret: str = ""
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError naming the account's path.
+        if self.auth == "basic" and not (self.public_key and self.secret_key):
+            raise ValueError(f"account {self.name!r}: auth 'basic' needs public_key and secret_key")
+        if self.auth == "oauth2" and not (self.client_id and self.client_secret):
+            raise ValueError(f"account {self.name!r}: auth 'oauth2' needs client_id and client_secret")
 
 
-class IntegrationSeed(msgspec.Struct, frozen=True):
+class IntegrationSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One integration's starting state. ``mapping``: categories left out are not mapped (null)."""
+
     id: int
     account: str
     statuses: Statuses = ()
@@ -47,13 +72,30 @@ class IntegrationSeed(msgspec.Struct, frozen=True):
     system: str = PRESTASHOP_V2
     shop_name: str | None = None
     shop_url: str | None = None
+    failing_since: str | None = None
+    last_fetch: str | None = None  # None: when the sandbox started
+    mapping: dict[StatusCategory, str | None] | None = None
 
 
-class Seed(msgspec.Struct, frozen=True):
+class Seed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A whole starting state, independent of any inventory file."""
 
     accounts: tuple[AccountSeed, ...]
     integrations: tuple[IntegrationSeed, ...] = ()
+
+
+def load_seed(path: str | Path) -> Seed:
+    """A :class:`Seed` from a JSON file; ValueError with a printable reason (never a value) otherwise."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        return msgspec.json.decode(data, type=Seed)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 # Output structs: field order is the order the API shows.
@@ -145,11 +187,19 @@ class IntegrationState:
             self._cache.clear()
         return changed
 
-    def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> None:
+    def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> bool:
+        """Apply a POST of the mapping; True if anything changed."""
+        changed = False
         for category, external_id in items:
-            self.mapping[category] = external_id
+            if self.mapping[category] != external_id:
+                self.mapping[category] = external_id
+                changed = True
+        return changed
 
     def mapping_view(self) -> dict[str, object]:
+        """As the API shows it: ``is_valid`` is computed on each read, never stored, so an
+        item that a POST of statuses deleted turns invalid, and valid again if a later
+        POST revives that status. A null item is valid (it points at nothing)."""
         out = []
         for category in STATUS_CATEGORIES:
             ext = self.mapping[category]
@@ -163,10 +213,19 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class Store:
-    """All accounts and integrations of one sandbox."""
+    """All accounts and integrations of one sandbox; ValueError on a seed that contradicts itself."""
 
     def __init__(self, seed: Seed) -> None:
-        self.accounts: dict[str, AccountSeed] = {a.name: a for a in seed.accounts}
+        self.accounts: dict[str, AccountSeed] = {}
+        client_ids: set[str] = set()
+        for acc in seed.accounts:
+            if acc.name in self.accounts:
+                raise ValueError(f"account {acc.name!r} is seeded twice")
+            if acc.auth == "oauth2":
+                if acc.client_id in client_ids:
+                    raise ValueError(f"account {acc.name!r}: another account has the same client_id")
+                client_ids.add(acc.client_id)
+            self.accounts[acc.name] = acc
         self.integrations: dict[int, IntegrationState] = {}
         started = utc_now()
         for spec in seed.integrations:
@@ -179,19 +238,34 @@ class Store:
                 shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
                 shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
                 system=spec.system,
-                failing_since=None,
-                last_fetch=started,
+                failing_since=spec.failing_since,
+                last_fetch=spec.last_fetch or started,
             )
             state = IntegrationState(info, spec.account)
             state.overwrite(spec.deleted_statuses, started)
             state.overwrite((), started)
             for s in spec.statuses:
                 state.statuses[s.external_id] = StoredStatus(s.translations)
+            if spec.mapping:
+                unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
+                if unknown:
+                    raise ValueError(f"integration {spec.id}: unknown mapping categories {', '.join(unknown)}")
+                state.set_mapping(spec.mapping.items())
             self.integrations[spec.id] = state
+        # GET /integrations pages through each account's integrations in id order.
+        self.listing: dict[str, list[IntegrationState]] = {name: [] for name in self.accounts}
+        for iid in sorted(self.integrations):
+            state = self.integrations[iid]
+            self.listing[state.account].append(state)
+        self.listing_ids: dict[str, list[int]] = {a: [s.id for s in ss] for a, ss in self.listing.items()}
 
     def snapshot(self) -> dict[str, list[OutStatus]]:
         """Every integration's statuses, deleted ones included: ``GET /_sandbox/state``."""
         return {str(i): s.view(None, True) for i, s in self.integrations.items()}
+
+    def mappings(self) -> dict[str, object]:
+        """Every integration's mapping as the GET shows it: ``GET /_sandbox/mappings``."""
+        return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
 
 
 def _drift(desired: Statuses, rng: random.Random) -> Statuses:
@@ -208,42 +282,94 @@ def _drift(desired: Statuses, rng: random.Random) -> Statuses:
     return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
 
 
+def _drift_mapping(
+    desired: dict[str, str | None], current: Statuses, rng: random.Random
+) -> dict[str, str | None] | None:
+    """The mapping of a drifted integration: a third each in sync, never set up, or one category off.
+
+    "Off" points at the stale extra status when the drifted statuses have it (so applying
+    the statuses would leave it invalid, and the declared mapping repairs it), else at nothing.
+    """
+    r = rng.random()
+    if r < 1 / 3:
+        return desired
+    if r < 2 / 3 and any(v is not None for v in desired.values()):
+        return None
+    category = STATUS_CATEGORIES[rng.randrange(len(STATUS_CATEGORIES))]
+    stale = any(s.external_id == EXTRA_STATUS_ID for s in current)
+    target = EXTRA_STATUS_ID if stale or desired[category] is None else None
+    return {**desired, category: target}
+
+
+def _account_seed(account: Account) -> AccountSeed:
+    # MERGE: Account.credentials (BasicCredentials | OAuth2Credentials) comes with the inventory
+    # branch; until then an Account carries public_key/secret_key itself.
+    creds: Any = getattr(account, "credentials", account)
+    if hasattr(creds, "client_id"):
+        return AccountSeed(
+            account.name,
+            limits=account.limits,
+            auth="oauth2",
+            client_id=creds.client_id.reveal(),
+            client_secret=creds.client_secret.reveal(),
+        )
+    return AccountSeed(account.name, creds.public_key.reveal(), creds.secret_key.reveal(), account.limits)
+
+
 def seed_from_inventory(
     inventory: Inventory,
     *,
     in_sync: float = 0.0,
     seed: int = 0,
     systems: dict[int, str] | None = None,
+    failing: Iterable[int] = (),
+    absent: Iterable[int] = (),
 ) -> Seed:
     """Every account with its credentials and every integration of the inventory.
 
     ``round(in_sync * n)`` integrations, picked by ``seed``, start exactly in their
-    desired state; the others start drifted (see :func:`_drift`), also by ``seed``.
-    ``systems`` gives some integrations another ``system`` than PrestaShop V2.
+    desired state (statuses and, when the inventory declares one, mapping); the others
+    start drifted (see :func:`_drift` and :func:`_drift_mapping`), also by ``seed``.
+    ``systems`` gives some integrations another ``system`` than PrestaShop V2,
+    ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
+    account does not have them).
     """
     if inventory.problems:
         raise ValueError(f"{inventory.path}: the inventory has {len(inventory.problems)} problem(s)")
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
-    accounts = tuple(
-        AccountSeed(a.name, a.public_key.reveal(), a.secret_key.reveal(), a.limits) for a in inventory.accounts.values()
-    )
+    # A second stream, so that declaring mappings does not change how the statuses drift.
+    mapping_rng = random.Random(f"batchsync-sandbox-mapping:{seed}")
+    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
     jobs = sorted(inventory.jobs, key=lambda j: j.integration_id)
     order = list(range(len(jobs)))
     rng.shuffle(order)
     synced = set(order[: round(in_sync * len(jobs))])
     systems = systems or {}
-    integrations = tuple(
-        IntegrationSeed(
-            id=job.integration_id,
-            account=job.account,
-            statuses=job.desired.statuses if i in synced else _drift(job.desired.statuses, rng),
-            system=systems.get(job.integration_id, PRESTASHOP_V2),
+    failing, absent = frozenset(failing), frozenset(absent)
+    since = utc_now()
+    integrations = []
+    for i, job in enumerate(jobs):
+        statuses = job.desired.statuses if i in synced else _drift(job.desired.statuses, rng)
+        declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
+        mapping = None
+        if declared is not None:
+            wanted: dict[str, str | None] = declared.as_dict()
+            mapping = wanted if i in synced else _drift_mapping(wanted, statuses, mapping_rng)
+        if job.integration_id in absent:
+            continue
+        integrations.append(
+            IntegrationSeed(
+                id=job.integration_id,
+                account=job.account,
+                statuses=statuses,
+                system=systems.get(job.integration_id, PRESTASHOP_V2),
+                failing_since=since if job.integration_id in failing else None,
+                mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
+            )
         )
-        for i, job in enumerate(jobs)
-    )
-    return Seed(accounts, integrations)
+    return Seed(accounts, tuple(integrations))
 
 
 DEMO_PUBLIC_KEY = "demo-public-key"
