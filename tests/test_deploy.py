@@ -1,0 +1,379 @@
+"""Deployment as operators do it: the Dockerfile's own install steps, run on the host.
+
+No container engine runs here, so the Dockerfile is parsed and its steps are carried out
+with its container paths moved under a temporary root: the build stage's RUN lines run
+as written (build the wheel, install it without extras into a clean virtualenv), then the
+final stage's entrypoint runs from that virtualenv as the image's non-root user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import batchsync
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+# -- reading a Dockerfile ----------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (INSTRUCTION, arguments)
+
+    def all(self, instruction: str) -> list[str]:
+        return [args for kind, args in self.steps if kind == instruction]
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not buffer):
+            continue  # comments, also those inside a continued instruction, as Docker does
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        keyword, _, rest = buffer.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+        buffer = ""
+    assert not buffer, "the Dockerfile ends inside a continued line"
+    return out
+
+
+def stages(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages."""
+    args: dict[str, str] = {}
+    result: list[Stage] = []
+    for kind, rest in instructions(text):
+        if kind == "FROM":
+            words = rest.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            result.append(Stage(substitute(words[0], args), name))
+        elif not result:
+            assert kind == "ARG", f"{kind} before the first FROM"
+            key, _, value = rest.partition("=")
+            args[key] = value
+        else:
+            result[-1].steps.append((kind, rest))
+    return args, result
+
+
+def substitute(text: str, env: Mapping[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), text)
+
+
+def env_pairs(rest: str) -> list[tuple[str, str]]:
+    pairs = []
+    for word in shlex.split(rest):
+        key, sep, value = word.partition("=")
+        assert sep, f"ENV {rest!r}: use the KEY=value form"
+        pairs.append((key, value))
+    return pairs
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+        table = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+        return re.compile("".join(table.get(p, re.escape(p)) for p in parts))
+
+    candidates = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        compiled = regex(pattern.lstrip("!"))
+        if any(compiled.fullmatch(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def ignore_patterns() -> list[str]:
+    text = (ROOT / ".dockerignore").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+# -- what the Dockerfile must say ----------------------------------------------------------
+
+
+def test_the_dockerfile_is_multi_stage_one_shot_and_non_root() -> None:
+    args, (build, final, *more) = stages(DOCKERFILE.read_text())
+    assert not more, "two stages: build, then the image"
+    assert build.name == "build" and final.base == build.base == args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", args["PYTHON_IMAGE"])
+    assert all(kind != "HEALTHCHECK" for s in (build, final) for kind, _ in s.steps)  # one-shot
+    assert [json.loads(e) for e in final.all("ENTRYPOINT")] == [["batchsync"]]  # exec form: signals reach it
+    (user,) = final.all("USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and gid.isdigit() and int(uid) != 0 and int(gid) != 0
+    # The image gets the virtualenv, made in the build stage, and nothing else that installs.
+    assert [c.split() for c in final.all("COPY")] == [["--from=build", "${VENV}", "${VENV}"]]
+    for run in final.all("RUN"):
+        assert re.fullmatch(r"groupadd .* && useradd .*", run), f"the image stage only creates its user: {run}"
+        assert f"--uid {uid}" in run and f"--gid {gid}" in run
+    for run in build.all("RUN") + final.all("RUN"):
+        assert not re.search(r"apt-get|apk |gcc|build-essential|\bmake\b", run), run
+    for run in build.all("RUN"):
+        # Every absolute path in a RUN line the test carries out is a variable it can point elsewhere.
+        assert not re.search(r"(^|[\s=])[\"']?/", run), f"a literal absolute path in: {run}"
+    installs = [r for r in build.all("RUN") if " install " in r]
+    assert installs and all("--only-binary=:all:" in r for r in installs)
+    assert dict(env_pairs(" ".join(build.all("ENV"))))["PIP_NO_CACHE_DIR"] == "1"
+
+
+def test_dockerignore_sends_only_what_the_dockerfile_copies() -> None:
+    _, (build, _final) = stages(DOCKERFILE.read_text())
+    sources = [s for c in build.all("COPY") for s in c.split()[:-1] if not s.startswith("--")]
+    patterns = ignore_patterns()
+    sent = []
+    reincluded = [p[1:] for p in patterns if p.startswith("!")]
+    for folder, dirs, files in os.walk(ROOT):
+        # Skip what is excluded whole (.venv, .git): nothing below it can be sent.
+        rel_dir = os.path.relpath(folder, ROOT)
+        dirs[:] = [
+            d
+            for d in dirs
+            if not dockerignore_excludes(patterns, os.path.normpath(os.path.join(rel_dir, d)))
+            or any(r.startswith(os.path.normpath(os.path.join(rel_dir, d)) + "/") for r in reincluded)
+        ]
+        for name in files:
+            rel = os.path.relpath(os.path.join(folder, name), ROOT)
+            if not dockerignore_excludes(patterns, rel):
+                sent.append(rel)
+    assert sent, "the context cannot be empty"
+    for rel in sent:
+        assert any(rel == s or rel.startswith(s.rstrip("/") + "/") for s in sources), f"{rel} is sent but not copied"
+        assert "__pycache__" not in rel
+    for s in sources:
+        assert not dockerignore_excludes(patterns, s), f"the Dockerfile copies {s}, .dockerignore drops it"
+    for secret in ("inventories/secrets/acme-eu.secret", ".venv/bin/python", "tests/test_deploy.py"):
+        assert dockerignore_excludes(patterns, secret)
+
+
+# -- running the install steps ---------------------------------------------------------------
+
+
+@dataclass
+class Image:
+    root: Path  # "/" of the image, on the host
+    env: dict[str, str]  # the final stage's environment
+    entrypoint: list[str]
+    uid: int
+    gid: int
+    wheel: Path
+
+    def path(self, container_path: str) -> Path:
+        return self.root / container_path.lstrip("/")
+
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        as_user = os.geteuid() == 0  # the image's user, as the image would; otherwise whoever we are
+
+        def drop() -> None:
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+
+        return subprocess.run(
+            [*self.entrypoint, *args],
+            env=self.env,
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=drop if as_user else None,
+        )
+
+
+def host_env() -> dict[str, str]:
+    """The host's environment less anything that would let the project's own .venv leak in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    return env
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Image]:
+    args, (build, final) = stages(DOCKERFILE.read_text())
+    root = Path(tempfile.mkdtemp(prefix="batchsync-image-"))
+    root.chmod(0o755)  # the image's user must be able to reach the virtualenv
+    try:
+        yield _build(root, args, build, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _apply_env(env: dict[str, str], rest: str, root: Path) -> None:
+    for key, value in env_pairs(rest):
+        value = substitute(value, env)
+        # Container paths move under the root; PATH's own host entries stay as they are.
+        if value.startswith("/") and key != "PATH":
+            value = str(root / value.lstrip("/"))
+        env[key] = value
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+
+
+def interpreter() -> str | None:
+    """A Python like the image's: 3.11 or later, with pip and venv, that the image's user can
+    run (a virtualenv links to it). The one running the tests may live under root's home."""
+    candidates = [sys._base_executable, sys.executable]
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        candidates += [f"{folder}/python3.{minor}" for minor in range(11, 20)] + [f"{folder}/python3"]
+    for candidate in dict.fromkeys(candidates):
+        if not os.path.exists(candidate):
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys, pip, venv; assert sys.version_info >= (3, 11); print(sys.base_prefix)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if probe.returncode != 0:
+            continue
+        real = Path(os.path.realpath(candidate))
+        if os.geteuid() != 0 or (_reachable_by_others(real) and _reachable_by_others(Path(probe.stdout.strip()))):
+            return candidate
+    return None
+
+
+def _build(root: Path, args: dict[str, str], build: Stage, final: Stage) -> Image:
+    python = interpreter()
+    if python is None:
+        pytest.skip("no Python 3.11+ with pip and venv that a non-root user can run")
+    shim = root / ".host-bin"
+    shim.mkdir()
+    # The build stage's `python` stands for the image's /usr/local/bin/python.
+    (shim / "python").write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
+    (shim / "python").chmod(0o755)
+    env = host_env() | args
+    env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
+    workdir = root
+    patterns = ignore_patterns()
+    for kind, rest in build.steps:
+        if kind == "ENV":
+            _apply_env(env, rest, root)
+        elif kind == "WORKDIR":
+            workdir = root / rest.lstrip("/")
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif kind == "COPY":
+            *sources, dest = rest.split()
+            target = workdir / dest if not dest.startswith("/") else root / dest.lstrip("/")
+            for source in sources:
+                src = ROOT / source
+                assert not dockerignore_excludes(patterns, source)
+                if src.is_dir():
+                    shutil.copytree(
+                        src,
+                        target,
+                        dirs_exist_ok=True,
+                        ignore=lambda folder, names: [
+                            n
+                            for n in names
+                            if dockerignore_excludes(patterns, os.path.relpath(os.path.join(folder, n), ROOT))
+                        ],
+                    )
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, target / src.name)
+        elif kind == "RUN":
+            done = subprocess.run(
+                ["/bin/sh", "-c", rest], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"RUN {rest}\n{done.stdout}\n{done.stderr}"
+        else:
+            assert kind in ("ARG", "LABEL"), f"the test does not know how to carry out {kind}"
+    (wheel,) = Path(env["WHEELS"]).glob("batchsync-*.whl")
+
+    # The image: its base environment, then its own ENV lines; what it copies must already
+    # be at the same path (it is: the root is shared), so COPY checks rather than copies.
+    final_env = {"PATH": host_env()["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    user = entrypoint = None
+    for kind, rest in final.steps:
+        if kind == "ENV":
+            _apply_env(final_env, rest, root)
+        elif kind == "COPY":
+            _flag, src, dest = rest.split()
+            assert substitute(src, final_env) == substitute(dest, final_env)
+            assert Path(substitute(dest, final_env)).is_dir()
+        elif kind == "USER":
+            user = rest
+        elif kind == "ENTRYPOINT":
+            entrypoint = json.loads(rest)
+    assert user is not None and entrypoint is not None
+    uid, gid = (int(x) for x in user.split(":"))
+    for folder in (root, *root.rglob("*")):
+        if folder.is_dir():  # what a root umask of 077 would have hidden from the image's user
+            assert folder.stat().st_mode & 0o005 == 0o005, folder
+    return Image(root, final_env, entrypoint, uid, gid, wheel)
+
+
+@pytest.mark.slow
+def test_the_image_runs_its_entrypoint_as_its_user(image: Image) -> None:
+    done = image.run("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"batchsync {batchsync.__version__}"
+    which = shutil.which("batchsync", path=image.env["PATH"])
+    assert which is not None and Path(which).is_relative_to(image.root)
+
+
+@pytest.mark.slow
+def test_the_image_applies_the_example_against_the_sandbox(image: Image) -> None:
+    # The inventory as a read-only mount (a ConfigMap), reports to a volume the user owns.
+    config = image.path("/config")
+    shutil.copytree(ROOT / "inventories", config, ignore=shutil.ignore_patterns(".*.lock"))
+    reports = image.path("/reports")
+    reports.mkdir()
+    if os.geteuid() == 0:
+        os.chown(reports, image.uid, image.gid)
+    done = image.run("apply", "--sandbox", str(config / "example.toml"), "--report", str(reports / "r.jsonl"))
+    assert done.returncode == 0, done.stderr
+    assert "RECAP" in done.stdout and "TOTAL" in done.stdout
+    report = reports / "r.jsonl"
+    lines = report.read_text().splitlines()
+    assert len(lines) >= 24 and json.loads(lines[-1])["summary"] is True
+    if os.geteuid() == 0:
+        assert report.stat().st_uid == image.uid  # written by the image's user, not root
+
+
+@pytest.mark.slow
+def test_the_virtualenv_holds_the_package_and_its_dependencies_only(image: Image) -> None:
+    site = next(Path(image.env["VENV"]).glob("lib/python3.*/site-packages"))
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert {"batchsync", "aiohttp", "anyio", "msgspec", "pyyaml", "shtab"} <= installed
+    assert not installed & {"pytest", "hypothesis", "ruff", "mypy", "kubernetes_validate", "pip", "setuptools"}
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_license(image: Image) -> None:
+    with zipfile.ZipFile(image.wheel) as wheel:
+        names = wheel.namelist()
+        (license_name,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert wheel.read(license_name) == (ROOT / "LICENSE").read_bytes()
+        metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert not [n for n in names if n.startswith(("tests/", "bench/"))]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
