@@ -377,3 +377,133 @@ def test_the_wheel_carries_the_license(image: Image) -> None:
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+# -- cron ------------------------------------------------------------------------------------
+
+CRONTAB = ROOT / "deploy" / "cron" / "crontab"
+NIGHTLY = ROOT / "deploy" / "cron" / "batchsync-nightly"
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute, hour, day of month, month, day of week
+
+
+def cron_entries(text: str) -> list[str]:
+    """The job lines of a crontab: not blank, not a comment, not a NAME=value setting."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and not re.match(r"\s*[A-Za-z_]\w*\s*=", line)
+    ]
+
+
+def parse_cron_entry(line: str) -> tuple[list[str], str]:
+    """Five time fields and a command, as cron reads one line; raises AssertionError otherwise."""
+    assert not line.rstrip().endswith("\\"), "cron does not join lines: a trailing backslash ends the command there"
+    parts = line.split(None, 5)
+    assert len(parts) == 6, f"five time fields and a command: {line!r}"
+    *fields, command = parts
+    for text, (low, high) in zip(fields, CRON_RANGES, strict=True):
+        for item in text.split(","):
+            m = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", item)
+            assert m is not None, f"time field {text!r}"
+            for number in (m.group(2), m.group(3)):
+                assert number is None or low <= int(number) <= high, f"time field {text!r} out of {low}-{high}"
+            assert m.group(4) is None or int(m.group(4)) >= 1
+    # cron turns an unescaped % into a newline and feeds the rest to the command's stdin.
+    assert not re.search(r"(?<!\\)%", command), "an unescaped % in the command"
+    return fields, command
+
+
+def readme_block(title: str) -> str:
+    """The first fenced block after the bold ``title`` line in the README."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(rf"\*\*{re.escape(title)}\*\*.*?\n```[a-z]*\n(.*?)\n```", text, re.DOTALL)
+    assert m is not None, f"no block after **{title}** in the README"
+    return m.group(1)
+
+
+def test_the_cron_line_is_one_entry_that_pastes_as_is() -> None:
+    (entry,) = cron_entries(CRONTAB.read_text())
+    fields, command = parse_cron_entry(entry)
+    assert fields == ["15", "2", "*", "*", "*"]
+    program = shlex.split(command)[0]
+    assert program.endswith("/deploy/cron/batchsync-nightly")
+    assert cron_entries(readme_block("cron")) == [entry]  # the README shows exactly this line
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "15 2 * * *  batchsync apply x.toml \\",
+        "15 2 * * batchsync",
+        "61 2 * * * batchsync",
+        "15 2 * * * date +%F",
+        "15 2 */0 * * batchsync",
+    ],
+)
+def test_the_cron_parser_refuses_what_cron_would_misread(bad: str) -> None:
+    with pytest.raises(AssertionError):
+        parse_cron_entry(bad)
+
+
+def test_the_wrapper_is_an_executable_posix_script() -> None:
+    assert os.access(NIGHTLY, os.X_OK)
+    subprocess.run(["sh", "-n", str(NIGHTLY)], check=True, timeout=30)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", str(NIGHTLY)], check=True, timeout=60)
+
+
+def nightly(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REPORT_DIR": str(tmp_path / "reports"),
+        "BATCHSYNC_ENV_FILE": str(tmp_path / "none.env"),
+        "BATCHSYNC": str(Path(sys.executable).parent / "batchsync"),
+    } | env
+    return subprocess.run([str(NIGHTLY), *args], env=environ, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "inventories", tmp_path / "inv", ignore=shutil.ignore_patterns(".*.lock"))
+    return tmp_path / "inv" / "example.toml"
+
+
+def test_a_good_night_prints_nothing_and_keeps_its_report(tmp_path: Path, inventory: Path) -> None:
+    done = nightly(tmp_path, str(inventory), "--sandbox")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    last = tmp_path / "reports" / "last.jsonl"
+    assert last.is_symlink() and re.fullmatch(r"\d{4}-\d\d-\d\dT\d{6}\.jsonl", os.readlink(last))
+    assert json.loads(last.read_text().splitlines()[-1])["summary"] is True
+
+
+def test_a_run_still_holding_the_lock_is_not_an_error(tmp_path: Path, inventory: Path) -> None:
+    from batchsync.lock import acquire_lock
+
+    with acquire_lock(str(inventory)):
+        done = nightly(tmp_path, str(inventory), "--sandbox")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert not list((tmp_path / "reports").glob("*.jsonl"))
+
+
+def test_an_invalid_inventory_mails_why_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("accounts = 3\n")
+    done = nightly(tmp_path, str(bad))
+    assert done.returncode == 2
+    assert "nothing was sent" in done.stderr and str(bad) in done.stderr
+
+
+@pytest.mark.parametrize("code", [1, 3])
+def test_failures_mail_the_retry_command(tmp_path: Path, code: int) -> None:
+    # A stand-in for batchsync: what is tested here is the wrapper's handling of each code.
+    fake = tmp_path / "fake-batchsync"
+    fake.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --report ] && echo "{}" > "$2"; shift; done\n'
+        f'echo "! integration 7 (acme): failed" >&2\nexit {code}\n'
+    )
+    fake.chmod(0o755)
+    done = nightly(tmp_path, "inv.toml", BATCHSYNC=str(fake))
+    assert done.returncode == code
+    report = os.readlink(tmp_path / "reports" / "last.jsonl")
+    assert done.stderr.startswith("! integration 7 (acme): failed\n")
+    assert f"{fake} apply inv.toml --retry-failed {tmp_path / 'reports' / report}" in done.stderr
