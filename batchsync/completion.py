@@ -46,8 +46,9 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+# Where each shell looks for a script, as the README says (for the command's help).
 INSTALL = {
     "bash": "batchsync completion bash > ~/.local/share/bash-completion/completions/batchsync",
-    "zsh": 'batchsync completion zsh > "${fpath[1]}/_batchsync"  # then: exec zsh',
+    "zsh": "mkdir -p ~/.zfunc && batchsync completion zsh > ~/.zfunc/_batchsync",
     "fish": "batchsync completion fish > ~/.config/fish/completions/batchsync.fish",
 }

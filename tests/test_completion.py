@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchsync.cli import build_parser
-from batchsync.completion import SHELLS, mark_files, script
+from batchsync.completion import INSTALL, SHELLS, mark_files, script
 
 
 def bash_complete(script_path: Path, line: str, cwd: Path) -> list[str]:
@@ -130,3 +130,10 @@ def test_start_up_does_not_pay_for_completion() -> None:
         "assert 'shtab' not in sys.modules, 'shtab imported at start-up'\n"
     )
     subprocess.run([sys.executable, "-c", program], check=True, timeout=60, capture_output=True)
+
+
+def test_the_readme_installs_every_shell_as_the_help_does() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert set(INSTALL) == set(SHELLS)
+    for line in INSTALL.values():
+        assert line in readme

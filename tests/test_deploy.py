@@ -8,6 +8,7 @@ final stage's entrypoint runs from that virtualenv as the image's non-root user.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -20,10 +21,13 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import batchsync
+from batchsync.merge import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -507,3 +511,186 @@ def test_failures_mail_the_retry_command(tmp_path: Path, code: int) -> None:
     report = os.readlink(tmp_path / "reports" / "last.jsonl")
     assert done.stderr.startswith("! integration 7 (acme): failed\n")
     assert f"{fake} apply inv.toml --retry-failed {tmp_path / 'reports' / report}" in done.stderr
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+
+K8S = ROOT / "deploy" / "kubernetes"
+OLDEST_KUBERNETES = "1.33.0"  # backoffLimitPerIndex and podFailurePolicy are GA from here on
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    docs: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            docs[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return docs
+
+
+def split_args(args: list[str]) -> tuple[list[str], dict[str, str | None]]:
+    """Positionals and --flag[=value] options (the manifests write every value with '=')."""
+    positional = [a for a in args if not a.startswith("-")]
+    options: dict[str, str | None] = {}
+    for a in args:
+        if a.startswith("-"):
+            key, sep, value = a.partition("=")
+            options[key] = value if sep else None
+    return positional, options
+
+
+def pod(cronjob: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
+def minute_of_day(schedule: str) -> int:
+    minute, hour, *rest = schedule.split()
+    assert rest == ["*", "*", "*"] and minute.isdigit() and hour.isdigit(), "a daily schedule"
+    return int(hour) * 60 + int(minute)
+
+
+def test_the_manifests_pass_kubernetes_validate() -> None:
+    from kubernetes_validate import utils
+
+    latest = utils.latest_version()
+    assert tuple(int(x) for x in latest.split(".")[:2]) >= (1, 35), "a current Kubernetes schema ships with it"
+    assert OLDEST_KUBERNETES in utils.all_versions()  # its own schema, not the nearest older one
+    docs = manifests()
+    assert set(docs) == {
+        "CronJob/batchsync-shards",
+        "CronJob/batchsync-merge",
+        "ConfigMap/batchsync-inventory",
+        "Secret/sendcloud-credentials",
+        "PersistentVolumeClaim/batchsync-reports",
+    }
+    for version in (OLDEST_KUBERNETES, latest):
+        for name, doc in docs.items():
+            try:
+                utils.validate(doc, version, strict=True)  # strict: an unknown field is an error
+            except utils.ValidationError as exc:
+                pytest.fail(f"{name} against Kubernetes {version}: {exc.message} at {list(exc.path)}")
+    # And the schema check can fail: a misspelt field is refused.
+    broken = docs["CronJob/batchsync-shards"]
+    broken = {**broken, "spec": {**broken["spec"], "schedul": "15 2 * * *"}}
+    with pytest.raises(utils.ValidationError):
+        utils.validate(broken, latest, strict=True)
+
+
+def test_the_shards_job_is_indexed_and_each_pod_runs_its_own_shard() -> None:
+    docs = manifests()
+    shards = docs["CronJob/batchsync-shards"]
+    job = shards["spec"]["jobTemplate"]["spec"]
+    spec = pod(shards)
+    (container,) = spec["containers"]
+    positional, options = split_args(container["args"])
+    n = job["completions"]
+    assert job["completionMode"] == "Indexed" and job["parallelism"] == n and n >= 2
+    assert job["backoffLimitPerIndex"] >= 0 and spec["restartPolicy"] == "Never"
+    assert shards["spec"]["concurrencyPolicy"] == "Forbid"
+    for rule in job["podFailurePolicy"]["rules"]:
+        assert rule.get("onExitCodes", {}).get("containerName", container["name"]) == container["name"]
+    assert positional[0] == "apply"
+    assert options["--shard-index-from-env"] == "JOB_COMPLETION_INDEX"
+    assert options["--shard-count"] == str(n)
+    report = options["--report"]
+    assert report is not None and "$(JOB_COMPLETION_INDEX)" in report  # one report per shard
+
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    inventory = positional[1]
+    assert Path(inventory).parent == Path(mounts["config"])
+    cm = docs["ConfigMap/batchsync-inventory"]
+    assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
+    assert Path(inventory).name in cm["data"]
+    assert Path(report).parent == Path(mounts["reports"])
+    pvc = volumes["reports"]["persistentVolumeClaim"]["claimName"]
+    assert pvc == docs["PersistentVolumeClaim/batchsync-reports"]["metadata"]["name"]
+    (source,) = container["envFrom"]
+    assert source["secretRef"]["name"] == docs["Secret/sendcloud-credentials"]["metadata"]["name"]
+    # The lock falls back to the temp dir when the inventory's folder is read-only.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and mounts["tmp"] == "/tmp"
+    assert "emptyDir" in volumes["tmp"]
+    grace = float(options.get("--grace-period") or 10)
+    assert spec["terminationGracePeriodSeconds"] > grace
+
+
+def test_the_merge_runs_after_every_shard_is_over_and_reads_their_reports() -> None:
+    docs = manifests()
+    shards, merge = docs["CronJob/batchsync-shards"], docs["CronJob/batchsync-merge"]
+    n = shards["spec"]["jobTemplate"]["spec"]["completions"]
+    (shard_container,) = pod(shards)["containers"]
+    (merge_container,) = pod(merge)["containers"]
+    report = split_args(shard_container["args"])[1]["--report"]
+    assert report is not None
+    positional, options = split_args(merge_container["args"])
+    assert positional[:2] == ["report", "merge"]
+    patterns = positional[2:]
+    for index in range(n):
+        path = report.replace("$(JOB_COMPLETION_INDEX)", str(index))
+        assert any(fnmatch.fnmatch(path, p) for p in patterns), f"the merge does not read shard {index}'s {path}"
+    for output in (options["--junit"], options["--metrics"]):
+        assert output is not None and not any(fnmatch.fnmatch(output, p) for p in patterns)
+    assert merge_container["image"] == shard_container["image"]
+    assert pod(merge)["volumes"] == [v for v in pod(shards)["volumes"] if v["name"] == "reports"]
+
+    # Ordered by time: the shards start by their start deadline and are stopped at their
+    # active deadline plus the grace period; the merge starts after that, the same night.
+    assert merge["spec"]["timeZone"] == shards["spec"]["timeZone"]
+    start = minute_of_day(shards["spec"]["schedule"]) * 60
+    over = (
+        start
+        + shards["spec"]["startingDeadlineSeconds"]
+        + shards["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"]
+        + pod(shards)["terminationGracePeriodSeconds"]
+    )
+    merged_at = minute_of_day(merge["spec"]["schedule"]) * 60
+    assert over < merged_at < 24 * 3600
+    # --max-age keeps tonight's reports (started since the shards' schedule) and drops last night's.
+    assert options["--max-age"] is not None
+    max_age = parse_duration(options["--max-age"])
+    assert merged_at + merge["spec"]["startingDeadlineSeconds"] - start < max_age < 24 * 3600 - 600
+
+
+def test_pods_run_as_the_images_user() -> None:
+    _, (_build, final) = stages(DOCKERFILE.read_text())
+    (user,) = final.all("USER")
+    uid, gid = (int(x) for x in user.split(":"))
+    for name in ("CronJob/batchsync-shards", "CronJob/batchsync-merge"):
+        spec = pod(manifests()[name])
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True and (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
+        for container in spec["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_configmaps_inventory_is_valid_with_the_secrets_variables(tmp_path: Path) -> None:
+    from batchsync.inventory import load
+
+    docs = manifests()
+    data = docs["ConfigMap/batchsync-inventory"]["data"]
+    environ = dict(docs["Secret/sendcloud-credentials"]["stringData"])
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    inv = load(tmp_path / "inventory.toml", environ=environ)
+    assert inv.valid, inv.problems
+    referenced = set(re.findall(r'"env:(\w+)"', data["inventory.toml"]))
+    assert referenced == set(environ)  # every variable the inventory needs, and nothing else
+
+
+@pytest.mark.xfail(strict=True, reason="second round: cli.py gains --shard-index-from-env, --shard-count, report merge")
+def test_the_manifests_args_parse_with_the_command_line() -> None:
+    from batchsync.cli import build_parser
+
+    docs = manifests()
+    for name in ("CronJob/batchsync-shards", "CronJob/batchsync-merge"):
+        (container,) = pod(docs[name])["containers"]
+        try:
+            build_parser().parse_args(container["args"])
+        except SystemExit:
+            pytest.fail(f"{name}: batchsync {' '.join(container['args'])} is not a valid command line")
+
+
+def test_the_readme_shows_the_shards_cronjob_as_shipped() -> None:
+    block = readme_block("Kubernetes")
+    assert yaml.safe_load(block) == manifests()["CronJob/batchsync-shards"]
