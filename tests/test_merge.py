@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,12 +15,16 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inventory_factory import make_inventory
 
-from batchsync.engine import RESULTS, AccountStats, Summary
+from batchsync.engine import RESULTS, AccountStats, Engine, Options, Outcome, Summary
 from batchsync.merge import MergeError, command, expand, merge, parse_duration, parse_report, read_report
 from batchsync.monitoring import read_metric
+from batchsync.report import summary_document
 from batchsync.run import exit_code
-from batchsync.shard import partition
+from batchsync.sandbox import SandboxConfig, run_sandbox
+from batchsync.shard import ShardSpec, partition, select_shard
+from bench.gen_inventory import zipf_sizes
 
 NOW = 1_800_000_000.0
 
@@ -383,3 +388,60 @@ def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
     other = write(tmp_path / "o.jsonl", header(1, 3, [2, 2, 2]), summary_line([]))
     code, out, err = run(a, other)
     assert code == 2 and out == "" and "different splits" in err and err.rstrip().endswith("nothing merged")
+
+
+# -- against the real engine and sandbox --------------------------------------------------
+
+
+def write_run_report(path: Path, header_doc: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
+    """A report as the command line writes it: header, outcome lines, summary line."""
+    doc = summary_document(summary, "apply") | {"exit_code": exit_code(summary, "apply", False)}
+    lines = [msgspec.json.encode(header_doc), *(msgspec.json.encode(o) for o in outcomes), msgspec.json.encode(doc)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
+async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_path: Path) -> None:
+    sizes = zipf_sizes(400, 40, 1.1)
+    fleet = {f"shop{i:02d}": n for i, n in enumerate(sizes)}
+    fast = {"reads_per_minute": 60_000, "writes_per_minute": 60_000, "write_burst": 50}
+    inv = make_inventory(tmp_path, fleet, limits=dict.fromkeys(fleet, fast))
+    config = SandboxConfig(in_sync=0.5, seed=3)
+    options = Options(backoff_base=0.01, backoff_max=0.05, timeout=5.0)
+    paths: list[str] = []
+    async with run_sandbox(inv, config) as box:
+        for index in range(4):  # one after another, against one sandbox
+            jobs, split = select_shard(inv.jobs, ShardSpec(index, 4))
+            outcomes: list[Outcome] = []
+            engine = Engine(inv.accounts, msgspec.structs.replace(options, base_url=box.url), outcomes.append)
+            started = time.time()
+            await engine.run(jobs)
+            head = {"header": True, "version": 2, "command": "apply", "started_at": started, "inventory": "inv.json"}
+            head |= {"selected": len(jobs), "shard": split.header(index)}
+            paths.append(write_run_report(tmp_path / f"shard-{index}.jsonl", head, outcomes, engine.summary))
+        posts: dict[str, int] = box.stats()["applied_posts"]  # type: ignore[index]
+    assert max(split.integrations) <= 1.1 * max(max(sizes), 400 / 4)
+    reports = [read_report(p) for p in paths]
+    ids = [o.integration_id for r in reports for o in r.outcomes]
+    assert sorted(ids) == sorted(j.integration_id for j in inv.jobs)  # each integration in exactly one shard
+    assert set(posts.values()) == {1}  # and each drifted one written exactly once
+    owners = [{o.account for o in r.outcomes} for r in reports]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])  # no account in two shards
+
+    async with run_sandbox(inv, config) as box:  # the same seed: the same drift, for one unsharded run
+        single: list[Outcome] = []
+        engine = Engine(inv.accounts, msgspec.structs.replace(options, base_url=box.url), single.append)
+        await engine.run(inv.jobs)
+        one_run = engine.summary
+
+    merged = merge(reports)
+    assert {r: merged.summary.total(r) for r in RESULTS} == {r: one_run.total(r) for r in RESULTS}
+    assert merged.summary.total("changed") == len(posts) > 0
+    for account, stats in one_run.accounts.items():
+        assert [getattr(merged.summary.accounts[account], r) for r in RESULTS] == [getattr(stats, r) for r in RESULTS]
+    assert merged.exit_code == exit_code(one_run, "apply", False) == 0
+
+    os.remove(paths[2])
+    code, out, _ = run(str(tmp_path / "shard-*.jsonl"))
+    assert code == 3
+    assert f"! shard 2/4: missing: no report; its {split.integrations[2]} integrations not done" in out
