@@ -1,0 +1,501 @@
+"""``report merge``: the JSON-lines reports of several shards read as if one run had done it all.
+
+One set of outcomes, one summary and one exit code by a single run's rules. A shard whose
+report is missing, unusable, from an earlier run or cut short is named, and the
+integrations it should have covered (known from the ``shard`` block of any report's
+header) count as not done: skipped, exit 3.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from typing import IO, Any, Literal
+
+import msgspec
+
+from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED
+from batchsync.outcome import RESULTS, AccountStats, Outcome, Result, Summary
+
+State = Literal["complete", "cut short", "missing", "unusable", "from an earlier run"]
+
+
+class MergeError(ValueError):
+    """The reports cannot be read as one run (different splits, modes, a shard twice...): exit 2."""
+
+
+class ShardBlock(msgspec.Struct, frozen=True):
+    index: int
+    count: int
+    integrations: tuple[int, ...] = ()  # per shard, in shard order
+    accounts: tuple[int, ...] = ()
+
+
+class Header(msgspec.Struct, frozen=True):
+    version: int = 1
+    command: str | None = None
+    started_at: float | None = None
+    inventory: str | None = None
+    selected: int | None = None
+    shard: ShardBlock | None = None
+
+
+class SummaryLine(msgspec.Struct, frozen=True):
+    mode: str | None = None
+    accounts: dict[str, AccountStats] = {}
+    duration_s: float = 0.0
+    stopped: str | None = None
+    exit_code: int | None = None
+
+
+class Report(msgspec.Struct, frozen=True):
+    """One report file as read: ``summary`` None means the run was cut short (killed)."""
+
+    path: str
+    header: Header | None = None
+    outcomes: tuple[Outcome, ...] = ()
+    summary: SummaryLine | None = None
+    problem: str | None = None  # why it cannot be used at all
+    mtime: float | None = None
+    # Per account, from the outcome lines (a cut-short report has no summary to take them from).
+    tally: dict[str, AccountStats] = {}
+    last_ended_at: float | None = None
+
+    @property
+    def mode(self) -> str | None:
+        if self.summary is not None and self.summary.mode:
+            return self.summary.mode
+        return self.header.command if self.header is not None else None
+
+    @property
+    def shard(self) -> ShardBlock | None:
+        return self.header.shard if self.header is not None else None
+
+
+def _show(text: str) -> str:
+    """A path or value as it may be printed: quoted when it holds a control character."""
+    return msgspec.json.encode(text).decode() if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
+
+
+def _problem(path: str, message: str, header: Header | None = None, mtime: float | None = None) -> Report:
+    return Report(path, header=header, problem=message, mtime=mtime)
+
+
+def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
+    """Read one report's bytes. A last line cut off mid-write (a killed run) is dropped; an
+    older report without a header line is read as well. Never raises on content."""
+    lines = [line for line in data.splitlines() if line.strip()]
+    header: Header | None = None
+    summary: SummaryLine | None = None
+    outcomes: list[Outcome] = []
+    seen: set[int] = set()
+    tally: dict[str, AccountStats] = {}
+    last_end: float | None = None
+    for n, line in enumerate(lines, 1):
+        try:
+            row = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            if n == len(lines):
+                break  # cut off mid-write by a kill
+            return _problem(path, f"line {n} is not JSON", header, mtime)
+        if not isinstance(row, dict):
+            return _problem(path, f"line {n} is not a JSON object", header, mtime)
+        try:
+            if row.get("header") is True:
+                if n != 1:
+                    return _problem(path, f"line {n}: a header line after the first line", header, mtime)
+                header = msgspec.convert(row, Header)
+            elif row.get("summary") is True:
+                if summary is not None:
+                    return _problem(path, f"line {n}: a second summary line", header, mtime)
+                summary = msgspec.convert(row, SummaryLine)
+            elif "integration_id" in row:
+                if summary is not None:
+                    return _problem(path, f"line {n}: an outcome after the summary line", header, mtime)
+                outcome = msgspec.convert(row, Outcome)
+                if outcome.integration_id in seen:
+                    return _problem(path, f"line {n}: integration {outcome.integration_id} twice", header, mtime)
+                seen.add(outcome.integration_id)
+                outcomes.append(outcome)
+                stats = tally.setdefault(outcome.account, AccountStats())
+                setattr(stats, outcome.result, getattr(stats, outcome.result) + 1)
+                requests = row.get("requests")
+                if isinstance(requests, list):
+                    stats.requests += len(requests)
+                    stats.throttled += sum(1 for r in requests if isinstance(r, list) and r[-1:] == [429])
+                ended = row.get("ended_at")
+                if isinstance(ended, int | float) and not isinstance(ended, bool):
+                    last_end = ended if last_end is None else max(last_end, ended)
+            else:
+                return _problem(path, f"line {n} is neither a header, an outcome nor a summary", header, mtime)
+        except msgspec.ValidationError as exc:
+            return _problem(path, f"line {n}: {exc}", header, mtime)
+    if header is not None and header.shard is not None:
+        s = header.shard
+        if not 0 <= s.index < s.count or (s.integrations and len(s.integrations) != s.count):
+            return _problem(path, f"line 1: shard {s.index}/{s.count} does not fit its own block", None, mtime)
+    return Report(path, header, tuple(outcomes), summary, None, mtime, tally, last_end)
+
+
+def read_report(path: str) -> Report:
+    """Read one report file; a file that cannot be read comes back with its ``problem``."""
+    try:
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            data = f.read()
+    except FileNotFoundError:
+        return _problem(path, "no such file")
+    except OSError as exc:
+        return _problem(path, exc.strerror or str(exc))
+    return parse_report(path, data, mtime)
+
+
+_GLOB = re.compile(r"[*?[]")
+
+
+def expand(patterns: Iterable[str]) -> list[str]:
+    """REPORT arguments to paths. A pattern is expanded here too (a Kubernetes container's
+    args pass through no shell); one that matches nothing stays, to be named as missing."""
+    paths: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        found = [pattern] if os.path.lexists(pattern) or not _GLOB.search(pattern) else sorted(glob.glob(pattern))
+        for path in found or [pattern]:
+            key = os.path.realpath(path)
+            if key not in seen:  # the same file named twice is read once
+                seen.add(key)
+                paths.append(path)
+    return paths
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``--max-age``: seconds, or a number with s, m, h or d."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError("expected a positive duration: seconds, or a number with s, m, h or d (90m, 4h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+class Part(msgspec.Struct, frozen=True):
+    """What one shard (or, unsharded, one report file) contributed."""
+
+    shard: str | None  # "I/N", None for unsharded reports
+    path: str | None  # None: no report claims this shard
+    state: State
+    reason: str | None = None
+    recorded: int = 0  # outcome lines counted
+    not_done: int | None = 0  # integrations it should have covered with no outcome; None: unknown
+
+    def describe(self) -> str:
+        where = f"shard {self.shard}" if self.shard is not None else "report"
+        name = f" {_show(self.path)}" if self.path is not None else ""
+        if self.state == "complete":
+            return f"{where}{name}: complete, {self.recorded} integrations"
+        text = f"{where}{name}: {self.state}" + (f": {self.reason}" if self.reason else "")
+        if self.not_done is None:
+            return f"{text}; what it should have covered is unknown"
+        if self.state == "cut short":
+            return f"{text}; {self.recorded} recorded, {self.not_done} not done"
+        if self.not_done:
+            return f"{text}; its {self.not_done} integration{'s' if self.not_done != 1 else ''} not done"
+        return text
+
+
+class MergedSummary(Summary):
+    """A run's summary plus what no report accounts for, counted as skipped (not done)."""
+
+    not_done: int = 0
+
+    def total(self, result: Result) -> int:
+        return super().total(result) + (self.not_done if result == "skipped" else 0)
+
+
+class Merged(msgspec.Struct):
+    mode: str
+    summary: MergedSummary
+    outcomes: list[Outcome]
+    parts: list[Part]
+    detailed: bool = False  # a plan report used --detailed-exitcode
+    unknown: bool = False  # a missing part's share of the work is unknown
+
+    @property
+    def exit_code(self) -> int:
+        from batchsync.run import exit_code
+
+        if self.unknown:
+            return EXIT_INTERRUPTED
+        return exit_code(self.summary, self.mode, self.detailed)
+
+
+def _consistent(usable: Sequence[Report], broken: Sequence[Report]) -> None:
+    """Refuse reports that cannot be one run: checked on every current report whose header was read."""
+    reports = [*usable, *broken]
+    modes = {r.mode for r in reports if r.mode is not None}
+    if len(modes) > 1:
+        raise MergeError(f"the reports mix {' and '.join(sorted(modes))} runs")
+    sharded = [r for r in reports if r.shard is not None]
+    if not sharded:
+        return
+    first = sharded[0]
+    assert first.shard is not None
+    for r in usable:
+        if r.shard is None:
+            kind = "has no header (an older report)" if r.header is None else "is not a shard's report"
+            raise MergeError(f"{_show(r.path)} {kind}, {_show(first.path)} is: not one sharded run")
+    by_index: dict[int, Report] = {}
+    for r in sharded:
+        s = r.shard
+        assert s is not None
+        if (s.count, s.integrations) != (first.shard.count, first.shard.integrations):
+            raise MergeError(
+                f"{_show(r.path)} and {_show(first.path)} come from different splits "
+                f"({s.count} shards {list(s.integrations)} vs {first.shard.count} shards "
+                f"{list(first.shard.integrations)}): not one run"
+            )
+        if s.index in by_index:
+            raise MergeError(
+                f"shard {s.index}/{s.count} has two reports: {_show(by_index[s.index].path)} and {_show(r.path)}"
+            )
+        by_index[s.index] = r
+
+
+def _tag(r: Report) -> str | None:
+    return f"{r.shard.index}/{r.shard.count}" if r.shard is not None else None
+
+
+def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float | None = None) -> Merged:
+    """Combine reports as if one run had done it all; raises :class:`MergeError`.
+
+    ``max_age`` (seconds): a report whose run started longer ago than that is from an
+    earlier run, left behind where this run's report should be, and counts as missing.
+    """
+    if not reports:
+        raise MergeError("no report to merge")
+    clock = time.time() if now is None else now
+    usable: list[Report] = []
+    broken: list[Report] = []  # this run's, but unreadable: missing, not a report, empty
+    stale: list[Report] = []  # readable, but from an earlier run
+    for r in reports:
+        if r.problem is None and r.header is None and not r.outcomes and r.summary is None:
+            r = msgspec.structs.replace(r, problem="empty: the run wrote nothing before it stopped")
+        if r.problem is None and max_age is not None:
+            started = r.header.started_at if r.header is not None and r.header.started_at is not None else r.mtime
+            if started is not None and clock - started > max_age:
+                reason = f"started {_age(clock - started)} ago (--max-age {_age(max_age)})"
+                stale.append(msgspec.structs.replace(r, problem=reason))
+                continue
+        (usable if r.problem is None else broken).append(r)
+    _consistent(usable, broken)
+
+    owner: dict[int, str] = {}
+    for r in usable:
+        for o in r.outcomes:
+            if o.integration_id in owner:
+                raise MergeError(
+                    f"integration {o.integration_id} is in both {_show(owner[o.integration_id])} and {_show(r.path)}"
+                )
+            owner[o.integration_id] = r.path
+
+    block = next((r.shard for r in (*usable, *broken, *stale) if r.shard is not None), None)
+    parts: list[Part] = []
+    accounts: dict[str, AccountStats] = {}
+    stopped: list[str] = []
+    covered: set[int] = set()
+    left: int | None
+    usable.sort(key=lambda r: (r.shard.index if r.shard is not None else -1, r.path))
+    for r in usable:
+        if r.shard is not None:
+            covered.add(r.shard.index)
+        for name, stats in (r.summary.accounts if r.summary is not None else r.tally).items():
+            into = accounts.setdefault(name, AccountStats())
+            for field in (*RESULTS, "throttled", "requests"):
+                setattr(into, field, getattr(into, field) + getattr(stats, field))
+        if r.summary is not None:
+            parts.append(Part(_tag(r), r.path, "complete", recorded=len(r.outcomes)))
+            if r.summary.stopped:
+                where = f"shard {_tag(r)}" if r.shard is not None else _show(r.path)
+                stopped.append(f"{where}: {r.summary.stopped}")
+            continue
+        expected = r.header.selected if r.header is not None else None
+        if expected is None and r.shard is not None and r.shard.integrations:
+            expected = r.shard.integrations[r.shard.index]
+        rest = None if expected is None else max(0, expected - len(r.outcomes))
+        parts.append(Part(_tag(r), r.path, "cut short", "no summary line", len(r.outcomes), rest))
+
+    # Every shard that no usable report covers is named, with the files that claimed it.
+    placed: set[int] = set()
+    leftovers: tuple[tuple[list[Report], State], ...] = ((broken, "unusable"), (stale, "from an earlier run"))
+    if block is not None:
+        for index in range(block.count):
+            if index in covered:
+                continue
+            left = block.integrations[index] if block.integrations else None
+            shard = f"{index}/{block.count}"
+            claims = [
+                (r, state)
+                for rs, state in leftovers
+                for r in rs
+                if r.shard is not None and (r.shard.index, r.shard.count) == (index, block.count)
+            ]
+            for r, state in claims:
+                placed.add(id(r))
+                parts.append(Part(shard, r.path, state, r.problem, 0, left))
+                left = 0  # the shard's work is counted once
+            if not claims:
+                parts.append(Part(shard, None, "missing", "no report", 0, left))
+    for rs, state in leftovers:
+        for r in rs:
+            if id(r) in placed:
+                continue
+            kind: State = "missing" if r.problem == "no such file" else state
+            # With the split known, every shard is accounted for above and this file adds
+            # nothing more; without it, what the file should have covered is unknown.
+            parts.append(Part(_tag(r), r.path, kind, r.problem, 0, 0 if block is not None else None))
+    stopped += [p.describe() for p in parts if p.state != "complete" and p.not_done != 0]
+
+    mode = next((r.mode for r in (*usable, *broken, *stale) if r.mode is not None), "apply")
+    starts = [r.header.started_at for r in usable if r.header is not None and r.header.started_at is not None]
+    if usable and len(starts) == len(usable):
+        ends = []
+        for r in usable:
+            assert r.header is not None and r.header.started_at is not None
+            if r.summary is not None:
+                ends.append(r.header.started_at + r.summary.duration_s)
+            else:
+                ends.append(r.last_ended_at if r.last_ended_at is not None else r.header.started_at)
+        duration = max(ends) - min(starts)  # the shards ran side by side: first start to last end
+    else:
+        duration = max((r.summary.duration_s for r in usable if r.summary is not None), default=0.0)
+    summary = MergedSummary(
+        accounts=accounts,
+        duration_s=max(0.0, duration),
+        stopped="; ".join(stopped) or None,
+        not_done=sum(p.not_done or 0 for p in parts),
+    )
+    return Merged(
+        mode,
+        summary,
+        [o for r in usable for o in r.outcomes],
+        parts,
+        detailed=any(r.summary is not None and r.summary.exit_code == EXIT_CHANGES for r in usable),
+        unknown=any(p.not_done is None for p in parts),
+    )
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def document(merged: Merged) -> dict[str, Any]:
+    """``--format json``: one object, a single run's document plus the parts and exit code."""
+    from batchsync.report import summary_document
+
+    doc = summary_document(merged.summary, merged.mode)
+    doc["not_done"] = merged.summary.not_done
+    doc["exit_code"] = merged.exit_code
+    doc["parts"] = [msgspec.to_builtins(p) for p in merged.parts]
+    doc["outcomes"] = merged.outcomes
+    return doc
+
+
+def print_text(merged: Merged, out: IO[str]) -> None:
+    """One line per part, the failed integrations, then a single run's recap."""
+    from batchsync.report import print_outcome, print_recap
+
+    for part in merged.parts:
+        print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
+    for outcome in merged.outcomes:
+        if outcome.result == "failed":
+            print_outcome(outcome, merged.mode, out)
+    print_recap(merged.summary, merged.mode, out)
+    if merged.summary.not_done:
+        print(f"not done: {merged.summary.not_done} integrations no report accounts for (counted as skipped)", file=out)
+
+
+def junit_tree(merged: Merged) -> ET.Element:
+    """A single run's JUnit tree, plus a failing case per shard whose work is not all there,
+    so a CI view cannot show green for a night with a shard missing."""
+    from batchsync.monitoring import junit_document
+
+    root = junit_document(merged.outcomes, merged.summary)
+    gaps = [p for p in merged.parts if p.state != "complete" and p.not_done != 0]
+    if gaps:
+        suite = ET.SubElement(
+            root, "testsuite", name="batchsync.shards", tests=str(len(gaps)), failures=str(len(gaps)), errors="0"
+        )
+        for p in gaps:
+            name = f"shard {p.shard}" if p.shard is not None else f"report {p.path}"
+            case = ET.SubElement(suite, "testcase", name=name, classname="batchsync.shards", time="0.000")
+            ET.SubElement(case, "failure", message=p.describe(), type=p.state).text = p.describe()
+        for key in ("tests", "failures"):
+            root.set(key, str(int(root.get(key, "0")) + len(gaps)))
+    return root
+
+
+def command(
+    patterns: Sequence[str],
+    *,
+    fmt: str = "text",
+    junit: str | None = None,
+    metrics: str | None = None,
+    max_age: str | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    now: float | None = None,
+) -> int:
+    """``batchsync report merge REPORT... [--junit F] [--metrics F] [--format json] [--max-age D]``."""
+    stdout = sys.stdout if out is None else out
+    stderr = sys.stderr if err is None else err
+    try:
+        age = parse_duration(max_age) if max_age is not None else None
+    except ValueError as exc:
+        print(f"batchsync: --max-age {max_age}: {exc}", file=stderr)
+        return EXIT_NOT_STARTED
+    for flag, path in (("--junit", junit), ("--metrics", metrics)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            print(f"batchsync: {flag} {_show(path or '')}: {_show(folder)} is not a writable directory", file=stderr)
+            return EXIT_NOT_STARTED
+    paths = expand(patterns)
+    if not paths:
+        print("batchsync: report merge: name at least one report", file=stderr)
+        return EXIT_NOT_STARTED
+    try:
+        merged = merge([read_report(p) for p in paths], now=now, max_age=age)
+    except MergeError as exc:
+        print(f"batchsync: report merge: {exc}; nothing merged", file=stderr)
+        return EXIT_NOT_STARTED
+    try:
+        if junit:
+            from batchsync.monitoring import atomic_write
+
+            root = junit_tree(merged)
+            ET.indent(root)
+            atomic_write(junit, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+        if metrics:
+            from batchsync.monitoring import write_metrics
+
+            write_metrics(metrics, merged.summary, merged.mode)
+    except OSError as exc:
+        print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
+        return EXIT_NOT_STARTED
+    if fmt == "json":
+        stdout.write(msgspec.json.encode(document(merged)).decode() + "\n")
+    else:
+        print_text(merged, stdout)
+    return merged.exit_code

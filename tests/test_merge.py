@@ -1,0 +1,452 @@
+"""report merge: hand-written shard reports merged as if one run had done it all."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from inventory_factory import make_inventory
+
+from batchsync.engine import Engine
+from batchsync.merge import MergeError, command, expand, merge, parse_duration, parse_report, read_report
+from batchsync.monitoring import read_metric
+from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.report import summary_document
+from batchsync.run import exit_code
+from batchsync.sandbox import SandboxConfig, run_sandbox
+from batchsync.settings import Options
+from batchsync.shard import ShardSpec, partition, select_shard
+from batchsync.transport import HttpApi
+from bench.gen_inventory import zipf_sizes
+
+NOW = 1_800_000_000.0
+
+
+def header(index: int | None, count: int, integrations: list[int], *, started: float = NOW - 600, **kw: Any) -> str:
+    shard = None
+    if index is not None:
+        shard = {"index": index, "count": count, "integrations": integrations, "accounts": [1] * count}
+    doc = {"header": True, "version": 2, "command": "apply", "started_at": started, "inventory": "inv.toml"}
+    doc |= {"selected": integrations[index] if index is not None else sum(integrations), "shard": shard} | kw
+    return json.dumps(doc)
+
+
+def outcome(iid: int, account: str, result: str = "unchanged", **kw: Any) -> str:
+    return json.dumps({"integration_id": iid, "account": account, "result": result, "attempts": 1} | kw)
+
+
+def summary_line(rows: Iterable[tuple[str, str]], *, mode: str = "apply", duration: float = 60.0, **kw: Any) -> str:
+    accounts: dict[str, dict[str, int]] = {}
+    for account, result in rows:
+        stats = accounts.setdefault(account, dict.fromkeys((*RESULTS, "throttled", "requests"), 0))
+        stats[result] += 1
+        stats["requests"] += 2
+    totals = {r: sum(a[r] for a in accounts.values()) for r in RESULTS}
+    doc = {
+        "summary": True,
+        "mode": mode,
+        "totals": totals,
+        "accounts": accounts,
+        "duration_s": duration,
+        "stopped": None,
+    }
+    return json.dumps(doc | kw)
+
+
+def write(path: Path, *lines: str) -> str:
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+# A fleet of four accounts in two shards: shard 0 = big (3), shard 1 = mid (2) + small (1).
+FLEET = {"big": [1, 2, 3], "mid": [4, 5], "small": [6]}
+SPLIT = [3, 3]
+
+
+def shard_report(tmp: Path, index: int, results: dict[int, str], *, complete: bool = True, **kw: Any) -> str:
+    accounts = ("big",) if index == 0 else ("mid", "small")
+    rows = [(a, results.get(i, "unchanged"), i) for a in accounts for i in FLEET[a]]
+    error = {"kind": "client", "http_status": 400, "detail": "bad status", "pointer": "/0/external_id"}
+    lines = [header(index, 2, SPLIT, **kw)]
+    lines += [outcome(i, a, r, error=error if r == "failed" else None) for a, r, i in rows]
+    if complete:
+        lines.append(summary_line([(a, r) for a, r, _ in rows], exit_code=1 if "failed" in results.values() else 0))
+    return write(tmp / f"shard-{index}.jsonl", *lines)
+
+
+def test_complete_shards_merge_into_one_run(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {2: "changed"})
+    b = shard_report(tmp_path, 1, {5: "changed"}, started=NOW - 590)
+    merged = merge([read_report(a), read_report(b)], now=NOW)
+    s = merged.summary
+    assert {r: s.total(r) for r in RESULTS} == {"unchanged": 4, "changed": 2, "failed": 0, "skipped": 0}
+    assert s.accounts["mid"].changed == 1 and s.accounts["big"].requests == 6
+    assert sorted(o.integration_id for o in merged.outcomes) == [1, 2, 3, 4, 5, 6]
+    assert s.duration_s == pytest.approx(70.0)  # side by side: first start to last end
+    assert s.stopped is None and merged.exit_code == 0
+    assert [p.describe() for p in merged.parts] == [
+        f"shard 0/2 {a}: complete, 3 integrations",
+        f"shard 1/2 {b}: complete, 3 integrations",
+    ]
+
+
+def test_a_failure_in_one_shard_is_exit_1(tmp_path: Path) -> None:
+    merged = merge([read_report(shard_report(tmp_path, 0, {})), read_report(shard_report(tmp_path, 1, {6: "failed"}))])
+    assert merged.summary.total("failed") == 1 and merged.exit_code == 1
+
+
+def test_a_missing_shard_is_named_and_its_integrations_are_not_done(tmp_path: Path) -> None:
+    shard_report(tmp_path, 0, {6: "failed"})
+    merged = merge([read_report(p) for p in expand([str(tmp_path / "shard-*.jsonl")])], now=NOW)
+    gap = merged.parts[-1]
+    assert gap.describe() == "shard 1/2: missing: no report; its 3 integrations not done"
+    assert merged.summary.not_done == 3 and merged.summary.total("skipped") == 3
+    assert merged.summary.stopped == gap.describe()
+    assert merged.exit_code == 3  # not done outranks done-but-failed, as in a stopped run
+
+
+def test_a_report_named_but_absent_is_named_too(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    gone = str(tmp_path / "shard-1.jsonl")
+    merged = merge([read_report(a), read_report(gone)])
+    described = [p.describe() for p in merged.parts]
+    assert f"report {gone}: missing: no such file" in described
+    assert "shard 1/2: missing: no report; its 3 integrations not done" in described
+    assert merged.summary.not_done == 3 and merged.exit_code == 3
+
+
+def test_a_report_cut_short_counts_what_it_recorded(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = write(
+        tmp_path / "b.jsonl",
+        header(1, 2, SPLIT),
+        outcome(4, "mid", "changed", requests=[[NOW, "GET", 200], [NOW, "POST", 429], [NOW, "POST", 201]]),
+        '{"integration_id": 5, "account": "mid", "resu',  # the kill came mid-line
+    )
+    merged = merge([read_report(a), read_report(b)])
+    part = merged.parts[1]
+    assert part.describe() == f"shard 1/2 {b}: cut short: no summary line; 1 recorded, 2 not done"
+    mid = merged.summary.accounts["mid"]
+    assert (mid.changed, mid.requests, mid.throttled) == (1, 3, 1)
+    assert merged.summary.total("skipped") == 2 and merged.exit_code == 3
+
+
+def test_cut_short_after_its_last_outcome_is_complete_work(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = shard_report(tmp_path, 1, {}, complete=False)
+    merged = merge([read_report(a), read_report(b)])
+    assert merged.parts[1].state == "cut short" and merged.parts[1].not_done == 0
+    assert merged.summary.stopped is None and merged.exit_code == 0
+
+
+def test_an_empty_report_left_by_an_early_kill_is_not_a_report(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = write(tmp_path / "b.jsonl", '{"header": tr')
+    merged = merge([read_report(a), read_report(b)])
+    assert [p.state for p in merged.parts] == ["complete", "missing", "unusable"]
+    assert merged.summary.not_done == 3 and merged.exit_code == 3
+
+
+def test_a_corrupt_report_names_its_shard(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = write(tmp_path / "b.jsonl", header(1, 2, SPLIT), "not json", outcome(4, "mid"))
+    merged = merge([read_report(a), read_report(b)])
+    assert merged.parts[1].describe() == f"shard 1/2 {b}: unusable: line 2 is not JSON; its 3 integrations not done"
+    assert merged.exit_code == 3
+
+
+def test_old_reports_without_header_merge_unsharded(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", outcome(1, "big"), summary_line([("big", "unchanged")]))
+    b = write(tmp_path / "b.jsonl", outcome(2, "mid", "changed"), summary_line([("mid", "changed")]))
+    merged = merge([read_report(a), read_report(b)])
+    assert merged.summary.total("unchanged") == 1 and merged.summary.total("changed") == 1
+    assert merged.exit_code == 0
+    assert merged.parts[0].describe() == f"report {a}: complete, 1 integrations"
+    # Cut short and with no header, nobody knows what it should have done: exit 3.
+    c = write(tmp_path / "c.jsonl", outcome(3, "small"))
+    merged = merge([read_report(a), read_report(c)])
+    assert (
+        merged.parts[1].describe() == f"report {c}: cut short: no summary line; what it should have covered is unknown"
+    )
+    assert merged.exit_code == 3
+    assert merge([read_report(a), read_report(str(tmp_path / "nope.jsonl"))]).exit_code == 3
+
+
+def test_an_earlier_runs_report_left_in_place_counts_as_missing(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = shard_report(tmp_path, 1, {}, started=NOW - 86400)
+    merged = merge([read_report(a), read_report(b)], now=NOW, max_age=4 * 3600)
+    assert merged.parts[1].describe() == (
+        f"shard 1/2 {b}: from an earlier run: started 1.0d ago (--max-age 4.0h); its 3 integrations not done"
+    )
+    assert merged.exit_code == 3
+    # Without --max-age it is taken as it is.
+    assert merge([read_report(a), read_report(b)], now=NOW).exit_code == 0
+
+
+def test_an_earlier_split_left_behind_is_named_but_changes_nothing(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    b = shard_report(tmp_path, 1, {})
+    old = write(tmp_path / "shard-2.jsonl", header(2, 3, [2, 2, 2], started=NOW - 86400), summary_line([]))
+    merged = merge([read_report(p) for p in (a, b, old)], now=NOW, max_age=3600)
+    assert merged.parts[-1].describe() == f"shard 2/3 {old}: from an earlier run: started 1.0d ago (--max-age 1.0h)"
+    assert merged.exit_code == 0 and merged.summary.stopped is None
+
+
+def test_merge_refuses_reports_that_are_not_one_run(tmp_path: Path) -> None:
+    a = read_report(shard_report(tmp_path, 0, {}))
+    b = read_report(shard_report(tmp_path, 1, {}))
+    plan = read_report(write(tmp_path / "p.jsonl", header(1, 2, SPLIT, command="plan"), summary_line([], mode="plan")))
+    with pytest.raises(MergeError, match="mix apply and plan runs"):
+        merge([a, plan])
+    other = read_report(write(tmp_path / "o.jsonl", header(1, 3, [2, 2, 2]), summary_line([])))
+    with pytest.raises(MergeError, match=r"different splits \(3 shards \[2, 2, 2\] vs 2 shards \[3, 3\]\)"):
+        merge([a, other])
+    twice = read_report(write(tmp_path / "t.jsonl", header(0, 2, SPLIT), summary_line([])))
+    with pytest.raises(MergeError, match="shard 0/2 has two reports"):
+        merge([a, twice, b])
+    overlap = read_report(write(tmp_path / "x.jsonl", header(1, 2, SPLIT), outcome(1, "big"), summary_line([])))
+    with pytest.raises(MergeError, match="integration 1 is in both"):
+        merge([a, overlap])
+    old = read_report(write(tmp_path / "old.jsonl", outcome(9, "z"), summary_line([])))
+    with pytest.raises(MergeError, match="has no header"):
+        merge([a, old])
+
+
+def test_plan_reports_keep_detailed_exitcode(tmp_path: Path) -> None:
+    def plan(name: str, index: int, changed: bool, code: int) -> str:
+        rows = [("big", "changed" if changed else "unchanged")]
+        return write(
+            tmp_path / name,
+            header(index, 2, [1, 1], command="plan"),
+            outcome(index, "big", rows[0][1]),
+            summary_line(rows, mode="plan", exit_code=code),
+        )
+
+    detailed = merge([read_report(plan("a", 0, True, 4)), read_report(plan("b", 1, False, 0))])
+    assert detailed.mode == "plan" and detailed.exit_code == 4
+    plain = merge([read_report(plan("a", 0, True, 0)), read_report(plan("b", 1, False, 0))])
+    assert plain.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"[1, 2]\n{}\n", "line 1 is not a JSON object"),
+        (b'{"what": 1}\n', "line 1 is neither a header, an outcome nor a summary"),
+        (b'{"integration_id": "x", "account": "a", "result": "changed"}\n', "line 1: Expected `int`"),
+        (b'{"integration_id": 1, "account": "a", "result": "exploded"}\n', "line 1: Invalid enum value 'exploded'"),
+        (b'{"summary": true}\n{"integration_id": 1, "account": "a", "result": "changed"}\n', "after the summary"),
+        (b'{"summary": true}\n{"summary": true}\n', "a second summary line"),
+        (
+            b'{"integration_id": 1, "account": "a", "result": "changed"}\n{"header": true}\n',
+            "line 2: a header line after the first line",
+        ),
+        (b'{"header": true, "shard": {"index": 4, "count": 2}}\n', "shard 4/2 does not fit"),
+        (b'{"header": true, "shard": {"index": 0, "count": 2, "integrations": [1]}}\n', "does not fit"),
+        (b"\xff\xfe\n{}\n", "line 1 is not JSON"),
+    ],
+)
+def test_parse_report_names_the_line_that_is_wrong(data: bytes, problem: str) -> None:
+    report = parse_report("r.jsonl", data)
+    assert report.problem is not None and problem in report.problem
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([header(0, 2, SPLIT), outcome(1, "a")]))))
+def test_no_input_ends_in_a_traceback(chunks: list[Any]) -> None:
+    data = b"\n".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
+    report = parse_report("r.jsonl", data)
+    try:
+        merged = merge([report, report], now=NOW, max_age=60)
+    except MergeError:
+        return
+    assert merged.exit_code in (0, 1, 2, 3, 4)
+
+
+@settings(max_examples=60)
+@given(
+    st.dictionaries(
+        st.sampled_from(["acme", "nord", "blau", "zeta", "omega", "tiny"]),
+        st.lists(st.sampled_from(RESULTS), min_size=1, max_size=6),
+        min_size=1,
+    ),
+    st.integers(1, 4),
+)
+def test_merged_shards_equal_one_unsharded_run(fleet: dict[str, list[str]], n: int) -> None:
+    """Same outcomes split by shard.partition, reported per shard, merged: one run's totals and exit code."""
+    iid = iter(range(1, 10_000))
+    rows = {account: [(next(iid), result) for result in results] for account, results in fleet.items()}
+    split = partition({a: len(r) for a, r in rows.items()}, n)
+    one_run = Summary({a: AccountStats(**_counts(r)) for a, r in rows.items()})
+    reports = []
+    for index, names in enumerate(split.shards):
+        lines = [header(index, n, list(split.integrations))]
+        lines += [outcome(i, a, res) for a in names for i, res in rows[a]]
+        lines.append(summary_line([(a, res) for a in names for _, res in rows[a]]))
+        reports.append(parse_report(f"shard-{index}.jsonl", "\n".join(lines).encode()))
+    merged = merge(reports)
+    for result in RESULTS:
+        assert merged.summary.total(result) == one_run.total(result)
+        for a in rows:
+            assert getattr(merged.summary.accounts[a], result) == getattr(one_run.accounts[a], result)
+    assert merged.exit_code == exit_code(one_run, "apply", False)
+    if n == 1:
+        return
+    # And without the last shard with any work: its integrations are not done, exit 3.
+    busy = [i for i, count in enumerate(split.integrations) if count]
+    partial = merge([r for i, r in enumerate(reports) if i != busy[-1]])
+    assert partial.summary.not_done == split.integrations[busy[-1]] and partial.exit_code == 3
+
+
+def _counts(rows: list[tuple[int, str]]) -> dict[str, int]:
+    return {r: sum(1 for _, res in rows if res == r) for r in RESULTS}
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90") == 90 and parse_duration("90m") == 5400 and parse_duration("4h") == 14400
+    assert parse_duration("1.5d") == 129600
+    for bad in ("", "0", "-1h", "4 hours", "h"):
+        with pytest.raises(ValueError, match="positive duration"):
+            parse_duration(bad)
+
+
+def test_expand_globs_itself_and_keeps_what_matches_nothing(tmp_path: Path) -> None:
+    for name in ("shard-1.jsonl", "shard-0.jsonl", "merged.xml"):
+        (tmp_path / name).write_text("")
+    pattern = str(tmp_path / "shard-*.jsonl")
+    assert expand([pattern, str(tmp_path / "shard-0.jsonl")]) == [
+        str(tmp_path / "shard-0.jsonl"),
+        str(tmp_path / "shard-1.jsonl"),
+    ]
+    assert expand([str(tmp_path / "none-*.jsonl")]) == [str(tmp_path / "none-*.jsonl")]
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def run(*args: str, **kw: Any) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = command(list(args), out=out, err=err, now=NOW, **kw)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_command_text_names_the_missing_shard_and_recaps(tmp_path: Path) -> None:
+    shard_report(tmp_path, 0, {2: "failed"})
+    code, out, err = run(str(tmp_path / "shard-*.jsonl"))
+    assert code == 3 and err == ""
+    assert "! shard 1/2: missing: no report; its 3 integrations not done" in out
+    assert "! integration 2 (big): failed: client 400: bad status at /0/external_id (1 attempt)" in out
+    total = next(line for line in out.splitlines() if line.startswith("TOTAL"))
+    assert "failed=1" in total and "skipped=3" in total
+    assert "not done: 3 integrations no report accounts for (counted as skipped)" in out
+
+
+def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
+    shard_report(tmp_path, 0, {})
+    shard_report(tmp_path, 1, {4: "changed"})
+    junit, prom = tmp_path / "merged.xml", tmp_path / "batchsync.prom"
+    code, out, _ = run(str(tmp_path / "shard-*.jsonl"), fmt="json", junit=str(junit), metrics=str(prom))
+    assert code == 0
+    doc = msgspec.json.decode(out)
+    assert doc["totals"] == {"unchanged": 5, "changed": 1, "failed": 0, "skipped": 0}
+    assert doc["exit_code"] == 0 and len(doc["outcomes"]) == 6 and len(doc["parts"]) == 2
+    root = ET.parse(junit).getroot()
+    assert root.get("tests") == "6" and root.get("failures") == "0"
+    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "changed"}) == 1
+    assert read_metric(str(prom), "batchsync_run_success") == 1
+
+    os.remove(tmp_path / "shard-1.jsonl")
+    code, out, _ = run(str(tmp_path / "shard-*.jsonl"), fmt="json", junit=str(junit), metrics=str(prom))
+    assert code == 3 and msgspec.json.decode(out)["not_done"] == 3
+    root = ET.parse(junit).getroot()
+    shards = root.find("testsuite[@name='batchsync.shards']")
+    assert shards is not None and root.get("failures") == "1"
+    failure = shards.find("testcase/failure")
+    assert (
+        failure is not None and failure.get("message") == "shard 1/2: missing: no report; its 3 integrations not done"
+    )
+    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "skipped"}) == 3
+    assert read_metric(str(prom), "batchsync_run_success") == 0
+
+
+def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
+    a = shard_report(tmp_path, 0, {})
+    code, _, err = run(a, max_age="soon")
+    assert code == 2 and "--max-age soon: expected a positive duration" in err
+    code, _, err = run(a, junit=str(tmp_path / "no" / "such" / "dir.xml"))
+    assert code == 2 and "is not a writable directory" in err
+    code, _, err = run()
+    assert code == 2 and "name at least one report" in err
+    other = write(tmp_path / "o.jsonl", header(1, 3, [2, 2, 2]), summary_line([]))
+    code, out, err = run(a, other)
+    assert code == 2 and out == "" and "different splits" in err and err.rstrip().endswith("nothing merged")
+
+
+# -- against the real engine and sandbox --------------------------------------------------
+
+
+def write_run_report(path: Path, header_doc: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
+    """A report as the command line writes it: header, outcome lines, summary line."""
+    doc = summary_document(summary, "apply") | {"exit_code": exit_code(summary, "apply", False)}
+    lines = [msgspec.json.encode(header_doc), *(msgspec.json.encode(o) for o in outcomes), msgspec.json.encode(doc)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
+async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_path: Path) -> None:
+    sizes = zipf_sizes(400, 40, 1.1)
+    fleet = {f"shop{i:02d}": n for i, n in enumerate(sizes)}
+    fast = {"reads_per_minute": 60_000, "writes_per_minute": 60_000, "write_burst": 50}
+    inv = make_inventory(tmp_path, fleet, limits=dict.fromkeys(fleet, fast))
+    config = SandboxConfig(in_sync=0.5, seed=3)
+    options = Options(backoff_base=0.01, backoff_max=0.05)
+    paths: list[str] = []
+    async with run_sandbox(inv, config) as box:
+        for index in range(4):  # one after another, against one sandbox
+            jobs, split = select_shard(inv.jobs, ShardSpec(index, 4))
+            outcomes: list[Outcome] = []
+            started = time.time()
+            async with HttpApi(concurrency=64, timeout=5.0, base_url=box.url) as api:
+                engine = Engine(inv.accounts, api, options, outcomes.append)
+                await engine.run(jobs)
+            head = {"header": True, "version": 2, "command": "apply", "started_at": started, "inventory": "inv.json"}
+            head |= {"selected": len(jobs), "shard": split.header(index)}
+            paths.append(write_run_report(tmp_path / f"shard-{index}.jsonl", head, outcomes, engine.summary))
+        posts: dict[str, int] = box.stats()["applied_posts"]  # type: ignore[index]
+    assert max(split.integrations) <= 1.1 * max(max(sizes), 400 / 4)
+    reports = [read_report(p) for p in paths]
+    ids = [o.integration_id for r in reports for o in r.outcomes]
+    assert sorted(ids) == sorted(j.integration_id for j in inv.jobs)  # each integration in exactly one shard
+    assert set(posts.values()) == {1}  # and each drifted one written exactly once
+    owners = [{o.account for o in r.outcomes} for r in reports]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])  # no account in two shards
+
+    async with run_sandbox(inv, config) as box:  # the same seed: the same drift, for one unsharded run
+        single: list[Outcome] = []
+        async with HttpApi(concurrency=64, timeout=5.0, base_url=box.url) as api:
+            engine = Engine(inv.accounts, api, options, single.append)
+            await engine.run(inv.jobs)
+        one_run = engine.summary
+
+    merged = merge(reports)
+    assert {r: merged.summary.total(r) for r in RESULTS} == {r: one_run.total(r) for r in RESULTS}
+    assert merged.summary.total("changed") == len(posts) > 0
+    for account, stats in one_run.accounts.items():
+        assert [getattr(merged.summary.accounts[account], r) for r in RESULTS] == [getattr(stats, r) for r in RESULTS]
+    assert merged.exit_code == exit_code(one_run, "apply", False) == 0
+
+    os.remove(paths[2])
+    code, out, _ = run(str(tmp_path / "shard-*.jsonl"))
+    assert code == 3
+    assert f"! shard 2/4: missing: no report; its {split.integrations[2]} integrations not done" in out
