@@ -40,7 +40,7 @@ from batchsync.ledger import Ledger, Reached
 from batchsync.limits import FLOOR, Bucket
 from batchsync.outcome import ErrorInfo, ErrorKind, Outcome, Result, Summary
 from batchsync.settings import Options
-from batchsync.wire import CurrentMapping, Integration
+from batchsync.wire import CurrentMapping, CurrentStatus, Integration
 
 log = logging.getLogger("batchsync.engine")
 
@@ -202,9 +202,14 @@ class Engine:
         *,
         rng: random.Random | None = None,
         sanitize: Callable[[Outcome], Outcome] | None = None,
+        on_snapshot: Callable[[Job, tuple[CurrentStatus, ...], CurrentMapping], None] | None = None,
     ) -> None:
+        """``on_snapshot`` makes it a read-only snapshot (``batchsync import``): every
+        integration's statuses and mapping are read and handed to it, nothing is compared
+        or written, and a read integration's outcome is ``unchanged``."""
         self.accounts = accounts
         self.api = api
+        self.on_snapshot = on_snapshot
         self.options = options
         self.on_outcome = on_outcome
         self.sanitize = sanitize
@@ -227,6 +232,7 @@ class Engine:
         self._warnings: dict[int, str] = {}  # pre-flight warnings, until the outcome takes them
         self._reads_done = 0
         self._writes_found = 0
+        self._snapshots: dict[int, tuple[CurrentStatus, ...]] = {}  # statuses read, mapping not yet
 
     @property
     def summary(self) -> Summary:
@@ -568,6 +574,10 @@ class Engine:
         if op == Op.GET_STATUSES:
             acc.reads_done += 1
             self._reads_done += 1
+            if self.on_snapshot is not None:
+                self._snapshots[job.integration_id] = result
+                self._follow(acc, _Step(Op.GET_MAPPING, acc, work), now)
+                return
             change = work.change = diff(job.desired.index, result)
             if change:
                 acc.writes_found += 1
@@ -579,6 +589,10 @@ class Engine:
                 return
             self._decide(acc, work, None, now)
         elif op == Op.GET_MAPPING:
+            if self.on_snapshot is not None:
+                self.on_snapshot(job, self._snapshots.pop(job.integration_id), result)
+                self._finish_work(acc, work, "unchanged", now)
+                return
             self._decide(acc, work, result, now)
         elif op == Op.POST_STATUSES:
             work.statuses_written = True

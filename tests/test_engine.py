@@ -524,3 +524,20 @@ def test_the_engine_unit_tests_need_no_real_time(tmp_path: Path) -> None:
     result = run(inv, api, msgspec.structs.replace(OPTS, preflight=False))
     assert result.engine.summary.duration_s > 9 * 60
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_snapshot_reads_statuses_and_mapping_and_writes_nothing(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"acme": 4})
+    api = FakeApi.from_inventory(inv, ids(inv)[:2])
+    api.shops[ids(inv)[3]].mapping["CANCEL"] = "3"
+    seen: dict[int, tuple[int, str | None]] = {}
+    outcomes: list[Outcome] = []
+
+    def snap(job: Job, statuses: Any, mapping: Any) -> None:
+        seen[job.integration_id] = (len(statuses), mapping.mapping[3].external_id)
+
+    engine = Engine(inv.accounts, api, OPTS, outcomes.append, on_snapshot=snap)
+    run_virtual(engine.run, inv.jobs)
+    assert seen == {ids(inv)[0]: (0, None), ids(inv)[1]: (0, None), ids(inv)[2]: (3, None), ids(inv)[3]: (3, "3")}
+    assert {o.result for o in outcomes} == {"unchanged"}
+    assert api.count("post_statuses") == api.count("post_mapping") == 0
