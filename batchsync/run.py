@@ -27,7 +27,7 @@ from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import Progress, setup_logging
-from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
@@ -239,10 +239,13 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     plain = not (quiet or as_json or json_logs)
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
     out = _Output(sys.stdout)
+    budget = Budget() if mode == "plan" else None
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
+        if budget is not None:
+            budget.add(outcome)
         if keep:
             collected.append(outcome)
         if quiet:
@@ -283,10 +286,16 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
         write_junit(settings.junit, collected, summary)
     if settings.metrics:
         write_metrics(settings.metrics, summary, mode)
+    limits = {name: a.limits for name, a in inv.accounts.items()}
     if as_json:
         doc = summary_document(summary, mode)
+        if budget is not None:
+            doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
         print_recap(summary, mode, out)
+        print_mapping_totals(summary, out)
+        if budget is not None:
+            budget.print(summary, limits, out)
     return exit_code(summary, mode, settings.detailed_exitcode)
