@@ -25,13 +25,13 @@ from batchsync.client import (
     ApiError,
     AuthError,
     InvalidResponseError,
-    Redactor,
     classify,
     client_timeout,
     exchange,
     printable,
     safe_location,
 )
+from batchsync.redact import Redactor
 from batchsync.secrets import Secret
 
 

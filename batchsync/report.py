@@ -22,17 +22,33 @@ import msgspec
 from batchsync.diff import Change, MappingChange
 from batchsync.inventory import Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.output import Lost
 
 _encoder = msgspec.json.Encoder()
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
 
 
 class ReportWriter:
-    """Appends outcome lines to a file, flushing each so nothing is lost on a kill."""
+    """Appends outcome lines to a file, flushing each so nothing is lost on a kill.
 
-    def __init__(self, path: str) -> None:
+    A write that fails (a full disk) does not stop the run: the writer records it in
+    ``lost`` and writes nothing more; the run's end says so."""
+
+    def __init__(self, path: str, lost: Lost | None = None) -> None:
         self.path = path
+        self.lost = lost if lost is not None else Lost()
+        self.failed = False
         self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def _put(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
 
     def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
         doc = {
@@ -44,19 +60,26 @@ class ReportWriter:
             "selected": selected,
             "shard": shard,
         }
-        self._file.write(_encoder.encode(doc) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(doc) + b"\n")
 
     def write(self, outcome: Outcome) -> None:
-        self._file.write(_encoder.encode(outcome) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(outcome) + b"\n")
 
     def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
         if summary is not None:
-            self._file.write(_encoder.encode(summary_document(summary, mode)) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+            self._put(_encoder.encode(summary_document(summary, mode)) + b"\n")
+        try:
+            if not self.failed:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
+        try:
+            self._file.close()
+        except OSError as exc:  # the close flushes what the buffer still held
+            if not self.failed:
+                self.failed = True
+                self.lost.add("--report", self.path, exc)
 
 
 def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
