@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 from urllib.parse import urlencode
 
-import aiohttp
 import anyio
 import msgspec
 
+from batchsync._aiohttp import aiohttp
 from batchsync.client import (
     ApiError,
     AuthError,

@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import msgspec
-from aiohttp import hdrs
 from yarl import URL
 
 from batchsync import wire
+from batchsync._aiohttp import aiohttp, hdrs
 from batchsync.limits import parse_retry_after
 from batchsync.redact import Redactor
 from batchsync.redact import printable as _printable

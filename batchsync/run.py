@@ -148,8 +148,9 @@ async def execute(
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
+        urls = [inv.accounts[name].base_url for name in {j.account for j in jobs}]
         api = await stack.enter_async_context(
-            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url)
+            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
         )
         # Every outcome is made safe once, before any sink sees it.
         sanitizer = Sanitizer(redactor or Redactor(), api.secrets)

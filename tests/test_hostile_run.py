@@ -51,9 +51,10 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
 
 
 @pytest.fixture(scope="module")
-def hostile() -> Iterator[dict[str, str]]:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "hostile_server.py"), "--seconds", "300"],
+        [sys.executable, str(HERE / "hostile_server.py"), "--seconds", "300", "--ca-file", str(ca)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -66,7 +67,7 @@ def hostile() -> Iterator[dict[str, str]]:
             lines.append(line)
             if line.startswith("}"):
                 break
-        yield json.loads("".join(lines))
+        yield {**json.loads("".join(lines)), "ca": str(ca)}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -170,3 +171,29 @@ def test_peak_memory_of_an_apply_against_a_gzip_bomb_and_an_endless_body(
     peak_mb = rusage.ru_maxrss / 1024
     print(f"peak RSS of the apply: {peak_mb:.0f} MB")
     assert peak_mb < 150, peak_mb
+
+
+def test_https_works_with_a_trusted_certificate_and_fails_closed_without(
+    tmp_path: Path, hostile: dict[str, str]
+) -> None:
+    """The connector's TLS context is the system's default, with the user's CA settings:
+    the import of aiohttp without a CA bundle (batchsync/_aiohttp.py) changes nothing there."""
+    pub, sec = _secrets("ok")
+    env = {"OK_PUB": pub, "OK_SEC": sec}
+    account = {"public_key": "env:OK_PUB", "secret_key": "env:OK_SEC", "base_url": hostile["https"] + "/ok"}
+    doc = {
+        "accounts": {"ok": account},
+        "integrations": [{"id": 1, "account": "ok", "statuses": [
+            {"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}]}],
+    }  # fmt: skip
+    path = tmp_path / "tls.json"
+    path.write_text(json.dumps(doc))
+    cmd = [sys.executable, "-m", "batchsync", "apply", str(path), "--no-preflight", "--format", "json"]
+    trusted = subprocess.run(
+        cmd, env={**os.environ, **env, "SSL_CERT_FILE": hostile["ca"]}, capture_output=True, text=True
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["totals"]["changed"] == 1
+    untrusted = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    assert untrusted.returncode == 1
+    assert json.loads(untrusted.stdout)["outcomes"][0]["error"]["kind"] == "tls"
