@@ -7,6 +7,8 @@ Heavy imports (aiohttp, the engine) happen inside the commands that need them, s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -310,7 +312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("batchsync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def entry() -> None:
+    """The ``batchsync`` command: :func:`main`, then exit without the interpreter's teardown.
+
+    Every output is complete by then (the report fsynced, JUnit and metrics renamed into
+    place, stdout and stderr flushed below); tearing down the modules and objects of a
+    large run only delays the exit (0.1 s at 3,000 integrations, more at 100,000), which
+    is the time a scheduler waits for the next job.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            stream.flush()
+    os._exit(code)

@@ -15,7 +15,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
-from typing import IO
 from urllib.parse import urlsplit
 
 import anyio
@@ -35,7 +34,7 @@ from batchsync.inventory import Inventory, Job
 from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
-from batchsync.output import Lost, OutputError, Sanitizer, check_output
+from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
@@ -44,29 +43,6 @@ from batchsync.settings import RunSettings, UsageError
 log = logging.getLogger("batchsync")
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-class _Output(io.TextIOBase):
-    """stdout that outlives its reader: ``batchsync apply ... | head`` must not turn a
-    closed pipe into failed integrations. Once the pipe is gone, output is dropped."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream: IO[str] | None = stream
-
-    def write(self, text: str) -> int:
-        if self.stream is not None:
-            try:
-                self.stream.write(text)
-            except BrokenPipeError:
-                self.stream = None
-        return len(text)
-
-    def flush(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self.stream = None
 
 
 def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
@@ -161,7 +137,7 @@ async def execute(
             scope = anyio.CancelScope()
             tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
             if tick is not None:
-                tg.start_soon(_every, 0.5, tick)
+                tg.start_soon(_every, 0.2, tick)
             with scope:
                 await engine.run(jobs)
             tg.cancel_scope.cancel()
@@ -284,8 +260,9 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
-    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
-    out = _Output(sys.stdout)
+    out = Screen(sys.stdout)
+    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
+    out.before_write = progress.clear
     budget = Budget() if mode == "plan" else None
 
     def on_outcome(outcome: Outcome) -> None:
@@ -297,7 +274,6 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
             collected.append(outcome)
         if quiet:
             if outcome.result == "failed":
-                progress.clear()
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
                     buffer = io.StringIO()
                     print_outcome(outcome, mode, buffer)
@@ -305,7 +281,6 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
                 else:
                     print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
-            progress.clear()
             print_outcome(outcome, mode, out, verbose=verbose)
         progress.update(outcome)
 
@@ -322,10 +297,11 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
                 settings,
                 on_outcome,
                 on_engine,
-                progress.refresh if progress.enabled else None,
+                progress.refresh if progress.enabled else out.flush,
                 redactor,
             )
     finally:
+        out.flush()
         progress.close()
         if report is not None:
             report.close(summary, mode)
@@ -352,6 +328,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
         print_mapping_totals(summary, out)
         if budget is not None:
             budget.print(summary, limits, out)
+    out.flush()
     code = exit_code(summary, mode, settings.detailed_exitcode)
     for line in lost.lines():
         print(line, file=sys.stderr)
