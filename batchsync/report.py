@@ -50,9 +50,12 @@ class ReportWriter:
         self._file.write(_encoder.encode(outcome) + b"\n")
         self._file.flush()
 
-    def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
+    def close(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
+        """The summary line (none if the run never got one), with the run's exit code:
+        ``report merge`` reads it."""
         if summary is not None:
-            self._file.write(_encoder.encode(summary_document(summary, mode)) + b"\n")
+            doc = summary_document(summary, mode) | {"exit_code": exit_code}
+            self._file.write(_encoder.encode(doc) + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

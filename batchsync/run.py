@@ -263,6 +263,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
         progress.throttled = engine.throttled_accounts
 
     summary: Summary | None = None
+    code: int | None = None
     try:
         with rare_gc():
             summary = anyio.run(
@@ -274,11 +275,12 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
                 on_engine,
                 progress.refresh if progress.enabled else None,
             )
+        code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
         progress.close()
         if report is not None:
-            report.close(summary, mode)
-    assert summary is not None  # anyio.run returned
+            report.close(summary, mode, code)
+    assert summary is not None and code is not None  # anyio.run returned
     if settings.junit:
         write_junit(settings.junit, collected, summary)
     if settings.metrics:
@@ -289,4 +291,4 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
         print_recap(summary, mode, out)
-    return exit_code(summary, mode, settings.detailed_exitcode)
+    return code
