@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
-from typing import IO
+from typing import IO, Any
 
 import anyio
 import msgspec
@@ -196,8 +196,11 @@ def check_outputs(settings: RunSettings) -> None:
             raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the outputs, take the lock (apply), run, and report; the exit code."""
+def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+    """Check the outputs, take the lock (apply), run, and report; the exit code.
+
+    ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
+    empty (a shard with no account), which still reports and exits 0."""
     try:
         check_outputs(settings)
     except UsageError as exc:
@@ -208,7 +211,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
     secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
     setup_logging(level, settings.log_format, secrets=secrets)
     if settings.command != "apply":
-        return _run(settings, inv, jobs)
+        return _run(settings, inv, jobs, shard)
     try:
         lock = acquire_lock(settings.inventory)
     except LockedError as exc:
@@ -218,10 +221,10 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     with lock:
-        return _run(settings, inv, jobs)
+        return _run(settings, inv, jobs, shard)
 
 
-def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
+def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None) -> int:
     mode = settings.command
     report = None
     if settings.report:
@@ -230,7 +233,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
-        report.header(mode, settings.inventory, len(jobs))
+        report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
