@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from batchsync import __version__
-from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
 from batchsync.settings import UsageError
 from batchsync.shard import ShardSpec, parse_count, parse_shard, select_shard, shard_from_env
 
@@ -347,6 +347,58 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps a description; keeps an epilog (exit codes, examples) line by line as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+# Two examples per command, shown under --help (a test parses every one).
+EXAMPLES: dict[str | None, tuple[str, str]] = {
+    None: (
+        "batchsync plan inventories/example.toml --sandbox",
+        "batchsync apply inventories/prod.toml --report last.jsonl --metrics batchsync.prom",
+    ),
+    "validate": (
+        "batchsync validate inventories/prod.toml",
+        "batchsync validate inventories/prod.toml --shards 4 --format json",
+    ),
+    "plan": (
+        "batchsync plan inventories/prod.toml --limit tag:eu --detailed-exitcode",
+        "batchsync plan inventories/prod.toml --shard 0/4 --format json",
+    ),
+    "apply": (
+        "batchsync apply inventories/prod.toml --report last.jsonl --retry-failed yesterday.jsonl",
+        "batchsync apply /config/inventory.toml --shard-index-from-env JOB_COMPLETION_INDEX --shard-count 4 "
+        "--report /reports/shard-0.jsonl",
+    ),
+    "report merge": (
+        "batchsync report merge '/reports/shard-*.jsonl' --max-age 4h --junit merged.xml",
+        "batchsync report merge shard-0.jsonl shard-1.jsonl --format json",
+    ),
+    "completion": (
+        "batchsync completion bash > ~/.local/share/bash-completion/completions/batchsync",
+        "batchsync completion fish > ~/.config/fish/completions/batchsync.fish",
+    ),
+    "sandbox": (
+        "batchsync sandbox --port 0 --inventory inventories/example.toml --in-sync 0.5",
+        "batchsync sandbox --fault-503 0.1 --latency 0.01:0.05",
+    ),
+}
+
+
+def epilog(command: str | None) -> str:
+    """The exit codes ``command`` can end with, then two examples."""
+    lines = ["exit codes:"]
+    lines += [f"  {code:<3} {text}" for code, text in describe(command)]
+    lines += ["", "examples:"]
+    lines += [f"  {example}" for example in EXAMPLES[command]]
+    return "\n".join(lines) + "\n"
+
+
 def _shard_count(text: str) -> int:
     try:
         return parse_count(text)
@@ -360,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchsync",
         description="Keep the shop order statuses of many Sendcloud integrations in their desired state.",
+        epilog=epilog(None),
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"batchsync {__version__}")
     sub = parser.add_subparsers(
@@ -370,12 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
         name: str,
         summary: str,
         *,
+        key: str | None = None,
         into: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
     ) -> argparse.ArgumentParser:
         return into.add_parser(
             name,
             help=summary,
             description=summary[:1].upper() + summary[1:] + ".",
+            epilog=epilog(key or name),
+            formatter_class=_Formatter,
         )
 
     p = command("validate", "load and check an inventory; send nothing")
@@ -402,13 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p, apply=True)
     p.set_defaults(func=cmd_run, mode="apply")
 
-    p = command("report", "work with --report files")
+    p = command("report", "work with --report files", key="report merge")
     reports = p.add_subparsers(
         dest="report_command", metavar="SUBCOMMAND", required=True, help="merge (the only one so far)"
     )
     p = command(
         "merge",
         "read the reports of a sharded run as one run: one recap, one exit code",
+        key="report merge",
         into=reports,
     )
     p.add_argument(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from inventory_factory import inventory_env, make_inventory
 
 from batchsync.cli import (
+    EXAMPLES,
     Selected,
     _load_selected,
     build_parser,
@@ -20,6 +24,7 @@ from batchsync.cli import (
     shard_from_args,
     take_shard,
 )
+from batchsync.exitcodes import BY_COMMAND, MEANING, describe
 from batchsync.settings import UsageError
 from batchsync.shard import ShardSpec, partition
 
@@ -33,6 +38,59 @@ def parsers(parser: argparse.ArgumentParser, key: str = "") -> Iterator[tuple[st
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from parsers(sub, f"{key} {name}".strip())
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    seen = set()
+    for key, parser in parsers(build_parser()):
+        seen.add(key)
+        for action in parser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, f"batchsync {key}: {action.dest} has no help"
+    assert {"", "validate", "plan", "apply", "report", "report merge", "completion", "sandbox"} <= seen
+
+
+def test_every_help_lists_its_exit_codes_and_two_examples_that_parse() -> None:
+    for key, parser in parsers(build_parser()):
+        command = {"": None, "report": "report merge"}.get(key, key)
+        text = parser.format_help()
+        codes, _, examples = text.partition("\nexit codes:\n")[2].partition("\nexamples:\n")
+        listed = [(int(line.split()[0]), line.split(None, 1)[1]) for line in codes.strip().splitlines()]
+        assert listed == describe(command), key
+        lines = examples.strip().splitlines()
+        assert len(lines) == 2 and [line.strip() for line in lines] == list(EXAMPLES[command]), key
+        for line in lines:
+            words = shlex.split(line)
+            assert words[0] == "batchsync"
+            words = words[1 : words.index(">")] if ">" in words else words[1:]
+            try:
+                build_parser().parse_args(words)
+            except SystemExit:
+                pytest.fail(f"batchsync {key} --help: the example {line.strip()!r} does not parse")
+
+
+def test_each_command_lists_the_codes_it_can_end_with() -> None:
+    def codes(command: str) -> set[int]:
+        return {code for code, _ in describe(command)}
+
+    assert codes("validate") == {0, 2}
+    assert codes("plan") == {0, 1, 2, 3, 4}
+    assert codes("apply") == {0, 1, 2, 3, 75}
+    assert codes("report merge") == {0, 1, 2, 3, 4}
+    assert {code for code, _ in describe()} == set(MEANING) == {c for cs in BY_COMMAND.values() for c in cs}
+
+
+def test_help_in_a_real_process_exits_0_with_the_epilog() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchsync", "report", "merge", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "100"},
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert "  3   a shard stopped early, or its report is missing or cut short\n" in done.stdout
+    assert "  batchsync report merge shard-0.jsonl shard-1.jsonl --format json\n" in done.stdout
 
 
 # -- the shard options ---------------------------------------------------------------------
