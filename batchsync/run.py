@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -217,8 +218,11 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
             )
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the outputs, take the lock (apply), run, and report; the exit code."""
+def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+    """Check the outputs, take the lock (apply), run, and report; the exit code.
+
+    ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
+    empty (a shard with no account), which still reports and exits 0."""
     try:
         check_outputs(settings, inv)
         check_transport(settings, inv, jobs)
@@ -230,7 +234,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
     redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key))
     setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, redactor)
+        return _run(settings, inv, jobs, shard, redactor)
     try:
         lock = acquire_lock(settings.inventory)
     except LockedError as exc:
@@ -240,10 +244,12 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     with lock:
-        return _run(settings, inv, jobs, redactor)
+        return _run(settings, inv, jobs, shard, redactor)
 
 
-def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: Redactor) -> int:
+def _run(
+    settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None, redactor: Redactor
+) -> int:
     mode = settings.command
     report = None
     lost = Lost()
@@ -253,7 +259,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
-        report.header(mode, settings.inventory, len(jobs))
+        report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
@@ -288,6 +294,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
         progress.throttled = engine.throttled_accounts
 
     summary: Summary | None = None
+    code: int | None = None
     try:
         with rare_gc():
             summary = anyio.run(
@@ -300,12 +307,13 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
                 progress.refresh if progress.enabled else out.flush,
                 redactor,
             )
+        code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
         out.flush()
         progress.close()
         if report is not None:
-            report.close(summary, mode)
-    assert summary is not None  # anyio.run returned
+            report.close(summary, mode, code)
+    assert summary is not None and code is not None  # anyio.run returned
     if settings.junit:
         try:
             write_junit(settings.junit, collected, summary)
@@ -329,7 +337,6 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: R
         if budget is not None:
             budget.print(summary, limits, out)
     out.flush()
-    code = exit_code(summary, mode, settings.detailed_exitcode)
     for line in lost.lines():
         print(line, file=sys.stderr)
     # A lost output must not look like a clean night; failures and stops still say more.
