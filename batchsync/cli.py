@@ -153,9 +153,31 @@ def _load_selected(settings: RunSettings) -> tuple[Inventory, list[Job]] | int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """plan and apply: check the options, load, select, run the engine, report."""
+    try:
+        return _cmd_run(args)
+    except UsageError:
+        _record_not_started(args)
+        raise
+
+
+def _record_not_started(args: argparse.Namespace) -> None:
+    """Exit 2 with --metrics given: the file says so, its last success stays as it was."""
+    if not args.metrics:
+        return
+    from batchsync.monitoring import write_exit_code
+
+    try:
+        write_exit_code(args.metrics, args.mode, EXIT_NOT_STARTED)
+    except OSError as exc:
+        print(f"batchsync: cannot write the metrics {args.metrics}: {exc.strerror}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     loaded = _load_selected(settings)
     if isinstance(loaded, int):
+        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+            _record_not_started(args)
         return loaded
     inv, jobs = loaded
     if settings.max_failures is not None:

@@ -490,7 +490,7 @@ def command(
         if metrics:
             from batchsync.monitoring import write_metrics
 
-            write_metrics(metrics, merged.summary, merged.mode)
+            write_metrics(metrics, merged.summary, merged.mode, exit_code=merged.exit_code)
     except OSError as exc:
         print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED

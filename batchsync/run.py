@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import IO
 
@@ -22,9 +22,9 @@ import msgspec
 
 from batchsync.engine import Engine
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
-from batchsync.inventory import Inventory, Job
+from batchsync.inventory import Account, Inventory, Job
 from batchsync.lock import LockedError, LockError, acquire_lock
-from batchsync.monitoring import write_junit, write_metrics
+from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import Progress, setup_logging
 from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
@@ -152,7 +152,18 @@ async def execute(
             tg.cancel_scope.cancel()
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
+
+
+def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
+    """Put the inventory's rates beside the ones the run settled on: the recap and the
+    metrics name the limits that were declared too high."""
+    for name, stats in summary.accounts.items():
+        account = accounts.get(name)
+        if account is not None:
+            stats.read_declared = account.limits.reads_per_minute
+            stats.write_declared = account.limits.writes_per_minute
 
 
 class RetryPlan(msgspec.Struct, frozen=True):
@@ -196,6 +207,15 @@ def check_outputs(settings: RunSettings) -> None:
             raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
 
 
+def record_exit(settings: RunSettings, code: int) -> None:
+    """An attempt that never ran still leaves its exit code in the metrics file."""
+    if settings.metrics:
+        try:
+            write_exit_code(settings.metrics, settings.command, code)
+        except OSError as exc:
+            print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
+
+
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code."""
     try:
@@ -213,9 +233,11 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         lock = acquire_lock(settings.inventory)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_LOCKED)
         return EXIT_LOCKED
     except LockError as exc:
-        print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
+        print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
     with lock:
         return _run(settings, inv, jobs)
@@ -229,6 +251,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
             report = ReportWriter(settings.report)
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
+            record_exit(settings, EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
         report.header(mode, settings.inventory, len(jobs))
     as_json = settings.format == "json"
@@ -281,12 +304,13 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     assert summary is not None  # anyio.run returned
     if settings.junit:
         write_junit(settings.junit, collected, summary)
+    code = exit_code(summary, mode, settings.detailed_exitcode)
     if settings.metrics:
-        write_metrics(settings.metrics, summary, mode)
+        write_metrics(settings.metrics, summary, mode, exit_code=code)
     if as_json:
         doc = summary_document(summary, mode)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
         print_recap(summary, mode, out)
-    return exit_code(summary, mode, settings.detailed_exitcode)
+    return code

@@ -363,8 +363,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert doc["exit_code"] == 0 and len(doc["outcomes"]) == 6 and len(doc["parts"]) == 2
     root = ET.parse(junit).getroot()
     assert root.get("tests") == "6" and root.get("failures") == "0"
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "changed"}) == 1
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "changed"}) == 1
     assert read_metric(str(prom), "batchsync_run_success") == 1
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 0
 
     os.remove(tmp_path / "shard-1.jsonl")
     code, out, _ = run(str(tmp_path / "shard-*.jsonl"), fmt="json", junit=str(junit), metrics=str(prom))
@@ -376,8 +377,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert (
         failure is not None and failure.get("message") == "shard 1/2: missing: no report; its 3 integrations not done"
     )
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "skipped"}) == 3
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "skipped"}) == 3
     assert read_metric(str(prom), "batchsync_run_success") == 0
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 3
 
 
 def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
