@@ -104,6 +104,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
+        recap_by=args.recap_by,
     )
 
 
@@ -250,6 +251,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         metavar="N|P%",
         help="once an account has N failed integrations (or P%% of its selected ones), skip its others; "
         "the other accounts go on",
+    )
+    p.add_argument(
+        "--recap-by",
+        choices=("account", "tag"),
+        default="account",
+        help="the recap's rows: one per account (default), or one per tag, an integration with several tags "
+        "counting under each and one without under (untagged)",
     )
     p.add_argument(
         "--allow-invalid-mapping",

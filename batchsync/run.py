@@ -27,7 +27,7 @@ from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import Progress, setup_logging
-from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+from batchsync.report import ReportWriter, TagTally, print_outcome, print_recap, summary_document
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
@@ -257,6 +257,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
+    tags = TagTally() if settings.recap_by == "tag" else None
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
@@ -268,6 +269,8 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
             report.write(outcome)
         if keep:
             collected.append(outcome)
+        if tags is not None:
+            tags.add(outcome)
         if quiet:
             if outcome.result == "failed":
                 progress.clear()
@@ -307,10 +310,11 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     code = exit_code(summary, mode, settings.detailed_exitcode)
     if settings.metrics:
         write_metrics(settings.metrics, summary, mode, exit_code=code)
+    by_tag = tags.groups if tags is not None else None
     if as_json:
-        doc = summary_document(summary, mode)
+        doc = summary_document(summary, mode, by_tag)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
-        print_recap(summary, mode, out)
+        print_recap(summary, mode, out, by_tag)
     return code
