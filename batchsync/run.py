@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from typing import IO
 
 import anyio
@@ -23,7 +23,7 @@ import msgspec
 from batchsync.engine import Engine
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.inventory import Account, Inventory, Job
-from batchsync.lock import LockedError, LockError, acquire_lock
+from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import Progress, setup_logging
@@ -207,6 +207,30 @@ def check_outputs(settings: RunSettings) -> None:
             raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
 
 
+def account_identity(account: Account) -> str:
+    """What one Sendcloud account is known by: its public key, or its OAuth2 client id."""
+    # MERGE: Account.identity (public key or OAuth2 client id) once the inventory branch is in.
+    identity = getattr(account, "identity", None) or account.public_key
+    return str(identity.reveal())
+
+
+def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> ExitStack:
+    """The inventory's lock, then the lock of every account the selected jobs touch: all of
+    them, or a LockError (LockedError: another run holds one) and none."""
+    with ExitStack() as stack:
+        stack.enter_context(acquire_lock(settings.inventory))
+        if not settings.sandbox:  # an embedded sandbox is nobody else's budget
+            names = sorted({job.account for job in jobs})
+            keys = {
+                name: account_lock_name(
+                    account_identity(inv.accounts[name]), settings.base_url or inv.accounts[name].base_url
+                )
+                for name in names
+            }
+            stack.enter_context(acquire_account_locks(settings.inventory, keys))
+        return stack.pop_all()
+
+
 def record_exit(settings: RunSettings, code: int) -> None:
     """An attempt that never ran still leaves its exit code in the metrics file."""
     if settings.metrics:
@@ -217,7 +241,7 @@ def record_exit(settings: RunSettings, code: int) -> None:
 
 
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the outputs, take the lock (apply), run, and report; the exit code."""
+    """Check the outputs, take the locks (apply), run, and report; the exit code."""
     try:
         check_outputs(settings)
     except UsageError as exc:
@@ -230,7 +254,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
     if settings.command != "apply":
         return _run(settings, inv, jobs)
     try:
-        lock = acquire_lock(settings.inventory)
+        locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         record_exit(settings, EXIT_LOCKED)
@@ -239,7 +263,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         print(f"batchsync: {exc}", file=sys.stderr)
         record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
-    with lock:
+    with locks:
         return _run(settings, inv, jobs)
 
 
