@@ -219,15 +219,14 @@ def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> Ex
     them, or a LockError (LockedError: another run holds one) and none."""
     with ExitStack() as stack:
         stack.enter_context(acquire_lock(settings.inventory))
-        if not settings.sandbox:  # an embedded sandbox is nobody else's budget
-            names = sorted({job.account for job in jobs})
-            keys = {
-                name: account_lock_name(
-                    account_identity(inv.accounts[name]), settings.base_url or inv.accounts[name].base_url
-                )
-                for name in names
-            }
-            stack.enter_context(acquire_account_locks(settings.inventory, keys))
+        keys: dict[str, str] = {}
+        for name in sorted({job.account for job in jobs}):
+            account = inv.accounts[name]
+            # Runs with --sandbox meet only each other (each serves its own, but they are
+            # locked alike, as their inventories are).
+            url = "embedded-sandbox" if settings.sandbox else settings.base_url or account.base_url
+            keys[name] = account_lock_name(account_identity(account), url)
+        stack.enter_context(acquire_account_locks(settings.inventory, keys))
         return stack.pop_all()
 
 

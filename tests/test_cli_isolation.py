@@ -147,6 +147,18 @@ def test_two_applies_on_two_inventories_naming_one_account_one_exits_75(
         assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
+def test_two_applies_with_embedded_sandboxes_lock_alike(tmp_path: Path, lock_env: dict[str, str]) -> None:
+    accounts = {"acme": 16}
+    inv = make_inventory(tmp_path, accounts, limits={"acme": {"writes_per_minute": 120, "write_burst": 1}})
+    copy = second_inventory(Path(inv.path), tmp_path / "copy.json", {"acme": "client-a"})
+    env = env_with({**inventory_env(accounts), **lock_env})
+    procs = [spawn("apply", path, "--sandbox", env=env) for path in (inv.path, str(copy))]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 75], outs
+    loser = 0 if procs[0].returncode == 75 else 1
+    assert f"is in use by another batchsync run (pid {procs[1 - loser].pid}" in outs[loser][1]
+
+
 def test_two_applies_on_disjoint_accounts_both_run(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], lock_env: dict[str, str]
 ) -> None:
