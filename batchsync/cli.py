@@ -116,6 +116,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
+        recap_by=args.recap_by,
     )
 
 
@@ -219,9 +220,31 @@ def _load_selected(settings: RunSettings) -> Selected | int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """plan and apply: check the options, load, select, run the engine, report."""
+    try:
+        return _cmd_run(args)
+    except UsageError:
+        _record_not_started(args)
+        raise
+
+
+def _record_not_started(args: argparse.Namespace) -> None:
+    """Exit 2 with --metrics given: the file says so, its last success stays as it was."""
+    if not args.metrics:
+        return
+    from batchsync.monitoring import write_exit_code
+
+    try:
+        write_exit_code(args.metrics, args.mode, EXIT_NOT_STARTED)
+    except OSError as exc:
+        print(f"batchsync: cannot write the metrics {args.metrics}: {exc.strerror}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     loaded = _load_selected(settings)
     if isinstance(loaded, int):
+        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+            _record_not_started(args)
         return loaded
     inv, jobs, shard = loaded
     if settings.max_failures is not None:
@@ -322,6 +345,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         metavar="N|P%",
         help="once an account has N failed integrations (or P%% of its selected ones), skip its others; "
         "the other accounts go on",
+    )
+    p.add_argument(
+        "--recap-by",
+        choices=("account", "tag"),
+        default="account",
+        help="the recap's rows: one per account (default), or one per tag, an integration with several tags "
+        "counting under each and one without under (untagged)",
     )
     p.add_argument(
         "--allow-invalid-mapping",

@@ -13,8 +13,8 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,14 +31,22 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
-from batchsync.inventory import Inventory, Job
-from batchsync.lock import LockedError, LockError, acquire_lock
-from batchsync.monitoring import write_junit, write_metrics
+from batchsync.inventory import Account, Inventory, Job
+from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
+from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
 from batchsync.redact import Redactor
-from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
+from batchsync.report import (
+    Budget,
+    ReportWriter,
+    TagTally,
+    print_mapping_totals,
+    print_outcome,
+    print_recap,
+    summary_document,
+)
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
@@ -144,7 +152,18 @@ async def execute(
             tg.cancel_scope.cancel()
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
+
+
+def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
+    """Put the inventory's rates beside the ones the run settled on: the recap and the
+    metrics name the limits that were declared too high."""
+    for name, stats in summary.accounts.items():
+        account = accounts.get(name)
+        if account is not None:
+            stats.read_declared = account.limits.reads_per_minute
+            stats.write_declared = account.limits.writes_per_minute
 
 
 class RetryPlan(msgspec.Struct, frozen=True):
@@ -189,6 +208,38 @@ def check_outputs(settings: RunSettings, inv: Inventory) -> None:
                 check_output(flag, path, protected)
             except OutputError as exc:
                 raise UsageError(str(exc)) from None
+
+
+def account_identity(account: Account) -> str:
+    """What one Sendcloud account is known by: its public key, or its OAuth2 client id."""
+    # MERGE: Account.identity (public key or OAuth2 client id) once the inventory branch is in.
+    identity = getattr(account, "identity", None) or account.public_key
+    return str(identity.reveal())
+
+
+def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> ExitStack:
+    """The inventory's lock, then the lock of every account the selected jobs touch: all of
+    them, or a LockError (LockedError: another run holds one) and none."""
+    with ExitStack() as stack:
+        stack.enter_context(acquire_lock(settings.inventory))
+        keys: dict[str, str] = {}
+        for name in sorted({job.account for job in jobs}):
+            account = inv.accounts[name]
+            # Runs with --sandbox meet only each other (each serves its own, but they are
+            # locked alike, as their inventories are).
+            url = "embedded-sandbox" if settings.sandbox else settings.base_url or account.base_url
+            keys[name] = account_lock_name(account_identity(account), url)
+        stack.enter_context(acquire_account_locks(settings.inventory, keys))
+        return stack.pop_all()
+
+
+def record_exit(settings: RunSettings, code: int) -> None:
+    """An attempt that never ran still leaves its exit code in the metrics file."""
+    if settings.metrics:
+        try:
+            write_exit_code(settings.metrics, settings.command, code)
+        except OSError as exc:
+            print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -236,14 +287,16 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     if settings.command != "apply":
         return _run(settings, inv, jobs, shard, redactor)
     try:
-        lock = acquire_lock(settings.inventory)
+        locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_LOCKED)
         return EXIT_LOCKED
     except LockError as exc:
-        print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
+        print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
-    with lock:
+    with locks:
         return _run(settings, inv, jobs, shard, redactor)
 
 
@@ -258,11 +311,13 @@ def _run(
             report = ReportWriter(settings.report, lost)
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
+            record_exit(settings, EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
         report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
+    tags = TagTally() if settings.recap_by == "tag" else None
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
@@ -278,6 +333,8 @@ def _run(
             budget.add(outcome)
         if keep:
             collected.append(outcome)
+        if tags is not None:
+            tags.add(outcome)
         if quiet:
             if outcome.result == "failed":
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
@@ -321,18 +378,19 @@ def _run(
             lost.add("--junit", settings.junit, exc)
     if settings.metrics:
         try:
-            write_metrics(settings.metrics, summary, mode)
+            write_metrics(settings.metrics, summary, mode, exit_code=code)
         except OSError as exc:
             lost.add("--metrics", settings.metrics, exc)
     limits = {name: a.limits for name, a in inv.accounts.items()}
+    by_tag = tags.groups if tags is not None else None
     if as_json:
-        doc = summary_document(summary, mode)
+        doc = summary_document(summary, mode, by_tag)
         if budget is not None:
             doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
-        print_recap(summary, mode, out)
+        print_recap(summary, mode, out, by_tag)
         print_mapping_totals(summary, out)
         if budget is not None:
             budget.print(summary, limits, out)
