@@ -31,29 +31,56 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from batchsync.inventory import load
 
-    inv = load(args.inventory)
+    inv = load(args.inventory, max_file_size=args.max_file_size)
     if args.format == "json":
         doc = {
             "valid": inv.valid,
             "integrations": inv.declared,
             "problems": inv.problems,
+            "warnings": inv.warnings,
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    elif inv.valid:
+        return EXIT_OK if inv.valid else EXIT_NOT_STARTED
+    _print_problems(inv, sys.stdout)
+    for w in inv.warnings:  # they do not block: validate exits 0 with them
+        where = f" (integration {w.integration_id})" if w.integration_id is not None else ""
+        print(f"{w.file}: {w.path}: warning: {w.message}{where}")
+    if inv.valid:
         shared = len({id(j.desired) for j in inv.jobs})
+        mappings = len({id(j.mapping) for j in inv.jobs if j.mapping is not None})
         print(
             f"{inv.path}: valid: {len(inv.jobs)} integrations, {len(inv.accounts)} accounts, "
-            f"{shared} distinct status lists"
+            f"{shared} distinct status lists" + (f", {mappings} distinct mappings" if mappings else "")
         )
     else:
-        _print_problems(inv, sys.stdout)
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stdout)
     return EXIT_OK if inv.valid else EXIT_NOT_STARTED
 
 
+def _megabytes(text: str) -> int:
+    """--max-file-size: megabytes (a decimal is fine) as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of megabytes above 0")
+    return max(1, int(value * 1024 * 1024))
+
+
+def _add_max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-file-size",
+        type=_megabytes,
+        default=256 * 1024 * 1024,
+        metavar="MB",
+        help="refuse an inventory file larger than this (256)",
+    )
+
+
 def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | int:
-    from batchsync.inventory import BASE_URL_PATTERN, load, select
+    from batchsync.inventory import BASE_URL_PATTERN, OAuth2Credentials, load, select
 
     if args.base_url is not None and not re.match(BASE_URL_PATTERN, args.base_url):
         print(f"batchsync: --base-url {args.base_url}: expected an http:// or https:// URL", file=sys.stderr)
@@ -61,7 +88,7 @@ def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | in
     if args.base_url is not None and args.sandbox:
         print("batchsync: --sandbox and --base-url exclude each other", file=sys.stderr)
         return EXIT_NOT_STARTED
-    inv = load(args.inventory)
+    inv = load(args.inventory, max_file_size=args.max_file_size)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
@@ -74,6 +101,10 @@ def _load_selected(args: argparse.Namespace) -> tuple[Inventory, list[Job]] | in
         return EXIT_NOT_STARTED
     for term in unmatched:
         print(f"batchsync: warning: --limit {term} matches no integration", file=sys.stderr)
+    oauth2 = sorted({j.account for j in jobs if isinstance(inv.accounts[j.account].credentials, OAuth2Credentials)})
+    if oauth2:  # MERGE: drop once the engine fetches OAuth2 tokens (issue 12, item 2)
+        print(f"batchsync: account {oauth2[0]}: auth = 'oauth2' cannot run yet", file=sys.stderr)
+        return EXIT_NOT_STARTED
     if getattr(args, "retry_failed", None):
         from batchsync.run import read_retry_report
 
@@ -119,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    _add_max_file_size(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument(
         "--limit",
@@ -197,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="load and check an inventory; send nothing")
     p.add_argument("inventory", metavar="INVENTORY")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    _add_max_file_size(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", help="read and diff; show what apply would change; write nothing")

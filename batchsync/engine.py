@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from batchsync.client import ApiError, AuthError, Client, ThrottledError
 from batchsync.diff import Change, Diff, diff, everything_added
-from batchsync.inventory import Account, Job
+from batchsync.inventory import Account, BasicCredentials, Job
 from batchsync.limits import AccountLimiter, Meter
 from batchsync.secrets import basic_auth
 
@@ -226,10 +226,13 @@ class Engine:
             async with aiohttp.ClientSession(connector=connector) as session:
                 for name, account_jobs in by_account.items():
                     account = self.accounts[name]
+                    creds = account.credentials
+                    if not isinstance(creds, BasicCredentials):  # MERGE: OAuth2 tokens (issue 12); cli refuses it
+                        raise ValueError(f"account {name}: auth = 'oauth2' needs the token flow")
                     client = Client(
                         session,
                         self.options.base_url or account.base_url,
-                        basic_auth(account.public_key, account.secret_key),
+                        basic_auth(creds.public_key, creds.secret_key),
                         timeout=self.options.timeout,
                     )
                     self.runs[name] = _AccountRun(account, client, account_jobs)

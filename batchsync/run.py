@@ -215,7 +215,7 @@ def run_command(args: argparse.Namespace, inv: Inventory, jobs: Sequence[Job]) -
         return EXIT_NOT_STARTED
     level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
     # Last line of defence: whatever a log line carries, these values come out as ***.
-    secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
+    secrets = [v.reveal() for a in inv.accounts.values() for v in a.secrets()]
     setup_logging(level, args.log_format, secrets=secrets)
     options = msgspec.structs.replace(options_from(args, args.base_url), max_failures=max_failures)
     if args.mode != "apply":

@@ -68,7 +68,7 @@ async def test_every_request_conforms(tmp_path: Path) -> None:
             await Engine(inv.accounts, msgspec.structs.replace(options, base_url=url), outcomes.append).run(inv.jobs)
         async with aiohttp.ClientSession() as session:
             account = inv.accounts["acme"]
-            client = Client(session, url, basic_auth(account.public_key, account.secret_key))
+            client = Client(session, url, basic_auth(*account.secrets()))
             await client.get_mapping(inv.jobs[0].integration_id)
     finally:
         box.close()

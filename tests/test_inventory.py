@@ -19,7 +19,15 @@ import yaml
 
 from batchsync import inventory as inv_mod
 from batchsync import wire
-from batchsync.inventory import Inventory, InventoryProblem, Limits, load, merge_statuses, select
+from batchsync.inventory import (
+    BasicCredentials,
+    Inventory,
+    InventoryProblem,
+    Limits,
+    load,
+    merge_statuses,
+    select,
+)
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
 
 # -- writing one document in three formats ---------------------------------------------------
@@ -133,8 +141,9 @@ def test_valid_inventory_expands_into_jobs(workdir: Path, fmt: str) -> None:
     assert [j.source for j in inv.jobs] == ["default", "default", "", "from-file"]
     assert [s.external_id for s in inv.jobs[3].desired.statuses] == ["a", "b"]
     main, other = inv.accounts["main"], inv.accounts["other"]
-    assert main.public_key.reveal() == "pub-main-value"
-    assert main.secret_key.reveal() == MAIN_SECRET  # stripped of its newline
+    assert main.credentials == BasicCredentials(Secret("pub-main-value"), Secret(MAIN_SECRET))
+    assert main.identity.reveal() == "pub-main-value"
+    assert main.secrets()[1].reveal() == MAIN_SECRET  # stripped of its newline
     # defaults and limits merge per account: defaults over the documented ones, the
     # account's own over the defaults.
     assert main.base_url == inv_mod.PRODUCTION_URL
@@ -767,14 +776,14 @@ def test_the_examples_are_the_same_inventory() -> None:
 
 def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
     path = write(workdir, base_doc(), "json")
-    fast = inv_mod._fast_json(path)
+    fast = inv_mod._fast_json(path.read_bytes())
     assert fast is not None
     assert all(isinstance(i, inv_mod.IntegrationSpec) for i in fast["integrations"])
     # One wrong field anywhere: the general path, which reports every problem.
     doc = base_doc()
     doc["integrations"][0]["id"] = "101"
-    assert inv_mod._fast_json(write(workdir, doc, "json")) is None
-    assert inv_mod._fast_json(write(workdir, base_doc(), "yaml")) is None
+    assert inv_mod._fast_json(write(workdir, doc, "json").read_bytes()) is None
+    assert inv_mod._fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
 
 
 def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:

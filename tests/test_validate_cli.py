@@ -211,7 +211,7 @@ def test_240_integrations_30_broken_15_ways(tmp_path: Path, capsys: pytest.Captu
     lines = out.splitlines()
     assert len(lines) == 1  # exactly one JSON object
     report = json.loads(lines[0])
-    assert set(report) == {"valid", "integrations", "problems"}
+    assert set(report) == {"valid", "integrations", "problems", "warnings"}
     assert report["valid"] is False
     assert isinstance(report["integrations"], int)
     problems = report["problems"]
@@ -272,7 +272,7 @@ def test_valid_inventory_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path = write_json(tmp_path / "ok.json", valid_inventory(tmp_path))
     code, out, err = run(capsys, "validate", str(path), "--format", "json")
     assert code == 0
-    assert json.loads(out) == {"valid": True, "integrations": 240, "problems": []}
+    assert json.loads(out) == {"valid": True, "integrations": 240, "problems": [], "warnings": []}
     assert err == ""
 
 

@@ -226,8 +226,11 @@ def seed_from_inventory(
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
+    # MERGE: an OAuth2 account is seeded with its client id and secret as the key pair
+    # until the sandbox serves tokens (issue 12).
     accounts = tuple(
-        AccountSeed(a.name, a.public_key.reveal(), a.secret_key.reveal(), a.limits) for a in inventory.accounts.values()
+        AccountSeed(a.name, a.secrets()[0].reveal(), a.secrets()[1].reveal(), a.limits)
+        for a in inventory.accounts.values()
     )
     jobs = sorted(inventory.jobs, key=lambda j: j.integration_id)
     order = list(range(len(jobs)))
