@@ -128,18 +128,27 @@ def parse(suffix: str, data: bytes) -> tuple[Any, list[KeyProblem]]:
         return doc, ([] if json_keys_unique(data, msgspec.json.encode(doc)) else json_duplicate_keys(data))
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FileProblem(f"is not UTF-8 text (byte {exc.start})") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(data) from None
     if suffix == ".toml":
         return _toml(text), []  # tomllib refuses a key given twice itself
     return _yaml(text)
 
 
+def _not_utf8(data: bytes) -> FileProblem:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return FileProblem(f"is not UTF-8 text (line {line}, byte {exc.start + 1}): save it as UTF-8")
+    return FileProblem("is not UTF-8 text")
+
+
 def decode_json(data: bytes) -> Any:
     try:
         return msgspec.json.decode(data)
-    except UnicodeDecodeError as exc:
-        raise FileProblem(f"is not UTF-8 text (byte {exc.start})") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(data) from None
     except msgspec.DecodeError as exc:
         raise FileProblem(f"invalid JSON: {exc}") from None
     except RecursionError:
@@ -181,31 +190,52 @@ def json_keys_unique(data: bytes, encoded: bytes) -> bool:
 
 
 def json_duplicate_keys(data: bytes) -> list[KeyProblem]:
-    """Every key given twice in the JSON ``data``, with where (the slow, exact check)."""
-    found: list[tuple[object, list[str]]] = []
+    """Every key given twice in the JSON ``data``, with where (the slow, exact check).
+
+    Each container's parent is noted as it is built, so that a repeat inside a value
+    that a later repeat replaced (and that is not in the decoded document) still gets
+    its path.
+    """
+    found: list[tuple[dict[str, Any], list[str]]] = []
+    parents: dict[int, tuple[Any, Any, str | int]] = {}  # id -> (itself, parent, key): kept alive
+
+    def adopt(parent: Any, key: str | int, child: Any) -> None:
+        stack = [(parent, key, child)]
+        while stack:
+            parent, key, child = stack.pop()
+            parents[id(child)] = (child, parent, key)
+            if isinstance(child, list):
+                stack.extend((child, i, item) for i, item in enumerate(child) if isinstance(item, dict | list))
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         mapping = dict(pairs)
-        if len(mapping) != len(pairs):
-            seen: set[str] = set()
-            twice: list[str] = []
-            for key, _ in pairs:
-                if key in seen and key not in twice:
-                    twice.append(key)
-                seen.add(key)
+        seen: set[str] = set()
+        twice: list[str] = []
+        for key, value in pairs:
+            if key in seen and key not in twice:
+                twice.append(key)
+            seen.add(key)
+            if isinstance(value, dict | list):
+                adopt(mapping, key, value)
+        if twice:
             found.append((mapping, twice))
         return mapping
 
     try:
-        doc = json.loads(data, object_pairs_hook=pairs_hook)
+        json.loads(data, object_pairs_hook=pairs_hook)
     except (ValueError, RecursionError):
         # msgspec read it, so it is JSON; the standard parser refuses only extremes
         # (a number of thousands of digits, deep nesting): count it as not checked.
         return [((), "could not be checked for keys given twice (too deep or too large a number)")]
-    where = _locate(doc, {id(m) for m, _ in found})
-    return [
-        ((*where.get(id(m), ()), key), f"key {key!r} is given twice: keep one") for m, keys in found for key in keys
-    ]
+
+    def loc_of(node: Any) -> Loc:
+        parts: list[str | int] = []
+        while id(node) in parents:
+            _, node, key = parents[id(node)]
+            parts.append(key)
+        return tuple(reversed(parts))
+
+    return [((*loc_of(m), key), f"key {key!r} is given twice: keep one") for m, keys in found for key in keys]
 
 
 def _children(node: Any) -> Iterator[tuple[Any, Any]]:
@@ -213,6 +243,11 @@ def _children(node: Any) -> Iterator[tuple[Any, Any]]:
         yield from node.items()
     elif isinstance(node, list):
         yield from enumerate(node)
+
+
+def key_part(key: Any) -> str:
+    """A mapping key as a loc part: a YAML key may be a number, a date, null."""
+    return key if type(key) is str else TextKey(key)
 
 
 def _locate(doc: Any, wanted: set[int]) -> dict[int, Loc]:
@@ -229,8 +264,7 @@ def _locate(doc: Any, wanted: set[int]) -> dict[int, Loc]:
             where[id(node)] = loc
         for key, child in _children(node):
             if isinstance(child, dict | list):
-                part = key if isinstance(node, list) or type(key) is str else TextKey(key)
-                stack.append((child, (*loc, part)))
+                stack.append((child, (*loc, key if isinstance(node, list) else key_part(key))))
     return where
 
 
@@ -306,13 +340,12 @@ def _yaml(text: str) -> tuple[Any, list[KeyProblem]]:
     if _ANCHOR.search(text) and _ALIAS.search(text):
         _check_aliases(doc, 2_000_000 + 2 * len(text))
     located = _locate(doc, {id(m) for m, *_ in loader.repeated})
-    problems: list[KeyProblem] = [
-        (
-            (*located.get(id(m), ()), key if type(key) is str else TextKey(key)),
-            f"key {key!r} is given twice (lines {first} and {again}): keep one",
-        )
-        for m, key, first, again in loader.repeated
-    ]
+    problems: list[KeyProblem] = []
+    for m, key, first, again in loader.repeated:
+        message = f"key {key!r} is given twice (lines {first} and {again}): keep one"
+        found = located.get(id(m))
+        # A mapping that a later repeat replaced is not in the document: its lines say where.
+        problems.append(((*found, key_part(key)), message) if found is not None else ((), message))
     return doc, problems
 
 

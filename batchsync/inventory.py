@@ -23,7 +23,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from batchsync import documents
-from batchsync.documents import FileProblem
+from batchsync.documents import FileProblem, key_part
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.wire import (
     STATUS_CATEGORIES,
@@ -33,7 +33,6 @@ from batchsync.wire import (
     NonEmpty,
     Status,
     Statuses,
-    TextKey,
     Translation,
     check_statuses,
     split_validation_error,
@@ -352,11 +351,6 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
-def _key(key: Any) -> str:
-    """A mapping key as a loc part: YAML keys may be numbers, dates, null."""
-    return key if type(key) is str else TextKey(key)
-
-
 def _kind_name(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", NoneType: "null"}
     return names.get(type(value), f"a {type(value).__name__}")
@@ -399,12 +393,15 @@ def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
             found += every_problem(value, item, (*loc, i))
     elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(raw, dict):
         fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
+        forbid = kind.__struct_config__.forbid_unknown_fields
         for key, value in raw.items():
             field = fields.get(key) if isinstance(key, str) else None
+            if field is None and not forbid:
+                continue
             if field is None:
                 hint = _suggest(str(key), list(fields))
                 what = f"`{key}`" if isinstance(key, str) else f"{key} ({_kind_name(key)}, not text)"
-                found.append(((*loc, _key(key)), f"Object contains unknown field {what}{hint}"))
+                found.append(((*loc, key_part(key)), f"Object contains unknown field {what}{hint}"))
             else:
                 found += every_problem(value, field.type, (*loc, key))
         for name, field in fields.items():
@@ -577,14 +574,16 @@ class _Loader:
                 return fast, []
         return documents.parse(suffix, data)
 
-    def key_problems(self, found: list[documents.KeyProblem], raw: Any, file: str | None = None) -> None:
+    def key_problems(
+        self, found: list[documents.KeyProblem], raw: Any, file: str | None = None, iid: int | None = None
+    ) -> None:
         for loc, message in found:
-            iid = None
+            which = iid
             if file is None and len(loc) > 1 and loc[0] == "integrations" and isinstance(loc[1], int):
                 entries = raw.get("integrations") if isinstance(raw, dict) else None
                 if isinstance(entries, list) and loc[1] < len(entries):
-                    iid = _guess_id(entries[loc[1]])
-            self.problem(loc, message, iid, file)
+                    which = _guess_id(entries[loc[1]])
+            self.problem(loc, message, which, file)
 
     def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
         """(statuses, the file's integration_id) or (None, None) after reporting why not."""
@@ -608,7 +607,7 @@ class _Loader:
             self.problem(loc, f"statuses_file {ref}: {exc.message}", integration_id)
             return result
         file = printable(str(target))
-        self.key_problems(dups, raw, file)
+        self.key_problems(dups, raw, file, integration_id)
         kind: type[Any]
         if isinstance(raw, list):
             kind = Statuses
@@ -666,7 +665,7 @@ class _Loader:
         for key in raw:
             if key not in TOP_KEYS:
                 hint = _suggest(str(key), TOP_KEYS).replace("`", "")
-                self.problem((_key(key),), f"unknown key {key!r}: expected one of {', '.join(TOP_KEYS)}{hint}")
+                self.problem((key_part(key),), f"unknown key {key!r}: expected one of {', '.join(TOP_KEYS)}{hint}")
         outside = raw.get("allow_secret_files_outside", False)
         if not isinstance(outside, bool):
             self.problem(("allow_secret_files_outside",), f"must be true or false, not {_kind_name(outside)}")
@@ -713,7 +712,7 @@ class _Loader:
             self.no_accounts = True
             return accounts, broken
         for name, raw_account in raw.items():
-            loc: Loc = ("accounts", _key(name))
+            loc: Loc = ("accounts", key_part(name))
             if not isinstance(name, str) or not name:
                 what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
                 self.problem(loc, f"an account name must be text, not {what}")
@@ -827,7 +826,7 @@ class _Loader:
             self.no_sets = True
             return sets, broken
         for name, raw_set in raw.items():
-            loc: Loc = ("status_sets", _key(name))
+            loc: Loc = ("status_sets", key_part(name))
             named = isinstance(name, str) and bool(name)
             if not named:
                 what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
