@@ -673,7 +673,8 @@ class _Loader:
             self.confine = None
 
         defaults = self.convert(raw.get("defaults", {}), DefaultsSpec, ("defaults",)) or DefaultsSpec()
-        if "base_url" in (raw.get("defaults") or {}):
+        raw_defaults = raw.get("defaults")
+        if isinstance(raw_defaults, dict) and "base_url" in raw_defaults:
             self.check_url(defaults.base_url, ("defaults", "base_url"), "every account without its own base_url")
         base_limits = defaults.limits.over(Limits())
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
@@ -834,6 +835,9 @@ class _Loader:
             spec: StatusSetSpec | None = self.convert(raw_set, StatusSetSpec, loc)
             bad: set[str] = set()
             if spec is None:
+                if not isinstance(raw_set, dict):  # reported: nothing inside to check
+                    broken.add(str(name))
+                    continue
                 good, bad = self.partial(raw_set, StatusSetSpec)
                 spec = StatusSetSpec(**good)
             statuses = self.pick_statuses(spec, bad, loc, None)
