@@ -6,7 +6,6 @@ that multiply a document). Whatever a file holds, the outcome is a document or a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -196,6 +195,8 @@ def json_duplicate_keys(data: bytes) -> list[KeyProblem]:
     that a later repeat replaced (and that is not in the decoded document) still gets
     its path.
     """
+    import json  # the standard parser has the hook msgspec lacks (msgspec#648); only this path needs it
+
     found: list[tuple[dict[str, Any], list[str]]] = []
     parents: dict[int, tuple[Any, Any, str | int]] = {}  # id -> (itself, parent, key): kept alive
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import gc
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -98,6 +97,8 @@ def insecure_http(url: str) -> bool:
         return True
     if host.rstrip(".") == "localhost":
         return False
+    import ipaddress  # only http:// URLs pay for it
+
     try:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -332,6 +333,7 @@ class Inventory(msgspec.Struct, frozen=True):
 class _Set(msgspec.Struct, frozen=True):
     """A status set after its own checks: what its integrations start from."""
 
+    name: str
     statuses: Statuses
     desired: Desired
     mapping: dict[str, str | None] | None  # every category; None: the set declares no mapping
@@ -853,6 +855,7 @@ class _Loader:
                 assert statuses is not None
                 whole = mapping is not None and not unknown
                 sets[name] = _Set(
+                    name,
                     statuses,
                     self.desired(statuses),
                     mapping,
@@ -930,29 +933,28 @@ class _Loader:
             return jobs
         good_sets = {name: s for name, s in sets.items() if name not in broken_sets}
         first_seen: dict[int, int] = {}
+        seen = first_seen.setdefault
         no_bad: set[str] = set()
         for i, raw_integration in enumerate(raw):
             spec: IntegrationSpec
             bad = no_bad
             raw_mapping: Any = None
-            if isinstance(raw_integration, IntegrationSpec):  # decoded by _fast_json
+            if type(raw_integration) is IntegrationSpec:  # decoded by _fast_json
                 spec = raw_integration
                 # The common case, a set used as it is: nothing more to check or build.
-                set_name = spec.status_set
+                found = good_sets.get(spec.status_set)  # type: ignore[arg-type]
                 if (
-                    isinstance(set_name, str)
+                    found is not None
                     and spec.statuses is UNSET
                     and spec.statuses_file is UNSET
                     and spec.override_statuses is UNSET
                     and spec.remove_statuses is UNSET
                     and spec.mapping is UNSET
                     and spec.account in accounts
-                    and set_name in good_sets
-                    and first_seen.setdefault(spec.id, i) == i
+                    and seen(spec.id, i) == i
                 ):
-                    found = good_sets[set_name]
                     tags = spec.tags or ()
-                    jobs.append(Job(spec.id, spec.account, found.desired, tags, set_name, found.desired_mapping))
+                    jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
                     continue
             else:
                 guessed = _guess_id(raw_integration)
