@@ -297,8 +297,11 @@ class DesiredMapping:
         return f"DesiredMapping({self.as_dict()!r})"
 
 
-class Job(msgspec.Struct, frozen=True):
+class Job(msgspec.Struct, frozen=True, gc=False):
     """One integration to bring into its desired state."""
+
+    # gc=False: a job holds no reference back to anything that holds it, and 100k of
+    # them tracked by the collector would be rescanned by every collection of the run.
 
     integration_id: int
     account: str
@@ -955,6 +958,21 @@ class _Loader:
                 ):
                     tags = spec.tags or ()
                     jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
+                    continue
+                # The next most common: statuses inline, nothing else.
+                statuses = spec.statuses
+                if (
+                    type(statuses) is tuple
+                    and spec.status_set is UNSET
+                    and spec.statuses_file is UNSET
+                    and spec.override_statuses is UNSET
+                    and spec.remove_statuses is UNSET
+                    and spec.mapping is UNSET
+                    and spec.account in accounts
+                    and seen(spec.id, i) == i
+                ):
+                    if self.check(statuses, ("integrations", i, "statuses"), spec.id):
+                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
                     continue
             else:
                 guessed = _guess_id(raw_integration)
