@@ -6,6 +6,7 @@ that multiply a document). Whatever a file holds, the outcome is a document or a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -101,6 +102,14 @@ def read_regular(path: str | Path, limit: int, too_large: str = "") -> bytes:
         raise FileProblem(f"cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
+
+
+def user_path(ref: str, base_dir: Path) -> Path:
+    """A path as an inventory writes it: ``~`` expanded, relative to ``base_dir``."""
+    path = Path(ref)
+    with contextlib.suppress(RuntimeError):  # ~someone unknown here: kept as written, so not found
+        path = path.expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 def check_suffix(path: Path) -> str:

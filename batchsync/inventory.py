@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -568,7 +569,7 @@ class _Loader:
     # -- files ------------------------------------------------------------------------
 
     def read_inventory(self) -> tuple[Any, list[documents.KeyProblem]]:
-        if self.path.suffix.lower() not in documents.SUFFIXES and self.path.is_dir():
+        if self.path.suffix.lower() not in documents.SUFFIXES and os.path.isdir(self.path):
             raise FileProblem("is a directory, not a file")
         suffix = documents.check_suffix(self.path)
         hint = " (--max-file-size raises it)"
@@ -592,9 +593,7 @@ class _Loader:
 
     def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
         """(statuses, the file's integration_id) or (None, None) after reporting why not."""
-        target = Path(ref).expanduser()
-        if not target.is_absolute():
-            target = self.base_dir / target
+        target = documents.user_path(ref, self.base_dir)
         cached = self._files.get(target)
         if cached is not None:
             if cached[0] is None:

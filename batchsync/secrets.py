@@ -10,7 +10,7 @@ import base64
 import os
 from pathlib import Path
 
-from batchsync.documents import SECRET_FILE_LIMIT, FileProblem, read_regular
+from batchsync.documents import SECRET_FILE_LIMIT, FileProblem, read_regular, user_path
 
 
 class SecretError(Exception):
@@ -79,9 +79,7 @@ def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None, con
         if not value.strip():
             raise SecretError(f"environment variable {name} is empty")
         return Secret(value.strip(), ref)
-    path = Path(ref[5:]).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+    path = user_path(ref[5:], base_dir)
     if confine is not None:
         try:
             inside = path.resolve().is_relative_to(confine.resolve())

@@ -229,6 +229,8 @@ HOSTILE = st.one_of(
             "file:fifo.key",
             "file:dir",
             "file:fuzz.key\x00x",
+            "file:~nosuchuser/key",
+            "~nosuchuser/statuses.json",
             "sk_live_literal_secret",
             "\x1b[31mred\x1b[0m",
             "\u202eevil",

@@ -1140,6 +1140,15 @@ def test_twenty_five_independent_mistakes_in_one_round(workdir: Path, fmt: str) 
 # -- secret files outside the inventory's folder ------------------------------------------------
 
 
+def test_a_home_that_does_not_exist(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["main"]["secret_key"] = "file:~nosuchuser/key"
+    doc["integrations"][2] = {"id": 103, "account": "other", "statuses_file": "~nosuchuser/s.json"}
+    inv = load_doc(workdir, doc, "json")
+    assert [p.path for p in inv.problems] == ["$.accounts.main.secret_key", "$.integrations[2].statuses_file"]
+    assert "does not exist" in inv.problems[1].message
+
+
 def test_a_secret_file_outside_the_folder(tmp_path: Path) -> None:
     inside = tmp_path / "inv"
     inside.mkdir()

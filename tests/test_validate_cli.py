@@ -337,6 +337,8 @@ MISTAKES: dict[str, Callable[[Path], Path]] = {
     "unknown extension": _file("inv.txt", "{}"),
     "top level a list": _file("l.json", "[1, 2]"),
     "literal secret": _literal_secret,
+    "name too long": lambda d: d / ("a" * 5000 + ".json"),
+    "name too long, no suffix": lambda d: d / ("a" * 5000),
 }
 
 
