@@ -163,7 +163,20 @@ def decode_json(data: bytes) -> Any:
         raise FileProblem("invalid JSON: nested too deeply") from None
 
 
+# tomllib takes time quadratic in the parts of a dotted key (a.b.c... = 1, [a.b.c...]):
+# 100,000 parts in a 200 KB file would take minutes. No inventory key has 64. Possessive
+# quantifiers, tried at line starts only: linear in the file.
+_DEEP_TOML_KEY = re.compile(
+    r"""^[ \t]*+\[*+[ \t]*+(?:(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')[ \t]*+\.[ \t]*+){64}""",
+    re.MULTILINE,
+)
+
+
 def _toml(text: str) -> Any:
+    deep = _DEEP_TOML_KEY.search(text) if text.count(".") >= 64 else None
+    if deep is not None:
+        line = text.count("\n", 0, deep.start()) + 1
+        raise FileProblem(f"invalid TOML: a key of more than 64 dotted parts at line {line}")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -361,6 +361,8 @@ TEXT_INSERTS = [
     b'"\\ud800"',
     b"!!python/object:os.system ",
     b"9" * 5000,
+    b"\n" + b"a." * 3000 + b"a = 1\n",
+    b"\n[" + b"b." * 3000 + b"b]\n",
 ]
 
 
