@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test fuzz lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --cov
+
+# Thousands of generated and mutated inventories through validate (a few hundred run in make test).
+fuzz: $(STAMP)
+	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_inventory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchsync tests bench

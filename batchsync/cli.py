@@ -37,7 +37,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchsync.inventory import load
     from batchsync.shard import account_sizes, partition, split_document, split_lines
 
-    inv = load(args.inventory)
+    inv = load(args.inventory, max_file_size=args.max_file_size)
     sizes = account_sizes(inv.jobs)
     split = partition(sizes, args.shards) if args.shards is not None and inv.valid else None
     if args.format == "json":
@@ -45,23 +45,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
             "valid": inv.valid,
             "integrations": inv.declared,
             "problems": inv.problems,
+            "warnings": inv.warnings,
         }
         if args.shards is not None:  # asked for: null when the inventory is invalid
             doc["shards"] = split_document(split, sizes) if split is not None else None
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    elif inv.valid:
+        return EXIT_OK if inv.valid else EXIT_NOT_STARTED
+    _print_problems(inv, sys.stdout)
+    for w in inv.warnings:  # they do not block: validate exits 0 with them
+        where = f" (integration {w.integration_id})" if w.integration_id is not None else ""
+        print(f"{w.file}: {w.path}: warning: {w.message}{where}")
+    if inv.valid:
         shared = len({id(j.desired) for j in inv.jobs})
+        mappings = len({id(j.mapping) for j in inv.jobs if j.mapping is not None})
         print(
             f"{inv.path}: valid: {len(inv.jobs)} integrations, {len(inv.accounts)} accounts, "
-            f"{shared} distinct status lists"
+            f"{shared} distinct status lists" + (f", {mappings} distinct mappings" if mappings else "")
         )
         for line in split_lines(split, sizes) if split is not None else ():
             print(line)
     else:
-        _print_problems(inv, sys.stdout)
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stdout)
     return EXIT_OK if inv.valid else EXIT_NOT_STARTED
+
+
+def _megabytes(text: str) -> int:
+    """--max-file-size: megabytes (a decimal is fine) as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of megabytes above 0")
+    return max(1, int(value * 1024 * 1024))
+
+
+def _add_max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-file-size",
+        type=_megabytes,
+        default=256 * 1024 * 1024,
+        metavar="MB",
+        help="refuse an inventory file larger than this (256)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> RunSettings:
@@ -117,6 +144,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
         recap_by=args.recap_by,
+        max_file_size=args.max_file_size,
     )
 
 
@@ -165,7 +193,7 @@ def _load_selected(settings: RunSettings) -> Selected | int:
     """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
     from batchsync.inventory import load, select
 
-    inv = load(settings.inventory)
+    inv = load(settings.inventory, max_file_size=settings.max_file_size)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
@@ -283,6 +311,7 @@ def add_shard_arguments(p: argparse.ArgumentParser) -> None:
 def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    _add_max_file_size(p)
     p.add_argument(
         "--format",
         choices=("text", "json"),
@@ -486,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also print how --shard I/N splits the accounts over N shards, and how balanced that is",
     )
+    _add_max_file_size(p)
     p.set_defaults(func=cmd_validate)
 
     p = command("plan", "read and diff; show what apply would change; write nothing")

@@ -31,7 +31,7 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
-from batchsync.inventory import Account, Inventory, Job
+from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
@@ -133,7 +133,7 @@ async def execute(
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
-        urls = [inv.accounts[name].base_url for name in {j.account for j in jobs}]
+        urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
         api = await stack.enter_async_context(
             HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
         )
@@ -212,9 +212,7 @@ def check_outputs(settings: RunSettings, inv: Inventory) -> None:
 
 def account_identity(account: Account) -> str:
     """What one Sendcloud account is known by: its public key, or its OAuth2 client id."""
-    # MERGE: Account.identity (public key or OAuth2 client id) once the inventory branch is in.
-    identity = getattr(account, "identity", None) or account.public_key
-    return str(identity.reveal())
+    return account.identity.reveal()
 
 
 def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> ExitStack:
@@ -255,18 +253,26 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def account_urls(account: Account, base_url: str | None) -> list[str]:
+    """Every URL a run sends the account's credentials to: the API, its token endpoint."""
+    if base_url is not None:  # --base-url, --sandbox: everything goes there
+        return [base_url]
+    creds = account.credentials
+    return [account.base_url, *([creds.token_url] if isinstance(creds, OAuth2Credentials) else [])]
+
+
 def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
     """Credentials never cross the network in clear: ``http://`` only to loopback, unless
     --allow-insecure-http. Checked before anything is sent (plan included)."""
     if settings.sandbox or settings.allow_insecure_http:
         return
     for name in sorted({j.account for j in jobs}):
-        url = settings.base_url or inv.accounts[name].base_url
-        if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
-            raise UsageError(
-                f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
-                "would cross the network in clear; use https://, or pass --allow-insecure-http"
-            )
+        for url in account_urls(inv.accounts[name], settings.base_url):
+            if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+                raise UsageError(
+                    f"account {name}: {url} is plain http:// to a host that is not this machine: its "
+                    "credentials would cross the network in clear; use https://, or pass --allow-insecure-http"
+                )
 
 
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
@@ -282,7 +288,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
     # Whatever a log line or an outcome carries, these values come out as ***.
-    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key))
+    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets())
     setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
         return _run(settings, inv, jobs, shard, redactor)

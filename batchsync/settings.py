@@ -100,6 +100,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "text"
     detailed_exitcode: bool = False
     recap_by: RecapBy = "account"
+    max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
 
 
 def positive_number(value: float, flag: str) -> float:

@@ -28,7 +28,7 @@ def prepare(inventory: str, limit: int | None) -> Work:
         raise SystemExit(f"{inventory}: {len(inv.problems)} problems")
     headers: dict[str, dict[str, str]] = {}
     for name, acc in inv.accounts.items():
-        auth = basic_auth(acc.public_key, acc.secret_key).reveal()
+        auth = basic_auth(*acc.secrets()).reveal()
         headers[name] = {"Authorization": auth, "Accept": "application/json", "Content-Type": "application/json"}
     jobs = inv.jobs[:limit] if limit else inv.jobs
     return [(str(j.integration_id), j.desired.body(j.integration_id), headers[j.account]) for j in jobs]

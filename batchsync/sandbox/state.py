@@ -11,11 +11,11 @@ import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
-from batchsync.inventory import Account, Inventory, Limits
+from batchsync.inventory import Account, Inventory, Limits, OAuth2Credentials
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 PRESTASHOP_V2 = "prestashop_v2"
@@ -302,10 +302,8 @@ def drift_mapping(
 
 
 def _account_seed(account: Account) -> AccountSeed:
-    # MERGE: Account.credentials (BasicCredentials | OAuth2Credentials) comes with the inventory
-    # branch; until then an Account carries public_key/secret_key itself.
-    creds: Any = getattr(account, "credentials", account)
-    if hasattr(creds, "client_id"):
+    creds = account.credentials
+    if isinstance(creds, OAuth2Credentials):
         return AccountSeed(
             account.name,
             limits=account.limits,
@@ -352,7 +350,7 @@ def seed_from_inventory(
     integrations = []
     for i, job in enumerate(jobs):
         statuses = job.desired.statuses if i in synced else drift(job.desired.statuses, rng)
-        declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
+        declared = job.mapping
         mapping = None
         if declared is not None:
             wanted: dict[str, str | None] = declared.as_dict()
