@@ -458,7 +458,7 @@ def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str])
 
 
 class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A JSON inventory whose integrations decode straight into structs (see _fast_json).
+    """A JSON inventory whose integrations decode straight into structs (see fast_json).
     Fields in the README's order: a file written in it re-encodes byte for byte."""
 
     allow_secret_files_outside: Any = UNSET
@@ -468,7 +468,7 @@ class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     integrations: list[IntegrationSpec]
 
 
-def _fast_json(data: bytes) -> dict[str, Any] | None:
+def fast_json(data: bytes) -> dict[str, Any] | None:
     """A JSON inventory decoded in one typed pass, or None to take the general path.
 
     Decoding the integrations straight into IntegrationSpec structs skips building a
@@ -575,7 +575,7 @@ class _Loader:
         hint = " (--max-file-size raises it)"
         data = documents.read_regular(self.path, self.max_file_size, hint)
         if suffix == ".json":
-            fast = _fast_json(data)
+            fast = fast_json(data)
             if fast is not None:
                 return fast, []
         return documents.parse(suffix, data)
@@ -941,7 +941,7 @@ class _Loader:
             spec: IntegrationSpec
             bad = no_bad
             raw_mapping: Any = None
-            if type(raw_integration) is IntegrationSpec:  # decoded by _fast_json
+            if type(raw_integration) is IntegrationSpec:  # decoded by fast_json
                 spec = raw_integration
                 # The common case, a set used as it is: nothing more to check or build.
                 found = good_sets.get(spec.status_set)  # type: ignore[arg-type]

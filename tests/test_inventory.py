@@ -791,14 +791,14 @@ def test_the_examples_are_the_same_inventory() -> None:
 
 def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
     path = write(workdir, base_doc(), "json")
-    fast = inv_mod._fast_json(path.read_bytes())
+    fast = inv_mod.fast_json(path.read_bytes())
     assert fast is not None
     assert all(isinstance(i, inv_mod.IntegrationSpec) for i in fast["integrations"])
     # One wrong field anywhere: the general path, which reports every problem.
     doc = base_doc()
     doc["integrations"][0]["id"] = "101"
-    assert inv_mod._fast_json(write(workdir, doc, "json").read_bytes()) is None
-    assert inv_mod._fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
+    assert inv_mod.fast_json(write(workdir, doc, "json").read_bytes()) is None
+    assert inv_mod.fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
 
 
 def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
@@ -993,13 +993,13 @@ def test_a_key_twice_in_json(workdir: Path) -> None:
         ("$.integrations[1].id", 102),
     ]
     assert all("is given twice" in p.message for p in inv.problems)
-    assert inv_mod._fast_json(path.read_bytes()) is None  # the fast path's check sees it too
+    assert inv_mod.fast_json(path.read_bytes()) is None  # the fast path's check sees it too
 
 
 def test_a_key_twice_in_pretty_json_and_with_escapes(workdir: Path) -> None:
     doc = base_doc()
     pretty = json.dumps(doc, indent=2, ensure_ascii=True)
-    assert inv_mod._fast_json(pretty.encode()) is not None  # no repeat: still the fast path
+    assert inv_mod.fast_json(pretty.encode()) is not None  # no repeat: still the fast path
     path = workdir / "pretty.json"
     # "t\u0061gs" is "tags" again, written with an escape.
     path.write_text(pretty.replace('"tags": [', '"t\\u0061gs": ["x"], "tags": [', 1))
