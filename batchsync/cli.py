@@ -92,6 +92,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         timeout=positive_number(args.timeout, "--timeout"),
         base_url=args.base_url,
         sandbox=args.sandbox,
+        allow_insecure_http=args.allow_insecure_http,
         format=args.format,
         limit=tuple(args.limit or ()),
         retry_failed=args.retry_failed,
@@ -233,6 +234,11 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "--allow-invalid-mapping",
         action="store_true",
         help="write statuses even where that leaves the shop's current mapping pointing at a removed status",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
     )
     p.add_argument(
         "--no-preflight",

@@ -19,19 +19,36 @@ if TYPE_CHECKING:
 
 import msgspec
 
-from batchsync.diff import Change
+from batchsync.diff import Change, MappingChange
+from batchsync.inventory import Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.output import Lost
 
 _encoder = msgspec.json.Encoder()
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
 
 
 class ReportWriter:
-    """Appends outcome lines to a file, flushing each so nothing is lost on a kill."""
+    """Appends outcome lines to a file, flushing each so nothing is lost on a kill.
 
-    def __init__(self, path: str) -> None:
+    A write that fails (a full disk) does not stop the run: the writer records it in
+    ``lost`` and writes nothing more; the run's end says so."""
+
+    def __init__(self, path: str, lost: Lost | None = None) -> None:
         self.path = path
+        self.lost = lost if lost is not None else Lost()
+        self.failed = False
         self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def _put(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
 
     def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
         doc = {
@@ -43,19 +60,26 @@ class ReportWriter:
             "selected": selected,
             "shard": shard,
         }
-        self._file.write(_encoder.encode(doc) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(doc) + b"\n")
 
     def write(self, outcome: Outcome) -> None:
-        self._file.write(_encoder.encode(outcome) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(outcome) + b"\n")
 
     def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
         if summary is not None:
-            self._file.write(_encoder.encode(summary_document(summary, mode)) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+            self._put(_encoder.encode(summary_document(summary, mode)) + b"\n")
+        try:
+            if not self.failed:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
+        try:
+            self._file.close()
+        except OSError as exc:  # the close flushes what the buffer still held
+            if not self.failed:
+                self.failed = True
+                self.lost.add("--report", self.path, exc)
 
 
 def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
@@ -101,6 +125,14 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
+def _mapping_line(change: MappingChange) -> str:
+    before = "(not mapped)" if change.before is None else repr(change.before)
+    if change.before is not None and not change.was_valid:
+        before += " (invalid)"
+    after = "(not mapped)" if change.after is None else repr(change.after)
+    return f"    = {change.category}: {before} -> {after}"
+
+
 def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.stdout, verbose: bool = False) -> None:
     """One integration's result as text: the diff for changes, the reason for failures."""
     where = f"integration {outcome.integration_id} ({outcome.account})"
@@ -110,24 +142,113 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
         pointer = f" at {e.pointer}" if e.pointer else ""
         attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
         print(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}", file=out)
-        for change in outcome.changes if mode == "plan" else ():
-            for line in _change_lines(change, mode):
-                print(line, file=out)
+        if mode == "plan":
+            for change in outcome.changes:
+                for line in _change_lines(change, mode):
+                    print(line, file=out)
+            for mapping in outcome.mapping_changes:
+                print(_mapping_line(mapping), file=out)
+        _print_warnings(outcome, out)
         return
     if outcome.result == "skipped":
         if verbose:
             print(f"  {where}: skipped: {outcome.reason}", file=out)
         return
     if outcome.result == "unchanged":
-        if verbose:
+        if verbose or outcome.warnings:
             print(f"  {where}: unchanged", file=out)
+        _print_warnings(outcome, out)
         return
     verb = "will change" if mode == "plan" else "changed"
     counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
+    if outcome.mapping_changes:
+        counts += f", mapping {len(outcome.mapping_changes)}"
     print(f"~ {where} {verb} ({counts})", file=out)
     for change in outcome.changes:
         for line in _change_lines(change, mode):
             print(line, file=out)
+    for mapping in outcome.mapping_changes:
+        print(_mapping_line(mapping), file=out)
+    _print_warnings(outcome, out)
+
+
+def _print_warnings(outcome: Outcome, out: SupportsWrite[str]) -> None:
+    for warning in outcome.warnings:
+        print(f"    warning: {warning}", file=out)
+
+
+class Budget:
+    """What an ``apply`` of a plan will spend, per account: fed the plan's outcomes.
+
+    Reads are the requests the plan itself made (apply reads the same); writes are one
+    per integration whose statuses change, plus one per mapping that changes.
+    """
+
+    def __init__(self) -> None:
+        self.writes: dict[str, int] = {}
+
+    def add(self, outcome: Outcome) -> None:
+        n = (1 if outcome.changes else 0) + (1 if outcome.mapping_changes else 0)
+        if n and outcome.result == "changed":
+            self.writes[outcome.account] = self.writes.get(outcome.account, 0) + n
+
+    def rows(self, summary: Summary, limits: Mapping[str, Limits]) -> list[dict[str, Any]]:
+        """Per account: reads, writes and the least time they take at its declared limits."""
+        rows = []
+        for name in sorted(summary.accounts):
+            lim = limits.get(name)
+            if lim is None:
+                continue
+            reads = summary.accounts[name].reads
+            writes = self.writes.get(name, 0)
+            least = max(
+                max(0, reads - lim.write_burst) / (lim.reads_per_minute / 60.0),
+                max(0, writes - lim.write_burst) / (lim.writes_per_minute / 60.0),
+            )
+            rows.append(
+                {
+                    "account": name,
+                    "reads": reads,
+                    "writes": writes,
+                    "least_seconds": round(least, 1),
+                    "writes_per_minute": lim.writes_per_minute,
+                    "reads_per_minute": lim.reads_per_minute,
+                }
+            )
+        return rows
+
+    def print(self, summary: Summary, limits: Mapping[str, Limits], out: SupportsWrite[str]) -> None:
+        rows = self.rows(summary, limits)
+        if not rows:
+            return
+        width = max(len(r["account"]) for r in rows)
+        print("\nBUDGET of an apply (at each account's declared limits)", file=out)
+        for r in rows:
+            print(
+                f"{r['account']:<{width}}  {r['reads']:,} reads, {r['writes']:,} writes, at least "
+                f"{_duration(r['least_seconds'])} at {r['writes_per_minute']:g} writes/min and "
+                f"{r['reads_per_minute']:g} reads/min",
+                file=out,
+            )
+        busiest = max(rows, key=lambda r: r["least_seconds"])
+        print(f"the run: at least {_duration(busiest['least_seconds'])} (set by {busiest['account']})", file=out)
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def print_mapping_totals(summary: Summary, out: SupportsWrite[str]) -> None:
+    """After the recap: mappings written and integrations the mapping guard refused."""
+    written = sum(a.mappings_written for a in summary.accounts.values())
+    refused = sum(a.refused for a in summary.accounts.values())
+    if written or refused:
+        print(f"mappings written: {written}; refused by the mapping guard: {refused}", file=out)
 
 
 def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdout) -> None:

@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import gc
 import io
+import ipaddress
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import IO
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
 
 from batchsync.engine import Engine
-from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_OUTPUT_LOST,
+)
 from batchsync.inventory import Inventory, Job
 from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
+from batchsync.output import Lost, OutputError, Sanitizer, check_output
 from batchsync.progress import Progress, setup_logging
-from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+from batchsync.redact import Redactor
+from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
@@ -124,6 +135,7 @@ async def execute(
     on_outcome: Callable[[Outcome], None],
     on_engine: Callable[[Engine], None] | None = None,
     tick: Callable[[], None] | None = None,
+    redactor: Redactor | None = None,
 ) -> Summary:
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
     from batchsync.transport import HttpApi
@@ -136,10 +148,13 @@ async def execute(
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
+        urls = [inv.accounts[name].base_url for name in {j.account for j in jobs}]
         api = await stack.enter_async_context(
-            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url)
+            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
         )
-        engine = Engine(inv.accounts, api, settings.options, on_outcome)
+        # Every outcome is made safe once, before any sink sees it.
+        sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
+        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
         if on_engine is not None:
             on_engine(engine)
         async with anyio.create_task_group() as tg:
@@ -188,27 +203,58 @@ def read_retry_report(report: str) -> RetryPlan:
     return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 
-def check_outputs(settings: RunSettings) -> None:
+def check_outputs(settings: RunSettings, inv: Inventory) -> None:
     """Found out now, not after a night's run has been done and cannot be reported."""
-    for flag, path in (("--junit", settings.junit), ("--metrics", settings.metrics)):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
+    protected = [inv.path, *getattr(inv, "files", ())]  # MERGE: Inventory.files (the files it references)
+    for flag, path in (("--report", settings.report), ("--junit", settings.junit), ("--metrics", settings.metrics)):
+        if path is not None:
+            try:
+                check_output(flag, path, protected)
+            except OutputError as exc:
+                raise UsageError(str(exc)) from None
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
+    """Credentials never cross the network in clear: ``http://`` only to loopback, unless
+    --allow-insecure-http. Checked before anything is sent (plan included)."""
+    if settings.sandbox or settings.allow_insecure_http:
+        return
+    for name in sorted({j.account for j in jobs}):
+        url = settings.base_url or inv.accounts[name].base_url
+        if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+            raise UsageError(
+                f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
+                "would cross the network in clear; use https://, or pass --allow-insecure-http"
+            )
 
 
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code."""
     try:
-        check_outputs(settings)
+        check_outputs(settings, inv)
+        check_transport(settings, inv, jobs)
     except UsageError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
-    # Last line of defence: whatever a log line carries, these values come out as ***.
-    secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
-    setup_logging(level, settings.log_format, secrets=secrets)
+    # Whatever a log line or an outcome carries, these values come out as ***.
+    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key))
+    setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs)
+        return _run(settings, inv, jobs, redactor)
     try:
         lock = acquire_lock(settings.inventory)
     except LockedError as exc:
@@ -218,15 +264,16 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     with lock:
-        return _run(settings, inv, jobs)
+        return _run(settings, inv, jobs, redactor)
 
 
-def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
+def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: Redactor) -> int:
     mode = settings.command
     report = None
+    lost = Lost()
     if settings.report:
         try:
-            report = ReportWriter(settings.report)
+            report = ReportWriter(settings.report, lost)
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
@@ -239,10 +286,13 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
     plain = not (quiet or as_json or json_logs)
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
     out = _Output(sys.stdout)
+    budget = Budget() if mode == "plan" else None
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
+        if budget is not None:
+            budget.add(outcome)
         if keep:
             collected.append(outcome)
         if quiet:
@@ -273,6 +323,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
                 on_outcome,
                 on_engine,
                 progress.refresh if progress.enabled else None,
+                redactor,
             )
     finally:
         progress.close()
@@ -280,13 +331,31 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
             report.close(summary, mode)
     assert summary is not None  # anyio.run returned
     if settings.junit:
-        write_junit(settings.junit, collected, summary)
+        try:
+            write_junit(settings.junit, collected, summary)
+        except OSError as exc:
+            lost.add("--junit", settings.junit, exc)
     if settings.metrics:
-        write_metrics(settings.metrics, summary, mode)
+        try:
+            write_metrics(settings.metrics, summary, mode)
+        except OSError as exc:
+            lost.add("--metrics", settings.metrics, exc)
+    limits = {name: a.limits for name, a in inv.accounts.items()}
     if as_json:
         doc = summary_document(summary, mode)
+        if budget is not None:
+            doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
         print_recap(summary, mode, out)
-    return exit_code(summary, mode, settings.detailed_exitcode)
+        print_mapping_totals(summary, out)
+        if budget is not None:
+            budget.print(summary, limits, out)
+    code = exit_code(summary, mode, settings.detailed_exitcode)
+    for line in lost.lines():
+        print(line, file=sys.stderr)
+    # A lost output must not look like a clean night; failures and stops still say more.
+    if lost and code in (EXIT_OK, EXIT_CHANGES):
+        return EXIT_OUTPUT_LOST
+    return code
