@@ -13,20 +13,27 @@ import math
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
 
 from batchsync import __version__
-from batchsync.diff import MappingChange
-from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_OUTPUT_LOST,
+)
 from batchsync.inventory import Limits
 from batchsync.monitoring import atomic_write
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.report import print_outcome
+from batchsync.report import Budget, print_outcome
 
-__all__ = ["HtmlReport", "RunInfo", "plan_budget", "render", "visible", "write_html"]
+__all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
 
 # Failed and changed integrations listed on the page, each; beyond that they are counted.
 # The page (and what is kept in memory while a run goes on) stays bounded on any fleet.
@@ -103,6 +110,7 @@ _STATUS: Final = {
     EXIT_INTERRUPTED: ("stopped", "stopped early: not every integration was done"),
     EXIT_CHANGES: ("changes", "changes to make"),
     EXIT_LOCKED: ("stopped", "another apply held the inventory's lock"),
+    EXIT_OUTPUT_LOST: ("failed", "done, but an output could not be written"),
 }
 
 
@@ -197,8 +205,7 @@ class HtmlReport:
         self.tags: dict[str, dict[str, int]] = {}
         self.reasons: dict[str, int] = {}
         self.lanes: dict[str, _Lane] = {}
-        # A plan's budget for the apply: per account, reads (attempts) and writes.
-        self.planned: dict[str, list[int]] = {}
+        self.budget = Budget() if mode == "plan" else None  # what an apply of this plan will spend
         self.warnings = 0
 
     def add(self, outcome: Outcome) -> None:
@@ -225,11 +232,9 @@ class HtmlReport:
                 self.reasons[reason] = self.reasons.get(reason, 0) + 1
             else:
                 self.reasons["(other reasons)"] = self.reasons.get("(other reasons)", 0) + 1
-        writes = _writes_of(outcome)
-        planned = self.planned.setdefault(outcome.account, [0, 0])
-        planned[0] += outcome.attempts
-        planned[1] += writes
-        self._place(outcome, writes)
+        if self.budget is not None:
+            self.budget.add(outcome)
+        self._place(outcome, _writes_of(outcome))
 
     def _place(self, outcome: Outcome, writes: int) -> None:
         lane = self.lanes.get(outcome.account)
@@ -295,7 +300,7 @@ class HtmlReport:
             self._timeline(summary, info),
         ]
         if mode == "plan":
-            parts.append(self._budget(info))
+            parts.append(self._budget(summary, info))
         parts += [self._tags(), self._changes(), self._rest(), "</main>"]
         parts.append(
             f"<footer>Made by batchsync {_e(__version__)} on {_e(_when(time.time()))}. "
@@ -399,25 +404,26 @@ class HtmlReport:
             f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure></section>"
         )
 
-    def _budget(self, info: RunInfo) -> str:
+    def _budget(self, summary: Summary, info: RunInfo) -> str:
+        # The same figures as the terminal's BUDGET lines: report.Budget computes both.
+        budget = self.budget.rows(summary, info.limits) if self.budget is not None else []
+        if not budget:
+            return ""
+        longest = max(budget, key=lambda b: b["least_seconds"])
         rows = []
-        budget = plan_budget(self.planned, info.limits)
-        longest = max(budget, key=lambda b: b[4], default=None)
-        for name, reads, writes, lim, seconds in budget:
-            slowest = longest is not None and name == longest[0] and seconds > 0
-            spend = f"{_rate(lim.reads_per_minute)} reads, {_rate(lim.writes_per_minute)} writes" if lim else "unknown"
-            mark = ' class="slowest"' if slowest else ""
+        for b in budget:
+            mark = ' class="slowest"' if b is longest and b["least_seconds"] > 0 else ""
+            spend = f"{_rate(b['reads_per_minute'])} reads, {_rate(b['writes_per_minute'])} writes"
             rows.append(
-                f'<tr{mark}><th scope="row">{_e(name)}</th>'
-                f'<td class="num">{reads}</td><td class="num">{writes}</td><td>{_e(spend)}</td>'
-                f'<td class="num">{_e(_duration(seconds) if lim else "unknown")}</td></tr>'
+                f'<tr{mark}><th scope="row">{_e(b["account"])}</th>'
+                f'<td class="num">{b["reads"]}</td><td class="num">{b["writes"]}</td><td>{_e(spend)}</td>'
+                f'<td class="num">{_e(_duration(b["least_seconds"]))}</td></tr>'
             )
-        lead = ""
-        if longest is not None and longest[4] > 0:
-            lead = (
-                f"<p>At the declared limits, the apply takes at least <strong>{_e(_duration(longest[4]))}</strong>, "
-                f"set by account <strong>{_e(longest[0])}</strong> (plus the time of the requests themselves).</p>"
-            )
+        lead = (
+            f"<p>At the declared limits, the apply takes at least "
+            f"<strong>{_e(_duration(longest['least_seconds']))}</strong>, set by account "
+            f"<strong>{_e(longest['account'])}</strong> (plus the time of the requests themselves).</p>"
+        )
         return (
             '<section id="budget"><h2>What the apply will spend</h2>'
             '<p class="hint">Reads: the requests this plan made (the apply reads the same); writes: one per '
@@ -465,8 +471,6 @@ class HtmlReport:
             buffer = io.StringIO()
             print_outcome(o, self.mode, buffer)
             lines = buffer.getvalue().rstrip("\n").split("\n")
-            lines += _mapping_lines(o.mapping_changes)
-            lines += [f"    ! warning: {w}" for w in o.warnings]
             body = "\n".join(_diff_line(self.redact(line)) for line in lines[1:])
             tags = f' <span class="tags">{_e(", ".join(o.tags))}</span>' if o.tags else ""
             items.append(
@@ -507,47 +511,12 @@ def _settled(a: AccountStats) -> str:
     return ", ".join(parts)
 
 
-def _mapping_lines(changes: Sequence[MappingChange]) -> list[str]:
-    def show(value: str | None) -> str:
-        return "(none)" if value is None else repr(value)
-
-    lines = []
-    for c in changes:
-        broken = "" if c.was_valid else " (was pointing at a removed status)"
-        lines.append(f"    ~ mapping {c.category}: {show(c.before)} -> {show(c.after)}{broken}")
-    return lines
-
-
-_OPS: Final = {"+": "add", "~": "chg", "-": "del", "!": "warn"}
+_OPS: Final = {"+": "add", "~": "chg", "=": "chg", "-": "del", "w": "warn"}  # "=": a mapping; "w": a warning
 
 
 def _diff_line(line: str) -> str:
-    op = line.lstrip()[:1]
-    cls = _OPS.get(op)
+    cls = _OPS.get(line.lstrip()[:1])
     return f'<span class="{cls}">{_e(line)}</span>' if cls else _e(line)
-
-
-def plan_budget(
-    planned: Mapping[str, Sequence[int]], limits: Mapping[str, Limits]
-) -> list[tuple[str, int, int, Limits | None, float]]:
-    """Per account: (name, reads, writes, declared limits, least seconds), by name.
-
-    Each meter lets its first ``write_burst`` requests go at once (both buckets hold that
-    many), the rest at its declared rate; reads and writes run side by side.
-    """
-    out = []
-    for name in sorted(planned):
-        reads, writes = planned[name][0], planned[name][1]
-        lim = limits.get(name)
-        seconds = 0.0
-        if lim is not None:
-            burst = max(1, lim.write_burst)
-            seconds = max(
-                max(0, reads - burst) * 60.0 / lim.reads_per_minute,
-                max(0, writes - burst) * 60.0 / lim.writes_per_minute,
-            )
-        out.append((name, reads, writes, lim, seconds))
-    return out
 
 
 # -- the picture -------------------------------------------------------------------------
@@ -778,7 +747,3 @@ def write_html(path: str, document: str) -> None:
     """Replace ``path`` with the page in one step (a reader sees the old page or the new)."""
     atomic_write(path, document.encode("utf-8"))
 
-
-def limits_of(accounts: Mapping[str, Any]) -> dict[str, Limits]:
-    """Each account's declared limits, from an inventory's accounts."""
-    return {name: a.limits for name, a in accounts.items()}

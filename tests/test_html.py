@@ -4,6 +4,7 @@ WHATWG algorithm; strict raises on the first parse error)."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsync.diff import Change, MappingChange
-from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, _Series, plan_budget, render, visible, write_html
+from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, _Series, render, visible, write_html
 from batchsync.inventory import Limits
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.progress import Redactor
+from batchsync.redact import Redactor
+from batchsync.report import Budget
 
 T0 = 1_800_000_000.0
 HTML = "{http://www.w3.org/1999/xhtml}"
@@ -186,16 +188,24 @@ def test_plan_shows_the_budget_the_apply_will_spend_and_its_least_time() -> None
         for i in range(5)
     ]  # a mapping to write, no statuses: 1 write each
     outcomes += [outcome(200 + i, account="small") for i in range(30)]
-    summary = summary_of(outcomes)
-    budget = {b[0]: b for b in plan_budget({"big": [140, 70], "small": [30, 0]}, limits)}
-    assert budget["big"][4] == pytest.approx((70 - 5) * 60 / 60)  # 65 writes past the burst at 60/min
-    assert budget["small"][4] == pytest.approx((30 - 15) * 60 / 1000)
+    summary = summary_of(outcomes, big=AccountStats(reads=140, requests=140), small=AccountStats(reads=30, requests=30))
     tree = parse(render(outcomes, summary, "plan", info(exit_code=0, limits=limits)))
     section = by_id(tree, "budget")
     text = text_of(section)
+    # 65 writes past the burst of 5 at 60/min: 65 s; its 140 reads at 1000/min take less.
     assert "takes at least 1m05s" in text and "set by account big" in text
-    row = next(tr for tr in section.iter(f"{HTML}tr") if text_of(tr).startswith("big"))
-    assert [text_of(td) for td in row.iter(f"{HTML}td")][:2] == ["140", "70"]
+    rows = {
+        text_of(tr.find(f"{HTML}th")): [text_of(td) for td in tr.iter(f"{HTML}td")] for tr in section.iter(f"{HTML}tr")
+    }
+    assert rows["big"][:2] == ["140", "70"] and rows["big"][3] == "1m05s"
+    assert rows["small"][:2] == ["30", "0"] and rows["small"][3] == "0.9s"  # 15 reads past its burst at 1000/min
+    # The terminal says the same (one computation for both).
+    terminal = io.StringIO()
+    budget = Budget()
+    for o in outcomes:
+        budget.add(o)
+    budget.print(summary, limits, terminal)
+    assert "the run: at least 1m05s (set by big)" in terminal.getvalue()
     assert "changes" in text_of(by_id(tree, "run"))  # a plan with changes is not "ok"
     assert "Changes to make (70)" in text_of(by_id(tree, "changes"))
 

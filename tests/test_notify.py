@@ -29,7 +29,7 @@ from batchsync.notify import (
     wanted,
 )
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.progress import Redactor
+from batchsync.redact import Redactor
 
 TOKEN_PATH = "/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"  # what makes a webhook URL a credential
 
