@@ -105,6 +105,11 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
+        html=args.html,
+        notify=tuple(args.notify or ()),
+        notify_on=args.notify_on,
+        notify_format=args.notify_format,
+        notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
     )
 
 
@@ -239,6 +244,37 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "--allow-insecure-http",
         action="store_true",
         help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the run's report for people: one self-contained HTML page (recap, failures, changes, a timeline)",
+    )
+    p.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="after the run, POST a summary to this webhook (Slack, Mattermost, Teams-compatible); repeatable; "
+        "a webhook URL is a credential: give it as env:NAME or file:PATH",
+    )
+    p.add_argument(
+        "--notify-on",
+        choices=("failure", "change", "always"),
+        default="failure",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+    )
+    p.add_argument(
+        "--notify-format",
+        choices=("slack", "json"),
+        default="slack",
+        help="slack: a Slack incoming-webhook message (text and blocks); json: the run's summary document (slack)",
+    )
+    p.add_argument(
+        "--notify-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the most time every notification together may add to the run, retries included (5)",
     )
     p.add_argument(
         "--no-preflight",

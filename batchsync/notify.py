@@ -10,22 +10,21 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
 from batchsync import __version__
 from batchsync.outcome import Outcome, Summary
+from batchsync.settings import NotifyFormat, NotifyOn
 
 log = logging.getLogger("batchsync.notify")
-
-NotifyOn = Literal["failure", "change", "always"]
-NotifyFormat = Literal["slack", "json"]
 
 TIMEOUT: Final = 5.0  # seconds for every notification of a run together
 MAX_ATTEMPTS: Final = 3  # per URL, within the timeout
@@ -311,7 +310,8 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorSSLError):
         return "TLS handshake failed"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        err = exc.os_error
+        return f"cannot connect ({os.strerror(err.errno) if err.errno else type(err).__name__})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the receiver closed the connection"
     return type(exc).__name__
@@ -413,7 +413,8 @@ def notify(
         if d.ok:
             log.info("notification sent to %s (HTTP %s)", d.host, d.status)
         else:
-            log.warning(
+            # An error, so that -q (errors only) still says it: nobody else will.
+            log.error(
                 "notification to %s failed after %d attempt%s: %s; the run's exit code is unchanged",
                 d.host,
                 d.attempts,
