@@ -5,6 +5,7 @@ WHATWG algorithm; strict raises on the first parse error)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 import html5lib
 import msgspec
 import pytest
+from cli_helpers import batchsync, env_with
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sandbox_fixture import SANDBOX_ENV
 
 from batchsync.diff import Change, MappingChange
 from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, _Series, render, visible, write_html
@@ -381,3 +384,68 @@ def test_write_html_replaces_the_file_in_one_step(tmp_path: Path) -> None:
     write_html(str(target), doc)
     assert target.read_text(encoding="utf-8") == doc
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp file left behind
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_apply_and_plan_write_the_page(tmp_path: Path, sandbox_inventory_path: Path) -> None:
+    env = env_with(SANDBOX_ENV)
+    inv = str(sandbox_inventory_path)
+    page = tmp_path / "plan.html"
+    done = batchsync("plan", inv, "--sandbox", "-q", "--html", str(page), env=env)
+    assert done.returncode == 0, done.stderr
+    tree = parse(page.read_text(encoding="utf-8"))
+    assert "batchsync plan" in text_of(by_id(tree, "run"))
+    assert "set by account" in text_of(by_id(tree, "budget"))
+    assert next(tree.iter(f"{SVG}svg")) is not None
+    page = tmp_path / "apply.html"
+    done = batchsync(
+        "apply", inv, "--sandbox", "-q", "--html", str(page), "--report", str(tmp_path / "r.jsonl"), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    doc = page.read_text(encoding="utf-8")
+    tree = parse(doc)
+    assert_self_contained(tree, doc)
+    recap = text_of(by_id(tree, "recap"))
+    assert "acme" in recap and "globex" in recap
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    changed = [json.loads(x) for x in lines if '"result":"changed"' in x]
+    assert changed and f"Changes ({len(changed)})" in text_of(by_id(tree, "changes"))
+    assert "budget" not in [s.get("id") for s in tree.iter(f"{HTML}section")]  # an apply has no plan budget
+
+
+def test_an_unusable_html_path_stops_the_run_before_anything_is_sent(
+    tmp_path: Path, sandbox_inventory_path: Path
+) -> None:
+    env = env_with(SANDBOX_ENV)
+    done = batchsync("apply", str(sandbox_inventory_path), "--sandbox", "--html", str(tmp_path), env=env)
+    assert done.returncode == 2 and f"--html {tmp_path}: is a directory" in done.stderr
+    done = batchsync("apply", str(sandbox_inventory_path), "--sandbox", "--html", str(sandbox_inventory_path), env=env)
+    assert done.returncode == 2 and "which the inventory reads" in done.stderr
+
+
+def test_report_merge_writes_the_merged_page(tmp_path: Path) -> None:
+    from batchsync.merge import command
+
+    lines = {
+        "a.jsonl": [changed(1, tags=("x",)), failed(2, "<b>nope</b>")],
+        "b.jsonl": [outcome(3, account="slow", ended_at=T0 + 7)],
+    }
+    for name, outcomes in lines.items():
+        header = {"header": True, "version": 2, "command": "apply", "started_at": T0, "selected": len(outcomes)}
+        body = [json.dumps(header), *(msgspec.json.encode(o).decode() for o in outcomes)]
+        summary = summary_of(outcomes)
+        body.append(json.dumps({"summary": True, "mode": "apply", "accounts": msgspec.to_builtins(summary.accounts)}))
+        (tmp_path / name).write_text("\n".join(body) + "\n")
+    page = tmp_path / "merged.html"
+    out, err = io.StringIO(), io.StringIO()
+    code = command([str(tmp_path / "*.jsonl")], html=str(page), out=out, err=err)
+    assert code == 1, err.getvalue()
+    tree = parse(page.read_text(encoding="utf-8"))
+    head = text_of(by_id(tree, "run"))
+    assert "report merge of 2 parts" in head and "complete, 2 integrations" in head
+    assert "<b>nope</b>" in text_of(by_id(tree, "i2"))
+    assert "budget unknown" in text_of(next(tree.iter(f"{SVG}svg")))
+    code = command([str(tmp_path / "*.jsonl")], html=str(tmp_path / "no" / "x.html"), out=out, err=err)
+    assert code == 2 and "is not a writable directory" in err.getvalue()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from cli_helpers import ROOT, SandboxProcess, env_with
+from sandbox_fixture import SANDBOX_ENV
 
 from batchsync.notify import (
     MAX_ATTEMPTS,
@@ -334,3 +337,100 @@ def test_a_webhook_cannot_be_pickled() -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(Webhook("https://h" + TOKEN_PATH, "URL"))
+
+
+# -- the command line: a real run against a sandbox process, a receiver on loopback ---------
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, float]:
+    """``batchsync ARGS`` as a child process, awaited (the receiver lives in this loop):
+    (exit code, stderr, seconds)."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchsync", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode(), time.monotonic() - started
+
+
+@pytest.fixture
+def cli_env(sandbox_inventory_path: Path) -> dict[str, str]:
+    return env_with(SANDBOX_ENV)
+
+
+async def test_one_notification_per_failing_run_none_for_a_clean_one(
+    receiver: Receiver, sandbox_inventory_path: Path, sandbox_proc: list[SandboxProcess], cli_env: dict[str, str]
+) -> None:
+    inv = str(sandbox_inventory_path)
+    env = {**cli_env, "HOOK": receiver.url}
+    # Integration 105 is not the account's: one failure. The rest drift and get written.
+    failing = SandboxProcess(sandbox_inventory_path, cli_env, "--absent", "105")
+    sandbox_proc.append(failing)
+    code, err, _ = await run_cli("apply", inv, "--base-url", failing.url, "-q", "--notify", "env:HOOK", env=env)
+    assert code == 1, err
+    assert len(receiver.posts) == 1
+    body = json.loads(receiver.posts[0][1])
+    assert body["text"].startswith("batchsync apply: failed (exit 1)")
+    assert "`105` acme: not_found" in body["blocks"][2]["text"]["text"]
+    assert TOKEN_PATH not in err
+    # The same inventory again: all in sync now but 105, which still fails: notified again.
+    code, _, _ = await run_cli("apply", inv, "--base-url", failing.url, "-q", "--notify", "env:HOOK", env=env)
+    assert code == 1 and len(receiver.posts) == 2
+    # Without 105 nothing fails: no notification (--notify-on failure is the default).
+    code, err, _ = await run_cli(
+        "apply", inv, "--base-url", failing.url, "--limit", "!105", "-q", "--notify", "env:HOOK", env=env
+    )
+    assert code == 0, err
+    assert len(receiver.posts) == 2
+    # A plan of the clean selection with --notify-on always: one, in the json format.
+    code, err, _ = await run_cli(
+        "plan", inv, "--base-url", failing.url, "--limit", "!105", "-q", "--notify", "env:HOOK",
+        "--notify-on", "always", "--notify-format", "json", env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(receiver.posts) == 3
+    doc = json.loads(receiver.posts[2][1])
+    assert doc["mode"] == "plan" and doc["exit_code"] == 0 and doc["failed"] == []
+
+
+@pytest.mark.parametrize("down", ["refused", "hangs"])
+async def test_with_the_receiver_down_the_exit_code_stays_and_the_run_grows_by_the_timeout_at_most(
+    receiver: Receiver,
+    sandbox_inventory_path: Path,
+    sandbox_proc: list[SandboxProcess],
+    cli_env: dict[str, str],
+    down: str,
+) -> None:
+    inv = str(sandbox_inventory_path)
+    box = SandboxProcess(sandbox_inventory_path, cli_env, "--absent", "105", "--in-sync", "1")
+    sandbox_proc.append(box)
+    common = ("plan", inv, "--base-url", box.url, "-q")
+    code, _, plain = await run_cli(*common, env=cli_env)
+    assert code == 1
+    receiver.script = ["hang"]
+    url = receiver.url if down == "hangs" else closed_port_url()
+    timeout = 2.0
+    env = {**cli_env, "HOOK": url}
+    code2, err, notified = await run_cli(*common, "--notify", "env:HOOK", "--notify-timeout", str(timeout), env=env)
+    assert code2 == code
+    assert "notification to 127.0.0.1:" in err and "the run's exit code is unchanged" in err
+    assert TOKEN_PATH not in err
+    if down == "hangs":
+        assert len(receiver.posts) >= 1 and "timed out" in err
+        assert notified - plain >= timeout * 0.8  # it did wait for the receiver...
+    else:
+        assert "cannot connect (Connection refused)" in err
+    assert notified - plain <= timeout + 1.0  # ...and no longer than the timeout (plus process noise)
+
+
+async def test_an_unusable_notify_reference_stops_the_run_before_anything_is_sent(
+    sandbox_inventory_path: Path, cli_env: dict[str, str]
+) -> None:
+    code, err, _ = await run_cli("apply", str(sandbox_inventory_path), "--sandbox", "--notify", "env:NOPE", env=cli_env)
+    assert code == 2
+    assert "--notify env:NOPE: environment variable NOPE is not set" in err
+    env = {**cli_env, "HOOK": "ftp://hooks.example" + TOKEN_PATH}
+    code, err, _ = await run_cli("apply", str(sandbox_inventory_path), "--sandbox", "--notify", "env:HOOK", env=env)
+    assert code == 2 and "expected an http:// or https:// URL" in err and TOKEN_PATH not in err
