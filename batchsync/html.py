@@ -14,7 +14,7 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -577,12 +577,12 @@ def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats
         out.append(f'<text class="tick" x="{xt:.1f}" y="{_TOP - 8}" text-anchor="middle">{_tick_label(t)}</text>')
     # A legend in the corner the lanes' labels leave free.
     out.append(
-        f'<line class="used" x1="8" y1="{_TOP - 12}" x2="28" y2="{_TOP - 12}"/>'
-        f'<text class="label" x="32" y="{_TOP - 8}">used</text>'
-        f'<line class="budget" x1="70" y1="{_TOP - 12}" x2="90" y2="{_TOP - 12}"/>'
-        f'<text class="label" x="94" y="{_TOP - 8}">budget</text>'
-        f'<line class="settled" x1="142" y1="{_TOP - 12}" x2="162" y2="{_TOP - 12}"/>'
-        f'<text class="label" x="166" y="{_TOP - 8}">after 429s</text>'
+        f'<line class="used" x1="8" y1="{_TOP - 12}" x2="24" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="28" y="{_TOP - 8}">used</text>'
+        f'<line class="budget" x1="60" y1="{_TOP - 12}" x2="76" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="80" y="{_TOP - 8}">budget</text>'
+        f'<line class="settled" x1="124" y1="{_TOP - 12}" x2="140" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="144" y="{_TOP - 8}">after 429s</text>'
     )
     longest = chosen[0]
     for i, name in enumerate(chosen):
@@ -746,4 +746,3 @@ def render(
 def write_html(path: str, document: str) -> None:
     """Replace ``path`` with the page in one step (a reader sees the old page or the new)."""
     atomic_write(path, document.encode("utf-8"))
-
