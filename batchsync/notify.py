@@ -7,11 +7,13 @@ Bounded in time and never fatal: a notification that fails is a log line, not an
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -378,6 +380,37 @@ async def post_all(hooks: Sequence[Webhook], body: bytes, timeout: float = TIMEO
     return [results.get(i, Delivery(h.host, False, 0, None, "timed out")) for i, h in enumerate(hooks)]
 
 
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The notification loop's default executor: each call (aiohttp's getaddrinfo) in a
+    daemon thread of its own, and nothing to wait for at shutdown. With the usual thread
+    pool, the loop's end waits for a DNS lookup that hangs, past any timeout. (A subclass of
+    ThreadPoolExecutor only because asyncio accepts no other; its pool is never used.)"""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="batchsync-notify", daemon=True).start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass  # a lookup still running is abandoned: its thread is a daemon
+
+
+async def _send(hooks: Sequence[Webhook], body: bytes, timeout: float) -> list[Delivery]:
+    import asyncio
+
+    asyncio.get_running_loop().set_default_executor(_DaemonExecutor())
+    return await post_all(hooks, body, timeout)
+
+
 def notify(
     hooks: Sequence[Webhook],
     summary: Summary,
@@ -405,7 +438,7 @@ def notify(
         body = msgspec.json.encode(doc)
         import anyio
 
-        deliveries = anyio.run(post_all, hooks, body, timeout if math.isfinite(timeout) else TIMEOUT)
+        deliveries = anyio.run(_send, hooks, body, timeout if math.isfinite(timeout) else TIMEOUT)
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return [Delivery(h.host, False, 0, None, "internal error") for h in hooks]

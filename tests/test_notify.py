@@ -332,6 +332,27 @@ async def test_notify_never_raises(receiver: Receiver, caplog: pytest.LogCapture
     assert "internal error (RuntimeError)" in caplog.text
 
 
+def test_a_dns_lookup_that_hangs_costs_at_most_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup runs in a thread; asyncio's usual pool would make the loop's end wait for it."""
+    import aiohttp  # imported already in a real run: its import time is not the notification's
+
+    real = socket.getaddrinfo
+
+    def slow(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.hang.test":
+            time.sleep(5)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    assert aiohttp.ClientSession is not None
+    started = time.monotonic()
+    [d] = notify(
+        [resolve_webhook("https://hooks.hang.test" + TOKEN_PATH)], summary(failed=1), "apply", 1, [], timeout=1.0
+    )
+    assert not d.ok and d.reason == "timed out"
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_webhook_cannot_be_pickled() -> None:
     import pickle
 
