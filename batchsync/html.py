@@ -41,6 +41,7 @@ MAX_LISTED: Final = 2000
 MAX_LANES: Final = 24  # accounts drawn in the picture, the latest to finish first
 MAX_REASONS: Final = 20  # distinct reasons for skipping kept for the count
 SLOTS: Final = 128  # time bins per account; merged pairwise as the run grows longer
+MAX_SPAN: Final = 40 * 86400.0  # seconds: an outcome further from the run's start is not drawn
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,7 +97,10 @@ def _duration(seconds: float) -> str:
 def _when(unix: float) -> str:
     if unix <= 0 or not math.isfinite(unix):
         return "unknown"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+    except (OverflowError, OSError, ValueError):  # a report from the year 10^9
+        return "unknown"
 
 
 def _rate(per_minute: float) -> str:
@@ -244,6 +248,12 @@ class HtmlReport:
         if not start and not end:
             return  # an old report without times: counted, not drawn
         end = max(start, end)
+        if (
+            not (math.isfinite(start) and math.isfinite(end))
+            or abs(start - self.t0) > MAX_SPAN
+            or end - start > MAX_SPAN
+        ):
+            return  # times no run has (a damaged report): counted, not drawn
         lane.first = min(lane.first, start)
         lane.last = max(lane.last, end)
         # MERGE: outcome lines may carry each request as [t, "GET"|"POST", status]; when
@@ -263,8 +273,9 @@ class HtmlReport:
             return
         writes = min(writes, outcome.attempts)
         reads = outcome.attempts - writes
-        for i in range(reads):
-            lane.reads.add(start + (end - start) * i / max(1, reads))
+        points = min(reads, 16)  # however many attempts a report claims, a few points carry them
+        for i in range(points):
+            lane.reads.add(start + (end - start) * i / points, reads / points)
         if writes:
             lane.writes.add(end, writes)
 
@@ -528,7 +539,7 @@ def _ticks(span: float) -> list[float]:
     for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600):
         if span / step <= 8:
             return [i * step for i in range(int(span / step) + 1)]
-    step = 43200.0
+    step = 86400.0 * math.ceil(span / 86400 / 8)  # whole days, 8 ticks at most
     return [i * step for i in range(int(span / step) + 1)]
 
 

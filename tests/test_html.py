@@ -266,6 +266,23 @@ def test_time_series_stay_bounded_over_a_long_run_and_keep_every_count() -> None
     assert sum(series.at_width(series.width * 4)) == series.total()
 
 
+def test_a_damaged_report_still_renders() -> None:
+    """``report merge`` reads files: their times and counts may be anything JSON holds."""
+    outcomes = [
+        outcome(1, started_at=1e300, ended_at=1e301, attempts=10**12),
+        outcome(2, started_at=-5.0, ended_at=-1.0),
+        outcome(3, started_at=T0 + 5, ended_at=T0 + 1, attempts=3),  # ends before it starts
+        outcome(4, account="other", started_at=T0 + 1, ended_at=T0 + 1e9),
+        outcome(5, started_at=0.0, ended_at=0.0),  # an old report: no times
+    ]
+    summary = summary_of(outcomes)
+    summary.started_at = 1e300
+    far = RunInfo(exit_code=1, started_at=T0, ended_at=1e18, limits=LIMITS)
+    tree = parse(render(outcomes, summary, "apply", far))
+    assert "unknown" in text_of(by_id(tree, "run"))  # the year 10^10 is not a date
+    assert len(list(next(tree.iter(f"{SVG}svg")).iter(f"{SVG}text"))) < 40  # a few ticks, not millions
+
+
 def test_many_accounts_draw_a_bounded_number_of_lanes() -> None:
     outcomes = [outcome(i, account=f"acct-{i:03d}", ended_at=T0 + 1 + i / 100) for i in range(300)]
     summary = summary_of(outcomes)
