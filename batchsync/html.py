@@ -238,7 +238,8 @@ class HtmlReport:
                 self.reasons["(other reasons)"] = self.reasons.get("(other reasons)", 0) + 1
         if self.budget is not None:
             self.budget.add(outcome)
-        self._place(outcome, _writes_of(outcome))
+        # A plan writes nothing: its picture is its reads (its budget section has the writes).
+        self._place(outcome, _writes_of(outcome) if self.mode == "apply" else 0)
 
     def _place(self, outcome: Outcome, writes: int) -> None:
         lane = self.lanes.get(outcome.account)
@@ -561,8 +562,12 @@ def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats
     drawn = {name: lane for name, lane in lanes.items() if math.isfinite(lane.first)}
     if not drawn:
         return ""
+    # The axis starts when the run did (the engine's start), unless an integration started
+    # before that (a merged report's shards); the bins count from ``t0``, at or before it.
+    first = min(lane.first for lane in drawn.values())
+    origin = max(t0, min(info.started_at, first)) if info.started_at > 0 else t0
     end = max(info.ended_at, max(lane.last for lane in drawn.values()))
-    span = max(end - t0, 1e-3)
+    span = max(end - origin, 1e-3)
     order = sorted(drawn, key=lambda n: (-drawn[n].last, n))
     chosen = order[:MAX_LANES]
     chosen += [n for n in order[MAX_LANES:] if accounts.get(n, AccountStats()).throttled][:8]
@@ -573,7 +578,7 @@ def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats
     width = max([width, *(lane.writes.width for lane in drawn.values())])
 
     def x(t: float) -> float:
-        return _LEFT + plot_w * min(1.0, max(0.0, (t - t0) / span))
+        return _LEFT + plot_w * min(1.0, max(0.0, (t - origin) / span))
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" width="100%" '
@@ -583,7 +588,7 @@ def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats
     # The time axis: ticks on top, light grid lines through every lane.
     bottom = _TOP + _LANE * len(chosen)
     for t in _ticks(span):
-        xt = x(t0 + t)
+        xt = x(origin + t)
         out.append(f'<line class="grid" x1="{xt:.1f}" y1="{_TOP - 4}" x2="{xt:.1f}" y2="{bottom}"/>')
         out.append(f'<text class="tick" x="{xt:.1f}" y="{_TOP - 8}" text-anchor="middle">{_tick_label(t)}</text>')
     # A legend in the corner the lanes' labels leave free.
@@ -598,12 +603,14 @@ def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats
     longest = chosen[0]
     for i, name in enumerate(chosen):
         out.append(
-            _lane_svg(name, drawn[name], accounts.get(name), info.limits.get(name), i, x, t0, width, name == longest)
+            _lane_svg(
+                name, drawn[name], accounts.get(name), info.limits.get(name), i, x, (t0, origin), width, name == longest
+            )
         )
     if left_out:
         out.append(
             f'<text class="label" x="{_LEFT}" y="{bottom + 16}">…and {left_out} more accounts, all done by '
-            f"{_e(_duration(drawn[order[len(chosen)]].last - t0))} (see the recap)</text>"
+            f"{_e(_duration(drawn[order[len(chosen)]].last - origin))} (see the recap)</text>"
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -616,7 +623,7 @@ def _lane_svg(
     lim: Limits | None,
     i: int,
     x: Callable[[float], float],
-    t0: float,
+    times: tuple[float, float],  # (the bins' start, the axis' start)
     width: float,
     longest: bool,
 ) -> str:
@@ -673,7 +680,7 @@ def _lane_svg(
     points = [f"{x(lane.first):.1f},{base:.1f}"]
     cumulative = 0.0
     for b, v in enumerate(series):
-        edge = t0 + (b + 1) * width
+        edge = times[0] + (b + 1) * width
         if cumulative == 0.0 and v == 0.0:
             continue
         cumulative += v
@@ -686,7 +693,7 @@ def _lane_svg(
     parts.append(f'<text class="name{" longest" if longest else ""}" x="8" y="{label_y}">{_e(_short(name))}</text>')
     what = f"{count:.0f} {meter}" + (f" · budget {_rate(rate)}" if rate else " · budget unknown")
     parts.append(f'<text class="label" x="8" y="{label_y + 15}">{_e(what)}</text>')
-    finished = f"done at {_duration(lane.last - t0)}" + (" · set the run's length" if longest else "")
+    finished = f"done at {_duration(lane.last - times[1])}" + (" · set the run's length" if longest else "")
     parts.append(f'<text class="label" x="8" y="{label_y + 30}">{_e(finished)}</text>')
     if throttled:
         slowed_to = f" → {_rate(settled)}" if settled is not None else ""

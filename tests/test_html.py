@@ -210,6 +210,9 @@ def test_plan_shows_the_budget_the_apply_will_spend_and_its_least_time() -> None
     budget.print(summary, limits, terminal)
     assert "the run: at least 1m05s (set by big)" in terminal.getvalue()
     assert "changes" in text_of(by_id(tree, "run"))  # a plan with changes is not "ok"
+    # Its picture is what the plan did: reads; the writes are the apply's, in the table above.
+    lanes = text_of(next(tree.iter(f"{SVG}svg")))
+    assert "140 reads · budget 1000/min" in lanes and "writes" not in lanes
     assert "Changes to make (70)" in text_of(by_id(tree, "changes"))
 
 
