@@ -412,8 +412,10 @@ class Client:
         *,
         timeout: float = 30.0,
         max_body: int = MAX_BODY,
+        name: str = "",
     ) -> None:
         self.session = session
+        self.name = name  # the account's, for log lines
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._auth: Authenticator = _StaticHeader(auth) if isinstance(auth, Secret) else auth
@@ -461,14 +463,20 @@ class Client:
                     self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
                 )
         if started:
+            iid = params.get("integration_id") if params else None
+            ms = (time.monotonic() - started) * 1000
+            fields: dict[str, object] = {"account": self.name, "method": method, "status": status, "ms": round(ms, 1)}
+            if iid is not None:
+                fields["integration_id"] = int(iid)
             log.debug(
                 "%s %s%s -> %d (%d bytes, %.1f ms)",
                 method,
                 url,
-                f"?integration_id={params['integration_id']}" if params and "integration_id" in params else "",
+                f"?integration_id={iid}" if iid is not None else "",
                 status,
                 len(body),
-                (time.monotonic() - started) * 1000,
+                ms,
+                extra={"fields": fields},
             )
         if not 200 <= status < 300:
             raise classify(method, url, status, body, answer_headers, self.redact)

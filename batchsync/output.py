@@ -10,9 +10,11 @@ could not be written (a full disk) so the run goes on and says so at the end.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Callable, Iterable
+from typing import IO
 
 import msgspec
 
@@ -101,3 +103,46 @@ class Lost:
 
     def lines(self) -> list[str]:
         return [f"batchsync: {flag} {path} was not written: {why}" for flag, path, why in self.items]
+
+
+class Screen(io.TextIOBase):
+    """stdout for a run's lines: buffered, and written in one piece when flushed.
+
+    A run flushes it a few times a second and at its end, whatever ``PYTHONUNBUFFERED``
+    says (containers often set it, and then every line was one ``write()``): the cost of
+    an outcome line is an append. ``before_write`` runs before each write (the progress
+    line erases itself there). It outlives its reader: ``batchsync apply ... | head``
+    must not turn a closed pipe into failed integrations; once the pipe is gone, output
+    is dropped.
+    """
+
+    LIMIT = 1 << 16  # characters kept before a write, whatever the timer
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream: IO[str] | None = stream
+        self.before_write: Callable[[], None] | None = None
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size > self.LIMIT:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if self.stream is None:
+            return
+        if self.before_write is not None:
+            self.before_write()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.stream = None

@@ -46,9 +46,11 @@ class Progress:
     """``[=====>    ] 1234/5000  25%  41.2/s  ETA 1m32s  failed 3  throttled: acme, beta``
 
     :meth:`update` is called once per integration and only counts, reading the clock to
-    redraw at most ``1 / min_interval`` times a second. Disabled (the default when
+    redraw at most ``1 / min_interval`` times a second, whatever else is printed (so its
+    cost per integration does not grow with the output). Disabled (the default when
     ``stream`` is not a terminal), every method returns at once and writes nothing.
-    Anything else printed to the same terminal should call :meth:`clear` first.
+    ``before_draw`` is called before each redraw: the caller writes what it buffered for
+    the same terminal then (calling :meth:`clear` first), so the line stays at the bottom.
     """
 
     BAR_WIDTH = 20
@@ -59,8 +61,9 @@ class Progress:
         stream: TextIO | None = None,
         enabled: bool | None = None,
         throttled: Callable[[], Iterable[str]] | None = None,
-        min_interval: float = 0.1,
+        min_interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        before_draw: Callable[[], None] | None = None,
     ) -> None:
         self.stream: TextIO = sys.stderr if stream is None else stream
         if enabled is None:
@@ -78,6 +81,7 @@ class Progress:
         self.started = clock()
         self._next_draw = self.started  # first update draws at once
         self._drawn = False
+        self.before_draw = before_draw
 
     def update(self, outcome: Outcome) -> None:
         if not self.enabled:
@@ -122,19 +126,20 @@ class Progress:
         """Redraw now (the caller may also call this from a timer while nothing finishes)."""
         if not self.enabled:
             return
+        if self.before_draw is not None:
+            self.before_draw()
         self.stream.write("\r" + self.line(self._width()) + "\x1b[K")
         self.stream.flush()
         self._drawn = True
         self._next_draw = self.clock() + self.min_interval
 
     def clear(self) -> None:
-        """Erase the line so other output starts at column 0; the next update redraws it."""
+        """Erase the line so other output starts at column 0; the next redraw draws it again."""
         if not self.enabled or not self._drawn:
             return
         self.stream.write("\r\x1b[K")
         self.stream.flush()
         self._drawn = False
-        self._next_draw = self.clock()
 
     def close(self, keep: bool = False) -> None:
         """End the progress line: erase it, or with ``keep`` leave its final state and a newline."""

@@ -65,9 +65,12 @@ class ReportWriter:
     def write(self, outcome: Outcome) -> None:
         self._put(_encoder.encode(outcome) + b"\n")
 
-    def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
+    def close(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
+        """The summary line (none if the run never got one), with the run's exit code:
+        ``report merge`` reads it."""
         if summary is not None:
-            self._put(_encoder.encode(summary_document(summary, mode)) + b"\n")
+            doc = summary_document(summary, mode) | {"exit_code": exit_code}
+            self._put(_encoder.encode(doc) + b"\n")
         try:
             if not self.failed:
                 os.fsync(self._file.fileno())

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
-from typing import IO
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -38,7 +38,7 @@ from batchsync.lock import LockedError, LockError, acquire_lock
 from batchsync.monitoring import write_junit, write_metrics
 from batchsync.notify import MAX_FAILED, Webhook, notify
 from batchsync.outcome import Outcome, Summary
-from batchsync.output import Lost, OutputError, Sanitizer, check_output
+from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
@@ -47,29 +47,6 @@ from batchsync.settings import RunSettings, UsageError
 log = logging.getLogger("batchsync")
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-class _Output(io.TextIOBase):
-    """stdout that outlives its reader: ``batchsync apply ... | head`` must not turn a
-    closed pipe into failed integrations. Once the pipe is gone, output is dropped."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream: IO[str] | None = stream
-
-    def write(self, text: str) -> int:
-        if self.stream is not None:
-            try:
-                self.stream.write(text)
-            except BrokenPipeError:
-                self.stream = None
-        return len(text)
-
-    def flush(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self.stream = None
 
 
 def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
@@ -164,7 +141,7 @@ async def execute(
             scope = anyio.CancelScope()
             tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
             if tick is not None:
-                tg.start_soon(_every, 0.5, tick)
+                tg.start_soon(_every, 0.2, tick)
             with scope:
                 await engine.run(jobs)
             tg.cancel_scope.cancel()
@@ -260,8 +237,11 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
         raise UsageError(str(exc)) from None
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the outputs, take the lock (apply), run, and report; the exit code."""
+def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+    """Check the outputs, take the lock (apply), run, and report; the exit code.
+
+    ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
+    empty (a shard with no account), which still reports and exits 0."""
     try:
         check_outputs(settings, inv)
         check_transport(settings, inv, jobs)
@@ -275,7 +255,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks)
     try:
         lock = acquire_lock(settings.inventory)
     except LockedError as exc:
@@ -285,11 +265,16 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> i
         print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     with lock:
-        return _run(settings, inv, jobs, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks)
 
 
 def _run(
-    settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: Redactor, hooks: Sequence[Webhook] = ()
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None,
+    redactor: Redactor,
+    hooks: Sequence[Webhook] = (),
 ) -> int:
     mode = settings.command
     report = None
@@ -300,15 +285,16 @@ def _run(
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
             return EXIT_NOT_STARTED
-        report.header(mode, settings.inventory, len(jobs))
+        report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
-    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
-    out = _Output(sys.stdout)
+    out = Screen(sys.stdout)
+    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
+    out.before_write = progress.clear
     budget = Budget() if mode == "plan" else None
     page = HtmlReport(mode, time.time(), redact=redactor) if settings.html else None
     failures: list[Outcome] = []  # the first few, for a notification
@@ -326,7 +312,6 @@ def _run(
             collected.append(outcome)
         if quiet:
             if outcome.result == "failed":
-                progress.clear()
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
                     buffer = io.StringIO()
                     print_outcome(outcome, mode, buffer)
@@ -334,7 +319,6 @@ def _run(
                 else:
                     print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
-            progress.clear()
             print_outcome(outcome, mode, out, verbose=verbose)
         progress.update(outcome)
 
@@ -342,6 +326,7 @@ def _run(
         progress.throttled = engine.throttled_accounts
 
     summary: Summary | None = None
+    code: int | None = None
     try:
         with rare_gc():
             summary = anyio.run(
@@ -351,14 +336,16 @@ def _run(
                 settings,
                 on_outcome,
                 on_engine,
-                progress.refresh if progress.enabled else None,
+                progress.refresh if progress.enabled else out.flush,
                 redactor,
             )
+        code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
+        out.flush()
         progress.close()
         if report is not None:
-            report.close(summary, mode)
-    assert summary is not None  # anyio.run returned
+            report.close(summary, mode, code)
+    assert summary is not None and code is not None  # anyio.run returned
     if settings.junit:
         try:
             write_junit(settings.junit, collected, summary)
@@ -381,7 +368,7 @@ def _run(
         print_mapping_totals(summary, out)
         if budget is not None:
             budget.print(summary, limits, out)
-    code = exit_code(summary, mode, settings.detailed_exitcode)
+    out.flush()
     if page is not None and settings.html:
         ended = summary.started_at + summary.duration_s
         info = RunInfo(

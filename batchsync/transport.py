@@ -73,7 +73,9 @@ class HttpApi:
             assert self._session is not None, "use HttpApi in an async with block"
             auth = BasicAuthenticator(account.public_key, account.secret_key)
             self._auths.append(auth)
-            client = Client(self._session, self.base_url or account.base_url, auth, timeout=self.timeout)
+            client = Client(
+                self._session, self.base_url or account.base_url, auth, timeout=self.timeout, name=account.name
+            )
             self._clients[account.name] = client
         return client
 

@@ -469,3 +469,8 @@ def test_report_merge_writes_the_merged_page(tmp_path: Path) -> None:
     assert "budget unknown" in text_of(next(tree.iter(f"{SVG}svg")))
     code = command([str(tmp_path / "*.jsonl")], html=str(tmp_path / "no" / "x.html"), out=out, err=err)
     assert code == 2 and "is not a writable directory" in err.getvalue()
+    # The same from the command line.
+    page.unlink()
+    done = batchsync("report", "merge", str(tmp_path / "*.jsonl"), "--html", str(page), env=env_with({}))
+    assert done.returncode == 1, done.stderr
+    assert "report merge of 2 parts" in text_of(by_id(parse(page.read_text(encoding="utf-8")), "run"))

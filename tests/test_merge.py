@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from batchsync.engine import Engine
 from batchsync.merge import MergeError, command, expand, merge, parse_duration, parse_report, read_report
 from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.report import summary_document
+from batchsync.report import ReportWriter
 from batchsync.run import exit_code
 from batchsync.sandbox import SandboxConfig, run_sandbox
 from batchsync.settings import Options
@@ -396,11 +395,13 @@ def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
 # -- against the real engine and sandbox --------------------------------------------------
 
 
-def write_run_report(path: Path, header_doc: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
-    """A report as the command line writes it: header, outcome lines, summary line."""
-    doc = summary_document(summary, "apply") | {"exit_code": exit_code(summary, "apply", False)}
-    lines = [msgspec.json.encode(header_doc), *(msgspec.json.encode(o) for o in outcomes), msgspec.json.encode(doc)]
-    path.write_bytes(b"\n".join(lines) + b"\n")
+def write_run_report(path: Path, shard: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
+    """A report as the command line writes it, with its writer: header, outcomes, summary."""
+    writer = ReportWriter(str(path))
+    writer.header("apply", "inv.json", len(outcomes), shard)
+    for o in outcomes:
+        writer.write(o)
+    writer.close(summary, "apply", exit_code(summary, "apply", False))
     return str(path)
 
 
@@ -416,13 +417,11 @@ async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_
         for index in range(4):  # one after another, against one sandbox
             jobs, split = select_shard(inv.jobs, ShardSpec(index, 4))
             outcomes: list[Outcome] = []
-            started = time.time()
             async with HttpApi(concurrency=64, timeout=5.0, base_url=box.url) as api:
                 engine = Engine(inv.accounts, api, options, outcomes.append)
                 await engine.run(jobs)
-            head = {"header": True, "version": 2, "command": "apply", "started_at": started, "inventory": "inv.json"}
-            head |= {"selected": len(jobs), "shard": split.header(index)}
-            paths.append(write_run_report(tmp_path / f"shard-{index}.jsonl", head, outcomes, engine.summary))
+            path = tmp_path / f"shard-{index}.jsonl"
+            paths.append(write_run_report(path, split.header(index), outcomes, engine.summary))
         posts: dict[str, int] = box.stats()["applied_posts"]  # type: ignore[index]
     assert max(split.integrations) <= 1.1 * max(max(sizes), 400 / 4)
     reports = [read_report(p) for p in paths]
