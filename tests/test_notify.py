@@ -440,7 +440,7 @@ async def test_with_the_receiver_down_the_exit_code_stays_and_the_run_grows_by_t
     assert TOKEN_PATH not in err
     if down == "hangs":
         assert len(receiver.posts) >= 1 and "timed out" in err
-        assert notified >= timeout  # it did wait for the receiver...
+        assert notified >= timeout * 0.9  # it did wait for the receiver (all but its reserve)...
     else:
         assert "cannot connect (Connection refused)" in err
     assert notified - plain <= timeout + 1.0  # ...and no longer than the timeout (plus process noise)
