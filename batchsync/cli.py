@@ -145,6 +145,11 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
         recap_by=args.recap_by,
         max_file_size=args.max_file_size,
+        html=args.html,
+        notify=tuple(args.notify or ()),
+        notify_on=args.notify_on,
+        notify_format=args.notify_format,
+        notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
     )
 
 
@@ -393,6 +398,37 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
     )
     p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the run's report for people: one self-contained HTML page (recap, failures, changes, a timeline)",
+    )
+    p.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="after the run, POST a summary to this webhook (Slack, Mattermost, Teams-compatible); repeatable; "
+        "a webhook URL is a credential: give it as env:NAME or file:PATH",
+    )
+    p.add_argument(
+        "--notify-on",
+        choices=("failure", "change", "always"),
+        default="failure",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+    )
+    p.add_argument(
+        "--notify-format",
+        choices=("slack", "json"),
+        default="slack",
+        help="slack: a Slack incoming-webhook message (text and blocks); json: the run's summary document (slack)",
+    )
+    p.add_argument(
+        "--notify-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the most time every notification together may add to the run, retries included (5)",
+    )
+    p.add_argument(
         "--no-preflight",
         action="store_true",
         help="skip the check of each account's integration list (GET /integrations) before the first status request",
@@ -546,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--junit", metavar="PATH", help="write JUnit XML for the whole run, a failing case per shard missing"
     )
     p.add_argument("--metrics", metavar="PATH", help="write Prometheus metrics for the whole run (atomically)")
+    p.add_argument("--html", metavar="PATH", help="write the whole run's report for people: one HTML page")
     p.add_argument(
         "--format", choices=("text", "json"), default="text", help="text: the shards and a recap; json: one object"
     )
@@ -571,7 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_report_merge(args: argparse.Namespace) -> int:
     from batchsync.merge import command
 
-    return command(args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, max_age=args.max_age)
+    return command(
+        args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, html=args.html, max_age=args.max_age
+    )
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

@@ -328,6 +328,7 @@ class Inventory(msgspec.Struct, frozen=True):
     problems: list[InventoryProblem]
     declared: int = 0  # integration entries in the file, valid or not
     warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
+    files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
 
     @property
     def valid(self) -> bool:
@@ -505,6 +506,7 @@ class _Loader:
         self.warnings: list[InventoryProblem] = []
         self.confine: Path | None = self.base_dir  # where file: secrets must stay
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
+        self.referenced: list[str] = []  # file: secrets
         self._interned: dict[Statuses, Desired] = {}
         self._mappings: dict[tuple[tuple[str, str | None], ...], DesiredMapping] = {}
         self.no_accounts = False  # the accounts section is missing or not a mapping
@@ -648,6 +650,8 @@ class _Loader:
         return result
 
     def secret(self, ref: str, loc: Loc) -> Secret | None:
+        if ref.startswith("file:"):
+            self.referenced.append(str(documents.user_path(ref[5:], self.base_dir)))
         try:
             return resolve(ref, self.base_dir, self.environ, confine=self.confine)
         except SecretError as exc:
@@ -688,7 +692,8 @@ class _Loader:
         declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
             jobs = []
-        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings)
+        files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
+        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
 
     def check_url(self, url: str, loc: Loc, who: str) -> bool:
         why = url_problem(url)

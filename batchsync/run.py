@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from typing import Any
@@ -31,9 +32,11 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
+from batchsync.html import HtmlReport, RunInfo, write_html
 from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.monitoring import write_exit_code, write_junit, write_metrics
+from batchsync.notify import MAX_FAILED, Webhook, notify
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
@@ -201,8 +204,14 @@ def read_retry_report(report: str) -> RetryPlan:
 
 def check_outputs(settings: RunSettings, inv: Inventory) -> None:
     """Found out now, not after a night's run has been done and cannot be reported."""
-    protected = [inv.path, *getattr(inv, "files", ())]  # MERGE: Inventory.files (the files it references)
-    for flag, path in (("--report", settings.report), ("--junit", settings.junit), ("--metrics", settings.metrics)):
+    protected = [inv.path, *inv.files]
+    outputs = (
+        ("--report", settings.report),
+        ("--junit", settings.junit),
+        ("--metrics", settings.metrics),
+        ("--html", settings.html),
+    )
+    for flag, path in outputs:
         if path is not None:
             try:
                 check_output(flag, path, protected)
@@ -275,6 +284,16 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
                 )
 
 
+def webhooks(settings: RunSettings) -> list[Webhook]:
+    """``--notify`` values resolved now: a missing variable is found before the run, not after."""
+    from batchsync.notify import WebhookError, resolve_webhook
+
+    try:
+        return [resolve_webhook(ref) for ref in settings.notify]
+    except WebhookError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
@@ -283,15 +302,17 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     try:
         check_outputs(settings, inv)
         check_transport(settings, inv, jobs)
+        hooks = webhooks(settings)
     except UsageError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
     # Whatever a log line or an outcome carries, these values come out as ***.
     redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets())
+    redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor)
+        return _run(settings, inv, jobs, shard, redactor, hooks)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -303,11 +324,16 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
         record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor)
+        return _run(settings, inv, jobs, shard, redactor, hooks)
 
 
 def _run(
-    settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None, redactor: Redactor
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None,
+    redactor: Redactor,
+    hooks: Sequence[Webhook] = (),
 ) -> int:
     mode = settings.command
     report = None
@@ -331,10 +357,16 @@ def _run(
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     budget = Budget() if mode == "plan" else None
+    page = HtmlReport(mode, time.time(), redact=redactor) if settings.html else None
+    failures: list[Outcome] = []  # the first few, for a notification
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
+        if page is not None:
+            page.add(outcome)
+        if hooks and outcome.result == "failed" and len(failures) < MAX_FAILED:
+            failures.append(outcome)
         if budget is not None:
             budget.add(outcome)
         if keep:
@@ -401,9 +433,35 @@ def _run(
         if budget is not None:
             budget.print(summary, limits, out)
     out.flush()
+    if page is not None and settings.html:
+        ended = summary.started_at + summary.duration_s
+        info = RunInfo(
+            exit_code=EXIT_OUTPUT_LOST if lost and code in (EXIT_OK, EXIT_CHANGES) else code,
+            started_at=summary.started_at,
+            ended_at=ended,
+            limits=limits,
+            inventory=settings.inventory,
+        )
+        try:
+            write_html(settings.html, page.html(summary, info))
+        except OSError as exc:
+            lost.add("--html", settings.html, exc)
     for line in lost.lines():
         print(line, file=sys.stderr)
     # A lost output must not look like a clean night; failures and stops still say more.
     if lost and code in (EXIT_OK, EXIT_CHANGES):
-        return EXIT_OUTPUT_LOST
+        code = EXIT_OUTPUT_LOST
+    if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
+        notify(
+            hooks,
+            summary,
+            mode,
+            code,
+            failures,
+            on=settings.notify_on,
+            fmt=settings.notify_format,
+            timeout=settings.notify_timeout,
+            inventory=settings.inventory,
+            redact=redactor,
+        )
     return code
