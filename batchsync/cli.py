@@ -1,4 +1,4 @@
-"""The command line: ``validate``, ``plan``, ``apply`` and ``sandbox``.
+"""The command line: ``validate``, ``plan``, ``apply``, ``import`` and ``sandbox``.
 
 Heavy imports (aiohttp, the engine) happen inside the commands that need them, so
 ``--version`` and ``validate`` start fast.
@@ -275,12 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p, apply=True)
     p.set_defaults(func=cmd_run, mode="apply")
 
+    p = sub.add_parser("import", help="read what the accounts have; write an inventory that declares it")
+    from batchsync.import_cmd import add_arguments as add_import_arguments
+
+    add_import_arguments(p)
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("sandbox", help="serve a local Sendcloud-compatible sandbox")
     from batchsync.sandbox.cli import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_sandbox)
     return parser
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from batchsync.import_cmd import run
+
+    return run(args)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

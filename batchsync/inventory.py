@@ -89,6 +89,7 @@ class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     override_statuses: Statuses = ()
     remove_statuses: tuple[NonEmpty, ...] = ()
     tags: tuple[NonEmpty, ...] = ()
+    comment: str = ""  # for people (import writes the shop's name and URL here in JSON); ignored
 
 
 class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
