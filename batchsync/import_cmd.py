@@ -541,7 +541,7 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         + f", {len(added)} integrations added"
         + (f" ({report.kept_integrations} already declared)" if report.kept_integrations else "")
         + f": {shared} on a shared set ({overrides} with overrides), {inline} inline, "
-        f"{mappings} with a mapping of their own" + (f"; {failed} could not be read" if failed else ""),
+        f"{mappings} declaring mapping categories of their own" + (f"; {failed} could not be read" if failed else ""),
         file=out,
     )
     for s in report.new_sets:

@@ -100,12 +100,18 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def natural(text: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """A sort key that puts ``2`` before ``13`` (PrestaShop's ids are numbers)."""
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
+    return parts, text
+
+
 def canonical_statuses(statuses: Iterable[Status]) -> Statuses:
     """Ordered by external id, translations by language: equal lists compare equal."""
     return tuple(
         sorted(
             (Status(s.external_id, tuple(sorted(s.translations, key=lambda t: t.language))) for s in statuses),
-            key=lambda s: s.external_id,
+            key=lambda s: natural(s.external_id),
         )
     )
 
@@ -130,7 +136,7 @@ def canonical(shop: Shop, statuses: Sequence[CurrentStatus], mapping: CurrentMap
         converted: Statuses = msgspec.convert(raw, Statuses, strict=True)
     except msgspec.ValidationError as exc:
         message, loc = split_validation_error(exc)
-        where = to_jsonpath(("statuses", *loc[1:])) if loc else "$.statuses"
+        where = to_jsonpath(("statuses", *loc))
         return NotImportable(shop, f"its statuses cannot be declared: {message} (at {where})")
     problems = check_statuses(converted)
     if problems:
@@ -198,7 +204,8 @@ def delta(base: Statuses, target: Statuses) -> tuple[Statuses, tuple[str, ...]]:
     """(override_statuses, remove_statuses) that turn ``base`` into ``target``.
 
     An override replaces a status's translations language by language and keeps the
-    others, so a status that loses a language is removed and added back whole.
+    others: a changed status lists only the translations that differ, and one that loses
+    a language is removed and added back whole.
     """
     have = _index(base)
     wanted = {s.external_id for s in target}
@@ -208,10 +215,15 @@ def delta(base: Statuses, target: Statuses) -> tuple[Statuses, tuple[str, ...]]:
         old = have.get(s.external_id)
         if old == s:
             continue
-        overrides.append(s)
-        if old is not None and not {t.language for t in old.translations} <= {t.language for t in s.translations}:
+        if old is None:
+            overrides.append(s)
+        elif {t.language for t in old.translations} <= {t.language for t in s.translations}:
+            kept = set(old.translations)
+            overrides.append(Status(s.external_id, tuple(t for t in s.translations if t not in kept)))
+        else:
+            overrides.append(s)
             removals.append(s.external_id)
-    return tuple(overrides), tuple(sorted(removals))
+    return tuple(overrides), tuple(sorted(removals, key=natural))
 
 
 # -- grouping -------------------------------------------------------------------------------
@@ -334,11 +346,25 @@ def group(
         for fam in _families(remaining, 2 * max_differences):
             if sum(weight[m] for m in fam) < MIN_SHARED:
                 continue
-            base = _consensus(fam, weight)
+            # The family's consensus, or its most used list when that serves more of it
+            # (a family that is really two close ones has a consensus that is neither).
+            best: tuple[int, int, int] | None = None
+            base: Statuses = ()
+            for rank, candidate in enumerate(dict.fromkeys((_consensus(fam, weight), fam[0]))):
+                idx = _index(candidate)
+                near = total = 0
+                for m in fam:
+                    d = allowed(idx, _index(m), max_differences)
+                    if d is not None:
+                        near += weight[m]
+                        total += d * weight[m]
+                score = (-near, total, rank)
+                if best is None or score < best:
+                    best, base = score, candidate
+            assert best is not None
+            near = -best[0]
             if base in known:
                 continue
-            idx = _index(base)
-            near = sum(weight[m] for m in fam if allowed(idx, _index(m), max_differences) is not None)
             if near >= MIN_SHARED:
                 known.add(base)
                 new.append(_Base(base))
