@@ -257,20 +257,26 @@ def _secret_values(account: Account) -> list[str]:
     return [v.reveal() for v in values]
 
 
-def _load(path: str) -> tuple[Inventory, Any] | str:
-    """The inventory and its parsed document, or why not (printed already)."""
+def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tuple[Inventory, Any, list[Any]]:
+    """INVENTORY loaded, its parsed document, and its problems: an inventory with
+    accounts and no integrations is what an import starts from, not a problem."""
     import contextlib
 
     from batchsync.importer import read_raw
     from batchsync.inventory import load
 
-    inv = load(path)
+    inv = load(path, environ=environ)
     raw: Any = None
     with contextlib.suppress(ValueError):  # load has said why
         raw = read_raw(Path(path))
-    # An inventory with accounts and nothing else is what an import starts from.
     missing = isinstance(raw, dict) and "integrations" not in raw
     problems = [p for p in inv.problems if not (missing and p.path == "$.integrations")]
+    return inv, raw, problems
+
+
+def _load(path: str) -> tuple[Inventory, Any] | str:
+    """The inventory and its parsed document, or why not (its problems printed)."""
+    inv, raw, problems = load_source(path)
     for p in problems:
         where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
         print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
@@ -460,7 +466,7 @@ async def _read(
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)
 
 
-def write_checked(path: str, text: str) -> list[str]:
+def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -> list[str]:
     """Write ``text`` to ``path`` atomically (a reader sees the old file or the whole new
     one), after loading it back from a temporary file beside it; the problems that load
     found, which are printed (the file is written all the same: the reads are not lost)."""
@@ -480,7 +486,7 @@ def write_checked(path: str, text: str) -> list[str]:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        inv = load(tmp)
+        inv = load(tmp, environ=environ)
         problems = [f"{target}: {p.path}: {p.message}" for p in inv.problems]
         os.replace(tmp, target)
     except BaseException:

@@ -791,7 +791,7 @@ def _toml_str(s: str) -> str:
 
 def _toml_key(k: Any) -> str:
     text = str(k)
-    return text if _BARE.match(text) else _toml_str(text)
+    return text if _BARE.fullmatch(text) else _toml_str(text)
 
 
 def _toml_scalar(v: Any) -> str:
@@ -816,7 +816,7 @@ def _toml_inline(v: Any, mapping: bool = False) -> str:
         # null is "not mapped", which "" says too.
         items = [f"{_toml_key(k)} = {_toml_inline(x)}" for k, x in v.items() if mapping or x is not None]
         return "{ " + ", ".join(items) + " }" if items else "{}"
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_inline(x) for x in v if x is not None) + "]"
     return _toml_scalar(v)
 
@@ -825,7 +825,7 @@ def _toml_body(d: Mapping[str, Any], lines: list[str]) -> None:
     for k, v in d.items():
         if v is None and k != "mapping":
             continue  # TOML has no null: a key left out is the same as null
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
             lines.append(f"{_toml_key(k)} = [")
             lines.extend(f"  {_toml_inline(x)}," for x in v)
             lines.append("]")
@@ -925,7 +925,7 @@ def _yaml_quoted(s: str) -> str:
 
 
 def _yaml_str(s: str) -> str:
-    return s if _YAML_PLAIN.match(s) and s.lower() not in _YAML_WORDS else _yaml_quoted(s)
+    return s if _YAML_PLAIN.fullmatch(s) and s.lower() not in _YAML_WORDS else _yaml_quoted(s)
 
 
 def _yaml_scalar(v: Any) -> str:
@@ -951,7 +951,7 @@ def _yaml_scalar(v: Any) -> str:
 def _yaml_flow(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_yaml_str(str(k))}: {_yaml_flow(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_yaml_flow(x) for x in v) + "]"
     return _yaml_scalar(v)
 
@@ -963,7 +963,7 @@ def _yaml_block(d: Mapping[str, Any], indent: int, depth: int, lines: list[str])
         if isinstance(v, dict) and v and depth < 2:
             lines.append(f"{pad}{key}:")
             _yaml_block(v, indent + 2, depth + 1, lines)
-        elif isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+        elif isinstance(v, (list, tuple)) and any(isinstance(x, (dict, list, tuple)) for x in v):
             lines.append(f"{pad}{key}:")
             lines.extend(f"{pad}  - {_yaml_flow(x)}" for x in v)
         else:
