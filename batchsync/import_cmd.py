@@ -514,8 +514,10 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         print(f"! account {name}: cannot list its integrations: {fleet.list_errors[name]}", file=err)
     for iid, skipped, kept in fleet.duplicates:
         print(f"! integration {iid} is listed by accounts {kept} and {skipped}: imported under {kept}", file=err)
-    for problem in problems:
+    for problem in problems[:20]:
         print(f"! {problem}", file=err)
+    if len(problems) > 20:
+        print(f"! ... and {len(problems) - 20} more: `batchsync validate {args.output}` lists them all", file=err)
     if args.quiet:
         return
     for name in sorted(fleet.listings):
@@ -532,6 +534,14 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         print(f"declared, but account {account} no longer lists integration {iid} (kept in the file)", file=out)
     for account, iid, found in report.moved:
         print(f"declared under account {account}, but integration {iid} is listed by account {found}", file=out)
+    if fleet.summary is not None:
+        reads = sum(a.requests for a in fleet.summary.accounts.values()) + sum(fleet.pages.values())
+        throttled = sum(a.throttled for a in fleet.summary.accounts.values())
+        print(
+            f"read {fleet.to_read} integrations in {fleet.listed_in + fleet.summary.duration_s:.1f}s "
+            f"({reads} requests{f', {throttled} throttled' if throttled else ''})",
+            file=out,
+        )
     notes = [p for p in report.added if p.current.note]
     for p in notes:
         print(f"note: integration {p.current.shop.id} ({p.current.shop.account}): {p.current.note}", file=out)
