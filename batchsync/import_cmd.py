@@ -277,6 +277,8 @@ def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tupl
 def _load(path: str) -> tuple[Inventory, Any] | str:
     """The inventory and its parsed document, or why not (its problems printed)."""
     inv, raw, problems = load_source(path)
+    for w in getattr(inv, "warnings", ()):  # MERGE: Inventory.warnings comes with the inventory branch
+        print(f"{w.file}: {w.path}: warning: {w.message}", file=sys.stderr)
     for p in problems:
         where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
         print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
@@ -371,7 +373,7 @@ def _import(
         if outcome.result == "failed":
             print_outcome(outcome, "import", sys.stderr if args.quiet else sys.stdout)
         elif args.verbose and not args.quiet:
-            print(f"  integration {outcome.integration_id} ({outcome.account}): {outcome.result}", file=sys.stderr)
+            print(f"  integration {outcome.integration_id} ({outcome.account}): read", file=sys.stdout)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
@@ -534,6 +536,11 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         print(f"declared, but account {account} no longer lists integration {iid} (kept in the file)", file=out)
     for account, iid, found in report.moved:
         print(f"declared under account {account}, but integration {iid} is listed by account {found}", file=out)
+    for account, iid, system in report.unsupported:
+        print(
+            f"declared, but integration {iid} of account {account} is a {system} integration (not PrestaShop V2)",
+            file=out,
+        )
     if fleet.summary is not None:
         reads = sum(a.requests for a in fleet.summary.accounts.values()) + sum(fleet.pages.values())
         throttled = sum(a.throttled for a in fleet.summary.accounts.values())

@@ -257,7 +257,7 @@ def _consensus(members: Sequence[Statuses], weight: Mapping[Statuses, int]) -> S
             held[s.external_id] += weight[m]
             versions.setdefault(s.external_id, Counter())[s] += weight[m]
     chosen = []
-    for k in sorted(held):
+    for k in sorted(held, key=natural):
         if held[k] * 2 > total:
             counts = versions[k]
             chosen.append(min(counts, key=lambda s: (-counts[s], _key((s,)))))
@@ -654,6 +654,7 @@ class Report(msgspec.Struct, frozen=True):
     not_importable: tuple[NotImportable, ...]
     gone: tuple[tuple[str, int], ...]  # (account, id) declared but not listed by that account
     moved: tuple[tuple[str, int, str], ...]  # (declared account, id, account that lists it)
+    unsupported: tuple[tuple[str, int, str], ...] = ()  # (account, id, system) declared, not PrestaShop V2
 
 
 def build(
@@ -697,8 +698,8 @@ def build(
     entries = [Entry(_rebase_entry(e, move)) for e in declared]
     entries += [integration_entry(p) for p in grouping.placements]
 
-    lister = {shop.id: account for account, shops in listings.items() for shop in shops}
-    gone, moved = [], []
+    lister = {shop.id: shop for shops in listings.values() for shop in shops}
+    gone, moved, unsupported = [], [], []
     for e in declared:
         iid, account = e.get("id"), e.get("account")
         if not isinstance(iid, int) or not isinstance(account, str) or account not in listings:
@@ -706,8 +707,10 @@ def build(
         found = lister.get(iid)
         if found is None:
             gone.append((account, iid))
-        elif found != account:
-            moved.append((account, iid, found))
+        elif found.account != account:
+            moved.append((account, iid, found.account))
+        elif not is_prestashop(found):
+            unsupported.append((account, iid, found.system or "unknown"))
     others = [
         NotImportable(shop, f"a {shop.system or 'unknown'} integration: only PrestaShop V2 has shop order statuses")
         for account in sorted(listings)
@@ -722,6 +725,7 @@ def build(
         tuple(sorted([*others, *refused], key=lambda r: (r.shop.account, r.shop.id))),
         tuple(sorted(gone)),
         tuple(sorted(moved)),
+        tuple(sorted(unsupported)),
     )
     return Document(tuple(header), top, sets, tuple(entries)), report
 

@@ -214,12 +214,13 @@ def test_a_list_nobody_shares_is_written_inline() -> None:
 
 
 def test_a_family_whose_shops_all_vary_still_gets_its_common_list() -> None:
-    big = canonical_statuses([st_(str(k), f"S{k}") for k in range(10)])
+    big = canonical_statuses([st_(str(k), f"S{k}") for k in range(12)])  # 10 and 11 sort after 9
     currents = [cur(k, vary(big, k)) for k in range(12)]
     assert all(c.statuses != big for c in currents)  # nobody has the family's list itself
     g = group(currents)
     assert [s.statuses for s in g.sets] == [big]
     assert all(p.base == g.sets[0].name for p in g.placements)
+    assert g.sets[0].members == g.sets[0].with_overrides == 12
 
 
 def test_too_far_from_every_set_means_inline_and_the_threshold_is_a_parameter() -> None:
@@ -338,21 +339,23 @@ def test_build_keeps_what_is_declared_and_reports_what_is_gone_moved_or_other() 
             {"id": 1, "account": "acme", "status_set": "mine", "tags": ["eu"]},
             {"id": 2, "account": "acme", "status_set": "mine"},  # gone
             {"id": 3, "account": "acme", "status_set": "mine"},  # listed by beta
+            {"id": 7, "account": "beta", "status_set": "mine"},  # not PrestaShop V2
         ],
     }
     listings = {
         "acme": [shop(1), shop(4), Shop(5, "acme", "Woo", None, "woocommerce")],
-        "beta": [Shop(3, "beta"), Shop(6, "beta")],
+        "beta": [Shop(3, "beta"), Shop(6, "beta"), Shop(7, "beta", None, None, "shopify")],
     }
     snapshots = [cur(4, BASE), Current(Shop(6, "beta"), OTHER, UNMAPPED), cur(1, OTHER)]
     doc, report = build(raw, snapshots, listings)
-    assert [e.data["id"] for e in doc.integrations] == [1, 2, 3, 4, 6]
+    assert [e.data["id"] for e in doc.integrations] == [1, 2, 3, 7, 4, 6]
     assert doc.integrations[0] == Entry(raw["integrations"][0])  # as declared, not as read
-    assert doc.integrations[3].data["status_set"] == "mine"
+    assert doc.integrations[4].data["status_set"] == "mine"
     assert report.gone == (("acme", 2),)
     assert report.moved == (("acme", 3, "beta"),)
+    assert report.unsupported == (("beta", 7, "shopify"),)
     assert [(r.shop.id, r.shop.system) for r in report.not_importable] == [(5, "woocommerce")]
-    assert report.kept_integrations == 3 and report.kept_sets == 1 and report.new_sets == ()
+    assert report.kept_integrations == 4 and report.kept_sets == 1 and report.new_sets == ()
 
 
 # -- rendering: what load reads back ---------------------------------------------------------------
