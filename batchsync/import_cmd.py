@@ -176,6 +176,8 @@ async def read_fleet(
 ) -> Fleet:
     """List every account's integrations, then read each PrestaShop V2 one not in
     ``declared`` (statuses and mapping) through the engine's snapshot mode."""
+    import logging
+
     import anyio
 
     from batchsync.client import ApiError
@@ -184,6 +186,7 @@ async def read_fleet(
     from batchsync.inventory import Desired, Job
     from batchsync.limits import Bucket
 
+    log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
     buckets: dict[str, Bucket] = {}
 
@@ -195,6 +198,10 @@ async def read_fleet(
         except ApiError as exc:
             fleet.list_errors[name] = str(exc)
             return
+        except Exception as exc:  # a bug of ours costs the account's list, not the import
+            log.exception("account %s: internal error while listing", name)
+            fleet.list_errors[name] = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
+            return
         fleet.listings[name] = shops
         fleet.pages[name] = pages
 
@@ -203,9 +210,10 @@ async def read_fleet(
             tg.start_soon(one, name)
     # The engine starts each account with a full bucket: let the server's refill first,
     # which is the time the pages cost on the budget anyway.
-    refill = max(((b.capacity - b.tokens) / b.rate for b in buckets.values() if b.tokens < b.capacity), default=0.0)
-    if refill > 0:
-        await anyio.sleep(refill)
+    now = anyio.current_time()
+    full = [max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()]
+    if full and max(full) > now:
+        await anyio.sleep(max(full) - now)
     fleet.listed_in = anyio.current_time() - start
 
     nothing = Desired(())
@@ -335,6 +343,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, str):
         return _fail(loaded)
     inv, raw = loaded
+    from batchsync.importer import UnsafeAccount, copy_accounts
+
+    try:
+        copy_accounts(raw.get("accounts"), str)  # found out now, not after the reads
+    except UnsafeAccount as exc:
+        return _fail(f"{args.inventory}: {exc}")
     names = [n.strip() for given in args.account or () for n in given.split(",") if n.strip()]
     unknown = [n for n in names if n not in inv.accounts]
     if unknown:
@@ -413,7 +427,12 @@ def _import(
         if len(value) >= 6 and value in text:
             print("batchsync import: the new inventory would contain a credential value; not written", file=sys.stderr)
             return EXIT_FAILED
-    problems = write_checked(args.output, text)
+    try:
+        problems = write_checked(args.output, text)
+    except (OSError, ValueError) as exc:  # a full disk, a folder made read-only meanwhile
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"batchsync import: cannot write {args.output}: {why}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
     _print_summary(args, fleet, report, problems)
     if problems or fleet.failed or fleet.list_errors:
         return EXIT_FAILED

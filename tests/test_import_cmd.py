@@ -126,6 +126,14 @@ async def test_integrations_already_declared_are_not_read(tmp_path: Path) -> Non
     assert [e["id"] for e in written[5:]] == [s.id for s in seed.integrations[5:]]
 
 
+async def test_accounts_with_nothing_to_import_give_a_valid_file(tmp_path: Path) -> None:
+    seed = fleet_seed(2, 0, families=1, others=1, mappings=False, limits=FAST_LIMITS)
+    fleet, out, stats = await import_fleet(seed, tmp_path, SandboxConfig())
+    assert fleet.snapshots == [] and fleet.to_read == 0
+    assert stats["requests"] == {"acme": {"GET": 1, "POST": 0}, "globex": {"GET": 1, "POST": 0}}
+    assert read_raw(out)["integrations"] == []
+
+
 async def test_transient_errors_are_retried_the_list_included(tmp_path: Path) -> None:
     seed = fleet_seed(2, 30, families=2, others=2, mappings=MAPPING_LOADER, limits=FAST_LIMITS)
     config = SandboxConfig(page_size=3, fault_503=0.15, fault_reset=0.05, seed=4)

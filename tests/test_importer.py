@@ -324,6 +324,21 @@ def test_accounts_are_copied_as_references_and_a_literal_secret_is_refused() -> 
         assert "s3cr3t" not in str(exc.value)
 
 
+def test_oauth2_accounts_are_copied_with_their_references_and_endpoint() -> None:
+    raw = {
+        "o": {
+            "auth": "oauth2",
+            "client_id": "env:O_ID",
+            "client_secret": "file:o.secret",
+            "token_url": "https://account.example/oauth2/token",
+            "scope": "api",
+        }
+    }
+    assert copy_accounts(raw, lambda p: "keys/" + p) == {"o": {**raw["o"], "client_secret": "file:keys/o.secret"}}
+    with pytest.raises(UnsafeAccount):
+        copy_accounts({"o": {**raw["o"], "client_secret": "hunter2"}}, str)
+
+
 def test_relative_paths_are_rewritten_for_the_new_files_folder(tmp_path: Path) -> None:
     assert rebase("keys/a", str(tmp_path), str(tmp_path)) == "keys/a"
     assert rebase("keys/a", str(tmp_path / "in"), str(tmp_path / "out")) == "../in/keys/a"
