@@ -43,7 +43,7 @@ MIN_SHARED = 2
 """A list becomes a shared set when at least this many integrations use it (exactly or
 with overrides); a list nobody shares is written inline on its integration."""
 
-MAX_LEADERS = 5000  # distinct lists compared against each other at most (the grouping is quadratic in them)
+MAX_LEADERS = 2000  # distinct lists compared against each other at most (the grouping is quadratic in them)
 
 Mapping4 = tuple[str | None, ...]  # one external id (or None: not mapped) per STATUS_CATEGORIES
 UNMAPPED: Mapping4 = (None,) * len(STATUS_CATEGORIES)
@@ -265,20 +265,35 @@ def _consensus(members: Sequence[Statuses], weight: Mapping[Statuses, int]) -> S
 
 
 def _families(lists: Sequence[Statuses], radius: int) -> list[list[Statuses]]:
-    """Leader clustering: each list (most used first) joins the first leader within
-    ``radius`` differences, else leads a family of its own."""
+    """Leader clustering: each list (most used first) joins the nearest leader within
+    ``radius`` differences (ties: the first), else leads a family of its own.
+
+    Only leaders that share a status with it are compared, found through an index from
+    each status to the leaders that have it: at least ``max(sizes) - radius`` statuses
+    must be shared to be that near, and lists that share none are no family anyway.
+    """
     leaders: list[tuple[_Index, list[Statuses]]] = []
+    having: dict[Status, list[int]] = {}
     for s in lists:
         idx = _index(s)
-        best: list[Statuses] | None = None
+        shared: Counter[int] = Counter()
+        for status in s:
+            for k in having.get(status, ()):
+                shared[k] += 1
+        best: int | None = None
         best_d = radius + 1
-        for lead, fam in leaders:
+        for k in sorted(shared):
+            lead = leaders[k][0]
+            if shared[k] < max(len(lead), len(idx)) - radius or abs(len(lead) - len(idx)) >= best_d:
+                continue
             d = differing(lead, idx, best_d - 1)
             if d < best_d:
-                best, best_d = fam, d
+                best, best_d = k, d
         if best is not None:
-            best.append(s)
+            leaders[best][1].append(s)
         elif len(leaders) < MAX_LEADERS:
+            for status in s:
+                having.setdefault(status, []).append(len(leaders))
             leaders.append((idx, [s]))
     return [fam for _, fam in leaders]
 
