@@ -1,5 +1,3 @@
-import sys
+from batchsync.cli import entry
 
-from batchsync.cli import main
-
-sys.exit(main())
+entry()

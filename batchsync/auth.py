@@ -17,21 +17,21 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 from urllib.parse import urlencode
 
-import aiohttp
 import anyio
 import msgspec
 
+from batchsync._aiohttp import aiohttp
 from batchsync.client import (
     ApiError,
     AuthError,
     InvalidResponseError,
-    Redactor,
     classify,
     client_timeout,
     exchange,
     printable,
     safe_location,
 )
+from batchsync.redact import Redactor
 from batchsync.secrets import Secret
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``validate``, ``plan``, ``apply``, ``import`` and ``sandbox``.
+"""The command line: ``validate``, ``plan``, ``apply``, ``import``, ``report merge``, ``completion``, ``sandbox``.
 
 Heavy imports (aiohttp, the engine) happen inside the commands that need them, so
 ``--version`` and ``validate`` start fast.
@@ -7,14 +7,17 @@ Heavy imports (aiohttp, the engine) happen inside the commands that need them, s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from batchsync import __version__
-from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
 from batchsync.settings import UsageError
+from batchsync.shard import ShardSpec, parse_count, parse_shard, select_shard, shard_from_env
 
 if TYPE_CHECKING:
     from batchsync.inventory import Inventory, Job
@@ -32,14 +35,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import msgspec
 
     from batchsync.inventory import load
+    from batchsync.shard import account_sizes, partition, split_document, split_lines
 
     inv = load(args.inventory)
+    sizes = account_sizes(inv.jobs)
+    split = partition(sizes, args.shards) if args.shards is not None and inv.valid else None
     if args.format == "json":
-        doc = {
+        doc: dict[str, Any] = {
             "valid": inv.valid,
             "integrations": inv.declared,
             "problems": inv.problems,
         }
+        if args.shards is not None:  # asked for: null when the inventory is invalid
+            doc["shards"] = split_document(split, sizes) if split is not None else None
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
     elif inv.valid:
         shared = len({id(j.desired) for j in inv.jobs})
@@ -47,6 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{inv.path}: valid: {len(inv.jobs)} integrations, {len(inv.accounts)} accounts, "
             f"{shared} distinct status lists"
         )
+        for line in split_lines(split, sizes) if split is not None else ():
+            print(line)
     else:
         _print_problems(inv, sys.stdout)
         n = len(inv.problems)
@@ -92,8 +102,10 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         timeout=positive_number(args.timeout, "--timeout"),
         base_url=args.base_url,
         sandbox=args.sandbox,
+        allow_insecure_http=args.allow_insecure_http,
         format=args.format,
         limit=tuple(args.limit or ()),
+        shard=shard_from_args(args),
         retry_failed=args.retry_failed,
         report=args.report,
         junit=args.junit,
@@ -104,10 +116,53 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
+        recap_by=args.recap_by,
     )
 
 
-def _load_selected(settings: RunSettings) -> tuple[Inventory, list[Job]] | int:
+def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ShardSpec | None:
+    """The shard of ``--shard I/N`` or ``--shard-index-from-env VAR --shard-count N``
+    (see :func:`add_shard_arguments`), None without either; a UsageError naming the flag."""
+    text, var, count = args.shard, args.shard_index_from_env, args.shard_count
+    if count is not None and var is None:
+        raise UsageError("--shard-count goes with --shard-index-from-env VAR (--shard I/N gives the count itself)")
+    if var is not None and count is None:
+        raise UsageError(f"--shard-index-from-env {var}: give the number of shards with --shard-count N")
+    if text is not None:
+        try:
+            return parse_shard(text)
+        except ValueError as exc:
+            raise UsageError(f"--shard {text}: {exc}") from None
+    if var is None:
+        return None
+    try:
+        n = parse_count(count)
+    except ValueError as exc:
+        raise UsageError(f"--shard-count {count}: {exc}") from None
+    try:
+        return shard_from_env(var, n, os.environ if environ is None else environ)
+    except ValueError as exc:
+        raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
+
+
+def take_shard(jobs: Sequence[Job], spec: ShardSpec | None) -> tuple[list[Job], dict[str, Any] | None]:
+    """The jobs of shard ``spec`` (all of them without one) and the report header's
+    ``shard`` block. Call it on the ``--limit`` selection, before anything that depends
+    on one machine's state (``--retry-failed``): every machine must split the same jobs."""
+    if spec is None:
+        return list(jobs), None
+    mine, split = select_shard(jobs, spec)
+    return mine, split.header(spec.index)
+
+
+class Selected(NamedTuple):
+    inventory: Inventory
+    jobs: list[Job]
+    shard: dict[str, Any] | None  # the report header's shard block
+
+
+def _load_selected(settings: RunSettings) -> Selected | int:
+    """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
     from batchsync.inventory import load, select
 
     inv = load(settings.inventory)
@@ -122,6 +177,18 @@ def _load_selected(settings: RunSettings) -> tuple[Inventory, list[Job]] | int:
         raise UsageError(f"--limit: {exc}") from None
     for term in unmatched:
         print(f"batchsync: warning: --limit {term} matches no integration", file=sys.stderr)
+    if not jobs:
+        raise UsageError(f"no integration matches --limit {' '.join(settings.limit)}")
+    # An empty shard (more shards than accounts) is no error: it runs, reports and exits 0,
+    # so that `report merge` finds every shard's report.
+    jobs, shard = take_shard(jobs, settings.shard)
+    if shard is not None and not jobs and not settings.quiet:
+        n = sum(shard["accounts"])
+        print(
+            f"batchsync: shard {settings.shard} holds no account ({n} account{'s' if n != 1 else ''} selected): "
+            "nothing to do",
+            file=sys.stderr,
+        )
     if settings.retry_failed:
         from batchsync.run import read_retry_report
 
@@ -142,22 +209,44 @@ def _load_selected(settings: RunSettings) -> tuple[Inventory, list[Job]] | int:
             jobs = [j for j in jobs if j.integration_id not in earlier.succeeded]
         if not jobs:
             print(
-                f"batchsync: nothing to retry: {settings.retry_failed} has no failed or skipped integration",
+                f"batchsync: nothing to retry: {settings.retry_failed} has no failed or skipped integration"
+                + (f" in shard {settings.shard}" if settings.shard is not None else ""),
                 file=sys.stderr,
             )
-            return EXIT_OK
-    if not jobs:
-        raise UsageError(f"no integration matches --limit {' '.join(settings.limit)}")
-    return inv, list(jobs)
+            if settings.shard is None:
+                return EXIT_OK
+    return Selected(inv, list(jobs), shard)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """plan and apply: check the options, load, select, run the engine, report."""
+    try:
+        return _cmd_run(args)
+    except UsageError:
+        _record_not_started(args)
+        raise
+
+
+def _record_not_started(args: argparse.Namespace) -> None:
+    """Exit 2 with --metrics given: the file says so, its last success stays as it was."""
+    if not args.metrics:
+        return
+    from batchsync.monitoring import write_exit_code
+
+    try:
+        write_exit_code(args.metrics, args.mode, EXIT_NOT_STARTED)
+    except OSError as exc:
+        print(f"batchsync: cannot write the metrics {args.metrics}: {exc.strerror}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     loaded = _load_selected(settings)
     if isinstance(loaded, int):
+        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+            _record_not_started(args)
         return loaded
-    inv, jobs = loaded
+    inv, jobs, shard = loaded
     if settings.max_failures is not None:
         import msgspec
 
@@ -165,13 +254,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, options=options)
     from batchsync.run import run_command
 
-    return run_command(settings, inv, jobs)
+    return run_command(settings, inv, jobs, shard)
+
+
+INVENTORY_HELP = "the inventory file: .toml, .json, .yaml or .yml"
+
+
+def add_shard_arguments(p: argparse.ArgumentParser) -> None:
+    """``--shard I/N``, or ``--shard-index-from-env VAR --shard-count N``: read them with
+    :func:`shard_from_args`, then split with :func:`take_shard`."""
+    g = p.add_argument_group("sharding: several machines, each running whole accounts")
+    one = g.add_mutually_exclusive_group()
+    one.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I (from 0) of N: the selected integrations' accounts split by size, "
+        "the same way on every machine",
+    )
+    one.add_argument(
+        "--shard-index-from-env",
+        metavar="VAR",
+        help="take the shard index I from the environment variable VAR "
+        "(Kubernetes: JOB_COMPLETION_INDEX); with --shard-count",
+    )
+    g.add_argument("--shard-count", metavar="N", help="the number of shards, with --shard-index-from-env")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
-    p.add_argument("inventory", metavar="INVENTORY")
+    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: diff lines and a recap (default); json: one document on stdout at the end",
+    )
     p.add_argument(
         "--limit",
         action="append",
@@ -230,15 +347,28 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "the other accounts go on",
     )
     p.add_argument(
+        "--recap-by",
+        choices=("account", "tag"),
+        default="account",
+        help="the recap's rows: one per account (default), or one per tag, an integration with several tags "
+        "counting under each and one without under (untagged)",
+    )
+    p.add_argument(
         "--allow-invalid-mapping",
         action="store_true",
         help="write statuses even where that leaves the shop's current mapping pointing at a removed status",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
     )
     p.add_argument(
         "--no-preflight",
         action="store_true",
         help="skip the check of each account's integration list (GET /integrations) before the first status request",
     )
+    add_shard_arguments(p)
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(
@@ -254,34 +384,163 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps a description; keeps an epilog (exit codes, examples) line by line as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+# Two examples per command, shown under --help (a test parses every one).
+EXAMPLES: dict[str | None, tuple[str, str]] = {
+    None: (
+        "batchsync plan inventories/example.toml --sandbox",
+        "batchsync apply inventories/prod.toml --report last.jsonl --metrics batchsync.prom",
+    ),
+    "validate": (
+        "batchsync validate inventories/prod.toml",
+        "batchsync validate inventories/prod.toml --shards 4 --format json",
+    ),
+    "plan": (
+        "batchsync plan inventories/prod.toml --limit tag:eu --detailed-exitcode",
+        "batchsync plan inventories/prod.toml --shard 0/4 --format json",
+    ),
+    "apply": (
+        "batchsync apply inventories/prod.toml --report last.jsonl --retry-failed yesterday.jsonl",
+        "batchsync apply /config/inventory.toml --shard-index-from-env JOB_COMPLETION_INDEX --shard-count 4 "
+        "--report /reports/shard-0.jsonl",
+    ),
+    "import": (
+        "batchsync import accounts.toml -o inventories/prod.toml",
+        "batchsync import inventories/prod.toml -o inventories/prod.toml --account acme --max-differences 2",
+    ),
+    "report merge": (
+        "batchsync report merge '/reports/shard-*.jsonl' --max-age 4h --junit merged.xml",
+        "batchsync report merge shard-0.jsonl shard-1.jsonl --format json",
+    ),
+    "completion": (
+        "batchsync completion bash > ~/.local/share/bash-completion/completions/batchsync",
+        "batchsync completion fish > ~/.config/fish/completions/batchsync.fish",
+    ),
+    "sandbox": (
+        "batchsync sandbox --port 0 --inventory inventories/example.toml --in-sync 0.5",
+        "batchsync sandbox --fault-503 0.1 --latency 0.01:0.05",
+    ),
+}
+
+
+def epilog(command: str | None) -> str:
+    """The exit codes ``command`` can end with, then two examples."""
+    lines = ["exit codes:"]
+    lines += [f"  {code:<3} {text}" for code, text in describe(command)]
+    lines += ["", "examples:"]
+    lines += [f"  {example}" for example in EXAMPLES[command]]
+    return "\n".join(lines) + "\n"
+
+
+def _shard_count(text: str) -> int:
+    try:
+        return parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from batchsync.completion import SHELLS
+
     parser = argparse.ArgumentParser(
         prog="batchsync",
         description="Keep the shop order statuses of many Sendcloud integrations in their desired state.",
+        epilog=epilog(None),
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"batchsync {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="one of these; batchsync COMMAND --help for its own"
+    )
 
-    p = sub.add_parser("validate", help="load and check an inventory; send nothing")
-    p.add_argument("inventory", metavar="INVENTORY")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    def command(
+        name: str,
+        summary: str,
+        *,
+        key: str | None = None,
+        into: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+    ) -> argparse.ArgumentParser:
+        return into.add_parser(
+            name,
+            help=summary,
+            description=summary[:1].upper() + summary[1:] + ".",
+            epilog=epilog(key or name),
+            formatter_class=_Formatter,
+        )
+
+    p = command("validate", "load and check an inventory; send nothing")
+    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: a line per problem (default); json: one object",
+    )
+    p.add_argument(
+        "--shards",
+        type=_shard_count,
+        metavar="N",
+        help="also print how --shard I/N splits the accounts over N shards, and how balanced that is",
+    )
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("plan", help="read and diff; show what apply would change; write nothing")
+    p = command("plan", "read and diff; show what apply would change; write nothing")
     _add_run_arguments(p, apply=False)
     p.set_defaults(func=cmd_run, mode="plan")
 
-    p = sub.add_parser("apply", help="read, diff and write what differs")
+    p = command("apply", "read, diff and write what differs")
     _add_run_arguments(p, apply=True)
     p.set_defaults(func=cmd_run, mode="apply")
 
-    p = sub.add_parser("import", help="read what the accounts have; write an inventory that declares it")
+    p = command("import", "read what the accounts have; write an inventory that declares it")
     from batchsync.import_cmd import add_arguments as add_import_arguments
 
     add_import_arguments(p)
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("sandbox", help="serve a local Sendcloud-compatible sandbox")
+    p = command("report", "work with --report files", key="report merge")
+    reports = p.add_subparsers(
+        dest="report_command", metavar="SUBCOMMAND", required=True, help="merge (the only one so far)"
+    )
+    p = command(
+        "merge",
+        "read the reports of a sharded run as one run: one recap, one exit code",
+        key="report merge",
+        into=reports,
+    )
+    p.add_argument(
+        "reports",
+        nargs="+",
+        metavar="REPORT",
+        help="each shard's --report file; a pattern (shard-*.jsonl) is expanded by batchsync itself",
+    )
+    p.add_argument(
+        "--junit", metavar="PATH", help="write JUnit XML for the whole run, a failing case per shard missing"
+    )
+    p.add_argument("--metrics", metavar="PATH", help="write Prometheus metrics for the whole run (atomically)")
+    p.add_argument(
+        "--format", choices=("text", "json"), default="text", help="text: the shards and a recap; json: one object"
+    )
+    p.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        help="a report whose run started longer ago (90m, 4h, 1d) is an earlier run's: count its shard as missing",
+    )
+    p.set_defaults(func=cmd_report_merge)
+
+    p = command("completion", "print a shell completion script")
+    p.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+    p.set_defaults(func=cmd_completion)
+
+    p = command("sandbox", "serve a local Sendcloud-compatible sandbox")
     from batchsync.sandbox.cli import add_arguments
 
     add_arguments(p)
@@ -293,6 +552,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     from batchsync.import_cmd import run
 
     return run(args)
+
+
+def cmd_report_merge(args: argparse.Namespace) -> int:
+    from batchsync.merge import command
+
+    return command(args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, max_age=args.max_age)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from batchsync.completion import script
+
+    sys.stdout.write(script(build_parser(), args.shell))
+    return EXIT_OK
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -316,7 +588,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("batchsync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def entry() -> None:
+    """The ``batchsync`` command: :func:`main`, then exit without the interpreter's teardown.
+
+    Every output is complete by then (the report fsynced, JUnit and metrics renamed into
+    place, stdout and stderr flushed below); tearing down the modules and objects of a
+    large run only delays the exit (0.1 s at 3,000 integrations, more at 100,000), which
+    is the time a scheduler waits for the next job.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            stream.flush()
+    os._exit(code)

@@ -15,24 +15,26 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote
 
-import aiohttp
 import msgspec
-from aiohttp import hdrs
 from yarl import URL
 
 from batchsync import wire
+from batchsync._aiohttp import aiohttp, hdrs
 from batchsync.limits import parse_retry_after
+from batchsync.redact import Redactor
+from batchsync.redact import printable as _printable
 from batchsync.secrets import Secret
 
 if TYPE_CHECKING:
     from batchsync.auth import Authenticator
 
-# The API's largest answer (GET statuses of a shop with many statuses in 7 languages) is a
-# few hundred KB; ten times that is still small and leaves room for growth. Applies to the
-# decompressed body, so a gzip bomb stops here.
-MAX_BODY = 4 * 1024 * 1024
+# The API's largest answer (GET statuses of a shop with many statuses in 7 languages, or a
+# page of integrations) is a few hundred KB at most; a few times that leaves room for
+# growth. Applies to the decompressed body, so a gzip bomb stops here. It is per request,
+# and up to --concurrency requests read at once: 1 MiB keeps a run of hostile answers
+# within about 150 MB (tests/test_hostile_run.py measures it).
+MAX_BODY = 1024 * 1024
 # Of an error response (3xx-5xx) only this much is read: a JSON:API error list fits many
 # times over, and an HTML error page of a proxy is classified by its status anyway.
 ERROR_BODY_MAX = 64 * 1024
@@ -159,39 +161,12 @@ _mapping_decoder = msgspec.json.Decoder(wire.GetMapping)
 
 # -- what a server wrote, made safe to print ------------------------------------------
 
-# C0 and C1 controls, DEL, bidi overrides and zero-width marks, surrogates, and the two
-# non-characters XML refuses: none belongs in a terminal line or a JUnit file.
-_UNPRINTABLE = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
-)
-
-
-class Redactor:
-    """Replaces every credential of an account in a text, in each form a server could
-    echo it: raw, percent-encoded, any letter case."""
-
-    __slots__ = ("_pattern", "secrets")
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.secrets = secrets
-        forms = {form for s in secrets if s for form in (s, quote(s, safe=""))}
-        # Longest first, so "Basic <base64>" goes as a whole, not around its parts.
-        alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-        self._pattern = re.compile(alternatives, re.IGNORECASE) if alternatives else None
-
-    def __call__(self, text: str) -> str:
-        return self._pattern.sub("***", text) if self._pattern is not None else text
-
-
 _NO_SECRETS = Redactor(())
 
 
 def printable(text: str, redact: Callable[[str], str] = _NO_SECRETS, limit: int = DETAIL_MAX) -> str:
-    """Server-written ``text`` as one short, safe line: credentials redacted (before
-    anything is cut, so half a secret cannot survive), control characters removed,
-    whitespace collapsed, at most ``limit`` characters."""
-    text = " ".join(_UNPRINTABLE.sub("", redact(text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Server-written ``text`` as one short, safe line (see :func:`batchsync.redact.printable`)."""
+    return _printable(text, redact, limit)
 
 
 def _snippet(body: bytes, redact: Callable[[str], str] = _NO_SECRETS) -> str:
@@ -437,8 +412,10 @@ class Client:
         *,
         timeout: float = 30.0,
         max_body: int = MAX_BODY,
+        name: str = "",
     ) -> None:
         self.session = session
+        self.name = name  # the account's, for log lines
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._auth: Authenticator = _StaticHeader(auth) if isinstance(auth, Secret) else auth
@@ -448,6 +425,7 @@ class Client:
         self._mapping_url = f"{self._statuses_url}/mapping"
         self._integrations_url = f"{self.base_url}/integrations"
         self._redactor = _NO_SECRETS
+        self._redacting: tuple[str, ...] = ()  # the secrets _redactor was made for
         # Header dicts are built once per Authorization value, not per request.
         self._auth_value = ""
         self._get_headers: dict[str, str] = {}
@@ -463,7 +441,8 @@ class Client:
     def redact(self, text: str) -> str:
         """``text`` with every credential of this client's account replaced."""
         secrets = self._auth.secrets()
-        if secrets is not self._redactor.secrets and secrets != self._redactor.secrets:
+        if secrets is not self._redacting and secrets != self._redacting:
+            self._redacting = secrets
             self._redactor = Redactor(secrets)
         return self._redactor(text)
 
@@ -484,14 +463,20 @@ class Client:
                     self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
                 )
         if started:
+            iid = params.get("integration_id") if params else None
+            ms = (time.monotonic() - started) * 1000
+            fields: dict[str, object] = {"account": self.name, "method": method, "status": status, "ms": round(ms, 1)}
+            if iid is not None:
+                fields["integration_id"] = int(iid)
             log.debug(
                 "%s %s%s -> %d (%d bytes, %.1f ms)",
                 method,
                 url,
-                f"?integration_id={params['integration_id']}" if params and "integration_id" in params else "",
+                f"?integration_id={iid}" if iid is not None else "",
                 status,
                 len(body),
-                (time.monotonic() - started) * 1000,
+                ms,
+                extra={"fields": fields},
             )
         if not 200 <= status < 300:
             raise classify(method, url, status, body, answer_headers, self.redact)

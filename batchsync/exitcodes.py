@@ -1,8 +1,68 @@
-"""The exit codes of every command, in one place: the README's table."""
+"""The exit codes of every command, in one place: the README's table and each ``--help``."""
 
 EXIT_OK = 0  # every selected integration is in its desired state
 EXIT_FAILED = 1  # some integrations failed
 EXIT_NOT_STARTED = 2  # nothing was sent: usage error or invalid inventory
 EXIT_INTERRUPTED = 3  # stopped by a signal or --max-failures
 EXIT_CHANGES = 4  # plan --detailed-exitcode found changes
+EXIT_OUTPUT_LOST = 5  # the run was done, but an output (--report, --junit, --metrics) could not be written
 EXIT_LOCKED = 75  # another apply holds the inventory's lock (EX_TEMPFAIL)
+
+MEANING: dict[int, str] = {
+    EXIT_OK: "every selected integration is in its desired state",
+    EXIT_FAILED: "some integrations failed; the others were done",
+    EXIT_NOT_STARTED: "nothing was sent: a usage error or an invalid inventory",
+    EXIT_INTERRUPTED: "stopped (SIGTERM/SIGINT, --max-failures) before every integration was done",
+    EXIT_CHANGES: "plan --detailed-exitcode found changes to make",
+    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics) could not be written "
+    "(a full disk): it is named on stderr; 1 and 3 take precedence",
+    EXIT_LOCKED: "another apply on the same inventory holds its lock: try again later",
+}
+
+# The codes each command can end with; a text where a code means something narrower there.
+_MERGED = "the code one unsharded run would have had"
+BY_COMMAND: dict[str, dict[int, str | None]] = {
+    "validate": {EXIT_OK: "the inventory is valid", EXIT_NOT_STARTED: "the inventory is invalid, or a usage error"},
+    "plan": {
+        EXIT_OK: "nothing to change (without --detailed-exitcode: changes or not)",
+        EXIT_FAILED: None,
+        EXIT_NOT_STARTED: None,
+        EXIT_INTERRUPTED: None,
+        EXIT_CHANGES: None,
+        EXIT_OUTPUT_LOST: None,
+    },
+    "apply": {
+        EXIT_OK: None,
+        EXIT_FAILED: None,
+        EXIT_NOT_STARTED: None,
+        EXIT_INTERRUPTED: None,
+        EXIT_OUTPUT_LOST: None,
+        EXIT_LOCKED: None,
+    },
+    "import": {
+        EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
+        EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "
+        "(named on stderr), or the written file has problems",
+        EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
+        EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
+    },
+    "report merge": {
+        EXIT_OK: f"every integration is in its desired state: {_MERGED}",
+        EXIT_FAILED: f"some integrations failed: {_MERGED}",
+        EXIT_NOT_STARTED: "the reports cannot be read as one run, or a usage error",
+        EXIT_INTERRUPTED: "a shard stopped early, or its report is missing or cut short",
+        EXIT_CHANGES: "plan reports with --detailed-exitcode found changes",
+    },
+    "completion": {EXIT_OK: "the script was printed", EXIT_NOT_STARTED: "a usage error"},
+    "sandbox": {
+        EXIT_OK: "stopped by SIGTERM/SIGINT",
+        EXIT_NOT_STARTED: "cannot start: a usage error, an invalid inventory or seed, a port in use",
+    },
+}
+
+
+def describe(command: str | None = None) -> list[tuple[int, str]]:
+    """(code, meaning) for ``command`` (a key of :data:`BY_COMMAND`), or every code."""
+    if command is None:
+        return list(MEANING.items())
+    return [(code, text or MEANING[code]) for code, text in BY_COMMAND[command].items()]

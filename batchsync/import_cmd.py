@@ -60,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a shop joins a shared set with overrides when at most N of its statuses differ (3; 0: exact only)",
     )
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
+    )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight over all accounts (64)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
     p.add_argument("--max-attempts", type=int, default=6, help="attempts per request, first included (6)")
@@ -173,6 +178,7 @@ async def read_fleet(
     declared: Collection[int] = (),
     on_outcome: Callable[[Outcome], None] | None = None,
     on_engine: Callable[[Engine], None] | None = None,
+    sanitize: Callable[[Outcome], Outcome] | None = None,
 ) -> Fleet:
     """List every account's integrations, then read each PrestaShop V2 one not in
     ``declared`` (statuses and mapping) through the engine's snapshot mode."""
@@ -242,7 +248,7 @@ async def read_fleet(
 
     fleet.to_read = len(jobs)
     used = {name: accounts[name] for name in {j.account for j in jobs}}
-    engine = Engine(used, api, options, outcome, on_snapshot=snapshot)
+    engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
     fleet.engine = engine
     if on_engine is not None:
         on_engine(engine)
@@ -354,6 +360,18 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         return _fail(f"--account {unknown[0]}: not an account of {args.inventory} (known: {', '.join(inv.accounts)})")
     selected = {n: inv.accounts[n] for n in (dict.fromkeys(names) if names else inv.accounts)}
+    if not args.allow_insecure_http:
+        from urllib.parse import urlsplit
+
+        from batchsync.run import is_loopback
+
+        for name, account in selected.items():
+            url = args.base_url or account.base_url
+            if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+                return _fail(
+                    f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
+                    "would cross the network in clear; use https://, or pass --allow-insecure-http"
+                )
     return _import(args, inv, raw, selected, options, timeout, fmt)
 
 
@@ -372,11 +390,14 @@ def _import(
 
     from batchsync.importer import build, render
     from batchsync.progress import Progress, setup_logging
+    from batchsync.redact import Redactor
     from batchsync.report import print_outcome
 
     secrets = [v for a in inv.accounts.values() for v in _secret_values(a)]
     level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
-    setup_logging(level, args.log_format, secrets=secrets)
+    # Whatever a log line or an outcome carries, these values come out as ***.
+    redactor = Redactor(secrets)
+    setup_logging(level, args.log_format, redactor=redactor)
     declared = {e.get("id") for e in raw.get("integrations") or () if isinstance(e, dict)}
     declared_ints = {i for i in declared if isinstance(i, int)}
     plain = not (args.quiet or args.log_format == "json")
@@ -397,7 +418,17 @@ def _import(
     fleet = Fleet()
     try:
         interrupted = anyio.run(
-            _read, selected, options, timeout, args.base_url, fleet, declared_ints, on_outcome, on_engine, progress
+            _read,
+            selected,
+            options,
+            timeout,
+            args.base_url,
+            fleet,
+            declared_ints,
+            on_outcome,
+            on_engine,
+            progress,
+            redactor,
         )
     finally:
         progress.close()
@@ -449,12 +480,14 @@ async def _read(
     on_outcome: Callable[[Outcome], None],
     on_engine: Callable[[Engine], None],
     progress: Any,
+    redactor: Any,
 ) -> bool:
     """Read the fleet over HTTP until done; True when a signal cut it short."""
     import signal
 
     import anyio
 
+    from batchsync.output import Sanitizer
     from batchsync.transport import HttpApi
 
     stopped = False
@@ -480,8 +513,16 @@ async def _read(
         if progress.enabled:
             tg.start_soon(tick)
         with scope:
+            sanitizer = Sanitizer(redactor, api.secrets)  # what a server wrote, made safe to print
             await read_fleet(
-                selected, api, options, fleet, declared=declared, on_outcome=on_outcome, on_engine=on_engine
+                selected,
+                api,
+                options,
+                fleet,
+                declared=declared,
+                on_outcome=on_outcome,
+                on_engine=on_engine,
+                sanitize=sanitizer.outcome,
             )
         tg.cancel_scope.cancel()
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)

@@ -326,6 +326,14 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
             into = accounts.setdefault(name, AccountStats())
             for field in (*RESULTS, "throttled", "requests"):
                 setattr(into, field, getattr(into, field) + getattr(stats, field))
+            # The rates 429s brought an account to, for the recap's "limits too high": an
+            # account is in one shard; were it in two, the lower rate is the one that worked.
+            for rate, declared in (("read_rate", "read_declared"), ("write_rate", "write_declared")):
+                mine, theirs = getattr(into, rate), getattr(stats, rate)
+                if theirs is not None:
+                    setattr(into, rate, theirs if mine is None else min(mine, theirs))
+                if getattr(stats, declared) is not None:
+                    setattr(into, declared, getattr(stats, declared))
         if r.summary is not None:
             parts.append(Part(_tag(r), r.path, "complete", recorded=len(r.outcomes)))
             if r.summary.stopped:
@@ -490,7 +498,7 @@ def command(
         if metrics:
             from batchsync.monitoring import write_metrics
 
-            write_metrics(metrics, merged.summary, merged.mode)
+            write_metrics(metrics, merged.summary, merged.mode, exit_code=merged.exit_code)
     except OSError as exc:
         print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED

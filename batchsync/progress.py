@@ -6,12 +6,9 @@ clean), text or JSON log formatting, and redaction of secret values in anything 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from batchsync.outcome import Outcome
+from batchsync.redact import Redactor
 
 __all__ = [
     "JsonLogFormatter",
@@ -48,9 +46,11 @@ class Progress:
     """``[=====>    ] 1234/5000  25%  41.2/s  ETA 1m32s  failed 3  throttled: acme, beta``
 
     :meth:`update` is called once per integration and only counts, reading the clock to
-    redraw at most ``1 / min_interval`` times a second. Disabled (the default when
+    redraw at most ``1 / min_interval`` times a second, whatever else is printed (so its
+    cost per integration does not grow with the output). Disabled (the default when
     ``stream`` is not a terminal), every method returns at once and writes nothing.
-    Anything else printed to the same terminal should call :meth:`clear` first.
+    ``before_draw`` is called before each redraw: the caller writes what it buffered for
+    the same terminal then (calling :meth:`clear` first), so the line stays at the bottom.
     """
 
     BAR_WIDTH = 20
@@ -61,8 +61,9 @@ class Progress:
         stream: TextIO | None = None,
         enabled: bool | None = None,
         throttled: Callable[[], Iterable[str]] | None = None,
-        min_interval: float = 0.1,
+        min_interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        before_draw: Callable[[], None] | None = None,
     ) -> None:
         self.stream: TextIO = sys.stderr if stream is None else stream
         if enabled is None:
@@ -80,6 +81,7 @@ class Progress:
         self.started = clock()
         self._next_draw = self.started  # first update draws at once
         self._drawn = False
+        self.before_draw = before_draw
 
     def update(self, outcome: Outcome) -> None:
         if not self.enabled:
@@ -124,19 +126,20 @@ class Progress:
         """Redraw now (the caller may also call this from a timer while nothing finishes)."""
         if not self.enabled:
             return
+        if self.before_draw is not None:
+            self.before_draw()
         self.stream.write("\r" + self.line(self._width()) + "\x1b[K")
         self.stream.flush()
         self._drawn = True
         self._next_draw = self.clock() + self.min_interval
 
     def clear(self) -> None:
-        """Erase the line so other output starts at column 0; the next update redraws it."""
+        """Erase the line so other output starts at column 0; the next redraw draws it again."""
         if not self.enabled or not self._drawn:
             return
         self.stream.write("\r\x1b[K")
         self.stream.flush()
         self._drawn = False
-        self._next_draw = self.clock()
 
     def close(self, keep: bool = False) -> None:
         """End the progress line: erase it, or with ``keep`` leave its final state and a newline."""
@@ -154,51 +157,6 @@ class Progress:
 
 # -- redaction ----------------------------------------------------------------------------
 
-# "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
-_BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
-
-
-class Redactor:
-    """Replaces secret values with ``***``; compiled once, reused for every log line."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        """Also redact these (credentials are resolved after logging is set up)."""
-        new = {s for s in secrets if s}  # an empty "secret" would match everywhere
-        if new <= self._secrets:
-            return
-        self._secrets |= new
-        forms: set[str] = set()
-        for s in self._secrets:
-            forms.add(s)
-            # As it appears inside a JSON string, whichever way non-ASCII was escaped.
-            forms.add(json.dumps(s)[1:-1])
-            forms.add(json.dumps(s, ensure_ascii=False)[1:-1])
-            forms.add(base64.b64encode(s.encode()).decode("ascii"))
-        # Longest first, so a secret containing another is replaced whole.
-        alternatives = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(a) for a in alternatives))
-
-    def _basic(self, m: re.Match[str]) -> str:
-        try:
-            decoded = base64.b64decode(m.group(2), validate=False).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return m.group(0)
-        # A token that decodes to "user:password" is a credential, whoever's it is.
-        if ":" in decoded or any(s in decoded for s in self._secrets):
-            return m.group(1) + "***"
-        return m.group(0)
-
-    def __call__(self, text: str) -> str:
-        text = _BASIC.sub(self._basic, text)
-        if self._pattern is not None:
-            text = self._pattern.sub("***", text)
-        return text
-
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret value, and any ``Basic`` credential, replaced by ``***``."""
@@ -211,9 +169,10 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 class RedactingFormatter(logging.Formatter):
     """A formatter whose every line passes through a :class:`Redactor` last."""
 
-    def __init__(self, fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, fmt: str | None = None, secrets: Iterable[str] = (), redactor: Redactor | None = None) -> None:
         super().__init__(fmt)
-        self.redactor = Redactor(secrets)
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.add(secrets)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self.redactor.add(secrets)
@@ -233,8 +192,8 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
 class TextLogFormatter(RedactingFormatter):
     """``2026-11-27T03:00:01Z WARNING batchsync.engine: message key=value``"""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+    def __init__(self, secrets: Iterable[str] = (), redactor: Redactor | None = None) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets, redactor)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
@@ -278,6 +237,7 @@ def setup_logging(
     fmt: str,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    redactor: Redactor | None = None,
 ) -> RedactingFormatter:
     """Send the ``batchsync`` logger to stderr as ``fmt`` ("text" or "json") at ``level``.
 
@@ -290,9 +250,9 @@ def setup_logging(
         raise ValueError(f"unknown log level {level!r} (debug, info, warning, error, critical)")
     formatter: RedactingFormatter
     if fmt == "json":
-        formatter = JsonLogFormatter(secrets=secrets)
+        formatter = JsonLogFormatter(secrets=secrets, redactor=redactor)
     elif fmt == "text":
-        formatter = TextLogFormatter(secrets=secrets)
+        formatter = TextLogFormatter(secrets=secrets, redactor=redactor)
     else:
         raise ValueError(f"unknown log format {fmt!r} (text, json)")
     logger = logging.getLogger("batchsync")

@@ -19,19 +19,37 @@ if TYPE_CHECKING:
 
 import msgspec
 
-from batchsync.diff import Change
+from batchsync.diff import Change, MappingChange
+from batchsync.inventory import Limits
+from batchsync.limits import FLOOR
 from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.output import Lost
 
 _encoder = msgspec.json.Encoder()
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
 
 
 class ReportWriter:
-    """Appends outcome lines to a file, flushing each so nothing is lost on a kill."""
+    """Appends outcome lines to a file, flushing each so nothing is lost on a kill.
 
-    def __init__(self, path: str) -> None:
+    A write that fails (a full disk) does not stop the run: the writer records it in
+    ``lost`` and writes nothing more; the run's end says so."""
+
+    def __init__(self, path: str, lost: Lost | None = None) -> None:
         self.path = path
+        self.lost = lost if lost is not None else Lost()
+        self.failed = False
         self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def _put(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
 
     def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
         doc = {
@@ -43,23 +61,102 @@ class ReportWriter:
             "selected": selected,
             "shard": shard,
         }
-        self._file.write(_encoder.encode(doc) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(doc) + b"\n")
 
     def write(self, outcome: Outcome) -> None:
-        self._file.write(_encoder.encode(outcome) + b"\n")
-        self._file.flush()
+        self._put(_encoder.encode(outcome) + b"\n")
 
-    def close(self, summary: Summary | None = None, mode: str = "apply") -> None:
+    def close(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
+        """The summary line (none if the run never got one), with the run's exit code:
+        ``report merge`` reads it."""
         if summary is not None:
-            self._file.write(_encoder.encode(summary_document(summary, mode)) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+            doc = summary_document(summary, mode) | {"exit_code": exit_code}
+            self._put(_encoder.encode(doc) + b"\n")
+        try:
+            if not self.failed:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.failed = True
+            self.lost.add("--report", self.path, exc)
+        try:
+            self._file.close()
+        except OSError as exc:  # the close flushes what the buffer still held
+            if not self.failed:
+                self.failed = True
+                self.lost.add("--report", self.path, exc)
 
 
-def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
+UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
+
+
+class TagTally:
+    """Result counts per tag, fed one outcome at a time (``--recap-by tag``).
+
+    An integration with several tags counts under each, one with none under
+    :data:`UNTAGGED`: the rows answer "what happened to client X", so together they may
+    add up to more than the run's total.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, int]] = {}
+
+    def add(self, outcome: Outcome) -> None:
+        for tag in dict.fromkeys(outcome.tags) or (UNTAGGED,):
+            counts = self.groups.get(tag)
+            if counts is None:
+                counts = self.groups[tag] = dict.fromkeys(RESULTS, 0)
+            counts[outcome.result] += 1
+
+
+def _group_order(name: str) -> tuple[bool, str]:
+    return (name == UNTAGGED, name)
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:.0f}" if per_minute >= 10 else f"{per_minute:.2g}"
+
+
+def limits_too_high(summary: Summary) -> list[dict[str, Any]]:
+    """The meters that 429s slowed below the rate the inventory declares, with the rate the
+    run settled on: one entry per account and meter, each with its recap line (``text``)."""
+    out: list[dict[str, Any]] = []
+    for name in sorted(summary.accounts):
+        stats = summary.accounts[name]
+        for meter, worked, declared in (
+            ("reads", stats.read_rate, stats.read_declared),
+            ("writes", stats.write_rate, stats.write_declared),
+        ):
+            if worked is None:
+                continue
+            setting = f"{meter}_per_minute"
+            # The engine never goes below FLOOR of the declared rate (rounded to 0.1 a minute).
+            at_floor = declared is not None and worked <= round(declared * FLOOR, 1) + 1e-6
+            said = f"declared {_rate(declared)}/min, " if declared is not None else ""
+            how = f"slowed to its floor, {_rate(worked)}/min" if at_floor else f"worked at {_rate(worked)}/min"
+            out.append(
+                {
+                    "account": name,
+                    "meter": meter,
+                    "declared_per_minute": declared,
+                    "worked_per_minute": worked,
+                    "at_floor": at_floor,
+                    "setting": setting,
+                    "text": f"{_show(name)}: 429s on {meter}: {said}{how}: lower {setting}",
+                }
+            )
+    return out
+
+
+def summary_document(
+    summary: Summary, mode: str, by_tag: Mapping[str, Mapping[str, int]] | None = None
+) -> dict[str, Any]:
+    """The run as one JSON object: totals, per-account stats, the recap's groups (per
+    account, or per tag when ``by_tag`` is given) and the limits that proved too high."""
     totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    if by_tag is not None:
+        groups = {tag: dict(by_tag[tag]) for tag in sorted(by_tag, key=_group_order)}
+    else:
+        groups = {name: {r: a.count(r) for r in RESULTS} for name, a in sorted(summary.accounts.items())}
     return {
         "summary": True,
         "mode": mode,
@@ -67,7 +164,16 @@ def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
         "accounts": {k: msgspec.to_builtins(v) for k, v in summary.accounts.items()},
         "duration_s": round(summary.duration_s, 3),
         "stopped": summary.stopped,
+        "recap_by": "tag" if by_tag is not None else "account",
+        "groups": groups,
+        "limits_too_high": limits_too_high(summary),
     }
+
+
+def _show(text: str) -> str:
+    """A name as the recap prints it: JSON-quoted when it holds a control character, so
+    a newline or an escape sequence in a tag cannot forge or hide a line."""
+    return _encoder.encode(text).decode() if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text) else text
 
 
 def _names(d: dict[str, str] | None) -> str:
@@ -101,6 +207,14 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
+def _mapping_line(change: MappingChange) -> str:
+    before = "(not mapped)" if change.before is None else repr(change.before)
+    if change.before is not None and not change.was_valid:
+        before += " (invalid)"
+    after = "(not mapped)" if change.after is None else repr(change.after)
+    return f"    = {change.category}: {before} -> {after}"
+
+
 def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.stdout, verbose: bool = False) -> None:
     """One integration's result as text: the diff for changes, the reason for failures."""
     where = f"integration {outcome.integration_id} ({outcome.account})"
@@ -110,30 +224,135 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
         pointer = f" at {e.pointer}" if e.pointer else ""
         attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
         print(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}", file=out)
-        for change in outcome.changes if mode == "plan" else ():
-            for line in _change_lines(change, mode):
-                print(line, file=out)
+        if mode == "plan":
+            for change in outcome.changes:
+                for line in _change_lines(change, mode):
+                    print(line, file=out)
+            for mapping in outcome.mapping_changes:
+                print(_mapping_line(mapping), file=out)
+        _print_warnings(outcome, out)
         return
     if outcome.result == "skipped":
         if verbose:
             print(f"  {where}: skipped: {outcome.reason}", file=out)
         return
     if outcome.result == "unchanged":
-        if verbose:
+        if verbose or outcome.warnings:
             print(f"  {where}: unchanged", file=out)
+        _print_warnings(outcome, out)
         return
     verb = "will change" if mode == "plan" else "changed"
     counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
+    if outcome.mapping_changes:
+        counts += f", mapping {len(outcome.mapping_changes)}"
     print(f"~ {where} {verb} ({counts})", file=out)
     for change in outcome.changes:
         for line in _change_lines(change, mode):
             print(line, file=out)
+    for mapping in outcome.mapping_changes:
+        print(_mapping_line(mapping), file=out)
+    _print_warnings(outcome, out)
 
 
-def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdout) -> None:
-    """Ansible's recap: a line per account, then totals."""
-    width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
+def _print_warnings(outcome: Outcome, out: SupportsWrite[str]) -> None:
+    for warning in outcome.warnings:
+        print(f"    warning: {warning}", file=out)
+
+
+class Budget:
+    """What an ``apply`` of a plan will spend, per account: fed the plan's outcomes.
+
+    Reads are the requests the plan itself made (apply reads the same); writes are one
+    per integration whose statuses change, plus one per mapping that changes.
+    """
+
+    def __init__(self) -> None:
+        self.writes: dict[str, int] = {}
+
+    def add(self, outcome: Outcome) -> None:
+        n = (1 if outcome.changes else 0) + (1 if outcome.mapping_changes else 0)
+        if n and outcome.result == "changed":
+            self.writes[outcome.account] = self.writes.get(outcome.account, 0) + n
+
+    def rows(self, summary: Summary, limits: Mapping[str, Limits]) -> list[dict[str, Any]]:
+        """Per account: reads, writes and the least time they take at its declared limits."""
+        rows = []
+        for name in sorted(summary.accounts):
+            lim = limits.get(name)
+            if lim is None:
+                continue
+            reads = summary.accounts[name].reads
+            writes = self.writes.get(name, 0)
+            least = max(
+                max(0, reads - lim.write_burst) / (lim.reads_per_minute / 60.0),
+                max(0, writes - lim.write_burst) / (lim.writes_per_minute / 60.0),
+            )
+            rows.append(
+                {
+                    "account": name,
+                    "reads": reads,
+                    "writes": writes,
+                    "least_seconds": round(least, 1),
+                    "writes_per_minute": lim.writes_per_minute,
+                    "reads_per_minute": lim.reads_per_minute,
+                }
+            )
+        return rows
+
+    def print(self, summary: Summary, limits: Mapping[str, Limits], out: SupportsWrite[str]) -> None:
+        rows = self.rows(summary, limits)
+        if not rows:
+            return
+        width = max(len(r["account"]) for r in rows)
+        print("\nBUDGET of an apply (at each account's declared limits)", file=out)
+        for r in rows:
+            print(
+                f"{r['account']:<{width}}  {r['reads']:,} reads, {r['writes']:,} writes, at least "
+                f"{_duration(r['least_seconds'])} at {r['writes_per_minute']:g} writes/min and "
+                f"{r['reads_per_minute']:g} reads/min",
+                file=out,
+            )
+        busiest = max(rows, key=lambda r: r["least_seconds"])
+        print(f"the run: at least {_duration(busiest['least_seconds'])} (set by {busiest['account']})", file=out)
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def print_mapping_totals(summary: Summary, out: SupportsWrite[str]) -> None:
+    """After the recap: mappings written and integrations the mapping guard refused."""
+    written = sum(a.mappings_written for a in summary.accounts.values())
+    refused = sum(a.refused for a in summary.accounts.values())
+    if written or refused:
+        print(f"mappings written: {written}; refused by the mapping guard: {refused}", file=out)
+
+
+def print_recap(
+    summary: Summary,
+    mode: str,
+    out: SupportsWrite[str] = sys.stdout,
+    by_tag: Mapping[str, Mapping[str, int]] | None = None,
+) -> None:
+    """Ansible's recap: a line per account (or per tag, given ``by_tag``), then totals,
+    then the accounts whose declared limits were too high."""
     changed = "to change" if mode == "plan" else "changed"
+    rows: list[tuple[str, Mapping[str, int], str]] = []
+    if by_tag is not None:
+        for tag in sorted(by_tag, key=_group_order):
+            rows.append((_show(tag), by_tag[tag], ""))
+    else:
+        for name in sorted(summary.accounts):
+            a = summary.accounts[name]
+            note = f"throttled={a.throttled}" if a.throttled else ""
+            rows.append((_show(name), {r: a.count(r) for r in RESULTS}, note))
+    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    width = max([len("TOTAL"), *(len(name) for name, _, _ in rows)])
 
     def row(name: str, counts: Mapping[str, int], note: str) -> str:
         return (
@@ -141,15 +360,19 @@ def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdou
             f"failed={counts['failed']:<6} skipped={counts['skipped']:<6} {note}"
         ).rstrip()
 
-    print("\nRECAP", file=out)
-    for name in sorted(summary.accounts):
-        a = summary.accounts[name]
-        counts: dict[str, int] = {r: getattr(a, r) for r in RESULTS}
-        print(row(name, counts, f"throttled={a.throttled}" if a.throttled else ""), file=out)
-    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    print("\nRECAP" + (" by tag" if by_tag is not None else ""), file=out)
+    for name, counts, note in rows:
+        print(row(name, counts, note), file=out)
     print(row("TOTAL", totals, f"in {summary.duration_s:.1f}s"), file=out)
+    if by_tag is not None and sum(sum(c.values()) for c in by_tag.values()) > sum(totals.values()):
+        print("(an integration with several tags counts under each)", file=out)
     if summary.stopped:
         print(f"stopped early: {summary.stopped}", file=out)
+    too_high = limits_too_high(summary)
+    if too_high:
+        print("declared limits too high (the API answered 429; fix them in the inventory):", file=out)
+        for entry in too_high:
+            print(f"  {entry['text']}", file=out)
     if mode == "plan":
         print(
             "plan only: nothing was written"

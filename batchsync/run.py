@@ -9,53 +9,49 @@ from __future__ import annotations
 
 import gc
 import io
+import ipaddress
 import logging
-import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
-from typing import IO
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack, contextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
 
 from batchsync.engine import Engine
-from batchsync.exitcodes import EXIT_CHANGES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK
-from batchsync.inventory import Inventory, Job
-from batchsync.lock import LockedError, LockError, acquire_lock
-from batchsync.monitoring import write_junit, write_metrics
+from batchsync.exitcodes import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_OUTPUT_LOST,
+)
+from batchsync.inventory import Account, Inventory, Job
+from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
+from batchsync.monitoring import write_exit_code, write_junit, write_metrics
 from batchsync.outcome import Outcome, Summary
+from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
-from batchsync.report import ReportWriter, print_outcome, print_recap, summary_document
+from batchsync.redact import Redactor
+from batchsync.report import (
+    Budget,
+    ReportWriter,
+    TagTally,
+    print_mapping_totals,
+    print_outcome,
+    print_recap,
+    summary_document,
+)
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-class _Output(io.TextIOBase):
-    """stdout that outlives its reader: ``batchsync apply ... | head`` must not turn a
-    closed pipe into failed integrations. Once the pipe is gone, output is dropped."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream: IO[str] | None = stream
-
-    def write(self, text: str) -> int:
-        if self.stream is not None:
-            try:
-                self.stream.write(text)
-            except BrokenPipeError:
-                self.stream = None
-        return len(text)
-
-    def flush(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self.stream = None
 
 
 def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
@@ -124,6 +120,7 @@ async def execute(
     on_outcome: Callable[[Outcome], None],
     on_engine: Callable[[Engine], None] | None = None,
     tick: Callable[[], None] | None = None,
+    redactor: Redactor | None = None,
 ) -> Summary:
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
     from batchsync.transport import HttpApi
@@ -136,23 +133,37 @@ async def execute(
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
+        urls = [inv.accounts[name].base_url for name in {j.account for j in jobs}]
         api = await stack.enter_async_context(
-            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url)
+            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
         )
-        engine = Engine(inv.accounts, api, settings.options, on_outcome)
+        # Every outcome is made safe once, before any sink sees it.
+        sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
+        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
         if on_engine is not None:
             on_engine(engine)
         async with anyio.create_task_group() as tg:
             scope = anyio.CancelScope()
             tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
             if tick is not None:
-                tg.start_soon(_every, 0.5, tick)
+                tg.start_soon(_every, 0.2, tick)
             with scope:
                 await engine.run(jobs)
             tg.cancel_scope.cancel()
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
+
+
+def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
+    """Put the inventory's rates beside the ones the run settled on: the recap and the
+    metrics name the limits that were declared too high."""
+    for name, stats in summary.accounts.items():
+        account = accounts.get(name)
+        if account is not None:
+            stats.read_declared = account.limits.reads_per_minute
+            stats.write_declared = account.limits.writes_per_minute
 
 
 class RetryPlan(msgspec.Struct, frozen=True):
@@ -188,66 +199,144 @@ def read_retry_report(report: str) -> RetryPlan:
     return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 
-def check_outputs(settings: RunSettings) -> None:
+def check_outputs(settings: RunSettings, inv: Inventory) -> None:
     """Found out now, not after a night's run has been done and cannot be reported."""
-    for flag, path in (("--junit", settings.junit), ("--metrics", settings.metrics)):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            raise UsageError(f"{flag} {path}: {folder} is not a writable directory")
+    protected = [inv.path, *getattr(inv, "files", ())]  # MERGE: Inventory.files (the files it references)
+    for flag, path in (("--report", settings.report), ("--junit", settings.junit), ("--metrics", settings.metrics)):
+        if path is not None:
+            try:
+                check_output(flag, path, protected)
+            except OutputError as exc:
+                raise UsageError(str(exc)) from None
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
-    """Check the outputs, take the lock (apply), run, and report; the exit code."""
+def account_identity(account: Account) -> str:
+    """What one Sendcloud account is known by: its public key, or its OAuth2 client id."""
+    # MERGE: Account.identity (public key or OAuth2 client id) once the inventory branch is in.
+    identity = getattr(account, "identity", None) or account.public_key
+    return str(identity.reveal())
+
+
+def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> ExitStack:
+    """The inventory's lock, then the lock of every account the selected jobs touch: all of
+    them, or a LockError (LockedError: another run holds one) and none."""
+    with ExitStack() as stack:
+        stack.enter_context(acquire_lock(settings.inventory))
+        keys: dict[str, str] = {}
+        for name in sorted({job.account for job in jobs}):
+            account = inv.accounts[name]
+            # Runs with --sandbox meet only each other (each serves its own, but they are
+            # locked alike, as their inventories are).
+            url = "embedded-sandbox" if settings.sandbox else settings.base_url or account.base_url
+            keys[name] = account_lock_name(account_identity(account), url)
+        stack.enter_context(acquire_account_locks(settings.inventory, keys))
+        return stack.pop_all()
+
+
+def record_exit(settings: RunSettings, code: int) -> None:
+    """An attempt that never ran still leaves its exit code in the metrics file."""
+    if settings.metrics:
+        try:
+            write_exit_code(settings.metrics, settings.command, code)
+        except OSError as exc:
+            print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
+        return True
     try:
-        check_outputs(settings)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
+    """Credentials never cross the network in clear: ``http://`` only to loopback, unless
+    --allow-insecure-http. Checked before anything is sent (plan included)."""
+    if settings.sandbox or settings.allow_insecure_http:
+        return
+    for name in sorted({j.account for j in jobs}):
+        url = settings.base_url or inv.accounts[name].base_url
+        if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+            raise UsageError(
+                f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
+                "would cross the network in clear; use https://, or pass --allow-insecure-http"
+            )
+
+
+def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+    """Check the outputs, take the lock (apply), run, and report; the exit code.
+
+    ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
+    empty (a shard with no account), which still reports and exits 0."""
+    try:
+        check_outputs(settings, inv)
+        check_transport(settings, inv, jobs)
     except UsageError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
-    # Last line of defence: whatever a log line carries, these values come out as ***.
-    secrets = [v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key)]
-    setup_logging(level, settings.log_format, secrets=secrets)
+    # Whatever a log line or an outcome carries, these values come out as ***.
+    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key))
+    setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs)
+        return _run(settings, inv, jobs, shard, redactor)
     try:
-        lock = acquire_lock(settings.inventory)
+        locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_LOCKED)
         return EXIT_LOCKED
     except LockError as exc:
-        print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
+        print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
-    with lock:
-        return _run(settings, inv, jobs)
+    with locks:
+        return _run(settings, inv, jobs, shard, redactor)
 
 
-def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
+def _run(
+    settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None, redactor: Redactor
+) -> int:
     mode = settings.command
     report = None
+    lost = Lost()
     if settings.report:
         try:
-            report = ReportWriter(settings.report)
+            report = ReportWriter(settings.report, lost)
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
+            record_exit(settings, EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
-        report.header(mode, settings.inventory, len(jobs))
+        report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
+    tags = TagTally() if settings.recap_by == "tag" else None
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
-    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False)
-    out = _Output(sys.stdout)
+    out = Screen(sys.stdout)
+    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
+    out.before_write = progress.clear
+    budget = Budget() if mode == "plan" else None
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
+        if budget is not None:
+            budget.add(outcome)
         if keep:
             collected.append(outcome)
+        if tags is not None:
+            tags.add(outcome)
         if quiet:
             if outcome.result == "failed":
-                progress.clear()
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
                     buffer = io.StringIO()
                     print_outcome(outcome, mode, buffer)
@@ -255,7 +344,6 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
                 else:
                     print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
-            progress.clear()
             print_outcome(outcome, mode, out, verbose=verbose)
         progress.update(outcome)
 
@@ -263,6 +351,7 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
         progress.throttled = engine.throttled_accounts
 
     summary: Summary | None = None
+    code: int | None = None
     try:
         with rare_gc():
             summary = anyio.run(
@@ -272,21 +361,43 @@ def _run(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> int:
                 settings,
                 on_outcome,
                 on_engine,
-                progress.refresh if progress.enabled else None,
+                progress.refresh if progress.enabled else out.flush,
+                redactor,
             )
+        code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
+        out.flush()
         progress.close()
         if report is not None:
-            report.close(summary, mode)
-    assert summary is not None  # anyio.run returned
+            report.close(summary, mode, code)
+    assert summary is not None and code is not None  # anyio.run returned
     if settings.junit:
-        write_junit(settings.junit, collected, summary)
+        try:
+            write_junit(settings.junit, collected, summary)
+        except OSError as exc:
+            lost.add("--junit", settings.junit, exc)
     if settings.metrics:
-        write_metrics(settings.metrics, summary, mode)
+        try:
+            write_metrics(settings.metrics, summary, mode, exit_code=code)
+        except OSError as exc:
+            lost.add("--metrics", settings.metrics, exc)
+    limits = {name: a.limits for name, a in inv.accounts.items()}
+    by_tag = tags.groups if tags is not None else None
     if as_json:
-        doc = summary_document(summary, mode)
+        doc = summary_document(summary, mode, by_tag)
+        if budget is not None:
+            doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
-        print_recap(summary, mode, out)
-    return exit_code(summary, mode, settings.detailed_exitcode)
+        print_recap(summary, mode, out, by_tag)
+        print_mapping_totals(summary, out)
+        if budget is not None:
+            budget.print(summary, limits, out)
+    out.flush()
+    for line in lost.lines():
+        print(line, file=sys.stderr)
+    # A lost output must not look like a clean night; failures and stops still say more.
+    if lost and code in (EXIT_OK, EXIT_CHANGES):
+        return EXIT_OUTPUT_LOST
+    return code

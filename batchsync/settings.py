@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from batchsync.shard import ShardSpec
+
 Command = Literal["plan", "apply"]
 Format = Literal["text", "json"]
 LogFormat = Literal["text", "json"]
@@ -86,6 +88,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     allow_insecure_http: bool = False
     format: Format = "text"
     limit: tuple[str, ...] = ()
+    shard: ShardSpec | None = None  # --shard I/N: this run's share of the accounts, after --limit
     retry_failed: str | None = None
     report: str | None = None
     junit: str | None = None

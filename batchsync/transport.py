@@ -6,28 +6,57 @@ each account gets a :class:`~batchsync.client.Client` with its base URL and cred
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterable
 from types import TracebackType
 
-import aiohttp
-
+from batchsync._aiohttp import aiohttp
 from batchsync.auth import Authenticator, BasicAuthenticator
 from batchsync.client import Client
 from batchsync.inventory import Account
 
 
-class HttpApi:
-    """``async with HttpApi(concurrency=64, timeout=30) as api: engine = Engine(..., api, ...)``"""
+def tls_context(urls: Iterable[str]) -> ssl.SSLContext:
+    """The connector's TLS context: the system's verified default when a URL of the run is
+    ``https://`` (loading the CA bundle costs 80-150 ms, paid only then), else one that
+    trusts nothing, so that a TLS connection nobody expected fails closed."""
+    if any(url.lower().startswith("https:") for url in urls):
+        context = ssl.create_default_context()
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, and trusts no CA
+    context.set_alpn_protocols(("http/1.1",))
+    return context
 
-    def __init__(self, *, concurrency: int, timeout: float, base_url: str | None = None) -> None:
+
+class HttpApi:
+    """``async with HttpApi(concurrency=64, timeout=30) as api: engine = Engine(..., api, ...)``
+
+    ``urls`` are every URL the run may contact (the accounts' base URLs, token URLs):
+    they decide the TLS context (see :func:`tls_context`); None means "any", so https.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timeout: float,
+        base_url: str | None = None,
+        urls: Iterable[str] | None = None,
+    ) -> None:
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
         self.base_url = base_url  # replaces every account's (--base-url, --sandbox)
+        self.urls = ["https:"] if urls is None else [*urls, *([base_url] if base_url else [])]
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, Client] = {}
         self._auths: list[Authenticator] = []
 
     async def __aenter__(self) -> HttpApi:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency,
+            limit_per_host=0,
+            ssl=tls_context(self.urls if not self.base_url else [self.base_url]),
+        )
         self._session = aiohttp.ClientSession(connector=connector)
         return self
 
@@ -44,7 +73,9 @@ class HttpApi:
             assert self._session is not None, "use HttpApi in an async with block"
             auth = BasicAuthenticator(account.public_key, account.secret_key)
             self._auths.append(auth)
-            client = Client(self._session, self.base_url or account.base_url, auth, timeout=self.timeout)
+            client = Client(
+                self._session, self.base_url or account.base_url, auth, timeout=self.timeout, name=account.name
+            )
             self._clients[account.name] = client
         return client
 

@@ -348,10 +348,13 @@ async def hostile_server(host: str = "127.0.0.1") -> AsyncIterator[Hostile]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long (default 600)")
+    parser.add_argument("--ca-file", help="write the CA certificate (PEM) that signed the HTTPS endpoint here")
     args = parser.parse_args()
 
     async def serve() -> None:
         async with hostile_server() as h:
+            if args.ca_file:
+                h.ca.cert_pem.write_to_path(args.ca_file)
             urls = {name: h.base(name) for name in BEHAVIOURS}
             urls["https"] = h.https_url
             print(json.dumps(urls, indent=2), flush=True)

@@ -3,91 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
+from cli_helpers import (  # noqa: F401 - re-exported for the tests that import them from here
+    ROOT,
+    SandboxProcess,
+    batchsync,
+    env_with,
+    read_report,
+    spawn,
+    wait_for_lines,
+)
 from inventory_factory import inventory_env, make_inventory
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def env_with(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
-
-
-class SandboxProcess:
-    def __init__(self, inventory: Path, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0", "--inventory", str(inventory), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "http://" in line, (line, self.proc.stderr.read() if self.proc.stderr else "")
-        self.url = line[line.index("http://") :].split()[0]
-
-    def stats(self) -> Any:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats") as resp:  # loopback only
-            return json.load(resp)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(10) == 0
-
-
-@pytest.fixture
-def sandbox_proc() -> Iterator[list[SandboxProcess]]:
-    started: list[SandboxProcess] = []
-    yield started
-    for box in started:
-        if box.proc.poll() is None:
-            box.stop()
-
-
-def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """``batchsync ARGS...`` started in the background."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsync", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
-def wait_for_lines(report: Path, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (not report.exists() or report.read_text().count("\n") < count):
-        time.sleep(0.05)
-
-
-def batchsync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchsync", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
-    )
-
-
-def read_report(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(outcome lines, summary lines); the header line is checked and left out."""
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows and rows[0].get("header") is True and rows[0]["version"] == 2, rows[:1]
-    rows = rows[1:]
-    return [r for r in rows if "integration_id" in r], [r for r in rows if "integration_id" not in r]
-
 
 ACCOUNTS = {"acme": 12, "globex": 8}
 
@@ -277,7 +207,7 @@ def test_junit_metrics_quiet_and_json_logs(tmp_path: Path, sandbox_proc: list[Sa
     assert len(by_name) == 20
     assert by_name[f"integration {bad}"].find("failure") is not None
     prom = metrics.read_text()
-    assert 'batchsync_integrations_total{mode="apply",result="failed"} 1' in prom
+    assert 'batchsync_run_integrations{command="apply",result="failed"} 1' in prom
     assert "batchsync_run_success" in prom
 
     verbose = batchsync("plan", inv.path, "--base-url", box.url, "-v", "--log-format", "json", env=env)

@@ -26,30 +26,18 @@ def bash_complete(script_path: Path, line: str, cwd: Path) -> list[str]:
     return [w for w in done.stdout.splitlines() if w]
 
 
-def with_report_merge() -> argparse.ArgumentParser:
-    """The command line as it will be, with a nested ``report merge``: shtab must follow two levels."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    report = sub.add_parser("report", help="work with --report files")
-    merge = report.add_subparsers(dest="report_command", required=True).add_parser("merge", help="merge reports")
-    merge.add_argument("reports", nargs="+", metavar="REPORT")
-    merge.add_argument("--junit", metavar="PATH")
-    merge.add_argument("--format", choices=("text", "json"), default="text")
-    return parser
-
-
 @pytest.fixture
 def bash_script(tmp_path: Path) -> Path:
     path = tmp_path / "batchsync.bash"
-    path.write_text(script(with_report_merge(), "bash"))
+    path.write_text(script(build_parser(), "bash"))
     return path
 
 
 def test_the_bash_script_parses_and_names_every_command_and_option(bash_script: Path) -> None:
     subprocess.run(["bash", "-n", str(bash_script)], check=True, timeout=30)
     text = bash_script.read_text()
-    assert "_shtab_batchsync_subparsers=(validate plan apply import sandbox report)" in text
-    for option in ("--limit", "--detailed-exitcode", "--allow-delete-all", "--max-failures", "--version"):
+    assert "_shtab_batchsync_subparsers=(validate plan apply import report completion sandbox)" in text
+    for option in ("--limit", "--detailed-exitcode", "--allow-delete-all", "--shard-index-from-env", "--max-age"):
         assert option in text
     assert text.rstrip().endswith("complete -o bashdefault -F _shtab_batchsync batchsync")
 
@@ -59,32 +47,36 @@ def test_bash_completes_commands_options_choices_and_files(bash_script: Path, tm
     (tmp_path / "shard-0.jsonl").write_text("")
     assert bash_complete(bash_script, "batchsync ap", tmp_path) == ["apply"]
     assert set(bash_complete(bash_script, "batchsync apply --re", tmp_path)) == {
+        "--recap-by",
         "--report",
         "--retry-failed",
         "--retry-max-time",
     }
     assert bash_complete(bash_script, "batchsync plan --format ", tmp_path) == ["text", "json"]
+    assert bash_complete(bash_script, "batchsync apply --recap-by ", tmp_path) == ["account", "tag"]
     assert bash_complete(bash_script, "batchsync apply pr", tmp_path) == ["prod.toml"]
     assert bash_complete(bash_script, "batchsync report m", tmp_path) == ["merge"]
     assert bash_complete(bash_script, "batchsync report merge sh", tmp_path) == ["shard-0.jsonl"]
     assert bash_complete(bash_script, "batchsync report merge --ju", tmp_path) == ["--junit"]
+    assert bash_complete(bash_script, "batchsync completion z", tmp_path) == ["zsh"]
+    assert bash_complete(bash_script, "batchsync apply --shard-c", tmp_path) == ["--shard-count"]
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_the_zsh_script_parses(tmp_path: Path) -> None:
     path = tmp_path / "_batchsync"
-    path.write_text(script(with_report_merge(), "zsh"))
+    path.write_text(script(build_parser(), "zsh"))
     subprocess.run(["zsh", "-n", str(path)], check=True, timeout=30)
     text = path.read_text()
     assert text.startswith("#compdef batchsync")
     assert '"--detailed-exitcode[exit 4 when there are changes to make' in text
-    assert "report:'work with --report files'" in text and "merge:'merge reports'" in text
+    assert "report:'Work with --report files.'" in text and "merge:'Read the reports of a sharded run" in text
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_completes_commands_and_files(tmp_path: Path) -> None:
     path = tmp_path / "batchsync.fish"
-    path.write_text(script(with_report_merge(), "fish"))
+    path.write_text(script(build_parser(), "fish"))
     (tmp_path / "prod.toml").write_text("")
     subprocess.run(["fish", "--no-execute", str(path)], check=True, timeout=30)
 
@@ -105,7 +97,7 @@ def test_fish_completes_commands_and_files(tmp_path: Path) -> None:
 
 
 def test_file_arguments_are_marked_by_their_metavar() -> None:
-    parser = with_report_merge()
+    parser = build_parser()
     mark_files(parser)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     apply = {a.dest: a for a in sub.choices["apply"]._actions}
@@ -120,6 +112,21 @@ def test_every_shell_gets_a_script_and_others_are_refused() -> None:
         assert "batchsync" in script(build_parser(), shell)
     with pytest.raises(ValueError, match="choose one of bash, zsh, fish"):
         script(build_parser(), "powershell")
+
+
+def test_the_command_prints_the_script_its_shell_loads(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchsync", "completion", "bash"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == script(build_parser(), "bash")
+    path = tmp_path / "batchsync.bash"
+    path.write_text(done.stdout)
+    assert bash_complete(path, "batchsync report mer", tmp_path) == ["merge"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "batchsync", "completion", "powershell"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "invalid choice: 'powershell'" in refused.stderr and refused.stdout == ""
 
 
 def test_start_up_does_not_pay_for_completion() -> None:

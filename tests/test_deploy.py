@@ -678,17 +678,24 @@ def test_the_configmaps_inventory_is_valid_with_the_secrets_variables(tmp_path: 
     assert referenced == set(environ)  # every variable the inventory needs, and nothing else
 
 
-@pytest.mark.xfail(strict=True, reason="second round: cli.py gains --shard-index-from-env, --shard-count, report merge")
-def test_the_manifests_args_parse_with_the_command_line() -> None:
-    from batchsync.cli import build_parser
+def test_the_manifests_args_parse_with_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchsync.cli import build_parser, cmd_report_merge, settings_from
+    from batchsync.shard import ShardSpec
 
     docs = manifests()
+    parsed = {}
     for name in ("CronJob/batchsync-shards", "CronJob/batchsync-merge"):
         (container,) = pod(docs[name])["containers"]
         try:
-            build_parser().parse_args(container["args"])
+            parsed[name] = build_parser().parse_args(container["args"])
         except SystemExit:
             pytest.fail(f"{name}: batchsync {' '.join(container['args'])} is not a valid command line")
+    job = docs["CronJob/batchsync-shards"]["spec"]["jobTemplate"]["spec"]
+    for index in range(job["completions"]):  # what each pod of the Indexed Job runs
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+        settings = settings_from(parsed["CronJob/batchsync-shards"])
+        assert settings.command == "apply" and settings.shard == ShardSpec(index, job["completions"])
+    assert parsed["CronJob/batchsync-merge"].func is cmd_report_merge
 
 
 def test_the_readme_shows_the_shards_cronjob_as_shipped() -> None:

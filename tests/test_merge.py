@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from batchsync.engine import Engine
 from batchsync.merge import MergeError, command, expand, merge, parse_duration, parse_report, read_report
 from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.report import summary_document
+from batchsync.report import ReportWriter
 from batchsync.run import exit_code
 from batchsync.sandbox import SandboxConfig, run_sandbox
 from batchsync.settings import Options
@@ -98,6 +97,25 @@ def test_complete_shards_merge_into_one_run(tmp_path: Path) -> None:
         f"shard 0/2 {a}: complete, 3 integrations",
         f"shard 1/2 {b}: complete, 3 integrations",
     ]
+
+
+def test_the_rates_429s_settled_on_survive_the_merge(tmp_path: Path) -> None:
+    import io
+
+    from batchsync.report import print_recap
+
+    a = shard_report(tmp_path, 0, {})
+    rows = [("mid", "unchanged", 4), ("mid", "unchanged", 5), ("small", "unchanged", 6)]
+    line = json.loads(summary_line([(acc, r) for acc, r, _ in rows], exit_code=0))
+    line["accounts"]["mid"].update(write_rate=64.0, write_declared=100.0, read_declared=1000.0)
+    lines = [header(1, 2, SPLIT), *(outcome(i, acc, r) for acc, r, i in rows), json.dumps(line)]
+    b = write(tmp_path / "shard-1.jsonl", *lines)
+    merged = merge([read_report(a), read_report(b)], now=NOW)
+    mid = merged.summary.accounts["mid"]
+    assert (mid.write_rate, mid.write_declared, mid.read_rate) == (64.0, 100.0, None)
+    out = io.StringIO()
+    print_recap(merged.summary, merged.mode, out)
+    assert "mid: 429s on writes: declared 100/min, worked at 64/min: lower writes_per_minute" in out.getvalue()
 
 
 def test_a_failure_in_one_shard_is_exit_1(tmp_path: Path) -> None:
@@ -363,8 +381,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert doc["exit_code"] == 0 and len(doc["outcomes"]) == 6 and len(doc["parts"]) == 2
     root = ET.parse(junit).getroot()
     assert root.get("tests") == "6" and root.get("failures") == "0"
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "changed"}) == 1
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "changed"}) == 1
     assert read_metric(str(prom), "batchsync_run_success") == 1
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 0
 
     os.remove(tmp_path / "shard-1.jsonl")
     code, out, _ = run(str(tmp_path / "shard-*.jsonl"), fmt="json", junit=str(junit), metrics=str(prom))
@@ -376,8 +395,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert (
         failure is not None and failure.get("message") == "shard 1/2: missing: no report; its 3 integrations not done"
     )
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "skipped"}) == 3
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "skipped"}) == 3
     assert read_metric(str(prom), "batchsync_run_success") == 0
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 3
 
 
 def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -396,11 +416,13 @@ def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
 # -- against the real engine and sandbox --------------------------------------------------
 
 
-def write_run_report(path: Path, header_doc: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
-    """A report as the command line writes it: header, outcome lines, summary line."""
-    doc = summary_document(summary, "apply") | {"exit_code": exit_code(summary, "apply", False)}
-    lines = [msgspec.json.encode(header_doc), *(msgspec.json.encode(o) for o in outcomes), msgspec.json.encode(doc)]
-    path.write_bytes(b"\n".join(lines) + b"\n")
+def write_run_report(path: Path, shard: dict[str, Any], outcomes: list[Outcome], summary: Summary) -> str:
+    """A report as the command line writes it, with its writer: header, outcomes, summary."""
+    writer = ReportWriter(str(path))
+    writer.header("apply", "inv.json", len(outcomes), shard)
+    for o in outcomes:
+        writer.write(o)
+    writer.close(summary, "apply", exit_code(summary, "apply", False))
     return str(path)
 
 
@@ -416,13 +438,11 @@ async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_
         for index in range(4):  # one after another, against one sandbox
             jobs, split = select_shard(inv.jobs, ShardSpec(index, 4))
             outcomes: list[Outcome] = []
-            started = time.time()
             async with HttpApi(concurrency=64, timeout=5.0, base_url=box.url) as api:
                 engine = Engine(inv.accounts, api, options, outcomes.append)
                 await engine.run(jobs)
-            head = {"header": True, "version": 2, "command": "apply", "started_at": started, "inventory": "inv.json"}
-            head |= {"selected": len(jobs), "shard": split.header(index)}
-            paths.append(write_run_report(tmp_path / f"shard-{index}.jsonl", head, outcomes, engine.summary))
+            path = tmp_path / f"shard-{index}.jsonl"
+            paths.append(write_run_report(path, split.header(index), outcomes, engine.summary))
         posts: dict[str, int] = box.stats()["applied_posts"]  # type: ignore[index]
     assert max(split.integrations) <= 1.1 * max(max(sizes), 400 / 4)
     reports = [read_report(p) for p in paths]

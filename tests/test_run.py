@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batchsync.outcome import AccountStats, Summary
-from batchsync.run import _Output, exit_code, read_retry_report
+from batchsync.output import Screen
+from batchsync.run import exit_code, read_retry_report
 from batchsync.settings import UsageError, parse_failure_budget
 
 
@@ -68,7 +69,33 @@ def test_output_survives_a_closed_pipe() -> None:
         def write(self, text: str) -> int:
             raise BrokenPipeError
 
-    out = _Output(Closed())
+    out = Screen(Closed())
     assert out.write("line\n") == 5
     out.flush()
     assert out.stream is None  # dropped from then on, no exception
+    out.write("more\n")
+    out.flush()
+
+
+def test_output_is_written_in_one_piece_when_flushed_or_large() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Counting.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    out = Screen(stream)
+    erased: list[int] = []
+    out.before_write = lambda: erased.append(1)
+    for i in range(1000):
+        out.write(f"line {i}\n")
+    assert Counting.writes == 0  # nothing written before a flush
+    out.flush()
+    assert Counting.writes == 1 and erased == [1]
+    assert stream.getvalue().count("\n") == 1000
+    out.flush()  # nothing buffered: no write, no erase
+    assert Counting.writes == 1 and erased == [1]
+    out.write("x" * (Screen.LIMIT + 1))  # past the limit: written at once
+    assert Counting.writes == 2

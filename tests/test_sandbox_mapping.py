@@ -293,12 +293,12 @@ async def test_drifted_mapping_removal_over_http(
 
 
 def test_mapping_drift_covers_every_category() -> None:
-    from batchsync.sandbox.state import _drift_mapping
+    from batchsync.sandbox.state import drift_mapping
 
     rng = random.Random(1)
     off = set()
     for _ in range(400):
-        got = _drift_mapping(DECLARED, (), rng)
+        got = drift_mapping(DECLARED, (), rng)
         if got is not None:
             off |= {c for c in STATUS_CATEGORIES if got[c] != DECLARED[c]}
     assert off == set(STATUS_CATEGORIES)

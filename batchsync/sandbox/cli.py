@@ -83,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--inventory or --seed-file it serves a built-in demo: account 'demo', keys "
         "demo-public-key / demo-secret-key, integrations 1001-1003."
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port (default 8765)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--inventory", metavar="FILE", help="seed accounts and integrations from this inventory")
@@ -137,17 +139,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds an OAuth2 token from /oauth2/token lasts, in real time (default 3600)",
     )
     g = parser.add_argument_group("rate limits (default: each account's from the inventory)")
-    g.add_argument("--writes-per-minute", type=_positive, metavar="X")
+    g.add_argument("--writes-per-minute", type=_positive, metavar="X", help="POST requests per minute per account")
     g.add_argument("--write-burst", type=int, metavar="N", help="bucket size and concurrent requests per kind")
-    g.add_argument("--reads-per-minute", type=_positive, metavar="X")
+    g.add_argument("--reads-per-minute", type=_positive, metavar="X", help="GET requests per minute per account")
     g.add_argument("--time-scale", type=_positive, default=1.0, metavar="K", help="multiply every rate by K")
     g.add_argument("--no-retry-after", action="store_true", help="send 429 without a Retry-After header")
     g.add_argument("--empty-429", action="store_true", help="send 429 with an empty body")
     g = parser.add_argument_group("faults (probabilities per admitted request)")
-    for kind in ("500", "502", "503", "reset", "hang"):
-        g.add_argument(f"--fault-{kind}", type=_probability, default=0.0, metavar="P")
+    for kind, what in (
+        ("500", "answer 500"),
+        ("502", "answer 502"),
+        ("503", "answer 503"),
+        ("reset", "drop the connection without an answer"),
+        ("hang", "wait --hang-seconds before answering"),
+    ):
+        g.add_argument(f"--fault-{kind}", type=_probability, default=0.0, metavar="P", help=what)
     g.add_argument("--garbage-200", type=_probability, default=0.0, metavar="P", help="200 with a non-JSON body")
-    g.add_argument("--hang-seconds", type=float, default=30.0, metavar="S")
+    g.add_argument(
+        "--down-account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer 500 to every request of this account, the others served as usual (repeatable)",
+    )
+    g.add_argument(
+        "--hang-seconds", type=float, default=30.0, metavar="S", help="how long a --fault-hang request waits (30)"
+    )
     g.add_argument("--latency", type=_latency, metavar="MIN:MAX", help="uniform delay per request, in seconds")
 
 
@@ -182,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         garbage_200=args.garbage_200,
         hang_seconds=args.hang_seconds,
         latency=args.latency,
+        down_accounts=frozenset(args.down_account),
     )
 
 
@@ -223,6 +241,9 @@ async def serve(args: argparse.Namespace) -> int:
             await stop.wait()
     except OSError as exc:  # the port is taken, the host does not resolve
         print(f"batchsync sandbox: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    except ValueError as exc:  # an option that names what the seed does not have
+        print(f"batchsync sandbox: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -268,7 +268,7 @@ class Store:
         return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
 
 
-def _drift(desired: Statuses, rng: random.Random) -> Statuses:
+def drift(desired: Statuses, rng: random.Random) -> Statuses:
     """A believable out-of-date state: empty, or one name changed plus a stale extra status."""
     if not desired or rng.random() < 1 / 3:
         return ()
@@ -282,7 +282,7 @@ def _drift(desired: Statuses, rng: random.Random) -> Statuses:
     return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
 
 
-def _drift_mapping(
+def drift_mapping(
     desired: dict[str, str | None], current: Statuses, rng: random.Random
 ) -> dict[str, str | None] | None:
     """The mapping of a drifted integration: a third each in sync, never set up, or one category off.
@@ -329,7 +329,7 @@ def seed_from_inventory(
 
     ``round(in_sync * n)`` integrations, picked by ``seed``, start exactly in their
     desired state (statuses and, when the inventory declares one, mapping); the others
-    start drifted (see :func:`_drift` and :func:`_drift_mapping`), also by ``seed``.
+    start drifted (see :func:`drift` and :func:`drift_mapping`), also by ``seed``.
     ``systems`` gives some integrations another ``system`` than PrestaShop V2,
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
@@ -351,12 +351,12 @@ def seed_from_inventory(
     since = utc_now()
     integrations = []
     for i, job in enumerate(jobs):
-        statuses = job.desired.statuses if i in synced else _drift(job.desired.statuses, rng)
+        statuses = job.desired.statuses if i in synced else drift(job.desired.statuses, rng)
         declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
         mapping = None
         if declared is not None:
             wanted: dict[str, str | None] = declared.as_dict()
-            mapping = wanted if i in synced else _drift_mapping(wanted, statuses, mapping_rng)
+            mapping = wanted if i in synced else drift_mapping(wanted, statuses, mapping_rng)
         if job.integration_id in absent:
             continue
         integrations.append(

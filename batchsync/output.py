@@ -1,0 +1,148 @@
+"""The one layer every sink's data passes through: outcomes made safe, outputs checked and guarded.
+
+:class:`Sanitizer` redacts and strips control characters from everything a server wrote
+into an outcome, once, before the terminal, the report, JUnit, metrics, the JSON
+document or the HTML page see it: a new sink cannot forget to. :func:`check_output`
+refuses an output path that would clobber a device, a FIFO, a directory, the inventory
+or a file it references, before anything is sent. :class:`Lost` remembers which outputs
+could not be written (a full disk) so the run goes on and says so at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Callable, Iterable
+from typing import IO
+
+import msgspec
+
+from batchsync.outcome import ErrorInfo, Outcome
+from batchsync.redact import Redactor, printable
+
+
+class Sanitizer:
+    """Makes outcomes safe to print: secrets out, control characters out.
+
+    ``refresh`` returns the credentials in use now (OAuth2 tokens appear as a run goes);
+    they are added to the redactor before each outcome is cleaned.
+    """
+
+    def __init__(self, redactor: Redactor, refresh: Callable[[], Iterable[str]] | None = None) -> None:
+        self.redactor = redactor
+        self.refresh = refresh
+
+    def text(self, value: str) -> str:
+        return printable(value, self.redactor)
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        if self.refresh is not None:
+            self.redactor.add(self.refresh())
+        error = outcome.error
+        if error is not None:
+            error = ErrorInfo(
+                error.kind,
+                error.http_status,
+                printable(error.code, self.redactor, 64) if error.code else error.code,
+                self.text(error.detail),
+                printable(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
+            )
+        return msgspec.structs.replace(
+            outcome,
+            error=error,
+            reason=self.text(outcome.reason) if outcome.reason else outcome.reason,
+            warnings=tuple(self.text(w) for w in outcome.warnings),
+        )
+
+
+class OutputError(ValueError):
+    """An output path that must not be written; the message names it and why."""
+
+
+def check_output(flag: str, path: str, protected: Iterable[str]) -> None:
+    """``path`` may be written by ``flag``: a regular file or a new one, in a writable
+    directory, and none of ``protected`` (the inventory and the files it references)."""
+    if not path:
+        raise OutputError(f"{flag}: an empty path")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"{flag} {path}: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"{flag} {path}: is not a regular file (a device, a FIFO or a socket)")
+        for other in protected:
+            try:
+                if os.path.samefile(path, other):
+                    raise OutputError(f"{flag} {path}: is {other}, which the inventory reads")
+            except OSError:
+                continue
+    if os.path.islink(path) and st is None:
+        raise OutputError(f"{flag} {path}: is a dangling symbolic link")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+        raise OutputError(f"{flag} {path}: {folder} is not a writable directory")
+
+
+class Lost:
+    """The outputs a run could not write, and why (``disk full``, say)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str]] = []  # (flag, path, why)
+
+    def add(self, flag: str, path: str, exc: OSError) -> None:
+        self.items.append((flag, path, exc.strerror or type(exc).__name__))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def lines(self) -> list[str]:
+        return [f"batchsync: {flag} {path} was not written: {why}" for flag, path, why in self.items]
+
+
+class Screen(io.TextIOBase):
+    """stdout for a run's lines: buffered, and written in one piece when flushed.
+
+    A run flushes it a few times a second and at its end, whatever ``PYTHONUNBUFFERED``
+    says (containers often set it, and then every line was one ``write()``): the cost of
+    an outcome line is an append. ``before_write`` runs before each write (the progress
+    line erases itself there). It outlives its reader: ``batchsync apply ... | head``
+    must not turn a closed pipe into failed integrations; once the pipe is gone, output
+    is dropped.
+    """
+
+    LIMIT = 1 << 16  # characters kept before a write, whatever the timer
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream: IO[str] | None = stream
+        self.before_write: Callable[[], None] | None = None
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size > self.LIMIT:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if self.stream is None:
+            return
+        if self.before_write is not None:
+            self.before_write()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.stream = None

@@ -1,0 +1,144 @@
+"""Making text safe to print: credentials replaced by ``***``, control characters removed.
+
+One :class:`Redactor` per run knows every credential in each form a server or a log
+line could show it (raw, JSON-escaped, base64, percent-encoded, any letter case) and
+matches them all in one pass whose cost per character does not grow with the number
+of accounts: the forms are indexed by their first characters. It also hides any
+``Basic`` credential it sees, known or not. :func:`printable` is what every sink uses
+on text a server wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterable
+from urllib.parse import quote
+
+__all__ = ["Redactor", "printable", "strip_controls"]
+
+# C0 and C1 controls, DEL, bidi overrides and zero-width marks, surrogates, and the two
+# non-characters XML refuses: none belongs in a terminal line, a JUnit file or HTML.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+)
+
+# "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
+_BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
+
+KEY = 4  # characters of a form's index key; shorter forms go to a small regex
+
+
+def strip_controls(text: str) -> str:
+    return _UNPRINTABLE.sub("", text)
+
+
+def printable(text: str, redact: Callable[[str], str] | None = None, limit: int = 1000) -> str:
+    """``text`` as one safe line: redacted first (so that cutting it cannot leave half a
+    secret), control characters removed, whitespace collapsed, at most ``limit`` long."""
+    if redact is not None:
+        text = redact(text)
+    text = " ".join(strip_controls(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def forms(secret: str) -> set[str]:
+    """The ways ``secret`` may appear in a text: as is, inside a JSON string (either way
+    non-ASCII is escaped), base64-encoded, percent-encoded."""
+    out = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        base64.b64encode(secret.encode()).decode("ascii"),
+        quote(secret, safe=""),
+    }
+    return {f for f in out if f}
+
+
+class Redactor:
+    """Replaces known secrets (and any Basic credential) with ``***``.
+
+    Matching is case-insensitive (a server may upper-case what it echoes, or its
+    percent-encoding) and longest-first, so a secret containing another goes whole.
+    """
+
+    __slots__ = ("_index", "_secrets", "_short")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._index: dict[str, list[str]] = {}  # lower-cased first KEY chars -> lower-cased forms, longest first
+        self._short: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Also redact these (credentials are resolved, and tokens issued, as a run goes)."""
+        new = {s for s in secrets if s} - self._secrets  # an empty "secret" would match everywhere
+        if not new:
+            return
+        self._secrets |= new
+        short: set[str] = set()
+        for secret in new:
+            for form in forms(secret):
+                low = form.lower()
+                if len(low) < KEY:
+                    short.add(low)
+                    continue
+                bucket = self._index.setdefault(low[:KEY], [])
+                if low not in bucket:
+                    bucket.append(low)
+                    bucket.sort(key=len, reverse=True)
+        if short:
+            known = set(self._short.pattern.split("|")) if self._short is not None else set()
+            alternatives = sorted({re.escape(s) for s in short} | known, key=len, reverse=True)
+            self._short = re.compile("|".join(alternatives), re.IGNORECASE)
+
+    def _basic(self, m: re.Match[str]) -> str:
+        token = m.group(2)
+        # A token followed by more base64-looking characters ("Basic MDow0") is tried
+        # whole, then cut to each length a base64 text can have, longest first.
+        for end in [len(token), *range(len(token) - len(token) % 4, 3, -4)]:
+            try:
+                decoded = base64.b64decode(token[:end], validate=False).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                continue
+            # A token that decodes to "user:password" is a credential, whoever's it is.
+            if ":" in decoded or any(s in decoded for s in self._secrets):
+                return m.group(1) + "***" + token[end:]
+        return m.group(0)
+
+    def __call__(self, text: str) -> str:
+        text = _BASIC.sub(self._basic, text)
+        if self._index:
+            text = self._scan(text)
+        if self._short is not None:
+            text = self._short.sub("***", text)
+        return text
+
+    def _scan(self, text: str) -> str:
+        low = text.lower()
+        same = len(low) == len(text)  # a few characters change length when lower-cased
+        index = self._index
+        out: list[str] = []
+        last = 0
+        i = 0
+        end = len(text) - KEY
+        while i <= end:
+            bucket = index.get(low[i : i + KEY] if same else text[i : i + KEY].lower())
+            if bucket is not None:
+                for form in bucket:
+                    if low.startswith(form, i) if same else text[i : i + len(form)].lower() == form:
+                        out.append(text[last:i])
+                        out.append("***")
+                        i += len(form)
+                        last = i
+                        break
+                else:
+                    i += 1
+                continue
+            i += 1
+        if not out:
+            return text
+        out.append(text[last:])
+        return "".join(out)

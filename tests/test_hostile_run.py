@@ -1,0 +1,199 @@
+"""A whole ``batchsync apply`` against servers that misbehave in every way found so far.
+
+One account per behaviour of tests/hostile_server.py (a gzip bomb, an endless body,
+redirects to another port, 204, a Retry-After of a billion seconds or ``inf``, control
+characters, echoed credentials, a self-signed certificate), run as a real process:
+bounded memory and time, the right kind for each, no credential and no control
+character in any output, and every output parses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+# behaviour -> the kinds its integration may end with (the pre-flight list fails too,
+# and the run goes on without it)
+EXPECTED: dict[str, set[str]] = {
+    "gzip-bomb": {"invalid_response"},
+    "gzip-bomb-chunked": {"invalid_response"},
+    "huge-declared": {"invalid_response"},
+    "endless": {"invalid_response", "timeout"},
+    "drip": {"timeout"},
+    "redirect-301": {"client"},
+    "redirect-302": {"client"},
+    "redirect-307": {"client"},
+    "redirect-308": {"client"},
+    "no-content": {"invalid_response"},
+    "throttle-huge": {"throttled"},
+    "throttle-inf": {"throttled"},
+    "control-chars": {"client", "server"},
+    "control-chars-200": {"invalid_response"},
+    "echo-credentials": {"auth", "client", "server"},
+    "echo-credentials-text": {"auth", "client", "server"},
+    "echo-credentials-200": {"invalid_response"},
+}
+TIMEOUT = 2.0
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "hostile_server.py"), "--seconds", "300", "--ca-file", str(ca)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while True:
+            line = proc.stdout.readline()
+            assert line, "the hostile server did not start"
+            lines.append(line)
+            if line.startswith("}"):
+                break
+        yield {**json.loads("".join(lines)), "ca": str(ca)}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _secrets(name: str) -> tuple[str, str]:
+    return f"pub-{name}-7Hq2", f"sec-{name}-Zx9w4LmP"
+
+
+def _inventory(tmp_path: Path, hostile: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    accounts: dict[str, Any] = {}
+    integrations = []
+    env: dict[str, str] = {}
+    bases = {name: hostile[name] for name in EXPECTED}
+    bases["tls"] = hostile["https"] + "/ok"
+    for i, (name, base) in enumerate(sorted(bases.items())):
+        key = re.sub(r"\W", "_", name).upper()
+        pub, sec = _secrets(name)
+        env[f"{key}_PUB"], env[f"{key}_SEC"] = pub, sec
+        accounts[name] = {
+            "public_key": f"env:{key}_PUB",
+            "secret_key": f"env:{key}_SEC",
+            "base_url": base,
+            "limits": {"reads_per_minute": 60000, "writes_per_minute": 60000},
+        }
+        integrations.append(
+            {
+                "id": 100 + i,
+                "account": name,
+                "statuses": [{"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}],
+            }
+        )
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps({"accounts": accounts, "integrations": integrations}))
+    return path, env
+
+
+def test_an_apply_against_every_hostile_server(tmp_path: Path, hostile: dict[str, str]) -> None:
+    inventory, env = _inventory(tmp_path, hostile)
+    report, junit, metrics = tmp_path / "r.jsonl", tmp_path / "j.xml", tmp_path / "m.prom"
+    cmd = [sys.executable, "-m", "batchsync", "apply", str(inventory), "--report", str(report)]
+    cmd += ["--junit", str(junit), "--metrics", str(metrics), "--timeout", str(TIMEOUT)]
+    cmd += ["--max-attempts", "2", "--retry-max-time", "6", "-v"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    wall = time.monotonic() - started
+    assert proc.returncode == 1, stdout + stderr
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    outcomes = {r["account"]: r for r in rows if "integration_id" in r}
+    assert set(outcomes) == {*EXPECTED, "tls"}
+    for name, kinds in {**EXPECTED, "tls": {"tls"}}.items():
+        o = outcomes[name]
+        assert o["result"] == "failed", (name, o)
+        assert o["error"]["kind"] in kinds, (name, o["error"])
+        # no request longer than --timeout: at most 2 attempts, plus the pre-flight's
+        assert o["duration_ms"] <= 2 * (TIMEOUT * 1000 + 1500), (name, o["duration_ms"])
+    assert "tls" not in {r["error"]["kind"] for n, r in outcomes.items() if n != "tls"}
+    texts = {"stdout": stdout, "stderr": stderr, "report": report.read_text(), "junit": junit.read_text()}
+    texts["metrics"] = metrics.read_text()
+    for name in [*EXPECTED, "tls"]:
+        pub, sec = _secrets(name)
+        pair = f"{pub}:{sec}"
+        for form in (pub, sec, pair, base64.b64encode(pair.encode()).decode()):
+            for where, text in texts.items():
+                assert form not in text, (name, form, where)
+    for where, text in texts.items():
+        assert not CONTROL.search(text), (where, CONTROL.search(text))
+    ET.parse(junit)  # parses: no control character made it into the XML
+    assert wall < 60
+
+
+def test_peak_memory_of_an_apply_against_a_gzip_bomb_and_an_endless_body(
+    tmp_path: Path, hostile: dict[str, str]
+) -> None:
+    names = ["gzip-bomb", "gzip-bomb-chunked", "endless", "huge-declared"]
+    accounts = {}
+    integrations = []
+    env = {}
+    for i, name in enumerate(names):
+        key = name.replace("-", "_").upper()
+        env[f"{key}_PUB"], env[f"{key}_SEC"] = _secrets(name)
+        accounts[name] = {"public_key": f"env:{key}_PUB", "secret_key": f"env:{key}_SEC", "base_url": hostile[name]}
+        integrations += [
+            {
+                "id": 1000 + 10 * i + k,
+                "account": name,
+                "statuses": [{"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}],
+            }
+            for k in range(5)
+        ]
+    path = tmp_path / "bombs.json"
+    path.write_text(json.dumps({"accounts": accounts, "integrations": integrations}))
+    cmd = [sys.executable, "-m", "batchsync", "apply", str(path), "--timeout", str(TIMEOUT), "-q"]
+    cmd += ["--max-attempts", "3", "--retry-max-time", "10"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    peak_mb = rusage.ru_maxrss / 1024
+    print(f"peak RSS of the apply: {peak_mb:.0f} MB")
+    assert peak_mb < 150, peak_mb
+
+
+def test_https_works_with_a_trusted_certificate_and_fails_closed_without(
+    tmp_path: Path, hostile: dict[str, str]
+) -> None:
+    """The connector's TLS context is the system's default, with the user's CA settings:
+    the import of aiohttp without a CA bundle (batchsync/_aiohttp.py) changes nothing there."""
+    pub, sec = _secrets("ok")
+    env = {"OK_PUB": pub, "OK_SEC": sec}
+    account = {"public_key": "env:OK_PUB", "secret_key": "env:OK_SEC", "base_url": hostile["https"] + "/ok"}
+    doc = {
+        "accounts": {"ok": account},
+        "integrations": [{"id": 1, "account": "ok", "statuses": [
+            {"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}]}],
+    }  # fmt: skip
+    path = tmp_path / "tls.json"
+    path.write_text(json.dumps(doc))
+    cmd = [sys.executable, "-m", "batchsync", "apply", str(path), "--no-preflight", "--format", "json"]
+    trusted = subprocess.run(
+        cmd, env={**os.environ, **env, "SSL_CERT_FILE": hostile["ca"]}, capture_output=True, text=True
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["totals"]["changed"] == 1
+    untrusted = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    assert untrusted.returncode == 1
+    assert json.loads(untrusted.stdout)["outcomes"][0]["error"]["kind"] == "tls"

@@ -1,0 +1,135 @@
+"""The output layer: outcomes made safe once, outputs refused before anything is sent, lost outputs reported.
+
+The process tests run the command line against a sandbox process over loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
+from inventory_factory import inventory_env, make_inventory
+
+from batchsync.outcome import ErrorInfo, Outcome
+from batchsync.output import OutputError, Sanitizer, check_output
+from batchsync.redact import Redactor
+from batchsync.run import is_loopback
+
+ACCOUNTS = {"acme": 6, "globex": 4}
+
+
+def test_the_sanitizer_removes_secrets_and_control_characters() -> None:
+    tokens: list[str] = []
+    sanitizer = Sanitizer(Redactor(["s3cr3t-key"]), refresh=lambda: tokens)
+    tokens.append("tok-issued-later-123")
+    dirty = Outcome(
+        7,
+        "acme",
+        "failed",
+        error=ErrorInfo("auth", 401, "bad\x1b[31m", "key s3cr3t-key and tok-issued-later-123\r\nX: \x00y", "/a\x07"),
+        reason="\x1b]0;title\x07why",
+        warnings=("w\u202eing S3CR3T-KEY",),
+    )
+    clean = sanitizer.outcome(dirty)
+    assert clean.error is not None
+    assert clean.error.detail == "key *** and *** X: y"
+    assert clean.error.code == "bad[31m" and clean.error.pointer == "/a"
+    assert clean.reason == "]0;titlewhy"
+    assert clean.warnings == ("wing ***",)
+
+
+def test_check_output_refuses_what_must_not_be_overwritten(tmp_path: Path) -> None:
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text("")
+    secret = tmp_path / "acme.key"
+    secret.write_text("x")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(inventory)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere" / "x")
+    protected = [str(inventory), str(secret)]
+    for path, why in (
+        (tmp_path, "is a directory"),
+        (Path("/dev/full"), "not a regular file"),
+        (Path("/dev/null"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (inventory, "which the inventory reads"),
+        (secret, "which the inventory reads"),
+        (link, "which the inventory reads"),
+        (dangling, "dangling"),
+        (tmp_path / "no-such-dir" / "r.jsonl", "not a writable directory"),
+    ):
+        with pytest.raises(OutputError, match=why):
+            check_output("--report", str(path), protected)
+    with pytest.raises(OutputError, match="empty"):
+        check_output("--report", "", protected)
+    check_output("--report", str(tmp_path / "new.jsonl"), protected)  # a new file: fine
+    (tmp_path / "old.jsonl").write_text("")
+    check_output("--report", str(tmp_path / "old.jsonl"), protected)  # an old report: fine
+
+
+def test_is_loopback() -> None:
+    for url in (
+        "http://127.0.0.1:8765",
+        "http://localhost/x",
+        "http://[::1]:1/",
+        "http://127.9.9.9",
+        "http://a.localhost",
+    ):
+        assert is_loopback(url), url
+    for url in ("http://example.com", "http://10.0.0.1", "http://localhost.example.com", "http://[::2]"):
+        assert not is_loopback(url), url
+
+
+def test_bad_outputs_and_plain_http_send_nothing(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    for flag, target in (("--report", str(tmp_path)), ("--junit", "/dev/full"), ("--metrics", inv.path)):
+        result = batchsync("apply", inv.path, "--base-url", box.url, flag, target, env=env)
+        assert result.returncode == 2, (flag, result.stderr)
+        assert flag in result.stderr
+    assert os.path.getsize(inv.path) > 0  # the inventory was not overwritten
+    result = batchsync("plan", inv.path, "--base-url", "http://sendcloud.example.com/api/v3", env=env)
+    assert result.returncode == 2 and "--allow-insecure-http" in result.stderr
+    stats = box.stats()
+    assert sum(sum(c.values()) for c in stats["requests"].values()) == 0  # nothing was sent
+
+
+def _limit_file_size(limit: int) -> None:
+    # A full disk, as far as the process can tell: writes past `limit` bytes fail with
+    # EFBIG instead of killing the process with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_report_lost_to_a_full_disk_does_not_stop_the_run(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0.5")
+    sandbox_proc.append(box)
+    report = tmp_path / "report.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "--report", str(report), "-v"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        preexec_fn=lambda: _limit_file_size(600),
+    )
+    assert result.returncode == 5, result.stderr
+    assert f"--report {report} was not written" in result.stderr
+    assert "RECAP" in result.stdout and "Traceback" not in result.stderr
+    for job in inv.jobs:  # every outcome still reached the terminal
+        assert f"integration {job.integration_id} " in result.stdout
+    assert report.stat().st_size <= 600
