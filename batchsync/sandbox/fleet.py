@@ -90,7 +90,9 @@ def _vary(base: tuple[Status, ...], shop: int, rng: random.Random) -> tuple[Stat
             statuses.pop(rng.randrange(6, len(statuses)) if len(statuses) > 6 else -1)
         elif kind < 0.7:
             extra_id, extra_name = EXTRAS[rng.randrange(len(EXTRAS))]
-            statuses.append(Status(f"{extra_id}-shop{shop}", (Translation(f"{extra_name} ({shop})", "en-gb"),)))
+            new = Status(f"{extra_id}-shop{shop}", (Translation(f"{extra_name} ({shop})", "en-gb"),))
+            if all(s.external_id != new.external_id for s in statuses):  # drawn twice: once is enough
+                statuses.append(new)
         else:
             k = rng.randrange(len(statuses))
             s = statuses[k]
