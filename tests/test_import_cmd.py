@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPING_LOADER = hasattr(inventory, "MappingSpec")
 needs_mapping = pytest.mark.skipif(not MAPPING_LOADER, reason="the loader does not read mappings yet")
 
+OAUTH2_LOADER = hasattr(inventory, "OAuth2Credentials")  # MERGE: with the inventory branch too
 FAST = {"reads_per_minute": 1e6, "writes_per_minute": 1e6, "write_burst": 100}
 FAST_LIMITS = Limits(1e6, 100, 1e6)  # the sandbox's side of FAST
 QUICK = Options(write=False, preflight=False, backoff_base=0.01, backoff_max=0.05, breaker_pause=0.05)
@@ -132,6 +133,39 @@ async def test_accounts_with_nothing_to_import_give_a_valid_file(tmp_path: Path)
     assert fleet.snapshots == [] and fleet.to_read == 0
     assert stats["requests"] == {"acme": {"GET": 1, "POST": 0}, "globex": {"GET": 1, "POST": 0}}
     assert read_raw(out)["integrations"] == []
+
+
+@pytest.mark.skipif(not OAUTH2_LOADER, reason="the loader does not read OAuth2 accounts yet")
+async def test_an_oauth2_account_is_imported_and_copied_as_references(tmp_path: Path) -> None:
+    shops = fleet_seed(1, 8, families=1, others=1, mappings=MAPPING_LOADER, limits=FAST_LIMITS).integrations
+    seed = Seed(
+        (AccountSeed("acme", limits=FAST_LIMITS, auth="oauth2", client_id="c-id", client_secret="c-secret"),), shops
+    )
+    env = {"C_ID": "c-id", "C_SECRET": "c-secret"}
+    async with run_sandbox(seed, SandboxConfig(page_size=3)) as box:
+        source = tmp_path / "accounts.toml"
+        source.write_text(
+            f'[accounts.acme]\nauth = "oauth2"\nclient_id = "env:C_ID"\nclient_secret = "env:C_SECRET"\n'
+            f'token_url = "{box.url}/oauth2/token"\nbase_url = "{box.url}"\n'
+            f"limits = {{ reads_per_minute = 1e6, writes_per_minute = 1e6, write_burst = 100 }}\n"
+        )
+        inv, raw, problems = load_source(source, environ=env)
+        assert problems == []
+        fleet = Fleet()
+        async with HttpApi(concurrency=8, timeout=10) as api:
+            await read_fleet(inv.accounts, api, QUICK, fleet)
+        doc, _ = build(raw, fleet.snapshots, fleet.listings)
+        out = tmp_path / "imported.toml"
+        text = render(doc, "toml")
+        assert write_checked(str(out), text, env) == []
+        assert "c-secret" not in text and "c-id" not in text
+        assert read_raw(out)["accounts"] == raw["accounts"]
+        assert len(fleet.snapshots) == 8 and fleet.failed == []
+        outcomes: list[Outcome] = []
+        loaded = load(out, environ=env)
+        async with HttpApi(concurrency=8, timeout=10) as api:
+            await Engine(loaded.accounts, api, Options(write=False), outcomes.append).run(loaded.jobs)
+    assert [o.result for o in outcomes] == ["unchanged"] * 8
 
 
 async def test_transient_errors_are_retried_the_list_included(tmp_path: Path) -> None:
