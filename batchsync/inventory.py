@@ -165,6 +165,7 @@ class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, g
     remove_statuses: tuple[NonEmpty, ...] | UnsetType = UNSET
     tags: tuple[NonEmpty, ...] | UnsetType = UNSET
     mapping: MappingSpec | UnsetType = UNSET
+    comment: str | UnsetType = UNSET  # for people (import writes the shop's name and URL here in JSON); ignored
 
 
 class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -261,10 +261,11 @@ def run_measured(
 
 
 class SandboxProcess:
-    """``python -m batchsync sandbox`` in its own process (its own core), seeded from an inventory."""
+    """``python -m batchsync sandbox`` in its own process (its own core), seeded from an
+    inventory (or, with ``source="--seed-file"``, from a seed file)."""
 
-    def __init__(self, inventory: Path, *args: str) -> None:
-        cmd = [PYTHON, "-m", "batchsync", "sandbox", "--port", "0", "--inventory", str(inventory), *args]
+    def __init__(self, inventory: Path, *args: str, source: str = "--inventory") -> None:
+        cmd = [PYTHON, "-m", "batchsync", "sandbox", "--port", "0", source, str(inventory), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -296,8 +297,8 @@ class SandboxProcess:
 
 
 @contextmanager
-def sandbox(inventory: Path, *args: str) -> Iterator[SandboxProcess]:
-    box = SandboxProcess(inventory, *args)
+def sandbox(inventory: Path, *args: str, source: str = "--inventory") -> Iterator[SandboxProcess]:
+    box = SandboxProcess(inventory, *args, source=source)
     try:
         yield box
     finally:

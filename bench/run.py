@@ -1,7 +1,7 @@
 """``make bench``: every part, one table, written to bench/results.md with the machine's description.
 
 ``python -m bench.run [PART ...]`` runs only some parts (1 rate limits, 2 cost per
-integration, 3 validation, 4 memory, 5 start-up) and then does not touch results.md.
+integration, 3 validation, 4 memory, 5 start-up, 6 import) and then does not touch results.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "3": ("inventory validation", "bench.validation"),
     "4": ("memory", "bench.memory"),
     "5": ("start-up", "bench.startup"),
+    "6": ("import at the read limit", "bench.importing"),
 }
 
 
