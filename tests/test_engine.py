@@ -564,3 +564,13 @@ def test_one_incident_trips_the_breaker_once_not_once_per_request_in_flight(
     pauses = [r.__dict__["fields"]["delay"] for r in caplog.records if "in a row" in r.getMessage()]
     # 10 requests in flight fail together: one trip (2 s), then 4 s, then 8 s cover the outage
     assert pauses == [2.0, 4.0, 8.0][: len(pauses)] and 1 <= len(pauses) <= 3, pauses
+
+
+def test_a_list_in_an_unknown_shape_does_not_hold_up_the_account(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"acme": 5})
+    api = FakeApi.from_inventory(inv, latency=0.01)
+    api.fault = lambda call: c.InvalidResponseError("unexpected body", http_status=200) if call.op == "list" else None
+    result = run(inv, api)
+    assert result.results() == {"unchanged": 5}
+    assert api.count("list") == 1  # not retried: a shape does not change on a retry
+    assert result.engine.summary.duration_s < 1.0
