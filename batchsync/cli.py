@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from batchsync import __version__
 from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
+from batchsync.gcpolicy import paused
 from batchsync.settings import UsageError
 from batchsync.shard import ShardSpec, parse_count, parse_shard, select_shard, shard_from_env
 
@@ -37,7 +38,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchsync.inventory import load
     from batchsync.shard import account_sizes, partition, split_document, split_lines
 
-    inv = load(args.inventory, max_file_size=args.max_file_size)
+    with paused():
+        inv = load(args.inventory, max_file_size=args.max_file_size)
     sizes = account_sizes(inv.jobs)
     split = partition(sizes, args.shards) if args.shards is not None and inv.valid else None
     if args.format == "json":
@@ -198,7 +200,8 @@ def _load_selected(settings: RunSettings) -> Selected | int:
     """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
     from batchsync.inventory import load, select
 
-    inv = load(settings.inventory, max_file_size=settings.max_file_size)
+    with paused():
+        inv = load(settings.inventory, max_file_size=settings.max_file_size)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.gcpolicy import paused
 
 if TYPE_CHECKING:
     from batchsync.api import AccountApi, Api
@@ -276,7 +277,8 @@ def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tupl
     from batchsync.importer import read_raw
     from batchsync.inventory import load
 
-    inv = load(path, environ=environ)
+    with paused():
+        inv = load(path, environ=environ)
     raw: Any = None
     with contextlib.suppress(ValueError):  # load has said why
         raw = read_raw(Path(path))
