@@ -289,6 +289,7 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int, *, truncate: bool) 
         if size > cap:
             resp.close()
             if not truncate:
+                chunks.clear()  # not kept alive by the exception's traceback
                 raise _too_large(resp, cap, "once decompressed" if hdrs.CONTENT_ENCODING in resp.headers else "")
             chunks.append(chunk[: len(chunk) - (size - cap)])
             break

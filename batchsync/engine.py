@@ -518,6 +518,11 @@ class Engine:
         try:
             result = await self._send(acc.api, step)
         except ApiError as exc:
+            # Keep the error, not the frames it was raised through: its traceback holds
+            # this frame (which holds the error: a cycle) and the client's frames with the
+            # body read so far, which the rare collections of a run would free late.
+            exc.__traceback__ = None
+            exc.__context__ = None
             error = exc
         except Exception as exc:  # a bug of ours must cost one integration, not the run
             end = anyio.current_time()
