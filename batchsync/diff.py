@@ -89,12 +89,18 @@ class MappingChange(msgspec.Struct, frozen=True, gc=False):
     was_valid: bool = True
 
 
-def mapping_diff(desired: Mapping[str, str | None], current: CurrentMapping) -> tuple[MappingChange, ...]:
+def mapping_diff(
+    desired: Mapping[str, str | None], current: CurrentMapping, revived: Collection[str] = ()
+) -> tuple[MappingChange, ...]:
     """The categories a POST of ``desired`` (all four) would change.
 
-    An item the API marks invalid is rewritten even when its external id is the one
-    wanted: whether the API revalidates it when the status comes back is not documented,
-    and a write is the only way to be sure the mapping is live.
+    ``revived``: external ids the statuses write of the same run brings back. An item the
+    API marks invalid but that names the wanted id needs no write when its status is
+    among them: the API derives ``is_valid`` from what exists (its documentation: "points
+    at an external_id that no longer exists"), so the statuses write makes it valid, and a
+    mapping write would spend the scarce budget for nothing. Otherwise (the status is
+    there already, yet the item says invalid) it is rewritten: a write is then the only
+    way to make sure the mapping is live.
     """
     have: dict[str, CurrentMappingItem] = {item.status_category: item for item in current.mapping}
     changes: list[MappingChange] = []
@@ -103,7 +109,8 @@ def mapping_diff(desired: Mapping[str, str | None], current: CurrentMapping) -> 
         item = have.get(category)
         before = item.external_id if item is not None else None
         valid = item.is_valid if item is not None else True
-        if before != want or (want is not None and not valid) or item is None:
+        stale = want is not None and not valid and want not in revived
+        if item is None or before != want or stale:
             changes.append(MappingChange(category, before, want, valid))
     return tuple(changes)
 

@@ -620,7 +620,10 @@ class Engine:
         assert change is not None
         if mapping is not None:
             if job.mapping is not None:
-                work.mapping_changes = mapping_diff(job.mapping.as_dict(), mapping)
+                # What the statuses write adds back (a "+" of this diff) revalidates the items
+                # that point at it: no mapping write for those.
+                revived = {c.external_id for c in change.changes if c.op == "+"}
+                work.mapping_changes = mapping_diff(job.mapping.as_dict(), mapping, revived)
             else:
                 for item in mapping.mapping:
                     if item.external_id is not None and not item.is_valid:

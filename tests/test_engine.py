@@ -592,3 +592,24 @@ def test_a_list_in_an_unknown_shape_does_not_hold_up_the_account(tmp_path: Path)
     assert result.results() == {"unchanged": 5}
     assert api.count("list") == 1  # not retried: a shape does not change on a retry
     assert result.engine.summary.duration_s < 1.0
+
+
+def test_a_mapping_item_the_statuses_write_revives_costs_no_mapping_write(tmp_path: Path) -> None:
+    """CANCEL -> '3' is invalid because status 3 was deleted; the inventory wants 3 back
+    and CANCEL -> '3': writing the statuses makes the item valid again, so the scarce
+    write budget is not spent on a mapping POST that would change nothing."""
+    inv = make_inventory(tmp_path, {"acme": 2})
+    a, b = ids(inv)
+    jobs = _mapped(inv, [a, b], READY_TO_SEND="1", CANCEL="3")
+    api = FakeApi.from_inventory(inv)
+    for i in (a, b):
+        del api.shops[i].statuses["3"]
+        api.shops[i].mapping.update({"READY_TO_SEND": "1", "CANCEL": "3"})
+    api.shops[b].mapping["READY_TO_SEND"] = "2"  # b's mapping also differs for real
+    plan = run(inv, api, msgspec.structs.replace(OPTS, write=False), jobs=jobs)
+    assert [m.category for m in plan.by_id[a].mapping_changes] == []
+    assert [m.category for m in plan.by_id[b].mapping_changes] == ["READY_TO_SEND"]
+    result = run(inv, api, jobs=jobs)
+    assert result.by_id[a].result == result.by_id[b].result == "changed"
+    assert [call.integration_id for call in api.calls if call.op == "post_mapping"] == [b]
+    assert all(m.is_valid for i in (a, b) for m in api.mapping_view(i).mapping)
