@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from batchsync.inventory import load
 from batchsync.secrets import basic_auth
@@ -28,7 +29,9 @@ def prepare(inventory: str, limit: int | None) -> Work:
         raise SystemExit(f"{inventory}: {len(inv.problems)} problems")
     headers: dict[str, dict[str, str]] = {}
     for name, acc in inv.accounts.items():
-        auth = basic_auth(acc.public_key, acc.secret_key).reveal()
+        # MERGE: Account.credentials comes with the inventory branch; until then the keys are on the Account.
+        creds: Any = getattr(acc, "credentials", acc)
+        auth = basic_auth(creds.public_key, creds.secret_key).reveal()
         headers[name] = {"Authorization": auth, "Accept": "application/json", "Content-Type": "application/json"}
     jobs = inv.jobs[:limit] if limit else inv.jobs
     return [(str(j.integration_id), j.desired.body(j.integration_id), headers[j.account]) for j in jobs]
