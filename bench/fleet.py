@@ -74,6 +74,7 @@ def run(notes: list[str]) -> list[Row]:
         raw, generator = big_inventory(WORK / f"p4-raw-{accounts}.json", N, inline_fraction=0.0, accounts=accounts)
         inventories[accounts] = with_limits(raw, WORK / f"p4-{accounts}.json", HUGE)
     wall: dict[str, list[float]] = {k: [] for k in RUNS_OF}
+    cpu: dict[str, list[float]] = {k: [] for k in RUNS_OF}
     rss: dict[str, list[float]] = {k: [] for k in RUNS_OF}
     output: dict[str, list[float]] = {k: [] for k in RUNS_OF}
     base: list[float] = []
@@ -84,6 +85,7 @@ def run(notes: list[str]) -> list[Row]:
                 continue
             m = _apply(inventories[accounts], name, flags, tty)
             wall[name].append(m.wall)
+            cpu[name].append(m.user + m.system)
             rss[name].append(m.maxrss_mb)
             output[name].append((len(m.stdout.encode()) + len(m.stderr.encode())) / 1e6)
     ref = "python -c 'import aiohttp, msgspec, anyio'"
@@ -95,20 +97,24 @@ def run(notes: list[str]) -> list[Row]:
         f"RSS of the apply process alone, from /usr/bin/time. 'terminal': stdout and stderr are one "
         f"pseudo-terminal of 120 columns (pty.openpty), drained by a thread; it took "
         f"{med(output['terminal']):.1f} MB of output, piped {med(output['piped']):.1f} MB. '-v' logs every "
-        f"request ({med(output['verbose']):.0f} MB on stderr, to a file)."
+        f"request ({med(output['verbose']):.0f} MB on stderr, to a file). Client CPU (user + system of the apply "
+        f"process) is the figure least moved by other load on the machine; wall times of single runs this long "
+        f"move by tens of percent when the machine is shared."
     )
     rows = [
         Row("4", f"peak RSS, apply {N:,} over 2,000 accounts (-q)", rss["quiet"], base, ref,
             f"< {RSS_TARGET_MB:.0f} MB (goal {RSS_GOAL_MB:.0f})", med(rss["quiet"]) < RSS_TARGET_MB, unit="MB"),
         Row("4", f"peak RSS, apply {N:,} over 20 accounts (-q)", rss["quiet-20"], base, ref,
             f"≤ {RSS_20_BEFORE_MB:.0f} MB, as before", med(rss["quiet-20"]) <= RSS_20_BEFORE_MB, unit="MB"),
-        Row("4", f"apply {N:,} over 2,000 accounts, on a terminal", wall["terminal"], wall["piped"],
+        Row("4", f"apply {N:,} over 2,000 accounts, on a terminal (wall)", wall["terminal"], wall["piped"],
             "the same run, piped", f"≤ {TTY_TARGET:.2f}", None),
-        Row("4", f"apply {N:,} over 2,000 accounts, -v", wall["verbose"], wall["quiet"], "the same run, -q",
+        Row("4", f"apply {N:,} over 2,000 accounts, on a terminal (client CPU)", cpu["terminal"], cpu["piped"],
+            "the same run, piped", "(info)", None),
+        Row("4", f"apply {N:,} over 2,000 accounts, -v (wall)", wall["verbose"], wall["quiet"], "the same run, -q",
             f"≤ {VERBOSE_TARGET:.2f}", None),
-        Row("4", f"apply {N:,} over 2,000 accounts, piped", wall["piped"], wall["quiet"], "the same run, -q",
-            "(info)", None),
+        Row("4", f"apply {N:,} over 2,000 accounts, -v (client CPU)", cpu["verbose"], cpu["quiet"],
+            "the same run, -q", "(info)", None),
     ]  # fmt: skip
     rows[2].met = rows[2].ratio <= TTY_TARGET
-    rows[3].met = rows[3].ratio <= VERBOSE_TARGET
+    rows[4].met = rows[4].ratio <= VERBOSE_TARGET
     return rows

@@ -22,8 +22,8 @@ from bench.common import HUGE, PYTHON, WORK, Row, log, read_report, run_measured
 N = 5000
 ACCOUNTS = 10
 CONCURRENCY = 64
-RUNS = 5  # batchsync and the bare loop, interleaved
-SLOW_RUNS = 3  # httpx and requests
+RUNS = 4  # batchsync and the bare loop, interleaved
+SLOW_RUNS = 2  # httpx and requests
 SLOW_SUBSET = 1000  # integrations the slow references do; their time is per integration
 SEED = WORK / "p2-seed.json"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import PYTHON, ROOT, WORK, Row, SandboxProcess, log, med, run_measured, sandbox, write_inventory
 
-RUNS = 12
+RUNS = 10
 FIRST_TARGET_MS = 150.0
 # `make bench` before issue 17 (bench/results.md of 9b09b42): the medians above `python -c pass`.
 BEFORE_MS = {"version": 28.0, "validate": 74.0}
