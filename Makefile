@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test fuzz test-browser lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --cov
+
+# Thousands of generated and mutated inventories through validate (a few hundred run in make test).
+fuzz: $(STAMP)
+	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_inventory.py
+
+# The HTML report in headless Chromium (Debian's package, installed if missing); the
+# screenshot it takes becomes docs/report.png, the README's picture.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+test-browser: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+	BATCHSYNC_BROWSER_REQUIRED=1 BATCHSYNC_SCREENSHOT=docs/report.png $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchsync tests bench

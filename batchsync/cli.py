@@ -37,7 +37,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchsync.inventory import load
     from batchsync.shard import account_sizes, partition, split_document, split_lines
 
-    inv = load(args.inventory)
+    inv = load(args.inventory, max_file_size=args.max_file_size)
     sizes = account_sizes(inv.jobs)
     split = partition(sizes, args.shards) if args.shards is not None and inv.valid else None
     if args.format == "json":
@@ -45,23 +45,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
             "valid": inv.valid,
             "integrations": inv.declared,
             "problems": inv.problems,
+            "warnings": inv.warnings,
         }
         if args.shards is not None:  # asked for: null when the inventory is invalid
             doc["shards"] = split_document(split, sizes) if split is not None else None
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    elif inv.valid:
+        return EXIT_OK if inv.valid else EXIT_NOT_STARTED
+    _print_problems(inv, sys.stdout)
+    for w in inv.warnings:  # they do not block: validate exits 0 with them
+        where = f" (integration {w.integration_id})" if w.integration_id is not None else ""
+        print(f"{w.file}: {w.path}: warning: {w.message}{where}")
+    if inv.valid:
         shared = len({id(j.desired) for j in inv.jobs})
+        mappings = len({id(j.mapping) for j in inv.jobs if j.mapping is not None})
         print(
             f"{inv.path}: valid: {len(inv.jobs)} integrations, {len(inv.accounts)} accounts, "
-            f"{shared} distinct status lists"
+            f"{shared} distinct status lists" + (f", {mappings} distinct mappings" if mappings else "")
         )
         for line in split_lines(split, sizes) if split is not None else ():
             print(line)
     else:
-        _print_problems(inv, sys.stdout)
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stdout)
     return EXIT_OK if inv.valid else EXIT_NOT_STARTED
+
+
+def _megabytes(text: str) -> int:
+    """--max-file-size: megabytes (a decimal is fine) as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of megabytes above 0")
+    return max(1, int(value * 1024 * 1024))
+
+
+def _add_max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-file-size",
+        type=_megabytes,
+        default=256 * 1024 * 1024,
+        metavar="MB",
+        help="refuse an inventory file larger than this (256)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> RunSettings:
@@ -116,6 +143,13 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         detailed_exitcode=getattr(args, "detailed_exitcode", False),
+        recap_by=args.recap_by,
+        max_file_size=args.max_file_size,
+        html=args.html,
+        notify=tuple(args.notify or ()),
+        notify_on=args.notify_on,
+        notify_format=args.notify_format,
+        notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
     )
 
 
@@ -164,7 +198,7 @@ def _load_selected(settings: RunSettings) -> Selected | int:
     """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
     from batchsync.inventory import load, select
 
-    inv = load(settings.inventory)
+    inv = load(settings.inventory, max_file_size=settings.max_file_size)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
@@ -219,9 +253,31 @@ def _load_selected(settings: RunSettings) -> Selected | int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """plan and apply: check the options, load, select, run the engine, report."""
+    try:
+        return _cmd_run(args)
+    except UsageError:
+        _record_not_started(args)
+        raise
+
+
+def _record_not_started(args: argparse.Namespace) -> None:
+    """Exit 2 with --metrics given: the file says so, its last success stays as it was."""
+    if not args.metrics:
+        return
+    from batchsync.monitoring import write_exit_code
+
+    try:
+        write_exit_code(args.metrics, args.mode, EXIT_NOT_STARTED)
+    except OSError as exc:
+        print(f"batchsync: cannot write the metrics {args.metrics}: {exc.strerror}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     loaded = _load_selected(settings)
     if isinstance(loaded, int):
+        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+            _record_not_started(args)
         return loaded
     inv, jobs, shard = loaded
     if settings.max_failures is not None:
@@ -260,6 +316,7 @@ def add_shard_arguments(p: argparse.ArgumentParser) -> None:
 def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    _add_max_file_size(p)
     p.add_argument(
         "--format",
         choices=("text", "json"),
@@ -324,6 +381,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "the other accounts go on",
     )
     p.add_argument(
+        "--recap-by",
+        choices=("account", "tag"),
+        default="account",
+        help="the recap's rows: one per account (default), or one per tag, an integration with several tags "
+        "counting under each and one without under (untagged)",
+    )
+    p.add_argument(
         "--allow-invalid-mapping",
         action="store_true",
         help="write statuses even where that leaves the shop's current mapping pointing at a removed status",
@@ -332,6 +396,37 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "--allow-insecure-http",
         action="store_true",
         help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the run's report for people: one self-contained HTML page (recap, failures, changes, a timeline)",
+    )
+    p.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="after the run, POST a summary to this webhook (Slack, Mattermost, Teams-compatible); repeatable; "
+        "a webhook URL is a credential: give it as env:NAME or file:PATH",
+    )
+    p.add_argument(
+        "--notify-on",
+        choices=("failure", "change", "always"),
+        default="failure",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+    )
+    p.add_argument(
+        "--notify-format",
+        choices=("slack", "json"),
+        default="slack",
+        help="slack: a Slack incoming-webhook message (text and blocks); json: the run's summary document (slack)",
+    )
+    p.add_argument(
+        "--notify-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the most time every notification together may add to the run, retries included (5)",
     )
     p.add_argument(
         "--no-preflight",
@@ -456,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also print how --shard I/N splits the accounts over N shards, and how balanced that is",
     )
+    _add_max_file_size(p)
     p.set_defaults(func=cmd_validate)
 
     p = command("plan", "read and diff; show what apply would change; write nothing")
@@ -486,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--junit", metavar="PATH", help="write JUnit XML for the whole run, a failing case per shard missing"
     )
     p.add_argument("--metrics", metavar="PATH", help="write Prometheus metrics for the whole run (atomically)")
+    p.add_argument("--html", metavar="PATH", help="write the whole run's report for people: one HTML page")
     p.add_argument(
         "--format", choices=("text", "json"), default="text", help="text: the shards and a recap; json: one object"
     )
@@ -511,7 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_report_merge(args: argparse.Namespace) -> int:
     from batchsync.merge import command
 
-    return command(args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, max_age=args.max_age)
+    return command(
+        args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, html=args.html, max_age=args.max_age
+    )
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

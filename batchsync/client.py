@@ -24,7 +24,6 @@ from batchsync._aiohttp import aiohttp, hdrs
 from batchsync.limits import parse_retry_after
 from batchsync.redact import Redactor
 from batchsync.redact import printable as _printable
-from batchsync.secrets import Secret
 
 if TYPE_CHECKING:
     from batchsync.auth import Authenticator
@@ -377,24 +376,6 @@ def next_link(value: str | None) -> str | None:
     return None
 
 
-class _StaticHeader:
-    """An Authorization value that never changes (MERGE: only while engine.py passes a
-    Secret; remove with this class once it passes an Authenticator)."""
-
-    def __init__(self, value: Secret) -> None:
-        self._value = value.reveal()
-        self._secrets = (self._value, self._value.partition(" ")[2])
-
-    async def header(self) -> str:
-        return self._value
-
-    async def renew(self, rejected: str) -> str | None:
-        return None
-
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
-
-
 class Client:
     """Requests for one account: its base URL and its :class:`Authenticator`.
 
@@ -408,15 +389,17 @@ class Client:
         self,
         session: aiohttp.ClientSession,
         base_url: str,
-        auth: Authenticator | Secret,
+        auth: Authenticator,
         *,
         timeout: float = 30.0,
         max_body: int = MAX_BODY,
+        name: str = "",
     ) -> None:
         self.session = session
+        self.name = name  # the account's, for log lines
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
-        self._auth: Authenticator = _StaticHeader(auth) if isinstance(auth, Secret) else auth
+        self._auth = auth
         self._timeout = client_timeout(timeout)
         self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
@@ -461,14 +444,20 @@ class Client:
                     self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
                 )
         if started:
+            iid = params.get("integration_id") if params else None
+            ms = (time.monotonic() - started) * 1000
+            fields: dict[str, object] = {"account": self.name, "method": method, "status": status, "ms": round(ms, 1)}
+            if iid is not None:
+                fields["integration_id"] = int(iid)
             log.debug(
                 "%s %s%s -> %d (%d bytes, %.1f ms)",
                 method,
                 url,
-                f"?integration_id={params['integration_id']}" if params and "integration_id" in params else "",
+                f"?integration_id={iid}" if iid is not None else "",
                 status,
                 len(body),
-                (time.monotonic() - started) * 1000,
+                ms,
+                extra={"fields": fields},
             )
         if not 200 <= status < 300:
             raise classify(method, url, status, body, answer_headers, self.redact)

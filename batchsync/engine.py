@@ -112,6 +112,7 @@ class _Account:
         "rkey",
         "stopped",
         "timer_at",
+        "tripped_at",
         "unconfirmed",
         "wkey",
         "write_q",
@@ -140,7 +141,8 @@ class _Account:
         self.delayed: list[tuple[float, int, _Step]] = []  # retries waiting for their time
         self.paused_until = -math.inf  # the circuit breaker's pause
         self.consecutive = 0  # server-side failures in a row
-        self.breaker_trips = 0
+        self.breaker_trips = 0  # since its last success: each pause doubles
+        self.tripped_at = -math.inf  # when the breaker last paused it
         self.fatal: ApiError | None = None  # credentials refused: nothing more is sent
         self.stopped: str | None = None  # its failure budget is spent: nothing more starts
         self.reads_done = 0
@@ -538,6 +540,7 @@ class Engine:
         try:
             if error is None:
                 acc.consecutive = 0
+                acc.breaker_trips = 0
                 self._advance(acc, step, result, end)
             else:
                 self._failed_attempt(acc, step, error, end)
@@ -749,10 +752,14 @@ class Engine:
                     extra={"fields": {"account": acc.name, "meter": kind, "rate_per_minute": round(bucket.rate * 60)}},
                 )
         elif isinstance(error, (ServerError, TransportError)):
-            acc.consecutive += 1
+            # A request sent before the breaker last tripped is part of the failures that
+            # tripped it: one incident pauses the account once, not once per request in flight.
+            if step.sent >= acc.tripped_at:
+                acc.consecutive += 1
             if acc.consecutive >= opts.breaker_threshold:
                 acc.breaker_trips += 1
                 acc.consecutive = 0
+                acc.tripped_at = now
                 pause = min(opts.backoff_max, opts.breaker_pause * 2.0 ** (acc.breaker_trips - 1))
                 acc.paused_until = max(acc.paused_until, now + pause)
                 log.warning(

@@ -3,26 +3,33 @@
 :func:`load` reads one inventory file and returns every problem it finds (never just
 the first), each naming the file, the integration and the path inside the file; when
 there are none, it also returns one immutable :class:`Job` per integration. A status
-set shared by many integrations becomes one :class:`Desired`, shared by their jobs.
+set shared by many integrations becomes one :class:`Desired` (and one
+:class:`DesiredMapping`), shared by their jobs.
 """
 
 from __future__ import annotations
 
 import difflib
 import gc
-import tomllib
+import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import UnionType
+from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
+from batchsync import documents
+from batchsync.documents import FileProblem, key_part
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.wire import (
+    STATUS_CATEGORIES,
     IntegrationId,
     Loc,
+    MappingItem,
     NonEmpty,
     Status,
     Statuses,
@@ -33,6 +40,7 @@ from batchsync.wire import (
 )
 
 PRODUCTION_URL = "https://panel.sendcloud.sc/api/v3"
+TOKEN_URL = "https://account.sendcloud.com/oauth2/token"  # noqa: S105 - a URL, not a password
 
 PositiveRate = Annotated[float, Meta(gt=0)]
 Burst = Annotated[int, Meta(ge=1, le=1000)]
@@ -63,32 +71,100 @@ BASE_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN)]
 
 
+def url_problem(url: str) -> str | None:
+    """Why a URL that matches BASE_URL_PATTERN still cannot be used, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"not a usable URL ({exc})"
+    if not parts.hostname:
+        return "not a usable URL (no host)"
+    return None
+
+
+def insecure_http(url: str) -> bool:
+    """True for an ``http://`` URL to a host that is not loopback: whatever is sent there
+    (credentials first) crosses the network unencrypted. ``localhost`` and loopback
+    addresses (127.0.0.0/8, ::1) are fine: that is the sandbox."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return url.lower().startswith("http:")
+    if parts.scheme.lower() != "http":
+        return False
+    if not host:
+        return True
+    if host.rstrip(".") == "localhost":
+        return False
+    import ipaddress  # only http:// URLs pay for it
+
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 class DefaultsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_url: BaseUrl = PRODUCTION_URL
     limits: LimitsSpec = LimitsSpec()
 
 
+AUTH_SCHEMES: dict[str, tuple[str, str]] = {
+    "basic": ("public_key", "secret_key"),
+    "oauth2": ("client_id", "client_secret"),
+}
+SECRET_FIELDS = ("public_key", "secret_key", "client_id", "client_secret")
+OAUTH2_ONLY = ("client_id", "client_secret", "token_url", "scope")
+
+
 class AccountSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    public_key: str
-    secret_key: str
+    """An account as written. Which keys it must have depends on ``auth``: checked by the loader."""
+
+    auth: Literal["basic", "oauth2"] = "basic"
+    public_key: str | None = None
+    secret_key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    token_url: BaseUrl | None = None
+    scope: NonEmpty | None = None
     base_url: BaseUrl | None = None
     limits: LimitsSpec | None = None
+
+
+MaybeId = str | None | UnsetType
+
+
+class MappingSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A mapping as written: external id per category. Left out: inherited from the
+    status set (on an integration) or not mapped; ``""`` (or null): not mapped."""
+
+    READY_TO_SEND: MaybeId = UNSET
+    IN_TRANSIT: MaybeId = UNSET
+    DELIVERED: MaybeId = UNSET
+    CANCEL: MaybeId = UNSET
 
 
 class StatusSetSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     statuses: Statuses | None = None
     statuses_file: NonEmpty | None = None
+    mapping: MappingSpec | None = None
 
 
-class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    # Optional fields default to UNSET, not to a value: a JSON inventory's duplicate-key
+    # check re-encodes these structs and needs exactly the keys the file gave.
+    # gc=False: 100k of them hold no cycle, and the collector need not track them.
     id: IntegrationId
     account: NonEmpty
-    status_set: NonEmpty | None = None
-    statuses: Statuses | None = None
-    statuses_file: NonEmpty | None = None
-    override_statuses: Statuses = ()
-    remove_statuses: tuple[NonEmpty, ...] = ()
-    tags: tuple[NonEmpty, ...] = ()
+    status_set: NonEmpty | UnsetType | None = UNSET
+    statuses: Statuses | UnsetType | None = UNSET
+    statuses_file: NonEmpty | UnsetType | None = UNSET
+    override_statuses: Statuses | UnsetType = UNSET
+    remove_statuses: tuple[NonEmpty, ...] | UnsetType = UNSET
+    tags: tuple[NonEmpty, ...] | UnsetType = UNSET
+    mapping: MappingSpec | UnsetType = UNSET
 
 
 class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -98,17 +174,56 @@ class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     integration_id: IntegrationId | None = None
 
 
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations")
+class SavedStatus(msgspec.Struct, frozen=True):
+    """One item of a saved GET /shop-order-statuses answer (other fields it may grow are ignored)."""
+
+    external_id: NonEmpty
+    translations: Annotated[tuple[Translation, ...], Meta(min_length=1, max_length=7)]
+    status: str | None = None
+    deleted_at: str | None = None
+
+
+class StatusesFileGet(msgspec.Struct, frozen=True):
+    """A statuses file may be a saved GET answer: deleted statuses are dropped."""
+
+    data: tuple[SavedStatus, ...]
+
+
+TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
+
+
+class BasicCredentials(msgspec.Struct, frozen=True):
+    public_key: Secret
+    secret_key: Secret
+
+
+class OAuth2Credentials(msgspec.Struct, frozen=True):
+    client_id: Secret
+    client_secret: Secret
+    token_url: str = TOKEN_URL
+    scope: str = "api"
 
 
 class Account(msgspec.Struct, frozen=True):
     """An account ready to use: credentials resolved, limits merged."""
 
     name: str
-    public_key: Secret
-    secret_key: Secret
+    credentials: BasicCredentials | OAuth2Credentials
     base_url: str
     limits: Limits
+
+    @property
+    def identity(self) -> Secret:
+        """What names the Sendcloud account: the public key (basic) or the client id (oauth2)."""
+        c = self.credentials
+        return c.public_key if isinstance(c, BasicCredentials) else c.client_id
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every credential value, for the redactor."""
+        c = self.credentials
+        if isinstance(c, BasicCredentials):
+            return (c.public_key, c.secret_key)
+        return (c.client_id, c.client_secret)
 
 
 class Desired:
@@ -147,26 +262,47 @@ class Desired:
 
 
 class DesiredMapping:
-    """A desired status mapping (all four categories), shared like :class:`Desired`."""
+    """A desired status mapping, shared (like :class:`Desired`) by every job that wants it.
+
+    ``items`` holds the four categories in ``STATUS_CATEGORIES`` order, each with the
+    external id it maps to or None (not mapped), as the POST body wants them.
+    """
 
     __slots__ = ("_encoded", "items")
 
     def __init__(self, items: tuple[tuple[str, str | None], ...]) -> None:
-        self.items = items  # (category, external id or None), in STATUS_CATEGORIES order
+        self.items = items
         self._encoded: bytes | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return dict(self.items)
 
-    def body(self, integration_id: int) -> bytes:
-        """The ``POST /shop-order-statuses/mapping`` body for one integration."""
+    @property
+    def encoded(self) -> bytes:
+        """The ``mapping`` array as JSON bytes."""
         if self._encoded is None:
-            self._encoded = msgspec.json.encode([{"status_category": c, "external_id": e} for c, e in self.items])
-        return b'{"integration_id":%d,"mapping":%b}' % (integration_id, self._encoded)
+            self._encoded = msgspec.json.encode([MappingItem(c, e) for c, e in self.items])  # type: ignore[arg-type]
+        return self._encoded
+
+    def body(self, integration_id: int) -> bytes:
+        """The POST /shop-order-statuses/mapping body for one integration."""
+        return b'{"integration_id":%d,"mapping":%b}' % (integration_id, self.encoded)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DesiredMapping) and other.items == self.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"DesiredMapping({self.as_dict()!r})"
 
 
-class Job(msgspec.Struct, frozen=True):
+class Job(msgspec.Struct, frozen=True, gc=False):
     """One integration to bring into its desired state."""
+
+    # gc=False: a job holds no reference back to anything that holds it, and 100k of
+    # them tracked by the collector would be rescanned by every collection of the run.
 
     integration_id: int
     account: str
@@ -177,7 +313,7 @@ class Job(msgspec.Struct, frozen=True):
 
 
 class InventoryProblem(msgspec.Struct, frozen=True):
-    """What `validate --format json` prints for each problem."""
+    """What `validate --format json` prints for each problem (and each warning)."""
 
     file: str
     integration_id: int | None
@@ -191,101 +327,51 @@ class Inventory(msgspec.Struct, frozen=True):
     jobs: list[Job]  # empty when there are problems: nothing may be sent
     problems: list[InventoryProblem]
     declared: int = 0  # integration entries in the file, valid or not
+    warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
+    files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
 
     @property
     def valid(self) -> bool:
         return not self.problems
 
 
-class _FileError(Exception):
-    def __init__(self, message: str, loc: Loc = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.loc = loc
+class _Set(msgspec.Struct, frozen=True):
+    """A status set after its own checks: what its integrations start from."""
+
+    name: str
+    statuses: Statuses
+    desired: Desired
+    mapping: dict[str, str | None] | None  # every category; None: the set declares no mapping
+    unknown: frozenset[str]  # categories given wrong (reported): not checked again per integration
+    desired_mapping: DesiredMapping | None  # None: no mapping, or the set's own is wrong
 
 
-def read_document(path: Path) -> Any:
-    """Parse one JSON, TOML or YAML file; _FileError with a printable reason otherwise."""
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        raise _FileError("is a directory, not a file")
-    if suffix not in (".json", ".toml", ".yaml", ".yml"):
-        raise _FileError(f"unknown file type {suffix or '(none)'!r}: use .json, .toml, .yaml or .yml")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _FileError("file does not exist") from None
-    except IsADirectoryError:
-        raise _FileError("is a directory, not a file") from None
-    except PermissionError:
-        raise _FileError("cannot be read (permission denied)") from None
-    except OSError as exc:
-        raise _FileError(f"cannot be read ({exc.strerror})") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as some Windows editors write
-    if not data.strip():
-        raise _FileError("file is empty")
-    if b"\x00" in data:
-        raise _FileError("is a binary file, not text")
-    if suffix == ".json":
-        try:
-            return msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
-            raise _FileError(f"invalid JSON: {exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _FileError(f"is not UTF-8 text (byte {exc.start})") from None
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise _FileError(f"invalid TOML: {exc}") from None
-    import yaml  # only YAML users pay for importing it
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise _FileError(f"invalid YAML{where}: {reason}") from None
+# Terminal controls, line separators, bidi overrides and lone surrogates: a message
+# quotes what the file says, and a file can say anything.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A JSON inventory whose integrations decode straight into structs (see _fast_json)."""
-
-    integrations: list[IntegrationSpec]
-    defaults: Any = msgspec.UNSET
-    accounts: Any = msgspec.UNSET
-    status_sets: Any = msgspec.UNSET
+def printable(text: str) -> str:
+    """``text`` with every character that could drive a terminal escaped, as \\x1b."""
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
-def _fast_json(path: Path) -> dict[str, Any] | None:
-    """A JSON inventory decoded in one typed pass, or None to take the general path.
-
-    Decoding the integrations straight into IntegrationSpec structs skips building a
-    dict per integration and converting it: at 100k integrations, half the time and
-    memory. Any problem at all (unreadable, malformed, one wrong field) returns None:
-    the general path then finds and reports every problem, not just the first.
-    """
-    if path.suffix.lower() != ".json":
-        return None
-    try:
-        doc = msgspec.json.decode(path.read_bytes(), type=_JsonInventory)
-    except (OSError, msgspec.DecodeError):  # ValidationError is a DecodeError
-        return None
-    raw: dict[str, Any] = {"integrations": doc.integrations}
-    for key in ("defaults", "accounts", "status_sets"):
-        value = getattr(doc, key)
-        if value is not msgspec.UNSET:
-            raw[key] = value
-    return raw
+def _kind_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", NoneType: "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
-def _convert(raw: Any, kind: type[Any]) -> Any:
+def _convert(raw: Any, kind: Any) -> Any:
     # strict=True: an id written as "12" is a mistake to report, not to guess at.
     return msgspec.convert(raw, kind, strict=True)
+
+
+def _suggest(key: str, choices: Sequence[str]) -> str:
+    by_lower = {c.lower(): c for c in choices}
+    near = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
+    return f"; did you mean `{by_lower[near[0]]}`?" if near else ""
 
 
 def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
@@ -305,7 +391,7 @@ def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
     if origin is Annotated:  # the inner type first; then the constraint itself
         found = every_problem(raw, args[0], loc)
     elif origin in (Union, UnionType) and raw is not None:
-        options = [a for a in args if a is not type(None)]
+        options = [a for a in args if a is not NoneType and a is not UnsetType]
         if len(options) == 1:
             found = every_problem(raw, options[0], loc)
     elif origin in (tuple, list) and isinstance(raw, list) and args:
@@ -314,12 +400,15 @@ def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
             found += every_problem(value, item, (*loc, i))
     elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(raw, dict):
         fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
+        forbid = kind.__struct_config__.forbid_unknown_fields
         for key, value in raw.items():
-            field = fields.get(key)
+            field = fields.get(key) if isinstance(key, str) else None
+            if field is None and not forbid:
+                continue
             if field is None:
-                near = difflib.get_close_matches(str(key), list(fields), n=1)
-                hint = f"; did you mean `{near[0]}`?" if near else ""
-                found.append(((*loc, key), f"Object contains unknown field `{key}`{hint}"))
+                hint = _suggest(str(key), list(fields))
+                what = f"`{key}`" if isinstance(key, str) else f"{key} ({_kind_name(key)}, not text)"
+                found.append(((*loc, key_part(key)), f"Object contains unknown field {what}{hint}"))
             else:
                 found += every_problem(value, field.type, (*loc, key))
         for name, field in fields.items():
@@ -337,11 +426,16 @@ def _guess_id(raw: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+        text = value.strip()
+        return int(text) if len(text) < 30 else None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
     return None
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value is not UNSET
 
 
 def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:
@@ -364,20 +458,66 @@ def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str])
     return tuple(merged.values())
 
 
+class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A JSON inventory whose integrations decode straight into structs (see fast_json).
+    Fields in the README's order: a file written in it re-encodes byte for byte."""
+
+    allow_secret_files_outside: Any = UNSET
+    defaults: Any = UNSET
+    accounts: Any = UNSET
+    status_sets: Any = UNSET
+    integrations: list[IntegrationSpec]
+
+
+def fast_json(data: bytes) -> dict[str, Any] | None:
+    """A JSON inventory decoded in one typed pass, or None to take the general path.
+
+    Decoding the integrations straight into IntegrationSpec structs skips building a
+    dict per integration and converting it: at 100k integrations, half the time and
+    memory. Any problem at all (malformed, one wrong field, a key given twice) returns
+    None: the general path then finds and reports every problem, not just the first.
+    """
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        doc = msgspec.json.decode(data, type=_JsonInventory)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    if not documents.json_keys_unique(data, msgspec.json.encode(doc)):
+        return None
+    raw: dict[str, Any] = {"integrations": doc.integrations}
+    for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside"):
+        value = getattr(doc, key)
+        if value is not UNSET:
+            raw[key] = value
+    return raw
+
+
+UNKNOWN = "<unknown field>"  # in a set of fields that failed: the entry has a key no field has
+
+
 class _Loader:
-    def __init__(self, path: Path, environ: dict[str, str] | None) -> None:
+    def __init__(self, path: Path, environ: dict[str, str] | None, max_file_size: int) -> None:
         self.path = path
-        self.name = str(path)
+        self.name = printable(str(path))
         self.base_dir = path.parent
         self.environ = environ
+        self.max_file_size = max_file_size
         self.problems: list[InventoryProblem] = []
+        self.warnings: list[InventoryProblem] = []
+        self.confine: Path | None = self.base_dir  # where file: secrets must stay
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
+        self.referenced: list[str] = []  # file: secrets
         self._interned: dict[Statuses, Desired] = {}
+        self._mappings: dict[tuple[tuple[str, str | None], ...], DesiredMapping] = {}
         self.no_accounts = False  # the accounts section is missing or not a mapping
         self.no_sets = False  # likewise status_sets
 
     def problem(self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None) -> None:
-        self.problems.append(InventoryProblem(file or self.name, integration_id, to_jsonpath(loc), message))
+        path = printable(to_jsonpath(loc))
+        self.problems.append(InventoryProblem(file or self.name, integration_id, path, printable(message)))
+
+    def warning(self, loc: Loc, message: str, integration_id: int | None = None) -> None:
+        self.warnings.append(InventoryProblem(self.name, integration_id, printable(to_jsonpath(loc)), message))
 
     def convert(self, raw: Any, kind: type[Any], loc: Loc, integration_id: int | None = None) -> Any:
         try:
@@ -386,6 +526,28 @@ class _Loader:
             for inner, message in every_problem(raw, kind):
                 self.problem((*loc, *inner), message, integration_id)
             return None
+
+    def partial(self, raw: Any, kind: type[Any]) -> tuple[dict[str, Any], set[str]]:
+        """The fields of a mapping that failed to convert as a whole which convert on
+        their own, and the names of those that do not (their problems are already
+        reported): what is left to check references with."""
+        good: dict[str, Any] = {}
+        bad: set[str] = set()
+        if not isinstance(raw, dict):
+            return good, {f.name for f in msgspec.structs.fields(kind)}
+        fields = msgspec.structs.fields(kind)
+        if any(key not in {f.encode_name for f in fields} for key in raw):
+            bad.add(UNKNOWN)
+        for f in fields:
+            if f.encode_name not in raw:
+                if f.required:
+                    bad.add(f.name)
+                continue
+            try:
+                good[f.name] = _convert(raw[f.encode_name], f.type)
+            except msgspec.ValidationError:
+                bad.add(f.name)
+        return good, bad
 
     def check(self, statuses: Statuses, loc: Loc, integration_id: int | None, file: str | None = None) -> bool:
         found = check_statuses(statuses, loc)
@@ -399,11 +561,41 @@ class _Loader:
             found = self._interned[statuses] = Desired(statuses)
         return found
 
+    def desired_mapping(self, mapping: dict[str, str | None]) -> DesiredMapping:
+        items = tuple((c, mapping.get(c)) for c in STATUS_CATEGORIES)
+        found = self._mappings.get(items)
+        if found is None:
+            found = self._mappings[items] = DesiredMapping(items)
+        return found
+
+    # -- files ------------------------------------------------------------------------
+
+    def read_inventory(self) -> tuple[Any, list[documents.KeyProblem]]:
+        if self.path.suffix.lower() not in documents.SUFFIXES and os.path.isdir(self.path):
+            raise FileProblem("is a directory, not a file")
+        suffix = documents.check_suffix(self.path)
+        hint = " (--max-file-size raises it)"
+        data = documents.read_regular(self.path, self.max_file_size, hint)
+        if suffix == ".json":
+            fast = fast_json(data)
+            if fast is not None:
+                return fast, []
+        return documents.parse(suffix, data)
+
+    def key_problems(
+        self, found: list[documents.KeyProblem], raw: Any, file: str | None = None, iid: int | None = None
+    ) -> None:
+        for loc, message in found:
+            which = iid
+            if file is None and len(loc) > 1 and loc[0] == "integrations" and isinstance(loc[1], int):
+                entries = raw.get("integrations") if isinstance(raw, dict) else None
+                if isinstance(entries, list) and loc[1] < len(entries):
+                    which = _guess_id(entries[loc[1]])
+            self.problem(loc, message, which, file)
+
     def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
         """(statuses, the file's integration_id) or (None, None) after reporting why not."""
-        target = Path(ref).expanduser()
-        if not target.is_absolute():
-            target = self.base_dir / target
+        target = documents.user_path(ref, self.base_dir)
         cached = self._files.get(target)
         if cached is not None:
             if cached[0] is None:
@@ -413,45 +605,85 @@ class _Loader:
                 self.problem(loc, why, integration_id)
             return cached
         result: tuple[Statuses | None, int | None] = (None, None)
+        self._files[target] = result
         try:
-            raw = read_document(target)
-        except _FileError as exc:
+            suffix = documents.check_suffix(target)
+            raw, dups = documents.parse(suffix, documents.read_regular(target, documents.STATUSES_FILE_LIMIT))
+        except FileProblem as exc:
             self.problem(loc, f"statuses_file {ref}: {exc.message}", integration_id)
-            self._files[target] = result
             return result
-        kind: type[Any] = Statuses if isinstance(raw, list) else StatusesFileBody
+        file = printable(str(target))
+        self.key_problems(dups, raw, file, integration_id)
+        kind: type[Any]
+        if isinstance(raw, list):
+            kind = Statuses
+        elif isinstance(raw, dict) and "data" in raw:
+            kind = StatusesFileGet
+        else:
+            kind = StatusesFileBody
         try:
             value = _convert(raw, kind)
         except msgspec.ValidationError:
             for inner, message in every_problem(raw, kind):
-                self.problem(inner, message, integration_id, str(target))
+                self.problem(inner, message, integration_id, file)
+            return result
+        positions: list[int] | None = None
+        inner_loc: Loc
+        if isinstance(value, StatusesFileGet):
+            kept = [(i, s) for i, s in enumerate(value.data) if s.deleted_at is None]
+            positions = [i for i, _ in kept]
+            statuses, file_id, inner_loc = (
+                tuple(Status(s.external_id, s.translations) for _, s in kept),
+                None,
+                ("data",),
+            )
+        elif isinstance(value, StatusesFileBody):
+            statuses, file_id, inner_loc = value.statuses, value.integration_id, ("statuses",)
         else:
-            if isinstance(value, StatusesFileBody):
-                statuses, file_id = value.statuses, value.integration_id
-            else:
-                statuses, file_id = value, None
-            inner_loc: Loc = () if isinstance(raw, list) else ("statuses",)
-            if self.check(statuses, inner_loc, integration_id, str(target)):
-                result = (statuses, file_id)
-        self._files[target] = result
+            statuses, file_id, inner_loc = value, None, ()
+        found = check_statuses(statuses, inner_loc, positions)
+        for p in found:
+            self.problem(p.loc, p.message, integration_id, file)
+        if not found and not dups:
+            result = (statuses, file_id)
+            self._files[target] = result
         return result
+
+    def secret(self, ref: str, loc: Loc) -> Secret | None:
+        if ref.startswith("file:"):
+            self.referenced.append(str(documents.user_path(ref[5:], self.base_dir)))
+        try:
+            return resolve(ref, self.base_dir, self.environ, confine=self.confine)
+        except SecretError as exc:
+            self.problem(loc, f"cannot resolve {ref}: {exc}")
+            return None
+
+    # -- the document -----------------------------------------------------------------
 
     def load(self) -> Inventory:
         try:
-            raw = _fast_json(self.path)
-            if raw is None:
-                raw = read_document(self.path)
-        except _FileError as exc:
+            raw, dups = self.read_inventory()
+        except FileProblem as exc:
             self.problem((), exc.message)
             return Inventory(self.name, {}, [], self.problems)
         if not isinstance(raw, dict):
-            self.problem((), f"an inventory is a mapping with keys {', '.join(TOP_KEYS)}, not {type(raw).__name__}")
+            self.problem((), f"an inventory is a mapping with keys {', '.join(TOP_KEYS[:4])}, not {type(raw).__name__}")
             return Inventory(self.name, {}, [], self.problems)
+        self.key_problems(dups, raw)
         for key in raw:
             if key not in TOP_KEYS:
-                self.problem((key,), f"unknown key {key!r}: expected one of {', '.join(TOP_KEYS)}")
+                hint = _suggest(str(key), TOP_KEYS).replace("`", "")
+                self.problem((key_part(key),), f"unknown key {key!r}: expected one of {', '.join(TOP_KEYS)}{hint}")
+        outside = raw.get("allow_secret_files_outside", False)
+        if not isinstance(outside, bool):
+            self.problem(("allow_secret_files_outside",), f"must be true or false, not {_kind_name(outside)}")
+        elif outside:
+            self.confine = None
 
         defaults = self.convert(raw.get("defaults", {}), DefaultsSpec, ("defaults",)) or DefaultsSpec()
+        raw_defaults = raw.get("defaults")
+        if isinstance(raw_defaults, dict) and "base_url" in raw_defaults:
+            self.check_url(defaults.base_url, ("defaults", "base_url"), "every account without its own base_url")
         base_limits = defaults.limits.over(Limits())
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
         sets, broken_sets = self.status_sets(raw.get("status_sets", {}))
@@ -460,7 +692,23 @@ class _Loader:
         declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
             jobs = []
-        return Inventory(self.name, accounts, jobs, self.problems, declared)
+        files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
+        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
+
+    def check_url(self, url: str, loc: Loc, who: str) -> bool:
+        why = url_problem(url)
+        if why is not None:
+            self.problem(loc, why)
+            return False
+        if insecure_http(url):
+            self.warning(
+                loc,
+                f"http:// to a host that is not loopback: {who} would send its credentials unencrypted "
+                "(plan and apply refuse it without --allow-insecure-http)",
+            )
+        return True
+
+    # -- accounts ---------------------------------------------------------------------
 
     def accounts(self, raw: Any, defaults: DefaultsSpec, base_limits: Limits) -> tuple[dict[str, Account], set[str]]:
         accounts: dict[str, Account] = {}
@@ -474,118 +722,213 @@ class _Loader:
             self.no_accounts = True
             return accounts, broken
         for name, raw_account in raw.items():
-            loc: Loc = ("accounts", name)
-            refs_ok = True
-            if isinstance(raw_account, dict):
-                # References are checked before the type, so that a literal secret,
-                # whatever its type, is never quoted back in a message.
-                for field in ("public_key", "secret_key"):
-                    value = raw_account.get(field)
-                    why = (
-                        check_reference(value)
-                        if isinstance(value, str)
-                        else None
-                        if value is None
-                        else "must be a reference string, env:NAME or file:PATH"
-                    )
-                    if why is not None:
-                        self.problem((*loc, field), why)
-                        refs_ok = False
-                        raw_account = {**raw_account, field: "env:_"}  # keep checking the rest
-            spec: AccountSpec | None = self.convert(raw_account, AccountSpec, loc)
-            if spec is None or not refs_ok:
-                broken.add(name)
-                if spec is None:
-                    continue
-            keys: dict[str, Secret] = {}
-            for field in ("public_key", "secret_key"):
-                ref = getattr(spec, field)
-                if ref == "env:_" and not refs_ok:
-                    continue
-                try:
-                    keys[field] = resolve(ref, self.base_dir, self.environ)
-                except SecretError as exc:
-                    self.problem((*loc, field), f"cannot resolve {ref}: {exc}")
-            if len(keys) < 2:
-                broken.add(name)
-                continue
-            limits = spec.limits.over(base_limits) if spec.limits else base_limits
-            accounts[name] = Account(
-                name,
-                keys["public_key"],
-                keys["secret_key"],
-                (spec.base_url or defaults.base_url).rstrip("/"),
-                limits,
-            )
+            loc: Loc = ("accounts", key_part(name))
+            if not isinstance(name, str) or not name:
+                what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
+                self.problem(loc, f"an account name must be text, not {what}")
+            account = self.account(str(name), raw_account, loc, defaults, base_limits)
+            if account is None or not isinstance(name, str) or not name:
+                broken.add(str(name))
+            else:
+                accounts[name] = account
         if not raw:
             self.problem(("accounts",), "is empty: declare at least one account")
         # Sendcloud's limits are per account: the same account declared twice would get
         # two budgets here and be throttled there.
         owner: dict[Secret, str] = {}
         for name, account in accounts.items():
-            first = owner.setdefault(account.public_key, name)
+            first = owner.setdefault(account.identity, name)
             if first != name:
+                basic = isinstance(account.credentials, BasicCredentials)
+                field, what = ("public_key", "public key") if basic else ("client_id", "client id")
                 self.problem(
-                    ("accounts", name, "public_key"),
-                    f"the same public key as account {first!r}: declare each Sendcloud account once, "
+                    ("accounts", name, field),
+                    f"the same {what} as account {first!r}: declare each Sendcloud account once, "
                     "its integrations share one rate limit",
                 )
         return accounts, broken
 
-    def status_sets(self, raw: Any) -> tuple[dict[str, Statuses], set[str]]:
-        sets: dict[str, Statuses] = {}
+    def account(self, name: str, raw: Any, loc: Loc, defaults: DefaultsSpec, base_limits: Limits) -> Account | None:
+        if not isinstance(raw, dict):
+            self.convert(raw, AccountSpec, loc)
+            return None
+        ok = True
+        refs: dict[str, str] = {}
+        checked = dict(raw)
+        # References are checked before the types, so that a literal secret, whatever
+        # its type, is never quoted back in a message.
+        for field in SECRET_FIELDS:
+            if field not in raw:
+                continue
+            value = raw[field]
+            why = (
+                check_reference(value)
+                if isinstance(value, str)
+                else "must be a reference string, env:NAME or file:PATH"
+            )
+            if why is None:
+                refs[field] = value
+            else:
+                self.problem((*loc, field), why)
+                checked[field] = "env:_"  # a valid stand-in, to keep checking the rest
+                ok = False
+        spec: AccountSpec | None = self.convert(checked, AccountSpec, loc)
+        if spec is None:
+            ok = False
+        auth = spec.auth if spec is not None else raw.get("auth", "basic")
+        needed: tuple[str, ...] = AUTH_SCHEMES.get(auth, ()) if isinstance(auth, str) else ()
+        if needed:
+            other = "oauth2" if auth == "basic" else "basic"
+            foreign = OAUTH2_ONLY if auth == "basic" else AUTH_SCHEMES["basic"]
+            for field in needed:
+                if field not in raw:
+                    scheme = f" (auth = {auth!r})" if auth != "basic" else ""
+                    self.problem((*loc, field), f"Object missing required field `{field}`{scheme}")
+                    ok = False
+            for field in foreign:
+                if field in raw:
+                    self.problem(
+                        (*loc, field),
+                        f"{field} belongs to auth = {other!r}; this account uses auth = {auth!r} "
+                        f"({' and '.join(needed)}): remove one scheme's keys",
+                    )
+                    ok = False
+        # Every well-formed reference of the account's scheme is resolved, even when a
+        # sibling field is wrong: one run of validate names all of it.
+        secrets: dict[str, Secret] = {}
+        for field, ref in refs.items():
+            if needed and field not in needed:
+                continue
+            value = self.secret(ref, (*loc, field))
+            if value is None:
+                ok = False
+            else:
+                secrets[field] = value
+        if spec is not None:
+            if spec.base_url is not None and not self.check_url(spec.base_url, (*loc, "base_url"), f"account {name!r}"):
+                ok = False
+            if spec.token_url is not None and not self.check_url(
+                spec.token_url, (*loc, "token_url"), f"account {name!r}'s token request"
+            ):
+                ok = False
+        if not ok or spec is None:
+            return None
+        credentials: BasicCredentials | OAuth2Credentials
+        if spec.auth == "basic":
+            credentials = BasicCredentials(secrets["public_key"], secrets["secret_key"])
+        else:
+            credentials = OAuth2Credentials(
+                secrets["client_id"], secrets["client_secret"], spec.token_url or TOKEN_URL, spec.scope or "api"
+            )
+        limits = spec.limits.over(base_limits) if spec.limits else base_limits
+        return Account(name, credentials, (spec.base_url or defaults.base_url).rstrip("/"), limits)
+
+    # -- status sets ------------------------------------------------------------------
+
+    def status_sets(self, raw: Any) -> tuple[dict[str, _Set], set[str]]:
+        """Every set whose statuses can be used (to check its integrations with), and the
+        names of those with a problem (reported here, once: their integrations get no job
+        but are not blamed for the set)."""
+        sets: dict[str, _Set] = {}
         broken: set[str] = set()
         if not isinstance(raw, dict):
             self.problem(("status_sets",), "must be a mapping of set name to {statuses} or {statuses_file}")
             self.no_sets = True
             return sets, broken
         for name, raw_set in raw.items():
-            loc: Loc = ("status_sets", name)
+            loc: Loc = ("status_sets", key_part(name))
+            named = isinstance(name, str) and bool(name)
+            if not named:
+                what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
+                self.problem(loc, f"a status set name must be text, not {what}")
             spec: StatusSetSpec | None = self.convert(raw_set, StatusSetSpec, loc)
-            statuses = self.pick_statuses(spec, loc, None) if spec else None
-            if statuses is None:
-                broken.add(name)
-            else:
-                sets[name] = statuses
+            bad: set[str] = set()
+            if spec is None:
+                if not isinstance(raw_set, dict):  # reported: nothing inside to check
+                    broken.add(str(name))
+                    continue
+                good, bad = self.partial(raw_set, StatusSetSpec)
+                spec = StatusSetSpec(**good)
+            statuses = self.pick_statuses(spec, bad, loc, None)
+            raw_mapping = raw_set.get("mapping") if "mapping" in bad else spec.mapping
+            mapping: dict[str, str | None] | None = None
+            unknown: frozenset[str] = frozenset()
+            if raw_mapping is not None:
+                mapping, unknown = self.set_mapping(raw_mapping, statuses, loc, str(name))
+            usable = statuses is not None and named
+            if not usable or bad or unknown:
+                broken.add(str(name))
+            if usable:
+                assert statuses is not None
+                whole = mapping is not None and not unknown
+                sets[name] = _Set(
+                    name,
+                    statuses,
+                    self.desired(statuses),
+                    mapping,
+                    unknown,
+                    self.desired_mapping(mapping) if whole and mapping is not None else None,
+                )
         return sets, broken
 
+    def set_mapping(
+        self, raw: Any, statuses: Statuses | None, loc: Loc, name: str
+    ) -> tuple[dict[str, str | None], frozenset[str]]:
+        """A set's mapping, every category (None: not mapped), and the categories that
+        are wrong (reported, here or by the convert before): not to be checked again."""
+        given, wrong = _categories(raw)
+        if statuses is not None:
+            have = {s.external_id for s in statuses}
+            for category, external_id in given.items():
+                if external_id is not None and external_id not in have:
+                    self.problem(
+                        (*loc, "mapping", category),
+                        f"mapping {category} -> {external_id!r}, but status set {name!r} has no external_id "
+                        f"{external_id!r}{_near(external_id, have)}",
+                    )
+                    wrong.add(category)
+        return {c: given.get(c) for c in STATUS_CATEGORIES}, frozenset(wrong)
+
     def pick_statuses(
-        self, spec: StatusSetSpec | IntegrationSpec, loc: Loc, integration_id: int | None
+        self, spec: StatusSetSpec | IntegrationSpec, bad: set[str], loc: Loc, integration_id: int | None
     ) -> Statuses | None:
-        """The statuses a set or an integration declares inline or by file."""
-        given = [k for k in ("statuses", "statuses_file") if getattr(spec, k) is not None]
-        if isinstance(spec, IntegrationSpec) and spec.status_set is not None:
-            given.insert(0, "status_set")
-        if len(given) != 1:
-            choices = (
-                "status_set, statuses or statuses_file"
-                if isinstance(spec, IntegrationSpec)
-                else "statuses or statuses_file"
-            )
+        """The statuses a set or an integration declares inline or by file (None when
+        there are none to use, after reporting why). A status_set is the caller's."""
+        keys: tuple[str, ...] = ("statuses", "statuses_file")
+        if isinstance(spec, IntegrationSpec):
+            keys = ("status_set", *keys)
+        given = [k for k in keys if k in bad or _given(getattr(spec, k))]
+        # None given next to an unknown key: that key is the typo that says it all.
+        if len(given) != 1 and (given or UNKNOWN not in bad):
+            choices = ", ".join(keys[:-1]) + " or " + keys[-1]
             what = "none" if not given else " and ".join(given)
             self.problem(loc, f"give exactly one of {choices} (got {what})", integration_id)
-            return None
-        if spec.statuses is not None:
-            ok = self.check(spec.statuses, (*loc, "statuses"), integration_id)
-            return spec.statuses if ok else None
-        if spec.statuses_file is not None:
-            statuses, file_id = self.statuses_file(spec.statuses_file, (*loc, "statuses_file"), integration_id)
-            if statuses is not None and integration_id is not None and file_id not in (None, integration_id):
+        statuses: Statuses | None = None
+        if _given(spec.statuses) and "statuses" not in bad:
+            assert isinstance(spec.statuses, tuple)
+            if self.check(spec.statuses, (*loc, "statuses"), integration_id):
+                statuses = spec.statuses
+        if _given(spec.statuses_file) and "statuses_file" not in bad:
+            assert isinstance(spec.statuses_file, str)
+            from_file, file_id = self.statuses_file(spec.statuses_file, (*loc, "statuses_file"), integration_id)
+            if from_file is not None and integration_id is not None and file_id not in (None, integration_id):
                 self.problem(
                     (*loc, "statuses_file"),
                     f"{spec.statuses_file} is a POST body for integration {file_id}, not {integration_id}",
                     integration_id,
                 )
-                return None
-            return statuses
-        return None  # status_set: resolved by the caller
+                from_file = None
+            statuses = from_file
+        return statuses if len(given) == 1 else None
+
+    # -- integrations -----------------------------------------------------------------
 
     def integrations(
         self,
         raw: Any,
         accounts: dict[str, Account],
         broken_accounts: set[str],
-        sets: dict[str, Statuses],
+        sets: dict[str, _Set],
         broken_sets: set[str],
     ) -> list[Job]:
         jobs: list[Job] = []
@@ -595,68 +938,247 @@ class _Loader:
         if not isinstance(raw, list):
             self.problem(("integrations",), "must be a list of integrations")
             return jobs
+        good_sets = {name: s for name, s in sets.items() if name not in broken_sets}
         first_seen: dict[int, int] = {}
+        seen = first_seen.setdefault
+        no_bad: set[str] = set()
         for i, raw_integration in enumerate(raw):
-            loc: Loc = ("integrations", i)
-            spec: IntegrationSpec | None
-            if isinstance(raw_integration, IntegrationSpec):  # decoded by _fast_json
+            spec: IntegrationSpec
+            bad = no_bad
+            raw_mapping: Any = None
+            if type(raw_integration) is IntegrationSpec:  # decoded by fast_json
                 spec = raw_integration
+                # The common case, a set used as it is: nothing more to check or build.
+                found = good_sets.get(spec.status_set)  # type: ignore[arg-type]
+                if (
+                    found is not None
+                    and spec.statuses is UNSET
+                    and spec.statuses_file is UNSET
+                    and spec.override_statuses is UNSET
+                    and spec.remove_statuses is UNSET
+                    and spec.mapping is UNSET
+                    and spec.account in accounts
+                    and seen(spec.id, i) == i
+                ):
+                    tags = spec.tags or ()
+                    jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
+                    continue
+                # The next most common: statuses inline, nothing else.
+                statuses = spec.statuses
+                if (
+                    type(statuses) is tuple
+                    and spec.status_set is UNSET
+                    and spec.statuses_file is UNSET
+                    and spec.override_statuses is UNSET
+                    and spec.remove_statuses is UNSET
+                    and spec.mapping is UNSET
+                    and spec.account in accounts
+                    and seen(spec.id, i) == i
+                ):
+                    if self.check(statuses, ("integrations", i, "statuses"), spec.id):
+                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
+                    continue
             else:
                 guessed = _guess_id(raw_integration)
-                spec = self.convert(raw_integration, IntegrationSpec, loc, guessed)
-            if spec is None:
-                continue
-            iid = spec.id
-            before = first_seen.setdefault(iid, i)
-            if before != i:
-                self.problem((*loc, "id"), f"duplicate integration id {iid} (first at $.integrations[{before}])", iid)
-                continue
-            ok = True
-            if spec.account not in accounts:
-                # Without a usable accounts section, the one problem reported for it says it all.
-                if spec.account not in broken_accounts and not self.no_accounts:
-                    known = ", ".join(sorted(accounts) + sorted(broken_accounts)) or "none"
-                    self.problem((*loc, "account"), f"unknown account {spec.account!r} (known: {known})", iid)
-                ok = False
-            statuses: Statuses | None
-            if spec.status_set is not None and spec.statuses is None and spec.statuses_file is None:
-                statuses = sets.get(spec.status_set)
-                if statuses is None and spec.status_set not in broken_sets and not self.no_sets:
-                    known = ", ".join(sorted(sets) + sorted(broken_sets)) or "none"
-                    self.problem((*loc, "status_set"), f"unknown status set {spec.status_set!r} (known: {known})", iid)
-            else:
-                statuses = self.pick_statuses(spec, loc, iid)
-            if statuses is None:
-                continue
-            if spec.override_statuses or spec.remove_statuses:
-                if not self.check(spec.override_statuses, (*loc, "override_statuses"), iid):
-                    continue
-                have = {s.external_id for s in statuses}
-                missing = [x for x in spec.remove_statuses if x not in have]
-                for k, x in enumerate(spec.remove_statuses):
-                    if x in have:
+                converted = self.convert(raw_integration, IntegrationSpec, ("integrations", i), guessed)
+                if converted is None:
+                    if not isinstance(raw_integration, dict):
                         continue
-                    self.problem(
-                        (*loc, "remove_statuses", k),
-                        f"external_id {x!r} is not in the statuses it would remove from",
-                        iid,
-                    )
-                if missing:
-                    continue
-                statuses = merge_statuses(statuses, spec.override_statuses, spec.remove_statuses)
-            if ok:
-                jobs.append(Job(iid, spec.account, self.desired(statuses), spec.tags, spec.status_set or ""))
+                    good, bad = self.partial(raw_integration, IntegrationSpec)
+                    good.setdefault("id", guessed if guessed is not None else 0)
+                    good.setdefault("account", "")
+                    converted = IntegrationSpec(**good)
+                    if "mapping" in bad:
+                        raw_mapping = raw_integration.get("mapping")
+                spec = converted
+            if raw_mapping is None and isinstance(spec.mapping, MappingSpec):
+                raw_mapping = spec.mapping
+            job = self.integration(i, spec, bad, raw_mapping, first_seen, accounts, broken_accounts, sets, broken_sets)
+            if job is not None:
+                jobs.append(job)
         return jobs
 
+    def integration(
+        self,
+        i: int,
+        spec: IntegrationSpec,
+        bad: set[str],
+        raw_mapping: Any,
+        first_seen: dict[int, int],
+        accounts: dict[str, Account],
+        broken_accounts: set[str],
+        sets: dict[str, _Set],
+        broken_sets: set[str],
+    ) -> Job | None:
+        """One integration's checks, all of them, whatever fails first; its job if none does.
 
-def load(path: str | Path, environ: dict[str, str] | None = None) -> Inventory:
-    """Load, validate and expand one inventory file; see :class:`Inventory`.problems."""
+        ``bad`` names the fields that failed their own conversion (reported already);
+        every other field is checked as if they were right.
+        """
+        loc: Loc = ("integrations", i)
+        iid: int | None = spec.id if "id" not in bad else (spec.id or None)
+        ok = not bad
+        if "id" not in bad:
+            before = first_seen.setdefault(spec.id, i)
+            if before != i:
+                self.problem(
+                    (*loc, "id"), f"duplicate integration id {spec.id} (first at $.integrations[{before}])", iid
+                )
+                ok = False
+        if "account" not in bad and spec.account not in accounts:
+            # Without a usable accounts section, the one problem reported for it says it all.
+            if spec.account not in broken_accounts and not self.no_accounts:
+                known = ", ".join(sorted(accounts) + sorted(broken_accounts)) or "none"
+                near = _near(spec.account, list(accounts))
+                self.problem((*loc, "account"), f"unknown account {spec.account!r} (known: {known}){near}", iid)
+            ok = False
+
+        # The statuses it starts from: a set, inline or a file.
+        the_set: _Set | None = None
+        set_name = spec.status_set if isinstance(spec.status_set, str) and "status_set" not in bad else None
+        if set_name is not None:
+            the_set = sets.get(set_name)
+            if set_name in broken_sets:
+                ok = False  # reported with the set
+            elif the_set is None and not self.no_sets:
+                known = ", ".join(sorted(sets) + sorted(broken_sets)) or "none"
+                near = _near(set_name, list(sets))
+                self.problem((*loc, "status_set"), f"unknown status set {set_name!r} (known: {known}){near}", iid)
+        picked = self.pick_statuses(spec, bad, loc, iid)
+        only_set = set_name is not None and not ({"statuses", "statuses_file"} & bad)
+        only_set = only_set and not _given(spec.statuses) and not _given(spec.statuses_file)
+        base = (the_set.statuses if the_set is not None and only_set else None) if set_name is not None else picked
+        if base is None:
+            ok = False
+            the_set = None
+
+        # One shop's changes, then the mapping, checked against what they leave.
+        overrides: Statuses = ()
+        if "override_statuses" not in bad and spec.override_statuses:
+            assert isinstance(spec.override_statuses, tuple)
+            if self.check(spec.override_statuses, (*loc, "override_statuses"), iid):
+                overrides = spec.override_statuses
+            else:
+                ok = False
+        removals: tuple[str, ...] = ()
+        if "remove_statuses" not in bad and spec.remove_statuses:
+            assert isinstance(spec.remove_statuses, tuple)
+            removals = spec.remove_statuses
+            if base is not None:
+                have = {s.external_id for s in base}
+                for k, x in enumerate(removals):
+                    if x not in have:
+                        self.problem(
+                            (*loc, "remove_statuses", k),
+                            f"external_id {x!r} is not in the statuses it would remove from{_near(x, have)}",
+                            iid,
+                        )
+                        ok = False
+        statuses = base
+        if base is not None and (overrides or removals):
+            statuses = merge_statuses(base, overrides, removals)
+        mapping = self.integration_mapping(spec, raw_mapping, the_set, statuses, removals, loc, iid)
+        if not ok or statuses is None or isinstance(mapping, UnsetType):
+            return None
+        desired = the_set.desired if the_set is not None and statuses is the_set.statuses else self.desired(statuses)
+        tags = spec.tags or ()
+        assert isinstance(tags, tuple)
+        return Job(spec.id, spec.account, desired, tags, set_name or "", mapping)
+
+    def integration_mapping(
+        self,
+        spec: IntegrationSpec,
+        raw_mapping: Any,
+        the_set: _Set | None,
+        statuses: Statuses | None,
+        removals: tuple[str, ...],
+        loc: Loc,
+        iid: int | None,
+    ) -> DesiredMapping | UnsetType | None:
+        """The integration's mapping: the set's, overridden category by category by its
+        own. None when neither declares one; UNSET when it cannot be used (reported).
+
+        Every mapped external id must be among the statuses left after the overrides
+        and removals: a mapping to a status that is gone is what leaves a shop's
+        mapping invalid."""
+        inherited = the_set.mapping if the_set is not None else None
+        if raw_mapping is None and inherited is None:
+            return None
+        if raw_mapping is None and the_set is not None and statuses is the_set.statuses:
+            return the_set.desired_mapping if the_set.desired_mapping is not None else UNSET  # checked with the set
+        own, wrong = _categories(raw_mapping) if raw_mapping is not None else ({}, set())
+        skip = wrong | (the_set.unknown - own.keys() if the_set is not None else set())
+        if statuses is None:
+            return UNSET
+        mapping: dict[str, str | None] = dict(inherited) if inherited else dict.fromkeys(STATUS_CATEGORIES)
+        mapping.update(own)
+        have = {s.external_id for s in statuses}
+        ok = not skip
+        for category, external_id in mapping.items():
+            if external_id is None or external_id in have or category in skip:
+                continue
+            ok = False
+            if category in own:
+                why = (
+                    f"but {external_id!r} is removed by remove_statuses"
+                    if external_id in removals
+                    else f"but the integration's statuses have no external_id {external_id!r}{_near(external_id, have)}"
+                )
+                self.problem((*loc, "mapping", category), f"mapping {category} -> {external_id!r}, {why}", iid)
+            else:  # inherited, and the set's own check passed: only a removal can cause it
+                where: Loc = (*loc, "remove_statuses", removals.index(external_id)) if external_id in removals else loc
+                self.problem(
+                    where,
+                    f"mapping {category} -> {external_id!r} (from status set {spec.status_set!r}), but "
+                    f"{external_id!r} is removed by remove_statuses: map {category} to another status in "
+                    f'this integration\'s mapping, or unmap it with {category} = ""',
+                    iid,
+                )
+        return self.desired_mapping(mapping) if ok else UNSET
+
+
+def _categories(raw: Any) -> tuple[dict[str, str | None], set[str]]:
+    """A mapping as written, category by category: those given (external id, or None for
+    "not mapped") and those given wrong (reported by the convert that failed)."""
+    given: dict[str, str | None] = {}
+    wrong: set[str] = set()
+    if isinstance(raw, MappingSpec):
+        for category in STATUS_CATEGORIES:
+            value = getattr(raw, category)
+            if value is not UNSET:
+                given[category] = value or None
+    elif isinstance(raw, dict):
+        for category in STATUS_CATEGORIES:
+            if category in raw:
+                value = raw[category]
+                if value is None or isinstance(value, str):
+                    given[category] = value or None
+                else:
+                    wrong.add(category)
+    else:
+        wrong.update(STATUS_CATEGORIES)
+    return given, wrong
+
+
+def _near(word: str, choices: Iterable[str]) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def load(
+    path: str | Path, environ: dict[str, str] | None = None, max_file_size: int = documents.INVENTORY_LIMIT
+) -> Inventory:
+    """Load, validate and expand one inventory file; see :class:`Inventory`.problems.
+
+    ``max_file_size`` caps the inventory file (bytes); the files it names have caps of
+    their own (see :mod:`batchsync.documents`).
+    """
     # Decoding a large inventory allocates millions of small, acyclic containers; the
     # cyclic GC would rescan them over and over (70% of the time at 100k integrations).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Loader(Path(path), environ).load()
+        return _Loader(Path(path), environ, max_file_size).load()
     finally:
         if was_enabled:
             gc.enable()
@@ -687,7 +1209,7 @@ def select(jobs: Sequence[Job], selectors: Sequence[str]) -> tuple[list[Job], li
             return term[4:] in job.tags
         if term.startswith("account:"):
             return job.account == term[8:]
-        if term.isdigit():
+        if term.isascii() and term.isdigit():
             return job.integration_id == int(term)
         return job.account == term or term in job.tags
 

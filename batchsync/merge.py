@@ -326,6 +326,14 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
             into = accounts.setdefault(name, AccountStats())
             for field in (*RESULTS, "throttled", "requests"):
                 setattr(into, field, getattr(into, field) + getattr(stats, field))
+            # The rates 429s brought an account to, for the recap's "limits too high": an
+            # account is in one shard; were it in two, the lower rate is the one that worked.
+            for rate, declared in (("read_rate", "read_declared"), ("write_rate", "write_declared")):
+                mine, theirs = getattr(into, rate), getattr(stats, rate)
+                if theirs is not None:
+                    setattr(into, rate, theirs if mine is None else min(mine, theirs))
+                if getattr(stats, declared) is not None:
+                    setattr(into, declared, getattr(stats, declared))
         if r.summary is not None:
             parts.append(Part(_tag(r), r.path, "complete", recorded=len(r.outcomes)))
             if r.summary.stopped:
@@ -447,18 +455,38 @@ def junit_tree(merged: Merged) -> ET.Element:
     return root
 
 
+def html_page(merged: Merged) -> str:
+    """The merged run's page: one run's, with a line per shard. The accounts' budgets are
+    not in the reports, so its picture draws requests without a budget line."""
+    from batchsync.html import RunInfo, render
+
+    starts = [o.started_at for o in merged.outcomes if o.started_at]
+    ends = [o.ended_at for o in merged.outcomes if o.ended_at]
+    started = min(starts, default=0.0)
+    n = len(merged.parts)
+    info = RunInfo(
+        exit_code=merged.exit_code,
+        started_at=started,
+        ended_at=max([*ends, started + merged.summary.duration_s]) if started else 0.0,
+        notes=tuple(p.describe() for p in merged.parts),
+        title=f"batchsync {merged.mode} (report merge of {n} part{'s' if n != 1 else ''})",
+    )
+    return render(merged.outcomes, merged.summary, merged.mode, info)
+
+
 def command(
     patterns: Sequence[str],
     *,
     fmt: str = "text",
     junit: str | None = None,
     metrics: str | None = None,
+    html: str | None = None,
     max_age: str | None = None,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
     now: float | None = None,
 ) -> int:
-    """``batchsync report merge REPORT... [--junit F] [--metrics F] [--format json] [--max-age D]``."""
+    """``batchsync report merge REPORT... [--junit F] [--metrics F] [--html F] [--format json] [--max-age D]``."""
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if err is None else err
     try:
@@ -466,7 +494,7 @@ def command(
     except ValueError as exc:
         print(f"batchsync: --max-age {max_age}: {exc}", file=stderr)
         return EXIT_NOT_STARTED
-    for flag, path in (("--junit", junit), ("--metrics", metrics)):
+    for flag, path in (("--junit", junit), ("--metrics", metrics), ("--html", html)):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
             print(f"batchsync: {flag} {_show(path or '')}: {_show(folder)} is not a writable directory", file=stderr)
@@ -490,7 +518,11 @@ def command(
         if metrics:
             from batchsync.monitoring import write_metrics
 
-            write_metrics(metrics, merged.summary, merged.mode)
+            write_metrics(metrics, merged.summary, merged.mode, exit_code=merged.exit_code)
+        if html:
+            from batchsync.html import write_html
+
+            write_html(html, html_page(merged))
     except OSError as exc:
         print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED

@@ -7,18 +7,19 @@ CI job or node_exporter reading at any moment sees the previous run's file or th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from batchsync.outcome import RESULTS, Outcome, Summary
 
-__all__ = ["atomic_write", "read_metric", "write_junit", "write_metrics"]
+__all__ = ["atomic_write", "read_metric", "write_exit_code", "write_junit", "write_metrics"]
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -150,6 +151,11 @@ def write_junit(path: str, outcomes: Iterable[Outcome], summary: Summary, suite_
 
 
 # -- Prometheus textfile -----------------------------------------------------------------
+#
+# Every sample carries a ``command`` label (plan, apply): both may write one file, and
+# each keeps the other's series (the old file is read, the other command's samples
+# kept, the whole written atomically). Every family is a gauge: each describes the last
+# run, not a count since the process started, so none ends in ``_total``.
 
 
 def _escape_label(value: str) -> str:
@@ -175,6 +181,7 @@ def _labels(labels: Mapping[str, str]) -> str:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _UNESCAPE = re.compile(r"\\(.)")
+_META = re.compile(r"^#\s+(HELP|TYPE)\s+([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\s(.*))?$")
 
 
 def _parse_labels(text: str) -> dict[str, str] | None:
@@ -189,87 +196,213 @@ def _parse_labels(text: str) -> dict[str, str] | None:
     return out
 
 
+class _Family:
+    __slots__ = ("help", "kind", "samples")
+
+    def __init__(self, help_text: str = "", kind: str = "gauge") -> None:
+        self.help = help_text  # as written in the file: escaped
+        self.kind = kind
+        self.samples: list[tuple[dict[str, str], str]] = []  # (labels, value as written)
+
+
+def _parse(text: str) -> dict[str, _Family]:
+    """The families of a textfile, in order; lines that do not parse are dropped."""
+    families: dict[str, _Family] = {}
+    for line in text.splitlines():
+        meta = _META.match(line)
+        if meta is not None:
+            family = families.setdefault(meta.group(2), _Family())
+            if meta.group(1) == "HELP":
+                family.help = meta.group(3) or ""
+            else:
+                family.kind = (meta.group(3) or "untyped").strip()
+            continue
+        m = _SAMPLE.match(line)
+        if m is None:
+            continue
+        labels = _parse_labels(m.group(2) or "")
+        try:
+            float(m.group(3))
+        except ValueError:
+            continue
+        if labels is not None:
+            families.setdefault(m.group(1), _Family()).samples.append((labels, m.group(3)))
+    return families
+
+
+def _read(path: str) -> dict[str, _Family]:
+    try:
+        return _parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
 def read_metric(path: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
     """The value of sample ``name`` whose labels include ``labels`` in a textfile, or None
     (no file, unreadable, no such sample, garbage)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    family = _read(path).get(name)
     want = dict(labels or {})
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        m = _SAMPLE.match(line)
-        if m is None or m.group(1) != name:
-            continue
-        got = _parse_labels(m.group(2) or "")
-        if got is None or any(got.get(k) != v for k, v in want.items()):
-            continue
-        try:
-            return float(m.group(3))
-        except ValueError:
-            return None
+    for got, value in family.samples if family is not None else ():
+        if all(got.get(k) == v for k, v in want.items()):
+            return float(value)
     return None
 
 
 class _Exposition:
     def __init__(self, const: Mapping[str, str]) -> None:
         self.const = dict(const)
-        self.lines: list[str] = []
+        self.families: dict[str, _Family] = {}
+        self._current = _Family()
 
     def family(self, name: str, help_text: str, kind: str = "gauge") -> None:
         help_escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-        self.lines.append(f"# HELP {name} {help_escaped}")
-        self.lines.append(f"# TYPE {name} {kind}")
+        self._current = self.families.setdefault(name, _Family(help_escaped, kind))
 
-    def sample(self, name: str, value: float, **labels: str) -> None:
-        self.lines.append(f"{name}{_labels({**self.const, **labels})} {_number(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+    def sample(self, value: float, **labels: str) -> None:
+        self._current.samples.append(({**self.const, **labels}, _number(value)))
 
 
-def metrics_text(
+def _render(families: Mapping[str, _Family]) -> str:
+    lines: list[str] = []
+    for name, family in families.items():
+        if not family.samples:
+            continue
+        if family.help:
+            lines.append(f"# HELP {name} {family.help}")
+        lines.append(f"# TYPE {name} {family.kind}")
+        lines.extend(f"{name}{_labels(labels)} {value}" for labels, value in family.samples)
+    return "\n".join(lines) + "\n"
+
+
+def _ours(labels: Mapping[str, str], identity: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in identity.items())
+
+
+def _merge(old: Mapping[str, _Family], new: Mapping[str, _Family], identity: Mapping[str, str]) -> dict[str, _Family]:
+    """``new``'s families, plus every old sample of another command (or other constant
+    labels) kept. Old samples without a ``command`` label (an older batchsync's) go."""
+    out: dict[str, _Family] = {}
+    for name, family in new.items():
+        merged = out[name] = _Family(family.help, family.kind)
+        kept = old.get(name)
+        if kept is not None:
+            merged.samples.extend(s for s in kept.samples if "command" in s[0] and not _ours(s[0], identity))
+        merged.samples.extend(family.samples)
+    for name, family in old.items():
+        if name in out:
+            continue
+        kept_samples = [s for s in family.samples if "command" in s[0] and not _ours(s[0], identity)]
+        if kept_samples:
+            out[name] = _Family(family.help, family.kind)
+            out[name].samples = kept_samples
+    return out
+
+
+@contextlib.contextmanager
+def _exclusive(path: str) -> Iterator[None]:
+    """Plan and apply finishing together: one reads, merges and replaces the file, then the
+    other; otherwise the second would write back the first one's old series. The lock is
+    on the directory (the file itself is replaced, and a lock file would litter the
+    collector's directory). Best effort: where it cannot be taken, the write goes on."""
+    try:
+        fd = os.open(Path(path).parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a small write: no timeout needed
+        yield
+    finally:
+        os.close(fd)
+
+
+def metrics_families(
     summary: Summary,
-    mode: str,
+    command: str,
     finished_at: float,
     last_success: float,
+    exit_code: int | None = None,
     labels: Mapping[str, str] | None = None,
-) -> str:
-    """The exposition text; :func:`write_metrics` decides ``last_success`` and writes it."""
+) -> dict[str, _Family]:
+    """The families of one run; :func:`write_metrics` decides ``last_success`` and writes them."""
     success = is_success(summary)
-    m = _Exposition({**(labels or {}), "mode": mode})
+    m = _Exposition({**(labels or {}), "command": command})
+    accounts = sorted(summary.accounts)
     m.family("batchsync_integrations", "Integrations per account and result in the last run.")
-    for account in sorted(summary.accounts):
+    for account in accounts:
         stats = summary.accounts[account]
         for result in RESULTS:
-            m.sample("batchsync_integrations", getattr(stats, result), account=account, result=result)
-    m.family("batchsync_integrations_total", "Integrations per result in the last run, over all accounts.")
+            m.sample(getattr(stats, result), account=account, result=result)
+    m.family("batchsync_run_integrations", "Integrations per result in the last run, over all accounts.")
     for result in RESULTS:
-        m.sample("batchsync_integrations_total", summary.total(result), result=result)
-    m.family("batchsync_throttled_total", "Responses 429 (Too Many Requests) per account in the last run.")
-    for account in sorted(summary.accounts):
-        m.sample("batchsync_throttled_total", summary.accounts[account].throttled, account=account)
+        m.sample(summary.total(result), result=result)
+    m.family("batchsync_throttled_responses", "Responses 429 (Too Many Requests) per account in the last run.")
+    for account in accounts:
+        m.sample(summary.accounts[account].throttled, account=account)
+    m.family(
+        "batchsync_account_rate_per_minute",
+        "Requests per minute each account's meter ran at by the end of the last run: the declared rate, "
+        "or the lower one 429s brought it to.",
+    )
+    for account in accounts:
+        stats = summary.accounts[account]
+        for meter, rate, declared in (
+            ("reads", stats.read_rate, stats.read_declared),
+            ("writes", stats.write_rate, stats.write_declared),
+        ):
+            worked = rate if rate is not None else declared
+            if worked is not None:
+                m.sample(worked, account=account, meter=meter)
+    m.family("batchsync_account_declared_rate_per_minute", "Requests per minute the inventory declares per meter.")
+    for account in accounts:
+        stats = summary.accounts[account]
+        for meter, declared in (("reads", stats.read_declared), ("writes", stats.write_declared)):
+            if declared is not None:
+                m.sample(declared, account=account, meter=meter)
     m.family("batchsync_run_duration_seconds", "Wall-clock duration of the last run.")
-    m.sample("batchsync_run_duration_seconds", round(summary.duration_s, 3))
+    m.sample(round(summary.duration_s, 3))
     m.family("batchsync_run_finished_timestamp_seconds", "Unix time the last run finished.")
-    m.sample("batchsync_run_finished_timestamp_seconds", round(finished_at, 3))
+    m.sample(round(finished_at, 3))
     m.family(
         "batchsync_last_success_timestamp_seconds",
         "Unix time of the last run with no failed and no skipped integration (0: none recorded).",
     )
-    m.sample("batchsync_last_success_timestamp_seconds", round(last_success, 3))
+    m.sample(round(last_success, 3))
     m.family("batchsync_run_success", "1 if the last run had no failed and no skipped integration, else 0.")
-    m.sample("batchsync_run_success", 1 if success else 0)
+    m.sample(1 if success else 0)
     m.family("batchsync_run_interrupted", "1 if the last run stopped early (signal, failure limit), else 0.")
-    m.sample("batchsync_run_interrupted", 1 if summary.stopped is not None else 0)
-    return m.text()
+    m.sample(1 if summary.stopped is not None else 0)
+    if exit_code is not None:
+        _exit_families(m, exit_code, finished_at)
+    return m.families
+
+
+def _exit_families(m: _Exposition, exit_code: int, at: float) -> None:
+    m.family(
+        "batchsync_last_run_exit_code",
+        "Exit code of the last attempt, whether it ran or not (2: usage error or invalid inventory, "
+        "75: another run held a lock).",
+    )
+    m.sample(exit_code)
+    m.family("batchsync_last_run_timestamp_seconds", "Unix time the last attempt ended, whether it ran or not.")
+    m.sample(round(at, 3))
 
 
 def is_success(summary: Summary) -> bool:
     """No failed, no skipped, not stopped early: what ``last_success`` counts."""
     return summary.stopped is None and not summary.total("failed") and not summary.total("skipped")
+
+
+def _previous_success(old: Mapping[str, _Family], identity: Mapping[str, str]) -> float:
+    family = old.get("batchsync_last_success_timestamp_seconds")
+    # A file of an older batchsync labelled the command ``mode``: its last success still counts.
+    legacy = {("mode" if k == "command" else k): v for k, v in identity.items()}
+    for want in (identity, legacy):
+        for labels, value in family.samples if family is not None else ():
+            if _ours(labels, want) and math.isfinite(float(value)):
+                return float(value)
+    return 0.0
 
 
 def write_metrics(
@@ -279,14 +412,15 @@ def write_metrics(
     finished_at: float | None = None,
     last_success_from: str | None = None,
     labels: Mapping[str, str] | None = None,
+    exit_code: int | None = None,
 ) -> None:
     """Write the run's metrics to ``path`` (Prometheus text format) atomically.
 
     For node_exporter's textfile collector ``path`` must end in ``.prom`` and sit in its
     ``--collector.textfile.directory``; that is not checked here. Every sample carries
-    ``mode`` (plan/apply) plus the constant ``labels`` (e.g. ``{"inventory": "eu"}``): two
-    files in the collector's directory that export the same series make node_exporter
-    report an error, so plan and apply, or two inventories, must differ by a label.
+    ``command`` (``mode``: plan/apply) plus the constant ``labels`` (e.g. ``{"inventory":
+    "eu"}``). The series of another command or other constant labels already in the file
+    are kept; this run's own replace the previous run's.
 
     ``batchsync_last_success_timestamp_seconds`` is this run's ``finished_at`` when it
     succeeded; otherwise the value is carried over from the previous file
@@ -294,10 +428,39 @@ def write_metrics(
     no run has succeeded yet, so ``time() - metric > 2 * 86400`` alerts from day one.
     """
     finished = time.time() if finished_at is None else finished_at
-    if is_success(summary):
-        last = finished
-    else:
-        match = {**(labels or {}), "mode": mode}
-        previous = read_metric(last_success_from or path, "batchsync_last_success_timestamp_seconds", match)
-        last = previous if previous is not None and math.isfinite(previous) else 0.0
-    atomic_write(path, metrics_text(summary, mode, finished, last, labels).encode("utf-8"))
+    identity = {**(labels or {}), "command": mode}
+    with _exclusive(path):
+        old = _read(path)
+        if is_success(summary):
+            last = finished
+        else:
+            last = _previous_success(old if last_success_from is None else _read(last_success_from), identity)
+        new = metrics_families(summary, mode, finished, last, exit_code, labels)
+        atomic_write(path, _render(_merge(old, new, identity)).encode("utf-8"))
+
+
+def write_exit_code(
+    path: str, command: str, exit_code: int, at: float | None = None, labels: Mapping[str, str] | None = None
+) -> None:
+    """Record an attempt that never ran (exit 2 or 75) in the metrics file: its exit code and
+    time change, everything else (this command's last run, its last success) stays."""
+    when = time.time() if at is None else at
+    identity = {**(labels or {}), "command": command}
+    with _exclusive(path):
+        old = _read(path)
+        m = _Exposition(identity)
+        _exit_families(m, exit_code, when)
+        if "batchsync_last_success_timestamp_seconds" not in old or not any(
+            _ours(s[0], identity) for s in old["batchsync_last_success_timestamp_seconds"].samples
+        ):
+            m.family(
+                "batchsync_last_success_timestamp_seconds",
+                "Unix time of the last run with no failed and no skipped integration (0: none recorded).",
+            )
+            m.sample(_previous_success(old, identity))
+        merged = dict(old)
+        for name, family in m.families.items():
+            kept = old.get(name)
+            into = merged[name] = _Family(family.help, family.kind)
+            into.samples = [s for s in (kept.samples if kept else ()) if not _ours(s[0], identity)] + family.samples
+        atomic_write(path, _render(merged).encode("utf-8"))

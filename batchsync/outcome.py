@@ -96,6 +96,9 @@ class AccountStats(msgspec.Struct):
     # The rates the run settled on after 429s, per minute; None when the declared rate held.
     read_rate: float | None = None
     write_rate: float | None = None
+    # The rates the inventory declares, per minute (None: not known, as in a merged report).
+    read_declared: float | None = None
+    write_declared: float | None = None
 
     def count(self, result: Result) -> int:
         if result == "unchanged":

@@ -21,6 +21,7 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.inventory import Limits
+from batchsync.limits import FLOOR
 from batchsync.outcome import RESULTS, Outcome, Summary
 from batchsync.output import Lost
 
@@ -85,8 +86,77 @@ class ReportWriter:
                 self.lost.add("--report", self.path, exc)
 
 
-def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
+UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
+
+
+class TagTally:
+    """Result counts per tag, fed one outcome at a time (``--recap-by tag``).
+
+    An integration with several tags counts under each, one with none under
+    :data:`UNTAGGED`: the rows answer "what happened to client X", so together they may
+    add up to more than the run's total.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, int]] = {}
+
+    def add(self, outcome: Outcome) -> None:
+        for tag in dict.fromkeys(outcome.tags) or (UNTAGGED,):
+            counts = self.groups.get(tag)
+            if counts is None:
+                counts = self.groups[tag] = dict.fromkeys(RESULTS, 0)
+            counts[outcome.result] += 1
+
+
+def _group_order(name: str) -> tuple[bool, str]:
+    return (name == UNTAGGED, name)
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:.0f}" if per_minute >= 10 else f"{per_minute:.2g}"
+
+
+def limits_too_high(summary: Summary) -> list[dict[str, Any]]:
+    """The meters that 429s slowed below the rate the inventory declares, with the rate the
+    run settled on: one entry per account and meter, each with its recap line (``text``)."""
+    out: list[dict[str, Any]] = []
+    for name in sorted(summary.accounts):
+        stats = summary.accounts[name]
+        for meter, worked, declared in (
+            ("reads", stats.read_rate, stats.read_declared),
+            ("writes", stats.write_rate, stats.write_declared),
+        ):
+            if worked is None:
+                continue
+            setting = f"{meter}_per_minute"
+            # The engine never goes below FLOOR of the declared rate (rounded to 0.1 a minute).
+            at_floor = declared is not None and worked <= round(declared * FLOOR, 1) + 1e-6
+            said = f"declared {_rate(declared)}/min, " if declared is not None else ""
+            how = f"slowed to its floor, {_rate(worked)}/min" if at_floor else f"worked at {_rate(worked)}/min"
+            out.append(
+                {
+                    "account": name,
+                    "meter": meter,
+                    "declared_per_minute": declared,
+                    "worked_per_minute": worked,
+                    "at_floor": at_floor,
+                    "setting": setting,
+                    "text": f"{_show(name)}: 429s on {meter}: {said}{how}: lower {setting}",
+                }
+            )
+    return out
+
+
+def summary_document(
+    summary: Summary, mode: str, by_tag: Mapping[str, Mapping[str, int]] | None = None
+) -> dict[str, Any]:
+    """The run as one JSON object: totals, per-account stats, the recap's groups (per
+    account, or per tag when ``by_tag`` is given) and the limits that proved too high."""
     totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    if by_tag is not None:
+        groups = {tag: dict(by_tag[tag]) for tag in sorted(by_tag, key=_group_order)}
+    else:
+        groups = {name: {r: a.count(r) for r in RESULTS} for name, a in sorted(summary.accounts.items())}
     return {
         "summary": True,
         "mode": mode,
@@ -94,7 +164,16 @@ def summary_document(summary: Summary, mode: str) -> dict[str, Any]:
         "accounts": {k: msgspec.to_builtins(v) for k, v in summary.accounts.items()},
         "duration_s": round(summary.duration_s, 3),
         "stopped": summary.stopped,
+        "recap_by": "tag" if by_tag is not None else "account",
+        "groups": groups,
+        "limits_too_high": limits_too_high(summary),
     }
+
+
+def _show(text: str) -> str:
+    """A name as the recap prints it: JSON-quoted when it holds a control character, so
+    a newline or an escape sequence in a tag cannot forge or hide a line."""
+    return _encoder.encode(text).decode() if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text) else text
 
 
 def _names(d: dict[str, str] | None) -> str:
@@ -254,10 +333,26 @@ def print_mapping_totals(summary: Summary, out: SupportsWrite[str]) -> None:
         print(f"mappings written: {written}; refused by the mapping guard: {refused}", file=out)
 
 
-def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdout) -> None:
-    """Ansible's recap: a line per account, then totals."""
-    width = max([len("TOTAL"), *(len(n) for n in summary.accounts)])
+def print_recap(
+    summary: Summary,
+    mode: str,
+    out: SupportsWrite[str] = sys.stdout,
+    by_tag: Mapping[str, Mapping[str, int]] | None = None,
+) -> None:
+    """Ansible's recap: a line per account (or per tag, given ``by_tag``), then totals,
+    then the accounts whose declared limits were too high."""
     changed = "to change" if mode == "plan" else "changed"
+    rows: list[tuple[str, Mapping[str, int], str]] = []
+    if by_tag is not None:
+        for tag in sorted(by_tag, key=_group_order):
+            rows.append((_show(tag), by_tag[tag], ""))
+    else:
+        for name in sorted(summary.accounts):
+            a = summary.accounts[name]
+            note = f"throttled={a.throttled}" if a.throttled else ""
+            rows.append((_show(name), {r: a.count(r) for r in RESULTS}, note))
+    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    width = max([len("TOTAL"), *(len(name) for name, _, _ in rows)])
 
     def row(name: str, counts: Mapping[str, int], note: str) -> str:
         return (
@@ -265,15 +360,19 @@ def print_recap(summary: Summary, mode: str, out: SupportsWrite[str] = sys.stdou
             f"failed={counts['failed']:<6} skipped={counts['skipped']:<6} {note}"
         ).rstrip()
 
-    print("\nRECAP", file=out)
-    for name in sorted(summary.accounts):
-        a = summary.accounts[name]
-        counts: dict[str, int] = {r: getattr(a, r) for r in RESULTS}
-        print(row(name, counts, f"throttled={a.throttled}" if a.throttled else ""), file=out)
-    totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
+    print("\nRECAP" + (" by tag" if by_tag is not None else ""), file=out)
+    for name, counts, note in rows:
+        print(row(name, counts, note), file=out)
     print(row("TOTAL", totals, f"in {summary.duration_s:.1f}s"), file=out)
+    if by_tag is not None and sum(sum(c.values()) for c in by_tag.values()) > sum(totals.values()):
+        print("(an integration with several tags counts under each)", file=out)
     if summary.stopped:
         print(f"stopped early: {summary.stopped}", file=out)
+    too_high = limits_too_high(summary)
+    if too_high:
+        print("declared limits too high (the API answered 429; fix them in the inventory):", file=out)
+        for entry in too_high:
+            print(f"  {entry['text']}", file=out)
     if mode == "plan":
         print(
             "plan only: nothing was written"

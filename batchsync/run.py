@@ -13,8 +13,9 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,14 +32,24 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
-from batchsync.inventory import Inventory, Job
-from batchsync.lock import LockedError, LockError, acquire_lock
-from batchsync.monitoring import write_junit, write_metrics
+from batchsync.html import HtmlReport, RunInfo, write_html
+from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
+from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
+from batchsync.monitoring import write_exit_code, write_junit, write_metrics
+from batchsync.notify import MAX_FAILED, Webhook, notify
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
 from batchsync.redact import Redactor
-from batchsync.report import Budget, ReportWriter, print_mapping_totals, print_outcome, print_recap, summary_document
+from batchsync.report import (
+    Budget,
+    ReportWriter,
+    TagTally,
+    print_mapping_totals,
+    print_outcome,
+    print_recap,
+    summary_document,
+)
 from batchsync.settings import RunSettings, UsageError
 
 log = logging.getLogger("batchsync")
@@ -125,7 +136,7 @@ async def execute(
             box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
-        urls = [inv.accounts[name].base_url for name in {j.account for j in jobs}]
+        urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
         api = await stack.enter_async_context(
             HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
         )
@@ -144,7 +155,18 @@ async def execute(
             tg.cancel_scope.cancel()
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
+
+
+def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
+    """Put the inventory's rates beside the ones the run settled on: the recap and the
+    metrics name the limits that were declared too high."""
+    for name, stats in summary.accounts.items():
+        account = accounts.get(name)
+        if account is not None:
+            stats.read_declared = account.limits.reads_per_minute
+            stats.write_declared = account.limits.writes_per_minute
 
 
 class RetryPlan(msgspec.Struct, frozen=True):
@@ -182,13 +204,49 @@ def read_retry_report(report: str) -> RetryPlan:
 
 def check_outputs(settings: RunSettings, inv: Inventory) -> None:
     """Found out now, not after a night's run has been done and cannot be reported."""
-    protected = [inv.path, *getattr(inv, "files", ())]  # MERGE: Inventory.files (the files it references)
-    for flag, path in (("--report", settings.report), ("--junit", settings.junit), ("--metrics", settings.metrics)):
+    protected = [inv.path, *inv.files]
+    outputs = (
+        ("--report", settings.report),
+        ("--junit", settings.junit),
+        ("--metrics", settings.metrics),
+        ("--html", settings.html),
+    )
+    for flag, path in outputs:
         if path is not None:
             try:
                 check_output(flag, path, protected)
             except OutputError as exc:
                 raise UsageError(str(exc)) from None
+
+
+def account_identity(account: Account) -> str:
+    """What one Sendcloud account is known by: its public key, or its OAuth2 client id."""
+    return account.identity.reveal()
+
+
+def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> ExitStack:
+    """The inventory's lock, then the lock of every account the selected jobs touch: all of
+    them, or a LockError (LockedError: another run holds one) and none."""
+    with ExitStack() as stack:
+        stack.enter_context(acquire_lock(settings.inventory))
+        keys: dict[str, str] = {}
+        for name in sorted({job.account for job in jobs}):
+            account = inv.accounts[name]
+            # Runs with --sandbox meet only each other (each serves its own, but they are
+            # locked alike, as their inventories are).
+            url = "embedded-sandbox" if settings.sandbox else settings.base_url or account.base_url
+            keys[name] = account_lock_name(account_identity(account), url)
+        stack.enter_context(acquire_account_locks(settings.inventory, keys))
+        return stack.pop_all()
+
+
+def record_exit(settings: RunSettings, code: int) -> None:
+    """An attempt that never ran still leaves its exit code in the metrics file."""
+    if settings.metrics:
+        try:
+            write_exit_code(settings.metrics, settings.command, code)
+        except OSError as exc:
+            print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -204,18 +262,36 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def account_urls(account: Account, base_url: str | None) -> list[str]:
+    """Every URL a run sends the account's credentials to: the API, its token endpoint."""
+    if base_url is not None:  # --base-url, --sandbox: everything goes there
+        return [base_url]
+    creds = account.credentials
+    return [account.base_url, *([creds.token_url] if isinstance(creds, OAuth2Credentials) else [])]
+
+
 def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
     """Credentials never cross the network in clear: ``http://`` only to loopback, unless
     --allow-insecure-http. Checked before anything is sent (plan included)."""
     if settings.sandbox or settings.allow_insecure_http:
         return
     for name in sorted({j.account for j in jobs}):
-        url = settings.base_url or inv.accounts[name].base_url
-        if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
-            raise UsageError(
-                f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
-                "would cross the network in clear; use https://, or pass --allow-insecure-http"
-            )
+        for url in account_urls(inv.accounts[name], settings.base_url):
+            if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+                raise UsageError(
+                    f"account {name}: {url} is plain http:// to a host that is not this machine: its "
+                    "credentials would cross the network in clear; use https://, or pass --allow-insecure-http"
+                )
+
+
+def webhooks(settings: RunSettings) -> list[Webhook]:
+    """``--notify`` values resolved now: a missing variable is found before the run, not after."""
+    from batchsync.notify import WebhookError, resolve_webhook
+
+    try:
+        return [resolve_webhook(ref) for ref in settings.notify]
+    except WebhookError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
@@ -226,29 +302,38 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     try:
         check_outputs(settings, inv)
         check_transport(settings, inv, jobs)
+        hooks = webhooks(settings)
     except UsageError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
     # Whatever a log line or an outcome carries, these values come out as ***.
-    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in (a.public_key, a.secret_key))
+    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets())
+    redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, settings.log_format, redactor=redactor)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor)
+        return _run(settings, inv, jobs, shard, redactor, hooks)
     try:
-        lock = acquire_lock(settings.inventory)
+        locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_LOCKED)
         return EXIT_LOCKED
     except LockError as exc:
-        print(f"batchsync: cannot take the run lock: {exc}", file=sys.stderr)
+        print(f"batchsync: {exc}", file=sys.stderr)
+        record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
-    with lock:
-        return _run(settings, inv, jobs, shard, redactor)
+    with locks:
+        return _run(settings, inv, jobs, shard, redactor, hooks)
 
 
 def _run(
-    settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None, redactor: Redactor
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None,
+    redactor: Redactor,
+    hooks: Sequence[Webhook] = (),
 ) -> int:
     mode = settings.command
     report = None
@@ -258,11 +343,13 @@ def _run(
             report = ReportWriter(settings.report, lost)
         except OSError as exc:
             print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
+            record_exit(settings, EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
         report.header(mode, settings.inventory, len(jobs), shard)
     as_json = settings.format == "json"
     keep = as_json or bool(settings.junit)
     collected: list[Outcome] = []
+    tags = TagTally() if settings.recap_by == "tag" else None
     quiet, verbose, json_logs = settings.quiet, settings.verbose, settings.log_format == "json"
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (quiet or as_json or json_logs)
@@ -270,14 +357,22 @@ def _run(
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     budget = Budget() if mode == "plan" else None
+    page = HtmlReport(mode, time.time(), redact=redactor) if settings.html else None
+    failures: list[Outcome] = []  # the first few, for a notification
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
+        if page is not None:
+            page.add(outcome)
+        if hooks and outcome.result == "failed" and len(failures) < MAX_FAILED:
+            failures.append(outcome)
         if budget is not None:
             budget.add(outcome)
         if keep:
             collected.append(outcome)
+        if tags is not None:
+            tags.add(outcome)
         if quiet:
             if outcome.result == "failed":
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
@@ -321,25 +416,52 @@ def _run(
             lost.add("--junit", settings.junit, exc)
     if settings.metrics:
         try:
-            write_metrics(settings.metrics, summary, mode)
+            write_metrics(settings.metrics, summary, mode, exit_code=code)
         except OSError as exc:
             lost.add("--metrics", settings.metrics, exc)
     limits = {name: a.limits for name, a in inv.accounts.items()}
+    by_tag = tags.groups if tags is not None else None
     if as_json:
-        doc = summary_document(summary, mode)
+        doc = summary_document(summary, mode, by_tag)
         if budget is not None:
             doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
         out.write(msgspec.json.encode(doc).decode() + "\n")
     elif not quiet:
-        print_recap(summary, mode, out)
+        print_recap(summary, mode, out, by_tag)
         print_mapping_totals(summary, out)
         if budget is not None:
             budget.print(summary, limits, out)
     out.flush()
+    if page is not None and settings.html:
+        ended = summary.started_at + summary.duration_s
+        info = RunInfo(
+            exit_code=EXIT_OUTPUT_LOST if lost and code in (EXIT_OK, EXIT_CHANGES) else code,
+            started_at=summary.started_at,
+            ended_at=ended,
+            limits=limits,
+            inventory=settings.inventory,
+        )
+        try:
+            write_html(settings.html, page.html(summary, info))
+        except OSError as exc:
+            lost.add("--html", settings.html, exc)
     for line in lost.lines():
         print(line, file=sys.stderr)
     # A lost output must not look like a clean night; failures and stops still say more.
     if lost and code in (EXIT_OK, EXIT_CHANGES):
-        return EXIT_OUTPUT_LOST
+        code = EXIT_OUTPUT_LOST
+    if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
+        notify(
+            hooks,
+            summary,
+            mode,
+            code,
+            failures,
+            on=settings.notify_on,
+            fmt=settings.notify_format,
+            timeout=settings.notify_timeout,
+            inventory=settings.inventory,
+            redact=redactor,
+        )
     return code

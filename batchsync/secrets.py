@@ -10,6 +10,8 @@ import base64
 import os
 from pathlib import Path
 
+from batchsync.documents import SECRET_FILE_LIMIT, FileProblem, read_regular, user_path
+
 
 class SecretError(Exception):
     """A reference that is malformed or cannot be resolved; the message is safe to print."""
@@ -57,8 +59,14 @@ def check_reference(ref: str) -> str | None:
     return message
 
 
-def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None) -> Secret:
-    """Fetch the value ``ref`` points at. Raises SecretError with a printable reason."""
+def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None, confine: Path | None = None) -> Secret:
+    """Fetch the value ``ref`` points at. Raises SecretError with a printable reason.
+
+    With ``confine``, a ``file:`` reference must stay inside that folder once ``..`` and
+    symlinks are resolved: an inventory from elsewhere must not be able to send any
+    readable file (``file:../../etc/hostname``) as a credential. The file is not opened
+    otherwise.
+    """
     why = check_reference(ref)
     if why is not None:
         raise SecretError(why)
@@ -71,21 +79,25 @@ def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None) -> 
         if not value.strip():
             raise SecretError(f"environment variable {name} is empty")
         return Secret(value.strip(), ref)
-    path = Path(ref[5:]).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+    path = user_path(ref[5:], base_dir)
+    if confine is not None:
+        try:
+            inside = path.resolve().is_relative_to(confine.resolve())
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+            inside = False
+        if not inside:
+            raise SecretError(
+                f"secret file {path} is outside the inventory's folder: set allow_secret_files_outside = true "
+                "at the top of the inventory if it is meant to be read"
+            )
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SecretError(f"secret file {path} does not exist") from None
-    except IsADirectoryError:
-        raise SecretError(f"secret file {path} is a directory") from None
-    except PermissionError:
-        raise SecretError(f"secret file {path} cannot be read (permission denied)") from None
+        data = read_regular(path, SECRET_FILE_LIMIT)
+    except FileProblem as exc:
+        raise SecretError(f"secret file {path} {exc.message.replace('file does not', 'does not')}") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretError(f"secret file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise SecretError(f"secret file {path} cannot be read ({exc.strerror})") from None
     value = text.strip()
     if not value:
         raise SecretError(f"secret file {path} is empty")

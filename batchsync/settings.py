@@ -17,6 +17,8 @@ Command = Literal["plan", "apply"]
 Format = Literal["text", "json"]
 LogFormat = Literal["text", "json"]
 RecapBy = Literal["account", "tag"]
+NotifyOn = Literal["failure", "change", "always"]
+NotifyFormat = Literal["slack", "json"]
 
 
 class UsageError(Exception):
@@ -100,6 +102,12 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "text"
     detailed_exitcode: bool = False
     recap_by: RecapBy = "account"
+    max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
+    html: str | None = None
+    notify: tuple[str, ...] = ()  # as given: env:NAME, file:PATH or a URL; resolved before the run
+    notify_on: NotifyOn = "failure"
+    notify_format: NotifyFormat = "slack"
+    notify_timeout: float = 5.0  # seconds for every notification together
 
 
 def positive_number(value: float, flag: str) -> float:

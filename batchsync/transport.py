@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from batchsync._aiohttp import aiohttp
-from batchsync.auth import Authenticator, BasicAuthenticator
+from batchsync.auth import Authenticator, BasicAuthenticator, OAuth2Authenticator
 from batchsync.client import Client
-from batchsync.inventory import Account
+from batchsync.inventory import Account, BasicCredentials, OAuth2Credentials
 
 
 def tls_context(urls: Iterable[str]) -> ssl.SSLContext:
@@ -55,7 +55,7 @@ class HttpApi:
         connector = aiohttp.TCPConnector(
             limit=self.concurrency,
             limit_per_host=0,
-            ssl=tls_context(self.urls if not self.base_url else [self.base_url]),
+            ssl=tls_context(self.urls),
         )
         self._session = aiohttp.ClientSession(connector=connector)
         return self
@@ -71,11 +71,35 @@ class HttpApi:
         client = self._clients.get(account.name)
         if client is None:
             assert self._session is not None, "use HttpApi in an async with block"
-            auth = BasicAuthenticator(account.public_key, account.secret_key)
+            auth = self._authenticator(account)
             self._auths.append(auth)
-            client = Client(self._session, self.base_url or account.base_url, auth, timeout=self.timeout)
+            client = Client(
+                self._session, self.base_url or account.base_url, auth, timeout=self.timeout, name=account.name
+            )
             self._clients[account.name] = client
         return client
+
+    def token_url(self, account: Account) -> str | None:
+        """Where an OAuth2 account gets its tokens: with --base-url (or --sandbox) everything
+        the account contacts goes there, its token endpoint included."""
+        creds = account.credentials
+        if not isinstance(creds, OAuth2Credentials):
+            return None
+        return f"{self.base_url.rstrip('/')}/oauth2/token" if self.base_url else creds.token_url
+
+    def _authenticator(self, account: Account) -> Authenticator:
+        creds = account.credentials
+        if isinstance(creds, BasicCredentials):
+            return BasicAuthenticator(creds.public_key, creds.secret_key)
+        assert self._session is not None
+        return OAuth2Authenticator(
+            self._session,
+            self.token_url(account) or creds.token_url,
+            creds.client_id,
+            creds.client_secret,
+            creds.scope,
+            timeout=self.timeout,
+        )
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value in use, tokens issued so far included."""

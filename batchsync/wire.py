@@ -7,6 +7,7 @@ language used twice) live in :func:`check_statuses`, beside the structs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -140,6 +141,11 @@ class Integration(msgspec.Struct, frozen=True):
 Loc = tuple[str | int, ...]
 
 
+class TextKey(str):
+    """A mapping key that was not text in its file (a YAML number, date, null), as its
+    text: a path shows it quoted (``$.accounts['1234']``), not as an index or a name."""
+
+
 class Problem(msgspec.Struct, frozen=True):
     """A rule broken at ``loc`` (keys and indexes into the checked document)."""
 
@@ -148,11 +154,18 @@ class Problem(msgspec.Struct, frozen=True):
     code: str = "invalid"
 
 
-def check_statuses(statuses: Statuses, loc: Loc = ("statuses",)) -> list[Problem]:
-    """The rules the schema implies but no type can say: unique ids and languages."""
+def check_statuses(
+    statuses: Statuses, loc: Loc = ("statuses",), positions: Sequence[int] | None = None
+) -> list[Problem]:
+    """The rules the schema implies but no type can say: unique ids and languages.
+
+    ``positions`` gives each status's index in the document it came from, where that
+    is not its index here (a saved GET answer whose deleted statuses were dropped).
+    """
     problems: list[Problem] = []
     seen_ids: dict[str, int] = {}
-    for i, status in enumerate(statuses):
+    for k, status in enumerate(statuses):
+        i = k if positions is None else positions[k]
         first = seen_ids.setdefault(status.external_id, i)
         if first != i:
             problems.append(
@@ -231,8 +244,10 @@ def to_jsonpath(loc: Loc) -> str:
     """A loc in msgspec's own notation: ``$.statuses[0].external_id``."""
     parts = ["$"]
     for p in loc:
-        if isinstance(p, int):
+        if isinstance(p, int) and not isinstance(p, bool):
             parts.append(f"[{p}]")
+        elif type(p) is not str:  # a YAML key may be a number, a date, null
+            parts.append(f"[{str(p)!r}]")
         elif p.isidentifier() or p.replace("-", "_").isidentifier():
             parts.append("." + p)
         else:

@@ -15,7 +15,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from batchsync.inventory import load
 from batchsync.secrets import basic_auth
@@ -29,9 +28,7 @@ def prepare(inventory: str, limit: int | None) -> Work:
         raise SystemExit(f"{inventory}: {len(inv.problems)} problems")
     headers: dict[str, dict[str, str]] = {}
     for name, acc in inv.accounts.items():
-        # MERGE: Account.credentials comes with the inventory branch; until then the keys are on the Account.
-        creds: Any = getattr(acc, "credentials", acc)
-        auth = basic_auth(creds.public_key, creds.secret_key).reveal()
+        auth = basic_auth(*acc.secrets()).reveal()
         headers[name] = {"Authorization": auth, "Accept": "application/json", "Content-Type": "application/json"}
     jobs = inv.jobs[:limit] if limit else inv.jobs
     return [(str(j.integration_id), j.desired.body(j.integration_id), headers[j.account]) for j in jobs]

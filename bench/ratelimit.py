@@ -69,7 +69,7 @@ def predicted(inventory: Path) -> tuple[Counter[str], Counter[str], dict[int, st
         reads[account] += n + math.ceil(n / PAGE)
     for s in seed.integrations:
         job = jobs[s.id]
-        declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
+        declared = job.mapping
         writes[s.account] += s.statuses != job.desired.statuses
         if declared is not None:
             reads[s.account] += 1
@@ -82,7 +82,7 @@ def declares_mappings(inventory: Path) -> bool:
     from batchsync.inventory import load
 
     inv = load(inventory)
-    return not inv.problems and all(getattr(j, "mapping", None) is not None for j in inv.jobs)
+    return not inv.problems and all(j.mapping is not None for j in inv.jobs)
 
 
 class Scenario:

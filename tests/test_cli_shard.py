@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
-from test_cli_run import SandboxProcess, batchsync, env_with
 
 from batchsync.outcome import RESULTS
 from bench.gen_inventory import zipf_sizes

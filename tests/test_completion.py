@@ -47,11 +47,13 @@ def test_bash_completes_commands_options_choices_and_files(bash_script: Path, tm
     (tmp_path / "shard-0.jsonl").write_text("")
     assert bash_complete(bash_script, "batchsync ap", tmp_path) == ["apply"]
     assert set(bash_complete(bash_script, "batchsync apply --re", tmp_path)) == {
+        "--recap-by",
         "--report",
         "--retry-failed",
         "--retry-max-time",
     }
     assert bash_complete(bash_script, "batchsync plan --format ", tmp_path) == ["text", "json"]
+    assert bash_complete(bash_script, "batchsync apply --recap-by ", tmp_path) == ["account", "tag"]
     assert bash_complete(bash_script, "batchsync apply pr", tmp_path) == ["prod.toml"]
     assert bash_complete(bash_script, "batchsync report m", tmp_path) == ["merge"]
     assert bash_complete(bash_script, "batchsync report merge sh", tmp_path) == ["shard-0.jsonl"]

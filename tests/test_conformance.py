@@ -19,11 +19,11 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
 from test_engine_http import FAST
 
+from batchsync.auth import BasicAuthenticator
 from batchsync.client import Client
 from batchsync.engine import Engine
 from batchsync.outcome import Outcome
 from batchsync.sandbox import Sandbox, SandboxConfig
-from batchsync.secrets import basic_auth
 from batchsync.transport import HttpApi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,7 +71,7 @@ async def test_every_request_conforms(tmp_path: Path) -> None:
                 await Engine(inv.accounts, api, options, outcomes.append).run(inv.jobs)
         async with aiohttp.ClientSession() as session:
             account = inv.accounts["acme"]
-            client = Client(session, url, basic_auth(account.public_key, account.secret_key))
+            client = Client(session, url, BasicAuthenticator(*account.secrets()))
             await client.get_mapping(inv.jobs[0].integration_id)
     finally:
         box.close()

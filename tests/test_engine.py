@@ -541,3 +541,26 @@ def test_a_snapshot_reads_statuses_and_mapping_and_writes_nothing(tmp_path: Path
     assert seen == {ids(inv)[0]: (0, None), ids(inv)[1]: (0, None), ids(inv)[2]: (3, None), ids(inv)[3]: (3, "3")}
     assert {o.result for o in outcomes} == {"unchanged"}
     assert api.count("post_statuses") == api.count("post_mapping") == 0
+
+
+def test_one_incident_trips_the_breaker_once_not_once_per_request_in_flight(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inv = make_inventory(tmp_path, {"acme": 40}, limits={"acme": {"write_burst": 10, "reads_per_minute": 60000}})
+    api = FakeApi.from_inventory(inv, latency=0.05)
+    api.fault = lambda call: c.ServerError("down", http_status=503) if call.start < 10.0 else None
+    caplog.set_level(logging.WARNING, logger="batchsync")
+    opts = msgspec.structs.replace(
+        OPTS,
+        breaker_threshold=5,
+        breaker_pause=2.0,
+        backoff_max=30.0,
+        max_attempts=50,
+        retry_max_time=300,
+        preflight=False,  # all 10 requests in flight from the start
+    )
+    result = run(inv, api, opts)
+    assert result.results() == {"unchanged": 40}
+    pauses = [r.__dict__["fields"]["delay"] for r in caplog.records if "in a row" in r.getMessage()]
+    # 10 requests in flight fail together: one trip (2 s), then 4 s, then 8 s cover the outage
+    assert pauses == [2.0, 4.0, 8.0][: len(pauses)] and 1 <= len(pauses) <= 3, pauses

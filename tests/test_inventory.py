@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ import yaml
 
 from batchsync import inventory as inv_mod
 from batchsync import wire
-from batchsync.inventory import Inventory, InventoryProblem, Limits, load, merge_statuses, select
+from batchsync.inventory import (
+    BasicCredentials,
+    Inventory,
+    InventoryProblem,
+    Limits,
+    load,
+    merge_statuses,
+    select,
+)
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
 
 # -- writing one document in three formats ---------------------------------------------------
@@ -90,7 +99,7 @@ def base_doc() -> dict[str, Any]:
             },
         },
         "status_sets": {
-            "default": {"statuses": copy.deepcopy(DEFAULT_SET)},
+            "default": {"statuses": copy.deepcopy(DEFAULT_SET), "mapping": {"READY_TO_SEND": "1", "CANCEL": "3"}},
             "from-file": {"statuses_file": "statuses.json"},
         },
         "integrations": [
@@ -133,19 +142,28 @@ def test_valid_inventory_expands_into_jobs(workdir: Path, fmt: str) -> None:
     assert [j.source for j in inv.jobs] == ["default", "default", "", "from-file"]
     assert [s.external_id for s in inv.jobs[3].desired.statuses] == ["a", "b"]
     main, other = inv.accounts["main"], inv.accounts["other"]
-    assert main.public_key.reveal() == "pub-main-value"
-    assert main.secret_key.reveal() == MAIN_SECRET  # stripped of its newline
+    assert main.credentials == BasicCredentials(Secret("pub-main-value"), Secret(MAIN_SECRET))
+    assert main.identity.reveal() == "pub-main-value"
+    assert main.secrets()[1].reveal() == MAIN_SECRET  # stripped of its newline
     # defaults and limits merge per account: defaults over the documented ones, the
     # account's own over the defaults.
     assert main.base_url == inv_mod.PRODUCTION_URL
     assert main.limits == Limits(writes_per_minute=50, write_burst=15, reads_per_minute=1000)
     assert other.base_url == "http://127.0.0.1:8080/api/v3"
     assert other.limits == Limits(writes_per_minute=50, write_burst=3, reads_per_minute=1000)
+    # The set's mapping, shared; no mapping where none is declared.
+    assert inv.jobs[0].mapping is inv.jobs[1].mapping
+    assert inv.jobs[0].mapping is not None
+    assert inv.jobs[0].mapping.as_dict() == {"READY_TO_SEND": "1", "IN_TRANSIT": None, "DELIVERED": None, "CANCEL": "3"}
+    assert inv.jobs[2].mapping is None and inv.jobs[3].mapping is None
+    assert inv.warnings == []  # http:// to loopback is the sandbox: nothing to warn about
 
 
 def test_the_three_formats_give_the_same_jobs(workdir: Path) -> None:
     loaded = [load_doc(workdir, base_doc(), fmt) for fmt in FORMATS]
-    shapes = [[(j.integration_id, j.account, j.desired.statuses, j.tags) for j in inv.jobs] for inv in loaded]
+    shapes = [
+        [(j.integration_id, j.account, j.desired.statuses, j.tags, j.mapping) for j in inv.jobs] for inv in loaded
+    ]
     assert shapes[0] == shapes[1] == shapes[2]
 
 
@@ -589,8 +607,11 @@ def test_override_extends_and_renames_one_translation(workdir: Path) -> None:
         st("4", tr("Ready for pickup")),  # new: appended
     ]
     doc["integrations"][1]["remove_statuses"] = ["3"]
+    doc["integrations"][1]["mapping"] = {"CANCEL": ""}  # the set maps CANCEL to "3": unmap it here
     inv = load_doc(workdir, doc, "toml")
     assert inv.valid, inv.problems
+    mapping = inv.jobs[1].mapping
+    assert mapping is not None and mapping.as_dict()["CANCEL"] is None and mapping.as_dict()["READY_TO_SEND"] == "1"
     statuses = inv.jobs[1].desired.statuses
     assert [s.external_id for s in statuses] == ["1", "2", "4"]
     assert statuses[1].translations == (
@@ -759,7 +780,10 @@ def test_committed_inventories_validate(path: Path) -> None:
 def test_the_examples_are_the_same_inventory() -> None:
     loaded = [load(INVENTORIES / f"example.{ext}", environ={}) for ext in ("toml", "yaml", "json")]
     shapes = [
-        ([(j.integration_id, j.account, j.desired.statuses, j.tags, j.source) for j in inv.jobs], inv.accounts)
+        (
+            [(j.integration_id, j.account, j.desired.statuses, j.tags, j.source, j.mapping) for j in inv.jobs],
+            inv.accounts,
+        )
         for inv in loaded
     ]
     assert shapes[0] == shapes[1] == shapes[2]
@@ -767,14 +791,14 @@ def test_the_examples_are_the_same_inventory() -> None:
 
 def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
     path = write(workdir, base_doc(), "json")
-    fast = inv_mod._fast_json(path)
+    fast = inv_mod.fast_json(path.read_bytes())
     assert fast is not None
     assert all(isinstance(i, inv_mod.IntegrationSpec) for i in fast["integrations"])
     # One wrong field anywhere: the general path, which reports every problem.
     doc = base_doc()
     doc["integrations"][0]["id"] = "101"
-    assert inv_mod._fast_json(write(workdir, doc, "json")) is None
-    assert inv_mod._fast_json(write(workdir, base_doc(), "yaml")) is None
+    assert inv_mod.fast_json(write(workdir, doc, "json").read_bytes()) is None
+    assert inv_mod.fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
 
 
 def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
@@ -841,3 +865,583 @@ def test_bom_multiline_secret_and_one_account_declared_twice(tmp_path: Path) -> 
     assert "the same public key as account 'a'" in got["$.accounts.b.public_key"]
     assert "more than one line" in got["$.accounts.c.secret_key"]
     assert "first" not in " ".join(got.values())
+
+
+# -- hostile files: a problem each, never a traceback -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "path", "message"),
+    [
+        ("i.yaml", "accounts:\n  ~: {}\nintegrations: []\n", "$.accounts['None']", "must be text, not null"),
+        ("i.yaml", "accounts:\n  2024-01-01: {}\nintegrations: []\n", "$.accounts['2024-01-01']", "not a date"),
+        ("i.yaml", "status_sets:\n  1.5: {statuses: []}\n", "$.status_sets['1.5']", "must be text, not a number"),
+        ("i.yaml", "true: 1\n", "$['True']", "unknown key True"),
+        ("i.yaml", "integrations:\n  - {id: 1, 2024-01-01: x}\n", "$.integrations[0]['2024-01-01']", "unknown field"),
+        ("i.yaml", "defaults: {~: 1}\n", "$.defaults['None']", "unknown field None (null, not text)"),
+        ("i.json", '{"accounts": {"Livr\xe9": {}}}'.encode("latin-1"), "$", "is not UTF-8 text (line 1, byte 20)"),
+        ("i.json", '{"a": ' + "[" * 50_000 + "]" * 50_000 + "}", "$", "nested too deeply"),
+        ("i.toml", "a = " + "[" * 50_000 + "]" * 50_000, "$", "nested too deeply"),
+        ("i.yaml", "a: " + "[" * 50_000 + "]" * 50_000, "$", "exceeded maximum nesting depth"),
+        ("i.toml", "x = " + "9" * 5000, "$", "Exceeds the limit (4300 digits)"),
+        ("i.yaml", "integrations: &x [*x]\n", "$", "a YAML alias refers to a value that contains it"),
+        ("i.json", '{"integrations": [{"id": "' + "1" * 5000 + '"}]}', "$.integrations[0].id", "got `str`"),
+        ("i.yaml", "integrations: [{id: '²'}]\n", "$.integrations[0].id", "got `str`"),
+        ("i.yaml", 'accounts: {"\\e[31mred": {public_key: 1}}\n', "$.accounts['\\x1b[31mred'].public_key", ""),
+    ],
+)
+def test_a_hostile_file_is_a_problem_not_a_traceback(
+    tmp_path: Path, name: str, content: str | bytes, path: str, message: str
+) -> None:
+    target = tmp_path / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    inv = load(target, environ={})
+    assert not inv.valid and inv.jobs == []
+    hit = [p for p in inv.problems if p.path == path and message in p.message]
+    assert hit, inv.problems
+    for p in inv.problems:  # nothing that could drive a terminal, and encodable
+        assert p.message.isprintable() and p.path.isprintable()
+        msgspec.json.encode(p)
+
+
+def test_an_integer_account_name_next_to_an_unknown_one(tmp_path: Path) -> None:
+    path = tmp_path / "i.yaml"
+    path.write_text(
+        "accounts:\n  1234: {public_key: 'env:P', secret_key: 'env:S'}\n"
+        "  acme: {public_key: 'env:P2', secret_key: 'env:S'}\n"
+        "status_sets: {s: {statuses: []}}\n"
+        "integrations:\n  - {id: 1, account: '1234', status_set: s}\n  - {id: 2, account: acne, status_set: s}\n"
+    )
+    inv = load(path, environ={"P": "p", "S": "s", "P2": "p2"})
+    got = {(p.path, p.integration_id): p.message for p in inv.problems}
+    assert got == {
+        ("$.accounts['1234']", None): "an account name must be text, not a number: quote it",
+        ("$.integrations[1].account", 2): "unknown account 'acne' (known: acme, 1234); did you mean 'acme'?",
+    }
+
+
+@pytest.mark.parametrize("where", ["inventory", "statuses_file", "secret"])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d, n: os.mkfifo(d / n), "is a FIFO (named pipe), not a regular file"),
+        (lambda d, n: os.symlink("/dev/zero", d / n), "is a character device, not a regular file"),
+        (lambda d, n: os.symlink("/dev/urandom", d / n), "is a character device, not a regular file"),
+        (lambda d, n: (d / n).mkdir(), "is a directory"),
+        (lambda d, n: os.symlink(d, d / n), "is a directory"),
+    ],
+    ids=["fifo", "dev-zero", "dev-urandom", "directory", "symlink-to-directory"],
+)
+def test_only_regular_files_are_read(workdir: Path, where: str, make: Any, message: str) -> None:
+    doc = base_doc()
+    if where == "inventory":
+        make(workdir, "odd.json")
+        inv = load(workdir / "odd.json", environ=ENV)
+        assert [(p.path, p.message) for p in inv.problems] == [
+            ("$", message if "directory" not in message else "is a directory, not a file")
+        ]
+        return
+    if where == "statuses_file":
+        make(workdir, "odd.json")
+        doc["integrations"][2] = {"id": 103, "account": "other", "statuses_file": "odd.json"}
+        expected = ("$.integrations[2].statuses_file", f"statuses_file odd.json: {message}")
+    else:
+        make(workdir, "odd.key")
+        doc["accounts"]["main"]["secret_key"] = "file:odd.key"
+        doc["allow_secret_files_outside"] = True  # a symlink to /dev/zero leaves the folder too
+        expected = ("$.accounts.main.secret_key", f"secret file {workdir / 'odd.key'} {message}")
+    inv = load_doc(workdir, doc, "toml")
+    assert len(inv.problems) == 1, inv.problems
+    assert inv.problems[0].path == expected[0]
+    assert expected[1] in inv.problems[0].message
+
+
+def test_size_caps(workdir: Path) -> None:
+    path = write(workdir, base_doc(), "json")
+    assert load(path, environ=ENV, max_file_size=path.stat().st_size).valid
+    inv = load(path, environ=ENV, max_file_size=path.stat().st_size - 1)
+    assert [p.message for p in inv.problems] == [
+        f"is {inv_mod.documents.size_text(path.stat().st_size)}, more than the "
+        f"{inv_mod.documents.size_text(path.stat().st_size - 1)} allowed (--max-file-size raises it)"
+    ]
+    with (workdir / "big.json").open("wb") as f:  # sparse
+        f.truncate(17 * 1024 * 1024)
+    with (workdir / "big.key").open("wb") as f:
+        f.truncate(65 * 1024)
+    doc = base_doc()
+    doc["integrations"][2] = {"id": 103, "account": "other", "statuses_file": "big.json"}
+    doc["accounts"]["main"]["secret_key"] = "file:big.key"
+    inv = load_doc(workdir, doc, "yaml")
+    assert [(p.path, p.message.split(",")[0]) for p in inv.problems] == [
+        ("$.accounts.main.secret_key", f"cannot resolve file:big.key: secret file {workdir / 'big.key'} is 65 KB"),
+        ("$.integrations[2].statuses_file", "statuses_file big.json: is 17 MB"),
+    ]
+
+
+# -- keys given twice ------------------------------------------------------------------------
+
+
+def test_a_key_twice_in_json(workdir: Path) -> None:
+    text = json.dumps(base_doc())
+    text = text.replace('{"id": 102,', '{"id": 105, "id": 102,', 1)
+    text = text.replace('"accounts": {', '"accounts": {"main": {"public_key": "env:X", "secret_key": "env:Y"}, ', 1)
+    path = workdir / "dup.json"
+    path.write_text(text)
+    inv = load(path, environ=ENV)
+    assert [(p.path, p.integration_id) for p in inv.problems] == [
+        ("$.accounts.main", None),
+        ("$.integrations[1].id", 102),
+    ]
+    assert all("is given twice" in p.message for p in inv.problems)
+    assert inv_mod.fast_json(path.read_bytes()) is None  # the fast path's check sees it too
+
+
+def test_a_key_twice_in_pretty_json_and_with_escapes(workdir: Path) -> None:
+    doc = base_doc()
+    pretty = json.dumps(doc, indent=2, ensure_ascii=True)
+    assert inv_mod.fast_json(pretty.encode()) is not None  # no repeat: still the fast path
+    path = workdir / "pretty.json"
+    # "t\u0061gs" is "tags" again, written with an escape.
+    path.write_text(pretty.replace('"tags": [', '"t\\u0061gs": ["x"], "tags": [', 1))
+    inv = load(path, environ=ENV)
+    assert [(p.path, p.message, p.integration_id) for p in inv.problems] == [
+        ("$.integrations[0].tags", "key 'tags' is given twice: keep one", 101)
+    ]
+
+
+def test_a_key_twice_in_yaml_and_in_a_statuses_file(workdir: Path) -> None:
+    (workdir / "twice.yaml").write_text(
+        "- external_id: a\n  external_id: b\n  translations: [{status: x, language: en-gb}]\n"
+    )
+    doc = base_doc()
+    doc["integrations"][2] = {"id": 103, "account": "other", "statuses_file": "twice.yaml"}
+    text = yaml.safe_dump(doc, sort_keys=False).replace("  main:\n", "  main:\n    public_key: env:MAIN_PUB\n", 1)
+    path = workdir / "inv.yaml"
+    path.write_text(text)
+    inv = load(path, environ=ENV)
+    got = [(Path(p.file).name, p.path, p.message, p.integration_id) for p in inv.problems]
+    assert got == [
+        ("inv.yaml", "$.accounts.main.public_key", "key 'public_key' is given twice (lines 6 and 7): keep one", None),
+        ("twice.yaml", "$[0].external_id", "key 'external_id' is given twice (lines 1 and 2): keep one", 103),
+    ]
+
+
+# -- every independent problem in one run ------------------------------------------------------
+
+
+def _many_mistakes() -> dict[str, tuple[Edit, tuple[str, int | None]]]:
+    """25 independent mistakes, several in the same entry: (edit, (path, integration)).
+    Each alone gives exactly its one problem; all together must give all 25 at once."""
+    return {
+        # integration 101: four mistakes side by side
+        "tags not a list": (_set("integrations.0.tags", "nl"), ("$.integrations[0].tags", 101)),
+        "unknown account": (_set("integrations.0.account", "mian"), ("$.integrations[0].account", 101)),
+        "removal not in the set": (
+            _set("integrations.0.remove_statuses", ["9"]),
+            ("$.integrations[0].remove_statuses[0]", 101),
+        ),
+        "unknown category": (
+            _set("integrations.0.mapping", {"CANCLE": "1"}),
+            ("$.integrations[0].mapping.CANCLE", 101),
+        ),
+        # integration 102: three
+        "unknown field": (_set("integrations.1.colour", "blue"), ("$.integrations[1].colour", 102)),
+        "override bad language": (
+            _set("integrations.1.override_statuses", [st("2", tr("x", "EN-GB"))]),
+            ("$.integrations[1].override_statuses[0].translations[0].language", 102),
+        ),
+        "mapping to a missing id": (
+            _set("integrations.1.mapping", {"DELIVERED": "42"}),
+            ("$.integrations[1].mapping.DELIVERED", 102),
+        ),
+        # integration 103 (inline): three
+        "string id": (_set("integrations.2.id", "103"), ("$.integrations[2].id", 103)),
+        "inline bad language": (
+            _set("integrations.2.statuses.0.translations.0.language", "xx"),
+            ("$.integrations[2].statuses[0].translations[0].language", 103),
+        ),
+        "other unknown account": (_set("integrations.2.account", "ohter"), ("$.integrations[2].account", 103)),
+        # integration 104: a set that is wrong elsewhere does not hide this one's own
+        "removal from a file set": (
+            _set("integrations.3.remove_statuses", ["zz"]),
+            ("$.integrations[3].remove_statuses[0]", 104),
+        ),
+        # accounts
+        "account unknown field": (_set("accounts.main.colour", "blue"), ("$.accounts.main.colour", None)),
+        "account env not set": (
+            _set("accounts.main.public_key", "env:NOT_SET_HERE"),
+            ("$.accounts.main.public_key", None),
+        ),
+        "account limits": (
+            _set("accounts.main.limits", {"writes_per_minute": 0}),
+            ("$.accounts.main.limits.writes_per_minute", None),
+        ),
+        "account base_url": (_set("accounts.other.base_url", "ftp://x"), ("$.accounts.other.base_url", None)),
+        "literal secret": (
+            _set("accounts.other.public_key", "sk_live_abcdef123456"),
+            ("$.accounts.other.public_key", None),
+        ),
+        # status sets
+        "set mapping to a missing id": (
+            _set("status_sets.default.mapping.READY_TO_SEND", "99"),
+            ("$.status_sets.default.mapping.READY_TO_SEND", None),
+        ),
+        "set unknown field": (
+            _set("status_sets.from-file.descripton", "x"),
+            ("$.status_sets.from-file.descripton", None),
+        ),
+        # top level and defaults
+        "defaults burst": (_set("defaults.limits.write_burst", 0), ("$.defaults.limits.write_burst", None)),
+        "unknown top key": (_set("integration", []), ("$.integration", None)),
+        "switch not a boolean": (_set("allow_secret_files_outside", "yes"), ("$.allow_secret_files_outside", None)),
+        # more integrations, appended by _extra
+        "duplicate id": (_set("integrations.4.id", 101), ("$.integrations[4].id", 101)),
+        "missing statuses file": (
+            _set("integrations.5.statuses_file", "missing.json"),
+            ("$.integrations[5].statuses_file", 106),
+        ),
+        "unknown status set": (_set("integrations.6.status_set", "defualt"), ("$.integrations[6].status_set", 107)),
+        "inherited mapping removed": (
+            _set("integrations.7.remove_statuses", ["3"]),
+            ("$.integrations[7].remove_statuses[0]", 108),
+        ),
+    }
+
+
+def _extra(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["integrations"] += [
+        {"id": 105, "account": "main", "status_set": "default"},
+        {"id": 106, "account": "main", "statuses_file": "statuses.json"},
+        {"id": 107, "account": "main", "status_set": "default"},
+        {"id": 108, "account": "main", "status_set": "default"},
+    ]
+    return doc
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_twenty_five_independent_mistakes_in_one_round(workdir: Path, fmt: str) -> None:
+    mistakes = _many_mistakes()
+    assert len(mistakes) == 25
+    assert load_doc(workdir, _extra(base_doc()), fmt).valid  # without them: valid
+    for name, (edit, where) in mistakes.items():  # each alone: its one problem
+        doc = _extra(base_doc())
+        edit(doc)
+        got = [(p.path, p.integration_id) for p in load_doc(workdir, doc, fmt).problems]
+        assert got == [where], name
+    doc = _extra(base_doc())
+    for edit, _ in mistakes.values():
+        edit(doc)
+    inv = load_doc(workdir, doc, fmt)
+    got = sorted((p.path, p.integration_id or 0) for p in inv.problems)
+    assert got == sorted((path, iid or 0) for _, (path, iid) in mistakes.values())
+    assert_no_secret(inv, "sk_live_abcdef123456")
+
+
+# -- secret files outside the inventory's folder ------------------------------------------------
+
+
+def test_a_home_that_does_not_exist(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["main"]["secret_key"] = "file:~nosuchuser/key"
+    doc["integrations"][2] = {"id": 103, "account": "other", "statuses_file": "~nosuchuser/s.json"}
+    inv = load_doc(workdir, doc, "json")
+    assert [p.path for p in inv.problems] == ["$.accounts.main.secret_key", "$.integrations[2].statuses_file"]
+    assert "does not exist" in inv.problems[1].message
+
+
+def test_a_secret_file_outside_the_folder(tmp_path: Path) -> None:
+    inside = tmp_path / "inv"
+    inside.mkdir()
+    (tmp_path / "outside.key").write_text("outside-value\n")
+    (inside / "link.key").symlink_to(tmp_path / "outside.key")
+    (inside / "ok.key").write_text("inside-value\n")
+    doc = {
+        "accounts": {
+            "a": {"public_key": "file:../outside.key", "secret_key": "file:link.key"},
+            "b": {"public_key": f"file:{tmp_path / 'outside.key'}", "secret_key": "file:ok.key"},
+            "c": {"public_key": "file:../inv/ok.key", "secret_key": f"file:{inside / 'ok.key'}"},
+        },
+        "integrations": [],
+    }
+    inv = load(write(inside, doc, "toml"), environ={})
+    assert [p.path for p in inv.problems] == [
+        "$.accounts.a.public_key",
+        "$.accounts.a.secret_key",
+        "$.accounts.b.public_key",
+    ]
+    assert all(
+        "is outside the inventory's folder: set allow_secret_files_outside = true" in p.message for p in inv.problems
+    )
+    assert "outside-value" not in repr(inv)
+    doc["allow_secret_files_outside"] = True
+    del doc["accounts"]["a"]  # a and b would be one account: the same public key
+    inv = load(write(inside, doc, "toml"), environ={})
+    assert inv.problems == [] and inv.accounts["b"].identity.reveal() == "outside-value"
+
+
+# -- warnings: http:// where credentials would cross the network --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://127.0.0.1:8080/api", False),
+        ("http://127.9.9.9", False),
+        ("http://localhost:1/x", False),
+        ("http://[::1]:8080", False),
+        ("https://example.com", False),
+        ("http://example.com/api/v3", True),
+        ("http://10.0.0.1", True),
+        ("http://PANEL.sendcloud.sc", True),
+        ("http://localhost.example.com", True),
+    ],
+)
+def test_insecure_http_is_a_warning(workdir: Path, url: str, warned: bool) -> None:
+    assert inv_mod.insecure_http(url) is warned
+    doc = base_doc()
+    doc["accounts"]["other"]["base_url"] = url
+    inv = load_doc(workdir, doc, "json")
+    assert inv.valid  # a warning does not block
+    assert [(w.path, "unencrypted" in w.message) for w in inv.warnings] == (
+        [("$.accounts.other.base_url", True)] if warned else []
+    )
+
+
+def test_warnings_for_defaults_and_token_url(workdir: Path) -> None:
+    doc = base_doc()
+    doc["defaults"]["base_url"] = "http://api.example.com"
+    doc["accounts"]["other"] = {
+        "auth": "oauth2",
+        "client_id": "env:OTHER_PUB",
+        "client_secret": "env:OTHER_SEC",
+        "token_url": "http://auth.example.com/token",
+    }
+    inv = load_doc(workdir, doc, "yaml")
+    assert inv.valid, inv.problems
+    assert [w.path for w in inv.warnings] == ["$.defaults.base_url", "$.accounts.other.token_url"]
+
+
+def test_a_url_that_matches_but_cannot_be_used(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["other"]["base_url"] = "http://[::1/api"
+    doc["accounts"]["main"]["base_url"] = "https://host:notaport/api"
+    inv = load_doc(workdir, doc, "json")
+    assert [p.path for p in inv.problems] == ["$.accounts.main.base_url", "$.accounts.other.base_url"]
+    assert all(p.message.startswith("not a usable URL") for p in inv.problems)
+
+
+# -- mappings ----------------------------------------------------------------------------------
+
+
+def test_mapping_on_a_set_and_overridden_by_an_integration(workdir: Path) -> None:
+    doc = base_doc()
+    doc["status_sets"]["default"]["mapping"] = {"READY_TO_SEND": "1", "IN_TRANSIT": "2", "CANCEL": "3"}
+    doc["integrations"][0]["mapping"] = {"DELIVERED": "2", "CANCEL": ""}  # adds one, unmaps one
+    doc["integrations"][2]["mapping"] = {"CANCEL": "x"}  # inline statuses, a mapping of its own
+    doc["integrations"] += [{"id": 105, "account": "main", "status_set": "default"}]
+    for fmt in FORMATS:
+        inv = load_doc(workdir, doc, fmt)
+        assert inv.valid, inv.problems
+        m101, m102, m103, m104, m105 = (j.mapping for j in inv.jobs)
+        assert m101 is not None and m101.items == (
+            ("READY_TO_SEND", "1"),
+            ("IN_TRANSIT", "2"),
+            ("DELIVERED", "2"),  # two categories may map to one status
+            ("CANCEL", None),
+        )
+        assert m102 is m105  # the set's, interned
+        assert m102 is not None and m102.as_dict()["CANCEL"] == "3"
+        assert m103 is not None and m103.as_dict() == {
+            "READY_TO_SEND": None,
+            "IN_TRANSIT": None,
+            "DELIVERED": None,
+            "CANCEL": "x",
+        }
+        assert m104 is None
+
+
+def test_null_unmaps_in_json_and_yaml(workdir: Path) -> None:
+    doc = base_doc()
+    doc["integrations"][0]["mapping"] = {"CANCEL": None}
+    for fmt in ("json", "yaml"):
+        mapping = load_doc(workdir, doc, fmt).jobs[0].mapping
+        assert mapping is not None and mapping.as_dict()["CANCEL"] is None
+
+
+def test_mapping_body_is_the_post_body(workdir: Path) -> None:
+    inv = load_doc(workdir, base_doc(), "json")
+    mapping = inv.jobs[0].mapping
+    assert mapping is not None
+    raw = mapping.body(101)
+    body = msgspec.json.decode(raw, type=wire.PostMapping)  # the struct is the schema
+    assert body.integration_id == 101
+    assert [i.status_category for i in body.mapping] == list(wire.STATUS_CATEGORIES)
+    assert wire.check_mapping(body) == []
+    assert json.loads(raw)["mapping"][1] == {"status_category": "IN_TRANSIT", "external_id": None}
+    assert mapping.body(7) == raw.replace(b":101,", b":7,")  # one encoding, spliced
+
+
+def test_mapping_problems_in_one_run(workdir: Path) -> None:
+    doc = base_doc()
+    doc["status_sets"]["default"]["mapping"] = {"READY_TO_SEND": "1", "CANCEL": "3", "cancel": "2", "DELIVERED": "7"}
+    doc["integrations"][0]["remove_statuses"] = ["3"]  # the set maps CANCEL there
+    doc["integrations"][1]["mapping"] = {"IN_TRANSIT": "22", "ready_to_send": "1", "DELIVERED": 5}
+    doc["integrations"][1]["remove_statuses"] = ["2"]
+    doc["integrations"][2]["mapping"] = {"CANCEL": "y"}
+    inv = load_doc(workdir, doc, "yaml")
+    got = {(p.path, p.integration_id): p.message for p in inv.problems}
+    assert got == {
+        (
+            "$.status_sets.default.mapping.cancel",
+            None,
+        ): "Object contains unknown field `cancel`; did you mean `CANCEL`?",
+        (
+            "$.status_sets.default.mapping.DELIVERED",
+            None,
+        ): "mapping DELIVERED -> '7', but status set 'default' has no external_id '7'",
+        ("$.integrations[0].remove_statuses[0]", 101): (
+            "mapping CANCEL -> '3' (from status set 'default'), but '3' is removed by remove_statuses: "
+            'map CANCEL to another status in this integration\'s mapping, or unmap it with CANCEL = ""'
+        ),
+        (
+            "$.integrations[1].mapping.ready_to_send",
+            102,
+        ): "Object contains unknown field `ready_to_send`; did you mean `READY_TO_SEND`?",
+        ("$.integrations[1].mapping.DELIVERED", 102): "Expected `str`, got `int`",
+        (
+            "$.integrations[1].mapping.IN_TRANSIT",
+            102,
+        ): "mapping IN_TRANSIT -> '22', but the integration's statuses have no external_id '22'",
+        (
+            "$.integrations[2].mapping.CANCEL",
+            103,
+        ): "mapping CANCEL -> 'y', but the integration's statuses have no external_id 'y'",
+    }
+
+
+def test_a_removed_status_named_by_the_integrations_own_mapping(workdir: Path) -> None:
+    doc = base_doc()
+    doc["integrations"][1]["mapping"] = {"CANCEL": "2"}
+    doc["integrations"][1]["remove_statuses"] = ["2"]
+    inv = load_doc(workdir, doc, "toml")
+    assert [(p.path, p.message, p.integration_id) for p in inv.problems] == [
+        ("$.integrations[1].mapping.CANCEL", "mapping CANCEL -> '2', but '2' is removed by remove_statuses", 102)
+    ]
+
+
+# -- statuses files saved from a GET ------------------------------------------------------------
+
+
+def _get_answer(*items: dict[str, Any]) -> str:
+    return json.dumps({"data": list(items), "next": None})
+
+
+def test_a_saved_get_answer_loads_without_its_deleted_statuses(workdir: Path) -> None:
+    answer = _get_answer(
+        {**st("a", tr("Open")), "status": "Open", "deleted_at": None},
+        {**st("old", tr("Gone")), "status": "Gone", "deleted_at": "2026-01-02T03:04:05Z"},
+        {**st("b", tr("Closed")), "status": "Closed", "deleted_at": None, "created_at": "2025-01-01"},
+        {**st("a", tr("Open before")), "status": "Open before", "deleted_at": "2025-01-01T00:00:00Z"},
+    )
+    inv = _with_file(workdir, answer, "saved.json")
+    assert inv.valid, inv.problems
+    assert inv.jobs[2].desired.statuses == (
+        wire.Status("a", (wire.Translation("Open", "en-gb"),)),
+        wire.Status("b", (wire.Translation("Closed", "en-gb"),)),
+    )
+    assert inv.jobs[2].desired is inv.jobs[3].desired  # the same list as statuses.json
+
+
+def test_a_saved_get_answer_with_problems_points_into_it(workdir: Path) -> None:
+    answer = _get_answer(
+        {**st("gone", tr("x")), "deleted_at": "2026-01-01T00:00:00Z"},
+        {**st("a", tr("x")), "deleted_at": None},
+        {**st("a", tr("y")), "deleted_at": None},
+        {"external_id": "c", "translations": [tr("z", "xx-yy")], "deleted_at": None},
+    )
+    inv = _with_file(workdir, answer, "saved.json")
+    assert [(p.path, p.integration_id) for p in inv.problems] == [("$.data[3].translations[0].language", 103)]
+    fixed = answer.replace("xx-yy", "en-gb")
+    inv = _with_file(workdir, fixed, "saved.json")
+    assert [(p.path, p.message) for p in inv.problems] == [
+        ("$.data[2].external_id", "external_id 'a' is used twice (first at index 1)")
+    ]
+
+
+# -- OAuth2 accounts ---------------------------------------------------------------------------
+
+
+def test_an_oauth2_account(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["other"] = {"auth": "oauth2", "client_id": "env:OTHER_PUB", "client_secret": "env:OTHER_SEC"}
+    doc["accounts"]["third"] = {
+        "auth": "oauth2",
+        "client_id": "env:THIRD_ID",
+        "client_secret": "file:main.secret",
+        "token_url": "https://auth.example.com/oauth2/token",
+        "scope": "api other",
+    }
+    for fmt in FORMATS:
+        inv = load(write(workdir, doc, fmt), environ={**ENV, "THIRD_ID": "third-id"})
+        assert inv.valid, inv.problems
+        other, third = inv.accounts["other"], inv.accounts["third"]
+        assert other.credentials == inv_mod.OAuth2Credentials(Secret("pub-other-value"), Secret("sec-other-value"))
+        assert other.credentials.token_url == "https://account.sendcloud.com/oauth2/token"
+        assert other.credentials.scope == "api"
+        assert other.identity.reveal() == "pub-other-value"
+        assert [s.reveal() for s in other.secrets()] == ["pub-other-value", "sec-other-value"]
+        assert isinstance(third.credentials, inv_mod.OAuth2Credentials)
+        assert (third.credentials.token_url, third.credentials.scope) == (
+            "https://auth.example.com/oauth2/token",
+            "api other",
+        )
+        assert [s.reveal() for s in inv.accounts["main"].secrets()] == ["pub-main-value", MAIN_SECRET]
+        for value in (*ENV.values(), MAIN_SECRET, "third-id"):
+            assert value not in repr(inv)
+
+
+def test_oauth2_account_problems(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["main"] = {
+        "auth": "oauth2",
+        "client_id": "env:MAIN_PUB",
+        "client_secret": "cs_live_9f8e7d6c5b4a",
+        "public_key": "env:MAIN_PUB",
+    }
+    doc["accounts"]["other"] = {
+        "public_key": "env:OTHER_PUB",
+        "secret_key": "env:OTHER_SEC",
+        "client_id": "env:X",
+        "scope": "api",
+    }
+    doc["accounts"]["third"] = {"auth": "oauth2", "client_id": "env:NOPE"}
+    doc["accounts"]["fourth"] = {"auth": "OAuth2", "client_id": "env:MAIN_PUB", "client_secret": "env:MAIN_PUB"}
+    inv = load_doc(workdir, doc, "toml")
+    got = {p.path: p.message for p in inv.problems}
+    uses_oauth2 = "this account uses auth = 'oauth2' (client_id and client_secret): remove one scheme's keys"
+    uses_basic = "this account uses auth = 'basic' (public_key and secret_key): remove one scheme's keys"
+    assert got == {
+        "$.accounts.main.client_secret": got["$.accounts.main.client_secret"],
+        "$.accounts.main.public_key": f"public_key belongs to auth = 'basic'; {uses_oauth2}",
+        "$.accounts.other.client_id": f"client_id belongs to auth = 'oauth2'; {uses_basic}",
+        "$.accounts.other.scope": f"scope belongs to auth = 'oauth2'; {uses_basic}",
+        "$.accounts.third.client_secret": "Object missing required field `client_secret` (auth = 'oauth2')",
+        "$.accounts.third.client_id": "cannot resolve env:NOPE: environment variable NOPE is not set",
+        "$.accounts.fourth.auth": "Invalid enum value 'OAuth2' (expected one of basic, oauth2)",
+    }
+    assert "literal secret is not allowed" in got["$.accounts.main.client_secret"]
+    assert_no_secret(inv, "cs_live_9f8e7d6c5b4a")
+
+
+def test_one_oauth2_account_declared_twice(workdir: Path) -> None:
+    doc = base_doc()
+    doc["accounts"]["other"] = {"auth": "oauth2", "client_id": "env:MAIN_PUB", "client_secret": "env:OTHER_SEC"}
+    inv = load_doc(workdir, doc, "json")
+    assert [(p.path, p.message.split(":")[0]) for p in inv.problems] == [
+        ("$.accounts.other.client_id", "the same client id as account 'main'")
+    ]
+
+
+def test_select_ignores_digits_that_are_not_ascii(workdir: Path) -> None:
+    jobs = load_doc(workdir, base_doc(), "json").jobs
+    assert select(jobs, ["²"]) == ([], ["²"])

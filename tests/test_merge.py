@@ -99,6 +99,25 @@ def test_complete_shards_merge_into_one_run(tmp_path: Path) -> None:
     ]
 
 
+def test_the_rates_429s_settled_on_survive_the_merge(tmp_path: Path) -> None:
+    import io
+
+    from batchsync.report import print_recap
+
+    a = shard_report(tmp_path, 0, {})
+    rows = [("mid", "unchanged", 4), ("mid", "unchanged", 5), ("small", "unchanged", 6)]
+    line = json.loads(summary_line([(acc, r) for acc, r, _ in rows], exit_code=0))
+    line["accounts"]["mid"].update(write_rate=64.0, write_declared=100.0, read_declared=1000.0)
+    lines = [header(1, 2, SPLIT), *(outcome(i, acc, r) for acc, r, i in rows), json.dumps(line)]
+    b = write(tmp_path / "shard-1.jsonl", *lines)
+    merged = merge([read_report(a), read_report(b)], now=NOW)
+    mid = merged.summary.accounts["mid"]
+    assert (mid.write_rate, mid.write_declared, mid.read_rate) == (64.0, 100.0, None)
+    out = io.StringIO()
+    print_recap(merged.summary, merged.mode, out)
+    assert "mid: 429s on writes: declared 100/min, worked at 64/min: lower writes_per_minute" in out.getvalue()
+
+
 def test_a_failure_in_one_shard_is_exit_1(tmp_path: Path) -> None:
     merged = merge([read_report(shard_report(tmp_path, 0, {})), read_report(shard_report(tmp_path, 1, {6: "failed"}))])
     assert merged.summary.total("failed") == 1 and merged.exit_code == 1
@@ -362,8 +381,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert doc["exit_code"] == 0 and len(doc["outcomes"]) == 6 and len(doc["parts"]) == 2
     root = ET.parse(junit).getroot()
     assert root.get("tests") == "6" and root.get("failures") == "0"
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "changed"}) == 1
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "changed"}) == 1
     assert read_metric(str(prom), "batchsync_run_success") == 1
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 0
 
     os.remove(tmp_path / "shard-1.jsonl")
     code, out, _ = run(str(tmp_path / "shard-*.jsonl"), fmt="json", junit=str(junit), metrics=str(prom))
@@ -375,8 +395,9 @@ def test_command_json_junit_and_metrics(tmp_path: Path) -> None:
     assert (
         failure is not None and failure.get("message") == "shard 1/2: missing: no report; its 3 integrations not done"
     )
-    assert read_metric(str(prom), "batchsync_integrations_total", {"result": "skipped"}) == 3
+    assert read_metric(str(prom), "batchsync_run_integrations", {"result": "skipped"}) == 3
     assert read_metric(str(prom), "batchsync_run_success") == 0
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 3
 
 
 def test_command_usage_errors_exit_2(tmp_path: Path) -> None:

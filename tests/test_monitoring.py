@@ -3,57 +3,40 @@
 from __future__ import annotations
 
 import os
-import re
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from batchsync.diff import Change
-from batchsync.monitoring import atomic_write, read_metric, write_junit, write_metrics
+from batchsync.monitoring import atomic_write, read_metric, write_exit_code, write_junit, write_metrics
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 
-# -- a small parser for the text exposition format, independent of the module's own ----
+# -- the official parser, and what it cannot check on its own ------------------------------
 
 Sample = tuple[str, frozenset[tuple[str, str]], float]
 
 
-def _unescape(value: str) -> str:
-    out, i = [], 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\":
-            nxt = value[i + 1]
-            out.append({"n": "\n", "\\": "\\", '"': '"'}[nxt])
-            i += 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
 def parse_exposition(text: str) -> tuple[dict[str, str], dict[str, str], list[Sample]]:
-    """(help by name, type by name, samples); fails the test on any malformed line."""
+    """(help by name, type by name, samples), read by prometheus_client's own parser.
+
+    That parser accepts a family split in two or a series written twice; node_exporter
+    refuses both, so they are checked here too.
+    """
+    assert text.endswith("\n")
     helps: dict[str, str] = {}
     types: dict[str, str] = {}
     samples: list[Sample] = []
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _, doc = line[7:].partition(" ")
-            helps[name] = doc
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert kind in ("gauge", "counter"), line
-            types[name] = kind
-        else:
-            m = re.fullmatch(r'([a-z_]+)(?:\{((?:[a-z_]+="(?:[^"\\\n]|\\.)*",?)*)\})? (\S+)', line)
-            assert m is not None, f"malformed sample line: {line!r}"
-            labels = frozenset(
-                (k, _unescape(v)) for k, v in re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")
-            )
-            samples.append((m.group(1), labels, float(m.group(3))))
-            assert m.group(1) in types, f"sample before its TYPE line: {line!r}"
+    for family in text_string_to_metric_families(text):
+        assert family.name not in types, f"family {family.name} split in two"
+        helps[family.name] = family.documentation
+        types[family.name] = family.type
+        for s in family.samples:
+            assert s.name == family.name
+            samples.append((s.name, frozenset(s.labels.items()), s.value))
+    assert len({(n, ls) for n, ls, _ in samples}) == len(samples), "a series written twice"
     return helps, types, samples
 
 
@@ -67,7 +50,16 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 def summary(failed: int = 0, skipped: int = 0, stopped: str | None = None) -> Summary:
     return Summary(
         {
-            "acme": AccountStats(unchanged=5, changed=2, failed=failed, skipped=skipped, throttled=3),
+            "acme": AccountStats(
+                unchanged=5,
+                changed=2,
+                failed=failed,
+                skipped=skipped,
+                throttled=3,
+                write_rate=64.0,
+                read_declared=1000.0,
+                write_declared=100.0,
+            ),
             'we"ird\\name\nx': AccountStats(unchanged=1),
         },
         duration_s=12.5,
@@ -78,33 +70,57 @@ def summary(failed: int = 0, skipped: int = 0, stopped: str | None = None) -> Su
 # -- metrics -----------------------------------------------------------------------------
 
 
+FAMILIES = (
+    "batchsync_integrations",
+    "batchsync_run_integrations",
+    "batchsync_throttled_responses",
+    "batchsync_account_rate_per_minute",
+    "batchsync_account_declared_rate_per_minute",
+    "batchsync_run_duration_seconds",
+    "batchsync_run_finished_timestamp_seconds",
+    "batchsync_last_success_timestamp_seconds",
+    "batchsync_run_success",
+    "batchsync_run_interrupted",
+    "batchsync_last_run_exit_code",
+    "batchsync_last_run_timestamp_seconds",
+)
+
+
 def test_metrics_values_and_help(tmp_path: Path) -> None:
     path = tmp_path / "batchsync.prom"
-    write_metrics(str(path), summary(failed=1), "apply", finished_at=1_800_000_000.5)
+    write_metrics(str(path), summary(failed=1), "apply", finished_at=1_800_000_000.5, exit_code=1)
     helps, types, samples = parse_exposition(path.read_text())
-    for name in (
-        "batchsync_integrations",
-        "batchsync_integrations_total",
-        "batchsync_run_duration_seconds",
-        "batchsync_run_finished_timestamp_seconds",
-        "batchsync_last_success_timestamp_seconds",
-        "batchsync_throttled_total",
-        "batchsync_run_success",
-        "batchsync_run_interrupted",
-    ):
-        assert helps.get(name), name
+    assert set(types) == set(FAMILIES)
+    for name in FAMILIES:
+        assert helps[name], name
         assert types[name] == "gauge"
+        assert not name.endswith("_total"), name  # Prometheus naming: _total is for counters
     assert value(samples, "batchsync_integrations", account="acme", result="changed") == 2
     assert value(samples, "batchsync_integrations", account="acme", result="failed") == 1
-    assert value(samples, "batchsync_integrations_total", result="unchanged") == 6
-    assert value(samples, "batchsync_integrations_total", result="skipped") == 0
-    assert value(samples, "batchsync_throttled_total", account="acme") == 3
+    assert value(samples, "batchsync_run_integrations", result="unchanged") == 6
+    assert value(samples, "batchsync_run_integrations", result="skipped") == 0
+    assert value(samples, "batchsync_throttled_responses", account="acme") == 3
     assert value(samples, "batchsync_run_duration_seconds") == 12.5
     assert value(samples, "batchsync_run_finished_timestamp_seconds") == 1_800_000_000.5
     assert value(samples, "batchsync_run_success") == 0
     assert value(samples, "batchsync_run_interrupted") == 0
     assert value(samples, "batchsync_last_success_timestamp_seconds") == 0  # never succeeded
-    assert all(("mode", "apply") in ls for _, ls, _ in samples)
+    assert value(samples, "batchsync_last_run_exit_code") == 1
+    assert value(samples, "batchsync_last_run_timestamp_seconds") == 1_800_000_000.5
+    assert all(("command", "apply") in ls for _, ls, _ in samples)
+
+
+def test_the_rate_that_worked_per_account_and_meter(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    write_metrics(str(path), summary(), "apply", finished_at=1.0)
+    _, _, samples = parse_exposition(path.read_text())
+    rate = "batchsync_account_rate_per_minute"
+    declared = "batchsync_account_declared_rate_per_minute"
+    assert value(samples, rate, account="acme", meter="writes") == 64  # slowed by 429s
+    assert value(samples, rate, account="acme", meter="reads") == 1000  # the declared rate held
+    assert value(samples, declared, account="acme", meter="writes") == 100
+    # Nothing known of the other account's limits (as in a merged report): no sample at all.
+    assert not [ls for n, ls, _ in samples if n in (rate, declared) and ("account", 'we"ird\\name\nx') in ls]
 
 
 def test_label_values_are_escaped(tmp_path: Path) -> None:
@@ -133,21 +149,117 @@ def test_last_success_is_carried_over_through_failing_runs(tmp_path: Path) -> No
     assert read_metric(str(path), "batchsync_last_success_timestamp_seconds") == 4000.0
 
 
-def test_carry_over_only_from_the_same_mode_and_labels(tmp_path: Path) -> None:
+def test_carry_over_only_from_the_same_command_and_labels(tmp_path: Path) -> None:
     plan, apply = tmp_path / "plan.prom", tmp_path / "apply.prom"
     write_metrics(str(plan), summary(), "plan", finished_at=1000.0, labels={"inventory": "eu"})
     write_metrics(str(apply), summary(failed=1), "apply", finished_at=2000.0, last_success_from=str(plan))
     assert read_metric(str(apply), "batchsync_last_success_timestamp_seconds") == 0
     write_metrics(str(plan), summary(failed=1), "plan", finished_at=3000.0, labels={"inventory": "us"})
-    assert read_metric(str(plan), "batchsync_last_success_timestamp_seconds") == 0
-    assert read_metric(str(plan), "batchsync_run_success", {"inventory": "us", "mode": "plan"}) == 0
+    assert read_metric(str(plan), "batchsync_last_success_timestamp_seconds", {"inventory": "us"}) == 0
+    assert read_metric(str(plan), "batchsync_run_success", {"inventory": "us", "command": "plan"}) == 0
+    # The other inventory's series in the same file are kept, its success too.
+    assert read_metric(str(plan), "batchsync_last_success_timestamp_seconds", {"inventory": "eu"}) == 1000.0
+    parse_exposition(plan.read_text())
+
+
+def test_plan_and_apply_share_a_file_without_erasing_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "batchsync.prom"
+    write_metrics(str(path), summary(), "apply", finished_at=1000.0, exit_code=0)
+    write_metrics(str(path), summary(failed=1), "plan", finished_at=2000.0, exit_code=1)
+    _, _, samples = parse_exposition(path.read_text())
+    for command, success, code, finished in (("apply", 1, 0, 1000.0), ("plan", 0, 1, 2000.0)):
+        assert value(samples, "batchsync_run_success", command=command) == success
+        assert value(samples, "batchsync_last_run_exit_code", command=command) == code
+        assert value(samples, "batchsync_run_finished_timestamp_seconds", command=command) == finished
+        assert value(samples, "batchsync_integrations", command=command, account="acme", result="changed") == 2
+    assert value(samples, "batchsync_last_success_timestamp_seconds", command="plan") == 0
+    # The next apply replaces its own series and keeps plan's.
+    write_metrics(str(path), summary(skipped=2), "apply", finished_at=3000.0, exit_code=3)
+    _, _, samples = parse_exposition(path.read_text())
+    assert value(samples, "batchsync_last_run_exit_code", command="apply") == 3
+    assert value(samples, "batchsync_last_success_timestamp_seconds", command="apply") == 1000.0
+    assert value(samples, "batchsync_run_finished_timestamp_seconds", command="plan") == 2000.0
+    assert len([1 for n, _, _ in samples if n == "batchsync_run_success"]) == 2
+
+
+def test_plan_and_apply_writing_at_the_same_moment_keep_both(tmp_path: Path) -> None:
+    path = tmp_path / "batchsync.prom"
+    errors: list[BaseException] = []
+
+    def writer(command: str) -> None:
+        try:
+            for i in range(30):
+                write_metrics(str(path), summary(), command, finished_at=float(i), exit_code=0)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in ("plan", "apply")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _, _, samples = parse_exposition(path.read_text())
+    assert value(samples, "batchsync_run_finished_timestamp_seconds", command="plan") == 29
+    assert value(samples, "batchsync_run_finished_timestamp_seconds", command="apply") == 29
+
+
+def test_a_run_that_never_started_records_its_exit_code_only(tmp_path: Path) -> None:
+    path = tmp_path / "batchsync.prom"
+    write_metrics(str(path), summary(), "apply", finished_at=1000.0, exit_code=0)
+    write_metrics(str(path), summary(failed=1), "plan", finished_at=1500.0, exit_code=1)
+    before = {(n, ls): v for n, ls, v in parse_exposition(path.read_text())[2]}
+    write_exit_code(str(path), "apply", 2, at=2000.0)
+    _, _, samples = parse_exposition(path.read_text())
+    after = {(n, ls): v for n, ls, v in samples}
+    assert value(samples, "batchsync_last_run_exit_code", command="apply") == 2
+    assert value(samples, "batchsync_last_run_timestamp_seconds", command="apply") == 2000.0
+    assert value(samples, "batchsync_last_success_timestamp_seconds", command="apply") == 1000.0
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert {n for n, _ in changed} == {"batchsync_last_run_exit_code", "batchsync_last_run_timestamp_seconds"}
+    assert all(("command", "apply") in ls for _, ls in changed)  # plan's series are untouched
+
+
+def test_a_first_run_that_never_started_still_says_no_success_yet(tmp_path: Path) -> None:
+    path = tmp_path / "new.prom"
+    write_exit_code(str(path), "apply", 75, at=5.0, labels={"inventory": "eu"})
+    helps, _, samples = parse_exposition(path.read_text())
+    assert value(samples, "batchsync_last_run_exit_code", command="apply", inventory="eu") == 75
+    assert value(samples, "batchsync_last_success_timestamp_seconds", command="apply") == 0
+    assert helps["batchsync_last_success_timestamp_seconds"]
+
+
+def test_an_older_files_series_go_but_its_last_success_counts(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    path.write_text(
+        "# HELP batchsync_integrations_total Integrations per result.\n"
+        "# TYPE batchsync_integrations_total gauge\n"
+        'batchsync_integrations_total{mode="apply",result="failed"} 1\n'
+        "# TYPE batchsync_last_success_timestamp_seconds gauge\n"
+        'batchsync_last_success_timestamp_seconds{mode="plan"} 500\n'
+        'batchsync_last_success_timestamp_seconds{mode="apply"} 700\n'
+    )
+    write_metrics(str(path), summary(failed=1), "apply", finished_at=1000.0)
+    text = path.read_text()
+    assert "_total" not in text and 'mode="' not in text
+    _, _, samples = parse_exposition(text)
+    assert value(samples, "batchsync_last_success_timestamp_seconds", command="apply") == 700
 
 
 def test_garbage_previous_file_means_no_previous_success(tmp_path: Path) -> None:
     path = tmp_path / "m.prom"
-    path.write_bytes(b'batchsync_last_success_timestamp_seconds{mode="apply"} banana\n\xff\xfe')
+    path.write_bytes(b'batchsync_last_success_timestamp_seconds{command="apply"} banana\n\xff\xfe')
     write_metrics(str(path), summary(failed=1), "apply", finished_at=5.0)
     assert read_metric(str(path), "batchsync_last_success_timestamp_seconds") == 0
+    path.write_text(
+        'batchsync_last_success_timestamp_seconds{command="apply"} NaN\n'
+        'batchsync_run_success{command="plan",broken="} 1\n'
+        "not a metric line at all\n"
+    )
+    write_metrics(str(path), summary(failed=1), "apply", finished_at=6.0)
+    _, _, samples = parse_exposition(path.read_text())
+    assert value(samples, "batchsync_last_success_timestamp_seconds") == 0
+    assert not [n for n, ls, _ in samples if ("command", "plan") in ls]
 
 
 def test_existing_file_is_replaced_and_no_temp_files_are_left(tmp_path: Path) -> None:

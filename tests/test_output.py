@@ -133,3 +133,23 @@ def test_a_report_lost_to_a_full_disk_does_not_stop_the_run(tmp_path: Path, sand
     for job in inv.jobs:  # every outcome still reached the terminal
         assert f"integration {job.integration_id} " in result.stdout
     assert report.stat().st_size <= 600
+
+
+def test_an_output_may_not_replace_a_file_the_inventory_references(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "acme.public").write_text("acme-public\n")
+    (secrets / "acme.secret").write_text("acme-secret\n")
+    (tmp_path / "set.json").write_text(
+        '[{"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}]'
+    )
+    inventory = tmp_path / "inv.toml"
+    inventory.write_text(
+        '[accounts.acme]\npublic_key = "file:secrets/acme.public"\nsecret_key = "file:secrets/acme.secret"\n'
+        '[status_sets.s]\nstatuses_file = "set.json"\n'
+        '[[integrations]]\nid = 1\naccount = "acme"\nstatus_set = "s"\n'
+    )
+    for target in (secrets / "acme.secret", tmp_path / "set.json", inventory):
+        result = batchsync("plan", str(inventory), "--sandbox", "--report", str(target), env=env_with({}))
+        assert result.returncode == 2 and "which the inventory reads" in result.stderr, (target, result.stderr)
+    assert (secrets / "acme.secret").read_text() == "acme-secret\n"

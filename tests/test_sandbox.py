@@ -719,3 +719,46 @@ def test_cli_refuses_a_broken_inventory(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert out == ""
     assert "SANDBOX_ACME_PUBLIC" in err
+
+
+# -- one account down ----------------------------------------------------------------------------
+
+
+async def test_a_down_account_answers_500_to_everything_while_the_others_are_served(
+    sandbox_factory: SandboxFactory, sandbox_auth: Auth
+) -> None:
+    box = await sandbox_factory(SandboxConfig(down_accounts=frozenset({"acme"})))
+    before = box.state
+    acme = sandbox_auth["acme"]
+    mapping = {"integration_id": 101, "mapping": [{"status_category": "CANCEL", "external_id": None}]}
+    for method, path, query, body in (
+        ("GET", "/integrations", None, None),
+        ("GET", "/shop-order-statuses", {"integration_id": "101"}, None),
+        ("POST", "/shop-order-statuses", None, VALID),
+        ("GET", "/shop-order-statuses/mapping", {"integration_id": "101"}, None),
+        ("POST", "/shop-order-statuses/mapping", None, mapping),
+    ):
+        answer = await call(box, method, path, acme, query=query, body=body)
+        assert answer.status == 500, (method, path)
+    # Authentication still comes first: a wrong key is a 401, not the account's 500.
+    assert (await call(box, "GET", "/integrations", auth_header("acme-public", "wrong"))).status == 401
+    ok = await call(box, "GET", "/shop-order-statuses", sandbox_auth["globex"], query={"integration_id": "201"})
+    assert ok.status == 200
+    assert box.state == before
+    stats = box.stats()
+    assert stats["faults"] == {"acme": 5, "globex": 0}
+    assert stats["requests"]["acme"] == {"GET": 3, "POST": 2}
+    assert stats["throttled"] == {"acme": 0, "globex": 0}  # refused before its rate limit: no budget spent
+
+
+def test_a_down_account_must_be_one_of_the_sandbox(sandbox_inventory: Inventory) -> None:
+    with pytest.raises(ValueError, match="does not have: nope"):
+        Sandbox(sandbox_inventory, SandboxConfig(down_accounts=frozenset({"nope", "acme"})))
+
+
+def test_cli_down_account_is_checked(tmp_path: Path) -> None:
+    path = write_sandbox_inventory(tmp_path)
+    proc = _start(["--port", "0", "--inventory", str(path), "--down-account", "nope"], {**os.environ, **SANDBOX_ENV})
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and out == ""
+    assert "down accounts the sandbox does not have: nope" in err and "Traceback" not in err

@@ -14,7 +14,7 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import call, statuses_body
 
-from batchsync.inventory import Inventory
+from batchsync.inventory import DesiredMapping, Inventory
 from batchsync.sandbox import AccountSeed, IntegrationSeed, SandboxConfig, Seed, seed_from_inventory
 from batchsync.sandbox.state import EXTRA_STATUS_ID
 from batchsync.wire import STATUS_CATEGORIES, Status, Translation
@@ -169,34 +169,14 @@ def test_a_seed_with_an_unknown_category_is_refused() -> None:
         Store(seed)
 
 
-class DeclaredMapping:
-    """Stands in for the inventory's ``DesiredMapping`` (only ``as_dict`` is used)."""
-
-    def __init__(self, items: dict[str, str | None]) -> None:
-        self.items = items
-
-    def as_dict(self) -> dict[str, str | None]:
-        return dict(self.items)
-
-
-class JobWithMapping(msgspec.Struct, frozen=True):
-    """A ``Job`` with a ``mapping``, as the inventory branch adds it."""
-
-    integration_id: int
-    account: str
-    desired: Any
-    mapping: DeclaredMapping | None
-
-
 def with_mappings(inv: Inventory, mappings: dict[int, dict[str, str | None]]) -> Inventory:
-    # MERGE: once Job.mapping exists, declare these in the test inventory instead.
-    jobs: list[Any] = [
-        JobWithMapping(
-            j.integration_id,
-            j.account,
-            j.desired,
-            DeclaredMapping(mappings[j.integration_id]) if j.integration_id in mappings else None,
-        )
+    """``inv`` with these integrations declaring these mappings (a category left out: not mapped)."""
+
+    def declared(wanted: dict[str, str | None]) -> DesiredMapping:
+        return DesiredMapping(tuple((c, wanted.get(c)) for c in STATUS_CATEGORIES))
+
+    jobs = [
+        msgspec.structs.replace(j, mapping=declared(mappings[j.integration_id])) if j.integration_id in mappings else j
         for j in inv.jobs
     ]
     return msgspec.structs.replace(inv, jobs=jobs)
@@ -293,12 +273,12 @@ async def test_drifted_mapping_removal_over_http(
 
 
 def test_mapping_drift_covers_every_category() -> None:
-    from batchsync.sandbox.state import _drift_mapping
+    from batchsync.sandbox.state import drift_mapping
 
     rng = random.Random(1)
     off = set()
     for _ in range(400):
-        got = _drift_mapping(DECLARED, (), rng)
+        got = drift_mapping(DECLARED, (), rng)
         if got is not None:
             off |= {c for c in STATUS_CATEGORIES if got[c] != DECLARED[c]}
     assert off == set(STATUS_CATEGORIES)

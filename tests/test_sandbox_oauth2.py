@@ -15,7 +15,7 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import VALID, Answer, call
 
-from batchsync.inventory import Inventory
+from batchsync.inventory import Account, Inventory, OAuth2Credentials
 from batchsync.sandbox import AccountSeed, IntegrationSeed, Sandbox, SandboxConfig, Seed, run_sandbox
 from batchsync.sandbox import seed_from_inventory as seed_of
 from batchsync.secrets import Secret
@@ -294,32 +294,12 @@ def test_seed_checks_credentials_of_its_kind() -> None:
         Store(Seed((twice, msgspec.structs.replace(twice, name="b"))))
 
 
-class OAuth2Credentials(msgspec.Struct, frozen=True):
-    """Stands in for the inventory's ``OAuth2Credentials`` (same fields)."""
-
-    client_id: Secret
-    client_secret: Secret
-    token_url: str = "https://account.sendcloud.com/oauth2/token"
-    scope: str = "api"
-
-
-class OAuth2Account(msgspec.Struct, frozen=True):
-    name: str
-    credentials: Any
-    base_url: str
-    limits: Any
-
-
 async def test_inventory_oauth2_account_seeds_an_oauth2_account(
     sandbox_inventory: Inventory, sandbox_factory: SandboxFactory
 ) -> None:
-    # MERGE: once the inventory branch is in, declare globex with auth = "oauth2" in the test inventory.
     globex = sandbox_inventory.accounts["globex"]
     creds = OAuth2Credentials(Secret("globex-client"), Secret("globex-client-secret"))
-    accounts: dict[str, Any] = {
-        **sandbox_inventory.accounts,
-        "globex": OAuth2Account("globex", creds, globex.base_url, globex.limits),
-    }
+    accounts = {**sandbox_inventory.accounts, "globex": Account("globex", creds, globex.base_url, globex.limits)}
     inv = msgspec.structs.replace(sandbox_inventory, accounts=accounts)
     seed = seed_of(inv)
     by_name = {a.name: a for a in seed.accounts}

@@ -211,7 +211,7 @@ def test_240_integrations_30_broken_15_ways(tmp_path: Path, capsys: pytest.Captu
     lines = out.splitlines()
     assert len(lines) == 1  # exactly one JSON object
     report = json.loads(lines[0])
-    assert set(report) == {"valid", "integrations", "problems"}
+    assert set(report) == {"valid", "integrations", "problems", "warnings"}
     assert report["valid"] is False
     assert isinstance(report["integrations"], int)
     problems = report["problems"]
@@ -272,7 +272,7 @@ def test_valid_inventory_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path = write_json(tmp_path / "ok.json", valid_inventory(tmp_path))
     code, out, err = run(capsys, "validate", str(path), "--format", "json")
     assert code == 0
-    assert json.loads(out) == {"valid": True, "integrations": 240, "problems": []}
+    assert json.loads(out) == {"valid": True, "integrations": 240, "problems": [], "warnings": []}
     assert err == ""
 
 
@@ -337,6 +337,8 @@ MISTAKES: dict[str, Callable[[Path], Path]] = {
     "unknown extension": _file("inv.txt", "{}"),
     "top level a list": _file("l.json", "[1, 2]"),
     "literal secret": _literal_secret,
+    "name too long": lambda d: d / ("a" * 5000 + ".json"),
+    "name too long, no suffix": lambda d: d / ("a" * 5000),
 }
 
 
@@ -379,3 +381,58 @@ def test_broken_inventory_is_deterministic(tmp_path: Path) -> None:
     a, _ = broken_inventory(tmp_path)
     b, _ = broken_inventory(tmp_path)
     assert a == copy.deepcopy(b)
+
+
+# -- warnings, the file size cap ---------------------------------------------------------------
+
+
+def test_warnings_are_printed_and_do_not_change_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = valid_inventory(tmp_path, 3)
+    doc["accounts"]["acme"]["base_url"] = "http://api.example.com/v3"
+    path = write_json(tmp_path / "inv.json", doc)
+    code, out, _ = run(capsys, "validate", str(path), "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["valid"] is True and report["problems"] == []
+    assert [(w["path"], w["integration_id"]) for w in report["warnings"]] == [("$.accounts.acme.base_url", None)]
+    assert "unencrypted" in report["warnings"][0]["message"]
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{path}: $.accounts.acme.base_url: warning: http:// to a host that is not loopback")
+    assert lines[1] == f"{path}: valid: 3 integrations, 3 accounts, 2 distinct status lists"
+
+
+def test_max_file_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_json(tmp_path / "inv.json", valid_inventory(tmp_path, 30))
+    assert path.stat().st_size > 2048
+    code, out, _ = run(capsys, "validate", str(path), "--max-file-size", "0.002", "--format", "json")
+    assert code == 2
+    (problem,) = json.loads(out)["problems"]
+    assert problem["path"] == "$" and "(--max-file-size raises it)" in problem["message"]
+    assert run(capsys, "validate", str(path), "--max-file-size", "1")[0] == 0
+    for bad in ("0", "-1", "lots"):
+        code, _, err = run(capsys, "validate", str(path), "--max-file-size", bad)
+        assert code == 2 and "--max-file-size" in err
+    # plan and apply read the inventory the same way, before anything is sent.
+    code, _, err = run(capsys, "plan", str(path), "--max-file-size", "0.002")
+    assert code == 2 and "more than the 2.048 KB allowed" in err and "nothing was sent" in err
+
+
+def test_a_fifo_and_dev_zero_in_a_real_process(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.toml")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    for name in ("fifo.toml", "zero.json"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "batchsync", "validate", name, "--format", "json"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        (problem,) = json.loads(proc.stdout)["problems"]
+        assert "not a regular file" in problem["message"]

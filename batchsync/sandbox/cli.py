@@ -156,6 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         g.add_argument(f"--fault-{kind}", type=_probability, default=0.0, metavar="P", help=what)
     g.add_argument("--garbage-200", type=_probability, default=0.0, metavar="P", help="200 with a non-JSON body")
     g.add_argument(
+        "--down-account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer 500 to every request of this account, the others served as usual (repeatable)",
+    )
+    g.add_argument(
         "--hang-seconds", type=float, default=30.0, metavar="S", help="how long a --fault-hang request waits (30)"
     )
     g.add_argument("--latency", type=_latency, metavar="MIN:MAX", help="uniform delay per request, in seconds")
@@ -192,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         garbage_200=args.garbage_200,
         hang_seconds=args.hang_seconds,
         latency=args.latency,
+        down_accounts=frozenset(args.down_account),
     )
 
 
@@ -233,6 +241,9 @@ async def serve(args: argparse.Namespace) -> int:
             await stop.wait()
     except OSError as exc:  # the port is taken, the host does not resolve
         print(f"batchsync sandbox: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    except ValueError as exc:  # an option that names what the seed does not have
+        print(f"batchsync sandbox: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -89,6 +89,9 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fault_hang: Probability = 0.0
     garbage_200: Probability = 0.0
     hang_seconds: Annotated[float, Meta(ge=0)] = 30.0
+    # Accounts whose every API request (once authenticated) is answered 500: one client's
+    # Sendcloud incident, while the other accounts are served as usual.
+    down_accounts: frozenset[str] = frozenset()
     latency: tuple[float, float] | None = None  # uniform delay per admitted request
     # GET /integrations: the default and the largest page (a client asking more gets this).
     page_size: Annotated[int, Meta(ge=1)] = 100
@@ -331,6 +334,9 @@ class Sandbox:
     # -- configuration -------------------------------------------------------------
 
     def _apply_config(self, config: SandboxConfig) -> None:
+        unknown = sorted(config.down_accounts - set(self.store.accounts))
+        if unknown:
+            raise ValueError(f"down accounts the sandbox does not have: {', '.join(unknown)}")
         for name, gates in self._gates.items():
             base = self._peak_base[name]
             base["read"] = max(base["read"], gates.read.peak)
@@ -492,6 +498,9 @@ class Sandbox:
             if account is None:
                 return self._unauthenticated(request.headers.get("Authorization"))
             self.requests[account][method] += 1
+            if account in self.config.down_accounts:
+                self.faults[account] += 1
+                return self._fault_response(request, "500")
             gates = self._gates[account]
             gate: Gate = gates.write if write else gates.read
             wait = gate.try_enter()

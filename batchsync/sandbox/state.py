@@ -11,11 +11,11 @@ import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
-from batchsync.inventory import Account, Inventory, Limits
+from batchsync.inventory import Account, Inventory, Limits, OAuth2Credentials
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 PRESTASHOP_V2 = "prestashop_v2"
@@ -268,7 +268,7 @@ class Store:
         return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
 
 
-def _drift(desired: Statuses, rng: random.Random) -> Statuses:
+def drift(desired: Statuses, rng: random.Random) -> Statuses:
     """A believable out-of-date state: empty, or one name changed plus a stale extra status."""
     if not desired or rng.random() < 1 / 3:
         return ()
@@ -282,7 +282,7 @@ def _drift(desired: Statuses, rng: random.Random) -> Statuses:
     return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
 
 
-def _drift_mapping(
+def drift_mapping(
     desired: dict[str, str | None], current: Statuses, rng: random.Random
 ) -> dict[str, str | None] | None:
     """The mapping of a drifted integration: a third each in sync, never set up, or one category off.
@@ -302,10 +302,8 @@ def _drift_mapping(
 
 
 def _account_seed(account: Account) -> AccountSeed:
-    # MERGE: Account.credentials (BasicCredentials | OAuth2Credentials) comes with the inventory
-    # branch; until then an Account carries public_key/secret_key itself.
-    creds: Any = getattr(account, "credentials", account)
-    if hasattr(creds, "client_id"):
+    creds = account.credentials
+    if isinstance(creds, OAuth2Credentials):
         return AccountSeed(
             account.name,
             limits=account.limits,
@@ -329,7 +327,7 @@ def seed_from_inventory(
 
     ``round(in_sync * n)`` integrations, picked by ``seed``, start exactly in their
     desired state (statuses and, when the inventory declares one, mapping); the others
-    start drifted (see :func:`_drift` and :func:`_drift_mapping`), also by ``seed``.
+    start drifted (see :func:`drift` and :func:`drift_mapping`), also by ``seed``.
     ``systems`` gives some integrations another ``system`` than PrestaShop V2,
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
@@ -351,12 +349,12 @@ def seed_from_inventory(
     since = utc_now()
     integrations = []
     for i, job in enumerate(jobs):
-        statuses = job.desired.statuses if i in synced else _drift(job.desired.statuses, rng)
-        declared = getattr(job, "mapping", None)  # MERGE: Job.mapping comes with the inventory branch
+        statuses = job.desired.statuses if i in synced else drift(job.desired.statuses, rng)
+        declared = job.mapping
         mapping = None
         if declared is not None:
             wanted: dict[str, str | None] = declared.as_dict()
-            mapping = wanted if i in synced else _drift_mapping(wanted, statuses, mapping_rng)
+            mapping = wanted if i in synced else drift_mapping(wanted, statuses, mapping_rng)
         if job.integration_id in absent:
             continue
         integrations.append(

@@ -1,0 +1,403 @@
+"""Reading the files an inventory names: only regular files, under a size cap, parsed as
+JSON, TOML or YAML with the checks the parsers leave out (a key given twice, YAML aliases
+that multiply a document). Whatever a file holds, the outcome is a document or a
+:class:`FileProblem` with a printable reason, never another exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from batchsync.wire import Loc, TextKey
+
+MB = 1024 * 1024
+INVENTORY_LIMIT = 256 * MB
+# A statuses file holds one status list (a few KB; the API allows nothing near this).
+STATUSES_FILE_LIMIT = 16 * MB
+SECRET_FILE_LIMIT = 64 * 1024
+SUFFIXES = (".json", ".toml", ".yaml", ".yml")
+
+KeyProblem = tuple[Loc, str]
+"""A key given twice: where (the mapping's loc plus the key) and what to say."""
+
+
+class FileProblem(Exception):
+    """A file that cannot be used; ``message`` is safe to print."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def size_text(n: int) -> str:
+    if n >= MB:
+        return f"{n / MB:.4g} MB"
+    return f"{n / 1024:.4g} KB" if n >= 1024 else f"{n} bytes"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_regular(path: str | Path, limit: int, too_large: str = "") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; FileProblem otherwise.
+
+    Opened non-blocking and checked on the open descriptor, not on the name, so that a
+    FIFO, a device or a symlink swapped in between cannot make a reader hang or read
+    forever (/dev/zero) or read something else than what was checked. ``too_large`` is
+    appended to the message for a file over the cap (how to raise it).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileProblem("file does not exist") from None
+    except IsADirectoryError:
+        raise FileProblem("is a directory, not a file") from None
+    except PermissionError:
+        raise FileProblem("cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise FileProblem(f"cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL byte in the name
+        raise FileProblem("is not a usable file name") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileProblem("is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(f"is {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise FileProblem(f"is {size_text(st.st_size)}, more than the {size_text(limit)} allowed{too_large}")
+        parts: list[bytes] = []
+        total = 0
+        # st_size is a hint only (a file may grow, /proc files say 0): read to the cap.
+        want = st.st_size + 1
+        while total <= limit:
+            chunk = os.read(fd, min(limit + 1 - total, max(want - total, 1 << 16)))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise FileProblem(f"is more than the {size_text(limit)} allowed{too_large}")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    except OSError as exc:
+        raise FileProblem(f"cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
+def user_path(ref: str, base_dir: Path) -> Path:
+    """A path as an inventory writes it: ``~`` expanded, relative to ``base_dir``."""
+    path = Path(ref)
+    with contextlib.suppress(RuntimeError):  # ~someone unknown here: kept as written, so not found
+        path = path.expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def check_suffix(path: Path) -> str:
+    """The file's lower-case suffix if it names a format we read; FileProblem otherwise."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FileProblem(f"unknown file type {suffix or '(none)'!r}: use .json, .toml, .yaml or .yml")
+    return suffix
+
+
+def parse(suffix: str, data: bytes) -> tuple[Any, list[KeyProblem]]:
+    """One document from ``data`` in the format ``suffix`` names, and the keys it gives twice.
+
+    A key given twice is not fatal (the rest is still worth checking) but it is a
+    problem: every parser here would silently keep the last one.
+    """
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as some Windows editors write
+    if not data.strip():
+        raise FileProblem("file is empty")
+    if b"\x00" in data:
+        raise FileProblem("is a binary file, not text")
+    if suffix == ".json":
+        doc = decode_json(data)
+        return doc, ([] if json_keys_unique(data, msgspec.json.encode(doc)) else json_duplicate_keys(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(data) from None
+    if suffix == ".toml":
+        return _toml(text), []  # tomllib refuses a key given twice itself
+    return _yaml(text)
+
+
+def _not_utf8(data: bytes) -> FileProblem:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return FileProblem(f"is not UTF-8 text (line {line}, byte {exc.start + 1}): save it as UTF-8")
+    return FileProblem("is not UTF-8 text")
+
+
+def decode_json(data: bytes) -> Any:
+    try:
+        return msgspec.json.decode(data)
+    except UnicodeDecodeError:
+        raise _not_utf8(data) from None
+    except msgspec.DecodeError as exc:
+        raise FileProblem(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise FileProblem("invalid JSON: nested too deeply") from None
+
+
+# tomllib takes time quadratic in the parts of a dotted key (a.b.c... = 1, [a.b.c...]):
+# 100,000 parts in a 200 KB file would take minutes. No inventory key has 64. Possessive
+# quantifiers, tried at line starts only: linear in the file.
+_DEEP_TOML_KEY = re.compile(
+    r"""^[ \t]*+\[*+[ \t]*+(?:(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')[ \t]*+\.[ \t]*+){64}""",
+    re.MULTILINE,
+)
+
+
+def _toml(text: str) -> Any:
+    deep = _DEEP_TOML_KEY.search(text) if text.count(".") >= 64 else None
+    if deep is not None:
+        line = text.count("\n", 0, deep.start()) + 1
+        raise FileProblem(f"invalid TOML: a key of more than 64 dotted parts at line {line}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FileProblem(f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise FileProblem("invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise FileProblem(f"invalid TOML: {exc}") from None
+
+
+# -- duplicate keys in JSON -----------------------------------------------------------
+
+_ESCAPED_COLON = re.compile(rb"\\u003[aA]")
+
+
+def json_keys_unique(data: bytes, encoded: bytes) -> bool:
+    """True only if no object in the JSON ``data`` gives a key twice; False: cannot tell.
+
+    ``encoded`` is msgspec's encoding of what ``data`` decoded to, every key it kept and
+    none it did not see (a struct must leave absent fields UNSET, not default). The check
+    runs at C speed: it counts colons. Each key has one colon after it; outside strings
+    there are no others. Inside strings, a colon is written the same way in both texts,
+    unless the source spells it ``\\u003a``, which is ruled out first. So the source has
+    as many colons as the encoding exactly when no key-value pair was dropped, and a key
+    given twice always drops one (with its colon).
+    """
+    if encoded == data:  # a compact file, as machines write them: a memcmp settles it
+        return True
+    if b"\\" in data and _ESCAPED_COLON.search(data):
+        return False
+    return data.count(b":") == encoded.count(b":")
+
+
+def json_duplicate_keys(data: bytes) -> list[KeyProblem]:
+    """Every key given twice in the JSON ``data``, with where (the slow, exact check).
+
+    Each container's parent is noted as it is built, so that a repeat inside a value
+    that a later repeat replaced (and that is not in the decoded document) still gets
+    its path.
+    """
+    import json  # the standard parser has the hook msgspec lacks (msgspec#648); only this path needs it
+
+    found: list[tuple[dict[str, Any], list[str]]] = []
+    parents: dict[int, tuple[Any, Any, str | int]] = {}  # id -> (itself, parent, key): kept alive
+
+    def adopt(parent: Any, key: str | int, child: Any) -> None:
+        stack = [(parent, key, child)]
+        while stack:
+            parent, key, child = stack.pop()
+            parents[id(child)] = (child, parent, key)
+            if isinstance(child, list):
+                stack.extend((child, i, item) for i, item in enumerate(child) if isinstance(item, dict | list))
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        mapping = dict(pairs)
+        seen: set[str] = set()
+        twice: list[str] = []
+        for key, value in pairs:
+            if key in seen and key not in twice:
+                twice.append(key)
+            seen.add(key)
+            if isinstance(value, dict | list):
+                adopt(mapping, key, value)
+        if twice:
+            found.append((mapping, twice))
+        return mapping
+
+    try:
+        json.loads(data, object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        # msgspec read it, so it is JSON; the standard parser refuses only extremes
+        # (a number of thousands of digits, deep nesting): count it as not checked.
+        return [((), "could not be checked for keys given twice (too deep or too large a number)")]
+
+    def loc_of(node: Any) -> Loc:
+        parts: list[str | int] = []
+        while id(node) in parents:
+            _, node, key = parents[id(node)]
+            parts.append(key)
+        return tuple(reversed(parts))
+
+    return [((*loc_of(m), key), f"key {key!r} is given twice: keep one") for m, keys in found for key in keys]
+
+
+def _children(node: Any) -> Iterator[tuple[Any, Any]]:
+    if isinstance(node, dict):
+        yield from node.items()
+    elif isinstance(node, list):
+        yield from enumerate(node)
+
+
+def key_part(key: Any) -> str:
+    """A mapping key as a loc part: a YAML key may be a number, a date, null."""
+    return key if type(key) is str else TextKey(key)
+
+
+def _locate(doc: Any, wanted: set[int]) -> dict[int, Loc]:
+    """The loc of each container whose id is in ``wanted`` (iterative: depth is no limit)."""
+    where: dict[int, Loc] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, Loc]] = [(doc, ())]
+    while stack and len(where) < len(wanted):
+        node, loc = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if id(node) in wanted:
+            where[id(node)] = loc
+        for key, child in _children(node):
+            if isinstance(child, dict | list):
+                stack.append((child, (*loc, key if isinstance(node, list) else key_part(key))))
+    return where
+
+
+# -- YAML -----------------------------------------------------------------------------
+
+_ANCHOR = re.compile(r"&[^\s\[\]{},]")
+_ALIAS = re.compile(r"\*[^\s\[\]{},]")
+_loader: Any = None
+
+
+def _yaml_loader() -> Any:
+    """A safe loader (the C one where built) that also notes every key given twice."""
+    global _loader
+    if _loader is not None:
+        return _loader
+    import yaml  # only YAML users pay for importing it
+    from yaml.nodes import MappingNode
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.pending: list[tuple[Any, Any, Any]] = []
+            self.repeated: list[tuple[dict[Any, Any], Any, int, int]] = []
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, MappingNode):
+                first: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` then a key of its own is an override, not a repeat
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        earlier = first.setdefault(key, key_node)
+                    except TypeError:
+                        continue  # unhashable: the base constructor says so
+                    if earlier is not key_node:
+                        self.pending.append((key, earlier.start_mark, key_node.start_mark))
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_yaml_map(self, node: Any) -> Iterator[dict[Any, Any]]:
+            data: dict[Any, Any] = {}
+            yield data
+            start = len(self.pending)
+            data.update(self.construct_mapping(node))
+            for key, first, again in self.pending[start:]:
+                self.repeated.append((data, key, first.line + 1, again.line + 1))
+            del self.pending[start:]
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_yaml_map)
+    _loader = Loader
+    return Loader
+
+
+def _yaml(text: str) -> tuple[Any, list[KeyProblem]]:
+    import yaml
+
+    loader = _yaml_loader()(text)
+    try:
+        doc = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise FileProblem(f"invalid YAML{where}: {reason}") from None
+    except RecursionError:
+        raise FileProblem("invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise FileProblem(f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if _ANCHOR.search(text) and _ALIAS.search(text):
+        _check_aliases(doc, 2_000_000 + 2 * len(text))
+    located = _locate(doc, {id(m) for m, *_ in loader.repeated})
+    problems: list[KeyProblem] = []
+    for m, key, first, again in loader.repeated:
+        message = f"key {key!r} is given twice (lines {first} and {again}): keep one"
+        found = located.get(id(m))
+        # A mapping that a later repeat replaced is not in the document: its lines say where.
+        problems.append(((*found, key_part(key)), message) if found is not None else ((), message))
+    return doc, problems
+
+
+def _check_aliases(doc: Any, limit: int) -> None:
+    """Refuse a document whose aliases make it refer to itself or expand past ``limit``
+    values: a few lines of anchors can stand for billions of nodes ("billion laughs"),
+    and every check after this one walks the expanded document."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(doc, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        children = [c for _, c in _children(node)]
+        if leaving:
+            open_.discard(key)
+            total = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if total > limit:
+                raise FileProblem(f"its YAML aliases expand it to more than {limit:,} values: write it out")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise FileProblem("a YAML alias refers to a value that contains it")
+        open_.add(key)
+        stack.append((node, True))
+        for child in children:
+            if isinstance(child, dict | list) and id(child) not in sizes:
+                if id(child) in open_:
+                    raise FileProblem("a YAML alias refers to a value that contains it")
+                stack.append((child, False))

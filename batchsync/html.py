@@ -1,0 +1,766 @@
+"""The run report for people: one self-contained HTML page per plan, apply or merged report.
+
+Recap per account and per tag, failures first, changes as the terminal's +/~/- diff, and an
+inline SVG of each account's requests against its budget, drawn here. No script, font,
+style sheet or image comes from outside the file: it works opened from disk or mailed.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+import msgspec
+
+from batchsync import __version__
+from batchsync.exitcodes import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_OUTPUT_LOST,
+)
+from batchsync.inventory import Limits
+from batchsync.monitoring import atomic_write
+from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.report import Budget, print_outcome
+
+__all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
+
+# Failed and changed integrations listed on the page, each; beyond that they are counted.
+# The page (and what is kept in memory while a run goes on) stays bounded on any fleet.
+MAX_LISTED: Final = 2000
+MAX_LANES: Final = 24  # accounts drawn in the picture, the latest to finish first
+MAX_REASONS: Final = 20  # distinct reasons for skipping kept for the count
+SLOTS: Final = 128  # time bins per account; merged pairwise as the run grows longer
+MAX_SPAN: Final = 40 * 86400.0  # seconds: an outcome further from the run's start is not drawn
+
+
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What the outcomes do not say: how the run ended, when, and each account's budget."""
+
+    exit_code: int
+    started_at: float  # Unix time
+    ended_at: float
+    limits: dict[str, Limits] = {}  # declared per account; unknown (report merge): no budget line
+    inventory: str = ""
+    notes: tuple[str, ...] = ()  # extra lines under the title (report merge: each shard's state)
+    title: str = ""  # default: "batchsync <mode>"
+
+
+# -- text --------------------------------------------------------------------------------
+
+# Code points an HTML parser reports as errors (C0 and C1 controls but tab, LF and FF),
+# CR (which a parser turns into LF), surrogates (not encodable) and noncharacters.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0d-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(17))
+    + "]"
+)
+
+
+def _escape_code(m: re.Match[str]) -> str:
+    c = ord(m.group(0))
+    return f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every code point a page cannot show as itself written as ``\\xNN``."""
+    return _INVISIBLE.sub(_escape_code, text)
+
+
+def _e(text: object) -> str:
+    """Escaped for HTML text or a quoted attribute value."""
+    return html.escape(visible(str(text)), quote=True)
+
+
+def _duration(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{s:.0f}s"
+    whole = round(s)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _when(unix: float) -> str:
+    if unix <= 0 or not math.isfinite(unix):
+        return "unknown"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+    except (OverflowError, OSError, ValueError):  # a report from the year 10^9
+        return "unknown"
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:g}/min" if per_minute < 100 else f"{per_minute:.0f}/min"
+
+
+_STATUS: Final = {
+    EXIT_OK: ("ok", "every selected integration is in its desired state"),
+    EXIT_FAILED: ("failed", "some integrations failed"),
+    EXIT_NOT_STARTED: ("failed", "not started"),
+    EXIT_INTERRUPTED: ("stopped", "stopped early: not every integration was done"),
+    EXIT_CHANGES: ("changes", "changes to make"),
+    EXIT_LOCKED: ("stopped", "another apply held the inventory's lock"),
+    EXIT_OUTPUT_LOST: ("failed", "done, but an output could not be written"),
+}
+
+
+# -- time series -------------------------------------------------------------------------
+
+
+class _Series:
+    """Counts over time from ``t0`` in :data:`SLOTS` bins whose width doubles (merging
+    neighbours) whenever a later time arrives: bounded memory for a run of any length."""
+
+    __slots__ = ("bins", "t0", "width")
+
+    def __init__(self, t0: float, width: float) -> None:
+        self.t0 = t0
+        self.width = width
+        self.bins = array("d", bytes(8 * SLOTS))
+
+    def add(self, t: float, n: float = 1.0) -> None:
+        offset = max(0.0, t - self.t0) if math.isfinite(t) else 0.0
+        while offset >= self.width * SLOTS:
+            merged = array("d", bytes(8 * SLOTS))
+            for i in range(SLOTS):
+                merged[i // 2] += self.bins[i]
+            self.bins = merged
+            self.width *= 2
+        self.bins[int(offset / self.width)] += n
+
+    def total(self) -> float:
+        return sum(self.bins)
+
+    def at_width(self, width: float) -> list[float]:
+        """The bins regrouped to ``width`` (a power-of-two multiple of this width)."""
+        k = max(1, round(width / self.width))
+        out = [0.0] * SLOTS
+        for i, v in enumerate(self.bins):
+            if v:
+                out[min(SLOTS - 1, i // k)] += v
+        return out
+
+
+class _Lane:
+    """What the picture needs of one account, gathered outcome by outcome."""
+
+    __slots__ = ("exact", "first", "last", "reads", "throttles", "writes")
+
+    def __init__(self, t0: float, width: float) -> None:
+        self.reads = _Series(t0, width)
+        self.writes = _Series(t0, width)
+        self.throttles = 0  # 429s with a known time (only from per-request records)
+        self.first = math.inf
+        self.last = -math.inf
+        self.exact = False  # some outcome carried its requests' times
+
+
+def _writes_of(outcome: Outcome) -> int:
+    """The writes an integration's outcome stands for: its statuses, its mapping (in a plan:
+    the writes an apply would make)."""
+    if outcome.result != "changed":
+        return 0
+    statuses = 1 if outcome.added or outcome.changed or outcome.removed or outcome.changes else 0
+    return statuses + (1 if outcome.mapping_changes else 0)
+
+
+# -- the page ----------------------------------------------------------------------------
+
+
+class HtmlReport:
+    """The page, built one outcome at a time (:meth:`add`) and rendered once (:meth:`html`).
+
+    Memory stays bounded whatever the fleet: failed and changed outcomes are kept up to
+    ``max_listed`` each (then only counted), unchanged and skipped ones only counted, and
+    each account's requests over time in :data:`SLOTS` bins.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        started_at: float,
+        *,
+        redact: Callable[[str], str] = str,
+        max_listed: int = MAX_LISTED,
+    ) -> None:
+        self.mode = mode
+        self.t0 = started_at
+        self.redact = redact
+        self.max_listed = max_listed
+        self.failures: list[Outcome] = []
+        self.changes: list[Outcome] = []
+        self.failed_unlisted = 0
+        self.changed_unlisted = 0
+        self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        self.tags: dict[str, dict[str, int]] = {}
+        self.reasons: dict[str, int] = {}
+        self.lanes: dict[str, _Lane] = {}
+        self.budget = Budget() if mode == "plan" else None  # what an apply of this plan will spend
+        self.warnings = 0
+
+    def add(self, outcome: Outcome) -> None:
+        result = outcome.result
+        self.counts[result] += 1
+        for tag in outcome.tags or ("",):
+            by_result = self.tags.setdefault(tag, dict.fromkeys(RESULTS, 0))
+            by_result[result] += 1
+        if outcome.warnings:
+            self.warnings += 1
+        if result == "failed":
+            if len(self.failures) < self.max_listed:
+                self.failures.append(outcome)
+            else:
+                self.failed_unlisted += 1
+        elif result == "changed":
+            if len(self.changes) < self.max_listed:
+                self.changes.append(outcome)
+            else:
+                self.changed_unlisted += 1
+        elif result == "skipped":
+            reason = outcome.reason or "no reason recorded"
+            if reason in self.reasons or len(self.reasons) < MAX_REASONS:
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+            else:
+                self.reasons["(other reasons)"] = self.reasons.get("(other reasons)", 0) + 1
+        if self.budget is not None:
+            self.budget.add(outcome)
+        # A plan writes nothing: its picture is its reads (its budget section has the writes).
+        self._place(outcome, _writes_of(outcome) if self.mode == "apply" else 0)
+
+    def _place(self, outcome: Outcome, writes: int) -> None:
+        lane = self.lanes.get(outcome.account)
+        if lane is None:
+            lane = self.lanes[outcome.account] = _Lane(self.t0, 0.05)
+        start, end = outcome.started_at, outcome.ended_at
+        if not start and not end:
+            return  # an old report without times: counted, not drawn
+        end = max(start, end)
+        if (
+            not (math.isfinite(start) and math.isfinite(end))
+            or abs(start - self.t0) > MAX_SPAN
+            or end - start > MAX_SPAN
+        ):
+            return  # times no run has (a damaged report): counted, not drawn
+        lane.first = min(lane.first, start)
+        lane.last = max(lane.last, end)
+        # MERGE: outcome lines may carry each request as [t, "GET"|"POST", status]; when
+        # they do, the picture is exact. Otherwise the integration's requests are placed
+        # within its span: the reads spread from its start, the writes at its end (a write
+        # is its last step).
+        records = getattr(outcome, "requests", None)
+        if records:
+            lane.exact = True
+            for record in records:
+                try:
+                    t, method, status = float(record[0]), str(record[1]), int(record[2])
+                except (TypeError, ValueError, IndexError):
+                    continue
+                (lane.writes if method == "POST" else lane.reads).add(t)
+                lane.throttles += status == 429
+            return
+        writes = min(writes, outcome.attempts)
+        reads = outcome.attempts - writes
+        points = min(reads, 16)  # however many attempts a report claims, a few points carry them
+        for i in range(points):
+            lane.reads.add(start + (end - start) * i / points, reads / points)
+        if writes:
+            lane.writes.add(end, writes)
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def html(self, summary: Summary, info: RunInfo) -> str:
+        """The whole document."""
+        mode = self.mode
+        title = info.title or f"batchsync {mode}"
+        word, meaning = _STATUS.get(info.exit_code, ("failed", "unknown exit status"))
+        if info.exit_code == EXIT_OK and mode == "plan" and summary.total("changed"):
+            word, meaning = "changes", "changes to make"
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            # Nothing may load from anywhere: no script at all, styles only from this file.
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            '<meta name="generator" content="batchsync ' + _e(__version__) + '">',
+            f"<title>{_e(title)}: {_e(word)} (exit {info.exit_code})</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            '<header id="run">',
+            f'<h1>{_e(title)} <span class="badge {word}">{_e(word)}</span></h1>',
+            self._run_facts(summary, info, meaning),
+            "</header>",
+            "<main>",
+            self._recap(summary, info),
+            self._failures(),
+            self._timeline(summary, info),
+        ]
+        if mode == "plan":
+            parts.append(self._budget(summary, info))
+        parts += [self._tags(), self._changes(), self._rest(), "</main>"]
+        parts.append(
+            f"<footer>Made by batchsync {_e(__version__)} on {_e(_when(time.time()))}. "
+            "This page is self-contained: no script, nothing loaded from elsewhere.</footer>"
+        )
+        parts += ["</body>", "</html>", ""]
+        return "\n".join(parts)
+
+    def _text(self, text: str) -> str:
+        return _e(self.redact(text))
+
+    def _run_facts(self, summary: Summary, info: RunInfo, meaning: str) -> str:
+        duration = summary.duration_s or max(0.0, info.ended_at - info.started_at)
+        rows = [
+            ("exit status", f"{info.exit_code}: {meaning}"),
+            ("started", _when(info.started_at)),
+            ("ended", _when(info.ended_at)),
+            ("duration", _duration(duration)),
+        ]
+        if info.inventory:
+            rows.insert(0, ("inventory", info.inventory))
+        items = "".join(f"<dt>{_e(k)}</dt><dd>{self._text(v)}</dd>" for k, v in rows)
+        out = [f'<dl class="facts">{items}</dl>']
+        totals = " · ".join(f'<span class="n {r}">{summary.total(r)}</span> {_e(self._word(r))}' for r in RESULTS)
+        out.append(f'<p class="totals">{totals} · {summary.requests()} requests</p>')
+        if summary.stopped:
+            out.append(f'<p class="stopped">Stopped early: {self._text(summary.stopped)}</p>')
+        out.extend(f'<p class="note">{self._text(n)}</p>' for n in info.notes)
+        return "\n".join(out)
+
+    def _word(self, result: str) -> str:
+        return "to change" if result == "changed" and self.mode == "plan" else result
+
+    def _recap(self, summary: Summary, info: RunInfo) -> str:
+        head = "".join(f'<th class="num">{_e(self._word(r))}</th>' for r in RESULTS)
+        rows = []
+        for name in sorted(summary.accounts):
+            a = summary.accounts[name]
+            cells = "".join(f'<td class="num {r if a.count(r) else ""}">{a.count(r)}</td>' for r in RESULTS)
+            lim = info.limits.get(name)
+            budget = (
+                f"{_rate(lim.reads_per_minute)} reads, {_rate(lim.writes_per_minute)} writes, burst {lim.write_burst}"
+                if lim is not None
+                else "unknown"
+            )
+            rows.append(
+                f'<tr><th scope="row">{_e(name)}</th>{cells}'
+                f'<td class="num">{a.requests}</td>'
+                f'<td class="num{" failed" if a.throttled else ""}">{a.throttled}</td>'
+                f"<td>{_e(budget)}</td><td>{_e(_settled(a))}</td></tr>"
+            )
+        totals = "".join(f'<td class="num">{summary.total(r)}</td>' for r in RESULTS)
+        throttled = sum(a.throttled for a in summary.accounts.values())
+        rows.append(
+            f'<tr class="total"><th scope="row">total</th>{totals}<td class="num">{summary.requests()}</td>'
+            f'<td class="num">{throttled}</td><td></td><td></td></tr>'
+        )
+        return (
+            '<section id="recap"><h2>Recap per account</h2>'
+            f'<table><thead><tr><th>account</th>{head}<th class="num">requests</th>'
+            '<th class="num">429s</th><th>declared budget</th><th>after 429s</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></section>"
+        )
+
+    def _tags(self) -> str:
+        if not self.tags or set(self.tags) == {""}:
+            return ""
+        head = "".join(f'<th class="num">{_e(self._word(r))}</th>' for r in RESULTS)
+        rows = []
+        for tag in sorted(self.tags, key=lambda t: (t == "", t)):
+            counts = self.tags[tag]
+            cells = "".join(f'<td class="num {r if counts[r] else ""}">{counts[r]}</td>' for r in RESULTS)
+            label = _e(tag) if tag else "<em>no tag</em>"
+            rows.append(f'<tr><th scope="row">{label}</th>{cells}</tr>')
+        return (
+            '<section id="tags"><h2>Recap per tag</h2>'
+            '<p class="hint">An integration with several tags counts under each of them.</p>'
+            f'<table class="narrow"><thead><tr><th>tag</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></section>"
+        )
+
+    def _timeline(self, summary: Summary, info: RunInfo) -> str:
+        svg = timeline_svg(self.lanes, summary.accounts, info, self.t0)
+        if not svg:
+            return ""
+        estimated = not any(lane.exact for lane in self.lanes.values())
+        caption = (
+            "Each account's requests of the kind its budget limits most (writes, or reads), added up over "
+            "the run (solid), against what its declared budget allows from its first request (dashed: the "
+            "burst, then the declared rate). A curve along its dashed line ran at its budget; the account "
+            "that finished last set the run's length. Red: answered 429 (Too Many Requests); the dotted "
+            "line is the rate it settled on."
+        )
+        if estimated:
+            caption += (
+                " The report holds each integration's start and end, not each request's time: an "
+                "integration's reads are spread over its span and its writes placed at its end."
+            )
+        return (
+            '<section id="timeline"><h2>Requests over time against each account\'s budget</h2>'
+            f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure></section>"
+        )
+
+    def _budget(self, summary: Summary, info: RunInfo) -> str:
+        # The same figures as the terminal's BUDGET lines: report.Budget computes both.
+        budget = self.budget.rows(summary, info.limits) if self.budget is not None else []
+        if not budget:
+            return ""
+        longest = max(budget, key=lambda b: b["least_seconds"])
+        rows = []
+        for b in budget:
+            mark = ' class="slowest"' if b is longest and b["least_seconds"] > 0 else ""
+            spend = f"{_rate(b['reads_per_minute'])} reads, {_rate(b['writes_per_minute'])} writes"
+            rows.append(
+                f'<tr{mark}><th scope="row">{_e(b["account"])}</th>'
+                f'<td class="num">{b["reads"]}</td><td class="num">{b["writes"]}</td><td>{_e(spend)}</td>'
+                f'<td class="num">{_e(_duration(b["least_seconds"]))}</td></tr>'
+            )
+        lead = (
+            f"<p>At the declared limits, the apply takes at least "
+            f"<strong>{_e(_duration(longest['least_seconds']))}</strong>, set by account "
+            f"<strong>{_e(longest['account'])}</strong> (plus the time of the requests themselves).</p>"
+        )
+        return (
+            '<section id="budget"><h2>What the apply will spend</h2>'
+            '<p class="hint">Reads: the requests this plan made (the apply reads the same); writes: one per '
+            "integration whose statuses change, one more where its mapping changes. The first burst of each "
+            "goes at once, the rest at the declared rate; accounts run side by side.</p>"
+            f'{lead}<table><thead><tr><th>account</th><th class="num">reads</th><th class="num">writes</th>'
+            f'<th>declared budget</th><th class="num">least time</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></section>"
+        )
+
+    def _failures(self) -> str:
+        n = len(self.failures) + self.failed_unlisted
+        if not n:
+            return '<section id="failures"><h2>Failures (0)</h2><p>No integration failed.</p></section>'
+        rows = []
+        for o in sorted(self.failures, key=lambda o: (o.account, o.integration_id)):
+            e = o.error
+            kind = e.kind if e is not None else "failed"
+            status = str(e.http_status) if e is not None and e.http_status else ""
+            detail = e.detail if e is not None else "no error recorded"
+            if e is not None and e.code:
+                detail = f"{detail} (code {e.code})"
+            pointer = e.pointer if e is not None and e.pointer else ""
+            rows.append(
+                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td>'
+                f'<td><span class="kind">{_e(kind)}</span></td><td class="num">{_e(status)}</td>'
+                f'<td class="detail">{self._text(detail)}</td><td class="pointer">{self._text(pointer)}</td>'
+                f'<td class="num">{o.attempts}</td></tr>'
+            )
+        more = f"<p>…and {self.failed_unlisted} more failures, not listed here: see the JSON report.</p>"
+        return (
+            f'<section id="failures"><h2>Failures ({n})</h2>'
+            '<table class="failures"><thead><tr><th class="num">integration</th><th>account</th><th>kind</th>'
+            '<th class="num">HTTP</th><th>detail</th><th>pointer</th><th class="num">attempts</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>{more if self.failed_unlisted else ''}</section>"
+        )
+
+    def _changes(self) -> str:
+        n = len(self.changes) + self.changed_unlisted
+        heading = "Changes to make" if self.mode == "plan" else "Changes"
+        if not n:
+            return f'<section id="changes"><h2>{heading} (0)</h2><p>Nothing changed.</p></section>'
+        items = []
+        for o in sorted(self.changes, key=lambda o: (o.account, o.integration_id)):
+            buffer = io.StringIO()
+            print_outcome(o, self.mode, buffer)
+            lines = buffer.getvalue().rstrip("\n").split("\n")
+            body = "\n".join(_diff_line(self.redact(line)) for line in lines[1:])
+            tags = f' <span class="tags">{_e(", ".join(o.tags))}</span>' if o.tags else ""
+            items.append(
+                f'<details id="i{o.integration_id}"><summary>{self._text(lines[0])}{tags}</summary>'
+                f"<pre>{body}</pre></details>"
+            )
+        more = f"<p>…and {self.changed_unlisted} more, not listed here: see the JSON report.</p>"
+        return (
+            f'<section id="changes"><h2>{heading} ({n})</h2>'
+            '<p class="hint">Per integration; open one to see its diff (+ added, ~ changed, - removed).</p>'
+            f"{''.join(items)}{more if self.changed_unlisted else ''}</section>"
+        )
+
+    def _rest(self) -> str:
+        out = [
+            f'<section id="rest"><h2>Not listed</h2><p><span class="n unchanged">{self.counts["unchanged"]}</span>'
+            f' unchanged and <span class="n skipped">{self.counts["skipped"]}</span> skipped integrations '
+            "are counted, not listed.</p>"
+        ]
+        if self.reasons:
+            rows = "".join(
+                f'<tr><td class="num">{n}</td><td>{self._text(reason)}</td></tr>'
+                for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])
+            )
+            out.append(
+                f'<table><thead><tr><th class="num">skipped</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>'
+            )
+        out.append("</section>")
+        return "".join(out)
+
+
+def _settled(a: AccountStats) -> str:
+    parts = []
+    if a.read_rate is not None:
+        parts.append(f"reads at {_rate(a.read_rate)}")
+    if a.write_rate is not None:
+        parts.append(f"writes at {_rate(a.write_rate)}")
+    return ", ".join(parts)
+
+
+_OPS: Final = {"+": "add", "~": "chg", "=": "chg", "-": "del", "w": "warn"}  # "=": a mapping; "w": a warning
+
+
+def _diff_line(line: str) -> str:
+    cls = _OPS.get(line.lstrip()[:1])
+    return f'<span class="{cls}">{_e(line)}</span>' if cls else _e(line)
+
+
+# -- the picture -------------------------------------------------------------------------
+
+_W, _LEFT, _RIGHT, _TOP, _LANE, _PLOT, _AXIS = 960, 230, 16, 30, 66, 50, 26
+
+
+def _ticks(span: float) -> list[float]:
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600):
+        if span / step <= 8:
+            return [i * step for i in range(int(span / step) + 1)]
+    step = 86400.0 * math.ceil(span / 86400 / 8)  # whole days, 8 ticks at most
+    return [i * step for i in range(int(span / step) + 1)]
+
+
+def _tick_label(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m" + (f"{whole % 60:02d}s" if whole % 60 else "")
+    return f"{whole // 3600}h" + (f"{whole % 3600 // 60:02d}m" if whole % 3600 else "")
+
+
+def _short(name: str, n: int = 26) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def timeline_svg(lanes: Mapping[str, _Lane], accounts: Mapping[str, AccountStats], info: RunInfo, t0: float) -> str:
+    """Per account, its binding meter's requests added up over time against its budget."""
+    drawn = {name: lane for name, lane in lanes.items() if math.isfinite(lane.first)}
+    if not drawn:
+        return ""
+    # The axis starts when the run did (the engine's start), unless an integration started
+    # before that (a merged report's shards); the bins count from ``t0``, at or before it.
+    first = min(lane.first for lane in drawn.values())
+    origin = max(t0, min(info.started_at, first)) if info.started_at > 0 else t0
+    end = max(info.ended_at, max(lane.last for lane in drawn.values()))
+    span = max(end - origin, 1e-3)
+    order = sorted(drawn, key=lambda n: (-drawn[n].last, n))
+    chosen = order[:MAX_LANES]
+    chosen += [n for n in order[MAX_LANES:] if accounts.get(n, AccountStats()).throttled][:8]
+    left_out = len(order) - len(chosen)
+    height = _TOP + _LANE * len(chosen) + _AXIS + (18 if left_out else 0)
+    plot_w = _W - _LEFT - _RIGHT
+    width = max(lane.reads.width for lane in drawn.values())
+    width = max([width, *(lane.writes.width for lane in drawn.values())])
+
+    def x(t: float) -> float:
+        return _LEFT + plot_w * min(1.0, max(0.0, (t - origin) / span))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" width="100%" '
+        f'role="img" aria-labelledby="timeline-title" class="timeline">',
+        '<title id="timeline-title">Requests per account over the run, against each account\'s budget</title>',
+    ]
+    # The time axis: ticks on top, light grid lines through every lane.
+    bottom = _TOP + _LANE * len(chosen)
+    for t in _ticks(span):
+        xt = x(origin + t)
+        out.append(f'<line class="grid" x1="{xt:.1f}" y1="{_TOP - 4}" x2="{xt:.1f}" y2="{bottom}"/>')
+        out.append(f'<text class="tick" x="{xt:.1f}" y="{_TOP - 8}" text-anchor="middle">{_tick_label(t)}</text>')
+    # A legend in the corner the lanes' labels leave free.
+    out.append(
+        f'<line class="used" x1="8" y1="{_TOP - 12}" x2="24" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="28" y="{_TOP - 8}">used</text>'
+        f'<line class="budget" x1="60" y1="{_TOP - 12}" x2="76" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="80" y="{_TOP - 8}">budget</text>'
+        f'<line class="settled" x1="124" y1="{_TOP - 12}" x2="140" y2="{_TOP - 12}"/>'
+        f'<text class="label" x="144" y="{_TOP - 8}">after 429s</text>'
+    )
+    longest = chosen[0]
+    for i, name in enumerate(chosen):
+        out.append(
+            _lane_svg(
+                name, drawn[name], accounts.get(name), info.limits.get(name), i, x, (t0, origin), width, name == longest
+            )
+        )
+    if left_out:
+        out.append(
+            f'<text class="label" x="{_LEFT}" y="{bottom + 16}">…and {left_out} more accounts, all done by '
+            f"{_e(_duration(drawn[order[len(chosen)]].last - origin))} (see the recap)</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _lane_svg(
+    name: str,
+    lane: _Lane,
+    stats: AccountStats | None,
+    lim: Limits | None,
+    i: int,
+    x: Callable[[float], float],
+    times: tuple[float, float],  # (the bins' start, the axis' start)
+    width: float,
+    longest: bool,
+) -> str:
+    top = _TOP + i * _LANE + 6
+    base = top + _PLOT
+    stats = stats or AccountStats()
+    reads = lane.reads.at_width(width)
+    writes = lane.writes.at_width(width)
+    est_r, est_w = sum(reads), sum(writes)
+    # Scaled to the summary's exact counts where it has them: the pre-flight's list pages and
+    # the retries of writes are in those, not in the placement by outcome.
+    if not lane.exact and stats.reads + stats.writes:
+        if est_r and stats.reads:
+            reads = [v * stats.reads / est_r for v in reads]
+        if est_w and stats.writes:
+            writes = [v * stats.writes / est_w for v in writes]
+    total_r, total_w = sum(reads), sum(writes)
+    active = max(lane.last - lane.first, 1e-3)
+    meter, series, rate, settled = "requests", [r + w for r, w in zip(reads, writes, strict=True)], None, None
+    burst = 0
+    if lim is not None:
+        need_r = total_r / lim.reads_per_minute
+        need_w = total_w / lim.writes_per_minute
+        burst = max(1, lim.write_burst)
+        if need_w >= need_r and total_w:
+            meter, series, rate, settled = "writes", writes, lim.writes_per_minute, stats.write_rate
+        else:
+            meter, series, rate, settled = "reads", reads, lim.reads_per_minute, stats.read_rate
+    count = sum(series)
+    allowed = burst + (rate or 0.0) / 60.0 * active if rate else 0.0
+    ymax = max(count, allowed, 1.0) * 1.08
+
+    def y(v: float) -> float:
+        return base - _PLOT * min(1.0, v / ymax)
+
+    throttled = stats.throttled > 0
+    parts = [f'<g class="lane{" throttled" if throttled else ""}">']
+    parts.append(
+        f'<rect class="span" x="{x(lane.first):.1f}" y="{top}" width="{max(1.0, x(lane.last) - x(lane.first)):.1f}" '
+        f'height="{_PLOT}"/>'
+    )
+    parts.append(f'<line class="axis" x1="{_LEFT}" y1="{base}" x2="{_W - _RIGHT}" y2="{base}"/>')
+    if rate:
+        parts.append(
+            f'<line class="budget" x1="{x(lane.first):.1f}" y1="{y(burst):.1f}" x2="{x(lane.last):.1f}" '
+            f'y2="{y(allowed):.1f}"/>'
+        )
+        if settled is not None:
+            slowed = burst + settled / 60.0 * active
+            parts.append(
+                f'<line class="settled" x1="{x(lane.first):.1f}" y1="{y(burst):.1f}" x2="{x(lane.last):.1f}" '
+                f'y2="{y(slowed):.1f}"/>'
+            )
+    points = [f"{x(lane.first):.1f},{base:.1f}"]
+    cumulative = 0.0
+    for b, v in enumerate(series):
+        edge = times[0] + (b + 1) * width
+        if cumulative == 0.0 and v == 0.0:
+            continue
+        cumulative += v
+        points.append(f"{x(min(edge, lane.last)):.1f},{y(cumulative):.1f}")
+        if edge >= lane.last:
+            break
+    parts.append(f'<polyline class="used" points="{" ".join(points)}"/>')
+    parts.append(f'<circle class="end" cx="{x(lane.last):.1f}" cy="{y(cumulative):.1f}" r="3"/>')
+    label_y = top + 12
+    parts.append(f'<text class="name{" longest" if longest else ""}" x="8" y="{label_y}">{_e(_short(name))}</text>')
+    what = f"{count:.0f} {meter}" + (f" · budget {_rate(rate)}" if rate else " · budget unknown")
+    parts.append(f'<text class="label" x="8" y="{label_y + 15}">{_e(what)}</text>')
+    finished = f"done at {_duration(lane.last - times[1])}" + (" · set the run's length" if longest else "")
+    parts.append(f'<text class="label" x="8" y="{label_y + 30}">{_e(finished)}</text>')
+    if throttled:
+        slowed_to = f" → {_rate(settled)}" if settled is not None else ""
+        parts.append(f'<text class="warn" x="8" y="{label_y + 45}">429 × {stats.throttled}{_e(slowed_to)}</text>')
+    parts.append("</g>")
+    return "".join(parts)
+
+
+_CSS: Final = """
+:root{color-scheme:light;--ok:#1a7f37;--chg:#0b5cad;--bad:#c62828;--warn:#9a6700;--mute:#57606a;--line:#d0d7de}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1000px;
+padding:0 16px;color:#1f2328;background:#fff}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid var(--line)}
+.badge{font-size:13px;padding:2px 8px;border-radius:10px;color:#fff;vertical-align:middle;text-transform:uppercase}
+.badge.ok{background:var(--ok)}.badge.changes{background:var(--chg)}.badge.failed{background:var(--bad)}
+.badge.stopped{background:var(--warn)}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0}
+dl.facts dt{color:var(--mute)}dl.facts dd{margin:0;overflow-wrap:anywhere}
+.totals{font-size:15px}.n{font-weight:600}.n.failed{color:var(--bad)}.n.changed{color:var(--chg)}
+.n.unchanged{color:var(--ok)}.n.skipped{color:var(--warn)}
+.stopped{color:var(--warn);font-weight:600}.note{margin:2px 0;color:var(--mute)}.hint{color:var(--mute);margin:4px 0}
+table{border-collapse:collapse;width:100%;margin:6px 0}table.narrow{width:auto;min-width:50%}
+th,td{text-align:left;padding:4px 8px;
+border-bottom:1px solid var(--line);vertical-align:top}thead th{background:#f6f8fa}
+.num{text-align:right;font-variant-numeric:tabular-nums}td.failed{color:var(--bad);font-weight:600}
+td.changed{color:var(--chg)}td.skipped{color:var(--warn)}tr.total th,tr.total td{font-weight:600}
+tr.slowest th,tr.slowest td{background:#fff8c5}
+table.failures td.detail{white-space:pre-wrap;overflow-wrap:anywhere;max-width:420px}
+td.pointer{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;overflow-wrap:anywhere}
+.kind{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--bad)}
+details{border:1px solid var(--line);border-radius:6px;margin:4px 0;padding:2px 8px}
+summary{cursor:pointer;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;overflow-wrap:anywhere}
+.tags{color:var(--mute);font-family:system-ui,sans-serif}
+pre{margin:4px 0;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;overflow-wrap:anywhere}
+.add{color:var(--ok)}.chg{color:var(--chg)}.del{color:var(--bad)}.warn{color:var(--warn)}
+figure{margin:0}figcaption{color:var(--mute);font-size:12px;margin-top:4px}
+svg.timeline{display:block;border:1px solid var(--line);border-radius:6px;background:#fff}
+svg .grid{stroke:#eaeef2}svg .tick{font-size:11px;fill:var(--mute)}svg .axis{stroke:#afb8c1}
+svg .span{fill:#f3f6f9}svg .budget{stroke:#57606a;stroke-width:1.5;stroke-dasharray:6 4}
+svg .settled{stroke:var(--bad);stroke-width:1.5;stroke-dasharray:2 3}
+svg .used{fill:none;stroke:var(--chg);stroke-width:2.5;stroke-linejoin:round}svg .end{fill:var(--chg)}
+svg .name{font-size:13px;font-weight:600;fill:#1f2328}svg .name.longest{fill:var(--chg)}
+svg .label{font-size:11px;fill:var(--mute)}svg text.warn{font-size:11px;font-weight:600;fill:var(--bad)}
+svg .throttled .used{stroke:var(--bad)}svg .throttled .end{fill:var(--bad)}
+footer{margin:32px 0 8px;color:var(--mute);font-size:12px}
+""".strip()
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+def render(
+    outcomes: Iterable[Outcome],
+    summary: Summary,
+    mode: str,
+    info: RunInfo,
+    *,
+    redact: Callable[[str], str] = str,
+    max_listed: int = MAX_LISTED,
+) -> str:
+    """The page of a run, from its outcomes (consumed once, kept only as the page needs)."""
+    page = HtmlReport(mode, info.started_at, redact=redact, max_listed=max_listed)
+    for outcome in outcomes:
+        page.add(outcome)
+    return page.html(summary, info)
+
+
+def write_html(path: str, document: str) -> None:
+    """Replace ``path`` with the page in one step (a reader sees the old page or the new)."""
+    atomic_write(path, document.encode("utf-8"))

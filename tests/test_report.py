@@ -1,0 +1,129 @@
+"""The recap and the run's JSON document: per account or per tag, and the limits found too high."""
+
+from __future__ import annotations
+
+import io
+
+import msgspec
+
+from batchsync.outcome import AccountStats, Outcome, Summary
+from batchsync.report import UNTAGGED, TagTally, limits_too_high, print_recap, summary_document
+
+
+def recap(summary: Summary, mode: str = "apply", by_tag: TagTally | None = None) -> list[str]:
+    out = io.StringIO()
+    print_recap(summary, mode, out, by_tag.groups if by_tag is not None else None)
+    return out.getvalue().splitlines()
+
+
+def throttled_summary() -> Summary:
+    return Summary(
+        {
+            "acme": AccountStats(
+                changed=3, throttled=9, write_rate=64.0, write_declared=100.0, read_rate=None, read_declared=1000.0
+            ),
+            "globex": AccountStats(unchanged=2, read_rate=100.0, read_declared=1000.0, write_declared=100.0),
+            "initech": AccountStats(unchanged=1, read_declared=1000.0, write_declared=100.0),
+        },
+        duration_s=3.0,
+    )
+
+
+def test_the_recap_names_the_limits_that_were_too_high_with_the_rate_that_worked() -> None:
+    lines = recap(throttled_summary())
+    at = lines.index("declared limits too high (the API answered 429; fix them in the inventory):")
+    assert lines[at + 1 :] == [
+        "  acme: 429s on writes: declared 100/min, worked at 64/min: lower writes_per_minute",
+        # 10% of the declared rate is as low as the engine goes: saying "worked" would be a guess.
+        "  globex: 429s on reads: declared 1000/min, slowed to its floor, 100/min: lower reads_per_minute",
+    ]
+    assert any(line.startswith("acme ") and line.endswith("throttled=9") for line in lines)
+
+
+def test_no_429_no_limits_block() -> None:
+    lines = recap(Summary({"acme": AccountStats(changed=1, write_declared=100.0)}))
+    assert not [line for line in lines if "too high" in line or "429" in line]
+    assert limits_too_high(Summary({"acme": AccountStats()})) == []
+
+
+def test_a_rate_without_a_declared_one_still_names_the_setting() -> None:
+    [entry] = limits_too_high(Summary({"acme": AccountStats(write_rate=8.4)}))
+    assert entry["text"] == "acme: 429s on writes: worked at 8.4/min: lower writes_per_minute"
+    assert entry["declared_per_minute"] is None and entry["at_floor"] is False
+
+
+def test_the_json_document_carries_the_limits_and_the_account_grouping() -> None:
+    doc = msgspec.json.decode(msgspec.json.encode(summary_document(throttled_summary(), "apply")))
+    assert doc["recap_by"] == "account"
+    assert doc["groups"]["acme"] == {"unchanged": 0, "changed": 3, "failed": 0, "skipped": 0}
+    assert list(doc["groups"]) == ["acme", "globex", "initech"]
+    acme, globex = doc["limits_too_high"]
+    assert acme == {
+        "account": "acme",
+        "meter": "writes",
+        "declared_per_minute": 100.0,
+        "worked_per_minute": 64.0,
+        "at_floor": False,
+        "setting": "writes_per_minute",
+        "text": "acme: 429s on writes: declared 100/min, worked at 64/min: lower writes_per_minute",
+    }
+    assert (globex["account"], globex["meter"], globex["at_floor"]) == ("globex", "reads", True)
+    assert doc["accounts"]["acme"]["write_rate"] == 64.0
+
+
+def outcomes() -> list[Outcome]:
+    return [
+        Outcome(1, "acme", "changed", tags=("client-a", "nl")),
+        Outcome(2, "acme", "failed", tags=("client-a",)),
+        Outcome(3, "globex", "unchanged", tags=("client-b", "nl", "nl")),
+        Outcome(4, "globex", "skipped"),
+        Outcome(5, "acme", "unchanged"),
+    ]
+
+
+def test_tags_count_each_integration_under_every_tag_and_the_untagged_apart() -> None:
+    tally = TagTally()
+    for o in outcomes():
+        tally.add(o)
+    assert tally.groups == {
+        "client-a": {"unchanged": 0, "changed": 1, "failed": 1, "skipped": 0},
+        "nl": {"unchanged": 1, "changed": 1, "failed": 0, "skipped": 0},  # a tag twice counts once
+        "client-b": {"unchanged": 1, "changed": 0, "failed": 0, "skipped": 0},
+        UNTAGGED: {"unchanged": 1, "changed": 0, "failed": 0, "skipped": 1},
+    }
+
+
+def test_the_recap_by_tag() -> None:
+    tally = TagTally()
+    for o in outcomes():
+        tally.add(o)
+    summary = Summary(
+        {"acme": AccountStats(unchanged=1, changed=1, failed=1), "globex": AccountStats(unchanged=1, skipped=1)},
+        duration_s=2.0,
+    )
+    lines = recap(summary, by_tag=tally)
+    assert lines[1] == "RECAP by tag"
+    rows = [line.split()[0] for line in lines[2:7]]
+    assert rows == ["client-a", "client-b", "nl", UNTAGGED, "TOTAL"]  # (untagged) last
+    assert lines[2].split()[1:5] == ["unchanged=0", "changed=1", "failed=1", "skipped=0"]
+    assert lines[6].split()[1:5] == ["unchanged=2", "changed=1", "failed=1", "skipped=1"]  # each once
+    assert lines[7] == "(an integration with several tags counts under each)"
+    doc = summary_document(summary, "apply", tally.groups)
+    assert doc["recap_by"] == "tag"
+    assert list(doc["groups"]) == ["client-a", "client-b", "nl", UNTAGGED]
+    assert doc["groups"]["nl"] == tally.groups["nl"]
+    assert doc["totals"]["unchanged"] == 2
+
+
+def test_a_tag_with_a_control_character_cannot_forge_a_recap_line() -> None:
+    tally = TagTally()
+    tally.add(Outcome(1, "acme", "changed", tags=("evil\nTOTAL  unchanged=999",)))
+    lines = recap(Summary({"acme": AccountStats(changed=1)}), by_tag=tally)
+    assert lines[2].startswith('"evil\\nTOTAL  unchanged=999"')
+    assert sum(1 for line in lines if line.startswith("TOTAL")) == 1
+
+
+def test_the_plan_recap_says_nothing_was_written() -> None:
+    lines = recap(Summary({"acme": AccountStats(unchanged=2)}), mode="plan")
+    assert "to change=0" in lines[2]
+    assert lines[-1] == "plan only: nothing was written; every integration is in its desired state"
