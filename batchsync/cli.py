@@ -1,4 +1,4 @@
-"""The command line: ``validate``, ``plan``, ``apply``, ``report merge``, ``completion``, ``sandbox``.
+"""The command line: ``validate``, ``plan``, ``apply``, ``import``, ``report merge``, ``completion``, ``sandbox``.
 
 Heavy imports (aiohttp, the engine) happen inside the commands that need them, so
 ``--version`` and ``validate`` start fast.
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from batchsync import __version__
 from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
+from batchsync.gcpolicy import paused
 from batchsync.settings import UsageError
 from batchsync.shard import ShardSpec, parse_count, parse_shard, select_shard, shard_from_env
 
@@ -37,7 +38,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from batchsync.inventory import load
     from batchsync.shard import account_sizes, partition, split_document, split_lines
 
-    inv = load(args.inventory, max_file_size=args.max_file_size)
+    with paused():
+        inv = load(args.inventory, max_file_size=args.max_file_size)
     sizes = account_sizes(inv.jobs)
     split = partition(sizes, args.shards) if args.shards is not None and inv.valid else None
     if args.format == "json":
@@ -198,7 +200,8 @@ def _load_selected(settings: RunSettings) -> Selected | int:
     """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
     from batchsync.inventory import load, select
 
-    inv = load(settings.inventory, max_file_size=settings.max_file_size)
+    with paused():
+        inv = load(settings.inventory, max_file_size=settings.max_file_size)
     if not inv.valid:
         _print_problems(inv)
         n = len(inv.problems)
@@ -477,6 +480,10 @@ EXAMPLES: dict[str | None, tuple[str, str]] = {
         "batchsync apply /config/inventory.toml --shard-index-from-env JOB_COMPLETION_INDEX --shard-count 4 "
         "--report /reports/shard-0.jsonl",
     ),
+    "import": (
+        "batchsync import accounts.toml -o inventories/prod.toml",
+        "batchsync import inventories/prod.toml -o inventories/prod.toml --account acme --max-differences 2",
+    ),
     "report merge": (
         "batchsync report merge '/reports/shard-*.jsonl' --max-age 4h --junit merged.xml",
         "batchsync report merge shard-0.jsonl shard-1.jsonl --format json",
@@ -562,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(p, apply=True)
     p.set_defaults(func=cmd_run, mode="apply")
 
+    p = command("import", "read what the accounts have; write an inventory that declares it")
+    from batchsync.import_cmd import add_arguments as add_import_arguments
+
+    add_import_arguments(p)
+    p.set_defaults(func=cmd_import)
+
     p = command("report", "work with --report files", key="report merge")
     reports = p.add_subparsers(
         dest="report_command", metavar="SUBCOMMAND", required=True, help="merge (the only one so far)"
@@ -603,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_sandbox)
     return parser
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from batchsync.import_cmd import run
+
+    return run(args)
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from typing import Any, cast
 import anyio
 
 from batchsync.api import AccountApi, Api
-from batchsync.client import ApiError, AuthError, ServerError, ThrottledError, TransportError
+from batchsync.client import ApiError, AuthError, InvalidResponseError, ServerError, ThrottledError, TransportError
 from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_diff, mapping_guard
 from batchsync.inventory import Account, Job
 from batchsync.ledger import Ledger, Reached
@@ -728,7 +728,9 @@ class Engine:
             self._account_fatal(acc, error, now)
             self._give_up(acc, step, error, now)
             return
-        if not error.retryable:
+        if not error.retryable or (step.op == Op.PAGE and isinstance(error, InvalidResponseError)):
+            # A list in a shape we do not know will not change shape on a retry: go on
+            # without the pre-flight at once rather than hold up the account's reads.
             self._give_up(acc, step, error, now)
             return
         elapsed = now - step.first

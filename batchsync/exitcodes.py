@@ -39,6 +39,13 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_OUTPUT_LOST: None,
         EXIT_LOCKED: None,
     },
+    "import": {
+        EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
+        EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "
+        "(named on stderr), or the written file has problems",
+        EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
+        EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
+    },
     "report merge": {
         EXIT_OK: f"every integration is in its desired state: {_MERGED}",
         EXIT_FAILED: f"some integrations failed: {_MERGED}",

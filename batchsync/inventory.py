@@ -10,7 +10,6 @@ set shared by many integrations becomes one :class:`Desired` (and one
 from __future__ import annotations
 
 import difflib
-import gc
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -165,6 +164,7 @@ class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, g
     remove_statuses: tuple[NonEmpty, ...] | UnsetType = UNSET
     tags: tuple[NonEmpty, ...] | UnsetType = UNSET
     mapping: MappingSpec | UnsetType = UNSET
+    comment: str | UnsetType = UNSET  # for people (import writes the shop's name and URL here in JSON); ignored
 
 
 class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -1173,15 +1173,9 @@ def load(
     ``max_file_size`` caps the inventory file (bytes); the files it names have caps of
     their own (see :mod:`batchsync.documents`).
     """
-    # Decoding a large inventory allocates millions of small, acyclic containers; the
-    # cyclic GC would rescan them over and over (70% of the time at 100k integrations).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _Loader(Path(path), environ, max_file_size).load()
-    finally:
-        if was_enabled:
-            gc.enable()
+    # A command loads a large inventory with the cyclic GC paused (batchsync.gcpolicy):
+    # that is the process's policy, not this function's to set.
+    return _Loader(Path(path), environ, max_file_size).load()
 
 
 def select(jobs: Sequence[Job], selectors: Sequence[str]) -> tuple[list[Job], list[str]]:

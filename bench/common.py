@@ -309,14 +309,15 @@ def _drain(master: int, chunks: list[bytes]) -> None:
 
 
 class SandboxProcess:
-    """``python -m batchsync sandbox`` in its own process (its own core), seeded from an inventory.
+    """``python -m batchsync sandbox`` in its own process (its own core), seeded from an
+    inventory (or, with ``source="--seed-file"``, from a seed file).
 
-    ``server`` runs another module's sandbox instead (``python -m SERVER``, same options);
-    with ``seed_file`` the file is a sandbox seed (``--seed-file``), not an inventory.
+    ``server`` runs another module's sandbox instead (``python -m SERVER``, same options).
     """
 
-    def __init__(self, inventory: Path, *args: str, server: str = "batchsync sandbox", seed_file: bool = False) -> None:
-        source = "--seed-file" if seed_file else "--inventory"
+    def __init__(
+        self, inventory: Path, *args: str, source: str = "--inventory", server: str = "batchsync sandbox"
+    ) -> None:
         cmd = [PYTHON, "-m", *server.split(), "--port", "0", source, str(inventory), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
@@ -355,9 +356,9 @@ class SandboxProcess:
 
 @contextmanager
 def sandbox(
-    inventory: Path, *args: str, server: str = "batchsync sandbox", seed_file: bool = False
+    inventory: Path, *args: str, source: str = "--inventory", server: str = "batchsync sandbox"
 ) -> Iterator[SandboxProcess]:
-    box = SandboxProcess(inventory, *args, server=server, seed_file=seed_file)
+    box = SandboxProcess(inventory, *args, source=source, server=server)
     try:
         yield box
     finally:

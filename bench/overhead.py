@@ -49,7 +49,7 @@ def renamed_seed(inventory: Path, out: Path) -> Path:
 
 def _reference(kind: str, inventory: str, limit: int | None) -> tuple[float, float, float, int]:
     """(loop seconds, process wall, process CPU, integrations) of one reference run."""
-    with sandbox(SEED, seed_file=True) as box:
+    with sandbox(SEED, source="--seed-file") as box:
         cmd = [PYTHON, "-m", "bench.clients", kind, inventory, box.url, "--concurrency", str(CONCURRENCY)]
         if limit:
             cmd += ["--limit", str(limit)]
@@ -62,7 +62,7 @@ def _reference(kind: str, inventory: str, limit: int | None) -> tuple[float, flo
 
 def _batchsync(inventory: str, i: int) -> tuple[float, float, float, int]:
     report = WORK / f"p2-report-{i}.jsonl"
-    with sandbox(SEED, seed_file=True) as box:
+    with sandbox(SEED, source="--seed-file") as box:
         cmd = [PYTHON, "-m", "batchsync", "apply", inventory, "--base-url", box.url, "--report", str(report)]
         cmd += ["--concurrency", str(CONCURRENCY)]  # text output (to a file), as a nightly run has it
         m = run_measured(cmd, timeout=600)

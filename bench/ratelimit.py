@@ -1,10 +1,10 @@
-"""Parts 1 and 6: how close a rate-limited run, timed as a whole process, comes to the lower
+"""Parts 1 and 7: how close a rate-limited run, timed as a whole process, comes to the lower
 bound set by the busiest account.
 
 3,000 integrations over 30 Zipf-sized accounts (s = 1), 20% drifted, against a sandbox that
 enforces Sendcloud's documented limits on a clock sped up K times, K chosen so that the bound
 is about 8 s; the inventory declares the same scaled limits, so client and server agree.
-Part 6 is the same run with a mapping declared on every integration (issue 10): every
+Part 7 is the same run with a mapping declared on every integration (issue 10): every
 integration costs a second read, and a drifted one may need a mapping POST besides its
 statuses POST.
 
@@ -193,25 +193,25 @@ def run(notes: list[str]) -> list[Row]:
 
 
 def run_mappings(notes: list[str]) -> list[Row]:
-    sc = Scenario("p6", mappings=True)
+    sc = Scenario("p7", mappings=True)
     if not declares_mappings(sc.inventory):
-        notes.append("Part 6: not run: this batchsync's inventory does not declare mappings on status sets yet.")
-        log("part 6: the inventory does not load mappings yet: skipped")
-        return [Row("6", "rate-limited apply with mappings", [], [], "not run: no mappings in the inventory",
+        notes.append("Part 7: not run: this batchsync's inventory does not declare mappings on status sets yet.")
+        log("part 7: the inventory does not load mappings yet: skipped")
+        return [Row("7", "rate-limited apply with mappings", [], [], "not run: no mappings in the inventory",
                     "≤ 1.05", False)]  # fmt: skip
     for i in range(MAPPING_RUNS):
         sc.measure(i)
     notes.append(
-        f"Part 6: part 1's run with a mapping declared on every integration (on its status set: all four "
+        f"Part 7: part 1's run with a mapping declared on every integration (on its status set: all four "
         f"categories), {MAPPING_RUNS} runs: every integration also reads its mapping, and a drifted one writes "
         f"its mapping when the sandbox seeded it out of step (a third of them in step, a third never set up, a "
         f"third one category off). The bound counts both reads and both kinds of write: {sc.describe()}."
     )
-    rows = _rows("6", "rate-limited apply, mappings on every integration", sc, 1.05)
+    rows = _rows("7", "rate-limited apply, mappings on every integration", sc, 1.05)
     rows += [
-        Row("6", "rate-limited apply, mappings: POSTs that changed nothing", sc.idle_writes, [],
+        Row("7", "rate-limited apply, mappings: POSTs that changed nothing", sc.idle_writes, [],
             "sandbox stats: admitted − changed", "(info)", None, unit=""),
-        Row("6", "rate-limited apply, mappings, engine (duration_s)", sc.engines, sc.bounds_sent,
+        Row("7", "rate-limited apply, mappings, engine (duration_s)", sc.engines, sc.bounds_sent,
             "bound counting every POST sent", "(info)", None),
     ]  # fmt: skip
     return rows

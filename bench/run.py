@@ -1,8 +1,8 @@
 """``make bench``: every part, one table, written to bench/results.md with the machine's description.
 
 ``python -m bench.run [PART ...]`` runs only some parts (1 rate limits, 2 cost per
-integration, 3 validation, 4 fleet scale, 5 start-up, 6 rate limits with mappings) and then
-does not touch results.md.
+integration, 3 validation, 4 fleet scale, 5 start-up, 6 import, 7 rate limits with mappings)
+and then does not touch results.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ PARTS: dict[str, tuple[str, str]] = {
     "3": ("inventory validation", "bench.validation"),
     "4": ("fleet scale: memory, terminal, verbosity", "bench.fleet"),
     "5": ("start-up", "bench.startup"),
-    "6": ("rate-limited run length, mappings declared", "bench.ratelimit:run_mappings"),
+    "6": ("import at the read limit", "bench.importing"),
+    "7": ("rate-limited run length, mappings declared", "bench.ratelimit:run_mappings"),
 }
 
 

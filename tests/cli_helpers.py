@@ -26,9 +26,12 @@ def env_with(extra: dict[str, str]) -> dict[str, str]:
 
 
 class SandboxProcess:
-    def __init__(self, inventory: Path, env: dict[str, str], *args: str) -> None:
+    """``batchsync sandbox`` in a process: seeded from ``inventory``, or (None) from ``--seed-file`` in ``args``."""
+
+    def __init__(self, inventory: Path | None, env: dict[str, str], *args: str) -> None:
+        seeding = ["--inventory", str(inventory)] if inventory is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0", "--inventory", str(inventory), *args],
+            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0", *seeding, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -41,9 +44,13 @@ class SandboxProcess:
         self.url = line[line.index("http://") :].split()[0]
 
     def stats(self) -> Any:
+        return self.get("/_sandbox/stats")
+
+    def get(self, path: str) -> Any:
+        """The JSON answer of one of the sandbox's own endpoints (``/_sandbox/...``)."""
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats") as resp:  # loopback only
+        with urllib.request.urlopen(f"{self.url}{path}") as resp:  # loopback only
             return json.load(resp)
 
     def stop(self) -> None:

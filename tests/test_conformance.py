@@ -52,7 +52,13 @@ async def test_every_request_conforms(tmp_path: Path) -> None:
             seen.append((request.method, request.path))
         return await handler(request)
 
-    inv = make_inventory(tmp_path, {"acme": 12, "globex": 5}, extra=[{"id": 7, "account": "acme", "statuses": []}])
+    mapped = [
+        {"id": 8, "account": "acme", "status_set": "std", "mapping": {"READY_TO_SEND": "1", "DELIVERED": "3"}},
+        {"id": 9, "account": "globex", "status_set": "std", "mapping": {"IN_TRANSIT": "2", "CANCEL": "2"}},
+    ]
+    inv = make_inventory(
+        tmp_path, {"acme": 12, "globex": 5}, extra=[{"id": 7, "account": "acme", "statuses": []}, *mapped]
+    )
     box = Sandbox(inv, SandboxConfig(in_sync=0.3, seed=2))
     box.app.middlewares.append(validate)
     runner = web.AppRunner(box.app, access_log=None)
@@ -79,7 +85,8 @@ async def test_every_request_conforms(tmp_path: Path) -> None:
     assert not [o for o in outcomes if o.result == "failed"]
     assert {m for m, _ in seen} == {"GET", "POST"}  # both kinds were checked
     assert ("GET", "/shop-order-statuses/mapping") in seen
-    assert len(seen) >= 18 * 3
+    assert ("POST", "/shop-order-statuses/mapping") in seen  # declared mappings were written, and checked
+    assert len(seen) >= 20 * 3
     assert invalid == []
 
 

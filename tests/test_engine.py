@@ -18,6 +18,8 @@ import anyio
 import msgspec
 import pytest
 from fake_api import Call, FakeApi, run_virtual, shop_from
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
 from batchsync import client as c
@@ -231,30 +233,46 @@ def _windows_ok(starts: list[float], burst: int, rate: float) -> bool:
     return True
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_each_account_stays_within_its_burst_and_rate(tmp_path: Path, seed: int) -> None:
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    reads=st.lists(st.sampled_from([60, 600, 3000]), min_size=3, max_size=3),
+    writes=st.lists(st.sampled_from([30, 120, 600]), min_size=3, max_size=3),
+    bursts=st.lists(st.sampled_from([1, 3, 15]), min_size=3, max_size=3),
+    sizes=st.lists(st.integers(1, 60), min_size=3, max_size=3),
+    concurrency=st.sampled_from([1, 2, 8, 64]),
+    seed=st.integers(0, 2**16),
+)
+def test_each_account_stays_within_its_burst_and_rate(
+    tmp_path: Path,
+    reads: list[int],
+    writes: list[int],
+    bursts: list[int],
+    sizes: list[int],
+    concurrency: int,
+    seed: int,
+) -> None:
+    """The meters' spec, as a property: whatever the limits, sizes, latencies and global
+    slots, an account never has more than its burst in flight (reads and writes together)
+    nor starts more than ``burst + rate * t`` of a kind in any window of ``t`` seconds."""
     rng = random.Random(seed)
+    names = ("a", "b", "c")
     limits = {
-        name: {
-            "reads_per_minute": rng.choice([60, 600, 3000]),
-            "writes_per_minute": rng.choice([30, 120, 600]),
-            "write_burst": rng.choice([1, 3, 15]),
-        }
-        for name in ("a", "b", "c")
+        name: {"reads_per_minute": reads[k], "writes_per_minute": writes[k], "write_burst": bursts[k]}
+        for k, name in enumerate(names)
     }
-    inv = make_inventory(tmp_path, {"a": rng.randint(5, 60), "b": rng.randint(5, 60), "c": 10}, limits=limits)
+    inv = make_inventory(tmp_path, dict(zip(names, sizes, strict=True)), limits=limits)
     drifted = [i for i in ids(inv) if rng.random() < 0.4]
     api = FakeApi.from_inventory(inv, drifted, latency=lambda call: rng.uniform(0.001, 0.3))
-    opts = msgspec.structs.replace(OPTS, concurrency=rng.choice([2, 8, 64]))
-    result = run(inv, api, opts)
+    result = run(inv, api, msgspec.structs.replace(OPTS, concurrency=concurrency))
     assert result.results().get("failed", 0) == 0
     for name, lim in limits.items():
         cap = lim["write_burst"]
         assert api.peak.get(name, 0) <= cap  # reads and writes together
-        reads = [call.start for call in api.calls if call.account == name and call.op in ("get_statuses", "list")]
-        writes = [call.start for call in api.calls if call.account == name and call.op == "post_statuses"]
-        assert _windows_ok(reads, cap, lim["reads_per_minute"] / 60)
-        assert _windows_ok(writes, cap, lim["writes_per_minute"] / 60)
+        mine = [call for call in api.calls if call.account == name]
+        read_starts = [call.start for call in mine if call.op in ("get_statuses", "get_mapping", "list")]
+        write_starts = [call.start for call in mine if call.op in ("post_statuses", "post_mapping")]
+        assert _windows_ok(read_starts, cap, lim["reads_per_minute"] / 60)
+        assert _windows_ok(write_starts, cap, lim["writes_per_minute"] / 60)
     assert max(api.in_flight.values(), default=0) == 0
 
 
@@ -564,3 +582,13 @@ def test_one_incident_trips_the_breaker_once_not_once_per_request_in_flight(
     pauses = [r.__dict__["fields"]["delay"] for r in caplog.records if "in a row" in r.getMessage()]
     # 10 requests in flight fail together: one trip (2 s), then 4 s, then 8 s cover the outage
     assert pauses == [2.0, 4.0, 8.0][: len(pauses)] and 1 <= len(pauses) <= 3, pauses
+
+
+def test_a_list_in_an_unknown_shape_does_not_hold_up_the_account(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"acme": 5})
+    api = FakeApi.from_inventory(inv, latency=0.01)
+    api.fault = lambda call: c.InvalidResponseError("unexpected body", http_status=200) if call.op == "list" else None
+    result = run(inv, api)
+    assert result.results() == {"unchanged": 5}
+    assert api.count("list") == 1  # not retried: a shape does not change on a retry
+    assert result.engine.summary.duration_s < 1.0

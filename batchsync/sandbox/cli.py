@@ -205,13 +205,15 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 then, 2 when it cannot start."""
+    from batchsync.gcpolicy import paused
     from batchsync.inventory import Inventory, load
     from batchsync.sandbox.server import run_sandbox
     from batchsync.sandbox.state import Seed, Store, load_seed
 
     source: Inventory | Seed | None = None
     if args.inventory:
-        source = load(args.inventory)
+        with paused():
+            source = load(args.inventory)
         if source.problems:
             for p in source.problems:
                 where = f" (integration {p.integration_id})" if p.integration_id is not None else ""

@@ -1,0 +1,633 @@
+"""``batchsync import``: list each account's integrations, read their statuses and mapping, write an inventory.
+
+Listing is paged and paced on the account's read budget; the reads go through the
+engine's snapshot mode (same budget, retries and outcome lines as ``apply``); grouping
+and rendering are :mod:`batchsync.importer`'s. Only argparse is imported at module
+level: the main parser imports :func:`add_arguments` on every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
+from batchsync.gcpolicy import paused
+
+if TYPE_CHECKING:
+    from batchsync.api import AccountApi, Api
+    from batchsync.engine import Engine
+    from batchsync.importer import Current, Format, NotImportable, Report, Shop
+    from batchsync.inventory import Account, Inventory
+    from batchsync.limits import Bucket
+    from batchsync.outcome import Outcome, Summary
+    from batchsync.settings import Options
+    from batchsync.wire import Integration
+
+MAX_PAGES = 100_000  # a list that has not ended by then loops
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchsync import``."""
+    p.description = (
+        "List every integration of the selected accounts, read the statuses and mapping of each "
+        "PrestaShop V2 one, and write an inventory that declares exactly that: shops with the same "
+        "list share a status set, shops close to one get it with overrides. Plan on the result shows "
+        "nothing to do. What INVENTORY declares is kept; no secret is written."
+    )
+    p.add_argument("inventory", metavar="INVENTORY", help="the accounts (and anything already declared)")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the inventory to write (.toml, .yaml, .json)")
+    p.add_argument(
+        "--account",
+        action="append",
+        metavar="NAME",
+        help="only these accounts (repeatable or comma-separated; default: every account)",
+    )
+    p.add_argument("--format", choices=("toml", "yaml", "json"), help="default: from the output's suffix")
+    p.add_argument(
+        "--max-differences",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="a shop joins a shared set with overrides when at most N of its statuses differ (3; 0: exact only)",
+    )
+    p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
+    )
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight over all accounts (64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request, first included (6)")
+    p.add_argument(
+        "--retry-max-time", type=float, default=300.0, help="seconds all attempts of one request may take (300)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("-v", "--verbose", action="store_true", help="also a line per integration read, and every request")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of log lines on stderr")
+
+
+# -- reading the fleet ---------------------------------------------------------------------
+
+
+class Fleet:
+    """What an import read, filled as it goes (an interrupted one keeps what it has)."""
+
+    def __init__(self) -> None:
+        self.listings: dict[str, list[Shop]] = {}  # accounts listed to the end
+        self.list_errors: dict[str, str] = {}  # accounts whose list failed: why
+        self.pages: dict[str, int] = {}
+        self.duplicates: list[tuple[int, str, str]] = []  # (id, account skipped, account read)
+        self.snapshots: list[Current | NotImportable] = []
+        self.failed: list[Outcome] = []
+        self.summary: Summary | None = None
+        self.engine: Engine | None = None
+        self.listed_in = 0.0  # seconds the lists took (with the wait for the budget to refill)
+        self.to_read = 0  # integrations the engine reads
+
+
+async def _page(
+    api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str
+) -> tuple[tuple[Integration, ...], str | None]:
+    """One page, on the read budget, retried like any read of the engine."""
+    import logging
+    import random
+
+    import anyio
+
+    from batchsync.client import ApiError, ThrottledError
+
+    log = logging.getLogger("batchsync.import")
+    first = anyio.current_time()
+    attempt = 0
+    while True:
+        attempt += 1
+        now = anyio.current_time()
+        ready = bucket.ready_at(now)
+        if ready > now:
+            await anyio.sleep(ready - now)
+        bucket.take()
+        sent = anyio.current_time()
+        try:
+            result = await api.list_integrations_page(url)
+        except ApiError as exc:
+            end = anyio.current_time()
+            bucket.give_back(end)
+            if isinstance(exc, ThrottledError):
+                bucket.on_throttled(end, sent, exc.retry_after if exc.retry_after is not None else 1.0 / bucket.rate)
+            ceiling = min(options.backoff_max, options.backoff_base * 2.0 ** (attempt - 1))
+            delay = exc.retry_after if exc.retry_after is not None else ceiling / 2 + random.uniform(0, ceiling / 2)
+            if not exc.retryable or attempt >= options.max_attempts or end - first + delay > options.retry_max_time:
+                raise
+            log.info(
+                "account %s: GET /integrations: %s; retrying in %.2fs (attempt %d of %d)",
+                account,
+                exc,
+                delay,
+                attempt + 1,
+                options.max_attempts,
+                extra={"fields": {"account": account, "attempt": attempt + 1, "delay": round(delay, 3)}},
+            )
+            await anyio.sleep(delay)
+            continue
+        except BaseException:
+            bucket.give_back(anyio.current_time())
+            raise
+        bucket.give_back(anyio.current_time())
+        return result
+
+
+async def list_account(api: AccountApi, bucket: Bucket, options: Options, account: str) -> tuple[list[Shop], int]:
+    """Every integration the account lists, following the next-page links; (shops, pages).
+
+    ApiError when a page fails for good, or when the links go round in a circle."""
+    from batchsync.client import ApiError
+    from batchsync.importer import Shop
+
+    shops: list[Shop] = []
+    seen: set[str] = set()
+    url: str | None = None
+    pages = 0
+    while True:
+        items, following = await _page(api, bucket, url, options, account)
+        pages += 1
+        shops.extend(Shop(i.id, account, i.shop_name, i.shop_url, i.system, i.failing_since) for i in items)
+        if following is None:
+            return shops, pages
+        if following in seen or pages >= MAX_PAGES:
+            raise ApiError(f"the list of integrations does not end: page {pages + 1} was asked for before")
+        seen.add(following)
+        url = following
+
+
+async def read_fleet(
+    accounts: Mapping[str, Account],
+    api: Api,
+    options: Options,
+    fleet: Fleet,
+    *,
+    declared: Collection[int] = (),
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+    sanitize: Callable[[Outcome], Outcome] | None = None,
+) -> Fleet:
+    """List every account's integrations, then read each PrestaShop V2 one not in
+    ``declared`` (statuses and mapping) through the engine's snapshot mode."""
+    import logging
+
+    import anyio
+
+    from batchsync.client import ApiError
+    from batchsync.engine import Engine
+    from batchsync.importer import canonical, is_prestashop
+    from batchsync.inventory import Desired, Job
+    from batchsync.limits import Bucket
+
+    log = logging.getLogger("batchsync.import")
+    start = anyio.current_time()
+    buckets: dict[str, Bucket] = {}
+
+    async def one(name: str) -> None:
+        lim = accounts[name].limits
+        bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, anyio.current_time())
+        try:
+            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name)
+        except ApiError as exc:
+            fleet.list_errors[name] = str(exc)
+            return
+        except Exception as exc:  # a bug of ours costs the account's list, not the import
+            log.exception("account %s: internal error while listing", name)
+            fleet.list_errors[name] = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
+            return
+        fleet.listings[name] = shops
+        fleet.pages[name] = pages
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(accounts):
+            tg.start_soon(one, name)
+    # The engine starts each account with a full bucket: let the server's refill first,
+    # which is the time the pages cost on the budget anyway.
+    now = anyio.current_time()
+    full = [max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()]
+    if full and max(full) > now:
+        await anyio.sleep(max(full) - now)
+    fleet.listed_in = anyio.current_time() - start
+
+    nothing = Desired(())
+    jobs: list[Job] = []
+    shops: dict[int, Shop] = {}
+    skip = set(declared)
+    for name in sorted(fleet.listings):
+        for shop in fleet.listings[name]:
+            if not is_prestashop(shop) or shop.id in skip:
+                continue
+            other = shops.get(shop.id)
+            if other is not None:  # two accounts list one id: read it once
+                fleet.duplicates.append((shop.id, name, other.account))
+                continue
+            shops[shop.id] = shop
+            jobs.append(Job(shop.id, name, nothing))
+
+    def snapshot(job: Job, statuses: Any, mapping: Any) -> None:
+        fleet.snapshots.append(canonical(shops[job.integration_id], statuses, mapping))
+
+    def outcome(o: Outcome) -> None:
+        if o.result == "failed":
+            fleet.failed.append(o)
+        if on_outcome is not None:
+            on_outcome(o)
+
+    fleet.to_read = len(jobs)
+    used = {name: accounts[name] for name in {j.account for j in jobs}}
+    engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
+    fleet.engine = engine
+    if on_engine is not None:
+        on_engine(engine)
+    fleet.summary = await engine.run(jobs)
+    return fleet
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _fail(message: str) -> int:
+    print(f"batchsync import: {message}", file=sys.stderr)
+    return EXIT_NOT_STARTED
+
+
+def _secret_values(account: Account) -> list[str]:
+    return [v.reveal() for v in account.secrets()]
+
+
+def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tuple[Inventory, Any, list[Any]]:
+    """INVENTORY loaded, its parsed document, and its problems: an inventory with
+    accounts and no integrations is what an import starts from, not a problem."""
+    import contextlib
+
+    from batchsync.importer import read_raw
+    from batchsync.inventory import load
+
+    with paused():
+        inv = load(path, environ=environ)
+    raw: Any = None
+    with contextlib.suppress(ValueError):  # load has said why
+        raw = read_raw(Path(path))
+    missing = isinstance(raw, dict) and "integrations" not in raw
+    problems = [p for p in inv.problems if not (missing and p.path == "$.integrations")]
+    return inv, raw, problems
+
+
+def _load(path: str) -> tuple[Inventory, Any] | str:
+    """The inventory and its parsed document, or why not (its problems printed)."""
+    inv, raw, problems = load_source(path)
+    for w in inv.warnings:
+        print(f"{w.file}: {w.path}: warning: {w.message}", file=sys.stderr)
+    for p in problems:
+        where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
+        print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
+    if problems or not isinstance(raw, dict):
+        n = len(problems)
+        return f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was read"
+    return inv, raw
+
+
+def _output_format(output: str, given: str | None) -> Format:
+    """The format to write; ValueError when the file name or ``--format`` rules it out."""
+    from batchsync.importer import SUFFIX_FORMATS
+
+    suffix = Path(output).suffix.lower()
+    found = SUFFIX_FORMATS.get(suffix)
+    if found is None:
+        raise ValueError(f"-o {output}: use a .toml, .yaml, .yml or .json file name (the loader goes by the suffix)")
+    if given is not None and given != found:
+        raise ValueError(f"--format {given} and -o {output} disagree: the loader reads a {suffix} file as {found}")
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``batchsync import``."""
+    import os
+
+    from batchsync.settings import Options, positive_int, positive_number
+
+    try:
+        fmt = _output_format(args.output, args.format)
+    except ValueError as exc:
+        return _fail(str(exc))
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        return _fail(f"-o {args.output}: {folder} is not a writable directory")
+    if os.path.isdir(args.output):
+        return _fail(f"-o {args.output}: is a directory")
+    if args.base_url is not None:
+        import re
+
+        from batchsync.inventory import BASE_URL_PATTERN
+
+        if not re.match(BASE_URL_PATTERN, args.base_url):
+            return _fail(f"--base-url {args.base_url}: expected an http:// or https:// URL")
+    options = Options(
+        write=False,
+        preflight=False,  # the import lists the integrations itself
+        concurrency=positive_int(args.concurrency, "--concurrency"),
+        max_attempts=positive_int(args.max_attempts, "--max-attempts"),
+        retry_max_time=positive_number(args.retry_max_time, "--retry-max-time"),
+    )
+    timeout = positive_number(args.timeout, "--timeout")
+    loaded = _load(args.inventory)
+    if isinstance(loaded, str):
+        return _fail(loaded)
+    inv, raw = loaded
+    from batchsync.importer import UnsafeAccount, copy_accounts
+
+    try:
+        copy_accounts(raw.get("accounts"), str)  # found out now, not after the reads
+    except UnsafeAccount as exc:
+        return _fail(f"{args.inventory}: {exc}")
+    names = [n.strip() for given in args.account or () for n in given.split(",") if n.strip()]
+    unknown = [n for n in names if n not in inv.accounts]
+    if unknown:
+        return _fail(f"--account {unknown[0]}: not an account of {args.inventory} (known: {', '.join(inv.accounts)})")
+    selected = {n: inv.accounts[n] for n in (dict.fromkeys(names) if names else inv.accounts)}
+    if not args.allow_insecure_http:
+        from urllib.parse import urlsplit
+
+        from batchsync.run import is_loopback
+
+        for name, account in selected.items():
+            url = args.base_url or account.base_url
+            if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+                return _fail(
+                    f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
+                    "would cross the network in clear; use https://, or pass --allow-insecure-http"
+                )
+    return _import(args, inv, raw, selected, options, timeout, fmt)
+
+
+def _import(
+    args: argparse.Namespace,
+    inv: Inventory,
+    raw: dict[str, Any],
+    selected: dict[str, Account],
+    options: Options,
+    timeout: float,
+    fmt: Format,
+) -> int:
+    import os
+
+    import anyio
+
+    from batchsync.importer import build, render
+    from batchsync.progress import Progress, setup_logging
+    from batchsync.redact import Redactor
+    from batchsync.report import print_outcome
+
+    secrets = [v for a in inv.accounts.values() for v in _secret_values(a)]
+    level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
+    # Whatever a log line or an outcome carries, these values come out as ***.
+    redactor = Redactor(secrets)
+    setup_logging(level, args.log_format, redactor=redactor)
+    declared = {e.get("id") for e in raw.get("integrations") or () if isinstance(e, dict)}
+    declared_ints = {i for i in declared if isinstance(i, int)}
+    plain = not (args.quiet or args.log_format == "json")
+    progress = Progress(0, sys.stderr, enabled=None if plain else False)
+
+    def on_outcome(outcome: Outcome) -> None:
+        progress.clear()
+        if outcome.result == "failed":
+            print_outcome(outcome, "import", sys.stderr if args.quiet else sys.stdout)
+        elif args.verbose and not args.quiet:
+            print(f"  integration {outcome.integration_id} ({outcome.account}): read", file=sys.stdout)
+        progress.update(outcome)
+
+    def on_engine(engine: Engine) -> None:
+        progress.total = fleet.to_read
+        progress.throttled = engine.throttled_accounts
+
+    fleet = Fleet()
+    try:
+        interrupted = anyio.run(
+            _read,
+            selected,
+            options,
+            timeout,
+            args.base_url,
+            fleet,
+            declared_ints,
+            on_outcome,
+            on_engine,
+            progress,
+            redactor,
+        )
+    finally:
+        progress.close()
+    if interrupted:
+        print("batchsync import: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    header = (
+        f"Written by `batchsync import` from {os.path.basename(args.inventory)}.",
+        "Shops with the same statuses share a status set; a shop within a few statuses of a set",
+        "lists only its differences (override_statuses, remove_statuses) and mapping categories.",
+    )
+    doc, report = build(
+        raw,
+        fleet.snapshots,
+        fleet.listings,
+        source_dir=os.path.dirname(os.path.abspath(args.inventory)),
+        target_dir=out_dir,
+        max_differences=args.max_differences,
+        header=header,
+    )
+    text = render(doc, fmt)
+    for value in secrets:
+        # The accounts are copied as references; this is the last guard, should a shop
+        # name or a status quote a credential.
+        if len(value) >= 6 and value in text:
+            print("batchsync import: the new inventory would contain a credential value; not written", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        problems = write_checked(args.output, text)
+    except (OSError, ValueError) as exc:  # a full disk, a folder made read-only meanwhile
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"batchsync import: cannot write {args.output}: {why}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
+    _print_summary(args, fleet, report, problems)
+    if problems or fleet.failed or fleet.list_errors:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _read(
+    selected: dict[str, Account],
+    options: Options,
+    timeout: float,
+    base_url: str | None,
+    fleet: Fleet,
+    declared: set[int],
+    on_outcome: Callable[[Outcome], None],
+    on_engine: Callable[[Engine], None],
+    progress: Any,
+    redactor: Any,
+) -> bool:
+    """Read the fleet over HTTP until done; True when a signal cut it short."""
+    import signal
+
+    import anyio
+
+    from batchsync.output import Sanitizer
+    from batchsync.transport import HttpApi
+
+    stopped = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal stopped
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stopped = True
+                if fleet.engine is not None:
+                    fleet.engine.stop("interrupted")
+                scope.cancel()
+
+    async def tick() -> None:
+        while True:
+            await anyio.sleep(0.5)
+            progress.refresh()
+
+    http = HttpApi(concurrency=options.concurrency, timeout=timeout, base_url=base_url)
+    async with http as api, anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+        tg.start_soon(watch, scope)
+        if progress.enabled:
+            tg.start_soon(tick)
+        with scope:
+            sanitizer = Sanitizer(redactor, api.secrets)  # what a server wrote, made safe to print
+            await read_fleet(
+                selected,
+                api,
+                options,
+                fleet,
+                declared=declared,
+                on_outcome=on_outcome,
+                on_engine=on_engine,
+                sanitize=sanitizer.outcome,
+            )
+        tg.cancel_scope.cancel()
+    return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)
+
+
+def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    """Write ``text`` to ``path`` atomically (a reader sees the old file or the whole new
+    one), after loading it back from a temporary file beside it; the problems that load
+    found, which are printed (the file is written all the same: the reads are not lost)."""
+    import os
+    import tempfile
+
+    from batchsync.inventory import load
+
+    target = Path(path)
+    data = text.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        inv = load(tmp, environ=environ)
+        problems = [f"{target}: {p.path}: {p.message}" for p in inv.problems]
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dirfd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return problems
+    try:
+        os.fsync(dirfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dirfd)
+    return problems
+
+
+def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, problems: list[str]) -> None:
+    from batchsync.importer import comment_text
+
+    out = sys.stdout
+    err = sys.stderr
+    for name in sorted(fleet.list_errors):
+        print(f"! account {name}: cannot list its integrations: {fleet.list_errors[name]}", file=err)
+    for iid, skipped, kept in fleet.duplicates:
+        print(f"! integration {iid} is listed by accounts {kept} and {skipped}: imported under {kept}", file=err)
+    for problem in problems[:20]:
+        print(f"! {problem}", file=err)
+    if len(problems) > 20:
+        print(f"! ... and {len(problems) - 20} more: `batchsync validate {args.output}` lists them all", file=err)
+    if args.quiet:
+        return
+    for name in sorted(fleet.listings):
+        shops = fleet.listings[name]
+        pages = fleet.pages.get(name, 0)
+        print(f"account {name}: {len(shops)} integrations listed ({pages} page{'s' if pages != 1 else ''})", file=out)
+    if report.not_importable:
+        print(f"not importable ({len(report.not_importable)}):", file=out)
+        for r in report.not_importable:
+            shop = r.shop
+            label = comment_text(shop.name or "(no shop name)", 80)
+            print(f"  {shop.account} {shop.id} {label!r} {shop.system or '?'}: {r.reason}", file=out)
+    for account, iid in report.gone:
+        print(f"declared, but account {account} no longer lists integration {iid} (kept in the file)", file=out)
+    for account, iid, found in report.moved:
+        print(f"declared under account {account}, but integration {iid} is listed by account {found}", file=out)
+    for account, iid, system in report.unsupported:
+        print(
+            f"declared, but integration {iid} of account {account} is a {system} integration (not PrestaShop V2)",
+            file=out,
+        )
+    if fleet.summary is not None:
+        reads = sum(a.requests for a in fleet.summary.accounts.values()) + sum(fleet.pages.values())
+        throttled = sum(a.throttled for a in fleet.summary.accounts.values())
+        print(
+            f"read {fleet.to_read} integrations in {fleet.listed_in + fleet.summary.duration_s:.1f}s "
+            f"({reads} requests{f', {throttled} throttled' if throttled else ''})",
+            file=out,
+        )
+    notes = [p for p in report.added if p.current.note]
+    for p in notes:
+        print(f"note: integration {p.current.shop.id} ({p.current.shop.account}): {p.current.note}", file=out)
+    added = report.added
+    shared = sum(1 for p in added if p.base is not None)
+    overrides = sum(1 for p in added if p.overrides or p.removals)
+    mappings = sum(1 for p in added if p.mapping is not None)
+    inline = len(added) - shared
+    failed = len(fleet.failed)
+    print(
+        f"wrote {args.output}: {len(report.new_sets)} new status sets"
+        + (f" (and {report.kept_sets} kept)" if report.kept_sets else "")
+        + f", {len(added)} integrations added"
+        + (f" ({report.kept_integrations} already declared)" if report.kept_integrations else "")
+        + f": {shared} on a shared set ({overrides} with overrides), {inline} inline, "
+        f"{mappings} declaring mapping categories of their own" + (f"; {failed} could not be read" if failed else ""),
+        file=out,
+    )
+    for s in report.new_sets:
+        print(
+            f"  {s.name}: {len(s.statuses)} statuses, {s.members} integrations, {s.with_overrides} with overrides",
+            file=out,
+        )

@@ -1,0 +1,1020 @@
+"""``batchsync import``, the pure part: what the accounts have, as an inventory file.
+
+Expand run backwards: each integration's current statuses and mapping become one
+canonical list; identical lists, and lists within a few statuses of a common one, are
+grouped into shared status sets (the near ones with ``override_statuses`` /
+``remove_statuses``); the result is rendered as TOML, YAML or JSON, deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from batchsync.wire import (
+    STATUS_CATEGORIES,
+    CurrentMapping,
+    CurrentMappingItem,
+    CurrentStatus,
+    Status,
+    Statuses,
+    check_statuses,
+    split_validation_error,
+    to_jsonpath,
+)
+
+Format = Literal["toml", "yaml", "json"]
+FORMATS: tuple[Format, ...] = ("toml", "yaml", "json")
+SUFFIX_FORMATS: dict[str, Format] = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+MAX_DIFFERENCES = 3
+"""A shop uses a shared set with overrides when at most this many of its statuses differ
+from the set (added, changed or removed), and at most half as many as the set has."""
+
+MIN_SHARED = 2
+"""A list becomes a shared set when at least this many integrations use it (exactly or
+with overrides); a list nobody shares is written inline on its integration."""
+
+MAX_LEADERS = 2000  # distinct lists compared against each other at most (the grouping is quadratic in them)
+
+Mapping4 = tuple[str | None, ...]  # one external id (or None: not mapped) per STATUS_CATEGORIES
+UNMAPPED: Mapping4 = (None,) * len(STATUS_CATEGORIES)
+
+SECRET_FIELDS = ("public_key", "secret_key", "client_id", "client_secret")
+
+
+class Shop(msgspec.Struct, frozen=True):
+    """An integration as ``GET /integrations`` lists it, under the account that lists it."""
+
+    id: int
+    account: str
+    name: str | None = None
+    url: str | None = None
+    system: str | None = None
+    failing_since: str | None = None
+
+
+class Current(msgspec.Struct, frozen=True):
+    """One integration whose state can be declared: canonical statuses and mapping.
+
+    ``mapping`` is None when the shop's mapping cannot be declared as it is (it points
+    at a status the shop does not have): the integration then declares none, and plan
+    leaves it alone. ``UNMAPPED``: the shop maps no category.
+    """
+
+    shop: Shop
+    statuses: Statuses
+    mapping: Mapping4 | None
+    note: str | None = None
+
+
+class NotImportable(msgspec.Struct, frozen=True):
+    shop: Shop
+    reason: str
+
+
+class ExistingSet(msgspec.Struct, frozen=True):
+    """A status set the inventory declares inline, usable as a base for new integrations."""
+
+    name: str
+    statuses: Statuses
+    mapping: Mapping4 | None  # None: the set declares no mapping
+
+
+# -- canonical form -----------------------------------------------------------------------
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no file can hold it
+        return False
+    return True
+
+
+def natural(text: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """A sort key that puts ``2`` before ``13`` (PrestaShop's ids are numbers)."""
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
+    return parts, text
+
+
+def canonical_statuses(statuses: Iterable[Status]) -> Statuses:
+    """Ordered by external id, translations by language: equal lists compare equal."""
+    return tuple(
+        sorted(
+            (Status(s.external_id, tuple(sorted(s.translations, key=lambda t: t.language))) for s in statuses),
+            key=lambda s: natural(s.external_id),
+        )
+    )
+
+
+def canonical(shop: Shop, statuses: Sequence[CurrentStatus], mapping: CurrentMapping) -> Current | NotImportable:
+    """One integration's state as an inventory can declare it, or why it cannot.
+
+    Deleted statuses are dropped (a POST of the rest leaves them deleted). A status the
+    inventory format refuses (a language it does not know, an empty name, an external
+    id used twice) makes the whole integration not importable: declaring anything else
+    would change the shop on the next apply.
+    """
+    live = [s for s in statuses if s.deleted_at is None]
+    raw = [
+        {
+            "external_id": s.external_id,
+            "translations": _translations(s.translations),
+        }
+        for s in live
+    ]
+    try:
+        converted: Statuses = msgspec.convert(raw, Statuses, strict=True)
+    except msgspec.ValidationError as exc:
+        message, loc = split_validation_error(exc)
+        where = to_jsonpath(("statuses", *loc))
+        return NotImportable(shop, f"its statuses cannot be declared: {message} (at {where})")
+    problems = check_statuses(converted)
+    if problems:
+        return NotImportable(shop, f"its statuses cannot be declared: {problems[0].message}")
+    for s in converted:
+        if not _encodable(s.external_id) or not all(_encodable(t.status) for t in s.translations):
+            return NotImportable(shop, f"status {s.external_id!a} has text that is not valid Unicode")
+    ordered = canonical_statuses(converted)
+    ids = {s.external_id for s in ordered}
+    items: dict[str, CurrentMappingItem] = {item.status_category: item for item in mapping.mapping}
+    if len(mapping.mapping) != len(STATUS_CATEGORIES) or set(items) != set(STATUS_CATEGORIES):
+        note = "its mapping does not list each of the four categories once: left undeclared"
+        return Current(shop, ordered, None, note)
+    broken = [
+        f"{c} -> {items[c].external_id!r}"
+        for c in STATUS_CATEGORIES
+        if items[c].external_id is not None and (not items[c].is_valid or items[c].external_id not in ids)
+    ]
+    if broken:
+        note = (
+            f"its mapping points at statuses it does not have ({', '.join(broken)}): left undeclared; "
+            "declare one to repair it"
+        )
+        return Current(shop, ordered, None, note)
+    return Current(shop, ordered, tuple(items[c].external_id for c in STATUS_CATEGORIES))
+
+
+# -- differences between lists ----------------------------------------------------------
+
+_Index = dict[str, Status]
+
+
+def status_index(statuses: Statuses) -> _Index:
+    return {s.external_id: s for s in statuses}
+
+
+def differing(base: _Index, target: _Index, stop: int = 1 << 30) -> int:
+    """How many statuses differ (added, changed or removed); stops counting past ``stop``."""
+    n = 0
+    for k, s in target.items():
+        if base.get(k) != s:
+            n += 1
+            if n > stop:
+                return n
+    for k in base:
+        if k not in target:
+            n += 1
+            if n > stop:
+                return n
+    return n
+
+
+def allowed(base: _Index, target: _Index, max_differences: int) -> int | None:
+    """The number of differing statuses if ``target`` may use ``base`` with overrides, else None.
+
+    The rule: at most ``max_differences``, and at most half the base's size, so that a
+    shop keeps most of its set (a 2-status set takes 1 difference, a 1-status set none).
+    """
+    limit = min(max_differences, len(base) // 2)
+    d = differing(base, target, limit)
+    return d if d <= limit else None
+
+
+def delta(base: Statuses, target: Statuses) -> tuple[Statuses, tuple[str, ...]]:
+    """(override_statuses, remove_statuses) that turn ``base`` into ``target``.
+
+    An override replaces a status's translations language by language and keeps the
+    others: a changed status lists only the translations that differ, and one that loses
+    a language is removed and added back whole.
+    """
+    have = status_index(base)
+    wanted = {s.external_id for s in target}
+    overrides: list[Status] = []
+    removals: list[str] = [k for k in have if k not in wanted]
+    for s in target:
+        old = have.get(s.external_id)
+        if old == s:
+            continue
+        if old is None:
+            overrides.append(s)
+        elif {t.language for t in old.translations} <= {t.language for t in s.translations}:
+            kept = set(old.translations)
+            overrides.append(Status(s.external_id, tuple(t for t in s.translations if t not in kept)))
+        else:
+            overrides.append(s)
+            removals.append(s.external_id)
+    return tuple(overrides), tuple(sorted(removals, key=natural))
+
+
+# -- grouping -------------------------------------------------------------------------------
+
+
+def _key(statuses: Statuses) -> bytes:
+    return msgspec.json.encode(statuses)
+
+
+class _Base:
+    """A candidate set: fixed (the inventory has it already) or new (found here)."""
+
+    __slots__ = ("existing", "index", "mapping", "name", "statuses")
+
+    def __init__(self, statuses: Statuses, existing: ExistingSet | None = None) -> None:
+        self.statuses = statuses
+        self.index = status_index(statuses)
+        self.existing = existing
+        self.name = existing.name if existing else ""
+        self.mapping: Mapping4 | None = existing.mapping if existing else None
+
+
+def _consensus(members: Sequence[Statuses], weight: Mapping[Statuses, int]) -> Statuses:
+    """The statuses most members have: each external id held by more than half of them
+    (by weight), with the translations most of those give it (ties: the first in order)."""
+    total = sum(weight[m] for m in members)
+    versions: dict[str, Counter[Status]] = {}
+    held: Counter[str] = Counter()
+    for m in members:
+        for s in m:
+            held[s.external_id] += weight[m]
+            versions.setdefault(s.external_id, Counter())[s] += weight[m]
+    chosen = []
+    for k in sorted(held, key=natural):
+        if held[k] * 2 > total:
+            counts = versions[k]
+            chosen.append(min(counts, key=lambda s: (-counts[s], _key((s,)))))
+    return tuple(chosen)
+
+
+def _families(lists: Sequence[Statuses], radius: int) -> list[list[Statuses]]:
+    """Leader clustering: each list (most used first) joins the nearest leader within
+    ``radius`` differences (ties: the first), else leads a family of its own.
+
+    Only leaders that share a status with it are compared, found through an index from
+    each status to the leaders that have it: at least ``max(sizes) - radius`` statuses
+    must be shared to be that near, and lists that share none are no family anyway.
+    """
+    leaders: list[tuple[_Index, list[Statuses]]] = []
+    having: dict[Status, list[int]] = {}
+    for s in lists:
+        idx = status_index(s)
+        shared: Counter[int] = Counter()
+        for status in s:
+            for k in having.get(status, ()):
+                shared[k] += 1
+        best: int | None = None
+        best_d = radius + 1
+        for k in sorted(shared):
+            lead = leaders[k][0]
+            if shared[k] < max(len(lead), len(idx)) - radius or abs(len(lead) - len(idx)) >= best_d:
+                continue
+            d = differing(lead, idx, best_d - 1)
+            if d < best_d:
+                best, best_d = k, d
+        if best is not None:
+            leaders[best][1].append(s)
+        elif len(leaders) < MAX_LEADERS:
+            for status in s:
+                having.setdefault(status, []).append(len(leaders))
+            leaders.append((idx, [s]))
+    return [fam for _, fam in leaders]
+
+
+class Placement(msgspec.Struct, frozen=True):
+    """Where one integration's statuses come from in the file."""
+
+    current: Current
+    base: str | None  # the set's name; None: inline statuses
+    overrides: Statuses = ()
+    removals: tuple[str, ...] = ()
+    mapping: dict[str, str | None] | None = None  # categories to write (None value: not mapped)
+
+
+class NewSet(msgspec.Struct, frozen=True):
+    name: str
+    statuses: Statuses
+    mapping: Mapping4 | None
+    members: int
+    accounts: tuple[tuple[str, int], ...]
+    with_overrides: int
+
+
+class Grouping(msgspec.Struct, frozen=True):
+    sets: tuple[NewSet, ...]
+    placements: tuple[Placement, ...]  # in the order of the integrations given
+
+
+def group(
+    currents: Sequence[Current],
+    existing: Sequence[ExistingSet] = (),
+    *,
+    max_differences: int = MAX_DIFFERENCES,
+    taken: Iterable[str] = (),
+) -> Grouping:
+    """Shared sets for ``currents``: the inventory's own sets first, new ones where
+    at least ``MIN_SHARED`` integrations share a list (exactly or within the
+    :func:`allowed` rule); every other integration gets its list inline.
+
+    Deterministic: the result depends on the set of integrations, not on their order.
+    Integrations whose mapping cannot be declared go inline (a set's mapping would be
+    inherited).
+    """
+    weight: Counter[Statuses] = Counter(c.statuses for c in currents if c.mapping is not None)
+    keys = {s: _key(s) for s in weight}
+    order = sorted(weight, key=lambda s: (-weight[s], keys[s]))
+    fixed = [_Base(canonical_statuses(e.statuses), e) for e in existing]
+    new: list[_Base] = []
+    known = {b.statuses for b in fixed}
+
+    def best_base(s: Statuses, bases: Sequence[_Base]) -> _Base | None:
+        idx = status_index(s)
+        best, best_d = None, max_differences + 1
+        for b in bases:
+            d = allowed(b.index, idx, max_differences)
+            if d is not None and d < best_d:  # ties: the first (fixed sets, then the most used)
+                best, best_d = b, d
+        return best
+
+    # Families of near lists, each represented by its consensus; lists no family takes
+    # are grouped again among themselves, until no new set comes out.
+    remaining = order
+    while remaining:
+        added = False
+        for fam in _families(remaining, 2 * max_differences):
+            if sum(weight[m] for m in fam) < MIN_SHARED:
+                continue
+            # The family's consensus, or its most used list when that serves more of it
+            # (a family that is really two close ones has a consensus that is neither).
+            best: tuple[int, int, int] | None = None
+            base: Statuses = ()
+            for rank, candidate in enumerate(dict.fromkeys((_consensus(fam, weight), fam[0]))):
+                idx = status_index(candidate)
+                near = total = 0
+                for m in fam:
+                    d = allowed(idx, status_index(m), max_differences)
+                    if d is not None:
+                        near += weight[m]
+                        total += d * weight[m]
+                score = (-near, total, rank)
+                if best is None or score < best:
+                    best, base = score, candidate
+            assert best is not None
+            near = -best[0]
+            if base in known:
+                continue
+            if near >= MIN_SHARED:
+                known.add(base)
+                new.append(_Base(base))
+                added = True
+        if not added:
+            break
+        remaining = [s for s in remaining if best_base(s, fixed + new) is None]
+
+    # Assign, then drop new sets too few use (their lists try the others), until stable.
+    while True:
+        chosen = {s: best_base(s, fixed + new) for s in order}
+        use: Counter[int] = Counter()
+        for s, b in chosen.items():
+            if b is not None:
+                use[id(b)] += weight[s]
+        weak = [b for b in new if use[id(b)] < MIN_SHARED]
+        if not weak:
+            break
+        new = [b for b in new if use[id(b)] >= MIN_SHARED]
+
+    # New sets in order of use; each one's mapping is the one most of its members have.
+    members: dict[int, list[Current]] = {}
+    for c in currents:
+        b = chosen.get(c.statuses) if c.mapping is not None else None
+        if b is not None:
+            members.setdefault(id(b), []).append(c)
+    new.sort(key=lambda b: (-len(members.get(id(b), ())), keys.get(b.statuses) or _key(b.statuses)))
+    for b in new:
+        b.mapping = _set_mapping(b, members.get(id(b), []))
+    for b, name in zip(new, set_names([b.statuses for b in new], taken), strict=True):
+        b.name = name
+
+    placements = []
+    for c in currents:
+        b = chosen.get(c.statuses) if c.mapping is not None else None
+        placements.append(_place(c, b))
+    sets = []
+    for b in new:
+        ms = members.get(id(b), [])
+        per_account = Counter(c.shop.account for c in ms)
+        sets.append(
+            NewSet(
+                b.name,
+                b.statuses,
+                b.mapping,
+                len(ms),
+                tuple(sorted(per_account.items())),
+                sum(1 for c in ms if c.statuses != b.statuses),
+            )
+        )
+    return Grouping(tuple(sets), tuple(placements))
+
+
+def _set_mapping(base: _Base, members: Sequence[Current]) -> Mapping4 | None:
+    """The mapping most members have, with what the set lacks left unmapped; None (the
+    set declares no mapping) when that maps nothing."""
+    ids = base.index.keys()
+    counts: Counter[Mapping4] = Counter()
+    for c in members:
+        assert c.mapping is not None
+        counts[tuple(e if e in ids else None for e in c.mapping)] += 1
+    if not counts:
+        return None
+    best = min(counts, key=lambda m: (-counts[m], tuple(e or "" for e in m)))
+    return None if best == UNMAPPED else best
+
+
+def _place(c: Current, base: _Base | None) -> Placement:
+    own = c.mapping
+    if base is None:
+        written = None if own is None or own == UNMAPPED else dict(zip(STATUS_CATEGORIES, own, strict=True))
+        return Placement(c, None, mapping=written)
+    overrides, removals = delta(base.statuses, c.statuses)
+    assert own is not None
+    inherited = base.mapping
+    if inherited is None:
+        written = None if own == UNMAPPED else dict(zip(STATUS_CATEGORIES, own, strict=True))
+    else:
+        written = {
+            cat: mine for cat, mine, theirs in zip(STATUS_CATEGORIES, own, inherited, strict=True) if mine != theirs
+        }
+    return Placement(c, base.name, overrides, removals, written or None)
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def display_name(status: Status) -> str:
+    """The name a person knows a status by: as the API picks it (en-gb, else the first language)."""
+    by_lang = {t.language: t.status for t in status.translations}
+    return by_lang.get("en-gb") or by_lang[min(by_lang)]
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """``Click & Collect (Paris)`` -> ``click-collect-paris``: ASCII letters, digits and dashes."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:limit].strip("-")
+
+
+def set_names(lists: Sequence[Statuses], taken: Iterable[str] = ()) -> list[str]:
+    """One readable, unique name per list, after its most telling status: the one whose
+    name the fewest other lists share (ties: the first by external id). Deterministic."""
+    used = set(taken)
+    shared: Counter[str] = Counter()
+    for statuses in lists:
+        for name in {display_name(s) for s in statuses}:
+            shared[name] += 1
+    names = []
+    for statuses in lists:
+        if not statuses:
+            stem = "empty"
+        else:
+            telling = min(statuses, key=lambda s: shared[display_name(s)])
+            stem = slug(display_name(telling)) or slug(telling.external_id) or "statuses"
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+# -- what the inventory already declares --------------------------------------------------------
+
+
+def read_raw(path: Path) -> Any:
+    """The inventory file as plain data (``inventory.load`` has checked it); ValueError otherwise."""
+    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        if suffix == ".json":
+            return msgspec.json.decode(data)
+        text = data.decode("utf-8")
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+    except (OSError, ValueError, msgspec.DecodeError) as exc:  # TOMLDecodeError, UnicodeDecodeError: ValueErrors
+        raise ValueError(str(exc)) from None
+    except Exception as exc:  # yaml.YAMLError, imported only for YAML files
+        raise ValueError(str(exc)) from None
+    raise ValueError(f"unknown file type {suffix!r}")
+
+
+def existing_sets(raw_sets: Any) -> list[ExistingSet]:
+    """The inventory's sets with inline statuses (a set read from a file stays as it is,
+    but is not offered to new integrations)."""
+    found: list[ExistingSet] = []
+    if not isinstance(raw_sets, dict):
+        return found
+    for name, raw in raw_sets.items():
+        if not isinstance(name, str) or not isinstance(raw, dict) or "statuses" not in raw:
+            continue
+        try:
+            statuses = msgspec.convert(raw["statuses"], Statuses, strict=True)
+        except msgspec.ValidationError:
+            continue
+        mapping: Mapping4 | None = None
+        if isinstance(raw.get("mapping"), dict):
+            m = raw["mapping"]
+            mapping = tuple((m.get(c) or None) if isinstance(m.get(c), str) else None for c in STATUS_CATEGORIES)
+        found.append(ExistingSet(name, statuses, mapping))
+    return found
+
+
+def rebase(ref: str, source_dir: str, target_dir: str) -> str:
+    """A relative path written for a file in ``source_dir``, rewritten for one in ``target_dir``."""
+    if os.path.isabs(ref) or ref.startswith("~") or os.path.abspath(source_dir) == os.path.abspath(target_dir):
+        return ref
+    return os.path.relpath(os.path.join(os.path.abspath(source_dir), ref), os.path.abspath(target_dir))
+
+
+def _rebase_entry(entry: Any, move: Callable[[str], str]) -> Any:
+    if isinstance(entry, dict) and isinstance(entry.get("statuses_file"), str):
+        return {**entry, "statuses_file": move(entry["statuses_file"])}
+    return entry
+
+
+class UnsafeAccount(Exception):
+    """An account field that is not a reference: copying it could write a secret."""
+
+
+def copy_accounts(raw_accounts: Any, move: Callable[[str], str]) -> dict[str, Any]:
+    """The accounts as references, ``file:`` paths rebased; UnsafeAccount when a
+    credential field holds anything but an ``env:``/``file:`` reference."""
+    from batchsync.secrets import check_reference
+
+    out: dict[str, Any] = {}
+    if not isinstance(raw_accounts, dict):
+        return out
+    for name, raw in raw_accounts.items():
+        if not isinstance(raw, dict):
+            raise UnsafeAccount(f"account {name!r} is not a table of fields")
+        copied = dict(raw)
+        for field in SECRET_FIELDS:
+            if field not in raw:
+                continue
+            value = raw[field]
+            if not isinstance(value, str) or check_reference(value) is not None:
+                raise UnsafeAccount(f"account {name!r}: {field} is not an env: or file: reference")
+            if value.startswith("file:"):
+                copied[field] = "file:" + move(value[5:])
+        out[str(name)] = copied
+    return out
+
+
+# -- the document --------------------------------------------------------------------------------
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """A status set or an integration, with the comment lines a person finds it by."""
+
+    data: dict[str, Any]
+    comments: tuple[str, ...] = ()
+
+
+class Document(msgspec.Struct, frozen=True):
+    header: tuple[str, ...]
+    top: dict[str, Any]  # allow_secret_files_outside, defaults, accounts: copied as they are
+    status_sets: dict[str, Entry]
+    integrations: tuple[Entry, ...]
+
+
+def _translations(translations: Iterable[Any]) -> list[dict[str, str]]:
+    return [{"status": t.status, "language": t.language} for t in translations]
+
+
+def _statuses_data(statuses: Statuses) -> list[dict[str, Any]]:
+    return [
+        {
+            "external_id": s.external_id,
+            "translations": _translations(s.translations),
+        }
+        for s in statuses
+    ]
+
+
+def shop_comment(shop: Shop) -> str:
+    parts = [shop.name or "(no shop name)"]
+    if shop.url:
+        parts.append(shop.url)
+    text = " — ".join(parts)
+    if shop.failing_since:
+        text += f" (connection failing since {shop.failing_since})"
+    return text
+
+
+def integration_entry(p: Placement) -> Entry:
+    c = p.current
+    data: dict[str, Any] = {"id": c.shop.id, "account": c.shop.account}
+    if p.base is None:
+        data["statuses"] = _statuses_data(c.statuses)
+    else:
+        data["status_set"] = p.base
+        if p.removals:
+            data["remove_statuses"] = list(p.removals)
+        if p.overrides:
+            data["override_statuses"] = _statuses_data(p.overrides)
+    if p.mapping is not None:
+        data["mapping"] = dict(p.mapping)
+    comments = [shop_comment(c.shop)]
+    if c.note:
+        comments.append(c.note)
+    return Entry(data, tuple(comments))
+
+
+def set_entry(s: NewSet) -> Entry:
+    data: dict[str, Any] = {"statuses": _statuses_data(s.statuses)}
+    if s.mapping is not None:
+        data["mapping"] = dict(zip(STATUS_CATEGORIES, s.mapping, strict=True))
+    where = ", ".join(f"{a} {n}" for a, n in s.accounts)
+    plural = "s" if s.members != 1 else ""
+    comment = f"{s.members} integration{plural} ({where}), {s.with_overrides} of them with overrides"
+    return Entry(data, (comment,))
+
+
+class Report(msgspec.Struct, frozen=True):
+    """What an import found, for the command's summary."""
+
+    new_sets: tuple[NewSet, ...]
+    kept_sets: int
+    kept_integrations: int
+    added: tuple[Placement, ...]
+    not_importable: tuple[NotImportable, ...]
+    gone: tuple[tuple[str, int], ...]  # (account, id) declared but not listed by that account
+    moved: tuple[tuple[str, int, str], ...]  # (declared account, id, account that lists it)
+    unsupported: tuple[tuple[str, int, str], ...] = ()  # (account, id, system) declared, not PrestaShop V2
+
+
+def build(
+    raw: Mapping[str, Any],
+    snapshots: Sequence[Current | NotImportable],
+    listings: Mapping[str, Sequence[Shop]],
+    *,
+    source_dir: str = ".",
+    target_dir: str = ".",
+    max_differences: int = MAX_DIFFERENCES,
+    header: Sequence[str] = (),
+) -> tuple[Document, Report]:
+    """The new inventory: what ``raw`` (the parsed INVENTORY) declares, kept as it is,
+    plus an entry for each of ``snapshots`` not declared yet. ``listings`` holds the
+    integrations of every account that was listed in full: a declared integration of
+    such an account that its list lacks is reported gone (it stays in the file).
+    """
+
+    def move(ref: str) -> str:
+        return rebase(ref, source_dir, target_dir)
+
+    top: dict[str, Any] = {}
+    for key in ("allow_secret_files_outside", "defaults"):
+        if key in raw:
+            top[key] = raw[key]
+    top["accounts"] = copy_accounts(raw.get("accounts"), move)
+    raw_sets = raw.get("status_sets")
+    sets: dict[str, Entry] = {}
+    if isinstance(raw_sets, dict):
+        sets = {str(k): Entry(_rebase_entry(v, move)) for k, v in raw_sets.items()}
+    raw_entries = raw.get("integrations")
+    declared = [e for e in raw_entries if isinstance(e, dict)] if isinstance(raw_entries, list) else []
+    declared_ids = {e.get("id") for e in declared}
+
+    fresh = [s for s in snapshots if s.shop.id not in declared_ids]
+    currents = sorted((s for s in fresh if isinstance(s, Current)), key=lambda c: (c.shop.account, c.shop.id))
+    refused = sorted((s for s in fresh if isinstance(s, NotImportable)), key=lambda r: (r.shop.account, r.shop.id))
+    grouping = group(currents, existing_sets(raw_sets), max_differences=max_differences, taken=sets)
+    for s in grouping.sets:
+        sets[s.name] = set_entry(s)
+    entries = [Entry(_rebase_entry(e, move)) for e in declared]
+    entries += [integration_entry(p) for p in grouping.placements]
+
+    lister = {shop.id: shop for shops in listings.values() for shop in shops}
+    gone, moved, unsupported = [], [], []
+    for e in declared:
+        iid, account = e.get("id"), e.get("account")
+        if not isinstance(iid, int) or not isinstance(account, str) or account not in listings:
+            continue
+        found = lister.get(iid)
+        if found is None:
+            gone.append((account, iid))
+        elif found.account != account:
+            moved.append((account, iid, found.account))
+        elif not is_prestashop(found):
+            unsupported.append((account, iid, found.system or "unknown"))
+    others = [
+        NotImportable(shop, f"a {shop.system or 'unknown'} integration: only PrestaShop V2 has shop order statuses")
+        for account in sorted(listings)
+        for shop in listings[account]
+        if shop.id not in declared_ids and not is_prestashop(shop)
+    ]
+    report = Report(
+        grouping.sets,
+        len(sets) - len(grouping.sets),
+        len(declared),
+        grouping.placements,
+        tuple(sorted([*others, *refused], key=lambda r: (r.shop.account, r.shop.id))),
+        tuple(sorted(gone)),
+        tuple(sorted(moved)),
+        tuple(sorted(unsupported)),
+    )
+    return Document(tuple(header), top, sets, tuple(entries)), report
+
+
+PRESTASHOP_V2 = "prestashop_v2"
+
+
+def is_prestashop(shop: Shop) -> bool:
+    # The engine's pre-flight lets an integration without a system through; so does import.
+    return shop.system is None or shop.system == PRESTASHOP_V2
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def comment_text(text: str, limit: int = 300) -> str:
+    """``text`` safe inside a ``#`` comment: nothing that ends the line or moves a terminal."""
+    out = []
+    for ch in text[:limit]:
+        if ch == " " or (ch.isprintable() and ch != "\ufeff"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii") if _encodable(ch) else "\\ufffd")
+    return "".join(out)
+
+
+def render(doc: Document, fmt: Format) -> str:
+    """The document as text; deterministic, and what ``inventory.load`` reads back."""
+    if fmt == "toml":
+        return _render_toml(doc)
+    if fmt == "yaml":
+        return _render_yaml(doc)
+    return _render_json(doc)
+
+
+def _render_json(doc: Document) -> str:
+    out: dict[str, Any] = dict(doc.top)
+    if doc.status_sets:
+        out["status_sets"] = {k: e.data for k, e in doc.status_sets.items()}
+    integrations = []
+    for e in doc.integrations:
+        # The loader ignores "comment": JSON has no comments.
+        integrations.append({"comment": " / ".join(e.comments), **e.data} if e.comments else e.data)
+    out["integrations"] = integrations
+    return msgspec.json.format(msgspec.json.encode(out), indent=2).decode("utf-8") + "\n"
+
+
+# TOML ----------------------------------------------------------------------------------------------
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def _toml_str(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        esc = _TOML_ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_key(k: Any) -> str:
+    text = str(k)
+    return text if _BARE.fullmatch(text) else _toml_str(text)
+
+
+def _toml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if v is None:
+        return '""'  # only reached inside a mapping, where "" means not mapped
+    return _toml_str(str(v))
+
+
+def _toml_inline(v: Any, mapping: bool = False) -> str:
+    if isinstance(v, dict):
+        # TOML has no null: a key left out means the same, except in a mapping, where
+        # null is "not mapped", which "" says too.
+        items = [f"{_toml_key(k)} = {_toml_inline(x)}" for k, x in v.items() if mapping or x is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_inline(x) for x in v if x is not None) + "]"
+    return _toml_scalar(v)
+
+
+def _toml_body(d: Mapping[str, Any], lines: list[str]) -> None:
+    for k, v in d.items():
+        if v is None and k != "mapping":
+            continue  # TOML has no null: a key left out is the same as null
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
+            lines.append(f"{_toml_key(k)} = [")
+            lines.extend(f"  {_toml_inline(x)}," for x in v)
+            lines.append("]")
+        else:
+            lines.append(f"{_toml_key(k)} = {_toml_inline(v, mapping=k == 'mapping')}")
+
+
+def _toml_table(path: str, d: Mapping[str, Any], lines: list[str]) -> None:
+    """``[path]`` with its plain keys, then its sub-tables as ``[path.key]``."""
+    plain = {k: v for k, v in d.items() if not (isinstance(v, dict) and _tableish(v))}
+    lines.append(f"[{path}]")
+    _toml_body(plain, lines)
+    for k, v in d.items():
+        if k not in plain:
+            lines.append("")
+            _toml_table(f"{path}.{_toml_key(k)}", v, lines)
+
+
+def _tableish(v: dict[str, Any]) -> bool:
+    # A table of tables (accounts, each account) reads better as sections; a flat one inline.
+    return any(isinstance(x, dict) for x in v.values())
+
+
+def _comments(comments: Iterable[str], lines: list[str], pad: str = "") -> None:
+    lines.extend(f"{pad}# {comment_text(c)}" for c in comments)
+
+
+def _render_toml(doc: Document) -> str:
+    lines: list[str] = []
+    _comments(doc.header, lines)
+    if lines:
+        lines.append("")
+    scalars = {k: v for k, v in doc.top.items() if not isinstance(v, dict)}
+    _toml_body(scalars, lines)
+    if not doc.integrations:
+        lines.append("integrations = []")
+    for k, v in doc.top.items():
+        if isinstance(v, dict):
+            if lines and lines[-1]:
+                lines.append("")
+            if k == "accounts" and v:
+                for name, acc in v.items():
+                    _toml_table(f"accounts.{_toml_key(name)}", acc if isinstance(acc, dict) else {}, lines)
+                    lines.append("")
+            else:
+                _toml_table(_toml_key(k), v, lines)
+    for name, e in doc.status_sets.items():
+        if lines and lines[-1]:
+            lines.append("")
+        _comments(e.comments, lines)
+        lines.append(f"[status_sets.{_toml_key(name)}]")
+        _toml_body(e.data, lines)
+    for e in doc.integrations:
+        if lines and lines[-1]:
+            lines.append("")
+        _comments(e.comments, lines)
+        lines.append("[[integrations]]")
+        _toml_body(e.data, lines)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+# YAML ----------------------------------------------------------------------------------------------
+
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
+_YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_YAML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\x00": "\\0"}
+
+
+def _yaml_printable(o: int) -> bool:
+    # YAML 1.1's printable set, less the characters it reads as line breaks (U+0085,
+    # U+2028, U+2029) and the byte-order mark.
+    return (
+        0x20 <= o <= 0x7E
+        or (0xA0 <= o <= 0xD7FF and o not in (0x2028, 0x2029))
+        or (0xE000 <= o <= 0xFFFD and o != 0xFEFF)
+        or o >= 0x10000
+    )
+
+
+def _yaml_quoted(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        esc = _YAML_ESCAPES.get(ch)
+        o = ord(ch)
+        if esc is not None:
+            out.append(esc)
+        elif _yaml_printable(o):
+            out.append(ch)
+        elif o <= 0xFF:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _yaml_str(s: str) -> str:
+    return s if _YAML_PLAIN.fullmatch(s) and s.lower() not in _YAML_WORDS else _yaml_quoted(s)
+
+
+def _yaml_scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return ".nan"
+        if v in (float("inf"), float("-inf")):
+            return ".inf" if v > 0 else "-.inf"
+        text = repr(v)
+        # YAML 1.1 reads 1e+20 as text: a float needs its dot.
+        if "e" in text and "." not in text:
+            text = text.replace("e", ".0e")
+        return text
+    return _yaml_str(str(v))
+
+
+def _yaml_flow(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_yaml_str(str(k))}: {_yaml_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_yaml_flow(x) for x in v) + "]"
+    return _yaml_scalar(v)
+
+
+def _yaml_block(d: Mapping[str, Any], indent: int, depth: int, lines: list[str]) -> None:
+    pad = " " * indent
+    for k, v in d.items():
+        key = _yaml_str(str(k))
+        if isinstance(v, dict) and v and depth < 2:
+            lines.append(f"{pad}{key}:")
+            _yaml_block(v, indent + 2, depth + 1, lines)
+        elif isinstance(v, (list, tuple)) and any(isinstance(x, (dict, list, tuple)) for x in v):
+            lines.append(f"{pad}{key}:")
+            lines.extend(f"{pad}  - {_yaml_flow(x)}" for x in v)
+        else:
+            lines.append(f"{pad}{key}: {_yaml_flow(v)}")
+
+
+def _render_yaml(doc: Document) -> str:
+    lines: list[str] = []
+    _comments(doc.header, lines)
+    if lines:
+        lines.append("")
+    _yaml_block(doc.top, 0, 0, lines)
+    if doc.status_sets:
+        lines.append("status_sets:")
+        for name, e in doc.status_sets.items():
+            _comments(e.comments, lines, "  ")
+            lines.append(f"  {_yaml_str(name)}:")
+            if e.data:
+                _yaml_block(e.data, 4, 2, lines)
+            else:
+                lines[-1] += " {}"
+    if not doc.integrations:
+        lines.append("integrations: []")
+    else:
+        lines.append("integrations:")
+    for e in doc.integrations:
+        _comments(e.comments, lines, "  ")
+        body: list[str] = []
+        _yaml_block(e.data, 4, 2, body)
+        if not body:
+            lines.append("  - {}")
+            continue
+        lines.append("  - " + body[0][4:])
+        lines.extend(body[1:])
+    return "\n".join(lines) + "\n"
