@@ -6,15 +6,20 @@ the paired samples and formats them as median (min-max).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import pty
 import random
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchsync.wire import STATUS_CATEGORIES
 from bench.gen_inventory import generate, zipf_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +37,7 @@ PYTHON = sys.executable  # the venv's python: `make bench` runs us with it
 WORK = Path(tempfile.gettempdir()) / "batchsync-bench"  # generated inventories, reports
 
 LANGS = ("en-gb", "nl-nl", "de-de", "fr-fr", "es-es", "it-it", "en-us")
+
 # Limits that never bind: the sandbox and the client both get them.
 HUGE = {"writes_per_minute": 1e9, "write_burst": 1000, "reads_per_minute": 1e9}
 
@@ -145,11 +152,14 @@ def write_inventory(
     limits: dict[str, float] | None = None,
     sets: int = 5,
     seed: int = 1,
+    mappings: bool = False,
 ) -> Path:
     """A JSON inventory of ``n`` integrations; credentials are ``file:`` references beside it.
 
     Accounts get integrations in Zipf proportion (``zipf`` = 0: evenly); a fraction
     ``inline_fraction`` carries its own ``statuses``, the rest name one of ``sets`` shared sets.
+    With ``mappings`` every set declares a mapping of all four categories to its first
+    four statuses (so every integration on a set declares one).
     """
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +174,10 @@ def write_inventory(
     }
     if limits:
         doc["defaults"]["limits"] = limits
+    if mappings:
+        for status_set in doc["status_sets"].values():
+            ids = [s["external_id"] for s in status_set["statuses"]]
+            status_set["mapping"] = dict(zip(STATUS_CATEGORIES, ids, strict=False))
     for name in names:
         (secrets / f"{name}.pub").write_text(f"{name}-public\n")
         (secrets / f"{name}.sec").write_text(f"{name}-secret-{seed}\n")
@@ -185,9 +199,9 @@ def write_inventory(
     return path
 
 
-def big_inventory(path: Path, n: int, inline_fraction: float, seed: int = 7) -> tuple[Path, str]:
+def big_inventory(path: Path, n: int, inline_fraction: float, seed: int = 7, accounts: int = 20) -> tuple[Path, str]:
     """A large inventory from ``bench.gen_inventory``; the path and the generator's name (for the notes)."""
-    generate(n, path, inline_fraction=inline_fraction, seed=seed)
+    generate(n, path, inline_fraction=inline_fraction, seed=seed, accounts=accounts)
     return path, "bench.gen_inventory"
 
 
@@ -220,13 +234,21 @@ class Measured:
 
 
 def run_measured(
-    cmd: Sequence[str], timeout: float = 600.0, env: dict[str, str] | None = None, rss: bool = False
+    cmd: Sequence[str],
+    timeout: float = 600.0,
+    env: dict[str, str] | None = None,
+    rss: bool = False,
+    tty: bool = False,
 ) -> Measured:
     """Run ``cmd`` and reap it with ``os.wait4``: the child's own rusage, not the sum of all.
 
     On Linux a child's peak RSS starts at its parent's RSS at fork time (exec keeps the
     high-water mark), so with ``rss`` the command runs under ``/usr/bin/time``, itself
     tiny, and ``maxrss_mb`` is what that reports for the command alone.
+
+    With ``tty`` the child's stdout and stderr are a pseudo-terminal (120 columns), as
+    when a person runs it, drained by a thread as fast as a terminal would take it;
+    ``stdout`` is then everything it wrote there.
     """
     out_path = WORK / f".out.{os.getpid()}"
     err_path = WORK / f".err.{os.getpid()}"
@@ -234,9 +256,21 @@ def run_measured(
     WORK.mkdir(parents=True, exist_ok=True)
     if rss:
         cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_path), *cmd]
+    chunks: list[bytes] = []
+    drain: threading.Thread | None = None
+    master = -1
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=ROOT, env=env)
+        if tty:
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            start = time.perf_counter()
+            proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=ROOT, env=env)
+            os.close(slave)  # the child holds the only copy: EIO on the master when it exits
+            drain = threading.Thread(target=_drain, args=(master, chunks), daemon=True)
+            drain.start()
+        else:
+            start = time.perf_counter()
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=ROOT, env=env)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -249,7 +283,10 @@ def run_measured(
             time.sleep(0.002)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
-    stdout = out_path.read_text(errors="replace")
+    if drain is not None:
+        drain.join(10)
+        os.close(master)
+    stdout = b"".join(chunks).decode(errors="replace") if tty else out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
     out_path.unlink()
     err_path.unlink()
@@ -260,12 +297,28 @@ def run_measured(
     return Measured(proc.returncode, wall, usage.ru_utime, usage.ru_stime, maxrss, stdout, stderr)
 
 
+def _drain(master: int, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # EIO: the last holder of the terminal's other side is gone
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
 class SandboxProcess:
     """``python -m batchsync sandbox`` in its own process (its own core), seeded from an
-    inventory (or, with ``source="--seed-file"``, from a seed file)."""
+    inventory (or, with ``source="--seed-file"``, from a seed file).
 
-    def __init__(self, inventory: Path, *args: str, source: str = "--inventory") -> None:
-        cmd = [PYTHON, "-m", "batchsync", "sandbox", "--port", "0", source, str(inventory), *args]
+    ``server`` runs another module's sandbox instead (``python -m SERVER``, same options).
+    """
+
+    def __init__(
+        self, inventory: Path, *args: str, source: str = "--inventory", server: str = "batchsync sandbox"
+    ) -> None:
+        cmd = [PYTHON, "-m", *server.split(), "--port", "0", source, str(inventory), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -275,7 +328,12 @@ class SandboxProcess:
         self.url = line[line.index("http://") :].split()[0]
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=30) as resp:  # loopback only
+        return self.call("/_sandbox/stats")
+
+    def call(self, path: str, method: str = "GET") -> dict[str, Any]:
+        """The JSON answer of one of the server's own endpoints."""
+        req = urllib.request.Request(f"{self.url}{path}", method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
             return json.load(resp)  # type: ignore[no-any-return]
 
     def cpu(self) -> float:
@@ -297,8 +355,10 @@ class SandboxProcess:
 
 
 @contextmanager
-def sandbox(inventory: Path, *args: str, source: str = "--inventory") -> Iterator[SandboxProcess]:
-    box = SandboxProcess(inventory, *args, source=source)
+def sandbox(
+    inventory: Path, *args: str, source: str = "--inventory", server: str = "batchsync sandbox"
+) -> Iterator[SandboxProcess]:
+    box = SandboxProcess(inventory, *args, source=source, server=server)
     try:
         yield box
     finally:

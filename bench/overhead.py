@@ -1,29 +1,55 @@
 """Part 2: cost per integration with the limits off: batchsync against plain HTTP loops.
 
-Every integration is drifted (sandbox ``--in-sync 0``), so ``batchsync apply`` does one GET
-and one POST for each. The references do the same GET and POST (pre-encoded bodies, the
-same Authorization header) against the same sandbox: a bare aiohttp loop at the same
-concurrency (the floor), an httpx.AsyncClient loop and a sequential requests loop. A fresh
-sandbox per run, so every run does the same work.
+Every integration is drifted: the sandbox is seeded (``--seed-file``) with each one's desired
+statuses but one name changed, so ``batchsync apply`` does one GET and one POST for each (no
+status is removed, so it has no reason to read the mapping), plus its pre-flight pages. The
+references do the same GET and POST (pre-encoded bodies, the same Authorization header)
+against the same sandbox: a bare aiohttp loop at the same concurrency (the floor), an
+httpx.AsyncClient loop and a sequential requests loop. A fresh sandbox per run, so every
+run does the same work.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
+
+import msgspec
 
 from bench.common import HUGE, PYTHON, WORK, Row, log, read_report, run_measured, sandbox, write_inventory
 
 N = 5000
 ACCOUNTS = 10
 CONCURRENCY = 64
-RUNS = 5  # batchsync and the bare loop, interleaved
-SLOW_RUNS = 3  # httpx and requests
+RUNS = 4  # batchsync and the bare loop, interleaved
+SLOW_RUNS = 2  # httpx and requests
 SLOW_SUBSET = 1000  # integrations the slow references do; their time is per integration
+SEED = WORK / "p2-seed.json"
+
+
+def renamed_seed(inventory: Path, out: Path) -> Path:
+    """A sandbox seed where every integration has its desired statuses, one name changed."""
+    from batchsync.inventory import load
+    from batchsync.sandbox.state import seed_from_inventory
+    from batchsync.wire import Status, Translation
+
+    inv = load(inventory)
+    desired = {j.integration_id: j.desired.statuses for j in inv.jobs}
+    seed = seed_from_inventory(inv, in_sync=1.0)
+    integrations = []
+    for s in seed.integrations:
+        first, *rest = desired[s.id]
+        name = Translation(first.translations[0].status + " (old)", first.translations[0].language)
+        renamed = Status(first.external_id, (name, *first.translations[1:]))
+        integrations.append(msgspec.structs.replace(s, statuses=(renamed, *rest)))
+    out.write_bytes(msgspec.json.encode(msgspec.structs.replace(seed, integrations=tuple(integrations))))
+    return out
 
 
 def _reference(kind: str, inventory: str, limit: int | None) -> tuple[float, float, float, int]:
     """(loop seconds, process wall, process CPU, integrations) of one reference run."""
-    with sandbox(WORK / "p2.json", "--in-sync", "0") as box:
+    with sandbox(SEED, source="--seed-file") as box:
         cmd = [PYTHON, "-m", "bench.clients", kind, inventory, box.url, "--concurrency", str(CONCURRENCY)]
         if limit:
             cmd += ["--limit", str(limit)]
@@ -36,9 +62,9 @@ def _reference(kind: str, inventory: str, limit: int | None) -> tuple[float, flo
 
 def _batchsync(inventory: str, i: int) -> tuple[float, float, float, int]:
     report = WORK / f"p2-report-{i}.jsonl"
-    with sandbox(WORK / "p2.json", "--in-sync", "0") as box:
+    with sandbox(SEED, source="--seed-file") as box:
         cmd = [PYTHON, "-m", "batchsync", "apply", inventory, "--base-url", box.url, "--report", str(report)]
-        cmd += ["--format", "json", "--concurrency", str(CONCURRENCY)]
+        cmd += ["--concurrency", str(CONCURRENCY)]  # text output (to a file), as a nightly run has it
         m = run_measured(cmd, timeout=600)
         stats = box.stats()
     if m.returncode != 0:
@@ -46,13 +72,15 @@ def _batchsync(inventory: str, i: int) -> tuple[float, float, float, int]:
     rows, summary = read_report(report)
     changed = summary["totals"]["changed"]
     posts = sum(c["POST"] for c in stats["requests"].values())
-    if changed != N or posts != N:
-        raise RuntimeError(f"batchsync apply changed {changed} and POSTed {posts}, expected {N} each")
+    gets = sum(c["GET"] for c in stats["requests"].values())
+    if changed != N or posts != N or gets > N + math.ceil(N / 100) + ACCOUNTS:
+        raise RuntimeError(f"batchsync apply changed {changed}, GET {gets} and POSTed {posts} for {N}")
     return float(summary["duration_s"]), m.wall, m.user + m.system, len(rows)
 
 
 def run(notes: list[str]) -> list[Row]:
     inventory = str(write_inventory(WORK / "p2.json", N, accounts=ACCOUNTS, limits=HUGE, seed=2))
+    renamed_seed(Path(inventory), SEED)
     ours: dict[str, list[float]] = {"loop": [], "wall": [], "cpu": []}
     bare: dict[str, list[float]] = {"loop": [], "wall": [], "cpu": []}
     for i in range(RUNS):
@@ -69,8 +97,10 @@ def run(notes: list[str]) -> list[Row]:
             slow[kind].append(loop / n * 1000)
             log(f"part 2 run {i + 1} {kind}: loop {loop:.2f}s for {n}")
     notes.append(
-        f"Part 2: {N} integrations over {ACCOUNTS} accounts, all drifted: one GET and one POST each, limits off "
-        f"(sandbox and inventory), concurrency {CONCURRENCY}, a fresh sandbox per run. Times are per integration. "
+        f"Part 2: {N} integrations over {ACCOUNTS} accounts, all drifted (one status name changed): one GET "
+        f"and one POST each (batchsync adds its pre-flight pages, {math.ceil(N / 100) + ACCOUNTS} at most), limits off "
+        f"(sandbox and inventory), concurrency {CONCURRENCY}, a fresh sandbox per run; batchsync writes its text "
+        f"output (a diff per integration) to a file and a --report. Times are per integration. "
         f"'engine' is the report's duration_s (after start-up and loading), the loops' own time likewise; "
         f"'process' is the whole process, start-up and loading included; 'CPU' is the client process's "
         f"user+system time, the least sensitive to other load on the machine. httpx and requests did the "
@@ -82,9 +112,9 @@ def run(notes: list[str]) -> list[Row]:
     rows = [
         Row("2", "apply, ms per integration (engine)", ours["loop"], bare["loop"], "bare aiohttp loop", "≤ 1.10",
             None, unit="ms"),
-        Row("2", "apply, ms per integration (process)", ours["wall"], bare["wall"], "bare aiohttp loop", "(info)",
-            None, unit="ms"),
-        Row("2", "apply, client CPU ms per integration", ours["cpu"], bare["cpu"], "bare aiohttp loop", "(info)",
+        Row("2", "apply, ms per integration (whole process)", ours["wall"], bare["wall"], "bare aiohttp loop",
+            "≤ 1.00", None, unit="ms"),
+        Row("2", "apply, client CPU ms per integration", ours["cpu"], bare["cpu"], "bare aiohttp loop", "≤ 1.10",
             None, unit="ms"),
         Row("2", "apply, ms per integration (engine)", ours["loop"], slow["httpx"],
             f"httpx.AsyncClient loop, {SLOW_SUBSET} integrations", "< 1", None, unit="ms"),
@@ -92,6 +122,8 @@ def run(notes: list[str]) -> list[Row]:
             f"sequential requests, {SLOW_SUBSET} integrations", "< 1", None, unit="ms"),
     ]  # fmt: skip
     rows[0].met = rows[0].ratio <= 1.10
+    rows[1].met = rows[1].ratio <= 1.00
+    rows[2].met = rows[2].ratio <= 1.10
     rows[3].met = rows[3].ratio < 1.0
     rows[4].met = rows[4].ratio < 1.0
     return rows

@@ -1,7 +1,8 @@
 """``make bench``: every part, one table, written to bench/results.md with the machine's description.
 
 ``python -m bench.run [PART ...]`` runs only some parts (1 rate limits, 2 cost per
-integration, 3 validation, 4 memory, 5 start-up, 6 import) and then does not touch results.md.
+integration, 3 validation, 4 fleet scale, 5 start-up, 6 import, 7 rate limits with mappings)
+and then does not touch results.md.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import time
 
 from bench.common import ROOT, Row, log, machine, table
 
-# part -> (what it measures, the module whose run(notes) -> rows measures it)
+# part -> (what it measures, "module" or "module:function"; the function (default run) takes
+# the notes list and returns the part's rows)
 PARTS: dict[str, tuple[str, str]] = {
     "1": ("rate-limited run length", "bench.ratelimit"),
     "2": ("cost per integration, limits off", "bench.overhead"),
     "3": ("inventory validation", "bench.validation"),
-    "4": ("memory", "bench.memory"),
+    "4": ("fleet scale: memory, terminal, verbosity", "bench.fleet"),
     "5": ("start-up", "bench.startup"),
     "6": ("import at the read limit", "bench.importing"),
+    "7": ("rate-limited run length, mappings declared", "bench.ratelimit:run_mappings"),
 }
 
 
@@ -34,10 +37,11 @@ def main(argv: list[str]) -> int:
     timings: list[str] = []
     started = time.perf_counter()
     for key in chosen:
-        name, module = PARTS[key]
+        name, target = PARTS[key]
+        module, _, function = target.partition(":")
         log(f"part {key}: {name}")
         t0 = time.perf_counter()
-        part_rows: list[Row] = importlib.import_module(module).run(notes)
+        part_rows: list[Row] = getattr(importlib.import_module(module), function or "run")(notes)
         rows.extend(part_rows)
         timings.append(f"part {key} {time.perf_counter() - t0:.0f} s")
     total = time.perf_counter() - started
