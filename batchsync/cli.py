@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 from batchsync import __version__
 from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
 from batchsync.gcpolicy import paused
-from batchsync.settings import UsageError
-from batchsync.shard import ShardSpec, parse_count, parse_shard, select_shard, shard_from_env
+from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
     from batchsync.inventory import Inventory, Job
     from batchsync.settings import RunSettings
+    from batchsync.shard import ShardSpec
 
 
 def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:
@@ -156,6 +156,8 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
 
 
 def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ShardSpec | None:
+    from batchsync.shard import parse_count, parse_shard, shard_from_env
+
     """The shard of ``--shard I/N`` or ``--shard-index-from-env VAR --shard-count N``
     (see :func:`add_shard_arguments`), None without either; a UsageError naming the flag."""
     text, var, count = args.shard, args.shard_index_from_env, args.shard_count
@@ -186,6 +188,8 @@ def take_shard(jobs: Sequence[Job], spec: ShardSpec | None) -> tuple[list[Job], 
     on one machine's state (``--retry-failed``): every machine must split the same jobs."""
     if spec is None:
         return list(jobs), None
+    from batchsync.shard import select_shard
+
     mine, split = select_shard(jobs, spec)
     return mine, split.header(spec.index)
 
@@ -509,6 +513,8 @@ def epilog(command: str | None) -> str:
 
 
 def _shard_count(text: str) -> int:
+    from batchsync.shard import parse_count
+
     try:
         return parse_count(text)
     except ValueError as exc:
@@ -646,6 +652,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # without building every subcommand's parser
+        print(f"batchsync {__version__}")
+        return EXIT_OK
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

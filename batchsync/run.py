@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -32,11 +32,8 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
-from batchsync.html import HtmlReport, RunInfo, write_html
 from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
-from batchsync.monitoring import write_exit_code, write_junit, write_metrics
-from batchsync.notify import MAX_FAILED, Webhook, notify
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, setup_logging
@@ -51,6 +48,9 @@ from batchsync.report import (
     summary_document,
 )
 from batchsync.settings import RunSettings, UsageError
+
+if TYPE_CHECKING:
+    from batchsync.notify import Webhook
 
 log = logging.getLogger("batchsync")
 
@@ -244,6 +244,8 @@ def record_exit(settings: RunSettings, code: int) -> None:
     """An attempt that never ran still leaves its exit code in the metrics file."""
     if settings.metrics:
         try:
+            from batchsync.monitoring import write_exit_code
+
             write_exit_code(settings.metrics, settings.command, code)
         except OSError as exc:
             print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
@@ -357,15 +359,23 @@ def _run(
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     budget = Budget() if mode == "plan" else None
-    page = HtmlReport(mode, time.time(), redact=redactor) if settings.html else None
+    # Only what this run asked for is imported (the start-up of a run is its first request's delay).
+    page = None
+    if settings.html:
+        from batchsync.html import HtmlReport
+
+        page = HtmlReport(mode, time.time(), redact=redactor)
     failures: list[Outcome] = []  # the first few, for a notification
+    most_failures = 0
+    if hooks:
+        from batchsync.notify import MAX_FAILED as most_failures
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
             report.write(outcome)
         if page is not None:
             page.add(outcome)
-        if hooks and outcome.result == "failed" and len(failures) < MAX_FAILED:
+        if hooks and outcome.result == "failed" and len(failures) < most_failures:
             failures.append(outcome)
         if budget is not None:
             budget.add(outcome)
@@ -411,11 +421,15 @@ def _run(
     assert summary is not None and code is not None  # anyio.run returned
     if settings.junit:
         try:
+            from batchsync.monitoring import write_junit
+
             write_junit(settings.junit, collected, summary)
         except OSError as exc:
             lost.add("--junit", settings.junit, exc)
     if settings.metrics:
         try:
+            from batchsync.monitoring import write_metrics
+
             write_metrics(settings.metrics, summary, mode, exit_code=code)
         except OSError as exc:
             lost.add("--metrics", settings.metrics, exc)
@@ -435,6 +449,8 @@ def _run(
     out.flush()
     if page is not None and settings.html:
         ended = summary.started_at + summary.duration_s
+        from batchsync.html import RunInfo, write_html
+
         info = RunInfo(
             exit_code=EXIT_OUTPUT_LOST if lost and code in (EXIT_OK, EXIT_CHANGES) else code,
             started_at=summary.started_at,
@@ -452,6 +468,8 @@ def _run(
     if lost and code in (EXIT_OK, EXIT_CHANGES):
         code = EXIT_OUTPUT_LOST
     if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
+        from batchsync.notify import notify
+
         notify(
             hooks,
             summary,

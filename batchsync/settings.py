@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.shard import ShardSpec
+from batchsync.usage import UsageError as UsageError  # re-exported: settings raise it
 
 Command = Literal["plan", "apply"]
 Format = Literal["text", "json"]
@@ -19,10 +20,6 @@ LogFormat = Literal["text", "json"]
 RecapBy = Literal["account", "tag"]
 NotifyOn = Literal["failure", "change", "always"]
 NotifyFormat = Literal["slack", "json"]
-
-
-class UsageError(Exception):
-    """A command line that cannot run: printed as ``batchsync: <message>``, exit 2."""
 
 
 class FailureBudget(msgspec.Struct, frozen=True):
