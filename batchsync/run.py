@@ -398,6 +398,14 @@ def _run(
     def on_engine(engine: Engine) -> None:
         progress.throttled = engine.throttled_accounts
 
+    def tick() -> None:  # a few times a second: the report to disk, the terminal redrawn
+        if report is not None:
+            report.flush()
+        if progress.enabled:
+            progress.refresh()  # which writes what stdout buffered first
+        else:
+            out.flush()
+
     summary: Summary | None = None
     code: int | None = None
     try:
@@ -409,7 +417,7 @@ def _run(
                 settings,
                 on_outcome,
                 on_engine,
-                progress.refresh if progress.enabled else out.flush,
+                tick,
                 redactor,
             )
         code = exit_code(summary, mode, settings.detailed_exitcode)
