@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable
 from typing import IO
 
@@ -29,15 +30,21 @@ class Sanitizer:
     they are added to the redactor before each outcome is cleaned.
     """
 
+    REFRESH_EVERY = 1.0  # seconds: the credentials in use are gathered at most this often
+
     def __init__(self, redactor: Redactor, refresh: Callable[[], Iterable[str]] | None = None) -> None:
         self.redactor = redactor
         self.refresh = refresh
+        self._refreshed = -1e9
 
     def text(self, value: str) -> str:
         return printable(value, self.redactor)
 
     def outcome(self, outcome: Outcome) -> Outcome:
-        if self.refresh is not None:
+        # Gathering every account's credentials costs a pass over the accounts: not per
+        # outcome. (The client has already redacted its own account's, tokens included.)
+        if self.refresh is not None and (now := time.monotonic()) - self._refreshed >= self.REFRESH_EVERY:
+            self._refreshed = now
             self.redactor.add(self.refresh())
         error = outcome.error
         if error is not None:

@@ -2,10 +2,10 @@
 
 One :class:`Redactor` per run knows every credential in each form a server or a log
 line could show it (raw, JSON-escaped, base64, percent-encoded, any letter case) and
-matches them all in one pass whose cost per character does not grow with the number
-of accounts: the forms are indexed by their first characters. It also hides any
-``Basic`` credential it sees, known or not. :func:`printable` is what every sink uses
-on text a server wrote.
+matches them all in one pass whose cost does not grow with the number of accounts: an
+Aho-Corasick automaton (pyahocorasick, in C) over the lower-cased forms. It also hides
+any ``Basic`` credential it sees, known or not. :func:`printable` is what every sink
+uses on text a server wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
+import ahocorasick
+
 __all__ = ["Redactor", "printable", "strip_controls"]
 
 # C0 and C1 controls, DEL, bidi overrides and zero-width marks, surrogates, and the two
@@ -27,8 +29,6 @@ _UNPRINTABLE = re.compile(
 
 # "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
 _BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
-
-KEY = 4  # characters of a form's index key; shorter forms go to a small regex
 
 
 def strip_controls(text: str) -> str:
@@ -62,37 +62,40 @@ class Redactor:
 
     Matching is case-insensitive (a server may upper-case what it echoes, or its
     percent-encoding) and longest-first, so a secret containing another goes whole.
+    Secrets may be added at any time (OAuth2 tokens are issued as a run goes); the
+    automaton is rebuilt on the next use.
     """
 
-    __slots__ = ("_index", "_secrets", "_short")
+    __slots__ = ("_automaton", "_dirty", "_forms", "_secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
-        self._index: dict[str, list[str]] = {}  # lower-cased first KEY chars -> lower-cased forms, longest first
-        self._short: re.Pattern[str] | None = None
+        self._forms: set[str] = set()  # lower-cased
+        self._automaton: ahocorasick.Automaton | None = None
+        self._dirty = False
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        """Also redact these (credentials are resolved, and tokens issued, as a run goes)."""
+        """Also redact these."""
         new = {s for s in secrets if s} - self._secrets  # an empty "secret" would match everywhere
         if not new:
             return
         self._secrets |= new
-        short: set[str] = set()
         for secret in new:
-            for form in forms(secret):
-                low = form.lower()
-                if len(low) < KEY:
-                    short.add(low)
-                    continue
-                bucket = self._index.setdefault(low[:KEY], [])
-                if low not in bucket:
-                    bucket.append(low)
-                    bucket.sort(key=len, reverse=True)
-        if short:
-            known = set(self._short.pattern.split("|")) if self._short is not None else set()
-            alternatives = sorted({re.escape(s) for s in short} | known, key=len, reverse=True)
-            self._short = re.compile("|".join(alternatives), re.IGNORECASE)
+            self._forms |= {form.lower() for form in forms(secret)}
+        self._dirty = True
+
+    def _build(self) -> ahocorasick.Automaton | None:
+        self._dirty = False
+        if not self._forms:
+            self._automaton = None
+            return None
+        automaton = ahocorasick.Automaton()
+        for form in self._forms:
+            automaton.add_word(form, len(form))
+        automaton.make_automaton()
+        self._automaton = automaton
+        return automaton
 
     def _basic(self, m: re.Match[str]) -> str:
         token = m.group(2)
@@ -109,35 +112,23 @@ class Redactor:
         return m.group(0)
 
     def __call__(self, text: str) -> str:
-        text = _BASIC.sub(self._basic, text)
-        if self._index:
-            text = self._scan(text)
-        if self._short is not None:
-            text = self._short.sub("***", text)
-        return text
-
-    def _scan(self, text: str) -> str:
         low = text.lower()
-        same = len(low) == len(text)  # a few characters change length when lower-cased
-        index = self._index
+        if "basic" in low:  # only then can the Basic pattern match
+            text = _BASIC.sub(self._basic, text)
+            low = text.lower()
+        automaton = self._build() if self._dirty else self._automaton
+        if automaton is None:
+            return text
+        if len(low) != len(text):
+            # A few characters lower-case to two (U+0130): keep every position where it is.
+            low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
         out: list[str] = []
         last = 0
-        i = 0
-        end = len(text) - KEY
-        while i <= end:
-            bucket = index.get(low[i : i + KEY] if same else text[i : i + KEY].lower())
-            if bucket is not None:
-                for form in bucket:
-                    if low.startswith(form, i) if same else text[i : i + len(form)].lower() == form:
-                        out.append(text[last:i])
-                        out.append("***")
-                        i += len(form)
-                        last = i
-                        break
-                else:
-                    i += 1
-                continue
-            i += 1
+        for end, length in automaton.iter_long(low):
+            start = end - length + 1
+            out.append(text[last:start])
+            out.append("***")
+            last = end + 1
         if not out:
             return text
         out.append(text[last:])
