@@ -20,6 +20,7 @@ virtual clock.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import math
@@ -31,6 +32,7 @@ from enum import IntEnum
 from typing import Any, cast
 
 import anyio
+import sniffio
 
 from batchsync.api import AccountApi, Api
 from batchsync.client import ApiError, AuthError, InvalidResponseError, ServerError, ThrottledError, TransportError
@@ -179,6 +181,15 @@ class _Account:
         return self.fatal is None and self.stopped is None
 
 
+def backend_clock() -> Callable[[], float]:
+    """``anyio.current_time`` without its lookup of the running backend on every call (a
+    microsecond, several times per request): the event loop's own clock under asyncio;
+    anyio's function elsewhere (trio, whose clock the tests make virtual)."""
+    if sniffio.current_async_library() == "asyncio":
+        return asyncio.get_running_loop().time
+    return anyio.current_time
+
+
 def _kind(error: ApiError) -> ErrorKind:
     return cast("ErrorKind", error.kind)
 
@@ -227,10 +238,16 @@ class Engine:
         self._timer_wake = anyio.Event()
         self._timer_target = math.inf
         self._in_flight: dict[int, _Step] = {}  # by id(step): what a cancellation leaves unfinished
+        self._clock: Callable[[], float] = anyio.current_time
         self._t0 = 0.0
         self._wall0 = 0.0
         self._total = 0
         self._throttled: set[str] = set()  # accounts waiting on their budget right now
+        # Past this many requests in flight, only the accounts that set the run's length
+        # start reads (see _pick); the others wait for a completion.
+        self._soft_cap = max(8, options.concurrency // 4)
+        self._critical_at = -math.inf
+        self._critical_s = 0.0
         self._warnings: dict[int, str] = {}  # pre-flight warnings, until the outcome takes them
         self._reads_done = 0
         self._writes_found = 0
@@ -254,7 +271,8 @@ class Engine:
         return sorted(self._throttled)
 
     async def run(self, jobs: Sequence[Job]) -> Summary:
-        self._t0 = anyio.current_time()
+        self._clock = backend_clock()
+        self._t0 = self._clock()
         self._wall0 = time.time()
         by_account: dict[str, list[Job]] = {}
         for job in jobs:
@@ -310,7 +328,7 @@ class Engine:
 
     async def _worker(self) -> None:
         while not self._over():
-            step = self._pick(anyio.current_time())
+            step = self._pick(self._clock())
             if step is None:
                 event = anyio.Event()
                 self._idlers.append(event)
@@ -323,7 +341,7 @@ class Engine:
         """Sleeps until the earliest moment an account's budget, pause or retry is due,
         then makes it ready and wakes as many idle workers as there is ready work."""
         while not self._over():
-            now = anyio.current_time()
+            now = self._clock()
             while self._timers and self._timers[0][0] <= now:
                 when, _, acc = heapq.heappop(self._timers)
                 if when != acc.timer_at:
@@ -369,14 +387,14 @@ class Engine:
         if self._idlers:  # ready work and an idle worker: wake it (it may find another took it)
             self._idlers.pop().set()
 
-    def _push_read(self, acc: _Account) -> None:
+    def _push_read(self, acc: _Account, wake: bool = True) -> None:
         if acc.in_r:
             return
         acc.in_r = True
         acc.rkey = -acc.remaining_time(self._drift())
         self._seq += 1
         heapq.heappush(self._rheap, (acc.rkey, self._seq, acc))
-        if self._idlers:
+        if wake and self._idlers:
             self._idlers.pop().set()
 
     def _evaluate(self, acc: _Account, now: float) -> None:
@@ -413,6 +431,17 @@ class Engine:
             self._throttled.add(acc.name)
         else:
             self._throttled.discard(acc.name)
+
+    def _critical(self, now: float) -> float:
+        """The most remaining work of any account, in seconds of its budget (recomputed
+        every 50 ms: it moves slowly, and a pass costs one step per account)."""
+        if now - self._critical_at >= 0.05:
+            drift = self._drift()
+            self._critical_at = now
+            self._critical_s = max(
+                (acc.remaining_time(drift) for acc in self.accts.values() if acc.open()), default=0.0
+            )
+        return self._critical_s
 
     def _drift(self) -> float:
         """The share of reads that found a difference so far, over all accounts (1/2 before any)."""
@@ -455,10 +484,19 @@ class Engine:
             if acc.reads.ready_at(now) > now:
                 self._evaluate(acc, now)
                 continue
-            if rheap and -acc.remaining_time(self._drift()) > rheap[0][0]:
+            remaining = acc.remaining_time(self._drift())
+            if rheap and -remaining > rheap[0][0]:
                 # Its work shrank since it was queued: another account is further behind now.
                 self._push_read(acc)
                 continue
+            if len(self._in_flight) >= self._soft_cap and remaining < 0.5 * self._critical(now):
+                # Many requests in flight already, and this account (the most behind of
+                # those ready) has plenty of slack: it waits rather than slow the event
+                # loop for the account that sets the run's length. A completion frees it
+                # (the worker that completes picks again); waking an idle worker for it
+                # now would only have it decline again.
+                self._push_read(acc, wake=False)
+                return None
             step = acc.read_q.popleft() if acc.read_q else self._start(acc, now)
             acc.reads.take()
             acc.in_flight += 1
@@ -496,7 +534,7 @@ class Engine:
     async def _execute(self, step: _Step) -> None:
         acc = step.acc
         work = step.work
-        now = anyio.current_time()
+        now = self._clock()
         if step.tries == 0:
             step.first = now
         step.sent = now
@@ -525,7 +563,7 @@ class Engine:
             exc.__context__ = None
             error = exc
         except Exception as exc:  # a bug of ours must cost one integration, not the run
-            end = anyio.current_time()
+            end = self._clock()
             bucket.give_back(end)
             acc.in_flight -= 1
             del self._in_flight[key]
@@ -535,10 +573,10 @@ class Engine:
         except BaseException:
             # Cancelled in flight (a second signal, the grace period is over): the
             # finaliser records its integration as skipped.
-            bucket.give_back(anyio.current_time())
+            bucket.give_back(self._clock())
             acc.in_flight -= 1
             raise
-        end = anyio.current_time()
+        end = self._clock()
         bucket.give_back(end)
         acc.in_flight -= 1
         del self._in_flight[key]
@@ -904,7 +942,7 @@ class Engine:
                 self.ledger.account_failures(acc.name),
                 extra={"fields": {"account": acc.name}},
             )
-            now = anyio.current_time()
+            now = self._clock()
             for work in self._drain(acc, now):
                 self._skip(work, reason, now)
         if len(self.ledger.finished) >= self._total:
@@ -917,7 +955,7 @@ class Engine:
 
     def _finish(self, jobs: Sequence[Job]) -> None:
         """Whatever ended the run (done, stopped, cancelled, a bug), every job gets its line."""
-        now = anyio.current_time()
+        now = self._clock()
         reason = self.stopping or "interrupted"
         for acc in self.accts.values():
             for work in self._drain(acc, now):

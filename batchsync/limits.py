@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 # We aim slightly under the documented budget: a server's clock and ours never agree
 # exactly, and a request's arrival jitters by a few milliseconds.
-SAFETY = 0.995
+SAFETY = 0.999
 # After a 429 the rate we believed in was wrong; each new 429 takes this much off it...
 BACKOFF_FACTOR = 0.8
 # ...down to this fraction of the declared rate, never lower.
