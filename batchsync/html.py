@@ -121,7 +121,7 @@ _STATUS: Final = {
 # -- time series -------------------------------------------------------------------------
 
 
-class _Series:
+class Series:
     """Counts over time from ``t0`` in :data:`SLOTS` bins whose width doubles (merging
     neighbours) whenever a later time arrives: bounded memory for a run of any length."""
 
@@ -161,8 +161,8 @@ class _Lane:
     __slots__ = ("exact", "first", "last", "reads", "throttles", "writes")
 
     def __init__(self, t0: float, width: float) -> None:
-        self.reads = _Series(t0, width)
-        self.writes = _Series(t0, width)
+        self.reads = Series(t0, width)
+        self.writes = Series(t0, width)
         self.throttles = 0  # 429s with a known time (only from per-request records)
         self.first = math.inf
         self.last = -math.inf

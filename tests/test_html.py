@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sandbox_fixture import SANDBOX_ENV
 
 from batchsync.diff import Change, MappingChange
-from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, _Series, render, visible, write_html
+from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, Series, render, visible, write_html
 from batchsync.inventory import Limits
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.redact import Redactor
@@ -259,7 +259,7 @@ def test_listing_is_bounded_and_the_renderer_consumes_a_generator_once() -> None
 
 
 def test_time_series_stay_bounded_over_a_long_run_and_keep_every_count() -> None:
-    series = _Series(T0, 0.05)
+    series = Series(T0, 0.05)
     for i in range(0, 8 * 3600, 7):  # a night, one request every 7 s
         series.add(T0 + i)
     series.add(T0 - 5)  # before the start: counted in the first bin
