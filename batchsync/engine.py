@@ -434,8 +434,8 @@ class Engine:
 
     def _critical(self, now: float) -> float:
         """The most remaining work of any account, in seconds of its budget (recomputed
-        every 50 ms: it moves slowly, and a pass costs one step per account)."""
-        if now - self._critical_at >= 0.05:
+        every 0.2 s: it moves slowly, and a pass costs a step per account)."""
+        if now - self._critical_at >= 0.2:
             drift = self._drift()
             self._critical_at = now
             self._critical_s = max(

@@ -195,8 +195,13 @@ class TextLogFormatter(RedactingFormatter):
     def __init__(self, secrets: Iterable[str] = (), redactor: Redactor | None = None) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets, redactor)
 
+    _stamp: tuple[int, str] = (-1, "")
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+        second = int(record.created)
+        if second != self._stamp[0]:  # one strftime a second, not one a line (-v logs each request)
+            self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+        return self._stamp[1]
 
     def render(self, record: logging.LogRecord) -> str:
         text = super().render(record)
@@ -248,6 +253,12 @@ def setup_logging(
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r} (debug, info, warning, error, critical)")
+    # What no batchsync line shows, logging need not gather for every record: the logging
+    # documentation's own optimisations (with -v, a record per request).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     formatter: RedactingFormatter
     if fmt == "json":
         formatter = JsonLogFormatter(secrets=secrets, redactor=redactor)
