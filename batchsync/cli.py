@@ -671,6 +671,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        logs = sys.modules.get("batchsync.progress")  # loaded by the commands that log
+        if logs is not None:
+            logs.flush_logs()  # the lines a buffered handler still holds
 
 
 def entry() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "RedactingFormatter",
     "Redactor",
     "TextLogFormatter",
+    "flush_logs",
     "format_duration",
     "redact",
     "setup_logging",
@@ -237,14 +238,77 @@ class JsonLogFormatter(RedactingFormatter):
 _HANDLER_MARK = "_batchsync_handler"
 
 
+class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines for a run: a line is an append, and the lines are written together.
+
+    ``-v`` logs every request (100,000 lines and more in a large run): one ``write()`` and
+    ``flush()`` each, where ``PYTHONUNBUFFERED`` is set, cost more than the lines. They go
+    out when :meth:`flush` is called (a run's timer a few times a second, its end), past
+    ``LIMIT`` characters, and at once for a WARNING or worse, which an operator must see
+    without delay. ``before_write`` runs before each write: the progress line erases itself
+    there, so a log line never starts on its row.
+    """
+
+    LIMIT = 1 << 16  # characters kept before a write, whatever the timer
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.before_write: Callable[[], None] | None = None
+        self._parts: list[str] = []
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._parts.append(text)
+        self._size += len(text)
+        if record.levelno >= logging.WARNING or self._size > self.LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._parts:
+                return
+            text = "".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+            if self.before_write is not None:
+                self.before_write()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: there is nobody to tell
+                pass
+
+
+def _handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger("batchsync").handlers if getattr(h, _HANDLER_MARK, False)]
+
+
+def flush_logs(before_write: Callable[[], None] | None = None, *, hook: bool = False) -> None:
+    """Write the log lines waiting in the ``batchsync`` handler; with ``hook``, also make
+    ``before_write`` what runs before each later write (``None`` removes it)."""
+    for handler in _handlers():
+        if hook and isinstance(handler, BufferedHandler):
+            handler.before_write = before_write
+        handler.flush()
+
+
 def setup_logging(
     level: str,
     fmt: str,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
     redactor: Redactor | None = None,
+    buffered: bool = False,
 ) -> RedactingFormatter:
     """Send the ``batchsync`` logger to stderr as ``fmt`` ("text" or "json") at ``level``.
+
+    ``buffered``: lines below WARNING wait for :func:`flush_logs` (see BufferedHandler);
+    ``batchsync.cli.main`` flushes them before it returns.
 
     Calling it again replaces the handler it installed. Returns the formatter, so secrets
     resolved later can be added with ``add_secrets``. Raises ValueError for an unknown
@@ -267,9 +331,11 @@ def setup_logging(
     else:
         raise ValueError(f"unknown log format {fmt!r} (text, json)")
     logger = logging.getLogger("batchsync")
-    for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+    for old in _handlers():
+        old.flush()
         logger.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    target = sys.stderr if stream is None else stream
+    handler = BufferedHandler(target) if buffered else logging.StreamHandler(target)
     setattr(handler, _HANDLER_MARK, True)
     handler.setFormatter(formatter)
     logger.addHandler(handler)

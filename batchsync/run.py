@@ -36,7 +36,7 @@ from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
-from batchsync.progress import Progress, setup_logging
+from batchsync.progress import Progress, flush_logs, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import (
     Budget,
@@ -312,7 +312,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     # Whatever a log line or an outcome carries, these values come out as ***.
     redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets())
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
-    setup_logging(level, settings.log_format, redactor=redactor)
+    setup_logging(level, settings.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
         return _run(settings, inv, jobs, shard, redactor, hooks)
     try:
@@ -358,6 +358,7 @@ def _run(
     out = Screen(sys.stdout)
     progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
+    flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
     budget = Budget() if mode == "plan" else None
     # Only what this run asked for is imported (the start-up of a run is its first request's delay).
     page = None
@@ -398,9 +399,10 @@ def _run(
     def on_engine(engine: Engine) -> None:
         progress.throttled = engine.throttled_accounts
 
-    def tick() -> None:  # a few times a second: the report to disk, the terminal redrawn
+    def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
         if report is not None:
             report.flush()
+        flush_logs()
         if progress.enabled:
             progress.refresh()  # which writes what stdout buffered first
         else:
@@ -423,6 +425,7 @@ def _run(
         code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
         out.flush()
+        flush_logs()
         progress.close()
         if report is not None:
             report.close(summary, mode, code)

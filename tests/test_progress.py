@@ -18,6 +18,7 @@ from batchsync.progress import (
     Progress,
     Redactor,
     TextLogFormatter,
+    flush_logs,
     format_duration,
     redact,
     setup_logging,
@@ -210,6 +211,53 @@ def test_text_log_format_and_setup_replaces_its_handler(batchsync_logger: loggin
     line = out.getvalue()
     assert line.endswith(" WARNING batchsync.run: password *** account=acme\n")
     assert line.count("\n") == 1
+
+
+def test_buffered_log_lines_wait_for_a_flush_a_warning_goes_at_once_after_the_progress_line(
+    batchsync_logger: logging.Logger,
+) -> None:
+    out, clock = io.StringIO(), FakeClock()
+    setup_logging("debug", "text", secrets=["hunter2"], stream=out, buffered=True)
+    progress = Progress(2, out, enabled=True, clock=clock)
+    flush_logs(progress.clear, hook=True)
+    log = logging.getLogger("batchsync.client")
+    progress.refresh()
+    drawn = out.getvalue()
+    assert drawn.startswith("\r[") and drawn.endswith("\x1b[K")
+    log.debug("GET one hunter2")
+    log.debug("GET two")
+    assert out.getvalue() == drawn  # held: no write per line
+    log.warning("slowing")  # a warning goes at once, with the lines before it, in order
+    written = out.getvalue()[len(drawn) :]
+    assert written.startswith("\r\x1b[K")  # the progress line erased first: no log line starts on its row
+    lines = written[len("\r\x1b[K") :].splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "DEBUG batchsync.client: GET one ***",
+        "DEBUG batchsync.client: GET two",
+        "WARNING batchsync.client: slowing",
+    ]
+    log.debug("GET three")
+    before = out.getvalue()
+    flush_logs()  # the run's timer, its end, or main() returning
+    assert out.getvalue()[len(before) :].endswith("batchsync.client: GET three\n")
+    flush_logs()  # nothing waits: nothing written
+    assert out.getvalue().endswith("GET three\n")
+
+
+def test_buffered_log_lines_go_out_past_the_limit_without_a_flush(batchsync_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    setup_logging("debug", "json", stream=out, buffered=True)
+    log = logging.getLogger("batchsync.client")
+    n = 0
+    while not out.getvalue():
+        log.debug("x" * 100)
+        n += 1
+        assert n < 2000, "never written"
+    lines = out.getvalue().splitlines()
+    assert len(lines) == n  # all of them, in one write
+    assert all(json.loads(line)["message"] == "x" * 100 for line in lines)
+    size = len(lines[0]) + 1  # every line the same length, with its newline
+    assert n * size > 1 << 16 >= (n - 1) * size  # written by the first line past 64 KiB
 
 
 def test_setup_logging_rejects_unknown_values(batchsync_logger: logging.Logger) -> None:
