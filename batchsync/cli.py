@@ -685,8 +685,31 @@ def entry() -> None:
     large run only delays the exit (0.1 s at 3,000 integrations, more at 100,000), which
     is the time a scheduler waits for the next job.
     """
+    _standard_streams()
     code = main()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
             stream.flush()
     os._exit(code)
+
+
+def _standard_streams() -> None:
+    """A closed stdin, stdout or stderr (``2>&-``) becomes ``/dev/null``.
+
+    Python starts with ``sys.stderr = None`` then, and the first socket the run opens
+    would take the free descriptor: a line written to "stderr" would go to a server. A
+    run with stderr closed exited 1 although every integration converged (flushing None
+    at the end raised, and the traceback had nowhere to go)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        opened = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+        if getattr(sys, name) is None:  # the process's stream, open until it exits
+            stream = open(fd, mode, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+            setattr(sys, name, stream)

@@ -6,6 +6,7 @@ clean), text or JSON log formatting, and redaction of secret values in anything 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -277,11 +278,10 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._size = 0
             if self.before_write is not None:
                 self.before_write()
-            try:
+            # stderr closed or gone: nobody to tell, and a log line never stops a run
+            with contextlib.suppress(Exception):
                 self.stream.write(text)
                 self.stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: there is nobody to tell
-                pass
 
 
 def _handlers() -> list[logging.Handler]:

@@ -155,3 +155,22 @@ def test_an_output_may_not_replace_a_file_the_inventory_references(tmp_path: Pat
         result = batchsync("plan", str(inventory), "--sandbox", "--report", str(target), env=env_with({}))
         assert result.returncode == 2 and "which the inventory reads" in result.stderr, (target, result.stderr)
     assert (secrets / "acme.secret").read_text() == "acme-secret\n"
+
+
+@pytest.mark.parametrize("closed", [(2,), (1,), (0, 1, 2)], ids=["stderr", "stdout", "all three"])
+def test_a_run_with_its_standard_streams_closed_converges_and_exits_0(tmp_path: Path, closed: tuple[int, ...]) -> None:
+    """`batchsync apply ... 2>&-` from a careless crontab: Python starts with no sys.stderr,
+    and the run's first socket would take descriptor 2. It used to exit 1 with everything
+    converged (and, with -v, stop its run half way)."""
+    report = tmp_path / "report.jsonl"
+    cmd = [sys.executable, "-m", "batchsync", "apply", "inventories/example.toml", "--sandbox", "-v"]
+    proc = subprocess.run(
+        [*cmd, "--report", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=lambda: [os.close(fd) for fd in closed],  # closed after the pipes are set up
+    )
+    assert proc.returncode == 0
+    *outcomes, summary = [line for line in report.read_text().splitlines() if '"header"' not in line]
+    assert len(outcomes) == 23 and '"skipped":0' in summary and '"failed":0' in summary
