@@ -424,8 +424,8 @@ def _run(
             )
         code = exit_code(summary, mode, settings.detailed_exitcode)
     finally:
+        flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
         out.flush()
-        flush_logs()
         progress.close()
         if report is not None:
             report.close(summary, mode, code)
