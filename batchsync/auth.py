@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import math
 import re
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -33,6 +35,8 @@ from batchsync.client import (
 )
 from batchsync.redact import Redactor
 from batchsync.secrets import Secret
+
+log = logging.getLogger("batchsync.http")
 
 
 class Authenticator(Protocol):
@@ -149,7 +153,9 @@ class OAuth2Authenticator:
         *,
         timeout: float,
         clock: Callable[[], float] = anyio.current_time,
+        name: str = "",
     ) -> None:
+        self.name = name  # the account's, for log lines
         self._session = session
         self._token_url = token_url
         self._shown_url = safe_location(token_url)
@@ -222,6 +228,7 @@ class OAuth2Authenticator:
     async def _fetch(self) -> str:
         sent = self._clock()
         self.fetches += 1
+        started = time.monotonic()
         try:
             status, body, headers = await exchange(
                 self._session,
@@ -235,6 +242,23 @@ class OAuth2Authenticator:
         except ApiError as exc:
             exc.url = self._shown_url
             raise
+        if log.isEnabledFor(logging.DEBUG):  # as the client logs its requests (-v); never the body
+            ms = (time.monotonic() - started) * 1000
+            fields = {
+                "account": self.name,
+                "method": "POST",
+                "status": status,
+                "ms": round(ms, 1),
+                "token_request": self.fetches,
+            }
+            log.debug(
+                "POST %s -> %d (token request %d, %.1f ms)",
+                self._shown_url,
+                status,
+                self.fetches,
+                ms,
+                extra={"fields": fields},
+            )
         if 200 <= status < 300:
             return self._accept(body, status, sent)
         if status == 429 or status >= 500:  # busy or down: retryable, like any API request

@@ -99,6 +99,7 @@ class HttpApi:
             creds.client_secret,
             creds.scope,
             timeout=self.timeout,
+            name=account.name,
         )
 
     def secrets(self) -> tuple[str, ...]:

@@ -96,6 +96,11 @@ def test_two_thousand_integrations_over_four_oauth2_accounts_renew_their_tokens(
         # from its first request to its last, one token per lifetime (and the first one)
         assert abs(fetched - (run_length / LIFETIME + 1)) <= 1 + (wall - run_length) / LIFETIME, (name, fetched)
         assert fetched >= 3
+        # -v logs each token request, as it logs the API's, with the account and never the token
+        logged = [
+            line for line in done.stderr.splitlines() if "/oauth2/token -> 200" in line and f"account={name} " in line
+        ]
+        assert len(logged) == fetched, (name, len(logged), fetched)
     print(f"run {run_length:.1f} s, wall {wall:.1f} s, tokens issued {stats['tokens_issued']}, expired 0")
     again = batchsync("plan", str(inventory), "--base-url", box.url, "--detailed-exitcode", env=env)
     assert again.returncode == 0, again.stdout[-1000:]  # every integration converged
