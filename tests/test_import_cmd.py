@@ -9,19 +9,18 @@ person runs (three accounts, 300 shops in four families, ten of other systems).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+from cli_helpers import SandboxProcess
 from fake_api import FakeApi, run_virtual
 from fake_api import Shop as FakeShop
 from hypothesis import HealthCheck, given, settings
@@ -363,45 +362,13 @@ def test_importing_then_planning_changes_nothing(
 # -- the command line ---------------------------------------------------------------------------
 
 
-class SeedSandbox:
-    """``batchsync sandbox --seed-file`` in a process of its own."""
+class SeedSandbox(SandboxProcess):
+    """``batchsync sandbox --seed-file`` in a process of its own, seeded from ``seed``."""
 
     def __init__(self, seed: Seed, tmp: Path, *args: str) -> None:
         seed_file = tmp / "seed.json"
         seed_file.write_bytes(msgspec.json.encode(seed))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0", "--seed-file", str(seed_file), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "http://" in line, (line, self.proc.stderr.read() if self.proc.stderr else "")
-        self.url = line[line.index("http://") :].split()[0]
-
-    def stats(self) -> Any:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats") as resp:  # loopback only
-            return json.load(resp)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def boxes() -> Iterator[list[SeedSandbox]]:
-    started: list[SeedSandbox] = []
-    yield started
-    for box in started:
-        if box.proc.poll() is None:
-            box.stop()
+        super().__init__(None, dict(os.environ), "--seed-file", str(seed_file), *args)
 
 
 def batchsync(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -421,11 +388,11 @@ SCALED = {"reads_per_minute": 1000.0 * K, "writes_per_minute": 100.0 * K, "write
 
 @pytest.mark.parametrize("mappings", [True, False])
 def test_three_accounts_300_shops_in_4_families_import_as_4_sets_and_plan_to_nothing(
-    tmp_path: Path, boxes: list[SeedSandbox], mappings: bool
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], mappings: bool
 ) -> None:
     seed = fleet_seed(3, 300, families=4, others=10, mappings=mappings, seed=7)
     box = SeedSandbox(seed, tmp_path, "--time-scale", str(K), "--page-size", "50")
-    boxes.append(box)
+    sandbox_proc.append(box)
     env = account_env(seed)
     source = write_accounts(tmp_path, seed, box.url, SCALED)
     out = tmp_path / "fleet.toml"
@@ -448,10 +415,12 @@ def test_three_accounts_300_shops_in_4_families_import_as_4_sets_and_plan_to_not
     assert "unchanged=300" in planned.stdout
 
 
-def test_the_command_keeps_what_is_declared_and_says_what_is_gone(tmp_path: Path, boxes: list[SeedSandbox]) -> None:
+def test_the_command_keeps_what_is_declared_and_says_what_is_gone(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
     seed = fleet_seed(2, 12, families=1, others=1, mappings=False, limits=FAST_LIMITS)
     box = SeedSandbox(seed, tmp_path)
-    boxes.append(box)
+    sandbox_proc.append(box)
     env = account_env(seed)
     raw = read_raw(write_accounts(tmp_path, seed, box.url, SCALED))
     mine = seed.integrations[0]
@@ -504,10 +473,10 @@ def test_an_invalid_inventory_exits_2_with_its_problems(tmp_path: Path) -> None:
     assert not (tmp_path / "out.toml").exists()
 
 
-def test_an_interrupted_import_writes_nothing(tmp_path: Path, boxes: list[SeedSandbox]) -> None:
+def test_an_interrupted_import_writes_nothing(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
     seed = fleet_seed(1, 60, families=1, others=0, mappings=False, limits=FAST_LIMITS)
     box = SeedSandbox(seed, tmp_path, "--latency", "0.2:0.2")
-    boxes.append(box)
+    sandbox_proc.append(box)
     source = write_accounts(tmp_path, seed, box.url)
     out = tmp_path / "out.toml"
     out.write_text("before")
