@@ -31,6 +31,7 @@ from batchsync.exitcodes import (
 from batchsync.inventory import Limits
 from batchsync.monitoring import atomic_write
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.progress import format_duration
 from batchsync.report import Budget, print_outcome
 
 __all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
@@ -83,15 +84,7 @@ def _e(text: object) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = max(0.0, seconds)
-    if s < 10:
-        return f"{s:.1f}s"
-    if s < 60:
-        return f"{s:.0f}s"
-    whole = round(s)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return format_duration(seconds, tenths_below=10)
 
 
 def _when(unix: float) -> str:

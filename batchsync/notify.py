@@ -24,6 +24,7 @@ import msgspec
 
 from batchsync import __version__
 from batchsync.outcome import Outcome, Summary
+from batchsync.progress import format_duration
 from batchsync.settings import NotifyFormat, NotifyOn
 
 log = logging.getLogger("batchsync.notify")
@@ -120,13 +121,7 @@ def _plain(text: str, limit: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = max(0.0, seconds)
-    if s < 60:
-        return f"{s:.1f}s"
-    whole = round(s)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return format_duration(seconds, tenths_below=60)
 
 
 def _headline(summary: Summary, mode: str, exit_code: int) -> str:

@@ -34,8 +34,11 @@ __all__ = [
 # -- progress -----------------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
-    """``45s``, ``1m32s``, ``2h05m``: short enough for a status line."""
+def format_duration(seconds: float, tenths_below: float = 0.0) -> str:
+    """``45s``, ``1m32s``, ``2h05m``: short enough for a status line; ``7.4s`` under
+    ``tenths_below`` seconds (a report's short runs)."""
+    if seconds < tenths_below:
+        return f"{max(0.0, seconds):.1f}s"
     s = max(0, round(seconds))
     if s < 60:
         return f"{s}s"
