@@ -8,7 +8,6 @@ style sheet or image comes from outside the file: it works opened from disk or m
 from __future__ import annotations
 
 import html
-import io
 import math
 import re
 import time
@@ -32,7 +31,7 @@ from batchsync.inventory import Limits
 from batchsync.monitoring import atomic_write
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.progress import format_duration
-from batchsync.report import Budget, print_outcome
+from batchsync.report import Budget, outcome_lines
 
 __all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
 
@@ -473,9 +472,7 @@ class HtmlReport:
             return f'<section id="changes"><h2>{heading} (0)</h2><p>Nothing changed.</p></section>'
         items = []
         for o in sorted(self.changes, key=lambda o: (o.account, o.integration_id)):
-            buffer = io.StringIO()
-            print_outcome(o, self.mode, buffer)
-            lines = buffer.getvalue().rstrip("\n").split("\n")
+            lines = outcome_lines(o, self.mode)
             body = "\n".join(_diff_line(self.redact(line)) for line in lines[1:])
             tags = f' <span class="tags">{_e(", ".join(o.tags))}</span>' if o.tags else ""
             items.append(

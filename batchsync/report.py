@@ -231,47 +231,47 @@ def _mapping_line(change: MappingChange) -> str:
 
 
 def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.stdout, verbose: bool = False) -> None:
-    """One integration's result as text: the diff for changes, the reason for failures."""
+    """One integration's result as text: the diff for changes, the reason for failures.
+
+    Its lines go out in one write (an outcome is a few lines, and a run has many)."""
+    lines = outcome_lines(outcome, mode, verbose)
+    if lines:
+        out.write("\n".join(lines) + "\n")
+
+
+def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[str]:
+    """The lines :func:`print_outcome` writes (none for an unchanged integration, unless
+    ``verbose`` or it has a warning)."""
     where = f"integration {outcome.integration_id} ({outcome.account})"
+    lines: list[str] = []
     if outcome.result == "failed" and outcome.error is not None:
         e = outcome.error
         status = f" {e.http_status}" if e.http_status else ""
         pointer = f" at {e.pointer}" if e.pointer else ""
         attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
-        print(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}", file=out)
+        lines.append(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}")
         if mode == "plan":
             for change in outcome.changes:
-                for line in _change_lines(change, mode):
-                    print(line, file=out)
-            for mapping in outcome.mapping_changes:
-                print(_mapping_line(mapping), file=out)
-        _print_warnings(outcome, out)
-        return
-    if outcome.result == "skipped":
+                lines.extend(_change_lines(change, mode))
+            lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
+    elif outcome.result == "skipped":
         if verbose:
-            print(f"  {where}: skipped: {outcome.reason}", file=out)
-        return
-    if outcome.result == "unchanged":
+            lines.append(f"  {where}: skipped: {outcome.reason}")
+        return lines
+    elif outcome.result == "unchanged":
         if verbose or outcome.warnings:
-            print(f"  {where}: unchanged", file=out)
-        _print_warnings(outcome, out)
-        return
-    verb = "will change" if mode == "plan" else "changed"
-    counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
-    if outcome.mapping_changes:
-        counts += f", mapping {len(outcome.mapping_changes)}"
-    print(f"~ {where} {verb} ({counts})", file=out)
-    for change in outcome.changes:
-        for line in _change_lines(change, mode):
-            print(line, file=out)
-    for mapping in outcome.mapping_changes:
-        print(_mapping_line(mapping), file=out)
-    _print_warnings(outcome, out)
-
-
-def _print_warnings(outcome: Outcome, out: SupportsWrite[str]) -> None:
-    for warning in outcome.warnings:
-        print(f"    warning: {warning}", file=out)
+            lines.append(f"  {where}: unchanged")
+    else:
+        verb = "will change" if mode == "plan" else "changed"
+        counts = f"+{outcome.added} ~{outcome.changed} -{outcome.removed}"
+        if outcome.mapping_changes:
+            counts += f", mapping {len(outcome.mapping_changes)}"
+        lines.append(f"~ {where} {verb} ({counts})")
+        for change in outcome.changes:
+            lines.extend(_change_lines(change, mode))
+        lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
+    lines.extend(f"    warning: {warning}" for warning in outcome.warnings)
+    return lines
 
 
 class Budget:

@@ -8,7 +8,6 @@ not in the library modules it calls.
 from __future__ import annotations
 
 import gc
-import io
 import ipaddress
 import logging
 import signal
@@ -42,6 +41,7 @@ from batchsync.report import (
     Budget,
     ReportWriter,
     TagTally,
+    outcome_lines,
     print_mapping_totals,
     print_outcome,
     print_recap,
@@ -387,9 +387,7 @@ def _run(
         if quiet:
             if outcome.result == "failed":
                 if json_logs:  # a log shipper gets JSON on stderr, nothing else
-                    buffer = io.StringIO()
-                    print_outcome(outcome, mode, buffer)
-                    log.error("%s", buffer.getvalue().rstrip("\n"))
+                    log.error("%s", "\n".join(outcome_lines(outcome, mode)))
                 else:
                     print_outcome(outcome, mode, sys.stderr)
         elif not as_json:
