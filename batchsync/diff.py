@@ -14,10 +14,17 @@ from typing import Literal
 
 import msgspec
 
-from batchsync.wire import STATUS_CATEGORIES, CurrentMapping, CurrentMappingItem, CurrentStatus
+from batchsync.wire import STATUS_CATEGORIES, CurrentMapping, CurrentMappingItem, CurrentStatus, CurrentTranslation
 
-TranslationSet = frozenset[tuple[str, str]]
+# A status's translations as a set: a decoded ``CurrentTranslation`` is frozen, so hashable
+# by value, and a GET answer's list becomes a set without a step per translation.
+TranslationSet = frozenset[CurrentTranslation]
 Op = Literal["+", "~", "-"]
+
+
+def translation_set(pairs: Iterable[tuple[str, str]]) -> TranslationSet:
+    """The set of ``(language, name)`` pairs, as :func:`diff` compares them."""
+    return frozenset(CurrentTranslation(name, language) for language, name in pairs)
 
 
 class Change(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -29,37 +36,47 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     after: dict[str, str] | None = None
 
 
-class Diff(msgspec.Struct, frozen=True, gc=False):
-    changes: tuple[Change, ...]
+class Diff:
+    """The changes of one integration's statuses, with their counts by kind."""
 
-    @property
-    def added(self) -> int:
-        return sum(1 for c in self.changes if c.op == "+")
+    __slots__ = ("added", "changed", "changes", "removed")
 
-    @property
-    def changed(self) -> int:
-        return sum(1 for c in self.changes if c.op == "~")
-
-    @property
-    def removed(self) -> int:
-        return sum(1 for c in self.changes if c.op == "-")
+    def __init__(self, changes: tuple[Change, ...]) -> None:
+        self.changes = changes
+        added = changed = removed = 0
+        for c in changes:
+            if c.op == "+":
+                added += 1
+            elif c.op == "~":
+                changed += 1
+            else:
+                removed += 1
+        self.added, self.changed, self.removed = added, changed, removed
 
     def __bool__(self) -> bool:
         return bool(self.changes)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Diff) and other.changes == self.changes
 
-def _names(translations: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return dict(sorted(translations))
+    __hash__ = None  # type: ignore[assignment]  # compared by value, not hashed
+
+    def __repr__(self) -> str:
+        return f"Diff({self.changes!r})"
+
+
+def _names(translations: TranslationSet) -> dict[str, str]:
+    return dict(sorted([(t.language, t.status) for t in translations]))
+
+
+_NO_CHANGE = Diff(())
 
 
 def diff(desired: dict[str, TranslationSet], current: Iterable[CurrentStatus]) -> Diff:
     """What a POST of ``desired`` would do to ``current``."""
-    now: dict[str, TranslationSet] = {}
-    for status in current:
-        if status.deleted_at is None:
-            now[status.external_id] = frozenset((t.language, t.status) for t in status.translations)
+    now = {s.external_id: frozenset(s.translations) for s in current if s.deleted_at is None}
     if now == desired:  # the common case, decided without building anything
-        return Diff(())
+        return _NO_CHANGE
     changes: list[Change] = []
     for external_id, want in desired.items():
         have = now.get(external_id)

@@ -22,6 +22,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from batchsync import documents
+from batchsync.diff import TranslationSet, translation_set
 from batchsync.documents import FileProblem, key_part
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.wire import (
@@ -238,7 +239,7 @@ class Desired:
     def __init__(self, statuses: Statuses) -> None:
         self.statuses = statuses
         self._encoded: bytes | None = None
-        self._index: dict[str, frozenset[tuple[str, str]]] | None = None
+        self._index: dict[str, TranslationSet] | None = None
 
     @property
     def encoded(self) -> bytes:
@@ -248,11 +249,11 @@ class Desired:
         return self._encoded
 
     @property
-    def index(self) -> dict[str, frozenset[tuple[str, str]]]:
-        """external_id -> {(language, name)}: what a diff compares."""
+    def index(self) -> dict[str, TranslationSet]:
+        """external_id -> its translations as a set: what a diff compares."""
         if self._index is None:
             self._index = {
-                s.external_id: frozenset((t.language, t.status) for t in s.translations) for s in self.statuses
+                s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses
             }
         return self._index
 

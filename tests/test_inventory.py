@@ -20,6 +20,7 @@ import yaml
 
 from batchsync import inventory as inv_mod
 from batchsync import wire
+from batchsync.diff import translation_set
 from batchsync.inventory import (
     BasicCredentials,
     Inventory,
@@ -193,7 +194,7 @@ def test_desired_body_is_a_post_body(workdir: Path) -> None:
         assert body == wire.PostShopOrderStatuses(job.integration_id, job.desired.statuses)
         assert wire.check_statuses(body.statuses) == []
     index = inv.jobs[0].desired.index
-    assert index["2"] == frozenset({("en-gb", "Shipped"), ("nl-nl", "Verzonden")})
+    assert index["2"] == translation_set({("en-gb", "Shipped"), ("nl-nl", "Verzonden")})
 
 
 def test_empty_statuses_is_allowed(workdir: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchsync.diff import Change, Diff, TranslationSet, diff, everything_added
+from batchsync.diff import Change, Diff, TranslationSet, diff, everything_added, translation_set
 from batchsync.inventory import Desired, Job, merge_statuses, select
 from batchsync.redact import Redactor
 from batchsync.wire import LANGUAGES, CurrentStatus, CurrentTranslation, Status, Translation
@@ -31,7 +31,7 @@ names = st.sampled_from(["Paid", "Sent", "Delivered", "Betaald", "Verzonden", "P
 def translation_sets(draw: st.DrawFn) -> TranslationSet:
     """One status's translations: 1 to 7, one per language (what the inventory allows)."""
     langs = draw(st.lists(st.sampled_from(LANGUAGES), min_size=1, max_size=7, unique=True))
-    return frozenset((lang, draw(names)) for lang in langs)
+    return translation_set((lang, draw(names)) for lang in langs)
 
 
 desired_states = st.dictionaries(ids, translation_sets(), max_size=8)
@@ -39,10 +39,7 @@ desired_states = st.dictionaries(ids, translation_sets(), max_size=8)
 
 def as_current(state: dict[str, TranslationSet], order: list[int] | None = None) -> list[CurrentStatus]:
     """What GET /shop-order-statuses answers for ``state`` (statuses and translations in any order)."""
-    out = [
-        CurrentStatus(ext, tuple(CurrentTranslation(name, lang) for lang, name in sorted(trs)))
-        for ext, trs in state.items()
-    ]
+    out = [CurrentStatus(ext, tuple(sorted(trs, key=lambda t: (t.language, t.status)))) for ext, trs in state.items()]
     return [out[i] for i in order] if order is not None else out
 
 
@@ -66,7 +63,7 @@ def applied(current: list[CurrentStatus], d: Diff) -> dict[str, dict[str, str]]:
 
 
 def named(state: dict[str, TranslationSet]) -> dict[str, dict[str, str]]:
-    return {ext: dict(trs) for ext, trs in state.items()}
+    return {ext: {t.language: t.status for t in trs} for ext, trs in state.items()}
 
 
 # -- diff ---------------------------------------------------------------------------------------
