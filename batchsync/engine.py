@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from enum import IntEnum
 from typing import Any, cast
 
@@ -39,7 +39,7 @@ from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_
 from batchsync.inventory import Account, Job
 from batchsync.ledger import Ledger, Reached
 from batchsync.limits import FLOOR, Bucket
-from batchsync.outcome import ErrorInfo, ErrorKind, Outcome, Result, Summary
+from batchsync.outcome import AccountStats, ErrorInfo, ErrorKind, Outcome, Result, Summary
 from batchsync.settings import Options
 from batchsync.wire import CurrentMapping, CurrentStatus, Integration
 
@@ -56,7 +56,16 @@ class Op(IntEnum):
     POST_MAPPING = 4
 
 
-_WRITES = (Op.POST_STATUSES, Op.POST_MAPPING)
+# The members by plain names: looking a member up on its enum class costs several times
+# the comparison it is used in, and the engine compares steps' ops on every request.
+_PAGE, _GET_STATUSES, _GET_MAPPING, _POST_STATUSES, _POST_MAPPING = (
+    Op.PAGE,
+    Op.GET_STATUSES,
+    Op.GET_MAPPING,
+    Op.POST_STATUSES,
+    Op.POST_MAPPING,
+)
+_WRITES = (_POST_STATUSES, _POST_MAPPING)
 
 
 class _Work:
@@ -111,6 +120,7 @@ class _Account:
         "reads",
         "reads_done",
         "rkey",
+        "stats",
         "stopped",
         "timer_at",
         "tripped_at",
@@ -121,10 +131,11 @@ class _Account:
         "writes_found",
     )
 
-    def __init__(self, account: Account, api: AccountApi, now: float) -> None:
+    def __init__(self, account: Account, api: AccountApi, now: float, stats: AccountStats) -> None:
         self.name = account.name
         self.account = account
         self.api = api
+        self.stats = stats  # its counters in the run's summary
         lim = account.limits
         self.reads = Bucket(lim.reads_per_minute, lim.write_burst, now)
         self.writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
@@ -294,11 +305,11 @@ class Engine:
                 # is even set up.
                 for name in sorted(by_account, key=lambda n: -len(by_account[n])):
                     account = self.accounts[name]
-                    acc = _Account(account, self.api.account(account), now)
+                    acc = _Account(account, self.api.account(account), now, self.ledger.stats(name))
                     self.accts[name] = acc
                     if opts.preflight:
                         acc.unconfirmed = {j.integration_id: j for j in by_account[name]}
-                        acc.read_q.append(_Step(Op.PAGE, acc, None))
+                        acc.read_q.append(_Step(_PAGE, acc, None))
                     else:
                         for job in by_account[name]:
                             self._enlist(acc, job)
@@ -327,7 +338,8 @@ class Engine:
         return self.stopping is not None or len(self.ledger.finished) >= self._total
 
     async def _worker(self) -> None:
-        while not self._over():
+        finished = self.ledger.finished
+        while self.stopping is None and len(finished) < self._total:
             step = self._pick(self._clock())
             if step is None:
                 event = anyio.Event()
@@ -399,7 +411,7 @@ class Engine:
 
     def _evaluate(self, acc: _Account, now: float) -> None:
         """Put ``acc`` in the heaps it is ready for now, or a timer for when it will be."""
-        if not acc.open() or self.stopping is not None:
+        if acc.fatal is not None or acc.stopped is not None or self.stopping is not None:
             return
         while acc.delayed and acc.delayed[0][0] <= now:
             step = heapq.heappop(acc.delayed)[2]
@@ -413,14 +425,15 @@ class Engine:
             self._at(acc, acc.paused_until)
             return
         waiting = False
-        if acc.has_writes():
+        if acc.write_q or acc.direct:
             t = acc.writes.ready_at(now)
             if t <= now:
                 self._push_write(acc)
             else:
                 waiting = True
                 self._at(acc, t)
-        if acc.has_reads():
+        # Already in the read heap: whoever pops it checks its budget then.
+        if not acc.in_r and (acc.read_q or acc.pending):
             t = acc.reads.ready_at(now)
             if t <= now:
                 self._push_read(acc)
@@ -509,11 +522,11 @@ class Engine:
         job = acc.pending.popleft()
         work = _Work(job, now)
         if self.options.read_first:
-            return _Step(Op.GET_STATUSES, acc, work)
+            return _Step(_GET_STATUSES, acc, work)
         # --no-read, no declared mapping: nothing to diff against, but the mapping is read
         # all the same: the guard must know whether the write would break it.
         work.change = everything_added(job.desired.index)
-        return _Step(Op.GET_MAPPING, acc, work)
+        return _Step(_GET_MAPPING, acc, work)
 
     def _direct(self, acc: _Account, now: float) -> _Step | None:
         """``--no-read`` with a declared mapping: statuses, then the whole mapping, unread."""
@@ -526,7 +539,7 @@ class Engine:
             if not job.desired.statuses and not self.options.allow_delete_all:
                 self._fail_info(acc, work, ErrorInfo("refused", detail=_EMPTY_REFUSED), now)
                 continue
-            return _Step(Op.POST_STATUSES, acc, work)
+            return _Step(_POST_STATUSES, acc, work)
         return None
 
     # -- one request ---------------------------------------------------------------
@@ -541,9 +554,9 @@ class Engine:
         step.tries += 1
         if work is not None:
             work.attempts += 1
-        write = step.op >= Op.POST_STATUSES
+        write = step.op >= _POST_STATUSES
         bucket = acc.writes if write else acc.reads
-        stats = self.ledger.stats(acc.name)
+        stats = acc.stats
         stats.requests += 1
         if write:
             stats.writes += 1
@@ -591,38 +604,40 @@ class Engine:
             self._internal(acc, step, exc, end)
         self._evaluate(acc, end)
 
-    async def _send(self, api: AccountApi, step: _Step) -> Any:
+    def _send(self, api: AccountApi, step: _Step) -> Awaitable[Any]:
+        """The request of ``step``, to await (not a coroutine of its own: one layer less
+        per request)."""
         op = step.op
-        if op == Op.PAGE:
-            return await api.list_integrations_page(step.page_url)
+        if op == _PAGE:
+            return api.list_integrations_page(step.page_url)
         work = step.work
         assert work is not None
         job = work.job
-        if op == Op.GET_STATUSES:
-            return await api.get_statuses(job.integration_id)
-        if op == Op.GET_MAPPING:
-            return await api.get_mapping(job.integration_id)
-        if op == Op.POST_STATUSES:
-            return await api.post_statuses(job.desired.body(job.integration_id))
+        if op == _GET_STATUSES:
+            return api.get_statuses(job.integration_id)
+        if op == _GET_MAPPING:
+            return api.get_mapping(job.integration_id)
+        if op == _POST_STATUSES:
+            return api.post_statuses(job.desired.body(job.integration_id))
         assert job.mapping is not None
-        return await api.post_mapping(job.mapping.body(job.integration_id))
+        return api.post_mapping(job.mapping.body(job.integration_id))
 
     # -- what a response leads to --------------------------------------------------
 
     def _advance(self, acc: _Account, step: _Step, result: Any, now: float) -> None:
         op = step.op
-        if op == Op.PAGE:
+        if op == _PAGE:
             self._on_page(acc, result, now)
             return
         work = step.work
         assert work is not None
         job = work.job
-        if op == Op.GET_STATUSES:
+        if op == _GET_STATUSES:
             acc.reads_done += 1
             self._reads_done += 1
             if self.on_snapshot is not None:
                 self._snapshots[job.integration_id] = result
-                self._follow(acc, _Step(Op.GET_MAPPING, acc, work), now)
+                self._follow(acc, _Step(_GET_MAPPING, acc, work), now)
                 return
             change = work.change = diff(job.desired.index, result)
             if change:
@@ -631,23 +646,23 @@ class Engine:
             # The mapping costs a read only where it matters: a declared one to compare,
             # or a removal that the current mapping may point at.
             if job.mapping is not None or (change and change.removed):
-                self._follow(acc, _Step(Op.GET_MAPPING, acc, work), now)
+                self._follow(acc, _Step(_GET_MAPPING, acc, work), now)
                 return
             self._decide(acc, work, None, now)
-        elif op == Op.GET_MAPPING:
+        elif op == _GET_MAPPING:
             if self.on_snapshot is not None:
                 self.on_snapshot(job, self._snapshots.pop(job.integration_id), result)
                 self._finish_work(acc, work, "unchanged", now)
                 return
             self._decide(acc, work, result, now)
-        elif op == Op.POST_STATUSES:
+        elif op == _POST_STATUSES:
             work.statuses_written = True
             if work.mapping_changes:
-                self._follow(acc, _Step(Op.POST_MAPPING, acc, work), now)
+                self._follow(acc, _Step(_POST_MAPPING, acc, work), now)
             else:
                 self._finish_work(acc, work, "changed", now)
         else:  # POST_MAPPING
-            self.ledger.stats(acc.name).mappings_written += 1
+            acc.stats.mappings_written += 1
             self._finish_work(acc, work, "changed", now)
 
     def _decide(self, acc: _Account, work: _Work, mapping: CurrentMapping | None, now: float) -> None:
@@ -673,7 +688,7 @@ class Engine:
                 if broken:
                     which = ", ".join(f"{m.category} -> {m.before!r}" for m in broken)
                     if not opts.allow_invalid_mapping:
-                        self.ledger.stats(acc.name).refused += 1
+                        acc.stats.refused += 1
                         detail = (
                             f"writing these statuses would leave the shop's mapping invalid ({which}, "
                             "removed by the write): declare a mapping for this integration that repairs it, "
@@ -693,7 +708,7 @@ class Engine:
             return
         # Statuses first: a mapping may point at a status this very write adds. Unread
         # (--no-read), the statuses are written whatever they are.
-        first = Op.POST_STATUSES if change or not opts.read_first else Op.POST_MAPPING
+        first = _POST_STATUSES if change or not opts.read_first else _POST_MAPPING
         self._follow(acc, _Step(first, acc, work), now, last=True)
 
     def _follow(self, acc: _Account, step: _Step, now: float, at: float = -math.inf, last: bool = False) -> None:
@@ -713,7 +728,7 @@ class Engine:
         if at > now:
             self._seq += 1
             heapq.heappush(acc.delayed, (at, self._seq, step))
-        elif step.op >= Op.POST_STATUSES:
+        elif step.op >= _POST_STATUSES:
             (acc.write_q.append if last else acc.write_q.appendleft)(step)
         else:
             (acc.read_q.append if last else acc.read_q.appendleft)(step)
@@ -725,7 +740,7 @@ class Engine:
             if job is not None:
                 self._confirm(acc, job, item, now)
         if next_url and acc.unconfirmed:
-            self._follow(acc, _Step(Op.PAGE, acc, None, next_url), now)
+            self._follow(acc, _Step(_PAGE, acc, None, next_url), now)
             return
         self._end_preflight(acc, now, None)
 
@@ -774,17 +789,17 @@ class Engine:
             self._account_fatal(acc, error, now)
             self._give_up(acc, step, error, now)
             return
-        if not error.retryable or (step.op == Op.PAGE and isinstance(error, InvalidResponseError)):
+        if not error.retryable or (step.op == _PAGE and isinstance(error, InvalidResponseError)):
             # A list in a shape we do not know will not change shape on a retry: go on
             # without the pre-flight at once rather than hold up the account's reads.
             self._give_up(acc, step, error, now)
             return
         elapsed = now - step.first
         left = opts.retry_max_time - elapsed
-        write = step.op >= Op.POST_STATUSES
+        write = step.op >= _POST_STATUSES
         if isinstance(error, ThrottledError):
             bucket = acc.writes if write else acc.reads
-            self.ledger.stats(acc.name).throttled += 1
+            acc.stats.throttled += 1
             # Never parked past what is left of --retry-max-time, whatever Retry-After says.
             pause = min(error.retry_after if error.retry_after is not None else 1.0 / bucket.rate, max(0.0, left))
             if bucket.on_throttled(now, step.sent, pause):
@@ -839,7 +854,7 @@ class Engine:
     def _give_up(self, acc: _Account, step: _Step, error: ApiError, now: float) -> None:
         if step.work is not None:
             self._fail(acc, step.work, error, now)
-        elif step.op == Op.PAGE and acc.fatal is None:
+        elif step.op == _PAGE and acc.fatal is None:
             self._end_preflight(acc, now, error)
 
     def _account_fatal(self, acc: _Account, error: AuthError, now: float) -> None:
@@ -890,7 +905,7 @@ class Engine:
         detail = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
         if step.work is not None:
             self._fail_info(acc, step.work, ErrorInfo("internal", detail=detail), now)
-        elif step.op == Op.PAGE:
+        elif step.op == _PAGE:
             self._end_preflight(acc, now, ApiError(detail))
 
     # -- outcomes ------------------------------------------------------------------
@@ -900,26 +915,31 @@ class Engine:
     ) -> Outcome:
         change = work.change
         warnings = tuple(work.warnings)
-        pre = self._warnings.pop(work.job.integration_id, None)
+        pre = self._warnings.pop(work.job.integration_id, None) if self._warnings else None
         if pre is not None:
             warnings = (pre, *warnings)
+        job = work.job
+        t0 = self._wall0 - self._t0
+        # Positional, in the struct's field order, and rounded by int(): an outcome per
+        # integration, and keywords and round() cost more than the rest of it together.
+        # Times are never negative, so int(x + 0.5) rounds to nearest.
         return Outcome(
-            integration_id=work.job.integration_id,
-            account=work.job.account,
-            result=result,
-            added=change.added if change is not None else 0,
-            changed=change.changed if change is not None else 0,
-            removed=change.removed if change is not None else 0,
-            attempts=work.attempts,
-            duration_ms=round((now - work.started) * 1000, 1),
-            error=error,
-            reason=reason,
-            changes=change.changes if change is not None else (),
-            mapping_changes=work.mapping_changes,
-            warnings=warnings,
-            tags=work.job.tags,
-            started_at=round(self._wall0 + (work.started - self._t0), 3),
-            ended_at=round(self._wall0 + (now - self._t0), 3),
+            job.integration_id,
+            job.account,
+            result,
+            change.added if change is not None else 0,
+            change.changed if change is not None else 0,
+            change.removed if change is not None else 0,
+            work.attempts,
+            int((now - work.started) * 10_000 + 0.5) / 10,  # duration_ms, to 0.1 ms
+            error,
+            reason,
+            change.changes if change is not None else (),
+            work.mapping_changes,
+            warnings,
+            job.tags,
+            int((t0 + work.started) * 1000 + 0.5) / 1000,  # started_at, to the ms
+            int((t0 + now) * 1000 + 0.5) / 1000,  # ended_at
         )
 
     def _finish_work(self, acc: _Account, work: _Work, result: Result, now: float) -> None:
@@ -962,7 +982,7 @@ class Engine:
                 self._skip(work, acc.stopped or reason, now)
         for step in list(self._in_flight.values()):
             if step.work is not None:
-                write = step.op >= Op.POST_STATUSES
+                write = step.op >= _POST_STATUSES
                 cut = " (cancelled in flight: it may or may not have been applied)" if write else ""
                 self._skip(step.work, reason + cut, now)
         self._in_flight.clear()

@@ -55,7 +55,9 @@ class Bucket:
         """The earliest time a request may start (``<= now``: at once)."""
         if now < self.paused_until:
             return self.paused_until
-        self._refill(now)
+        if now > self.updated:  # _refill, inline: this runs several times per request
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
         available = self.tokens - self.reserved
         if available >= 1.0:
             return now
