@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -22,7 +25,8 @@ from bench.common import HUGE, PYTHON, WORK, Row, log, read_report, run_measured
 N = 5000
 ACCOUNTS = 10
 CONCURRENCY = 64
-RUNS = 4  # batchsync and the bare loop, interleaved
+RUNS = 6  # batchsync and the bare loop, interleaved
+COUNTED_RUNS = 2  # the same under valgrind, instructions counted
 SLOW_RUNS = 2  # httpx and requests
 SLOW_SUBSET = 1000  # integrations the slow references do; their time is per integration
 SEED = WORK / "p2-seed.json"
@@ -78,6 +82,35 @@ def _batchsync(inventory: str, i: int) -> tuple[float, float, float, int]:
     return float(summary["duration_s"]), m.wall, m.user + m.system, len(rows)
 
 
+def _instructions(cmd: list[str]) -> int:
+    """User-space instructions ``cmd`` executed, counted by valgrind (cachegrind without its
+    cache simulation): the same for the same work, whatever else the machine is doing."""
+    vg = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    done = subprocess.run([*vg, *cmd], capture_output=True, text=True, timeout=1800, check=False)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"valgrind {cmd[1:3]} exited {done.returncode}: {done.stderr[-800:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _counted(inventory: str) -> tuple[list[float], list[float]]:
+    """Instructions per integration of batchsync and of the bare loop, interleaved runs."""
+    ours: list[float] = []
+    bare: list[float] = []
+    for i in range(COUNTED_RUNS):
+        with sandbox(SEED, source="--seed-file") as box:
+            # Under valgrind a request takes tens of times longer: a timeout to match.
+            cmd = [PYTHON, "-m", "batchsync", "apply", inventory, "--base-url", box.url, "--timeout", "600"]
+            cmd += ["--report", str(WORK / "p2-counted.jsonl"), "--concurrency", str(CONCURRENCY)]
+            ours.append(_instructions(cmd) / N)
+        with sandbox(SEED, source="--seed-file") as box:
+            cmd = [PYTHON, "-m", "bench.clients", "aiohttp", inventory, box.url, "--concurrency", str(CONCURRENCY)]
+            bare.append(_instructions(cmd) / N)
+        per = f"batchsync {ours[-1] / 1e6:.3f} M, aiohttp {bare[-1] / 1e6:.3f} M"
+        log(f"part 2 counted run {i + 1}: {per} instructions per integration")
+    return ours, bare
+
+
 def run(notes: list[str]) -> list[Row]:
     inventory = str(write_inventory(WORK / "p2.json", N, accounts=ACCOUNTS, limits=HUGE, seed=2))
     renamed_seed(Path(inventory), SEED)
@@ -121,9 +154,26 @@ def run(notes: list[str]) -> list[Row]:
         Row("2", "apply, ms per integration (engine)", ours["loop"], slow["requests"],
             f"sequential requests, {SLOW_SUBSET} integrations", "< 1", None, unit="ms"),
     ]  # fmt: skip
+    if shutil.which("valgrind"):
+        ours_i, bare_i = _counted(inventory)
+        rows.insert(
+            3,
+            Row("2", "apply, client instructions per integration (valgrind)", [x / 1e6 for x in ours_i],
+                [x / 1e6 for x in bare_i], "bare aiohttp loop", "≤ 1.10", None, unit="M"),
+        )  # fmt: skip
+        rows[3].met = rows[3].ratio <= 1.10
+        notes.append(
+            f"Part 2, instructions: the same runs under valgrind (cachegrind, no cache simulation), "
+            f"{COUNTED_RUNS} of each, whole process: the count of user-space instructions does not move with "
+            "other load on the machine the way CPU seconds do (here by ±30% between runs), so it is the "
+            "steadiest measure of the client's own cost. Under valgrind the client runs tens of times slower "
+            "than the sandbox, so the event loop batches answers differently than in a normal run."
+        )
+    else:
+        notes.append("Part 2, instructions: valgrind is not installed here; that row is left out.")
     rows[0].met = rows[0].ratio <= 1.10
     rows[1].met = rows[1].ratio <= 1.00
     rows[2].met = rows[2].ratio <= 1.10
-    rows[3].met = rows[3].ratio < 1.0
-    rows[4].met = rows[4].ratio < 1.0
+    rows[-2].met = rows[-2].ratio < 1.0
+    rows[-1].met = rows[-1].ratio < 1.0
     return rows
