@@ -322,6 +322,30 @@ def test_a_secret_inside_a_json_document_does_not_get_through(
     assert all(secret not in str(v) for v in decoded.values())
 
 
+class AlwaysGated(Redactor):
+    GATE_MIN = 1  # the gate (a pre-check for a long enough run of key characters) for any secret
+
+
+class NeverGated(Redactor):
+    GATE_MIN = 1 << 30
+
+
+@BOUNDED
+@given(
+    known=st.lists(any_secret, min_size=1, max_size=4),
+    parts=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3), texts), max_size=6),
+    upper=st.booleans(),
+)
+def test_the_gate_never_changes_what_is_redacted(
+    known: list[str], parts: list[tuple[int, int, str]], upper: bool
+) -> None:
+    # Texts made of the secrets' forms (a pick of 4 means none) between arbitrary text.
+    text = "".join((forms(known[i % len(known)])[f] if i < 4 else "") + between for i, f, between in parts)
+    if upper:
+        text = text.upper()
+    assert AlwaysGated(known)(text) == NeverGated(known)(text)
+
+
 TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/_-=")
 # Characters a case-insensitive [A-Za-z] also matches (U+0130, U+0131, U+017F, U+212A): a token
 # followed by one of them is the known gap below, like one followed by a token character.
