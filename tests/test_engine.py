@@ -414,6 +414,30 @@ def test_a_bug_costs_one_integration_not_the_run(tmp_path: Path) -> None:
     assert {o.result for i, o in result.by_id.items() if i != victim} == {"changed"}
 
 
+def test_an_outcome_carries_every_field_in_its_place(tmp_path: Path) -> None:
+    # The engine builds outcomes positionally (one per integration, the hot path): each
+    # field must land where the report, the recap and the text output read it.
+    inv = make_inventory(tmp_path, {"acme": 1})
+    iid = ids(inv)[0]
+    api = FakeApi.from_inventory(inv, latency=0.25)
+    api.shops[iid].statuses = {  # "1" missing (+), "2" and "3" renamed (~), four extra (-)
+        "2": (("en-gb", "Sent"), ("nl-nl", "Verzonden")),
+        "3": (("en-gb", "Arrived"),),
+        **{x: (("en-gb", f"Old {x}"),) for x in "wxyz"},
+    }
+    o = run(inv, api, msgspec.structs.replace(OPTS, preflight=False)).by_id[iid]
+    assert (o.integration_id, o.account, o.result) == (iid, "acme", "changed")
+    # Three requests: the statuses, the mapping (a removal may break it), the write.
+    assert (o.added, o.changed, o.removed, o.attempts) == (1, 2, 4, 3)
+    assert o.duration_ms == 750.0  # 0.25 s each, on the virtual clock
+    assert (o.error, o.reason, o.mapping_changes, o.warnings, o.tags) == (None, None, (), (), ("acme",))
+    assert sorted((c.op, c.external_id) for c in o.changes) == [
+        ("+", "1"), ("-", "w"), ("-", "x"), ("-", "y"), ("-", "z"), ("~", "2"), ("~", "3")
+    ]  # fmt: skip
+    assert o.ended_at - o.started_at == pytest.approx(0.75, abs=0.002)
+    assert o.started_at > 1.7e9  # a Unix time, not the loop's clock
+
+
 def test_an_empty_desired_list_is_refused_unless_allowed(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 1}, extra=[{"id": 5, "account": "acme", "statuses": []}])
     api = FakeApi.from_inventory(inv)
