@@ -456,8 +456,29 @@ def _add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         )
 
 
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, without importing shutil: argparse builds a
+    formatter for every argument it adds, and its default one imports shutil (with zlib,
+    bz2 and lzma: 3 ms of every start, ``validate``'s included) just for this number."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps a description; keeps an epilog (exit codes, examples) line by line as written."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:
@@ -531,8 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"batchsync {__version__}")
+    # ``prog`` given: argparse would otherwise build a help formatter to work it out, and
+    # a formatter imports shutil (and with it bz2 and lzma) on every start, --version too.
     sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, help="one of these; batchsync COMMAND --help for its own"
+        prog="batchsync",
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help="one of these; batchsync COMMAND --help for its own",
     )
 
     def command(
@@ -583,7 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", "work with --report files", key="report merge")
     reports = p.add_subparsers(
-        dest="report_command", metavar="SUBCOMMAND", required=True, help="merge (the only one so far)"
+        prog="batchsync report",
+        dest="report_command",
+        metavar="SUBCOMMAND",
+        required=True,
+        help="merge (the only one so far)",
     )
     p = command(
         "merge",
