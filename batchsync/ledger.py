@@ -62,7 +62,11 @@ class Ledger:
         if outcome.integration_id in self.finished:
             return None
         self.finished.add(outcome.integration_id)
-        if self._sanitize is not None and (outcome.error is not None or outcome.reason or outcome.warnings):
+        # What a server wrote (an error, a warning, the "before" of a diff) is made safe;
+        # an outcome with none of it (unchanged, no warning: most of a run) needs nothing.
+        o = outcome
+        from_server = o.error is not None or o.reason or o.warnings or o.changes or o.mapping_changes
+        if self._sanitize is not None and from_server:
             outcome = self._sanitize(outcome)
         self.stats(outcome.account).add(outcome.result)
         reached: Reached = None

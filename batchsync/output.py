@@ -19,6 +19,7 @@ from typing import IO
 
 import msgspec
 
+from batchsync.diff import Change, MappingChange
 from batchsync.outcome import ErrorInfo, Outcome
 from batchsync.redact import Redactor, printable
 
@@ -55,12 +56,47 @@ class Sanitizer:
                 self.text(error.detail),
                 printable(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
             )
+        changes, mapping_changes = self._diffs(outcome)
         return msgspec.structs.replace(
             outcome,
             error=error,
             reason=self.text(outcome.reason) if outcome.reason else outcome.reason,
             warnings=tuple(self.text(w) for w in outcome.warnings),
+            changes=changes,
+            mapping_changes=mapping_changes,
         )
+
+    def _diffs(self, outcome: Outcome) -> tuple[tuple[Change, ...], tuple[MappingChange, ...]]:
+        """The outcome's diffs with credentials masked: the ``before`` side (status ids,
+        names and languages, mapped ids) is what a server answered, and a server may echo
+        a credential anywhere. Their text goes through the redactor joined, once; only an
+        outcome where that finds something is redacted field by field. Control characters
+        stay: every sink quotes these values (JSON, repr, HTML), and a name is compared
+        as it is."""
+        changes, mapping = outcome.changes, outcome.mapping_changes
+        texts: list[str] = []
+        for c in changes:
+            texts.append(c.external_id)
+            for side in (c.before, c.after):
+                if side:
+                    texts.extend(side)
+                    texts.extend(side.values())
+        texts.extend(x for m in mapping for x in (m.before, m.after) if x)
+        joined = "\x00".join(texts)
+        if not joined or self.redactor(joined) == joined:
+            return changes, mapping
+        r = self.redactor
+
+        def names(d: dict[str, str] | None) -> dict[str, str] | None:
+            return None if d is None else {r(k): r(v) for k, v in d.items()}
+
+        return (
+            tuple(msgspec.structs.replace(c, external_id=r(c.external_id), before=names(c.before), after=names(c.after))
+                  for c in changes),
+            tuple(msgspec.structs.replace(m, before=r(m.before) if m.before else m.before,
+                                          after=r(m.after) if m.after else m.after)
+                  for m in mapping),
+        )  # fmt: skip
 
 
 class OutputError(ValueError):

@@ -5,6 +5,8 @@ The process tests run the command line against a sandbox process over loopback.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import resource
 import signal
@@ -42,6 +44,51 @@ def test_the_sanitizer_removes_secrets_and_control_characters() -> None:
     assert clean.error.code == "bad[31m" and clean.error.pointer == "/a"
     assert clean.reason == "]0;titlewhy"
     assert clean.warnings == ("wing ***",)
+
+
+def test_a_credential_a_server_puts_in_its_statuses_or_mapping_is_masked_everywhere(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    # A server that echoes a credential as a status name, a status id and a mapped id: the
+    # "before" side of the diff is the server's, and every sink prints it.
+    pub, sec = "pub-5f0c2a9e71d84b3c96a0e2f4", "sec-Q7vX2mN9pL4kR8tY1wZ6bC3d"
+    seed = {
+        "accounts": [{"name": "acme", "public_key": pub, "secret_key": sec}],
+        "integrations": [
+            {
+                "id": 501,
+                "account": "acme",
+                "statuses": [
+                    {"external_id": "1", "translations": [{"status": sec, "language": "en-gb"}]},
+                    {"external_id": sec, "translations": [{"status": f"old {pub}", "language": "en-gb"}]},
+                ],
+                "mapping": {"CANCEL": sec},
+            }
+        ],
+    }
+    (tmp_path / "seed.json").write_text(json.dumps(seed))
+    paid = [{"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}]
+    inventory = {
+        "accounts": {"acme": {"public_key": "env:ACME_PUB", "secret_key": "env:ACME_SEC"}},
+        "integrations": [{"id": 501, "account": "acme", "statuses": paid, "mapping": {"CANCEL": "1"}}],
+    }
+    (tmp_path / "inv.json").write_text(json.dumps(inventory))
+    env = env_with({"ACME_PUB": pub, "ACME_SEC": sec})
+    box = SandboxProcess(None, env, "--seed-file", str(tmp_path / "seed.json"))
+    sandbox_proc.append(box)
+    files = {"--report": "r.jsonl", "--html": "r.html", "--junit": "j.xml", "--metrics": "m.prom"}
+    outputs = [a for flag, name in files.items() for a in (flag, str(tmp_path / name))]
+    texts = []
+    for fmt in ("text", "json"):
+        for command in ("plan", "apply"):
+            args = [command, str(tmp_path / "inv.json"), "--base-url", box.url, "--format", fmt, *outputs]
+            done = batchsync(*args, env=env)
+            assert done.returncode == 0, done.stderr
+            texts += [done.stdout, done.stderr, *((tmp_path / name).read_text() for name in files.values())]
+    assert "***" in texts[0]  # the masked diff is there, in the text output
+    raw = f"{pub}:{sec}"
+    forms = [pub, sec, raw, base64.b64encode(raw.encode()).decode(), base64.b64encode(sec.encode()).decode()]
+    assert [f for f in forms if any(f in t for t in texts)] == []
 
 
 def test_check_output_refuses_what_must_not_be_overwritten(tmp_path: Path) -> None:
