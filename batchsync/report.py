@@ -192,12 +192,22 @@ def _show(text: str) -> str:
 
 
 def _names(d: dict[str, str] | None) -> str:
-    return ", ".join(f"{lang} {_q(name)}" for lang, name in (d or {}).items())
+    return ", ".join(f"{_lang(lang)} {_q(name)}" for lang, name in (d or {}).items())
+
+
+def _lang(code: str) -> str:
+    """A language code as printed: as is, or quoted when a server put anything in it that
+    a terminal would act on (a control character, a bidi override)."""
+    return code if code.isprintable() else _q(code)
 
 
 def _q(name: str | None) -> str:
-    """A status name quoted and escaped, so a quote or a newline in it cannot break the line."""
-    return _encoder.encode(name).decode()
+    """A status name quoted and escaped, so a quote or a newline in it cannot break the line,
+    and nothing else a terminal would act on (a C1 control, a bidi override) goes out raw."""
+    text = _encoder.encode(name).decode()
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 def _change_lines(change: Change, mode: str) -> Iterable[str]:
@@ -214,11 +224,11 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
             if b == a:
                 continue
             if b is None:
-                parts.append(f"{lang} + {_q(a)}")
+                parts.append(f"{_lang(lang)} + {_q(a)}")
             elif a is None:
-                parts.append(f"{lang} - {_q(b)}")
+                parts.append(f"{_lang(lang)} - {_q(b)}")
             else:
-                parts.append(f"{lang} {_q(b)} -> {_q(a)}")
+                parts.append(f"{_lang(lang)} {_q(b)} -> {_q(a)}")
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 

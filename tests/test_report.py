@@ -6,8 +6,9 @@ import io
 
 import msgspec
 
+from batchsync.diff import Change
 from batchsync.outcome import AccountStats, Outcome, Summary
-from batchsync.report import UNTAGGED, TagTally, limits_too_high, print_recap, summary_document
+from batchsync.report import UNTAGGED, TagTally, limits_too_high, outcome_lines, print_recap, summary_document
 
 
 def recap(summary: Summary, mode: str = "apply", by_tag: TagTally | None = None) -> list[str]:
@@ -127,3 +128,17 @@ def test_the_plan_recap_says_nothing_was_written() -> None:
     lines = recap(Summary({"acme": AccountStats(unchanged=2)}), mode="plan")
     assert "to change=0" in lines[2]
     assert lines[-1] == "plan only: nothing was written; every integration is in its desired state"
+
+
+def test_a_language_code_a_server_wrote_cannot_act_on_a_terminal() -> None:
+    # A language code comes from the server's answer as much as a name: neither may carry
+    # anything a terminal acts on (JSON quoting alone lets C1 controls and bidi marks through).
+    changes = (
+        Change("~", "1", before={"en-gb\x1b[2J": "Paid"}, after={"en-gb": "Paid"}),
+        Change("-", "2", before={"nl-nl\u202e": "W\x9beg\u2066"}),  # a C1 control, a bidi isolate
+        Change("+", "3", after={"de-de": "Neu"}),
+    )
+    outcome = Outcome(7, "acme", "changed", 1, 1, 1, changes=changes)
+    text = "\n".join(outcome_lines(outcome, "apply"))
+    assert not any(c in text for c in "\x1b\u202e\x9b\u2066")
+    assert '"en-gb\\u001b[2J" - "Paid"' in text and "de-de " in text  # a plain code stays as it is
