@@ -47,7 +47,12 @@ class Sanitizer:
         if self.refresh is not None and (now := time.monotonic()) - self._refreshed >= self.REFRESH_EVERY:
             self._refreshed = now
             self.redactor.add(self.refresh())
+        changes, mapping_changes = self._diffs(outcome)
         error = outcome.error
+        if error is None and not outcome.reason and not outcome.warnings:  # a diff alone: most of a run
+            if changes is outcome.changes and mapping_changes is outcome.mapping_changes:
+                return outcome
+            return msgspec.structs.replace(outcome, changes=changes, mapping_changes=mapping_changes)
         if error is not None:
             error = ErrorInfo(
                 error.kind,
@@ -56,7 +61,6 @@ class Sanitizer:
                 self.text(error.detail),
                 printable(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
             )
-        changes, mapping_changes = self._diffs(outcome)
         return msgspec.structs.replace(
             outcome,
             error=error,
@@ -67,21 +71,21 @@ class Sanitizer:
         )
 
     def _diffs(self, outcome: Outcome) -> tuple[tuple[Change, ...], tuple[MappingChange, ...]]:
-        """The outcome's diffs with credentials masked: the ``before`` side (status ids,
-        names and languages, mapped ids) is what a server answered, and a server may echo
-        a credential anywhere. Their text goes through the redactor joined, once; only an
-        outcome where that finds something is redacted field by field. Control characters
-        stay: every sink quotes these values (JSON, repr, HTML), and a name is compared
-        as it is."""
+        """The outcome's diffs with credentials masked: the ``before`` side (names and
+        languages, a removed status's id, mapped ids) is what a server answered, and a
+        server may echo a credential anywhere. That text goes through the redactor joined,
+        once; only an outcome where it finds something is redacted, every field of it.
+        Control characters stay: every sink quotes these values (JSON, repr, HTML), and a
+        name is compared as it is."""
         changes, mapping = outcome.changes, outcome.mapping_changes
-        texts: list[str] = []
+        texts: list[str] = []  # the server's side only: the rest is the inventory's
         for c in changes:
-            texts.append(c.external_id)
-            for side in (c.before, c.after):
-                if side:
-                    texts.extend(side)
-                    texts.extend(side.values())
-        texts.extend(x for m in mapping for x in (m.before, m.after) if x)
+            if c.before:
+                texts.extend(c.before)
+                texts.extend(c.before.values())
+                if c.op == "-":  # only a removed status's id is not also the inventory's
+                    texts.append(c.external_id)
+        texts.extend(m.before for m in mapping if m.before)
         joined = "\x00".join(texts)
         if not joined or self.redactor(joined) == joined:
             return changes, mapping
