@@ -88,30 +88,40 @@ class Redactor:
             self._forms |= {form.lower() for form in forms(secret)}
         self._dirty = True
 
-    def _build(self) -> ahocorasick.Automaton | None:
+    def _prepare(self) -> None:
+        """After secrets were added: the gate now, the automaton when a text needs it.
+
+        The gate: a form can only occur inside a run of bytes that forms are made of, at
+        least as long as the shortest form. Most texts (a request logged with -v: a URL,
+        numbers, an account's name; a status name) have no such run, and finding one
+        (bytes translated through a table, then a search for the run: both in C, under a
+        microsecond) costs less than a walk through an automaton of thousands of random
+        keys, whose nodes do not fit in the processor's caches: at 2,000 accounts of
+        32-character keys, 8 us a line without the gate, 2 us with it (3 us for one
+        account). UTF-8 keeps every occurrence of a form an occurrence of its bytes.
+        Short forms (under GATE_MIN bytes) pass the gate on common words: no gate then.
+
+        The automaton is built only when a text passes the gate: with 2,000 accounts of
+        long keys it holds a million nodes (40 MB), and a run whose texts never come near a
+        credential never needs it.
+        """
         self._dirty = False
+        self._automaton = None
         if not self._forms:
-            self._automaton = None
-            return None
-        automaton = ahocorasick.Automaton()
-        for form in self._forms:
-            automaton.add_word(form, len(form))
-        automaton.make_automaton()
-        self._automaton = automaton
-        # The gate: a form can only occur inside a run of bytes that forms are made of,
-        # at least as long as the shortest form. Most lines (a request logged with -v: a
-        # URL, numbers, an account's name) have no such run, and finding one (bytes
-        # translated through a table, then a search for the run: both in C, under a
-        # microsecond) costs less than a walk through an automaton of thousands of random
-        # keys, whose nodes do not fit in the processor's caches: at 2,000 accounts of
-        # 32-character keys, 8 us a line without the gate, 2 us with it (3 us for one
-        # account). UTF-8 keeps every occurrence of a form an occurrence of its bytes.
-        # Short forms (under GATE_MIN bytes) pass the gate on common words: no gate then.
+            self._gate = None
+            return
         encoded = [form.encode("utf-8", "surrogatepass") for form in self._forms]
         shortest = min(len(form) for form in encoded)
         inside = {b for form in encoded for b in form}
         table = bytes(0x61 if b in inside else 0x20 for b in range(256))
         self._gate = (table, b"a" * shortest) if shortest >= self.GATE_MIN else None
+
+    def _build(self) -> ahocorasick.Automaton:
+        automaton = ahocorasick.Automaton()
+        for form in self._forms:
+            automaton.add_word(form, len(form))
+        automaton.make_automaton()
+        self._automaton = automaton
         return automaton
 
     def _basic(self, m: re.Match[str]) -> str:
@@ -133,8 +143,9 @@ class Redactor:
         if "basic" in low:  # only then can the Basic pattern match
             text = _BASIC.sub(self._basic, text)
             low = text.lower()
-        automaton = self._build() if self._dirty else self._automaton
-        if automaton is None:
+        if self._dirty:
+            self._prepare()
+        if not self._forms:
             return text
         if len(low) != len(text):
             # A few characters lower-case to two (U+0130): keep every position where it is.
@@ -142,6 +153,7 @@ class Redactor:
         gate = self._gate
         if gate is not None and gate[1] not in low.encode("utf-8", "surrogatepass").translate(gate[0]):
             return text
+        automaton = self._automaton if self._automaton is not None else self._build()
         out: list[str] = []
         last = 0
         for end, length in automaton.iter_long(low):
