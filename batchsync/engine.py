@@ -338,8 +338,7 @@ class Engine:
         return self.stopping is not None or len(self.ledger.finished) >= self._total
 
     async def _worker(self) -> None:
-        finished = self.ledger.finished
-        while self.stopping is None and len(finished) < self._total:
+        while not self._over():
             step = self._pick(self._clock())
             if step is None:
                 event = anyio.Event()
@@ -411,7 +410,7 @@ class Engine:
 
     def _evaluate(self, acc: _Account, now: float) -> None:
         """Put ``acc`` in the heaps it is ready for now, or a timer for when it will be."""
-        if acc.fatal is not None or acc.stopped is not None or self.stopping is not None:
+        if not acc.open() or self.stopping is not None:
             return
         while acc.delayed and acc.delayed[0][0] <= now:
             step = heapq.heappop(acc.delayed)[2]
@@ -425,7 +424,7 @@ class Engine:
             self._at(acc, acc.paused_until)
             return
         waiting = False
-        if acc.write_q or acc.direct:
+        if acc.has_writes():
             t = acc.writes.ready_at(now)
             if t <= now:
                 self._push_write(acc)
@@ -433,7 +432,7 @@ class Engine:
                 waiting = True
                 self._at(acc, t)
         # Already in the read heap: whoever pops it checks its budget then.
-        if not acc.in_r and (acc.read_q or acc.pending):
+        if not acc.in_r and acc.has_reads():
             t = acc.reads.ready_at(now)
             if t <= now:
                 self._push_read(acc)

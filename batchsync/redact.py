@@ -68,7 +68,7 @@ class Redactor:
 
     __slots__ = ("_automaton", "_dirty", "_forms", "_gate", "_secrets")
 
-    GATE_MIN = 16  # bytes: the shortest form for which the gate (see _build) is worth its cost
+    GATE_MIN = 16  # bytes: the shortest form for which the gate (see _prepare) is worth its cost
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()

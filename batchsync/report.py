@@ -186,19 +186,14 @@ def summary_document(
 
 
 def _show(text: str) -> str:
-    """A name as the recap prints it: JSON-quoted when it holds a control character, so
-    a newline or an escape sequence in a tag cannot forge or hide a line."""
-    return _encoder.encode(text).decode() if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text) else text
+    """A name (a tag, a language code) as printed: as is, or quoted and escaped when it
+    holds anything a terminal acts on (a control character, a bidi mark), so a newline or
+    an escape sequence in it cannot forge or hide a line."""
+    return text if text.isprintable() else _q(text)
 
 
 def _names(d: dict[str, str] | None) -> str:
-    return ", ".join(f"{_lang(lang)} {_q(name)}" for lang, name in (d or {}).items())
-
-
-def _lang(code: str) -> str:
-    """A language code as printed: as is, or quoted when a server put anything in it that
-    a terminal would act on (a control character, a bidi override)."""
-    return code if code.isprintable() else _q(code)
+    return ", ".join(f"{_show(lang)} {_q(name)}" for lang, name in (d or {}).items())
 
 
 def _q(name: str | None) -> str:
@@ -224,11 +219,11 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
             if b == a:
                 continue
             if b is None:
-                parts.append(f"{_lang(lang)} + {_q(a)}")
+                parts.append(f"{_show(lang)} + {_q(a)}")
             elif a is None:
-                parts.append(f"{_lang(lang)} - {_q(b)}")
+                parts.append(f"{_show(lang)} - {_q(b)}")
             else:
-                parts.append(f"{_lang(lang)} {_q(b)} -> {_q(a)}")
+                parts.append(f"{_show(lang)} {_q(b)} -> {_q(a)}")
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
