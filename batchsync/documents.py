@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,6 +172,8 @@ _DEEP_TOML_KEY = re.compile(
 
 
 def _toml(text: str) -> Any:
+    import tomllib  # only TOML inventories pay for importing it (a few ms of every start)
+
     deep = _DEEP_TOML_KEY.search(text) if text.count(".") >= 64 else None
     if deep is not None:
         line = text.count("\n", 0, deep.start()) + 1

@@ -9,7 +9,6 @@ set shared by many integrations becomes one :class:`Desired` (and one
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -370,6 +369,8 @@ def _convert(raw: Any, kind: Any) -> Any:
 
 
 def _suggest(key: str, choices: Sequence[str]) -> str:
+    import difflib  # only for a mistake: not on the path of every start
+
     by_lower = {c.lower(): c for c in choices}
     near = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
     return f"; did you mean `{by_lower[near[0]]}`?" if near else ""
@@ -1162,6 +1163,8 @@ def _categories(raw: Any) -> tuple[dict[str, str | None], set[str]]:
 
 
 def _near(word: str, choices: Iterable[str]) -> str:
+    import difflib
+
     near = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {near[0]!r}?" if near else ""
 

@@ -305,6 +305,26 @@ def test_example_toml_in_a_real_process() -> None:
     assert "valid: " in proc.stdout
 
 
+@pytest.mark.parametrize("kind", ["json", "toml"])
+def test_validate_imports_only_the_parser_its_file_needs(tmp_path: Path, kind: str) -> None:
+    # Each import is paid at every start (part 5 of `make bench`): a JSON inventory needs
+    # neither the TOML nor the YAML parser, a valid one no spelling suggestions, and
+    # validate no HTTP client.
+    path = write_json(tmp_path / "ok.json", valid_inventory(tmp_path, n=5))
+    if kind == "toml":
+        path = REPO / "inventories" / "example.toml"
+    program = (
+        "import sys\n"
+        "from batchsync.cli import main\n"
+        f"assert main(['validate', {str(path)!r}]) == 0\n"
+        "print(' '.join(m for m in ('tomllib', 'yaml', 'difflib', 'aiohttp', 'anyio') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    imported = done.stdout.splitlines()[-1].split()
+    assert imported == (["tomllib"] if kind == "toml" else [])
+
+
 # -- a user's mistakes never show a traceback ------------------------------------------------
 
 
