@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -15,7 +16,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from batchsync import __version__
-from batchsync.exitcodes import EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, describe
+from batchsync.exitcodes import (
+    EXIT_CHANGES,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_OUTPUT_LOST,
+    describe,
+)
 from batchsync.gcpolicy import paused
 from batchsync.usage import UsageError
 
@@ -683,6 +691,29 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
+        from batchsync.output import discard_stdout
+
+        discard_stdout()
+        return EXIT_OK
+    except OSError as exc:
+        # A write to stdout that failed: unbuffered (PYTHONUNBUFFERED), the write itself
+        # raises; buffered, the flush does, and stdout still cannot take what it holds.
+        if exc.filename is not None or not (exc.errno in _DISK_FULL or _stdout_failing()):
+            raise
+        return _stdout_lost(exc, EXIT_OK)
+    finally:
+        logs = sys.modules.get("batchsync.progress")  # loaded by the commands that log
+        if logs is not None:
+            logs.flush_logs()  # the lines a buffered handler still holds
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # without building every subcommand's parser
         print(f"batchsync {__version__}")
         return EXIT_OK
@@ -699,13 +730,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchsync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    finally:
-        logs = sys.modules.get("batchsync.progress")  # loaded by the commands that log
-        if logs is not None:
-            logs.flush_logs()  # the lines a buffered handler still holds
 
 
 def entry() -> None:
@@ -718,10 +742,36 @@ def entry() -> None:
     """
     _standard_streams()
     code = main()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
-            stream.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader left: nothing more to say
+    except (OSError, ValueError) as exc:  # a full disk: what a command printed last is lost
+        code = _stdout_lost(exc, code)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(code)
+
+
+def _stdout_failing() -> bool:
+    """Whether stdout cannot take what it buffers (a full disk, an I/O error)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _stdout_lost(exc: OSError | ValueError, code: int) -> int:
+    """Says on stderr that stdout was not written in full; the exit code that says so too
+    (a failure or a stop says more, and stays)."""
+    from batchsync.output import discard_stdout
+
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    with contextlib.suppress(OSError, ValueError):
+        print(f"batchsync: stdout was not written: {why}", file=sys.stderr, flush=True)
+    discard_stdout()
+    return EXIT_OUTPUT_LOST if code in (EXIT_OK, EXIT_CHANGES) else code
 
 
 def _standard_streams() -> None:

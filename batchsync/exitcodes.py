@@ -5,7 +5,7 @@ EXIT_FAILED = 1  # some integrations failed
 EXIT_NOT_STARTED = 2  # nothing was sent: usage error or invalid inventory
 EXIT_INTERRUPTED = 3  # stopped by a signal or --max-failures
 EXIT_CHANGES = 4  # plan --detailed-exitcode found changes
-EXIT_OUTPUT_LOST = 5  # the run was done, but an output (--report, --junit, --metrics) could not be written
+EXIT_OUTPUT_LOST = 5  # the run was done, but an output (--report, --junit, --metrics, stdout) could not be written
 EXIT_LOCKED = 75  # another apply holds the inventory's lock (EX_TEMPFAIL)
 
 MEANING: dict[int, str] = {
@@ -14,15 +14,20 @@ MEANING: dict[int, str] = {
     EXIT_NOT_STARTED: "nothing was sent: a usage error or an invalid inventory",
     EXIT_INTERRUPTED: "stopped (SIGTERM/SIGINT, --max-failures) before every integration was done",
     EXIT_CHANGES: "plan --detailed-exitcode found changes to make",
-    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics) could not be written "
+    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics, stdout) could not be written "
     "(a full disk): it is named on stderr; 1 and 3 take precedence",
     EXIT_LOCKED: "another apply on the same inventory holds its lock: try again later",
 }
 
 # The codes each command can end with; a text where a code means something narrower there.
 _MERGED = "the code one unsharded run would have had"
+_STDOUT_LOST = "stdout could not be written (a full disk): said on stderr"
 BY_COMMAND: dict[str, dict[int, str | None]] = {
-    "validate": {EXIT_OK: "the inventory is valid", EXIT_NOT_STARTED: "the inventory is invalid, or a usage error"},
+    "validate": {
+        EXIT_OK: "the inventory is valid",
+        EXIT_NOT_STARTED: "the inventory is invalid, or a usage error",
+        EXIT_OUTPUT_LOST: f"the inventory is valid, but {_STDOUT_LOST}",
+    },
     "plan": {
         EXIT_OK: "nothing to change (without --detailed-exitcode: changes or not)",
         EXIT_FAILED: None,
@@ -45,6 +50,7 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         "(named on stderr), or the written file has problems",
         EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
         EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
     "report merge": {
         EXIT_OK: f"every integration is in its desired state: {_MERGED}",
@@ -52,11 +58,17 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_NOT_STARTED: "the reports cannot be read as one run, or a usage error",
         EXIT_INTERRUPTED: "a shard stopped early, or its report is missing or cut short",
         EXIT_CHANGES: "plan reports with --detailed-exitcode found changes",
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
-    "completion": {EXIT_OK: "the script was printed", EXIT_NOT_STARTED: "a usage error"},
+    "completion": {
+        EXIT_OK: "the script was printed",
+        EXIT_NOT_STARTED: "a usage error",
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
+    },
     "sandbox": {
         EXIT_OK: "stopped by SIGTERM/SIGINT",
         EXIT_NOT_STARTED: "cannot start: a usage error, an invalid inventory or seed, a port in use",
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
 }
 

@@ -10,9 +10,11 @@ could not be written (a full disk) so the run goes on and says so at the end.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import IO
@@ -149,7 +151,17 @@ class Lost:
         return bool(self.items)
 
     def lines(self) -> list[str]:
-        return [f"batchsync: {flag} {path} was not written: {why}" for flag, path, why in self.items]
+        named = ((" ".join(filter(None, (flag, path))), why) for flag, path, why in self.items)  # stdout: no path
+        return [f"batchsync: {what} was not written: {why}" for what, why in named]
+
+
+def discard_stdout() -> None:
+    """Descriptor 1 pointed at /dev/null: what ``sys.stdout`` still buffers for a reader that
+    left or a full disk is dropped, instead of failing again when the process exits."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
 
 
 class Screen(io.TextIOBase):
@@ -160,7 +172,8 @@ class Screen(io.TextIOBase):
     an outcome line is an append. ``before_write`` runs before each write (the progress
     line erases itself there). It outlives its reader: ``batchsync apply ... | head``
     must not turn a closed pipe into failed integrations; once the pipe is gone, output
-    is dropped.
+    is dropped. Nor must a full disk (``>> /var/log/batchsync.log``): the first write that
+    fails is kept in ``failure`` for the run to name at its end, and output is dropped.
     """
 
     LIMIT = 1 << 16  # characters kept before a write, whatever the timer
@@ -168,6 +181,7 @@ class Screen(io.TextIOBase):
     def __init__(self, stream: IO[str]) -> None:
         self.stream: IO[str] | None = stream
         self.before_write: Callable[[], None] | None = None
+        self.failure: OSError | None = None  # why the stream was dropped (not a closed pipe)
         self._parts: list[str] = []
         self._size = 0
 
@@ -193,3 +207,6 @@ class Screen(io.TextIOBase):
             self.stream.flush()
         except BrokenPipeError:
             self.stream = None
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: what was not written is lost, the run goes on
+            self.stream = None
+            self.failure = exc

@@ -34,7 +34,7 @@ from batchsync.exitcodes import (
 from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.outcome import Outcome, Summary
-from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
+from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output, discard_stdout
 from batchsync.progress import Progress, flush_logs, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import (
@@ -456,6 +456,9 @@ def _run(
         if budget is not None:
             budget.print(summary, limits, out)
     out.flush()
+    if out.failure is not None:  # a full disk under stdout: the run went on, the loss is said
+        lost.add("stdout", "", out.failure)
+        discard_stdout()  # what it still buffers would fail again at exit
     if page is not None and settings.html:
         ended = summary.started_at + summary.duration_s
         from batchsync.html import RunInfo, write_html

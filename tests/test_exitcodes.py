@@ -21,7 +21,9 @@ def test_the_readme_table_has_exactly_the_codes_of_exitcodes_py() -> None:
 
 def test_a_command_either_narrows_a_code_or_takes_its_general_meaning() -> None:
     assert describe("apply")[0] == (0, MEANING[0])
-    assert describe("validate") == [(0, "the inventory is valid"), (2, "the inventory is invalid, or a usage error")]
+    valid, invalid, lost = describe("validate")
+    assert [valid, invalid] == [(0, "the inventory is valid"), (2, "the inventory is invalid, or a usage error")]
+    assert lost[0] == 5 and "stdout" in lost[1]
     for command, codes in BY_COMMAND.items():
         assert set(codes) <= set(MEANING), command
         assert all(text for _, text in describe(command)), command

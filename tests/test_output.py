@@ -184,6 +184,64 @@ def test_a_report_lost_to_a_full_disk_does_not_stop_the_run(tmp_path: Path, sand
     assert report.stat().st_size <= 600
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED", "buffered"])
+def test_stdout_on_a_full_disk_costs_no_integration(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], unbuffered: str
+) -> None:
+    """`batchsync apply ... >> /var/log/batchsync.log` with /var full: the run used to die at
+    its first timed flush of stdout (a traceback, integrations without an outcome)."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0.5")
+    sandbox_proc.append(box)
+    report = tmp_path / "report.jsonl"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "--report", str(report)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "PYTHONUNBUFFERED": unbuffered},
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("batchsync: stdout was not written: No space left on device") == 1
+    assert "Traceback" not in result.stderr
+    *outcomes, summary = [json.loads(line) for line in report.read_text().splitlines()[1:]]
+    assert sorted(o["integration_id"] for o in outcomes) == sorted(j.integration_id for j in inv.jobs)
+    assert summary["totals"]["failed"] == 0 and summary["totals"]["skipped"] == 0
+    assert sum(c["POST"] for c in box.stats()["requests"].values()) == summary["totals"]["changed"]
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED", "buffered"])
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--version"], 5),
+        (["validate", "inventories/example.toml"], 5),
+        (["validate", "inventories/example.toml", "--format", "json"], 5),
+        (["plan", "inventories/example.toml", "--sandbox", "--format", "json"], 5),
+        (["completion", "bash"], 5),
+    ],
+)
+def test_a_command_whose_stdout_is_lost_says_so_and_does_not_exit_0(
+    argv: list[str], code: int, unbuffered: str
+) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "batchsync", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env_with({}), "PYTHONUNBUFFERED": unbuffered},
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert result.returncode == code, result.stderr
+    assert result.stderr == "batchsync: stdout was not written: No space left on device\n"
+
+
 def test_an_output_may_not_replace_a_file_the_inventory_references(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()

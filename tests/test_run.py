@@ -77,6 +77,22 @@ def test_output_survives_a_closed_pipe() -> None:
     out.flush()
 
 
+def test_output_on_a_full_disk_is_dropped_and_its_failure_kept() -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    out = Screen(Full())
+    out.write("line\n")
+    out.flush()  # no exception: the run goes on
+    assert out.stream is None and isinstance(out.failure, OSError) and out.failure.errno == 28
+    out.write("more\n")
+    out.flush()
+    closed = Screen(io.StringIO())
+    closed.stream = None
+    assert closed.failure is None  # a closed pipe is no failure (the reader left)
+
+
 def test_output_is_written_in_one_piece_when_flushed_or_large() -> None:
     class Counting(io.StringIO):
         writes = 0
