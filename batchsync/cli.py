@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import os
 import re
 import sys
@@ -59,7 +60,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         }
         if args.shards is not None:  # asked for: null when the inventory is invalid
             doc["shards"] = split_document(split, sizes) if split is not None else None
-        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+        from batchsync.streams import json_for
+
+        sys.stdout.write(json_for(sys.stdout, msgspec.json.encode(doc).decode()) + "\n")
         return EXIT_OK if inv.valid else EXIT_NOT_STARTED
     _print_problems(inv, sys.stdout)
     for w in inv.warnings:  # they do not block: validate exits 0 with them
@@ -741,6 +744,10 @@ def entry() -> None:
     is the time a scheduler waits for the next job.
     """
     _standard_streams()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A locale whose encoding lacks a character of a status name (Latin-1, ASCII):
+        # escaped, as on stderr, not a traceback half way through a run.
+        sys.stdout.reconfigure(errors="backslashreplace")
     code = main()
     try:
         sys.stdout.flush()

@@ -527,7 +527,9 @@ def command(
         print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED
     if fmt == "json":
-        stdout.write(msgspec.json.encode(document(merged)).decode() + "\n")
+        from batchsync.streams import json_for
+
+        stdout.write(json_for(stdout, msgspec.json.encode(document(merged)).decode()) + "\n")
     else:
         print_text(merged, stdout)
     return merged.exit_code

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from batchsync.outcome import Outcome
 from batchsync.redact import Redactor
+from batchsync.streams import is_utf8
 
 __all__ = [
     "JsonLogFormatter",
@@ -227,7 +228,10 @@ class TextLogFormatter(RedactingFormatter):
 
 class JsonLogFormatter(RedactingFormatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, then the
-    fields given as ``extra={"fields": {...}}`` (which may not replace those four)."""
+    fields given as ``extra={"fields": {...}}`` (which may not replace those four).
+    ``ascii_only`` for a stream that is not UTF-8: ``\\uXXXX`` escapes, the same JSON."""
+
+    ascii_only = False
 
     def render(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -243,7 +247,7 @@ class JsonLogFormatter(RedactingFormatter):
         if record.stack_info:
             doc.setdefault("stack", self.formatStack(record.stack_info))
         # default=str: a field that JSON cannot hold (a Path, an exception) still logs.
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        return json.dumps(doc, ensure_ascii=self.ascii_only, default=str)
 
 
 _HANDLER_MARK = "_batchsync_handler"
@@ -333,9 +337,11 @@ def setup_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
+    target = sys.stderr if stream is None else stream
     formatter: RedactingFormatter
     if fmt == "json":
         formatter = JsonLogFormatter(secrets=secrets, redactor=redactor)
+        formatter.ascii_only = not is_utf8(target)
     elif fmt == "text":
         formatter = TextLogFormatter(secrets=secrets, redactor=redactor)
     else:
@@ -344,7 +350,6 @@ def setup_logging(
     for old in _handlers():
         old.flush()
         logger.removeHandler(old)
-    target = sys.stderr if stream is None else stream
     handler = BufferedHandler(target) if buffered else logging.StreamHandler(target)
     setattr(handler, _HANDLER_MARK, True)
     handler.setFormatter(formatter)

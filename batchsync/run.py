@@ -48,6 +48,7 @@ from batchsync.report import (
     summary_document,
 )
 from batchsync.settings import RunSettings, UsageError
+from batchsync.streams import json_for
 
 if TYPE_CHECKING:
     from batchsync.notify import Webhook
@@ -449,7 +450,7 @@ def _run(
         if budget is not None:
             doc["budget"] = budget.rows(summary, limits)
         doc["outcomes"] = collected
-        out.write(msgspec.json.encode(doc).decode() + "\n")
+        out.write(json_for(sys.stdout, msgspec.json.encode(doc).decode()) + "\n")
     elif not quiet:
         print_recap(summary, mode, out, by_tag)
         print_mapping_totals(summary, out)

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.directory.mkdir(parents=True, exist_ok=True)
     (args.directory / "seed.json").write_bytes(msgspec.json.encode(seed))
-    (args.directory / "accounts.toml").write_text(accounts_inventory(seed, args.base_url))
+    (args.directory / "accounts.toml").write_text(accounts_inventory(seed, args.base_url), encoding="utf-8")
     exports = " ".join(f"{k}={v}" for k, v in account_env(seed).items())
     print(f"wrote {args.directory}/seed.json and {args.directory}/accounts.toml; their keys: export {exports}")
     return 0

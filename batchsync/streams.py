@@ -1,0 +1,42 @@
+"""Text for stdout and stderr whatever their encoding.
+
+A cron job or a container may run under a locale whose encoding is not UTF-8 (Latin-1,
+ASCII): a status name with a character that encoding lacks (an emoji, a euro sign, a
+server's answer) must not end a run in a traceback. Text goes out with such characters
+escaped (``\\xe8``, as Python does on stderr); JSON goes out with every non-ASCII
+character as ``\\uXXXX``, which is the same JSON and valid in any ASCII-compatible
+encoding.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Any
+
+__all__ = ["is_utf8", "json_for"]
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def is_utf8(stream: Any) -> bool:
+    """Whether ``stream`` encodes text as UTF-8 (a stream without an encoding: yes, it takes str)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _escape(match: re.Match[str]) -> str:
+    units = match.group().encode("utf-16-be", "surrogatepass")
+    return "".join([f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2)])
+
+
+def json_for(stream: Any, text: str) -> str:
+    """JSON ``text`` as ``stream`` can carry it: as it is for UTF-8, else ASCII-only."""
+    if text.isascii() or is_utf8(stream):
+        return text
+    return _NON_ASCII.sub(_escape, text)
