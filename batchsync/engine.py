@@ -263,6 +263,9 @@ class Engine:
         self._reads_done = 0
         self._writes_found = 0
         self._snapshots: dict[int, tuple[CurrentStatus, ...]] = {}  # statuses read, mapping not yet
+        # Per account: (age, read tokens, write tokens) an earlier run on this host left of
+        # its buckets (batchsync.budget); set before run().
+        self.carried: Mapping[str, tuple[float, float, float]] = {}
 
     @property
     def summary(self) -> Summary:
@@ -276,6 +279,11 @@ class Engine:
             self.stopping = reason
             self.summary.stopped = reason
             self._wake_all()
+
+    def budget_left(self) -> dict[str, tuple[float, float]]:
+        """Per account: the (read, write) tokens its buckets hold now (for the next run)."""
+        now = self._clock()
+        return {name: (acc.reads.left(now), acc.writes.left(now)) for name, acc in self.accts.items()}
 
     def throttled_accounts(self) -> list[str]:
         """Accounts whose work waits for their budget right now (a 429 pause included)."""
@@ -306,6 +314,11 @@ class Engine:
                 for name in sorted(by_account, key=lambda n: -len(by_account[n])):
                     account = self.accounts[name]
                     acc = _Account(account, self.api.account(account), now, self.ledger.stats(name))
+                    carried = self.carried.get(name)
+                    if carried is not None:
+                        age, reads, writes = carried
+                        acc.reads.carry(reads, age)
+                        acc.writes.carry(writes, age)
                     self.accts[name] = acc
                     if opts.preflight:
                         acc.unconfirmed = {j.integration_id: j for j in by_account[name]}

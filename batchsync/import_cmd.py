@@ -180,13 +180,18 @@ async def read_fleet(
     on_outcome: Callable[[Outcome], None] | None = None,
     on_engine: Callable[[Engine], None] | None = None,
     sanitize: Callable[[Outcome], Outcome] | None = None,
+    budget_files: Mapping[str, str] | None = None,
 ) -> Fleet:
     """List every account's integrations, then read each PrestaShop V2 one not in
-    ``declared`` (statuses and mapping) through the engine's snapshot mode."""
+    ``declared`` (statuses and mapping) through the engine's snapshot mode.
+
+    ``budget_files``: where the accounts' budgets are recorded (batchsync.budget): the
+    lists start from what the last run on this host left, and the import leaves its own."""
     import logging
 
     import anyio
 
+    from batchsync import budget
     from batchsync.client import ApiError
     from batchsync.engine import Engine
     from batchsync.importer import canonical, is_prestashop
@@ -196,10 +201,15 @@ async def read_fleet(
     log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
     buckets: dict[str, Bucket] = {}
+    files = budget_files or {}
+    carried = budget.load(files) if files else {}
 
     async def one(name: str) -> None:
         lim = accounts[name].limits
         bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, anyio.current_time())
+        if name in carried:
+            age, reads, _ = carried[name]
+            bucket.carry(reads, age)
         try:
             shops, pages = await list_account(api.account(accounts[name]), bucket, options, name)
         except ApiError as exc:
@@ -250,11 +260,41 @@ async def read_fleet(
     fleet.to_read = len(jobs)
     used = {name: accounts[name] for name in {j.account for j in jobs}}
     engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
+    # Its reads start full (the wait above); its writes as the last run left them, which
+    # an import does not spend but must not record as full either.
+    since = anyio.current_time() - start
+    aged = {name: (age + since, reads, writes) for name, (age, reads, writes) in carried.items()}
+    burst = {name: float(account.limits.write_burst) for name, account in used.items()}
+    engine.carried = {name: (age, burst[name], writes) for name, (age, _, writes) in aged.items() if name in burst}
     fleet.engine = engine
     if on_engine is not None:
         on_engine(engine)
-    fleet.summary = await engine.run(jobs)
+    try:
+        fleet.summary = await engine.run(jobs)
+    finally:
+        if files:
+            budget.save(_left(accounts, buckets, aged, anyio.current_time()) | engine.budget_left(), files)
     return fleet
+
+
+def _left(
+    accounts: Mapping[str, Account],
+    lists: Mapping[str, Bucket],
+    carried: Mapping[str, tuple[float, float, float]],
+    now: float,
+) -> dict[str, tuple[float, float]]:
+    """(read, write) tokens left of the accounts an import only listed."""
+    from batchsync.limits import Bucket
+
+    left = {}
+    for name, reads in lists.items():
+        lim = accounts[name].limits
+        writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
+        if name in carried:
+            age, _, w = carried[name]
+            writes.carry(w, age)
+        left[name] = (reads.left(now), writes.left(now))
+    return left
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -486,6 +526,7 @@ async def _read(
 
     import anyio
 
+    from batchsync import budget
     from batchsync.output import Sanitizer
     from batchsync.transport import HttpApi
 
@@ -522,6 +563,7 @@ async def _read(
                 on_outcome=on_outcome,
                 on_engine=on_engine,
                 sanitize=sanitizer.outcome,
+                budget_files=budget.files_for(selected, selected, base_url),
             )
         tg.cancel_scope.cancel()
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)

@@ -46,6 +46,17 @@ class Bucket:
         self.throttled = 0  # 429s seen
         self.cut_at = -math.inf  # when a 429 last cut the rate
 
+    def carry(self, left: float, age: float) -> None:
+        """Start from what an earlier run left of this bucket ``age`` seconds ago (the
+        server's bucket does not refill because our process is new)."""
+        if math.isfinite(left) and math.isfinite(age) and age >= 0.0:
+            self.tokens = min(self.capacity, max(0.0, left) + age * self.rate)
+
+    def left(self, now: float) -> float:
+        """Tokens in the bucket now, what is reserved not counted."""
+        self._refill(now)
+        return max(0.0, self.tokens - self.reserved)
+
     def _refill(self, now: float) -> None:
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)

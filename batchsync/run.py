@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import anyio
 import msgspec
 
+from batchsync import budget
 from batchsync.engine import Engine
 from batchsync.exitcodes import (
     EXIT_CHANGES,
@@ -146,14 +147,22 @@ async def execute(
         engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
         if on_engine is not None:
             on_engine(engine)
-        async with anyio.create_task_group() as tg:
-            scope = anyio.CancelScope()
-            tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
-            if tick is not None:
-                tg.start_soon(_every, 0.2, tick)
-            with scope:
-                await engine.run(jobs)
-            tg.cancel_scope.cancel()
+        # What the last run on this host left of each account's budget (an embedded sandbox
+        # is new every run: its buckets are full).
+        files = {} if settings.sandbox else budget.files_for(inv.accounts, {j.account for j in jobs}, base_url)
+        engine.carried = budget.load(files) if files else {}
+        try:
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+                tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
+                if tick is not None:
+                    tg.start_soon(_every, 0.2, tick)
+                with scope:
+                    await engine.run(jobs)
+                tg.cancel_scope.cancel()
+        finally:
+            if files:
+                budget.save(engine.budget_left(), files)
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
         note_declared_rates(engine.summary, inv.accounts)

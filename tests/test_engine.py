@@ -276,6 +276,38 @@ def test_each_account_stays_within_its_burst_and_rate(
     assert max(api.in_flight.values(), default=0) == 0
 
 
+def test_a_run_starts_from_the_budget_an_earlier_run_left(tmp_path: Path) -> None:
+    """batchsync.budget hands the engine what the last run on this host left of each
+    account's buckets: a run right after another must not spend a burst the server's
+    buckets no longer hold. Read at 10 a second, burst 10, every integration in sync."""
+    inv = make_inventory(tmp_path, {"acme": 30}, limits={"acme": {"reads_per_minute": 600, "write_burst": 10}})
+
+    def read_starts(carried: dict[str, tuple[float, float, float]]) -> list[float]:
+        api = FakeApi.from_inventory(inv, [], latency=lambda call: 0.01)
+        outcomes: list[Outcome] = []
+        engine = Engine(inv.accounts, api, OPTS, outcomes.append, rng=random.Random(1))
+        engine.carried = carried
+
+        async def main() -> dict[str, tuple[float, float]]:
+            await engine.run(inv.jobs)
+            return engine.budget_left()
+
+        left = run_virtual(main)
+        assert len(outcomes) == 30 and {o.result for o in outcomes} == {"unchanged"}
+        reads, writes = left["acme"]
+        assert reads < 1.0 and writes == 10.0  # the reads spent it; no write was made
+        return sorted(call.start for call in api.calls if call.op in ("get_statuses", "get_mapping", "list"))
+
+    fresh = read_starts({})
+    assert sum(1 for t in fresh if t < 0.05) == 10  # a full burst at once
+    spent = read_starts({"acme": (0.0, 0.0, 10.0)})  # the last run ended just now, its reads spent
+    assert spent[0] >= 0.099 and all(t >= 0.0999 * (k + 1) for k, t in enumerate(spent))
+    half = read_starts({"acme": (0.5, 0.0, 10.0)})  # half a second ago: 5 tokens since
+    assert sum(1 for t in half if t < 0.05) == 5
+    old = read_starts({"acme": (60.0, 0.0, 0.0)})  # long ago: full again, never more
+    assert sum(1 for t in old if t < 0.05) == 10
+
+
 def _alone(n: int, per_minute: float, cap: int, latency: float) -> list[float]:
     """When an account's ``n`` requests would start if it had the whole machine: as soon
     as its own bucket and its cap on requests in flight allow, each taking ``latency``."""

@@ -415,6 +415,26 @@ def test_three_accounts_300_shops_in_4_families_import_as_4_sets_and_plan_to_not
     assert "unchanged=300" in planned.stdout
 
 
+def test_a_plan_right_after_an_import_meets_no_429(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    """An import spends the accounts' read budget; the plan an agency runs right after it
+    used to start with a full burst the server no longer had (batchsync.budget). At
+    Sendcloud's own rates: 1000 reads a minute, burst 15."""
+    seed = fleet_seed(1, 30, families=2, others=0, mappings=False, seed=3)
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    env = account_env(seed)
+    source = write_accounts(
+        tmp_path, seed, box.url, {"reads_per_minute": 1000, "writes_per_minute": 100, "write_burst": 15}
+    )
+    out = tmp_path / "fleet.toml"
+    done = batchsync("import", str(source), "-o", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    planned = batchsync("plan", str(out), "--detailed-exitcode", env=env)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "unchanged=30" in planned.stdout and "429" not in planned.stdout + planned.stderr
+    assert set(box.stats()["throttled"].values()) == {0}
+
+
 def test_the_command_keeps_what_is_declared_and_says_what_is_gone(
     tmp_path: Path, sandbox_proc: list[SandboxProcess]
 ) -> None:

@@ -1,0 +1,131 @@
+"""What a run leaves of each account's rate-limit budget, for the next run on this host.
+
+Sendcloud meters each account with buckets on its side (NOTES.md: 100 writes and 1000
+reads a minute, a burst of 15). A run that starts right after another on the same
+account (``plan`` then its ``apply``, an ``apply`` retried by its scheduler, shards run
+one after another) found those buckets spent while its own started full: its first
+burst met 429s, it slowed itself down, and its recap advised lowering limits that were
+right. So each run records, per account, what its buckets held when it ended, and the
+next run on this host starts from that, refilled at the declared rate for the time in
+between (a record older than a bucket's refill time is a full bucket again).
+
+The files sit beside the account locks, in the per-user runtime directories, named by
+the same hash of the account's identity and API (never the key itself). Best effort:
+a record that cannot be read or written changes nothing but how full a run starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from batchsync.lock import LockError, account_lock_name, runtime_dirs
+
+if TYPE_CHECKING:
+    from batchsync.inventory import Account
+
+__all__ = ["MAX_AGE", "file_name", "files_for", "load", "save"]
+
+MAX_AGE = 600.0  # seconds: a record this old says nothing (every bucket has refilled)
+_MAX_BYTES = 4096
+
+
+class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    at: float  # wall clock (time.time()) when the run ended: processes share no other clock
+    reads: float  # tokens left in the read bucket then
+    writes: float
+
+
+_decoder = msgspec.json.Decoder(_Record)
+
+
+def file_name(identity: str, base_url: str) -> str:
+    """The record of one account on one API (see :func:`batchsync.lock.account_lock_name`)."""
+    return account_lock_name(identity, base_url).removesuffix(".lock") + ".budget"
+
+
+def files_for(accounts: Mapping[str, Account], names: Iterable[str], base_url: str | None) -> dict[str, str]:
+    """Per account name: its record's file, on ``base_url`` (or the account's own API),
+    named as its lock is (the public key or OAuth2 client id, hashed)."""
+    return {name: file_name(accounts[name].identity.reveal(), base_url or accounts[name].base_url) for name in names}
+
+
+def _dirs() -> list[Path]:
+    try:
+        return runtime_dirs()
+    except (LockError, OSError):
+        return []
+
+
+def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[float, float, float]]:
+    """Per account (name -> file): (age in seconds, read tokens, write tokens) of the
+    newest usable record; accounts without one are left out."""
+    now = time.time() if now is None else now
+    found: dict[str, tuple[float, float, float]] = {}
+    dirs = _dirs()
+    for name, file in files.items():
+        for directory in dirs:
+            try:
+                with open(directory / file, "rb") as f:
+                    record = _decoder.decode(f.read(_MAX_BYTES))
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            age = now - record.at
+            values = (age, record.reads, record.writes)
+            if not all(math.isfinite(v) for v in values) or not 0.0 <= age <= MAX_AGE:
+                continue  # a clock set back, a record from long ago, garbage
+            if name not in found or age < found[name][0]:
+                found[name] = (age, max(0.0, record.reads), max(0.0, record.writes))
+    return found
+
+
+def save(levels: Mapping[str, tuple[float, float]], files: Mapping[str, str]) -> None:
+    """Record each account's (read, write) tokens left now, in every runtime directory."""
+    at = time.time()
+    by_file: dict[str, tuple[float, float]] = {}
+    for name, (reads, writes) in levels.items():
+        file = files.get(name)
+        if file is None:
+            continue
+        if file in by_file:  # two names for one Sendcloud account: the less it has left
+            reads, writes = min(reads, by_file[file][0]), min(writes, by_file[file][1])
+        by_file[file] = (reads, writes)
+    for directory in _dirs():
+        for file, (reads, writes) in by_file.items():
+            _write(directory / file, msgspec.json.encode(_Record(at, reads, writes)))
+        _prune(directory, at)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".budget-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # a reader sees the old record or the new one, whole
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _prune(directory: Path, now: float) -> None:
+    """Records older than MAX_AGE say nothing any more: one file per account and API would
+    otherwise pile up (a sandbox on a new port is a new API)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith(".budget"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > MAX_AGE:
+                        os.unlink(entry.path)

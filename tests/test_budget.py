@@ -1,0 +1,92 @@
+"""What a run leaves of each account's budget for the next run on this host (batchsync.budget)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cli_helpers import ROOT, SandboxProcess, env_with
+from inventory_factory import inventory_env, make_inventory
+
+from batchsync import budget
+from batchsync.limits import Bucket
+from batchsync.lock import runtime_dirs
+
+
+def test_a_record_is_read_back_with_its_age_and_garbage_is_ignored() -> None:
+    files = {"acme": budget.file_name("acme-public", "https://panel.sendcloud.sc/api/v3"), "globex": "g.budget"}
+    assert "acme-public" not in files["acme"] and files["acme"].endswith(".budget")
+    budget.save({"acme": (2.5, 7.0), "unknown": (0.0, 0.0)}, files)
+    (found,) = budget.load(files, now=time.time() + 3).items()
+    name, (age, reads, writes) = found
+    assert name == "acme" and 2.9 < age < 4 and (reads, writes) == (2.5, 7.0)
+    assert budget.load(files, now=time.time() + budget.MAX_AGE + 5) == {}  # too old to say anything
+    assert budget.load(files, now=time.time() - 60) == {}  # from the future: a clock set back
+    directory = runtime_dirs()[0]
+    for garbage in (b"", b"{", b'{"at": "x", "reads": 1, "writes": 1}', b"[1, 2, 3]", b'{"at": 1e400}', b"\xff" * 9000):
+        (directory / files["acme"]).write_bytes(garbage)
+        assert budget.load(files) == {}
+
+
+def test_two_names_for_one_account_record_the_less_that_is_left() -> None:
+    files = {"a": "same.budget", "b": "same.budget"}
+    budget.save({"a": (9.0, 1.0), "b": (3.0, 4.0)}, files)
+    assert {k: v[1:] for k, v in budget.load(files).items()} == {"a": (3.0, 1.0), "b": (3.0, 1.0)}
+
+
+def test_old_records_are_pruned_when_a_run_saves() -> None:
+    directory = runtime_dirs()[0]
+    stale = directory / "account-stale.budget"
+    stale.write_text("{}")
+    long_ago = time.time() - budget.MAX_AGE - 60
+    os.utime(stale, (long_ago, long_ago))
+    budget.save({"acme": (1.0, 1.0)}, {"acme": "fresh.budget"})
+    assert not stale.exists() and (directory / "fresh.budget").exists()
+
+
+def test_a_bucket_carries_what_was_left_refilled_by_its_age() -> None:
+    bucket = Bucket(600, 15, 0.0, safety=1.0)  # 10 a second
+    bucket.carry(2.0, 0.5)
+    assert bucket.tokens == 7.0
+    bucket.carry(0.0, 100.0)
+    assert bucket.tokens == 15.0  # never more than its capacity
+    for left, age in ((float("nan"), 0.0), (1.0, -1.0), (1.0, float("inf"))):
+        bucket.carry(left, age)
+        assert bucket.tokens == 15.0  # ignored
+    bucket.take()
+    assert bucket.left(0.0) == 14.0
+
+
+def test_plan_then_apply_then_apply_meet_no_429(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    """The second of two runs back to back used to start with a full burst the server's
+    bucket no longer had: 429s, a slowed run, and a recap advising to lower limits that
+    were right. 40 integrations in sync, read at Sendcloud's 1000 a minute, burst 15."""
+    accounts = {"acme": 40}
+    limits = {"acme": {"reads_per_minute": 1000, "writes_per_minute": 100, "write_burst": 15}}
+    inv = make_inventory(tmp_path, accounts, limits=limits)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "1")
+    sandbox_proc.append(box)
+    for i, command in enumerate(("plan", "apply", "apply")):
+        report = tmp_path / f"report-{i}.jsonl"
+        argv = [command, inv.path, "--base-url", box.url, "--report", str(report), "-q"]
+        done = subprocess.run(
+            [sys.executable, "-m", "batchsync", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(report.read_text().splitlines()[-1])
+        assert summary["accounts"]["acme"]["throttled"] == 0, (command, i, done.stderr)
+        assert summary["limits_too_high"] == [] and "429" not in done.stderr
+    assert box.stats()["throttled"] == {"acme": 0}  # the server's own count
+    records = list(Path(tempfile.gettempdir()).glob("batchsync-*/*.budget"))
+    assert len(records) == 1 and set(json.loads(records[0].read_text())) == {"at", "reads", "writes"}
