@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests/spec/integrations-v3.json"  # the official description, reduced, in-repo (see its README)
 PYTHON = sys.executable  # the venv's python: `make bench` runs us with it
 WORK = Path(tempfile.gettempdir()) / "batchsync-bench"  # generated inventories, reports
+NIGHTS = WORK / "nights"  # each measured run's own temp dir (see night()); emptied by each make bench
 
 LANGS = ("en-gb", "nl-nl", "de-de", "fr-fr", "es-es", "it-it", "en-us")
 
@@ -236,6 +237,15 @@ class Measured:
     stderr: str
 
 
+def night(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (or this process's) with a temp dir of its own: each measured run is a night
+    of its own. A run records what it left of each account's budget beside its account
+    locks (batchsync/budget.py), and the next sandbox may get the port an earlier one had:
+    a measurement must not start from another's spent budget."""
+    NIGHTS.mkdir(parents=True, exist_ok=True)
+    return {**(os.environ if env is None else env), "TMPDIR": tempfile.mkdtemp(dir=NIGHTS)}
+
+
 def run_measured(
     cmd: Sequence[str],
     timeout: float = 600.0,
@@ -253,6 +263,7 @@ def run_measured(
     when a person runs it, drained by a thread as fast as a terminal would take it;
     ``stdout`` is then everything it wrote there.
     """
+    env = night(env)
     out_path = WORK / f".out.{os.getpid()}"
     err_path = WORK / f".err.{os.getpid()}"
     rss_path = WORK / f".rss.{os.getpid()}"

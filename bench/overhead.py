@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.common import HUGE, PYTHON, WORK, Row, log, read_report, run_measured, sandbox, write_inventory
+from bench.common import HUGE, PYTHON, WORK, Row, log, night, read_report, run_measured, sandbox, write_inventory
 
 N = 5000
 ACCOUNTS = 10
@@ -86,7 +86,7 @@ def _instructions(cmd: list[str]) -> int:
     """User-space instructions ``cmd`` executed, counted by valgrind (cachegrind without its
     cache simulation): the same for the same work, whatever else the machine is doing."""
     vg = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    done = subprocess.run([*vg, *cmd], capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run([*vg, *cmd], capture_output=True, text=True, timeout=1800, check=False, env=night())
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"valgrind {cmd[1:3]} exited {done.returncode}: {done.stderr[-800:]}")

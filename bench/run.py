@@ -8,10 +8,11 @@ and then does not touch results.md.
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 import time
 
-from bench.common import ROOT, Row, log, machine, table
+from bench.common import NIGHTS, ROOT, Row, log, machine, table
 
 # part -> (what it measures, "module" or "module:function"; the function (default run) takes
 # the notes list and returns the part's rows)
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}", file=sys.stderr)
         return 2
+    shutil.rmtree(NIGHTS, ignore_errors=True)  # the last make bench's runs' temp dirs
     rows: list[Row] = []
     notes: list[str] = []
     timings: list[str] = []
