@@ -301,9 +301,19 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     from batchsync.notify import WebhookError, resolve_webhook
 
     try:
-        return [resolve_webhook(ref) for ref in settings.notify]
+        hooks = [resolve_webhook(ref) for ref in settings.notify]
     except WebhookError as exc:
         raise UsageError(str(exc)) from None
+    literal = sum(1 for hook in hooks if hook.ref == "URL")
+    if literal:
+        # As mysql does for -p<password>: it works, and it is said once, on stderr.
+        print(
+            f"batchsync: warning: --notify given {'a webhook URL' if literal == 1 else f'{literal} webhook URLs'} "
+            "on the command line, which every user of this machine can read (ps, /proc) and a shell "
+            "keeps in its history: a webhook URL is a credential; give it as env:NAME or file:PATH",
+            file=sys.stderr,
+        )
+    return hooks
 
 
 def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:

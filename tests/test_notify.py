@@ -414,6 +414,15 @@ async def test_one_notification_per_failing_run_none_for_a_clean_one(
     assert len(receiver.posts) == 3
     doc = json.loads(receiver.posts[2][1])
     assert doc["mode"] == "plan" and doc["exit_code"] == 0 and doc["failed"] == []
+    assert "warning" not in err  # a reference: nothing to say
+    # The URL itself on the command line works, and is said to be readable by anyone, once.
+    code, err, _ = await run_cli(
+        "plan", inv, "--base-url", failing.url, "--limit", "!105", "-q", "--notify", receiver.url,
+        "--notify-on", "always", env=env,
+    )  # fmt: skip
+    assert code == 0 and len(receiver.posts) == 4
+    assert err.count("warning: --notify given a webhook URL on the command line") == 1
+    assert TOKEN_PATH not in err and receiver.url not in err
 
 
 @pytest.mark.parametrize("down", ["refused", "hangs"])
