@@ -445,60 +445,73 @@ def _run(
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
         out.flush()
         progress.close()
-        if report is not None:
+        if report is not None and code is None:  # the run broke off: no summary line
             report.close(summary, mode, code)
     assert summary is not None and code is not None  # anyio.run returned
-    if settings.junit:
-        try:
-            from batchsync.monitoring import write_junit
+    ran = code
 
-            write_junit(settings.junit, collected, summary)
-        except OSError as exc:
-            lost.add("--junit", settings.junit, exc)
-    if settings.metrics:
-        try:
-            from batchsync.monitoring import write_metrics
+    def told() -> int:
+        """The exit code as it stands: a lost output must not look like a clean night;
+        failures and stops still say more. Each output carries it as it is when written
+        (stdout may have failed during the run: it is named among the lost at the end)."""
+        some_lost = bool(lost) or out.failure is not None
+        return EXIT_OUTPUT_LOST if some_lost and ran in (EXIT_OK, EXIT_CHANGES) else ran
 
-            write_metrics(settings.metrics, summary, mode, exit_code=code)
-        except OSError as exc:
-            lost.add("--metrics", settings.metrics, exc)
-    limits = {name: a.limits for name, a in inv.accounts.items()}
-    by_tag = tags.groups if tags is not None else None
-    if as_json:
-        doc = summary_document(summary, mode, by_tag)
-        if budget is not None:
-            doc["budget"] = budget.rows(summary, limits)
-        doc["outcomes"] = collected
-        out.write(json_for(sys.stdout, msgspec.json.encode(doc).decode()) + "\n")
-    elif not quiet:
-        print_recap(summary, mode, out, by_tag)
-        print_mapping_totals(summary, out)
-        if budget is not None:
-            budget.print(summary, limits, out)
-    out.flush()
-    if out.failure is not None:  # a full disk under stdout: the run went on, the loss is said
-        lost.add("stdout", "", out.failure)
-        discard_stdout()  # what it still buffers would fail again at exit
-    if page is not None and settings.html:
-        ended = summary.started_at + summary.duration_s
-        from batchsync.html import RunInfo, write_html
+    try:
+        if settings.junit:
+            try:
+                from batchsync.monitoring import write_junit
 
-        info = RunInfo(
-            exit_code=EXIT_OUTPUT_LOST if lost and code in (EXIT_OK, EXIT_CHANGES) else code,
-            started_at=summary.started_at,
-            ended_at=ended,
-            limits=limits,
-            inventory=settings.inventory,
-        )
-        try:
-            write_html(settings.html, page.html(summary, info))
-        except OSError as exc:
-            lost.add("--html", settings.html, exc)
+                write_junit(settings.junit, collected, summary)
+            except OSError as exc:
+                lost.add("--junit", settings.junit, exc)
+        if settings.metrics:
+            try:
+                from batchsync.monitoring import write_metrics
+
+                write_metrics(settings.metrics, summary, mode, exit_code=told())
+            except OSError as exc:
+                lost.add("--metrics", settings.metrics, exc)
+        limits = {name: a.limits for name, a in inv.accounts.items()}
+        by_tag = tags.groups if tags is not None else None
+        if as_json:
+            doc = summary_document(summary, mode, by_tag)
+            if budget is not None:
+                doc["budget"] = budget.rows(summary, limits)
+            doc["outcomes"] = collected
+            out.write(json_for(sys.stdout, msgspec.json.encode(doc).decode()) + "\n")
+        elif not quiet:
+            print_recap(summary, mode, out, by_tag)
+            print_mapping_totals(summary, out)
+            if budget is not None:
+                budget.print(summary, limits, out)
+        out.flush()
+        if out.failure is not None:  # a full disk under stdout: the run went on, the loss is said
+            lost.add("stdout", "", out.failure)
+            discard_stdout()  # what it still buffers would fail again at exit
+        if page is not None and settings.html:
+            ended = summary.started_at + summary.duration_s
+            from batchsync.html import RunInfo, write_html
+
+            info = RunInfo(
+                exit_code=told(),
+                started_at=summary.started_at,
+                ended_at=ended,
+                limits=limits,
+                inventory=settings.inventory,
+            )
+            try:
+                write_html(settings.html, page.html(summary, info))
+            except OSError as exc:
+                lost.add("--html", settings.html, exc)
+    finally:
+        # Last: its summary line carries the code the process exits with (unless closing
+        # the report is itself what fails), whatever was lost before it.
+        if report is not None:
+            report.close(summary, mode, told())
     for line in lost.lines():
         print(line, file=sys.stderr)
-    # A lost output must not look like a clean night; failures and stops still say more.
-    if lost and code in (EXIT_OK, EXIT_CHANGES):
-        code = EXIT_OUTPUT_LOST
+    code = told()
     if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
         from batchsync.notify import notify
 

@@ -18,6 +18,7 @@ import pytest
 from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
+from batchsync.monitoring import read_metric
 from batchsync.outcome import ErrorInfo, Outcome
 from batchsync.output import OutputError, Sanitizer, check_output
 from batchsync.redact import Redactor
@@ -194,10 +195,11 @@ def test_stdout_on_a_full_disk_costs_no_integration(
     env = env_with(inventory_env(ACCOUNTS))
     box = SandboxProcess(Path(inv.path), env, "--in-sync", "0.5")
     sandbox_proc.append(box)
-    report = tmp_path / "report.jsonl"
+    report, metrics, html = tmp_path / "report.jsonl", tmp_path / "batchsync.prom", tmp_path / "run.html"
+    outputs = ["--report", str(report), "--metrics", str(metrics), "--html", str(html)]
     with open("/dev/full", "w") as full:
         result = subprocess.run(
-            [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "--report", str(report)],
+            [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, *outputs],
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
@@ -211,6 +213,10 @@ def test_stdout_on_a_full_disk_costs_no_integration(
     *outcomes, summary = [json.loads(line) for line in report.read_text().splitlines()[1:]]
     assert sorted(o["integration_id"] for o in outcomes) == sorted(j.integration_id for j in inv.jobs)
     assert summary["totals"]["failed"] == 0 and summary["totals"]["skipped"] == 0
+    # Every output that is written says the exit code the process ended with.
+    assert summary["exit_code"] == 5
+    assert read_metric(str(metrics), "batchsync_last_run_exit_code") == 5
+    assert "(exit 5)</title>" in html.read_text()
     assert sum(c["POST"] for c in box.stats()["requests"].values()) == summary["totals"]["changed"]
 
 
