@@ -143,16 +143,25 @@ def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
 
 
 def read_report(path: str) -> Report:
-    """Read one report file; a file that cannot be read comes back with its ``problem``."""
+    """Read one report file; a file that cannot be read comes back with its ``problem``.
+
+    Only a regular file: a FIFO without a writer would block the merge for ever, and
+    /dev/zero fill its memory (documents.read_regular checks the open descriptor)."""
+    from batchsync.documents import FileProblem, read_regular
+
     try:
-        with open(path, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            data = f.read()
+        mtime = os.stat(path).st_mtime
+        data = read_regular(path, REPORT_MAX)
     except FileNotFoundError:
         return _problem(path, "no such file")
     except OSError as exc:
         return _problem(path, exc.strerror or str(exc))
+    except FileProblem as exc:
+        return _problem(path, exc.message)
     return parse_report(path, data, mtime)
+
+
+REPORT_MAX = 4 * 1024**3  # bytes: far past any fleet's report (300,000 outcomes are ~150 MB)
 
 
 _GLOB = re.compile(r"[*?[]")

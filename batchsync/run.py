@@ -193,8 +193,14 @@ def read_retry_report(report: str) -> RetryPlan:
     failed: set[int] = set()
     succeeded: set[int] = set()
     complete = False
-    with open(report, "rb") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+    from batchsync.documents import FileProblem, read_regular
+    from batchsync.merge import REPORT_MAX
+
+    try:
+        data = read_regular(report, REPORT_MAX)  # a FIFO or a device would block or never end
+    except FileProblem as exc:
+        raise ValueError(exc.message) from None
+    lines = [line for line in data.splitlines() if line.strip()]
     for n, line in enumerate(lines, 1):
         try:
             row = msgspec.json.decode(line)

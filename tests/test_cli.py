@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -189,6 +190,21 @@ def test_retry_failed_narrows_the_shard_and_keeps_its_split(fleet: Path, tmp_pat
     assert first.shard == select(fleet, "--shard", "0/3").shard
     other = select(fleet, "--shard", "1/3", "--retry-failed", str(report))
     assert other.jobs == [] and other.shard == select(fleet, "--shard", "1/3").shard
+
+
+def test_retry_failed_refuses_a_fifo_or_a_device_at_once(fleet: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "last.jsonl"
+    os.mkfifo(fifo)  # no writer: reading it blocked the run for ever
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/zero"), "a character device")):
+        done = subprocess.run(
+            [sys.executable, "-m", "batchsync", "plan", str(fleet), "--retry-failed", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"batchsync: --retry-failed {path}: is {kind}, not a regular file\n"
 
 
 def test_without_a_shard_nothing_to_retry_exits_0_at_once(

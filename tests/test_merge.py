@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -210,6 +212,17 @@ def test_an_earlier_runs_report_left_in_place_counts_as_missing(tmp_path: Path) 
     assert merged.exit_code == 3
     # Without --max-age it is taken as it is.
     assert merge([read_report(a), read_report(b)], now=NOW).exit_code == 0
+
+
+def test_a_report_that_is_a_device_or_a_fifo_is_unusable_at_once(tmp_path: Path) -> None:
+    """Read as it was, /dev/zero filled the merge's memory and a FIFO without a writer
+    blocked it for ever (a process of its own, so that a regression fails, not hangs)."""
+    fifo = tmp_path / "shard-0.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/zero", "a character device"), (str(fifo), "a FIFO (named pipe)")):
+        program = f"from batchsync.merge import read_report; print(read_report({path!r}).problem)"
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+        assert done.stdout == f"is {kind}, not a regular file\n", done.stderr
 
 
 def test_an_earlier_split_left_behind_is_named_but_changes_nothing(tmp_path: Path) -> None:
