@@ -9,8 +9,8 @@ right. So each run records, per account, what its buckets held when it ended, an
 next run on this host starts from that, refilled at the declared rate for the time in
 between (a record older than a bucket's refill time is a full bucket again).
 
-The files sit beside the account locks, in the per-user runtime directories, named by
-the same hash of the account's identity and API (never the key itself). Best effort:
+The files sit in ``budget/`` beside the account locks, in the per-user runtime
+directories, named by the same hash of the account's identity and API (never the key). Best effort:
 a record that cannot be read or written changes nothing but how full a run starts.
 """
 
@@ -59,10 +59,18 @@ def files_for(accounts: Mapping[str, Account], names: Iterable[str], base_url: s
 
 
 def _dirs() -> list[Path]:
+    """``budget/`` in each runtime directory: a folder of their own, so that pruning them
+    scans records only, not every lock file a machine ever made (a sandbox on a new port
+    is a new account lock, and lock files are never removed)."""
+    found = []
     try:
-        return runtime_dirs()
+        for runtime in runtime_dirs():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(runtime / "budget", 0o700)
+            found.append(runtime / "budget")
     except (LockError, OSError):
-        return []
+        pass
+    return found
 
 
 def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[float, float, float]]:

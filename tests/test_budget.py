@@ -27,7 +27,7 @@ def test_a_record_is_read_back_with_its_age_and_garbage_is_ignored() -> None:
     assert name == "acme" and 2.9 < age < 4 and (reads, writes) == (2.5, 7.0)
     assert budget.load(files, now=time.time() + budget.MAX_AGE + 5) == {}  # too old to say anything
     assert budget.load(files, now=time.time() - 60) == {}  # from the future: a clock set back
-    directory = runtime_dirs()[0]
+    directory = runtime_dirs()[0] / "budget"
     for garbage in (b"", b"{", b'{"at": "x", "reads": 1, "writes": 1}', b"[1, 2, 3]", b'{"at": 1e400}', b"\xff" * 9000):
         (directory / files["acme"]).write_bytes(garbage)
         assert budget.load(files) == {}
@@ -40,7 +40,8 @@ def test_two_names_for_one_account_record_the_less_that_is_left() -> None:
 
 
 def test_old_records_are_pruned_when_a_run_saves() -> None:
-    directory = runtime_dirs()[0]
+    budget.save({}, {})  # makes the folder
+    directory = runtime_dirs()[0] / "budget"
     stale = directory / "account-stale.budget"
     stale.write_text("{}")
     long_ago = time.time() - budget.MAX_AGE - 60
@@ -88,5 +89,5 @@ def test_plan_then_apply_then_apply_meet_no_429(tmp_path: Path, sandbox_proc: li
         assert summary["accounts"]["acme"]["throttled"] == 0, (command, i, done.stderr)
         assert summary["limits_too_high"] == [] and "429" not in done.stderr
     assert box.stats()["throttled"] == {"acme": 0}  # the server's own count
-    records = list(Path(tempfile.gettempdir()).glob("batchsync-*/*.budget"))
+    records = list(Path(tempfile.gettempdir()).glob("batchsync-*/budget/*.budget"))
     assert len(records) == 1 and set(json.loads(records[0].read_text())) == {"at", "reads", "writes"}
