@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cli_helpers import ROOT, SandboxProcess, env_with
+from cli_helpers import SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
 from batchsync import budget
@@ -75,15 +73,7 @@ def test_plan_then_apply_then_apply_meet_no_429(tmp_path: Path, sandbox_proc: li
     sandbox_proc.append(box)
     for i, command in enumerate(("plan", "apply", "apply")):
         report = tmp_path / f"report-{i}.jsonl"
-        argv = [command, inv.path, "--base-url", box.url, "--report", str(report), "-q"]
-        done = subprocess.run(
-            [sys.executable, "-m", "batchsync", *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=120,
-        )
+        done = batchsync(command, inv.path, "--base-url", box.url, "--report", str(report), "-q", env=env)
         assert done.returncode == 0, done.stderr
         summary = json.loads(report.read_text().splitlines()[-1])
         assert summary["accounts"]["acme"]["throttled"] == 0, (command, i, done.stderr)
