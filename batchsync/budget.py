@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from batchsync.documents import FileProblem, read_regular
 from batchsync.lock import LockError, account_lock_name, runtime_dirs
 
 if TYPE_CHECKING:
@@ -62,14 +63,19 @@ def _dirs() -> list[Path]:
     """``budget/`` in each runtime directory: a folder of their own, so that pruning them
     scans records only, not every lock file a machine ever made (a sandbox on a new port
     is a new account lock, and lock files are never removed)."""
-    found = []
     try:
-        for runtime in runtime_dirs():
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(runtime / "budget", 0o700)
-            found.append(runtime / "budget")
+        runtimes = runtime_dirs()
     except (LockError, OSError):
-        pass
+        return []
+    found = []
+    for runtime in runtimes:
+        try:
+            os.mkdir(runtime / "budget", 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            continue  # not this one: the others may do
+        found.append(runtime / "budget")
     return found
 
 
@@ -81,10 +87,9 @@ def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[
     dirs = _dirs()
     for name, file in files.items():
         for directory in dirs:
-            try:
-                with open(directory / file, "rb") as f:
-                    record = _decoder.decode(f.read(_MAX_BYTES))
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            try:  # a regular file only, bounded: nothing put there can block or flood a run
+                record = _decoder.decode(read_regular(directory / file, _MAX_BYTES))
+            except (FileProblem, msgspec.DecodeError, msgspec.ValidationError):
                 continue
             age = now - record.at
             values = (age, record.reads, record.writes)
