@@ -273,7 +273,9 @@ async def read_fleet(
         fleet.summary = await engine.run(jobs)
     finally:
         if files:
-            budget.save(_left(accounts, buckets, aged, anyio.current_time()) | engine.budget_left(), files)
+            now = anyio.current_time()
+            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
+            budget.save(_left(accounts, buckets, aged, now) | engine.budget_left(), files)
     return fleet
 
 
