@@ -697,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
-        from batchsync.output import discard_stdout
+        from batchsync.streams import discard_stdout
 
         discard_stdout()
         return EXIT_OK
@@ -772,7 +772,7 @@ def _stdout_failing() -> bool:
 def _stdout_lost(exc: OSError | ValueError, code: int) -> int:
     """Says on stderr that stdout was not written in full; the exit code that says so too
     (a failure or a stop says more, and stays)."""
-    from batchsync.output import discard_stdout
+    from batchsync.streams import discard_stdout
 
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     with contextlib.suppress(OSError, ValueError):

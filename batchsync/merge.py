@@ -148,6 +148,7 @@ def read_report(path: str) -> Report:
     Only a regular file: a FIFO without a writer would block the merge for ever, and
     /dev/zero fill its memory (documents.read_regular checks the open descriptor)."""
     from batchsync.documents import FileProblem, read_regular
+    from batchsync.report import REPORT_MAX
 
     try:
         mtime = os.stat(path).st_mtime
@@ -159,9 +160,6 @@ def read_report(path: str) -> Report:
     except FileProblem as exc:
         return _problem(path, exc.message)
     return parse_report(path, data, mtime)
-
-
-REPORT_MAX = 4 * 1024**3  # bytes: far past any fleet's report (300,000 outcomes are ~150 MB)
 
 
 _GLOB = re.compile(r"[*?[]")

@@ -10,11 +10,9 @@ could not be written (a full disk) so the run goes on and says so at the end.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import IO
@@ -153,15 +151,6 @@ class Lost:
     def lines(self) -> list[str]:
         named = ((" ".join(filter(None, (flag, path))), why) for flag, path, why in self.items)  # stdout: no path
         return [f"batchsync: {what} was not written: {why}" for what, why in named]
-
-
-def discard_stdout() -> None:
-    """Descriptor 1 pointed at /dev/null: what ``sys.stdout`` still buffers for a reader that
-    left or a full disk is dropped, instead of failing again when the process exits."""
-    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
-        os.close(fd)
 
 
 class Screen(io.TextIOBase):

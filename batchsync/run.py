@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import anyio
 import msgspec
 
-from batchsync import budget
+from batchsync.budget import files_for as budget_files
+from batchsync.budget import load as load_budget
+from batchsync.budget import save as save_budget
 from batchsync.engine import Engine
 from batchsync.exitcodes import (
     EXIT_CHANGES,
@@ -35,10 +37,11 @@ from batchsync.exitcodes import (
 from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.outcome import Outcome, Summary
-from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output, discard_stdout
+from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, flush_logs, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import (
+    REPORT_MAX,
     Budget,
     ReportWriter,
     TagTally,
@@ -49,7 +52,7 @@ from batchsync.report import (
     summary_document,
 )
 from batchsync.settings import RunSettings, UsageError
-from batchsync.streams import json_for
+from batchsync.streams import discard_stdout, json_for
 
 if TYPE_CHECKING:
     from batchsync.notify import Webhook
@@ -149,8 +152,8 @@ async def execute(
             on_engine(engine)
         # What the last run on this host left of each account's budget (an embedded sandbox
         # is new every run: its buckets are full).
-        files = {} if settings.sandbox else budget.files_for(inv.accounts, {j.account for j in jobs}, base_url)
-        engine.carried = budget.load(files) if files else {}
+        files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, base_url)
+        engine.carried = load_budget(files) if files else {}
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -162,7 +165,7 @@ async def execute(
                 tg.cancel_scope.cancel()
         finally:
             if files:
-                budget.save(engine.budget_left(), files)
+                save_budget(engine.budget_left(), files)
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
         note_declared_rates(engine.summary, inv.accounts)
@@ -194,7 +197,6 @@ def read_retry_report(report: str) -> RetryPlan:
     succeeded: set[int] = set()
     complete = False
     from batchsync.documents import FileProblem, read_regular
-    from batchsync.merge import REPORT_MAX
 
     try:
         data = read_regular(report, REPORT_MAX)  # a FIFO or a device would block or never end

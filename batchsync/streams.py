@@ -11,10 +11,14 @@ encoding.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import io
+import os
 import re
+import sys
 from typing import Any
 
-__all__ = ["is_utf8", "json_for"]
+__all__ = ["discard_stdout", "is_utf8", "json_for"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
@@ -40,3 +44,12 @@ def json_for(stream: Any, text: str) -> str:
     if text.isascii() or is_utf8(stream):
         return text
     return _NON_ASCII.sub(_escape, text)
+
+
+def discard_stdout() -> None:
+    """Descriptor 1 pointed at /dev/null: what ``sys.stdout`` still buffers for a reader that
+    left or a full disk is dropped, instead of failing again when the process exits."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
