@@ -34,10 +34,9 @@ class AccountApi(Protocol):
         """``POST /shop-order-statuses/mapping`` with a pre-encoded body (all four categories)."""
         ...
 
-    async def list_integrations_page(
-        self, next_url: str | None = None
-    ) -> tuple[tuple[wire.Integration, ...], str | None]:
-        """One page of ``GET /integrations`` and the next page's URL (None: the last page)."""
+    async def list_integrations_page(self, next_url: str | None = None) -> wire.ListedPage:
+        """One page of ``GET /integrations``: its integrations, the next page's URL (None:
+        the last page), its size and the items that are not integrations."""
         ...
 
 

@@ -269,7 +269,7 @@ class OAuth2Authenticator:
     def _refusal(self, status: int, body: bytes, location: str | None) -> AuthError:
         try:
             refusal: _Refusal | None = _refusal_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             refusal = None
         code: str | None = None
         if refusal is not None:
@@ -290,8 +290,14 @@ class OAuth2Authenticator:
         # A 2xx body holds the token: no part of it goes into a message, only what is wrong.
         try:
             answer = _token_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            why = printable(str(exc), self._redact, 120) if body.strip() else "empty body"
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            why = (
+                "empty body"
+                if not body.strip()
+                else "nested too deep"
+                if isinstance(exc, RecursionError)
+                else (printable(str(exc), self._redact, 120))
+            )
             raise self._unusable(status, why) from None
         if answer.token_type.lower() != "bearer":
             raise self._unusable(status, f"token_type {printable(answer.token_type, self._redact, 32)!r}, not Bearer")

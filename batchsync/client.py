@@ -189,10 +189,16 @@ def safe_location(value: str, redact: Callable[[str], str] = _NO_SECRETS) -> str
     return printable(shown, redact, LOCATION_MAX)
 
 
+def _why(exc: Exception) -> str:
+    """Why a body did not decode. msgspec nests as deep as Python's recursion limit lets it
+    (the body is bounded in size, not in depth): a body nested deeper is no answer either."""
+    return "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+
+
 def _first_error(body: bytes) -> wire.ApiError | None:
     try:
         errors = _errors_decoder.decode(body).errors
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     return errors[0] if errors else None
 
@@ -360,7 +366,38 @@ class _IntegrationsPage(msgspec.Struct, frozen=True):
     next: Any = None
 
 
+class _LoosePage(msgspec.Struct, frozen=True):
+    """The same page when an item is not an integration: each item is checked alone."""
+
+    data: tuple[Any, ...]
+    next: Any = None
+
+
 _page_decoder = msgspec.json.Decoder(_IntegrationsPage)
+_loose_page_decoder = msgspec.json.Decoder(_LoosePage)
+
+
+def _decode_page(body: bytes) -> tuple[tuple[wire.Integration, ...], Any, tuple[str, ...]]:
+    """(integrations, next, rejected): an item that is not an integration batchsync can use
+    (an id of 0 or past 2**63 - 1, a string id, not an object) costs only itself, described
+    in ``rejected``. DecodeError or ValidationError when the page itself is not a page."""
+    try:
+        page = _page_decoder.decode(body)
+        return page.data, page.next, ()
+    except msgspec.ValidationError:
+        loose = _loose_page_decoder.decode(body)  # raises in turn when the page is wrong
+    items: list[wire.Integration] = []
+    rejected: list[str] = []
+    for position, raw in enumerate(loose.data, 1):
+        try:
+            items.append(msgspec.convert(raw, wire.Integration))
+        except msgspec.ValidationError as exc:
+            ident = raw.get("id") if isinstance(raw, dict) else None
+            shown = f" (id {printable(str(ident), limit=40)})" if isinstance(ident, int | str) else ""
+            rejected.append(f"item {position} of the page{shown}: {printable(str(exc), limit=120)}")
+    return tuple(items), loose.next, tuple(rejected)
+
+
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
 _REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|([^\s;,]+))""", re.IGNORECASE)
 PAGE_SIZE = 100  # Sendcloud clamps it to the endpoint's own maximum
@@ -476,8 +513,8 @@ class Client:
         status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
         try:
             return _get_decoder.decode(body).data
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._invalid("GET", url, status, body, str(exc)) from None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._invalid("GET", url, status, body, _why(exc)) from None
 
     async def post_statuses(self, body: bytes) -> None:
         """Overwrite all statuses of one integration with a pre-encoded POST body."""
@@ -491,8 +528,8 @@ class Client:
         status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
         try:
             return _mapping_decoder.decode(body).data
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._invalid("GET", url, status, body, str(exc)) from None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._invalid("GET", url, status, body, _why(exc)) from None
 
     async def post_mapping(self, body: bytes) -> None:
         """Create or update one integration's mapping with a pre-encoded POST body."""
@@ -500,9 +537,7 @@ class Client:
         if answer.strip() != b"null":
             raise self._invalid("POST", self._mapping_url, status, answer)
 
-    async def list_integrations_page(
-        self, next_url: str | None = None
-    ) -> tuple[tuple[wire.Integration, ...], str | None]:
+    async def list_integrations_page(self, next_url: str | None = None) -> wire.ListedPage:
         """One page of the account's integrations and the URL of the next (None: last).
 
         The next page comes from ``Link: <url>; rel="next"`` (Sendcloud v3's cursor
@@ -514,17 +549,17 @@ class Client:
             url, params = self._same_origin(next_url, self._integrations_url), None
         status, body, headers = await self._request("GET", url, params=params)
         try:
-            page = _page_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._invalid("GET", url, status, body, str(exc)) from None
+            items, following, rejected = _decode_page(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._invalid("GET", url, status, body, _why(exc)) from None
         link = next_link(headers.get("Link"))
-        if link is None and isinstance(page.next, str) and page.next.strip():
-            link = page.next.strip()
+        if link is None and isinstance(following, str) and following.strip():
+            link = following.strip()
         if link is None:
-            return page.data, None
+            return wire.ListedPage(items, None, len(body), rejected)
         current = str(URL(url).with_query(params)) if params else url
-        following = self._same_origin(link, current)
-        return page.data, None if following == current else following
+        target = self._same_origin(link, current)
+        return wire.ListedPage(items, None if target == current else target, len(body), rejected)
 
     def _same_origin(self, link: str, current: str) -> str:
         """``link`` resolved against ``current``, if it stays on the base URL's origin."""

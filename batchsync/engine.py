@@ -39,9 +39,10 @@ from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_
 from batchsync.inventory import Account, Job
 from batchsync.ledger import Ledger, Reached
 from batchsync.limits import FLOOR, Bucket
+from batchsync.listing import ListBoundError, Listing
 from batchsync.outcome import AccountStats, ErrorInfo, ErrorKind, Outcome, Result, Summary
 from batchsync.settings import Options
-from batchsync.wire import CurrentMapping, CurrentStatus, Integration
+from batchsync.wire import CurrentMapping, CurrentStatus, Integration, ListedPage
 
 log = logging.getLogger("batchsync.engine")
 
@@ -113,6 +114,7 @@ class _Account:
         "in_flight",
         "in_r",
         "in_w",
+        "listing",
         "name",
         "paused_until",
         "pending",
@@ -148,6 +150,7 @@ class _Account:
         # While the pre-flight reads the account's integration list, its jobs wait here
         # until a page confirms them.
         self.unconfirmed: dict[int, Job] = {}
+        self.listing: Listing | None = None  # the pre-flight's list as read so far, with its bounds
         self.read_q: deque[_Step] = deque()  # reads ready to go: follow-ups, retries that are due
         self.write_q: deque[_Step] = deque()
         self.delayed: list[tuple[float, int, _Step]] = []  # retries waiting for their time
@@ -322,6 +325,7 @@ class Engine:
                     self.accts[name] = acc
                     if opts.preflight:
                         acc.unconfirmed = {j.integration_id: j for j in by_account[name]}
+                        acc.listing = Listing(opts.list_bounds, now)
                         acc.read_q.append(_Step(_PAGE, acc, None))
                     else:
                         for job in by_account[name]:
@@ -745,13 +749,19 @@ class Engine:
         else:
             (acc.read_q.append if last else acc.read_q.appendleft)(step)
 
-    def _on_page(self, acc: _Account, page: tuple[tuple[Integration, ...], str | None], now: float) -> None:
-        items, next_url = page
+    def _on_page(self, acc: _Account, page: ListedPage, now: float) -> None:
+        items, next_url = page.items, page.next_url
         for item in items:
             job = acc.unconfirmed.pop(item.id, None)
             if job is not None:
                 self._confirm(acc, job, item, now)
         if next_url and acc.unconfirmed:
+            try:  # the same bounds as import's: a list that does not end is no list
+                if acc.listing is not None:
+                    acc.listing.add(page, now)
+            except ListBoundError as exc:
+                self._end_preflight(acc, now, exc)
+                return
             self._follow(acc, _Step(_PAGE, acc, None, next_url), now)
             return
         self._end_preflight(acc, now, None)
@@ -774,6 +784,7 @@ class Engine:
     def _end_preflight(self, acc: _Account, now: float, error: ApiError | None) -> None:
         rest = list(acc.unconfirmed.values())
         acc.unconfirmed.clear()
+        acc.listing = None
         if error is not None:
             log.warning(
                 "account %s: cannot list its integrations (%s); going on without the pre-flight check",

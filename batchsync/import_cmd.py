@@ -23,11 +23,10 @@ if TYPE_CHECKING:
     from batchsync.importer import Current, Format, NotImportable, Report, Shop
     from batchsync.inventory import Account, Inventory
     from batchsync.limits import Bucket
+    from batchsync.listing import ListBoundError
     from batchsync.outcome import Outcome, Summary
     from batchsync.settings import Options
-    from batchsync.wire import Integration
-
-MAX_PAGES = 100_000  # a list that has not ended by then loops
+    from batchsync.wire import ListedPage
 
 
 def _count(text: str) -> int:
@@ -60,6 +59,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a shop joins a shared set with overrides when at most N of its statuses differ (3; 0: exact only)",
     )
+    g = p.add_argument_group(
+        "bounds on each account's list of integrations (a list past one is not read further, and nothing is written)"
+    )
+    g.add_argument(
+        "--max-list-items", type=_count, default=50_000, metavar="N", help="integrations an account may list (50000)"
+    )
+    g.add_argument("--max-list-pages", type=_count, default=1_000, metavar="N", help="pages of its list (1000)")
+    g.add_argument(
+        "--max-list-size", type=_count, default=256, metavar="MB", help="megabytes of its list's pages together (256)"
+    )
+    g.add_argument(
+        "--max-list-time",
+        type=_count,
+        default=90,
+        metavar="S",
+        help="seconds to read its list, from the first page asked for (90)",
+    )
     p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
     p.add_argument(
         "--allow-insecure-http",
@@ -86,6 +102,7 @@ class Fleet:
     def __init__(self) -> None:
         self.listings: dict[str, list[Shop]] = {}  # accounts listed to the end
         self.list_errors: dict[str, str] = {}  # accounts whose list failed: why
+        self.unbounded: dict[str, ListBoundError] = {}  # accounts whose list went past a bound: nothing is written
         self.pages: dict[str, int] = {}
         self.duplicates: list[tuple[int, str, str]] = []  # (id, account skipped, account read)
         self.snapshots: list[Current | NotImportable] = []
@@ -96,9 +113,7 @@ class Fleet:
         self.to_read = 0  # integrations the engine reads
 
 
-async def _page(
-    api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str
-) -> tuple[tuple[Integration, ...], str | None]:
+async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str) -> ListedPage:
     """One page, on the read budget, retried like any read of the engine."""
     import logging
     import random
@@ -147,27 +162,56 @@ async def _page(
         return result
 
 
+TEXT_MAX = 300  # characters kept of a listed shop's name, URL, system: a comment, not a store
+
+
+def _text(value: str | None) -> str | None:
+    return value if value is None or len(value) <= TEXT_MAX else value[: TEXT_MAX - 1] + "…"
+
+
 async def list_account(api: AccountApi, bucket: Bucket, options: Options, account: str) -> tuple[list[Shop], int]:
     """Every integration the account lists, following the next-page links; (shops, pages).
 
-    ApiError when a page fails for good, or when the links go round in a circle."""
-    from batchsync.client import ApiError
-    from batchsync.importer import Shop
+    ApiError when a page fails for good; :class:`batchsync.listing.ListBoundError` when the
+    list goes past a bound of ``options.list_bounds`` (pages, integrations, bytes, time) or
+    lists an id again. An item that is not an integration is left out, with a warning."""
+    import logging
 
+    import anyio
+
+    from batchsync.importer import Shop
+    from batchsync.listing import ListBoundError, Listing
+
+    log = logging.getLogger("batchsync.import")
+    bounds = options.list_bounds
     shops: list[Shop] = []
-    seen: set[str] = set()
+    listing = Listing(bounds, anyio.current_time())
     url: str | None = None
-    pages = 0
-    while True:
-        items, following = await _page(api, bucket, url, options, account)
-        pages += 1
-        shops.extend(Shop(i.id, account, i.shop_name, i.shop_url, i.system, i.failing_since) for i in items)
-        if following is None:
-            return shops, pages
-        if following in seen or pages >= MAX_PAGES:
-            raise ApiError(f"the list of integrations does not end: page {pages + 1} was asked for before")
-        seen.add(following)
-        url = following
+    with anyio.move_on_after(bounds.seconds) as scope:
+        while True:
+            page = await _page(api, bucket, url, options, account)
+            listing.add(page, anyio.current_time())
+            for why in page.rejected:
+                log.warning(
+                    "account %s: GET /integrations, page %d: %s; left out of the import",
+                    account,
+                    listing.pages,
+                    why,
+                    extra={"fields": {"account": account}},
+                )
+            shops.extend(
+                Shop(i.id, account, _text(i.shop_name), _text(i.shop_url), _text(i.system), _text(i.failing_since))
+                for i in page.items
+            )
+            if page.next_url is None:
+                return shops, listing.pages
+            url = page.next_url
+    assert scope.cancelled_caught
+    raise ListBoundError(
+        f"the list of integrations took more than {bounds.seconds:g} s to read "
+        f"(at page {listing.pages + 1:,}); not read further",
+        "time",
+    )
 
 
 async def read_fleet(
@@ -197,6 +241,7 @@ async def read_fleet(
     from batchsync.importer import canonical, is_prestashop
     from batchsync.inventory import Desired, Job
     from batchsync.limits import Bucket
+    from batchsync.listing import ListBoundError
 
     log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
@@ -212,6 +257,12 @@ async def read_fleet(
             bucket.carry(reads, age)
         try:
             shops, pages = await list_account(api.account(accounts[name]), bucket, options, name)
+        except ListBoundError as exc:
+            # A list that does not end: what was read of it is no inventory. The import
+            # stops here, the other lists with it, and writes nothing.
+            fleet.unbounded[name] = exc
+            tg.cancel_scope.cancel()
+            return
         except ApiError as exc:
             fleet.list_errors[name] = str(exc)
             return
@@ -225,6 +276,12 @@ async def read_fleet(
     async with anyio.create_task_group() as tg:
         for name in sorted(accounts):
             tg.start_soon(one, name)
+    if fleet.unbounded:
+        if files:
+            now = anyio.current_time()
+            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
+            budget.save(_left(accounts, buckets, aged, now), files)
+        return fleet
     # The engine starts each account with a full bucket: let the server's refill first,
     # which is the time the pages cost on the budget anyway.
     now = anyio.current_time()
@@ -301,6 +358,13 @@ def _left(
 
 # -- the command ---------------------------------------------------------------------------
 
+_BOUND_OPTIONS = {
+    "pages": "--max-list-pages",
+    "items": "--max-list-items",
+    "bytes": "--max-list-size",
+    "time": "--max-list-time",
+}
+
 
 def _fail(message: str) -> int:
     print(f"batchsync import: {message}", file=sys.stderr)
@@ -360,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``batchsync import``."""
     import os
 
-    from batchsync.settings import Options, positive_int, positive_number
+    from batchsync.settings import ListBounds, Options, positive_int, positive_number
 
     try:
         fmt = _output_format(args.output, args.format)
@@ -384,6 +448,12 @@ def run(args: argparse.Namespace) -> int:
         concurrency=positive_int(args.concurrency, "--concurrency"),
         max_attempts=positive_int(args.max_attempts, "--max-attempts"),
         retry_max_time=positive_number(args.retry_max_time, "--retry-max-time"),
+        list_bounds=ListBounds(
+            pages=positive_int(args.max_list_pages, "--max-list-pages"),
+            items=positive_int(args.max_list_items, "--max-list-items"),
+            bytes=positive_int(args.max_list_size, "--max-list-size") * 1024 * 1024,
+            seconds=positive_int(args.max_list_time, "--max-list-time"),
+        ),
     )
     timeout = positive_number(args.timeout, "--timeout")
     loaded = _load(args.inventory)
@@ -476,6 +546,15 @@ def _import(
     if interrupted:
         print("batchsync import: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if fleet.unbounded:
+        for name, exc in sorted(fleet.unbounded.items()):
+            hint = _BOUND_OPTIONS.get(exc.bound)
+            print(
+                f"batchsync import: account {name}: {exc}" + (f" (raise it with {hint})" if hint else ""),
+                file=sys.stderr,
+            )
+        print("batchsync import: nothing was written", file=sys.stderr)
+        return EXIT_FAILED
 
     out_dir = os.path.dirname(os.path.abspath(args.output))
     header = (

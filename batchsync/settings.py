@@ -55,6 +55,17 @@ def parse_failure_budget(text: str, flag: str) -> FailureBudget:
     return FailureBudget(count=count)
 
 
+class ListBounds(msgspec.Struct, frozen=True):
+    """How far one account's ``GET /integrations`` is read before it is taken for a list
+    that does not end (batchsync.listing): ``import`` keeps the list, so these bound its
+    memory too; the pre-flight of ``plan`` and ``apply`` stops at the same bounds."""
+
+    pages: int = 1_000
+    items: int = 50_000  # integrations
+    bytes: int = 256 * 1024 * 1024  # of the pages' bodies together
+    seconds: float = 90.0  # from the first page asked for
+
+
 class Options(msgspec.Struct, frozen=True, kw_only=True):
     """What the engine needs to know of a run."""
 
@@ -73,6 +84,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     # Consecutive server-side failures (5xx, transport) of one account that pause it.
     breaker_threshold: int = 5
     breaker_pause: float = 5.0  # seconds, doubled on each trip, up to backoff_max
+    list_bounds: ListBounds = ListBounds()
 
 
 class RunSettings(msgspec.Struct, frozen=True, kw_only=True):

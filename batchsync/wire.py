@@ -8,7 +8,7 @@ language used twice) live in :func:`check_statuses`, beside the structs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta
@@ -130,12 +130,24 @@ class ErrorBody(msgspec.Struct, frozen=True):
 class Integration(msgspec.Struct, frozen=True):
     """An item of ``GET /integrations``: only the fields batchsync looks at."""
 
-    id: int
+    id: IntegrationId
     shop_name: str | None = None
     shop_url: str | None = None
     system: str | None = None
     failing_since: str | None = None
     last_fetch: str | None = None
+
+
+class ListedPage(NamedTuple):
+    """One page of ``GET /integrations`` as read: its integrations, the next page's URL
+    (None: the last page), the size of its body in bytes, and the items that are not an
+    integration batchsync can use (an id of 0 or past 2**63 - 1, a wrong type), each
+    described in a few words; they are left out of ``items``."""
+
+    items: tuple[Integration, ...]
+    next_url: str | None
+    size: int = 0
+    rejected: tuple[str, ...] = ()
 
 
 Loc = tuple[str | int, ...]

@@ -182,9 +182,7 @@ class FakeAccountApi:
         assert [m.status_category for m in decoded.mapping] == list(wire.STATUS_CATEGORIES)
         shop.mapping = {m.status_category: m.external_id for m in decoded.mapping}
 
-    async def list_integrations_page(
-        self, next_url: str | None = None
-    ) -> tuple[tuple[wire.Integration, ...], str | None]:
+    async def list_integrations_page(self, next_url: str | None = None) -> wire.ListedPage:
         await self._call("list", None)
         mine = sorted(i for i, s in self.api.shops.items() if s.account == self.name)
         start = int(next_url) if next_url else 0
@@ -194,7 +192,7 @@ class FakeAccountApi:
             for i in page
         )
         nxt = start + self.api.page_size
-        return items, (str(nxt) if nxt < len(mine) else None)
+        return wire.ListedPage(items, str(nxt) if nxt < len(mine) else None, 100 * len(items))
 
 
 def jobs_by_id(jobs: Iterable[Job]) -> dict[int, Job]:

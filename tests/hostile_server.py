@@ -27,8 +27,10 @@ import trustme
 from aiohttp import web
 
 __all__ = [
+    "BAD_ITEMS",
     "BEHAVIOURS",
     "BOMB_INFLATED",
+    "LIST_PAGE",
     "Hostile",
     "Seen",
     "gzip_bomb",
@@ -232,6 +234,49 @@ async def _echo_credentials_200(request: web.Request, tail: str) -> web.StreamRe
     return web.Response(status=200, text=f"<html>Welcome {echoed}</html>", content_type="text/html")
 
 
+LIST_PAGE = 30_000  # integrations a page of the endless lists holds (under 1 MiB of JSON)
+REPEATED = 100  # ids the repeating list lists on every page
+
+
+def _listing(page: Callable[[int], bytes]) -> Handler:
+    """``GET /integrations`` answers ``page(n)`` for ``?cursor=n`` with a link to n + 1,
+    for ever; every other path answers as the well-behaved API."""
+
+    async def handler(request: web.Request, tail: str) -> web.StreamResponse:
+        if not tail.endswith("integrations"):
+            return await _ok(request, tail)
+        n = int(request.query.get("cursor", "0"))
+        link = f'<{request.url.with_query({"cursor": str(n + 1)})}>; rel="next"'
+        return web.Response(body=page(n), content_type="application/json", headers={"Link": link})
+
+    return handler
+
+
+def _page_of(ids: range) -> bytes:
+    return b'{"data":[' + b",".join(b'{"id":%d}' % i for i in ids) + b"]}"
+
+
+# Items that are not integrations batchsync can use, around two that are (7 and 8).
+BAD_ITEMS = [
+    {"id": 0},
+    {"id": -1},
+    {"id": 2**63},
+    {"id": 10**30},
+    {"id": "12"},
+    {"id": 1.5},
+    "not an object",
+    {"shop_name": "no id"},
+    {"id": 7, "shop_name": "Good shop", "system": "prestashop_v2"},
+    {"id": 8, "system": "prestashop_v2"},
+]
+
+
+async def _list_bad_items(request: web.Request, tail: str) -> web.StreamResponse:
+    if not tail.endswith("integrations"):
+        return await _ok(request, tail)
+    return web.json_response({"data": BAD_ITEMS})
+
+
 BEHAVIOURS: dict[str, Handler] = {
     "ok": _ok,
     "gzip-bomb": _gzip_bomb,
@@ -255,6 +300,10 @@ BEHAVIOURS: dict[str, Handler] = {
     "echo-credentials": _echo_credentials,
     "echo-credentials-text": _echo_credentials_text,
     "echo-credentials-200": _echo_credentials_200,
+    # GET /integrations for ever: fresh ids on every page, or the same ids again and again.
+    "list-endless": _listing(lambda n: _page_of(range(n * LIST_PAGE + 1, (n + 1) * LIST_PAGE + 1))),
+    "list-repeat": _listing(lambda n: _page_of(range(1, REPEATED + 1))),
+    "list-bad-items": _list_bad_items,
 }
 
 _ELSEWHERE = web.AppKey("elsewhere", str)

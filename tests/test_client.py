@@ -240,7 +240,7 @@ async def test_sandbox_round_trip(sandbox: Sandbox, session: aiohttp.ClientSessi
     current = await api.get_mapping(101)
     assert {m.status_category: (m.external_id, m.is_valid) for m in current.mapping}["DELIVERED"] == ("X1", True)
 
-    items, following = await api.list_integrations_page()
+    items, following, _, _ = await api.list_integrations_page()
     assert {i.id for i in items} == {101, 102, 103, 104, 105}
     assert following is None
 
@@ -464,6 +464,8 @@ async def pages() -> AsyncIterator[tuple[str, dict[str, object]]]:
         seen.append((str(request.rel_url), request.headers.get("Authorization")))
         headers = {"Link": str(control["link"])} if control["link"] else {}
         body = control["body"] or {"data": [{"id": 1, "shop_name": "A", "unknown_field": {"x": 1}}, {"id": 2}]}
+        if isinstance(body, bytes):  # as it is: json.dumps cannot write everything a server can
+            return web.Response(body=body, content_type="application/json", headers=headers)
         return web.json_response(body, headers=headers)
 
     app = web.Application()
@@ -482,7 +484,7 @@ async def test_pages_follow_link_header(pages: tuple[str, dict[str, object]], se
     url, control = pages
     api = c.Client(session, f"{url}/api/v3", basic())
     control["link"] = f'<{url}/v3/integrations?cursor=cD0xMjM%3D>; rel="next", <{url}/v3/x?cursor=cj0x>; rel="prev"'
-    items, following = await api.list_integrations_page()
+    items, following, _, _ = await api.list_integrations_page()
     assert [(i.id, i.shop_name) for i in items] == [(1, "A"), (2, None)]  # unknown fields tolerated
     assert following == f"{url}/v3/integrations?cursor=cD0xMjM%3D"
     control["link"] = None
@@ -491,7 +493,7 @@ async def test_pages_follow_link_header(pages: tuple[str, dict[str, object]], se
     assert seen[0][0] == f"/api/v3/integrations?page_size={c.PAGE_SIZE}"
     # The next URL is passed back as is (the cursor is opaque); here it is on the same origin.
     control["link"] = '</api/v3/integrations?cursor=abc>; rel="next last"'  # relative, two relations
-    items, following = await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=cD0xMjM%3D")
+    items, following, _, _ = await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=cD0xMjM%3D")
     assert seen[-1][0] == "/api/v3/integrations?cursor=cD0xMjM%3D"
     assert following == f"{url}/api/v3/integrations?cursor=abc"
 
@@ -502,12 +504,40 @@ async def test_pages_follow_a_next_field_and_end(
     url, control = pages
     api = c.Client(session, f"{url}/api/v3", basic())
     control["body"] = {"data": [{"id": 3}], "next": f"{url}/api/v3/integrations?cursor=2", "previous": None}
-    assert await api.list_integrations_page() == ((wire.Integration(3),), f"{url}/api/v3/integrations?cursor=2")
+    assert (await api.list_integrations_page())[:2] == ((wire.Integration(3),), f"{url}/api/v3/integrations?cursor=2")
     control["body"] = {"data": [{"id": 4}], "next": None}
-    assert await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=2") == ((wire.Integration(4),), None)
+    second = f"{url}/api/v3/integrations?cursor=2"
+    assert (await api.list_integrations_page(second))[:2] == ((wire.Integration(4),), None)
     # A next link to the page just read would loop forever: it ends the listing.
     control["body"] = {"data": [], "next": f"{url}/api/v3/integrations?cursor=2"}
-    assert await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=2") == ((), None)
+    assert (await api.list_integrations_page(f"{url}/api/v3/integrations?cursor=2"))[:2] == ((), None)
+
+
+async def test_an_item_that_is_not_an_integration_costs_only_itself(
+    pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession
+) -> None:
+    url, control = pages
+    api = c.Client(session, f"{url}/api/v3", basic())
+    bad: list[object] = [{"id": 0}, {"id": 2**63}, {"id": 10**30}, {"id": "5"}, [1], {"id": -3, "x": "\x1b[2J"}]
+    control["body"] = {"data": [{"id": 4}, *bad, {"id": 2**63 - 1}]}
+    page = await api.list_integrations_page()
+    assert [i.id for i in page.items] == [4, 2**63 - 1]
+    assert page.next_url is None and page.size > 0
+    assert len(page.rejected) == len(bad)
+    assert page.rejected[0].startswith("item 2 of the page (id 0): Expected `int` >= 1")
+    assert page.rejected[2].startswith(f"item 4 of the page (id {10**30}): ")
+    assert page.rejected[4].startswith("item 6 of the page: Expected `object`, got `array`")
+    assert not any("\x1b" in r for r in page.rejected)
+
+
+async def test_a_page_nested_too_deep_is_an_invalid_response(
+    pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession
+) -> None:
+    url, control = pages
+    api = c.Client(session, f"{url}/api/v3", basic())
+    control["body"] = b'{"data": [], "next": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(c.InvalidResponseError, match="nested too deep"):
+        await api.list_integrations_page()
 
 
 @pytest.mark.parametrize(

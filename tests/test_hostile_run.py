@@ -207,3 +207,149 @@ def test_https_works_with_a_trusted_certificate_and_fails_closed_without(
     untrusted = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     assert untrusted.returncode == 1
     assert json.loads(untrusted.stdout)["outcomes"][0]["error"]["kind"] == "tls"
+
+
+# -- import against lists that do not end ----------------------------------------------------------
+
+_MEASURED = (
+    "import os, subprocess, sys; err = open(sys.argv[1], 'w'); p = subprocess.Popen(sys.argv[2:],"
+    " stdout=subprocess.DEVNULL, stderr=err); _, st, ru = os.wait4(p.pid, 0);"
+    " print(os.waitstatus_to_exitcode(st), ru.ru_maxrss)"
+)
+
+
+def _measured(cmd: list[str], env: dict[str, str], stderr: Path) -> tuple[int, float, float]:
+    """(exit code, peak RSS in MB, seconds) of ``cmd``, its stderr in ``stderr``.
+
+    Started by a small Python that reports the child's own peak: on Linux a child's peak
+    RSS starts at its parent's at fork, and this pytest process may be large by now."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", _MEASURED, str(stderr), *cmd],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    code, maxrss_kb = map(int, proc.stdout.split())
+    return code, maxrss_kb / 1024, time.monotonic() - started
+
+
+def _accounts_only(tmp_path: Path, base: str, limits: dict[str, int] | None = None) -> tuple[Path, dict[str, str]]:
+    pub, sec = _secrets("lister")
+    account: dict[str, Any] = {"public_key": "env:LISTER_PUB", "secret_key": "env:LISTER_SEC", "base_url": base}
+    if limits:
+        account["limits"] = limits
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps({"accounts": {"shop-a": account}}))
+    return path, {"LISTER_PUB": pub, "LISTER_SEC": sec}
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says", "option"),
+    [
+        ("list-endless", "has more than 50,000 integrations (at page 2)", "--max-list-items"),
+        ("list-repeat", "does not end: integration 1 is listed on page 1 and again on page 2", None),
+    ],
+)
+def test_an_import_of_a_list_that_does_not_end_stops_and_writes_nothing(
+    tmp_path: Path, hostile: dict[str, str], behaviour: str, says: str, option: str | None
+) -> None:
+    """30,000 integrations a page with a fresh next link, or the same 100 ids on every page:
+    stopped by its bound, within two minutes and 300 MB, the account and the bound named,
+    and the file named by -o left as it was."""
+    inventory, env = _accounts_only(tmp_path, hostile[behaviour])
+    out = tmp_path / "new.toml"
+    out.write_text("# as it was\n")
+    stderr = tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "batchsync", "import", str(inventory), "-o", str(out)]
+    code, peak_mb, wall = _measured(cmd, env, stderr)
+    err = stderr.read_text()
+    print(f"{behaviour}: exit {code}, peak RSS {peak_mb:.0f} MB, {wall:.1f} s")
+    assert code == 1, err
+    assert f"account shop-a: the list of integrations {says}" in err, err
+    assert option is None or option in err
+    assert "nothing was written" in err and "Traceback" not in err
+    assert out.read_text() == "# as it was\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accounts.json", "new.toml", "stderr.txt"]
+    assert wall < 120 and peak_mb < 300
+
+
+def test_an_import_stops_at_its_page_and_time_bounds(tmp_path: Path, hostile: dict[str, str]) -> None:
+    inventory, env = _accounts_only(tmp_path, hostile["list-endless"], {"reads_per_minute": 600_000})
+    cmd = ["import", str(inventory), "-o", str(tmp_path / "new.json"), "--max-list-items", "1000000"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchsync", *cmd, "--max-list-pages", "3"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "account shop-a: the list of integrations goes on past 3 pages" in proc.stderr
+    assert "--max-list-pages" in proc.stderr
+    inventory, env = _accounts_only(tmp_path, hostile["drip"])
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchsync",
+            "import",
+            str(inventory),
+            "-o",
+            str(tmp_path / "o.json"),
+            "--max-list-time",
+            "1",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "account shop-a: the list of integrations took more than 1 s to read (at page 1)" in proc.stderr
+    assert "--max-list-time" in proc.stderr
+    assert time.monotonic() - started < 20
+    assert not (tmp_path / "new.json").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_an_import_leaves_out_the_listed_items_that_are_not_integrations(
+    tmp_path: Path, hostile: dict[str, str]
+) -> None:
+    """An id of 0, -1, 2**63 or 10**30, a string id, an item that is not an object: each
+    costs itself, with a warning naming the account and the item; the rest are imported."""
+    inventory, env = _accounts_only(tmp_path, hostile["list-bad-items"])
+    out = tmp_path / "new.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchsync", "import", str(inventory), "-o", str(out)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "left out of the import" in line]
+    assert len(warnings) == 8, proc.stderr
+    assert all("account shop-a: GET /integrations, page 1: item " in w for w in warnings)
+    for shown in ("(id 0)", "(id -1)", f"(id {2**63})", f"(id {10**30})", "(id 12)", "item 7 of the page"):
+        assert any(shown in w for w in warnings), (shown, warnings)
+    assert str(out) not in proc.stderr  # the server's data, not batchsync's own file
+    assert sorted(i["id"] for i in json.loads(out.read_text())["integrations"]) == [7, 8]
+
+
+def test_a_preflight_stops_at_the_same_bounds_and_the_run_goes_on(tmp_path: Path, hostile: dict[str, str]) -> None:
+    inventory, env = _accounts_only(tmp_path, hostile["list-endless"])
+    doc = json.loads(inventory.read_text())
+    doc["integrations"] = [
+        {"id": 10**12, "account": "shop-a", "statuses": [
+            {"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}]},
+    ]  # fmt: skip
+    inventory.write_text(json.dumps(doc))
+    stderr = tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "batchsync", "plan", str(inventory), "--detailed-exitcode"]
+    code, peak_mb, wall = _measured(cmd, env, stderr)
+    err = stderr.read_text()
+    assert code == 4, err  # read and diffed without the pre-flight: a change to make
+    assert "account shop-a: cannot list its integrations (the list of integrations has more than 50,000" in err
+    assert wall < 60 and peak_mb < 300

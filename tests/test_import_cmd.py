@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsync import client as c
+from batchsync import wire
 from batchsync.engine import Engine
 from batchsync.import_cmd import Fleet, list_account, load_source, read_fleet, write_checked
 from batchsync.importer import Current, build, canonical_statuses, read_raw, render
@@ -36,7 +37,7 @@ from batchsync.outcome import Outcome
 from batchsync.sandbox import SandboxConfig, run_sandbox
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
-from batchsync.settings import Options
+from batchsync.settings import ListBounds, Options
 from batchsync.transport import HttpApi
 from batchsync.wire import LANGUAGES, STATUS_CATEGORIES, Status, Translation
 
@@ -220,9 +221,9 @@ class _Circular:
     def __init__(self) -> None:
         self.pages = 0
 
-    async def list_integrations_page(self, next_url: str | None = None) -> tuple[tuple[Any, ...], str | None]:
+    async def list_integrations_page(self, next_url: str | None = None) -> wire.ListedPage:
         self.pages += 1
-        return (), "page-2" if next_url in (None, "page-1") else "page-1"
+        return wire.ListedPage((), "page-2" if next_url in (None, "page-1") else "page-1")
 
 
 def test_links_that_go_round_in_a_circle_end_the_list() -> None:
@@ -246,7 +247,9 @@ def test_the_list_keeps_within_the_read_budget() -> None:
     async def go() -> float:
         bucket = Bucket(60, 5, anyio.current_time())
         start = anyio.current_time()
-        shops, pages = await list_account(api.account(account), bucket, QUICK, "acme")
+        # 100 s at that rate: past the default time bound, which --max-list-time raises.
+        options = msgspec.structs.replace(QUICK, list_bounds=ListBounds(seconds=200))
+        shops, pages = await list_account(api.account(account), bucket, options, "acme")
         assert pages == 100 and len(shops) == 100
         return anyio.current_time() - start
 
