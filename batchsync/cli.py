@@ -11,7 +11,6 @@ import contextlib
 import errno
 import io
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
@@ -26,7 +25,7 @@ from batchsync.exitcodes import (
     describe,
 )
 from batchsync.gcpolicy import paused
-from batchsync.usage import UsageError
+from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
     from batchsync.inventory import Inventory, Job
@@ -106,7 +105,7 @@ def _add_max_file_size(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> RunSettings:
     """The run's settings from the command line, checked once: a UsageError otherwise."""
-    from batchsync.inventory import BASE_URL_PATTERN
+    from batchsync.inventory import shown_url, url_problem
     from batchsync.settings import (
         Options,
         RunSettings,
@@ -116,8 +115,9 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         positive_number,
     )
 
-    if args.base_url is not None and not re.match(BASE_URL_PATTERN, args.base_url):
-        raise UsageError(f"--base-url {args.base_url}: expected an http:// or https:// URL")
+    why = url_problem(args.base_url) if args.base_url is not None else None
+    if why is not None:
+        raise UsageError(f"--base-url {shown_url(args.base_url)}: {why}")
     if args.base_url is not None and args.sandbox:
         raise UsageError("--sandbox and --base-url exclude each other")
     apply = args.mode == "apply"
@@ -222,12 +222,17 @@ def _load_selected(settings: RunSettings) -> Selected | int:
         n = len(inv.problems)
         print(f"{inv.path}: {n} problem{'s' if n != 1 else ''}; nothing was sent", file=sys.stderr)
         return EXIT_NOT_STARTED
+    from batchsync.redact import Redactor
+    from batchsync.usage import redact_with
+
+    # From here every message, a usage error's too, goes through the run's redactor.
+    redact_with(Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets()))
     try:
         jobs, unmatched = select(inv.jobs, settings.limit)
     except ValueError as exc:
         raise UsageError(f"--limit: {exc}") from None
     for term in unmatched:
-        print(f"batchsync: warning: --limit {term} matches no integration", file=sys.stderr)
+        print(shown(f"batchsync: warning: --limit {term} matches no integration"), file=sys.stderr)
     if not jobs:
         raise UsageError(f"no integration matches --limit {' '.join(settings.limit)}")
     # An empty shard (more shards than accounts) is no error: it runs, reports and exits 0,
@@ -728,7 +733,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"batchsync: {exc}", file=sys.stderr)
+        print(f"batchsync: {shown(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
     except KeyboardInterrupt:
         print("batchsync: interrupted", file=sys.stderr)

@@ -367,7 +367,9 @@ _BOUND_OPTIONS = {
 
 
 def _fail(message: str) -> int:
-    print(f"batchsync import: {message}", file=sys.stderr)
+    from batchsync.usage import shown
+
+    print(shown(f"batchsync import: {message}"), file=sys.stderr)
     return EXIT_NOT_STARTED
 
 
@@ -426,22 +428,12 @@ def run(args: argparse.Namespace) -> int:
 
     from batchsync.settings import ListBounds, Options, positive_int, positive_number
 
-    try:
-        fmt = _output_format(args.output, args.format)
-    except ValueError as exc:
-        return _fail(str(exc))
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-        return _fail(f"-o {args.output}: {folder} is not a writable directory")
-    if os.path.isdir(args.output):
-        return _fail(f"-o {args.output}: is a directory")
     if args.base_url is not None:
-        import re
+        from batchsync.inventory import shown_url, url_problem
 
-        from batchsync.inventory import BASE_URL_PATTERN
-
-        if not re.match(BASE_URL_PATTERN, args.base_url):
-            return _fail(f"--base-url {args.base_url}: expected an http:// or https:// URL")
+        why = url_problem(args.base_url)
+        if why is not None:
+            return _fail(f"--base-url {shown_url(args.base_url)}: {why}")
     options = Options(
         write=False,
         preflight=False,  # the import lists the integrations itself
@@ -461,7 +453,20 @@ def run(args: argparse.Namespace) -> int:
         return _fail(loaded)
     inv, raw = loaded
     from batchsync.importer import UnsafeAccount, copy_accounts
+    from batchsync.redact import Redactor
+    from batchsync.usage import redact_with
 
+    # From here every message goes through the redactor of the inventory's credentials.
+    redact_with(Redactor(v for a in inv.accounts.values() for v in _secret_values(a)))
+    try:
+        fmt = _output_format(args.output, args.format)
+    except ValueError as exc:
+        return _fail(str(exc))
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        return _fail(f"-o {args.output}: {folder} is not a writable directory")
+    if os.path.isdir(args.output):
+        return _fail(f"-o {args.output}: is a directory")
     try:
         copy_accounts(raw.get("accounts"), str)  # found out now, not after the reads
     except UnsafeAccount as exc:
@@ -499,6 +504,7 @@ def _import(
 
     import anyio
 
+    from batchsync import usage
     from batchsync.importer import build, render
     from batchsync.progress import Progress, setup_logging
     from batchsync.redact import Redactor
@@ -507,7 +513,8 @@ def _import(
     secrets = [v for a in inv.accounts.values() for v in _secret_values(a)]
     level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
     # Whatever a log line or an outcome carries, these values come out as ***.
-    redactor = Redactor(secrets)
+    registered = usage.redactor()
+    redactor = registered if isinstance(registered, Redactor) else Redactor(secrets)
     setup_logging(level, args.log_format, redactor=redactor)
     declared = {e.get("id") for e in raw.get("integrations") or () if isinstance(e, dict)}
     declared_ints = {i for i in declared if isinstance(i, int)}
@@ -549,10 +556,8 @@ def _import(
     if fleet.unbounded:
         for name, exc in sorted(fleet.unbounded.items()):
             hint = _BOUND_OPTIONS.get(exc.bound)
-            print(
-                f"batchsync import: account {name}: {exc}" + (f" (raise it with {hint})" if hint else ""),
-                file=sys.stderr,
-            )
+            line = f"batchsync import: account {name}: {exc}" + (f" (raise it with {hint})" if hint else "")
+            print(redactor(line), file=sys.stderr)
         print("batchsync import: nothing was written", file=sys.stderr)
         return EXIT_FAILED
 
@@ -582,7 +587,7 @@ def _import(
         problems = write_checked(args.output, text)
     except (OSError, ValueError) as exc:  # a full disk, a folder made read-only meanwhile
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"batchsync import: cannot write {args.output}: {why}; nothing was written", file=sys.stderr)
+        print(redactor(f"batchsync import: cannot write {args.output}: {why}; nothing was written"), file=sys.stderr)
         return EXIT_FAILED
     _print_summary(args, fleet, report, problems)
     if problems or fleet.failed or fleet.list_errors:

@@ -70,15 +70,58 @@ BASE_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN)]
 
 
-def url_problem(url: str) -> str | None:
-    """Why a URL that matches BASE_URL_PATTERN still cannot be used, or None."""
+# A URL made of these characters only means the same to urllib and to yarl (what aiohttp
+# sends to): anything else is parsed by yarl too before it is used.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
+_USERINFO = re.compile(r"(//)[^/?#]*@")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a message: a user name or password in it (``user:secret@``) as ``***@``,
+    control characters escaped."""
+    return printable(_USERINFO.sub(r"\1***@", url, count=1))
+
+
+def url_problem(url: str, *, api: bool = True, userinfo: bool = False) -> str | None:
+    """Why ``url`` cannot be used, or None: an http(s) URL with a host, a port in range,
+    no user name or password in it (unless ``userinfo``: a webhook URL, a credential as a
+    whole), that aiohttp can send to. ``api``: a base URL that paths are appended to
+    (``/shop-order-statuses``), so no query and no fragment either."""
+    if not re.match(BASE_URL_PATTERN, url):
+        return "expected an http:// or https:// URL"
+    if _CONTROL.search(url):
+        return "holds a control character"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        port = parts.port  # raises ValueError for a port that is not a number, or out of range
     except ValueError as exc:
-        return f"not a usable URL ({exc})"
+        return f"not a usable URL ({printable(str(exc))})"
     if not parts.hostname:
         return "not a usable URL (no host)"
+    if not userinfo and (parts.username is not None or parts.password is not None):
+        return (
+            "holds a user name or password (user:password@): credentials are not put in a URL; "
+            "they belong in the inventory's accounts, as env: or file: references"
+        )
+    if port == 0:
+        return "not a usable URL (port 0)"
+    if api and ("?" in url or "#" in url):
+        return "has a query or a fragment: a base URL is one that /shop-order-statuses is appended to"
+    host: str | None = parts.hostname
+    try:
+        if not _PLAIN_URL.fullmatch(url):
+            from yarl import URL  # only for an unusual URL: validate does not pay for it otherwise
+
+            parsed = URL(url)
+            host = parsed.raw_host
+            if not host:
+                return "not a usable URL (no host)"
+            str(URL(url.rstrip("/") + "/integrations").with_query({"page_size": "100"}))
+        if host and ":" not in host:  # a name (an IPv6 address has colons): as the resolver will encode it
+            host.encode("idna")
+    except (ValueError, TypeError) as exc:  # UnicodeError (IDNA: an empty label, one too long) is a ValueError
+        return f"not a usable URL ({printable(str(exc))[:200]})"
     return None
 
 
@@ -697,8 +740,8 @@ class _Loader:
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
         return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
 
-    def check_url(self, url: str, loc: Loc, who: str) -> bool:
-        why = url_problem(url)
+    def check_url(self, url: str, loc: Loc, who: str, api: bool = True) -> bool:
+        why = url_problem(url, api=api)
         if why is not None:
             self.problem(loc, why)
             return False
@@ -810,7 +853,7 @@ class _Loader:
             if spec.base_url is not None and not self.check_url(spec.base_url, (*loc, "base_url"), f"account {name!r}"):
                 ok = False
             if spec.token_url is not None and not self.check_url(
-                spec.token_url, (*loc, "token_url"), f"account {name!r}'s token request"
+                spec.token_url, (*loc, "token_url"), f"account {name!r}'s token request", api=False
             ):
                 ok = False
         if not ok or spec is None:

@@ -78,15 +78,15 @@ def resolve_webhook(ref: str, base_dir: Path | None = None, environ: Mapping[str
             raise WebhookError(f"--notify {ref}: {exc}") from None
     else:
         url = ref.strip()
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
-    except ValueError:
-        raise WebhookError(f"--notify {shown}: not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookError(f"--notify {shown}: expected an http:// or https:// URL with a host")
+    from batchsync.inventory import url_problem
+
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookError(f"--notify {shown}: the URL holds a space or a control character")
+    # The checks every URL option gets (aiohttp must be able to send to it); the reason
+    # never quotes the URL, which is a credential.
+    why = url_problem(url, api=False, userinfo=True)
+    if why is not None:
+        raise WebhookError(f"--notify {shown}: {why.split(' (')[0]}")
     return Webhook(url, ref if shown != "URL" else "URL")
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import anyio
 import msgspec
 
+from batchsync import usage
 from batchsync.budget import files_for as budget_files
 from batchsync.budget import load as load_budget
 from batchsync.budget import save as save_budget
@@ -266,7 +267,9 @@ def record_exit(settings: RunSettings, code: int) -> None:
 
             write_exit_code(settings.metrics, settings.command, code)
         except OSError as exc:
-            print(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}", file=sys.stderr)
+            print(
+                usage.shown(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}"), file=sys.stderr
+            )
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -329,16 +332,20 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
 
     ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
     empty (a shard with no account), which still reports and exits 0."""
+    # Whatever a message, a log line or an outcome carries, these values come out as ***:
+    # the one the command line registered once it had loaded the inventory, or a new one.
+    registered = usage.redactor()
+    redactor = registered if isinstance(registered, Redactor) else Redactor()
+    redactor.add(v.reveal() for a in inv.accounts.values() for v in a.secrets())
+    usage.redact_with(redactor)
     try:
         check_outputs(settings, inv)
         check_transport(settings, inv, jobs)
         hooks = webhooks(settings)
     except UsageError as exc:
-        print(f"batchsync: {exc}", file=sys.stderr)
+        print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
     level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
-    # Whatever a log line or an outcome carries, these values come out as ***.
-    redactor = Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets())
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, settings.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
@@ -346,11 +353,11 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
-        print(f"batchsync: {exc}", file=sys.stderr)
+        print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         record_exit(settings, EXIT_LOCKED)
         return EXIT_LOCKED
     except LockError as exc:
-        print(f"batchsync: {exc}", file=sys.stderr)
+        print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         record_exit(settings, EXIT_NOT_STARTED)
         return EXIT_NOT_STARTED
     with locks:
@@ -372,7 +379,7 @@ def _run(
         try:
             report = ReportWriter(settings.report, lost)
         except OSError as exc:
-            print(f"batchsync: cannot write the report {settings.report}: {exc.strerror}", file=sys.stderr)
+            print(redactor(f"batchsync: cannot write the report {settings.report}: {exc.strerror}"), file=sys.stderr)
             record_exit(settings, EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
         report.header(mode, settings.inventory, len(jobs), shard)
@@ -518,7 +525,7 @@ def _run(
         if report is not None:
             report.close(summary, mode, told())
     for line in lost.lines():
-        print(line, file=sys.stderr)
+        print(redactor(line), file=sys.stderr)
     code = told()
     if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
         from batchsync.notify import notify

@@ -63,9 +63,13 @@ def shard_from_env(var: str, count: int, environ: Mapping[str, str]) -> ShardSpe
         raise ValueError(f"${var} is not set (Kubernetes sets JOB_COMPLETION_INDEX in each pod of an Indexed Job)")
     text = value.strip()
     if not text.isascii() or not text.isdigit():
-        shown = msgspec.json.encode(value[:40]).decode()  # quoted: a stray newline cannot break the line
-        raise ValueError(f"${var} is {shown}: expected a shard index, a whole number from 0")
-    return _spec(int(text), count)
+        # Its value is never shown: a variable may hold anything, a credential included
+        # (a mistyped name), and this message goes to a log.
+        raise ValueError(f"${var} is not a shard index, a whole number from 0 (its value is not shown)")
+    index = int(text)
+    if index >= count:
+        raise ValueError(f"${var} is not a shard index from 0 to {count - 1} (shards are numbered from 0)")
+    return _spec(index, count)
 
 
 class Split(msgspec.Struct, frozen=True):

@@ -119,8 +119,8 @@ def test_shard_options() -> None:
         (["--shard-index-from-env", "I"], {"I": "0"}, "--shard-index-from-env I: give the number of shards"),
         (["--shard-index-from-env", "I", "--shard-count", "0"], {"I": "0"}, "--shard-count 0: the number of shards"),
         (["--shard-index-from-env", "I", "--shard-count", "4"], {}, "--shard-index-from-env I: $I is not set"),
-        (["--shard-index-from-env", "I", "--shard-count", "4"], {"I": "x\n"}, '$I is "x\\n": expected a shard'),
-        (["--shard-index-from-env", "I", "--shard-count", "2"], {"I": "2"}, "the index must be 0 to 1, not 2"),
+        (["--shard-index-from-env", "I", "--shard-count", "4"], {"I": "x\n"}, "$I is not a shard index, a whole"),
+        (["--shard-index-from-env", "I", "--shard-count", "2"], {"I": "2"}, "$I is not a shard index from 0 to 1"),
     ],
 )
 def test_shard_options_refused(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -165,9 +165,12 @@ def test_env_and_file_references_resolve_and_nothing_prints_the_url(tmp_path: Pa
         ("env:MISSING", {}, "--notify env:MISSING: environment variable MISSING is not set"),
         ("env:HOOK", {"HOOK": "ftp://h/" + TOKEN_PATH}, "--notify env:HOOK: expected an http:// or https:// URL"),
         ("ftp://h" + TOKEN_PATH, {}, "--notify URL: expected an http:// or https:// URL"),
-        ("https://h:99999" + TOKEN_PATH, {}, "--notify URL: not a valid URL"),
+        ("https://h:99999" + TOKEN_PATH, {}, "--notify URL: not a usable URL"),
+        ("https://[::1" + TOKEN_PATH, {}, "--notify URL: not a usable URL"),
+        ("https://h:0" + TOKEN_PATH, {}, "--notify URL: not a usable URL"),
+        ("env:HOOK", {"HOOK": "https://\u00ad/" + TOKEN_PATH}, "--notify env:HOOK: not a usable URL"),
         ("https://h/a b" + TOKEN_PATH, {}, "--notify URL: the URL holds a space"),
-        ("https:///nohost" + TOKEN_PATH, {}, "--notify URL: expected an http:// or https:// URL with a host"),
+        ("https:///nohost" + TOKEN_PATH, {}, "--notify URL: expected an http:// or https:// URL"),
     ],
 )
 def test_unusable_urls_are_refused_without_quoting_them(ref: str, env: dict[str, str], message: str) -> None:
