@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from batchsync.documents import FileProblem, read_regular
+from batchsync.jsonlines import decode
 from batchsync.lock import LockError, account_lock_name, runtime_dirs
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     at: float  # wall clock (time.time()) when the run ended: processes share no other clock
     reads: float  # tokens left in the read bucket then
     writes: float
-
-
-_decoder = msgspec.json.Decoder(_Record)
 
 
 def file_name(identity: str, base_url: str) -> str:
@@ -88,9 +86,9 @@ def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[
     for name, file in files.items():
         for directory in dirs:
             try:  # a regular file only, bounded: nothing put there can block or flood a run
-                record = _decoder.decode(read_regular(directory / file, _MAX_BYTES))
-            except (FileProblem, msgspec.DecodeError, msgspec.ValidationError):
-                continue
+                record: _Record = decode(read_regular(directory / file, _MAX_BYTES), max_bytes=_MAX_BYTES, type=_Record)
+            except (FileProblem, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+                continue  # LineError (a ValueError): nested too deep
             age = now - record.at
             values = (age, record.reads, record.writes)
             if not all(math.isfinite(v) for v in values) or not 0.0 <= age <= MAX_AGE:

@@ -171,10 +171,13 @@ def _holder(inventory: str, account: str | None = None) -> dict[str, Any]:
 
 def _read_holder(fd: int) -> dict[str, Any]:
     """The holder's record; ``{}`` for anything unreadable (empty, partial, garbage)."""
+    import msgspec
+
+    from batchsync.jsonlines import decode
+
     try:
-        raw = os.pread(fd, 64 * 1024, 0)
-        doc = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        doc = decode(os.pread(fd, 64 * 1024, 0).strip(), max_bytes=64 * 1024)
+    except (OSError, ValueError, msgspec.DecodeError):  # LineError: nested too deep
         return {}
     return doc if isinstance(doc, dict) else {}
 

@@ -86,34 +86,81 @@ def _problem(path: str, message: str, header: Header | None = None, mtime: float
     return Report(path, header=header, problem=message, mtime=mtime)
 
 
+KNOWN_VERSIONS = (2,)  # of the header line (a report without one is an older one, read as well)
+COMMANDS = ("plan", "apply")
+
+
+def _why(exc: Exception) -> str:
+    """What is wrong with a line, without quoting what it holds (a value, a name)."""
+    return _QUOTED.sub("…", str(exc)) if isinstance(exc, msgspec.ValidationError) else str(exc)
+
+
+_QUOTED = re.compile(r"'[^']*'")  # msgspec quotes a value it refuses (an unknown enum value)
+
+
 def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
-    """Read one report's bytes. A last line cut off mid-write (a killed run) is dropped; an
-    older report without a header line is read as well. Never raises on content."""
-    lines = [line for line in data.splitlines() if line.strip()]
+    """Read one report's bytes (see :func:`parse_lines`)."""
+    numbered = ((n, line) for n, line in enumerate(data.splitlines(), 1) if line.strip())
+    return parse_lines(path, numbered, mtime)
+
+
+def parse_lines(path: str, lines: Iterable[tuple[int, bytes]], mtime: float | None = None) -> Report:
+    """Read one report, line by line. A last line cut off mid-write (a killed run) is
+    dropped; an older report without a header line is read as well. A header of an unknown
+    version or command, a summary of another command, an integration id that is not one
+    (below 1 or past 2^63 - 1), a line nested too deep or too long: the report is unusable,
+    named with the line. Never raises on content."""
+    from batchsync.jsonlines import LineError, decode
+
     header: Header | None = None
     summary: SummaryLine | None = None
     outcomes: list[Outcome] = []
     seen: set[int] = set()
     tally: dict[str, AccountStats] = {}
     last_end: float | None = None
-    for n, line in enumerate(lines, 1):
-        try:
-            row = msgspec.json.decode(line)
-        except msgspec.DecodeError:
-            if n == len(lines):
-                break  # cut off mid-write by a kill
-            return _problem(path, f"line {n} is not JSON", header, mtime)
-        if not isinstance(row, dict):
-            return _problem(path, f"line {n} is not a JSON object", header, mtime)
-        try:
+    broken: str | None = None  # a line that did not decode: fine only as the last one
+    count = 0
+    try:
+        for n, line in lines:
+            if broken is not None:
+                return _problem(path, broken, header, mtime)
+            count += 1
+            try:
+                row = decode(line)
+            except msgspec.DecodeError:
+                broken = f"line {n} is not JSON"
+                continue
+            except LineError as exc:
+                return _problem(path, f"line {n} is {exc}", header, mtime)
+            if not isinstance(row, dict):
+                return _problem(path, f"line {n} is not a JSON object", header, mtime)
             if row.get("header") is True:
-                if n != 1:
+                if count != 1:
                     return _problem(path, f"line {n}: a header line after the first line", header, mtime)
                 header = msgspec.convert(row, Header)
+                if header.version not in KNOWN_VERSIONS:
+                    return _problem(
+                        path,
+                        f"line {n}: a report of version {header.version}, not one batchsync reads "
+                        f"(version {', '.join(map(str, KNOWN_VERSIONS))})",
+                        None,
+                        mtime,
+                    )
+                if header.command not in COMMANDS:
+                    return _problem(path, f"line {n}: the header names no plan or apply run", None, mtime)
             elif row.get("summary") is True:
                 if summary is not None:
                     return _problem(path, f"line {n}: a second summary line", header, mtime)
                 summary = msgspec.convert(row, SummaryLine)
+                if summary.mode is not None and summary.mode not in COMMANDS:
+                    return _problem(path, f"line {n}: the summary names no plan or apply run", header, mtime)
+                if header is not None and summary.mode is not None and summary.mode != header.command:
+                    return _problem(
+                        path,
+                        f"line {n}: the summary line says {summary.mode}, the header {header.command}: not one run",
+                        header,
+                        mtime,
+                    )
             elif "integration_id" in row:
                 if summary is not None:
                     return _problem(path, f"line {n}: an outcome after the summary line", header, mtime)
@@ -133,8 +180,13 @@ def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
                     last_end = ended if last_end is None else max(last_end, ended)
             else:
                 return _problem(path, f"line {n} is neither a header, an outcome nor a summary", header, mtime)
-        except msgspec.ValidationError as exc:
-            return _problem(path, f"line {n}: {exc}", header, mtime)
+    except msgspec.ValidationError as exc:
+        return _problem(path, f"line {n}: {_why(exc)}", header, mtime)
+    except (LineError, OSError) as exc:  # while reading the file: a line too long, an I/O error
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return _problem(path, reason, header, mtime)
+    if broken is not None and count == 1:  # no line at all was JSON: no report
+        return _problem(path, broken, None, mtime)
     if header is not None and header.shard is not None:
         s = header.shard
         if not 0 <= s.index < s.count or (s.integrations and len(s.integrations) != s.count):
@@ -143,23 +195,21 @@ def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
 
 
 def read_report(path: str) -> Report:
-    """Read one report file; a file that cannot be read comes back with its ``problem``.
-
-    Only a regular file: a FIFO without a writer would block the merge for ever, and
-    /dev/zero fill its memory (documents.read_regular checks the open descriptor)."""
-    from batchsync.documents import FileProblem, read_regular
-    from batchsync.report import REPORT_MAX
+    """Read one report file, line by line; a file that cannot be read comes back with its
+    ``problem``. Only a regular file: a FIFO without a writer would block the merge for
+    ever, and /dev/zero fill its memory (the open descriptor is checked)."""
+    from batchsync.jsonlines import LineError, read_lines
 
     try:
         mtime = os.stat(path).st_mtime
-        data = read_regular(path, REPORT_MAX)
+        lines = read_lines(path)
+        return parse_lines(path, lines, mtime)
     except FileNotFoundError:
         return _problem(path, "no such file")
     except OSError as exc:
         return _problem(path, exc.strerror or str(exc))
-    except FileProblem as exc:
-        return _problem(path, exc.message)
-    return parse_report(path, data, mtime)
+    except LineError as exc:
+        return _problem(path, str(exc))
 
 
 _GLOB = re.compile(r"[*?[]")
@@ -209,6 +259,12 @@ class Part(msgspec.Struct, frozen=True):
     recorded: int = 0  # outcome lines counted
     not_done: int | None = 0  # integrations it should have covered with no outcome; None: unknown
 
+    @property
+    def gap(self) -> bool:
+        """Whether this part leaves the run short: work not done, or a report without its
+        summary line (the run did not end as it should, whatever its lines say)."""
+        return self.state != "complete" and (self.not_done != 0 or self.state == "cut short")
+
     def describe(self) -> str:
         where = f"shard {self.shard}" if self.shard is not None else "report"
         name = f" {_show(self.path)}" if self.path is not None else ""
@@ -245,7 +301,7 @@ class Merged(msgspec.Struct):
     def exit_code(self) -> int:
         from batchsync.run import exit_code
 
-        if self.unknown:
+        if self.unknown or any(p.state == "cut short" for p in self.parts):
             return EXIT_INTERRUPTED
         return exit_code(self.summary, self.mode, self.detailed)
 
@@ -382,7 +438,7 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
             # With the split known, every shard is accounted for above and this file adds
             # nothing more; without it, what the file should have covered is unknown.
             parts.append(Part(_tag(r), r.path, kind, r.problem, 0, 0 if block is not None else None))
-    stopped += [p.describe() for p in parts if p.state != "complete" and p.not_done != 0]
+    stopped += [p.describe() for p in parts if p.gap]
 
     mode = next((r.mode for r in (*usable, *broken, *stale) if r.mode is not None), "apply")
     starts = [r.header.started_at for r in usable if r.header is not None and r.header.started_at is not None]
@@ -448,7 +504,7 @@ def junit_tree(merged: Merged) -> ET.Element:
     from batchsync.monitoring import junit_document
 
     root = junit_document(merged.outcomes, merged.summary)
-    gaps = [p for p in merged.parts if p.state != "complete" and p.not_done != 0]
+    gaps = [p for p in merged.parts if p.gap]
     if gaps:
         suite = ET.SubElement(
             root, "testsuite", name="batchsync.shards", tests=str(len(gaps)), failures=str(len(gaps)), errors="0"

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.diff import Change, MappingChange
+from batchsync.wire import IntegrationId
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
 RESULTS: tuple[Result, ...] = ("unchanged", "changed", "failed", "skipped")
@@ -62,7 +63,7 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     categories whose mapping changed (or would). ``started_at``/``ended_at`` are Unix times.
     """
 
-    integration_id: int
+    integration_id: IntegrationId  # checked where a report is read back (report merge)
     account: str
     result: Result
     added: int = 0

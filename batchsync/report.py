@@ -26,9 +26,6 @@ from batchsync.outcome import RESULTS, Outcome, Summary
 from batchsync.output import Lost
 
 _encoder = msgspec.json.Encoder()
-# The most of a --report a reader (report merge, --retry-failed) takes: far past any
-# fleet's (300,000 outcomes are ~150 MB), short of filling memory with a wrong file.
-REPORT_MAX = 4 * 1024**3
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
 
 

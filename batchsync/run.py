@@ -42,7 +42,6 @@ from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, flush_logs, setup_logging
 from batchsync.redact import Redactor
 from batchsync.report import (
-    REPORT_MAX,
     Budget,
     ReportWriter,
     TagTally,
@@ -192,32 +191,43 @@ class RetryPlan(msgspec.Struct, frozen=True):
 
 
 def read_retry_report(report: str) -> RetryPlan:
-    """Parse an earlier ``--report``. A run killed hard leaves no summary line and maybe a
-    half-written last line: that last line is ignored and the report marked incomplete."""
+    """Parse an earlier ``--report``, line by line, each bounded (batchsync.jsonlines). A run
+    killed hard leaves no summary line and maybe a half-written last line: that last line is
+    ignored and the report marked incomplete. ValueError naming the line otherwise."""
+    from batchsync.jsonlines import LineError, decode, read_lines
+
     failed: set[int] = set()
     succeeded: set[int] = set()
     complete = False
-    from batchsync.documents import FileProblem, read_regular
-
+    broken: str | None = None  # a line that is not JSON: fine only as the last one
+    count = 0
     try:
-        data = read_regular(report, REPORT_MAX)  # a FIFO or a device would block or never end
-    except FileProblem as exc:
-        raise ValueError(exc.message) from None
-    lines = [line for line in data.splitlines() if line.strip()]
-    for n, line in enumerate(lines, 1):
-        try:
-            row = msgspec.json.decode(line)
-        except msgspec.DecodeError:
-            if n == len(lines):
-                break  # cut off mid-write by a kill
-            raise ValueError(f"line {n} is not JSON") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"line {n} is not a JSON object")
-        iid = row.get("integration_id")
-        if iid is None:
-            complete = complete or bool(row.get("summary"))
-        elif isinstance(iid, int):
-            (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
+        for n, line in read_lines(report):
+            if broken is not None:
+                raise ValueError(broken)
+            count += 1
+            try:
+                row = decode(line)
+            except msgspec.DecodeError:
+                broken = f"line {n} is not JSON"
+                continue
+            except LineError as exc:
+                raise ValueError(f"line {n} is {exc}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"line {n} is not a JSON object")
+            iid = row.get("integration_id")
+            if iid is None:
+                complete = complete or row.get("summary") is True
+            elif isinstance(iid, int) and not isinstance(iid, bool) and 0 < iid < 2**63:
+                (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
+            else:
+                raise ValueError(f"line {n}: integration_id is not an integration id (a whole number, 1 to 2^63 - 1)")
+    except LineError as exc:  # not a regular file, a line too long
+        raise ValueError(str(exc)) from None
+    except FileNotFoundError:
+        raise ValueError("file does not exist") from None
+    if broken is not None and count == 1:
+        raise ValueError(f"{broken}: not a report")
     return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 

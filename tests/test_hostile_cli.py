@@ -61,6 +61,7 @@ USAGE_ERRORS = [
     ["apply", "{inv}", "--limit", f"tag:{SECRET}"],
     ["plan", "{inv}", "--report", f"{{dir}}/{SECRET}/r.jsonl"],
     ["apply", "{inv}", "--junit", f"{{dir}}/{SECRET}/j.xml"],
+    ["plan", "{inv}", "--retry-failed", "secret.txt"],
     ["plan", "{inv}", "--retry-failed", f"{{dir}}/{SECRET}.jsonl"],
     ["import", "{inv}", "-o", "{dir}/new.toml", "--account", SECRET],
     ["import", "{inv}", "-o", f"{{dir}}/{SECRET}/new.toml"],
@@ -160,3 +161,87 @@ def test_a_url_that_passes_the_check_is_one_aiohttp_can_send_to(url: str) -> Non
     insecure_http(url)
     account_lock_name("pub", url)
 
+
+# -- report merge and --retry-failed: reports anyone could have written ---------------------------
+
+
+def _header(command: str = "apply", version: int = 2, selected: int = 2) -> str:
+    doc = {"header": True, "version": version, "command": command, "started_at": 1.0, "inventory": "i.toml"}
+    return json.dumps(doc | {"selected": selected, "shard": None})
+
+
+def _outcome(iid: object, account: str = "acme", result: str = "unchanged") -> str:
+    return json.dumps({"integration_id": iid, "account": account, "result": result, "attempts": 1})
+
+
+def _summary(mode: str = "apply", **counts: int) -> str:
+    stats = {"unchanged": 0, "changed": 0, "failed": 0, "skipped": 0} | counts
+    doc = {"summary": True, "mode": mode, "accounts": {"acme": stats}, "duration_s": 1.0, "stopped": None}
+    return json.dumps(doc | {"exit_code": 0})
+
+
+DEEP = "[" * 1000 + "]" * 1000
+
+# (lines of the report, the exit code of report merge, what its message says)
+MERGED = [
+    ([_header(), _outcome(1), _outcome(2)], 3, "cut short: no summary line; 2 recorded, 0 not done"),
+    ([_header(version=999), _outcome(1), _outcome(2), _summary(unchanged=2)], 3, "a report of version 999"),
+    (
+        [_header("plan"), _outcome(1), _outcome(2), _summary(unchanged=2)],
+        3,
+        "line 4: the summary line says apply, the header plan",
+    ),
+    ([_header("destroy"), _outcome(1), _summary(unchanged=1)], 3, "the header names no plan or apply run"),
+    ([_header(), _outcome(-1), _summary(unchanged=1)], 3, "line 2: Expected `int` >= 1"),
+    ([_header(), _outcome(10**30), _summary(unchanged=1)], 3, "line 2: Expected `int` <= 9223372036854775807"),
+    ([_header(), _outcome(True), _summary(unchanged=1)], 3, "line 2: Expected `int`, got `bool`"),
+    ([_header(), DEEP, _summary()], 3, "line 2 is nested deeper than 32 levels"),
+    ([_header(), '{"integration_id": 1, "x": ' + DEEP + "}", _summary()], 3, "line 2 is nested deeper"),
+    ([_header(), '{"x": "' + "a" * (17 * 1024 * 1024) + '"}', _summary()], 3, "line 2 is longer than 16,777,216"),
+]
+
+
+@pytest.mark.parametrize(("lines", "code", "says"), MERGED, ids=range(len(MERGED)))
+def test_report_merge_believes_nothing_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], code: int, says: str
+) -> None:
+    report = tmp_path / "shard.jsonl"
+    report.write_text("\n".join(lines) + "\n")
+    junit = tmp_path / "merged.xml"
+    assert main(["report", "merge", str(report), "--junit", str(junit)]) == code
+    out, err = capsys.readouterr()
+    assert says in out + err, out + err
+    assert "Traceback" not in err and "RecursionError" not in out + err
+    import xml.etree.ElementTree as ET
+
+    ET.parse(junit)
+
+
+def test_report_merge_refuses_reports_of_two_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = tmp_path / "a.jsonl"
+    a.write_text("\n".join([_header("plan", selected=1), _outcome(1), _summary("plan", unchanged=1)]) + "\n")
+    b = tmp_path / "b.jsonl"
+    b.write_text("\n".join([_header("apply", selected=1), _outcome(2), _summary("apply", unchanged=1)]) + "\n")
+    assert main(["report", "merge", str(a), str(b)]) == 2
+    assert "the reports mix apply and plan runs" in capsys.readouterr().err
+
+
+RETRIED = [
+    ([_header(), DEEP, _summary()], "line 2 is nested deeper than 32 levels"),
+    ([_header(), _outcome(-1), _summary()], "line 2: integration_id is not an integration id"),
+    ([_header(), _outcome(10**30), _summary()], "line 2: integration_id is not an integration id"),
+    ([_header(), '{"x": "' + "a" * (17 * 1024 * 1024) + '"}'], "line 2 is longer than 16,777,216 bytes"),
+    ([SECRET], "line 1 is not JSON: not a report"),
+]
+
+
+@pytest.mark.parametrize(("lines", "says"), RETRIED, ids=range(len(RETRIED)))
+def test_retry_failed_believes_nothing_it_reads(
+    inventory: Path, capsys: pytest.CaptureFixture[str], lines: list[str], says: str
+) -> None:
+    report = inventory.parent / "earlier.jsonl"
+    report.write_text("\n".join(lines) + "\n")
+    assert main(["plan", str(inventory), "--retry-failed", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert f"--retry-failed {report}: {says}" in err, err
+    assert "Traceback" not in err and SECRET not in err

@@ -19,7 +19,16 @@ from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
 from batchsync.engine import Engine
-from batchsync.merge import MergeError, command, expand, merge, parse_duration, parse_report, read_report
+from batchsync.merge import (
+    MergeError,
+    command,
+    expand,
+    junit_tree,
+    merge,
+    parse_duration,
+    parse_report,
+    read_report,
+)
 from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.report import ReportWriter
@@ -161,12 +170,16 @@ def test_a_report_cut_short_counts_what_it_recorded(tmp_path: Path) -> None:
     assert merged.summary.total("skipped") == 2 and merged.exit_code == 3
 
 
-def test_cut_short_after_its_last_outcome_is_complete_work(tmp_path: Path) -> None:
+def test_a_report_cut_short_after_its_last_outcome_still_exits_3(tmp_path: Path) -> None:
+    """Every integration recorded, but no summary line: the run did not end as a run ends
+    (killed while writing its outputs, say), and the README promises 3 for it."""
     a = shard_report(tmp_path, 0, {})
     b = shard_report(tmp_path, 1, {}, complete=False)
     merged = merge([read_report(a), read_report(b)])
     assert merged.parts[1].state == "cut short" and merged.parts[1].not_done == 0
-    assert merged.summary.stopped is None and merged.exit_code == 0
+    assert merged.exit_code == 3
+    assert merged.summary.stopped == f"shard 1/2 {b}: cut short: no summary line; 3 recorded, 0 not done"
+    assert [c.get("name") for c in junit_tree(merged).iter("testcase")][-1] == "shard 1/2"
 
 
 def test_an_empty_report_left_by_an_early_kill_is_not_a_report(tmp_path: Path) -> None:
@@ -260,7 +273,7 @@ def test_plan_reports_keep_detailed_exitcode(tmp_path: Path) -> None:
         return write(
             tmp_path / name,
             header(index, 2, [1, 1], command="plan"),
-            outcome(index, "big", rows[0][1]),
+            outcome(index + 1, "big", rows[0][1]),
             summary_line(rows, mode="plan", exit_code=code),
         )
 
@@ -270,21 +283,24 @@ def test_plan_reports_keep_detailed_exitcode(tmp_path: Path) -> None:
     assert plain.exit_code == 0
 
 
+HEAD = b'{"header": true, "version": 2, "command": "plan", '
+
+
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
         (b"[1, 2]\n{}\n", "line 1 is not a JSON object"),
         (b'{"what": 1}\n', "line 1 is neither a header, an outcome nor a summary"),
         (b'{"integration_id": "x", "account": "a", "result": "changed"}\n', "line 1: Expected `int`"),
-        (b'{"integration_id": 1, "account": "a", "result": "exploded"}\n', "line 1: Invalid enum value 'exploded'"),
+        (b'{"integration_id": 1, "account": "a", "result": "exploded"}\n', "line 1: Invalid enum value … - at"),
         (b'{"summary": true}\n{"integration_id": 1, "account": "a", "result": "changed"}\n', "after the summary"),
         (b'{"summary": true}\n{"summary": true}\n', "a second summary line"),
         (
             b'{"integration_id": 1, "account": "a", "result": "changed"}\n{"header": true}\n',
             "line 2: a header line after the first line",
         ),
-        (b'{"header": true, "shard": {"index": 4, "count": 2}}\n', "shard 4/2 does not fit"),
-        (b'{"header": true, "shard": {"index": 0, "count": 2, "integrations": [1]}}\n', "does not fit"),
+        (HEAD + b'"shard": {"index": 4, "count": 2}}\n', "shard 4/2 does not fit"),
+        (HEAD + b'"shard": {"index": 0, "count": 2, "integrations": [1]}}\n', "does not fit"),
         (b"\xff\xfe\n{}\n", "line 1 is not JSON"),
     ],
 )
