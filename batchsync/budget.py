@@ -17,17 +17,19 @@ a record that cannot be read or written changes nothing but how full a run start
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import math
 import os
-import tempfile
+import secrets
+import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from batchsync.documents import FileProblem, read_regular
 from batchsync.jsonlines import decode
 from batchsync.lock import LockError, account_lock_name, runtime_dirs
 
@@ -38,6 +40,7 @@ __all__ = ["MAX_AGE", "file_name", "files_for", "load", "save"]
 
 MAX_AGE = 600.0  # seconds: a record this old says nothing (every bucket has refilled)
 _MAX_BYTES = 4096
+log = logging.getLogger("batchsync.budget")
 
 
 class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -57,24 +60,69 @@ def files_for(accounts: Mapping[str, Account], names: Iterable[str], base_url: s
     return {name: file_name(accounts[name].identity.reveal(), base_url or accounts[name].base_url) for name in names}
 
 
-def _dirs() -> list[Path]:
-    """``budget/`` in each runtime directory: a folder of their own, so that pruning them
-    scans records only, not every lock file a machine ever made (a sandbox on a new port
-    is a new account lock, and lock files are never removed)."""
+_FLAGS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_dir(runtime: Path) -> int | None:
+    """``budget/`` in one runtime directory, created 0700, opened without following a
+    symbolic link and checked on the open descriptor: a real directory of ours, or None
+    (with a warning). Its files are then reached through the descriptor (``dir_fd``), so
+    nothing can swap a link in between: a ``budget`` made a link to another folder would
+    have had its records written there and that folder's ``*.budget`` files deleted."""
+    path = runtime / "budget"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None  # not this one: the others may do
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.warning("%s is not a directory (a symbolic link or a file): not used for budget records", path)
+        return None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        log.warning("%s belongs to uid %d, not to this user: not used for budget records", path, st.st_uid)
+        return None
+    if st.st_mode & 0o077:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o700)
+    return fd
+
+
+@contextlib.contextmanager
+def _dirs() -> Iterator[list[int]]:
+    """``budget/`` in each runtime directory, as open descriptors: a folder of their own, so
+    that pruning them scans records only, not every lock file a machine ever made (a sandbox
+    on a new port is a new account lock, and lock files are never removed)."""
     try:
         runtimes = runtime_dirs()
     except (LockError, OSError):
-        return []
-    found = []
-    for runtime in runtimes:
-        try:
-            os.mkdir(runtime / "budget", 0o700)
-        except FileExistsError:
-            pass
-        except OSError:
-            continue  # not this one: the others may do
-        found.append(runtime / "budget")
-    return found
+        runtimes = []
+    fds = [fd for fd in map(_open_dir, runtimes) if fd is not None]
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read(directory: int, name: str) -> _Record:
+    """One record: a regular file (no link followed), bounded; ValueError otherwise."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _FLAGS, dir_fd=directory)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = os.read(fd, _MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_BYTES:
+        raise ValueError("too large")
+    record: _Record = decode(data, max_bytes=_MAX_BYTES, type=_Record)
+    return record
 
 
 def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[float, float, float]]:
@@ -82,19 +130,19 @@ def load(files: Mapping[str, str], now: float | None = None) -> dict[str, tuple[
     newest usable record; accounts without one are left out."""
     now = time.time() if now is None else now
     found: dict[str, tuple[float, float, float]] = {}
-    dirs = _dirs()
-    for name, file in files.items():
-        for directory in dirs:
-            try:  # a regular file only, bounded: nothing put there can block or flood a run
-                record: _Record = decode(read_regular(directory / file, _MAX_BYTES), max_bytes=_MAX_BYTES, type=_Record)
-            except (FileProblem, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-                continue  # LineError (a ValueError): nested too deep
-            age = now - record.at
-            values = (age, record.reads, record.writes)
-            if not all(math.isfinite(v) for v in values) or not 0.0 <= age <= MAX_AGE:
-                continue  # a clock set back, a record from long ago, garbage
-            if name not in found or age < found[name][0]:
-                found[name] = (age, max(0.0, record.reads), max(0.0, record.writes))
+    with _dirs() as dirs:
+        for name, file in files.items():
+            for directory in dirs:
+                try:  # a regular file only, bounded: nothing put there can block or flood a run
+                    record = _read(directory, file)
+                except (OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue  # LineError is a ValueError: nested too deep
+                age = now - record.at
+                values = (age, record.reads, record.writes)
+                if not all(math.isfinite(v) for v in values) or not 0.0 <= age <= MAX_AGE:
+                    continue  # a clock set back, a record from long ago, garbage
+                if name not in found or age < found[name][0]:
+                    found[name] = (age, max(0.0, record.reads), max(0.0, record.writes))
     return found
 
 
@@ -109,34 +157,42 @@ def save(levels: Mapping[str, tuple[float, float]], files: Mapping[str, str]) ->
         if file in by_file:  # two names for one Sendcloud account: the less it has left
             reads, writes = min(reads, by_file[file][0]), min(writes, by_file[file][1])
         by_file[file] = (reads, writes)
-    for directory in _dirs():
-        for file, (reads, writes) in by_file.items():
-            _write(directory / file, msgspec.json.encode(_Record(at, reads, writes)))
-        _prune(directory, at)
+    with _dirs() as dirs:
+        for directory in dirs:
+            for file, (reads, writes) in by_file.items():
+                _write(directory, file, msgspec.json.encode(_Record(at, reads, writes)))
+            _prune(directory, at)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = None
+def _write(directory: int, name: str, data: bytes) -> None:
+    tmp = f".budget-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".budget-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAGS, 0o600, dir_fd=directory)
+    except OSError:
+        return
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)  # a reader sees the old record or the new one, whole
-        tmp = None
+        # A reader sees the old record or the new one, whole; a link named like the record
+        # is replaced, never followed.
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+        tmp = ""
     except OSError:
         pass
     finally:
-        if tmp is not None:
+        if tmp:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=directory)
 
 
-def _prune(directory: Path, now: float) -> None:
+def _prune(directory: int, now: float) -> None:
     """Records older than MAX_AGE say nothing any more: one file per account and API would
-    otherwise pile up (a sandbox on a new port is a new API)."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(directory):
+    otherwise pile up (a sandbox on a new port is a new API). Only regular files of this
+    directory are removed (a link is not followed, nor judged by its target's age)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
             if entry.name.endswith(".budget"):
                 with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > MAX_AGE:
-                        os.unlink(entry.path)
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and now - st.st_mtime > MAX_AGE:
+                        os.unlink(entry.name, dir_fd=directory)

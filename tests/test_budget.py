@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
@@ -49,6 +50,43 @@ def test_old_records_are_pruned_when_a_run_saves() -> None:
     os.utime(stale, (long_ago, long_ago))
     budget.save({"acme": (1.0, 1.0)}, {"acme": "fresh.budget"})
     assert not stale.exists() and (directory / "fresh.budget").exists()
+
+
+def test_a_symlinked_budget_folder_is_never_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``budget`` made a link to another folder: no record is written there, none read from
+    there, and none of that folder's old ``*.budget`` files is deleted."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    old = elsewhere / "precious.budget"
+    old.write_text("{}")
+    long_ago = time.time() - budget.MAX_AGE - 60
+    os.utime(old, (long_ago, long_ago))
+    record = {"at": time.time(), "reads": 1.0, "writes": 2.0}
+    (elsewhere / "acme.budget").write_text(json.dumps(record))
+    directory = runtime_dirs()[0] / "budget"
+    directory.symlink_to(elsewhere, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="batchsync.budget"):
+        budget.save({"acme": (3.0, 4.0)}, {"acme": "acme.budget", "globex": "globex.budget"})
+        assert budget.load({"acme": "acme.budget"}) == {}
+    assert old.exists() and sorted(p.name for p in elsewhere.iterdir()) == ["acme.budget", "precious.budget"]
+    assert json.loads((elsewhere / "acme.budget").read_text()) == record
+    assert "not a directory (a symbolic link or a file)" in caplog.text
+
+
+def test_a_record_that_is_a_link_or_nested_deep_is_ignored(tmp_path: Path) -> None:
+    budget.save({}, {})  # makes the folder
+    directory = runtime_dirs()[0] / "budget"
+    target = tmp_path / "target.budget"
+    target.write_text(json.dumps({"at": time.time(), "reads": 1.0, "writes": 2.0}))
+    (directory / "linked.budget").symlink_to(target)
+    assert budget.load({"acme": "linked.budget"}) == {}
+    (directory / "deep.budget").write_bytes(b"[" * 2000 + b"]" * 2000)  # within the size cap
+    assert budget.load({"acme": "deep.budget"}) == {}
+    long_ago = time.time() - budget.MAX_AGE - 60
+    os.utime(target, (long_ago, long_ago))
+    budget.save({"acme": (1.0, 1.0)}, {"acme": "linked.budget"})  # replaces the link, never writes through it
+    assert not (directory / "linked.budget").is_symlink() and target.exists()
+    assert json.loads(target.read_text())["reads"] == 1.0
 
 
 def test_a_bucket_carries_what_was_left_refilled_by_its_age() -> None:
