@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from batchsync import __version__
+from batchsync.controls import BEYOND_C0
 from batchsync.exitcodes import (
     EXIT_CHANGES,
     EXIT_FAILED,
@@ -59,9 +60,10 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
 # -- text --------------------------------------------------------------------------------
 
 # Code points an HTML parser reports as errors (C0 and C1 controls but tab, LF and FF),
-# CR (which a parser turns into LF), surrogates (not encodable) and noncharacters.
+# CR (which a parser turns into LF), surrogates (not encodable) and noncharacters; and
+# the rest of batchsync.controls' rule, the bidi characters that would reorder a line.
 _INVISIBLE = re.compile(
-    "[\x00-\x08\x0b\x0d-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    f"[\x00-\x08\x0b\x0d-\x1f{BEYOND_C0}\ufdd0-\ufdef"
     + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(17))
     + "]"
 )

@@ -695,6 +695,7 @@ def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -
 
 
 def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, problems: list[str]) -> None:
+    from batchsync.controls import escape_controls
     from batchsync.importer import comment_text
 
     out = sys.stdout
@@ -718,14 +719,17 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         for r in report.not_importable:
             shop = r.shop
             label = comment_text(shop.name or "(no shop name)", 80)
-            print(f"  {shop.account} {shop.id} {label!r} {shop.system or '?'}: {r.reason}", file=out)
+            # The shop's name, system and the reason that quotes it are the server's words.
+            system, reason = escape_controls(shop.system or "?"), escape_controls(r.reason)
+            print(f"  {shop.account} {shop.id} {label!r} {system}: {reason}", file=out)
     for account, iid in report.gone:
         print(f"declared, but account {account} no longer lists integration {iid} (kept in the file)", file=out)
     for account, iid, found in report.moved:
         print(f"declared under account {account}, but integration {iid} is listed by account {found}", file=out)
     for account, iid, system in report.unsupported:
         print(
-            f"declared, but integration {iid} of account {account} is a {system} integration (not PrestaShop V2)",
+            f"declared, but integration {iid} of account {account} is a {escape_controls(system)} integration "
+            "(not PrestaShop V2)",
             file=out,
         )
     if fleet.summary is not None:
@@ -738,7 +742,8 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
         )
     notes = [p for p in report.added if p.current.note]
     for p in notes:
-        print(f"note: integration {p.current.shop.id} ({p.current.shop.account}): {p.current.note}", file=out)
+        note = escape_controls(p.current.note or "")
+        print(f"note: integration {p.current.shop.id} ({p.current.shop.account}): {note}", file=out)
     added = report.added
     shared = sum(1 for p in added if p.base is not None)
     overrides = sum(1 for p in added if p.overrides or p.removals)

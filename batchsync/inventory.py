@@ -21,6 +21,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from batchsync import documents
+from batchsync.controls import control_in, escape_controls, spelled
 from batchsync.diff import TranslationSet, translation_set
 from batchsync.documents import FileProblem, key_part
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
@@ -389,16 +390,18 @@ class _Set(msgspec.Struct, frozen=True):
     desired_mapping: DesiredMapping | None  # None: no mapping, or the set's own is wrong
 
 
-# Terminal controls, line separators, bidi overrides and lone surrogates: a message
-# quotes what the file says, and a file can say anything.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
 def printable(text: str) -> str:
-    """``text`` with every character that could drive a terminal escaped, as \\x1b."""
-    if text.isascii() and text.isprintable():
-        return text
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+    """``text`` with every character that could drive a terminal spelled out, as \\x1b (a
+    message quotes what the file says, and a file can say anything; batchsync.controls)."""
+    return escape_controls(text)
+
+
+def name_problem(what: str, char: str) -> str:
+    """Why a name (an account's, a status set's, a tag) holding ``char`` is refused."""
+    return (
+        f"{what} holds {spelled(char)}, a control or bidi character: not allowed in a name (a terminal would "
+        "act on it, a JUnit file or a metrics label break on it, a page show it reordered)"
+    )
 
 
 def _kind_name(value: Any) -> str:
@@ -556,6 +559,7 @@ class _Loader:
         self._mappings: dict[tuple[tuple[str, str | None], ...], DesiredMapping] = {}
         self.no_accounts = False  # the accounts section is missing or not a mapping
         self.no_sets = False  # likewise status_sets
+        self.good_tags: set[str] = set()  # tags found to obey the rule of names
 
     def problem(self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None) -> None:
         path = printable(to_jsonpath(loc))
@@ -740,6 +744,21 @@ class _Loader:
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
         return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
 
+    def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
+        """Whether every tag obeys the rule of names (batchsync.controls); each that does
+        not is a problem. A fleet repeats a few tags: each is looked at once."""
+        ok = True
+        for k, tag in enumerate(tags):
+            if tag in self.good_tags:
+                continue
+            char = control_in(tag)
+            if char is None:
+                self.good_tags.add(tag)
+            else:
+                self.problem((*loc, k), name_problem("the tag", char), integration_id)
+                ok = False
+        return ok
+
     def check_url(self, url: str, loc: Loc, who: str, api: bool = True) -> bool:
         why = url_problem(url, api=api)
         if why is not None:
@@ -768,11 +787,15 @@ class _Loader:
             return accounts, broken
         for name, raw_account in raw.items():
             loc: Loc = ("accounts", key_part(name))
-            if not isinstance(name, str) or not name:
+            named = isinstance(name, str) and bool(name)
+            if not named:
                 what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
                 self.problem(loc, f"an account name must be text, not {what}")
+            elif (char := control_in(name)) is not None:
+                self.problem(loc, name_problem("the account name", char))
+                named = False
             account = self.account(str(name), raw_account, loc, defaults, base_limits)
-            if account is None or not isinstance(name, str) or not name:
+            if account is None or not named:
                 broken.add(str(name))
             else:
                 accounts[name] = account
@@ -886,6 +909,8 @@ class _Loader:
             if not named:
                 what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
                 self.problem(loc, f"a status set name must be text, not {what}")
+            elif (char := control_in(name)) is not None:
+                self.problem(loc, name_problem("the status set name", char))
             spec: StatusSetSpec | None = self.convert(raw_set, StatusSetSpec, loc)
             bad: set[str] = set()
             if spec is None:
@@ -1006,6 +1031,8 @@ class _Loader:
                     and seen(spec.id, i) == i
                 ):
                     tags = spec.tags or ()
+                    if tags:
+                        self.check_tags(tags, ("integrations", i, "tags"), spec.id)
                     jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
                     continue
                 # The next most common: statuses inline, nothing else.
@@ -1020,6 +1047,8 @@ class _Loader:
                     and spec.account in accounts
                     and seen(spec.id, i) == i
                 ):
+                    if spec.tags:
+                        self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
                         jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
                     continue
@@ -1063,6 +1092,8 @@ class _Loader:
         loc: Loc = ("integrations", i)
         iid: int | None = spec.id if "id" not in bad else (spec.id or None)
         ok = not bad
+        if "tags" not in bad and isinstance(spec.tags, tuple) and spec.tags:
+            ok = self.check_tags(spec.tags, (*loc, "tags"), iid) and ok
         if "id" not in bad:
             before = first_seen.setdefault(spec.id, i)
             if before != i:

@@ -19,6 +19,7 @@ from typing import IO, Any, Literal
 
 import msgspec
 
+from batchsync.controls import control_in, escape_controls
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Result, Summary
 
@@ -78,8 +79,9 @@ class Report(msgspec.Struct, frozen=True):
 
 
 def _show(text: str) -> str:
-    """A path or value as it may be printed: quoted when it holds a control character."""
-    return msgspec.json.encode(text).decode() if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
+    """A path or value as it may be printed: quoted and spelled out when it holds a control
+    or bidi character (batchsync.controls)."""
+    return escape_controls(msgspec.json.encode(text).decode()) if control_in(text) is not None else text
 
 
 def _problem(path: str, message: str, header: Header | None = None, mtime: float | None = None) -> Report:
@@ -573,11 +575,9 @@ def command(
         return EXIT_NOT_STARTED
     try:
         if junit:
-            from batchsync.monitoring import atomic_write
+            from batchsync.monitoring import atomic_write, junit_bytes
 
-            root = junit_tree(merged)
-            ET.indent(root)
-            atomic_write(junit, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+            atomic_write(junit, junit_bytes(junit_tree(merged)))
         if metrics:
             from batchsync.monitoring import write_metrics
 

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from batchsync.controls import escape_controls
 from batchsync.outcome import RESULTS, Outcome, Summary
 
 __all__ = ["atomic_write", "read_metric", "write_exit_code", "write_junit", "write_metrics"]
@@ -143,11 +144,25 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
     return root
 
 
+def junit_bytes(root: ET.Element) -> bytes:
+    """The tree as an XML file. Every attribute and text is passed through the rule of
+    batchsync.controls first (tab and line feed kept in texts): XML 1.0 cannot hold most
+    control characters at all, and a name or a detail from a merged report may have any."""
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, escape_controls(value))
+        if element.text:
+            element.text = escape_controls(element.text, lines=True)
+        if element.tail:
+            element.tail = escape_controls(element.tail, lines=True)
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
 def write_junit(path: str, outcomes: Iterable[Outcome], summary: Summary, suite_name: str = "batchsync") -> None:
     """Write the JUnit XML report of a run to ``path`` atomically."""
-    root = junit_document(outcomes, summary, suite_name)
-    ET.indent(root)
-    atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+    atomic_write(path, junit_bytes(junit_document(outcomes, summary, suite_name)))
 
 
 # -- Prometheus textfile -----------------------------------------------------------------
@@ -159,6 +174,9 @@ def write_junit(path: str, outcomes: Iterable[Outcome], summary: Summary, suite_
 
 
 def _escape_label(value: str) -> str:
+    """A label value as the text format writes it; a control or bidi character (an account
+    name from a merged report) is spelled out first, so the file holds none raw."""
+    value = "\n".join(map(escape_controls, value.split("\n")))  # a line feed has an escape of its own
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 

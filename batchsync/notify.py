@@ -12,7 +12,6 @@ import itertools
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from batchsync import __version__
+from batchsync.controls import escape_controls
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import format_duration
 from batchsync.settings import NotifyFormat, NotifyOn
@@ -107,14 +107,13 @@ def wanted(on: NotifyOn, summary: Summary) -> bool:
 
 # -- the messages ------------------------------------------------------------------------
 
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
 
 def _plain(text: str, limit: int) -> str:
-    """One line of server- or inventory-written text, made harmless: control characters
-    shown as escapes, Slack's control characters (& < >) escaped so ``<!channel>`` or a
-    link cannot be smuggled in, ``@`` kept from mentioning anyone, and clipped."""
-    text = _INVISIBLE.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    """One line of server- or inventory-written text, made harmless: control and bidi
+    characters shown as escapes (batchsync.controls), Slack's control characters (& < >)
+    escaped so ``<!channel>`` or a link cannot be smuggled in, ``@`` kept from mentioning
+    anyone, and clipped."""
+    text = escape_controls(text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = text.replace("@", "@\u2060")  # a word joiner: "@channel" is no longer a mention
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -275,10 +274,12 @@ def json_message(
 
 
 def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """Every string redacted and, as everywhere, its control and bidi characters spelled
+    out (keys too: they are account names)."""
     if isinstance(value, str):
-        return redact(value)
+        return redact(escape_controls(value))
     if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
+        return {_redacted(k, redact): _redacted(v, redact) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redacted(v, redact) for v in value]
     return value

@@ -19,13 +19,14 @@ from urllib.parse import quote
 
 import ahocorasick
 
+from batchsync.controls import BEYOND_C0, SEPARATORS
+
 __all__ = ["Redactor", "printable", "strip_controls"]
 
-# C0 and C1 controls, DEL, bidi overrides and zero-width marks, surrogates, and the two
-# non-characters XML refuses: none belongs in a terminal line, a JUnit file or HTML.
-_UNPRINTABLE = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
-)
+# The characters of batchsync.controls' rule, and the zero-width ones too, stripped from
+# server text; tab, line breaks and the line separators are whitespace, which printable
+# collapses into one space.
+_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f{BEYOND_C0.replace(SEPARATORS, '')}\u200b-\u200d]")
 
 # "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
 _BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 import msgspec
 
+from batchsync.controls import escape_controls
 from batchsync.diff import Change, MappingChange
 from batchsync.inventory import Limits
 from batchsync.limits import FLOOR
@@ -199,7 +200,12 @@ def _names(d: dict[str, str] | None) -> str:
 def _q(name: str | None) -> str:
     """A status name quoted and escaped, so a quote or a newline in it cannot break the line,
     and nothing else a terminal would act on (a C1 control, a bidi override) goes out raw."""
-    text = _encoder.encode(name).decode()
+    try:
+        text = _encoder.encode(name).decode()
+    except UnicodeEncodeError:  # a lone surrogate (from a merged report): json writes it as \ud800
+        import json
+
+        text = json.dumps(name)
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
@@ -247,21 +253,23 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
 def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[str]:
     """The lines :func:`print_outcome` writes (none for an unchanged integration, unless
     ``verbose`` or it has a warning)."""
-    where = f"integration {outcome.integration_id} ({outcome.account})"
+    where = f"integration {outcome.integration_id} ({_show(outcome.account)})"
     lines: list[str] = []
     if outcome.result == "failed" and outcome.error is not None:
         e = outcome.error
         status = f" {e.http_status}" if e.http_status else ""
-        pointer = f" at {e.pointer}" if e.pointer else ""
+        pointer = f" at {escape_controls(e.pointer)}" if e.pointer else ""
         attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
-        lines.append(f"! {where}: failed: {e.kind}{status}: {e.detail}{pointer}{attempts}")
+        # A run's server text is clean already (batchsync.output); a merged report's is
+        # whatever its file says.
+        lines.append(f"! {where}: failed: {e.kind}{status}: {escape_controls(e.detail)}{pointer}{attempts}")
         if mode == "plan":
             for change in outcome.changes:
                 lines.extend(_change_lines(change, mode))
             lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
     elif outcome.result == "skipped":
         if verbose:
-            lines.append(f"  {where}: skipped: {outcome.reason}")
+            lines.append(f"  {where}: skipped: {escape_controls(outcome.reason or '')}")
         return lines
     elif outcome.result == "unchanged":
         if verbose or outcome.warnings:
@@ -275,7 +283,7 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
         for change in outcome.changes:
             lines.extend(_change_lines(change, mode))
         lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
-    lines.extend(f"    warning: {warning}" for warning in outcome.warnings)
+    lines.extend(f"    warning: {escape_controls(warning)}" for warning in outcome.warnings)
     return lines
 
 
@@ -387,7 +395,7 @@ def print_recap(
     if by_tag is not None and sum(sum(c.values()) for c in by_tag.values()) > sum(totals.values()):
         print("(an integration with several tags counts under each)", file=out)
     if summary.stopped:
-        print(f"stopped early: {summary.stopped}", file=out)
+        print(f"stopped early: {escape_controls(summary.stopped)}", file=out)
     too_high = limits_too_high(summary)
     if too_high:
         print("declared limits too high (the API answered 429; fix them in the inventory):", file=out)

@@ -18,9 +18,12 @@ import re
 import sys
 from typing import Any
 
+from batchsync.controls import BEYOND_C0
+
 __all__ = ["discard_stdout", "is_utf8", "json_for"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_CONTROL = re.compile(f"[{BEYOND_C0}]+")
 
 
 def is_utf8(stream: Any) -> bool:
@@ -40,7 +43,12 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def json_for(stream: Any, text: str) -> str:
-    """JSON ``text`` as ``stream`` can carry it: as it is for UTF-8, else ASCII-only."""
+    """JSON ``text`` as ``stream`` can carry it: as it is for UTF-8, else ASCII-only. The
+    characters of batchsync.controls' rule that JSON lets through raw (DEL, C1 controls,
+    bidi characters: a terminal acts on some) are written as ``\\uXXXX`` either way, which
+    is the same JSON: they can only be inside strings."""
+    if not text.isascii() or "\x7f" in text:
+        text = _CONTROL.sub(_escape, text)
     if text.isascii() or is_utf8(stream):
         return text
     return _NON_ASCII.sub(_escape, text)

@@ -245,3 +245,148 @@ def test_retry_failed_believes_nothing_it_reads(
     err = capsys.readouterr().err
     assert f"--retry-failed {report}: {says}" in err, err
     assert "Traceback" not in err and SECRET not in err
+
+
+# -- names with control and bidi characters ---------------------------------------------------
+
+# ESC (with a terminal title sequence), BEL, NUL, a C1 CSI, DEL, the bidi override, isolate
+# and marks: each refused in a name, each spelled out by every sink that meets one anyway.
+HOSTILE_NAMES = ["\x1b]0;T\x07", "a\x00b", "\x9b2J", "x\x7f", "\u202egnp.exe", "\u2066i\u2069", "m\u200e", "\u061cy"]
+RAW = __import__("re").compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _inventory_with(tmp_path: Path, where: str, name: str) -> Path:
+    status = {"external_id": "1", "translations": [{"status": "Paid", "language": "en-gb"}]}
+    account = {"public_key": "env:P", "secret_key": "env:S"}
+    doc: dict[str, object] = {
+        "accounts": {name if where == "account" else "acme": account},
+        "status_sets": {name if where == "set" else "std": {"statuses": [status]}},
+        "integrations": [
+            {
+                "id": 1,
+                "account": name if where == "account" else "acme",
+                "status_set": name if where == "set" else "std",
+                "tags": [name if where == "tag" else "eu"],
+            }
+        ],
+    }
+    path = tmp_path / "inv.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+@pytest.mark.parametrize(
+    ("where", "path"), [("account", "$.accounts"), ("set", "$.status_sets"), ("tag", "$.integrations[0].tags[0]")]
+)
+def test_validate_refuses_a_name_with_a_control_or_bidi_character(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    where: str,
+    path: str,
+) -> None:
+    monkeypatch.setenv("P", "p" * 8)
+    monkeypatch.setenv("S", "s" * 8)
+    inventory = _inventory_with(tmp_path, where, name)
+    assert main(["validate", str(inventory)]) == 2
+    out = capsys.readouterr().out
+    assert f"{inventory}: {path}" in out and "a control or bidi character: not allowed in a name" in out, out
+    assert not RAW.search(out), out
+    assert main(["validate", str(inventory), "--format", "json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["path"].startswith(path) for p in doc["problems"]] == [True], doc["problems"]
+
+
+def test_a_name_with_ordinary_unicode_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P", "p" * 8)
+    monkeypatch.setenv("S", "s" * 8)
+    for where in ("account", "set", "tag"):
+        inventory = _inventory_with(tmp_path, where, "Bücher-Müller 👩‍👩‍👧 שלום")
+        assert load(inventory).valid, where
+
+
+def _hostile_report(tmp_path: Path) -> Path:
+    """A shard's report as a hostile user can write it: names, tags, details, reasons,
+    status names and external ids with every character of the rule."""
+    bad = "".join(HOSTILE_NAMES)
+    change = {"op": "~", "external_id": f"x{bad}", "before": {"en-gb": f"old{bad}"}, "after": {"en-gb": f"new{bad}"}}
+    outcomes = [
+        {"integration_id": 1, "account": f"acme{bad}", "result": "failed", "attempts": 1, "tags": [f"t{bad}"],
+         "error": {"kind": "client", "http_status": 400, "code": f"c{bad}", "detail": f"d{bad}", "pointer": f"/p{bad}"},
+         "changes": [change], "started_at": 1.0, "ended_at": 2.0},
+        {"integration_id": 2, "account": f"acme{bad}", "result": "skipped", "reason": f"r{bad}", "tags": [f"t{bad}"],
+         "warnings": [f"w{bad}"], "started_at": 1.0, "ended_at": 2.0},
+        {"integration_id": 3, "account": f"b{bad}", "result": "changed", "changes": [change], "added": 0, "changed": 1,
+         "mapping_changes": [{"category": "CANCEL", "before": f"6{bad}", "after": None, "was_valid": True}],
+         "started_at": 1.0, "ended_at": 2.0},
+    ]  # fmt: skip
+    stats = {"unchanged": 0, "changed": 0, "failed": 0, "skipped": 0, "throttled": 2, "requests": 3}
+    summary = {
+        "summary": True,
+        "mode": "plan",
+        "accounts": {f"acme{bad}": stats | {"failed": 1, "skipped": 1}, f"b{bad}": stats | {"changed": 1}},
+        "duration_s": 1.0,
+        "stopped": f"s{bad}",
+        "exit_code": 1,
+    }
+    lines = [_header("plan", selected=3).replace('"inventory": "i.toml"', f'"inventory": {json.dumps("i" + bad)}')]
+    lines += [json.dumps(o) for o in outcomes] + [json.dumps(summary)]
+    report = tmp_path / "shard.jsonl"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def test_every_sink_of_report_merge_holds_hostile_names_safely(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    import html5lib
+    from prometheus_client.parser import text_string_to_metric_families
+
+    report = _hostile_report(tmp_path)
+    junit, metrics, page = tmp_path / "m.xml", tmp_path / "m.prom", tmp_path / "m.html"
+    args = ["report", "merge", str(report), "--junit", str(junit), "--metrics", str(metrics), "--html", str(page)]
+    assert main(args) == 3  # a skipped integration and a stop: exit 3
+    out, err = capsys.readouterr()
+    assert "acme" in out and "integration 1" in out
+    assert not RAW.search(out + err), (RAW.search(out + err), out)
+    ET.parse(junit)
+    assert not RAW.search(junit.read_text())
+    families = list(text_string_to_metric_families(metrics.read_text()))
+    accounts = {s.labels["account"] for f in families for s in f.samples if "account" in s.labels}
+    assert len(accounts) == 2 and not any(RAW.search(a) for a in accounts), accounts
+    assert not RAW.search(metrics.read_text())
+    html5lib.HTMLParser(strict=True).parse(page.read_text())
+    assert not RAW.search(page.read_text().replace("\n", "").replace("\t", ""))
+    assert main([*args[:3], "--format", "json"]) == 3
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert not RAW.search(out) and any(a.startswith("acme") for a in doc["accounts"])
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_notifications_hold_hostile_names_safely(tmp_path: Path) -> None:
+    from batchsync.merge import merge, read_report
+    from batchsync.notify import json_message, slack_message
+
+    merged = merge([read_report(str(_hostile_report(tmp_path)))])
+    failures = [o for o in merged.outcomes if o.result == "failed"]
+    assert failures
+    for build in (slack_message, json_message):
+        message = build(merged.summary, "plan", 1, failures)
+        raw = [t for t in _strings(message) if RAW.search(t.replace("\n", ""))]
+        assert not raw, (build.__name__, raw)
