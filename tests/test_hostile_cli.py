@@ -390,3 +390,12 @@ def test_notifications_hold_hostile_names_safely(tmp_path: Path) -> None:
         message = build(merged.summary, "plan", 1, failures)
         raw = [t for t in _strings(message) if RAW.search(t.replace("\n", ""))]
         assert not raw, (build.__name__, raw)
+
+
+def test_a_seed_file_error_quotes_no_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A seed file holds credentials: one put in the wrong field is not echoed."""
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"accounts": [{"name": "a", "public_key": "p", "secret_key": "s", "auth": SECRET}]}))
+    assert main(["sandbox", "--seed-file", str(seed), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "$.accounts[0].auth" in err and SECRET not in err

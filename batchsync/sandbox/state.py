@@ -8,6 +8,7 @@ integrations in sync and the rest drifted.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -93,7 +94,9 @@ def load_seed(path: str | Path) -> Seed:
     try:
         return msgspec.json.decode(data, type=Seed)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        # A seed file holds credentials: a value msgspec quotes ('...') is not echoed.
+        why = re.sub(r"'[^']*'", "…", str(exc))
+        raise ValueError(f"{path}: {why}") from None
     except msgspec.DecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
