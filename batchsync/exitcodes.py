@@ -47,7 +47,8 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
     "import": {
         EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
         EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "
-        "(named on stderr), or the written file has problems",
+        "(named on stderr), or the written file has problems; or an account's list went past a bound "
+        "(--max-list-*): nothing was written",
         EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
         EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
         EXIT_OUTPUT_LOST: _STDOUT_LOST,
