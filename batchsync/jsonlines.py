@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
 
-__all__ = ["MAX_DEPTH", "MAX_LINE", "LineError", "decode", "read_lines"]
+__all__ = ["MAX_DEPTH", "MAX_LINE", "LineError", "decode", "objects", "read_lines"]
 
 MAX_DEPTH = 32  # levels of arrays and objects: an outcome line has 4
 MAX_LINE = 16 * 1024 * 1024  # bytes: an outcome line holds at most a shop's statuses twice (1 MiB answers)
@@ -93,3 +93,28 @@ def read_lines(path: str | os.PathLike[str], *, max_line: int = MAX_LINE) -> Ite
                 raise LineError(f"line {n} is longer than {max_line:,} bytes")
             if body.strip():
                 yield n, body
+
+
+def objects(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of a file of JSON objects written one a line by a process
+    that may have been killed mid-line: a last line that is not JSON is dropped (cut off),
+    unless it is the only one (then the file is no such file at all). LineError naming the
+    line for anything else: not JSON before the end, not an object, too long, too deep."""
+    broken: str | None = None
+    count = 0
+    for n, line in lines:
+        if broken is not None:
+            raise LineError(broken)
+        count += 1
+        try:
+            row = decode(line)
+        except msgspec.DecodeError:
+            broken = f"line {n} is not JSON"
+            continue
+        except LineError as exc:
+            raise LineError(f"line {n} is {exc}") from None
+        if not isinstance(row, dict):
+            raise LineError(f"line {n} is not a JSON object")
+        yield n, row
+    if broken is not None and count == 1:
+        raise LineError(f"{broken}: not a report")

@@ -112,7 +112,7 @@ def parse_lines(path: str, lines: Iterable[tuple[int, bytes]], mtime: float | No
     version or command, a summary of another command, an integration id that is not one
     (below 1 or past 2^63 - 1), a line nested too deep or too long: the report is unusable,
     named with the line. Never raises on content."""
-    from batchsync.jsonlines import LineError, decode
+    from batchsync.jsonlines import LineError, objects
 
     header: Header | None = None
     summary: SummaryLine | None = None
@@ -120,22 +120,10 @@ def parse_lines(path: str, lines: Iterable[tuple[int, bytes]], mtime: float | No
     seen: set[int] = set()
     tally: dict[str, AccountStats] = {}
     last_end: float | None = None
-    broken: str | None = None  # a line that did not decode: fine only as the last one
     count = 0
     try:
-        for n, line in lines:
-            if broken is not None:
-                return _problem(path, broken, header, mtime)
+        for n, row in objects(lines):
             count += 1
-            try:
-                row = decode(line)
-            except msgspec.DecodeError:
-                broken = f"line {n} is not JSON"
-                continue
-            except LineError as exc:
-                return _problem(path, f"line {n} is {exc}", header, mtime)
-            if not isinstance(row, dict):
-                return _problem(path, f"line {n} is not a JSON object", header, mtime)
             if row.get("header") is True:
                 if count != 1:
                     return _problem(path, f"line {n}: a header line after the first line", header, mtime)
@@ -187,8 +175,6 @@ def parse_lines(path: str, lines: Iterable[tuple[int, bytes]], mtime: float | No
     except (LineError, OSError) as exc:  # while reading the file: a line too long, an I/O error
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return _problem(path, reason, header, mtime)
-    if broken is not None and count == 1:  # no line at all was JSON: no report
-        return _problem(path, broken, None, mtime)
     if header is not None and header.shard is not None:
         s = header.shard
         if not 0 <= s.index < s.count or (s.integrations and len(s.integrations) != s.count):

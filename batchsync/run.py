@@ -194,27 +194,13 @@ def read_retry_report(report: str) -> RetryPlan:
     """Parse an earlier ``--report``, line by line, each bounded (batchsync.jsonlines). A run
     killed hard leaves no summary line and maybe a half-written last line: that last line is
     ignored and the report marked incomplete. ValueError naming the line otherwise."""
-    from batchsync.jsonlines import LineError, decode, read_lines
+    from batchsync.jsonlines import LineError, objects, read_lines
 
     failed: set[int] = set()
     succeeded: set[int] = set()
     complete = False
-    broken: str | None = None  # a line that is not JSON: fine only as the last one
-    count = 0
     try:
-        for n, line in read_lines(report):
-            if broken is not None:
-                raise ValueError(broken)
-            count += 1
-            try:
-                row = decode(line)
-            except msgspec.DecodeError:
-                broken = f"line {n} is not JSON"
-                continue
-            except LineError as exc:
-                raise ValueError(f"line {n} is {exc}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"line {n} is not a JSON object")
+        for n, row in objects(read_lines(report)):
             iid = row.get("integration_id")
             if iid is None:
                 complete = complete or row.get("summary") is True
@@ -222,12 +208,10 @@ def read_retry_report(report: str) -> RetryPlan:
                 (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
             else:
                 raise ValueError(f"line {n}: integration_id is not an integration id (a whole number, 1 to 2^63 - 1)")
-    except LineError as exc:  # not a regular file, a line too long
+    except LineError as exc:  # a line that is not an object, too long or too deep; not a regular file
         raise ValueError(str(exc)) from None
     except FileNotFoundError:
         raise ValueError("file does not exist") from None
-    if broken is not None and count == 1:
-        raise ValueError(f"{broken}: not a report")
     return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
 
 
