@@ -99,10 +99,12 @@ def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
     for n, line in enumerate(lines, 1):
         try:
             row = msgspec.json.decode(line)
-        except msgspec.DecodeError:
+        except ValueError:  # msgspec.DecodeError; UnicodeDecodeError from msgspec < 0.23
             if n == len(lines):
                 break  # cut off mid-write by a kill
-            return _problem(path, f"line {n} is not JSON", header, mtime)
+            from batchsync.documents import jsonl_problem
+
+            return _problem(path, f"line {n} {jsonl_problem(line)}", header, mtime)
         if not isinstance(row, dict):
             return _problem(path, f"line {n} is not a JSON object", header, mtime)
         try:

@@ -196,7 +196,7 @@ def read_retry_report(report: str) -> RetryPlan:
     failed: set[int] = set()
     succeeded: set[int] = set()
     complete = False
-    from batchsync.documents import FileProblem, read_regular
+    from batchsync.documents import FileProblem, jsonl_problem, read_regular
 
     try:
         data = read_regular(report, REPORT_MAX)  # a FIFO or a device would block or never end
@@ -206,10 +206,10 @@ def read_retry_report(report: str) -> RetryPlan:
     for n, line in enumerate(lines, 1):
         try:
             row = msgspec.json.decode(line)
-        except msgspec.DecodeError:
+        except ValueError:  # msgspec.DecodeError; UnicodeDecodeError from msgspec < 0.23
             if n == len(lines):
                 break  # cut off mid-write by a kill
-            raise ValueError(f"line {n} is not JSON") from None
+            raise ValueError(f"line {n} {jsonl_problem(line)}") from None
         if not isinstance(row, dict):
             raise ValueError(f"line {n} is not a JSON object")
         iid = row.get("integration_id")
