@@ -15,8 +15,10 @@ UV_STAMP := $(UV_VENV)/.installed
 LOCKED   := requirements
 # The python3 that runs make, never a Python that uv would download.
 export UV_PYTHON_DOWNLOADS := never
+TEST_WORKERS ?= 6
+FAST_WORKERS ?= 3
 
-.PHONY: install demo test test-latest fuzz test-browser lint bench lock lock-check clean
+.PHONY: install demo test test-fast test-latest fuzz test-browser lint bench lock lock-check clean
 
 $(UV_STAMP): requirements/uv.txt
 	rm -rf $(UV_VENV)
@@ -35,8 +37,15 @@ install: $(UV_STAMP)
 demo: install
 	$(BIN)/batchsync apply inventories/example.toml --sandbox --report demo-report.jsonl
 
+# Several workers per core: the suite mostly waits (child processes, sockets, timers), it
+# does not compute. Coverage is measured in every worker and in the CLI's child processes.
 test: install
-	$(BIN)/python -m pytest -q --cov
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --cov
+
+# The inner loop: the in-process layers only (conftest.py marks `cli` every test that starts
+# a process; here, a test that still starts one fails), no browser, no wheel build.
+test-fast: install
+	BATCHSYNC_TEST_FAST=1 $(BIN)/python -m pytest -q -n $(FAST_WORKERS) -m 'not (cli or slow or browser)'
 
 # The newest versions the ranges in pyproject.toml allow, as `pip install batchsync` gets
 # them today, ignoring the lock: a virtualenv of its own, made anew each time.
@@ -44,7 +53,7 @@ test-latest: $(UV_STAMP)
 	$(UV) venv --quiet --clear --python $(PYTHON) .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest -e '.[test]'
 	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick) '
-	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
+	.venv-latest/bin/python -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
 # Thousands of generated and mutated inventories through validate (a few hundred run in make test).
 fuzz: install
