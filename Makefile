@@ -15,7 +15,7 @@ UV_STAMP := $(UV_VENV)/.installed
 LOCKED   := requirements
 # The python3 that runs make, never a Python that uv would download.
 export UV_PYTHON_DOWNLOADS := never
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 4
 FAST_WORKERS ?= 3
 
 .PHONY: install demo test test-fast test-latest fuzz test-browser lint bench lock lock-check clean
