@@ -5,9 +5,10 @@
 #   docker build -t batchsync .
 #   docker run --rm -v "$PWD/inventories:/config:ro" batchsync apply /config/prod.toml
 #
-# Two stages. The first builds the wheel and installs it, from published wheels only,
-# into a virtualenv; the second is the same slim Python with that virtualenv alone: no
-# compiler, no pip cache, no sources, no tests. No HEALTHCHECK: nothing keeps running.
+# Two stages. The first builds the wheel and installs it, with the exact dependencies
+# uv.lock pins (exported with their hashes to requirements/ by `make lock`), from published
+# wheels only, into a virtualenv; the second is the same slim Python with that virtualenv
+# alone: no compiler, no pip cache, no sources, no tests. No HEALTHCHECK: nothing keeps running.
 #
 # tests/test_deploy.py runs these RUN lines on the host (no container engine needed), so
 # every absolute path a RUN line uses comes from a variable (ENV) the test can point
@@ -19,16 +20,26 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
+    BUILDER=/opt/build \
     VENV=/opt/batchsync \
     WHEELS=/wheels
 WORKDIR /src
+COPY requirements/build.txt requirements/image.txt ./requirements/
 COPY pyproject.toml README.md LICENSE ./
 COPY batchsync ./batchsync
-RUN python -m pip wheel --no-deps --wheel-dir "$WHEELS" .
+# The wheel, built by the locked setuptools (not whichever release is newest that day), in
+# a virtualenv of its own that the image never gets.
+RUN python -m venv "$BUILDER" \
+ && "$BUILDER/bin/python" -m pip install --require-hashes --only-binary=:all: -r requirements/build.txt \
+ && "$BUILDER/bin/python" -m pip wheel --no-build-isolation --no-deps --wheel-dir "$WHEELS" .
+# The dependencies as locked: pip refuses any other version and any file whose hash
+# differs. Then the wheel alone, and a check that the lock covered all it requires.
 # --only-binary: every dependency comes as a published wheel, so nothing is compiled here
 # and no compiler is needed in either stage. No extras: test and lint tools stay out.
 RUN python -m venv --without-pip "$VENV" \
- && python -m pip --python "$VENV/bin/python" install --only-binary=:all: "$WHEELS"/batchsync-*.whl
+ && python -m pip --python "$VENV/bin/python" install --require-hashes --only-binary=:all: -r requirements/image.txt \
+ && python -m pip --python "$VENV/bin/python" install --no-deps --only-binary=:all: "$WHEELS"/batchsync-*.whl \
+ && python -m pip --python "$VENV/bin/python" check
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="batchsync" \

@@ -6,10 +6,13 @@ that multiply a document). Whatever a file holds, the outcome is a document or a
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import math
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,36 +133,138 @@ def parse(suffix: str, data: bytes) -> tuple[Any, list[KeyProblem]]:
         raise FileProblem("file is empty")
     if b"\x00" in data:
         raise FileProblem("is a binary file, not text")
+    require_utf8(data)  # before any parser: each words this its own way, and one may change it
     if suffix == ".json":
         doc = decode_json(data)
         return doc, ([] if json_keys_unique(data, msgspec.json.encode(doc)) else json_duplicate_keys(data))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _not_utf8(data) from None
+    text = data.decode("utf-8")
     if suffix == ".toml":
         return _toml(text), []  # tomllib refuses a key given twice itself
     return _yaml(text)
 
 
-def _not_utf8(data: bytes) -> FileProblem:
+# -- our own words for what the parsers refuse -------------------------------------------
+#
+# A message a user reads never passes on a dependency's wording: msgspec 0.23 changed its
+# message for invalid UTF-8, and an inventory's message lost its line and its fix. Where
+# a parser refuses a file, its line and column come from structured data (the standard
+# library's JSONDecodeError, PyYAML's problem mark), and the framing is ours.
+
+_CHUNK = 1 << 20
+
+
+def not_utf8(data: bytes) -> FileProblem | None:
+    """None if ``data`` is UTF-8; else the problem, naming the line, the column and the
+    value of the first byte that is not, and the fix. Checked a chunk at a time, so that a
+    file of hundreds of MB is not copied whole into a str to be checked."""
+    if data.isascii():
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    start = 0
     try:
-        data.decode("utf-8")
+        while start < len(data):
+            decoder.decode(view[start : start + _CHUNK], final=start + _CHUNK >= len(data))
+            start += _CHUNK
+        return None
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        return FileProblem(f"is not UTF-8 text (line {line}, byte {exc.start + 1}): save it as UTF-8")
-    return FileProblem("is not UTF-8 text")
+        pending = len(decoder.getstate()[0])  # bytes of a character the previous chunk began
+        at = start - pending + exc.start
+    line_start = data.rfind(b"\n", 0, at) + 1
+    line = data.count(b"\n", 0, line_start) + 1
+    column = len(data[line_start:at].decode("utf-8")) + 1  # valid up to the bad byte: characters, as editors count
+    return FileProblem(f"is not UTF-8 text (line {line}, column {column}: byte 0x{data[at]:02X}): save it as UTF-8")
+
+
+def jsonl_problem(line: bytes) -> str:
+    """Why one line of a JSON Lines file (a report) could not be read, in our words."""
+    problem = not_utf8(line)
+    if problem is None:
+        return "is not JSON"
+    return problem.message.replace("(line 1, ", "(", 1).removesuffix(": save it as UTF-8")
+
+
+def require_utf8(data: bytes) -> None:
+    problem = not_utf8(data)
+    if problem is not None:
+        raise problem
 
 
 def decode_json(data: bytes) -> Any:
+    """One JSON document; FileProblem, in our words, for anything that is not."""
     try:
         return msgspec.json.decode(data)
-    except UnicodeDecodeError:
-        raise _not_utf8(data) from None
-    except msgspec.DecodeError as exc:
-        raise FileProblem(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise FileProblem("invalid JSON: nested too deeply") from None
+    except (msgspec.DecodeError, ValueError):  # ValueError: UnicodeDecodeError, as msgspec < 0.23 raised it
+        pass
+    raise json_problem(data)
+
+
+# NaN, Infinity and -Infinity, outside strings: the standard library reads them, JSON does not.
+_OUTSIDE_STRINGS = r'"(?:[^"\\]|\\.)*+"|({})'
+
+
+def _where(text: str, at: int) -> str:
+    line = text.count("\n", 0, at) + 1
+    return f"line {line}, column {at - (text.rfind(chr(10), 0, at) + 1) + 1}"
+
+
+def _find(text: str, token: str) -> str:
+    for m in re.finditer(_OUTSIDE_STRINGS.format(re.escape(token)), text):
+        if m.group(1) is not None:
+            return f" at {_where(text, m.start(1))}"
+    return ""
+
+
+class _Refused(Exception):
+    def __init__(self, token: str, why: str) -> None:
+        super().__init__(why)
+        self.token, self.why = token, why
+
+
+def _constant(name: str) -> Any:
+    raise _Refused(name, f"{name} is not a JSON number: write the value as a string or leave it out")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Refused(text, f"the number {text} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+        raise _Refused(text, f"a number of {len(text.lstrip('-')):,} digits is out of range") from None
+
+
+def json_problem(data: bytes) -> FileProblem:
+    """Why the JSON ``data`` cannot be read, where, in our words: what a JSON parser refused
+    (msgspec, whose messages change from release to release) is read again by the standard
+    library's, for the line and column of the first problem."""
+    import json  # only for a file that msgspec refused
+
+    problem = not_utf8(data)
+    if problem is not None:
+        return problem
+    text = data.decode("utf-8")
+    try:
+        json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            return FileProblem(f"invalid JSON: the file ends at line {exc.lineno} before the document does")
+        return FileProblem(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg[:1].lower()}{exc.msg[1:]}")
+    except _Refused as exc:
+        return FileProblem(f"invalid JSON{_find(text, exc.token)}: {exc.why}")
+    except RecursionError:
+        return FileProblem("invalid JSON: nested too deeply")
+    lone = re.search(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])", text)
+    if lone is not None:
+        return FileProblem(f"invalid JSON at {_where(text, lone.start())}: {lone.group()} is half of a character")
+    return FileProblem("invalid JSON")
 
 
 # tomllib takes time quadratic in the parts of a dotted key (a.b.c... = 1, [a.b.c...]):
@@ -180,12 +285,16 @@ def _toml(text: str) -> Any:
         raise FileProblem(f"invalid TOML: a key of more than 64 dotted parts at line {line}")
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:  # the standard library's words, with line and column
         raise FileProblem(f"invalid TOML: {exc}") from None
     except RecursionError:
         raise FileProblem("invalid TOML: nested too deeply") from None
-    except ValueError as exc:  # an integer of thousands of digits
-        raise FileProblem(f"invalid TOML: {exc}") from None
+    except ValueError:  # an integer of thousands of digits
+        raise FileProblem(f"invalid TOML: {_too_long()}") from None
+
+
+def _too_long() -> str:
+    return f"a number of more than {sys.get_int_max_str_digits():,} digits is out of range"
 
 
 # -- duplicate keys in JSON -----------------------------------------------------------
@@ -351,14 +460,11 @@ def _yaml(text: str) -> tuple[Any, list[KeyProblem]]:
     try:
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise FileProblem(f"invalid YAML{where}: {reason}") from None
+        raise yaml_problem(exc) from None
     except RecursionError:
         raise FileProblem("invalid YAML: nested too deeply") from None
-    except ValueError as exc:  # an integer of thousands of digits
-        raise FileProblem(f"invalid YAML: {exc}") from None
+    except ValueError:  # an integer of thousands of digits
+        raise FileProblem(f"invalid YAML: {_too_long()}") from None
     finally:
         loader.dispose()
     if _ANCHOR.search(text) and _ALIAS.search(text):
@@ -371,6 +477,16 @@ def _yaml(text: str) -> tuple[Any, list[KeyProblem]]:
         # A mapping that a later repeat replaced is not in the document: its lines say where.
         problems.append(((*found, key_part(key)), message) if found is not None else ((), message))
     return doc, problems
+
+
+def yaml_problem(exc: Exception) -> FileProblem:
+    """Line and column from PyYAML's mark (its structured data, not its message); what it
+    found there in its own words, after ours."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    said = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    found = ", ".join(s for s in said if isinstance(s, str) and s)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return FileProblem(f"invalid YAML{where}" + (f": {found}" if found else ""))
 
 
 def _check_aliases(doc: Any, limit: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -508,23 +507,14 @@ def set_names(lists: Sequence[Statuses], taken: Iterable[str] = ()) -> list[str]
 
 def read_raw(path: Path) -> Any:
     """The inventory file as plain data (``inventory.load`` has checked it); ValueError otherwise."""
-    suffix = path.suffix.lower()
-    try:
-        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-        if suffix == ".json":
-            return msgspec.json.decode(data)
-        text = data.decode("utf-8")
-        if suffix == ".toml":
-            return tomllib.loads(text)
-        if suffix in (".yaml", ".yml"):
-            import yaml
+    from batchsync import documents  # its words for a file that cannot be read, whichever parser version
 
-            return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
-    except (OSError, ValueError, msgspec.DecodeError) as exc:  # TOMLDecodeError, UnicodeDecodeError: ValueErrors
-        raise ValueError(str(exc)) from None
-    except Exception as exc:  # yaml.YAMLError, imported only for YAML files
-        raise ValueError(str(exc)) from None
-    raise ValueError(f"unknown file type {suffix!r}")
+    try:
+        return documents.parse(documents.check_suffix(path), path.read_bytes())[0]
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    except documents.FileProblem as exc:
+        raise ValueError(exc.message) from None
 
 
 def existing_sets(raw_sets: Any) -> list[ExistingSet]:

@@ -108,11 +108,13 @@ def objects(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, dict[str,
         count += 1
         try:
             row = decode(line)
-        except msgspec.DecodeError:
-            broken = f"line {n} is not JSON"
-            continue
         except LineError as exc:
             raise LineError(f"line {n} is {exc}") from None
+        except ValueError:  # msgspec.DecodeError; UnicodeDecodeError from msgspec < 0.23
+            from batchsync.documents import jsonl_problem  # our words, whichever msgspec
+
+            broken = f"line {n} {jsonl_problem(line)}"
+            continue
         if not isinstance(row, dict):
             raise LineError(f"line {n} is not a JSON object")
         yield n, row

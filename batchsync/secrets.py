@@ -97,7 +97,8 @@ def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None, con
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SecretError(f"secret file {path} is not UTF-8 text") from None
+        # No line, column or byte: nothing of a secret is ever shown.
+        raise SecretError(f"secret file {path} is not UTF-8 text: save it as UTF-8") from None
     value = text.strip()
     if not value:
         raise SecretError(f"secret file {path} is empty")

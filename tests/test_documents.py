@@ -71,13 +71,17 @@ def test_a_nul_byte_in_the_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("suffix", "data", "message"),
     [
-        (".json", '{"a": "Livr\xe9"}'.encode("latin-1"), "is not UTF-8 text (line 1, byte 12): save it as UTF-8"),
+        (
+            ".json",
+            '{"a": "Livr\xe9"}'.encode("latin-1"),
+            "is not UTF-8 text (line 1, column 12: byte 0xE9): save it as UTF-8",
+        ),
         (".json", b"[" * 100_000 + b"]" * 100_000, "invalid JSON: nested too deeply"),
         (".toml", b"a = " + b"[" * 100_000 + b"]" * 100_000, "invalid TOML: nested too deeply"),
         (".yaml", b"a: " + b"[" * 100_000 + b"]" * 100_000, "invalid YAML at line 1"),
-        (".toml", b"a = " + b"1" * 5000, "invalid TOML: Exceeds the limit"),
-        (".yaml", b"a: " + b"1" * 5000, "invalid YAML: Exceeds the limit"),
-        (".json", b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON: Integer value out of range"),
+        (".toml", b"a = " + b"1" * 5000, "invalid TOML: a number of more than 4,300 digits is out of range"),
+        (".yaml", b"a: " + b"1" * 5000, "invalid YAML: a number of more than 4,300 digits is out of range"),
+        (".json", b'{"a": ' + b"1" * 5000 + b"}", "invalid JSON at line 1, column 7: a number of 5,000 digits is out"),
         (".toml", b"a = 1\na = 2\n", "invalid TOML: Cannot overwrite a value"),
         (".toml", b"x = 1\n" + b"a." * 100_000 + b"a = 1", "a key of more than 64 dotted parts at line 2"),
         (".toml", b'[ "a" . ' * 1 + b'"a".' * 100_000 + b"a]", "a key of more than 64 dotted parts at line 1"),
@@ -219,3 +223,95 @@ def test_the_colon_count_never_calls_a_repeat_unique(data: Any, style: int, rng:
     else:
         assert json_duplicate_keys(text) == []
         assert parse(".json", text)[1] == []
+
+
+# -- our words, whichever parser version --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{\n  "a": 1,\n}', "invalid JSON at line 3, column 1: expecting property name"),
+        (b'{"a": [1, 2', "invalid JSON: the file ends at line 1 before the document does"),
+        (b'{"a": 1}\n{"b": 2}\n', "invalid JSON at line 2, column 1:"),
+        (b'{"s": "NaN",\n "a": NaN}', "invalid JSON at line 2, column 7: NaN is not a JSON number: write the value"),
+        (b'{"a": [-Infinity]}', "invalid JSON at line 1, column 8: -Infinity is not a JSON number"),
+        (b'{"a": 1e400}', "invalid JSON at line 1, column 7: the number 1e400 is out of range"),
+        (b'{"a": "x\\ud800y"}', "invalid JSON at line 1, column 9: \\ud800 is half of a character"),
+        (b"a: [1, 2\nb: 3\n", "invalid YAML at line 2, column 2: "),
+        (b"a: 1\n---\nb: 2\n", "invalid YAML at line 2, column 1: expected a single document in the stream"),
+    ],
+    ids=[
+        "json-comma",
+        "json-cut",
+        "json-two",
+        "json-nan",
+        "json-infinity",
+        "json-1e400",
+        "json-surrogate",
+        "yaml",
+        "yaml-2",
+    ],
+)
+def test_a_syntax_error_names_its_line_and_column(data: bytes, message: str) -> None:
+    suffix = ".yaml" if message.startswith("invalid YAML") else ".json"
+    with pytest.raises(FileProblem) as info:
+        parse(suffix, data)
+    assert info.value.message.startswith(message)
+
+
+LATIN1 = '{\n  "accounts": {},\n  "statuses": ["Livr\xe9"]\n}\n'.encode("latin-1")
+NOT_UTF8 = "is not UTF-8 text (line 3, column 21: byte 0xE9): save it as UTF-8"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid continuation byte"),  # msgspec 0.22
+        msgspec.DecodeError("Invalid UTF-8 encoded string"),  # msgspec 0.23
+        msgspec.DecodeError("some wording of a release to come"),
+        ValueError("anything"),
+    ],
+    ids=["msgspec-0.22", "msgspec-0.23", "future", "value-error"],
+)
+def test_the_json_messages_do_not_depend_on_msgspecs_words(monkeypatch: pytest.MonkeyPatch, refusal: Exception) -> None:
+    def refuse(data: bytes, **kwargs: Any) -> Any:
+        raise refusal
+
+    monkeypatch.setattr(documents.msgspec.json, "decode", refuse)
+    with pytest.raises(FileProblem) as info:
+        parse(".json", LATIN1)
+    assert info.value.message == NOT_UTF8
+    with pytest.raises(FileProblem) as info:
+        documents.decode_json(LATIN1)  # what a caller that has not checked the encoding gets
+    assert info.value.message == NOT_UTF8
+    with pytest.raises(FileProblem) as info:
+        parse(".json", b'{\n  "a": [1,, 2]\n}')
+    assert info.value.message.startswith("invalid JSON at line 2, column 11: ")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
+def test_every_format_names_the_line_column_and_byte_that_are_not_utf8(suffix: str) -> None:
+    data = {
+        ".json": LATIN1,
+        ".toml": 'accounts = {}\n\nstatuses = ["Livr\xe9"]\n'.encode("latin-1"),
+        ".yaml": "accounts: {}\n\nstatuses: [Livr\xe9]\n".encode("latin-1"),
+    }[suffix]
+    with pytest.raises(FileProblem) as info:
+        parse(suffix, data)
+    column = {".json": 21, ".toml": 18, ".yaml": 16}[suffix]
+    assert info.value.message == f"is not UTF-8 text (line 3, column {column}: byte 0xE9): save it as UTF-8"
+
+
+def test_the_utf8_check_reads_across_its_chunks() -> None:
+    chunk = documents._CHUNK
+    # A two-byte character cut in half by the chunk boundary is fine...
+    straddling = b"a" * (chunk - 1) + "\xe9".encode() + b"\n" + "\u20ac".encode() * 10
+    assert documents.not_utf8(straddling) is None
+    # ...a bad byte after it is found where it is, counted in characters on its line.
+    problem = documents.not_utf8(straddling + b"x\xff")
+    assert problem is not None and problem.message.startswith("is not UTF-8 text (line 2, column 12: byte 0xFF)")
+    # A character that the file's end cuts off.
+    problem = documents.not_utf8(b"ok\n" + "\u20ac".encode()[:2])
+    assert problem is not None and "(line 2, column 1: byte 0xE2)" in problem.message
+    assert documents.not_utf8("Livr\xe9 \u20ac".encode() * 100_000) is None

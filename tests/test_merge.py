@@ -301,7 +301,9 @@ HEAD = b'{"header": true, "version": 2, "command": "plan", '
         ),
         (HEAD + b'"shard": {"index": 4, "count": 2}}\n', "shard 4/2 does not fit"),
         (HEAD + b'"shard": {"index": 0, "count": 2, "integrations": [1]}}\n', "does not fit"),
-        (b"\xff\xfe\n{}\n", "line 1 is not JSON"),
+        (b"\xff\xfe\n{}\n", "line 1 is not UTF-8 text (column 1: byte 0xFF)"),
+        (HEAD + b'"x": 0}\n{"caf\xc3\xa9": "\xe9"}\n{}\n', "line 2 is not UTF-8 text (column 11: byte 0xE9)"),
+        (HEAD + b'"x": 0}\n{"a": 1,}\n{}\n', "line 2 is not JSON"),
     ],
 )
 def test_parse_report_names_the_line_that_is_wrong(data: bytes, problem: str) -> None:
@@ -499,3 +501,17 @@ async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_
     code, out, _ = run(str(tmp_path / "shard-*.jsonl"))
     assert code == 3
     assert f"! shard 2/4: missing: no report; its {split.integrations[2]} integrations not done" in out
+
+
+def test_a_report_that_is_not_utf8_is_a_problem_whichever_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = HEAD + b'"x": 0}\n{"integration_id": 1, "account": "\xe9", "result": "changed"}\n{"summary": true}\n'
+    expected = "line 2 is not UTF-8 text (column 35: byte 0xE9)"
+    assert parse_report("r.jsonl", data).problem == expected
+    real = msgspec.json.decode
+
+    def as_msgspec_022(line: bytes, **kw: Any) -> Any:
+        line.decode("utf-8")  # msgspec < 0.23 raised UnicodeDecodeError, not its DecodeError
+        return real(line, **kw)
+
+    monkeypatch.setattr(msgspec.json, "decode", as_msgspec_022)
+    assert parse_report("r.jsonl", data).problem == expected

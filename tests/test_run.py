@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,21 @@ def test_output_is_written_in_one_piece_when_flushed_or_large() -> None:
     assert Counting.writes == 1 and erased == [1]
     out.write("x" * (Screen.LIMIT + 1))  # past the limit: written at once
     assert Counting.writes == 2
+
+
+@pytest.mark.parametrize("old_msgspec", [False, True], ids=["installed", "msgspec-0.22"])
+def test_a_report_that_is_not_utf8_names_its_line_and_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old_msgspec: bool
+) -> None:
+    if old_msgspec:  # msgspec < 0.23 raised UnicodeDecodeError, not its DecodeError
+        import batchsync.run
+
+        def decode(line: bytes, **kw: Any) -> object:
+            line.decode("utf-8")
+            return batchsync.run.msgspec.json.Decoder(**kw).decode(line)
+
+        monkeypatch.setattr(batchsync.run.msgspec.json, "decode", decode)
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"integration_id": 1, "result": "failed", "error": "Livr\xe9"}\n{"summary": true}\n')
+    with pytest.raises(ValueError, match=r"^line 1 is not UTF-8 text \(column 57: byte 0xE9\)$"):
+        read_retry_report(str(path))

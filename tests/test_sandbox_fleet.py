@@ -354,9 +354,10 @@ def _broken(fleet: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**fleet, **changes}
 
 
-BROKEN_SEEDS: list[tuple[str, str | dict[str, Any] | None, str]] = [
+BROKEN_SEEDS: list[tuple[str, bytes | str | dict[str, Any] | None, str]] = [
     ("missing file", None, "No such file"),
-    ("not json", "{accounts: [", "not valid JSON"),
+    ("not json", "{accounts: [", "invalid JSON at line 1, column 2: "),
+    ("not utf-8", b'{"accounts": ["\xe9"]}', "is not UTF-8 text (line 1, column 16: byte 0xE9)"),
     ("a list", "[]", "Expected `object`"),
     ("wrong type", _broken(FLEET_JSON, integrations=[{"id": "11", "account": "acme"}]), "$.integrations[0].id"),
     ("unknown field", _broken(FLEET_JSON, integrations=[{"id": 1, "account": "acme", "colour": "red"}]), "colour"),
@@ -386,10 +387,16 @@ BROKEN_SEEDS: list[tuple[str, str | dict[str, Any] | None, str]] = [
 
 
 @pytest.mark.parametrize(("content", "reason"), [c[1:] for c in BROKEN_SEEDS], ids=[c[0] for c in BROKEN_SEEDS])
-def test_cli_refuses_a_broken_seed_file(tmp_path: Path, content: str | dict[str, Any] | None, reason: str) -> None:
+def test_cli_refuses_a_broken_seed_file(
+    tmp_path: Path, content: bytes | str | dict[str, Any] | None, reason: str
+) -> None:
     path = tmp_path / "fleet.json"
     if content is not None:
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        path.write_bytes(
+            content
+            if isinstance(content, bytes)
+            else (content if isinstance(content, str) else json.dumps(content)).encode()
+        )
     proc = _sandbox_cli(["--seed-file", str(path)])
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 2

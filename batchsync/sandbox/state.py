@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from batchsync.documents import json_problem, not_utf8
 from batchsync.inventory import Account, Inventory, Limits, OAuth2Credentials
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
@@ -91,14 +92,18 @@ def load_seed(path: str | Path) -> Seed:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    problem = not_utf8(data)  # first: a value's type may be checked before its text is read
+    if problem is not None:
+        raise ValueError(f"{path}: {problem.message}")
     try:
         return msgspec.json.decode(data, type=Seed)
     except msgspec.ValidationError as exc:
         # A seed file holds credentials: a value msgspec quotes ('...') is not echoed.
         why = re.sub(r"'[^']*'", "…", str(exc))
         raise ValueError(f"{path}: {why}") from None
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except (msgspec.DecodeError, ValueError, RecursionError):  # ValueError: UnicodeDecodeError (msgspec < 0.23)
+        pass
+    raise ValueError(f"{path}: {json_problem(data).message}")
 
 
 # Output structs: field order is the order the API shows.
