@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from batchsync import wire
 
 if TYPE_CHECKING:
-    from batchsync.inventory import Account
+    from batchsync.model import Account
 
 
 class AccountApi(Protocol):

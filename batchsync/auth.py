@@ -78,7 +78,7 @@ class BasicAuthenticator:
         return self._secrets
 
 
-# An access token "lasts about an hour" (NOTES.md): the lifetime assumed when the
+# An access token lasts about an hour (Sendcloud's OAuth2 documentation): the lifetime assumed when the
 # endpoint gives no expires_in. A 401 renews anyway if that guess is wrong.
 DEFAULT_LIFETIME = 3600.0
 MIN_LIFETIME, MAX_LIFETIME = 1.0, 86400.0

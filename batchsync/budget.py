@@ -1,6 +1,6 @@
 """What a run leaves of each account's rate-limit budget, for the next run on this host.
 
-Sendcloud meters each account with buckets on its side (NOTES.md: 100 writes and 1000
+Sendcloud meters each account with buckets on its side (its documented defaults: 100 writes and 1000
 reads a minute, a burst of 15). A run that starts right after another on the same
 account (``plan`` then its ``apply``, an ``apply`` retried by its scheduler, shards run
 one after another) found those buckets spent while its own started full: its first
@@ -34,7 +34,7 @@ from batchsync.jsonlines import decode
 from batchsync.lock import LockError, account_lock_name, runtime_dirs
 
 if TYPE_CHECKING:
-    from batchsync.inventory import Account
+    from batchsync.model import Account
 
 __all__ = ["MAX_AGE", "file_name", "files_for", "load", "save"]
 

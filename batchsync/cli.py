@@ -28,7 +28,7 @@ from batchsync.gcpolicy import paused
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
-    from batchsync.inventory import Inventory, Job
+    from batchsync.model import Inventory, Job
     from batchsync.settings import RunSettings
     from batchsync.shard import ShardSpec
 
@@ -105,7 +105,6 @@ def _add_max_file_size(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> RunSettings:
     """The run's settings from the command line, checked once: a UsageError otherwise."""
-    from batchsync.inventory import shown_url, url_problem
     from batchsync.settings import (
         Options,
         RunSettings,
@@ -114,6 +113,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         positive_int,
         positive_number,
     )
+    from batchsync.urls import shown_url, url_problem
 
     why = url_problem(args.base_url) if args.base_url is not None else None
     if why is not None:

@@ -23,7 +23,7 @@ from batchsync import wire
 from batchsync._aiohttp import aiohttp, hdrs
 from batchsync.limits import parse_retry_after
 from batchsync.redact import Redactor
-from batchsync.redact import printable as _printable
+from batchsync.text import one_line
 
 if TYPE_CHECKING:
     from batchsync.auth import Authenticator
@@ -164,8 +164,8 @@ _NO_SECRETS = Redactor(())
 
 
 def printable(text: str, redact: Callable[[str], str] = _NO_SECRETS, limit: int = DETAIL_MAX) -> str:
-    """Server-written ``text`` as one short, safe line (see :func:`batchsync.redact.printable`)."""
-    return _printable(text, redact, limit)
+    """Server-written ``text`` as one short, safe line (see :func:`batchsync.text.one_line`)."""
+    return one_line(text, redact, limit)
 
 
 def _snippet(body: bytes, redact: Callable[[str], str] = _NO_SECRETS) -> str:

@@ -36,17 +36,15 @@ import anyio
 from batchsync.api import AccountApi, Api
 from batchsync.client import ApiError, AuthError, InvalidResponseError, ServerError, ThrottledError, TransportError
 from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_diff, mapping_guard
-from batchsync.inventory import Account, Job
 from batchsync.ledger import Ledger, Reached
-from batchsync.limits import FLOOR, Bucket
+from batchsync.limits import Bucket
 from batchsync.listing import ListBoundError, Listing
+from batchsync.model import FLOOR, PRESTASHOP_V2, Account, Job
 from batchsync.outcome import AccountStats, ErrorInfo, ErrorKind, Outcome, Result, Summary
 from batchsync.settings import Options
 from batchsync.wire import CurrentMapping, CurrentStatus, Integration, ListedPage
 
 log = logging.getLogger("batchsync.engine")
-
-PRESTASHOP_V2 = "prestashop_v2"  # the only system the shop-order-status endpoints accept
 
 
 class Op(IntEnum):

@@ -1,4 +1,12 @@
-"""The exit codes of every command, in one place: the README's table and each ``--help``."""
+"""The exit codes of every command, in one place: the README's table and each ``--help``, and
+the rule that gives a run (or a merge of runs) its code."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchsync.outcome import Summary
 
 EXIT_OK = 0  # every selected integration is in its desired state
 EXIT_FAILED = 1  # some integrations failed
@@ -79,3 +87,17 @@ def describe(command: str | None = None) -> list[tuple[int, str]]:
     if command is None:
         return list(MEANING.items())
     return [(code, text or MEANING[code]) for code, text in BY_COMMAND[command].items()]
+
+
+def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
+    """A plan's or an apply's code from its summary (``detailed``: plan --detailed-exitcode)."""
+    # Stopped, but every integration got a real outcome anyway: judge it by those.
+    if summary.stopped is not None and summary.total("skipped"):
+        return EXIT_INTERRUPTED
+    if summary.total("failed"):
+        return EXIT_FAILED
+    if summary.total("skipped"):
+        return EXIT_INTERRUPTED
+    if mode == "plan" and detailed and summary.total("changed"):
+        return EXIT_CHANGES
+    return EXIT_OK

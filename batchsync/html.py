@@ -18,7 +18,6 @@ from typing import Final
 import msgspec
 
 from batchsync import __version__
-from batchsync.controls import BEYOND_C0
 from batchsync.exitcodes import (
     EXIT_CHANGES,
     EXIT_FAILED,
@@ -28,11 +27,12 @@ from batchsync.exitcodes import (
     EXIT_OK,
     EXIT_OUTPUT_LOST,
 )
-from batchsync.inventory import Limits
-from batchsync.monitoring import atomic_write
+from batchsync.files import atomic_write
+from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.progress import format_duration
 from batchsync.report import Budget, outcome_lines
+from batchsync.text import escape_controls, spelled
 
 __all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
 
@@ -59,24 +59,21 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- text --------------------------------------------------------------------------------
 
-# Code points an HTML parser reports as errors (C0 and C1 controls but tab, LF and FF),
-# CR (which a parser turns into LF), surrogates (not encodable) and noncharacters; and
-# the rest of batchsync.controls' rule, the bidi characters that would reorder a line.
-_INVISIBLE = re.compile(
-    f"[\x00-\x08\x0b\x0d-\x1f{BEYOND_C0}\ufdd0-\ufdef"
-    + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(17))
-    + "]"
+# HTML refuses more than the rule of batchsync.text: the non-characters (U+FDD0-FDEF, and
+# U+FFFE/FFFF of every plane) are parse errors too. Tab and line feed are text.
+_NONCHARACTERS = re.compile(
+    "[\ufdd0-\ufdef" + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(17)) + "]"
 )
 
 
-def _escape_code(m: re.Match[str]) -> str:
-    c = ord(m.group(0))
-    return f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+def _spelled(m: re.Match[str]) -> str:
+    return spelled(m.group())
 
 
 def visible(text: str) -> str:
-    """``text`` with every code point a page cannot show as itself written as ``\\xNN``."""
-    return _INVISIBLE.sub(_escape_code, text)
+    """``text`` with every code point a page cannot show as itself written as ``\\xNN``: the
+    rule's characters, then HTML's non-characters."""
+    return _NONCHARACTERS.sub(_spelled, escape_controls(text, lines=True))
 
 
 def _e(text: object) -> str:

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from batchsync.api import AccountApi, Api
     from batchsync.engine import Engine
     from batchsync.importer import Current, Format, NotImportable, Report, Shop
-    from batchsync.inventory import Account, Inventory
     from batchsync.limits import Bucket
     from batchsync.listing import ListBoundError
+    from batchsync.model import Account, Inventory
     from batchsync.outcome import Outcome, Summary
     from batchsync.settings import Options
     from batchsync.wire import ListedPage
@@ -239,9 +239,9 @@ async def read_fleet(
     from batchsync.client import ApiError
     from batchsync.engine import Engine
     from batchsync.importer import canonical, is_prestashop
-    from batchsync.inventory import Desired, Job
     from batchsync.limits import Bucket
     from batchsync.listing import ListBoundError
+    from batchsync.model import Desired, Job
 
     log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
     from batchsync.settings import ListBounds, Options, positive_int, positive_number
 
     if args.base_url is not None:
-        from batchsync.inventory import shown_url, url_problem
+        from batchsync.urls import shown_url, url_problem
 
         why = url_problem(args.base_url)
         if why is not None:
@@ -479,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.allow_insecure_http:
         from urllib.parse import urlsplit
 
-        from batchsync.run import is_loopback
+        from batchsync.urls import is_loopback
 
         for name, account in selected.items():
             url = args.base_url or account.base_url
@@ -695,8 +695,8 @@ def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -
 
 
 def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, problems: list[str]) -> None:
-    from batchsync.controls import escape_controls
     from batchsync.importer import comment_text
+    from batchsync.text import escape_controls
 
     out = sys.stdout
     err = sys.stderr

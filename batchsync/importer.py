@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from batchsync.model import PRESTASHOP_V2, SECRET_FIELDS
 from batchsync.wire import (
     STATUS_CATEGORIES,
     CurrentMapping,
@@ -46,8 +47,6 @@ MAX_LEADERS = 2000  # distinct lists compared against each other at most (the gr
 
 Mapping4 = tuple[str | None, ...]  # one external id (or None: not mapped) per STATUS_CATEGORIES
 UNMAPPED: Mapping4 = (None,) * len(STATUS_CATEGORIES)
-
-SECRET_FIELDS = ("public_key", "secret_key", "client_id", "client_secret")
 
 
 class Shop(msgspec.Struct, frozen=True):
@@ -508,12 +507,13 @@ def set_names(lists: Sequence[Statuses], taken: Iterable[str] = ()) -> list[str]
 def read_raw(path: Path) -> Any:
     """The inventory file as plain data (``inventory.load`` has checked it); ValueError otherwise."""
     from batchsync import documents  # its words for a file that cannot be read, whichever parser version
+    from batchsync.files import FileProblem
 
     try:
         return documents.parse(documents.check_suffix(path), path.read_bytes())[0]
     except OSError as exc:
         raise ValueError(exc.strerror or str(exc)) from None
-    except documents.FileProblem as exc:
+    except FileProblem as exc:
         raise ValueError(exc.message) from None
 
 
@@ -733,9 +733,6 @@ def build(
         tuple(sorted(unsupported)),
     )
     return Document(tuple(header), top, sets, tuple(entries)), report
-
-
-PRESTASHOP_V2 = "prestashop_v2"
 
 
 def is_prestashop(shop: Shop) -> bool:

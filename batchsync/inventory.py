@@ -10,26 +10,38 @@ set shared by many integrations becomes one :class:`Desired` (and one
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from batchsync import documents
-from batchsync.controls import control_in, escape_controls, spelled
-from batchsync.diff import TranslationSet, translation_set
-from batchsync.documents import FileProblem, key_part
+from batchsync import documents, files
+from batchsync.documents import key_part
+from batchsync.files import FileProblem
+from batchsync.model import (
+    PRODUCTION_URL,
+    SECRET_FIELDS,
+    TOKEN_URL,
+    Account,
+    BasicCredentials,
+    Desired,
+    DesiredMapping,
+    Inventory,
+    InventoryProblem,
+    Job,
+    Limits,
+    OAuth2Credentials,
+)
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
+from batchsync.text import control_in, escape_controls, spelled
+from batchsync.urls import BASE_URL_PATTERN, insecure_http, url_problem
 from batchsync.wire import (
     STATUS_CATEGORIES,
     IntegrationId,
     Loc,
-    MappingItem,
     NonEmpty,
     Status,
     Statuses,
@@ -39,19 +51,8 @@ from batchsync.wire import (
     to_jsonpath,
 )
 
-PRODUCTION_URL = "https://panel.sendcloud.sc/api/v3"
-TOKEN_URL = "https://account.sendcloud.com/oauth2/token"  # noqa: S105 - a URL, not a password
-
 PositiveRate = Annotated[float, Meta(gt=0)]
 Burst = Annotated[int, Meta(ge=1, le=1000)]
-
-
-class Limits(msgspec.Struct, frozen=True):
-    """One account's budgets, as Sendcloud documents them by default."""
-
-    writes_per_minute: float = 100.0
-    write_burst: int = 15
-    reads_per_minute: float = 1000.0
 
 
 class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,86 +68,7 @@ class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
-BASE_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN)]
-
-
-# A URL made of these characters only means the same to urllib and to yarl (what aiohttp
-# sends to): anything else is parsed by yarl too before it is used.
-_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
-_USERINFO = re.compile(r"(//)[^/?#]*@")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-def shown_url(url: str) -> str:
-    """``url`` fit for a message: a user name or password in it (``user:secret@``) as ``***@``,
-    control characters escaped."""
-    return printable(_USERINFO.sub(r"\1***@", url, count=1))
-
-
-def url_problem(url: str, *, api: bool = True, userinfo: bool = False) -> str | None:
-    """Why ``url`` cannot be used, or None: an http(s) URL with a host, a port in range,
-    no user name or password in it (unless ``userinfo``: a webhook URL, a credential as a
-    whole), that aiohttp can send to. ``api``: a base URL that paths are appended to
-    (``/shop-order-statuses``), so no query and no fragment either."""
-    if not re.match(BASE_URL_PATTERN, url):
-        return "expected an http:// or https:// URL"
-    if _CONTROL.search(url):
-        return "holds a control character"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port that is not a number, or out of range
-    except ValueError as exc:
-        return f"not a usable URL ({printable(str(exc))})"
-    if not parts.hostname:
-        return "not a usable URL (no host)"
-    if not userinfo and (parts.username is not None or parts.password is not None):
-        return (
-            "holds a user name or password (user:password@): credentials are not put in a URL; "
-            "they belong in the inventory's accounts, as env: or file: references"
-        )
-    if port == 0:
-        return "not a usable URL (port 0)"
-    if api and ("?" in url or "#" in url):
-        return "has a query or a fragment: a base URL is one that /shop-order-statuses is appended to"
-    host: str | None = parts.hostname
-    try:
-        if not _PLAIN_URL.fullmatch(url):
-            from yarl import URL  # only for an unusual URL: validate does not pay for it otherwise
-
-            parsed = URL(url)
-            host = parsed.raw_host
-            if not host:
-                return "not a usable URL (no host)"
-            str(URL(url.rstrip("/") + "/integrations").with_query({"page_size": "100"}))
-        if host and ":" not in host:  # a name (an IPv6 address has colons): as the resolver will encode it
-            host.encode("idna")
-    except (ValueError, TypeError) as exc:  # UnicodeError (IDNA: an empty label, one too long) is a ValueError
-        return f"not a usable URL ({printable(str(exc))[:200]})"
-    return None
-
-
-def insecure_http(url: str) -> bool:
-    """True for an ``http://`` URL to a host that is not loopback: whatever is sent there
-    (credentials first) crosses the network unencrypted. ``localhost`` and loopback
-    addresses (127.0.0.0/8, ::1) are fine: that is the sandbox."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return url.lower().startswith("http:")
-    if parts.scheme.lower() != "http":
-        return False
-    if not host:
-        return True
-    if host.rstrip(".") == "localhost":
-        return False
-    import ipaddress  # only http:// URLs pay for it
-
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
 
 
 class DefaultsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -158,7 +80,6 @@ AUTH_SCHEMES: dict[str, tuple[str, str]] = {
     "basic": ("public_key", "secret_key"),
     "oauth2": ("client_id", "client_secret"),
 }
-SECRET_FIELDS = ("public_key", "secret_key", "client_id", "client_secret")
 OAUTH2_ONLY = ("client_id", "client_secret", "token_url", "scope")
 
 
@@ -236,149 +157,6 @@ class StatusesFileGet(msgspec.Struct, frozen=True):
 TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
 
 
-class BasicCredentials(msgspec.Struct, frozen=True):
-    public_key: Secret
-    secret_key: Secret
-
-
-class OAuth2Credentials(msgspec.Struct, frozen=True):
-    client_id: Secret
-    client_secret: Secret
-    token_url: str = TOKEN_URL
-    scope: str = "api"
-
-
-class Account(msgspec.Struct, frozen=True):
-    """An account ready to use: credentials resolved, limits merged."""
-
-    name: str
-    credentials: BasicCredentials | OAuth2Credentials
-    base_url: str
-    limits: Limits
-
-    @property
-    def identity(self) -> Secret:
-        """What names the Sendcloud account: the public key (basic) or the client id (oauth2)."""
-        c = self.credentials
-        return c.public_key if isinstance(c, BasicCredentials) else c.client_id
-
-    def secrets(self) -> tuple[Secret, ...]:
-        """Every credential value, for the redactor."""
-        c = self.credentials
-        if isinstance(c, BasicCredentials):
-            return (c.public_key, c.secret_key)
-        return (c.client_id, c.client_secret)
-
-
-class Desired:
-    """A desired list of statuses, shared by every job that wants exactly it.
-
-    The encoded JSON and the by-id index used for diffing are computed once, on first
-    use, however many integrations share the list.
-    """
-
-    __slots__ = ("_encoded", "_index", "statuses")
-
-    def __init__(self, statuses: Statuses) -> None:
-        self.statuses = statuses
-        self._encoded: bytes | None = None
-        self._index: dict[str, TranslationSet] | None = None
-
-    @property
-    def encoded(self) -> bytes:
-        """The ``statuses`` array as JSON bytes."""
-        if self._encoded is None:
-            self._encoded = msgspec.json.encode(self.statuses)
-        return self._encoded
-
-    @property
-    def index(self) -> dict[str, TranslationSet]:
-        """external_id -> its translations as a set: what a diff compares."""
-        if self._index is None:
-            self._index = {
-                s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses
-            }
-        return self._index
-
-    def body(self, integration_id: int) -> bytes:
-        """The POST body for one integration, spliced around the shared encoding."""
-        return b'{"integration_id":%d,"statuses":%b}' % (integration_id, self.encoded)
-
-
-class DesiredMapping:
-    """A desired status mapping, shared (like :class:`Desired`) by every job that wants it.
-
-    ``items`` holds the four categories in ``STATUS_CATEGORIES`` order, each with the
-    external id it maps to or None (not mapped), as the POST body wants them.
-    """
-
-    __slots__ = ("_encoded", "items")
-
-    def __init__(self, items: tuple[tuple[str, str | None], ...]) -> None:
-        self.items = items
-        self._encoded: bytes | None = None
-
-    def as_dict(self) -> dict[str, str | None]:
-        return dict(self.items)
-
-    @property
-    def encoded(self) -> bytes:
-        """The ``mapping`` array as JSON bytes."""
-        if self._encoded is None:
-            self._encoded = msgspec.json.encode([MappingItem(c, e) for c, e in self.items])  # type: ignore[arg-type]
-        return self._encoded
-
-    def body(self, integration_id: int) -> bytes:
-        """The POST /shop-order-statuses/mapping body for one integration."""
-        return b'{"integration_id":%d,"mapping":%b}' % (integration_id, self.encoded)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DesiredMapping) and other.items == self.items
-
-    def __hash__(self) -> int:
-        return hash(self.items)
-
-    def __repr__(self) -> str:
-        return f"DesiredMapping({self.as_dict()!r})"
-
-
-class Job(msgspec.Struct, frozen=True, gc=False):
-    """One integration to bring into its desired state."""
-
-    # gc=False: a job holds no reference back to anything that holds it, and 100k of
-    # them tracked by the collector would be rescanned by every collection of the run.
-
-    integration_id: int
-    account: str
-    desired: Desired
-    tags: tuple[str, ...] = ()
-    source: str = ""  # the status set's name, or "" for inline statuses
-    mapping: DesiredMapping | None = None  # None: the inventory declares no mapping for it
-
-
-class InventoryProblem(msgspec.Struct, frozen=True):
-    """What `validate --format json` prints for each problem (and each warning)."""
-
-    file: str
-    integration_id: int | None
-    path: str
-    message: str
-
-
-class Inventory(msgspec.Struct, frozen=True):
-    path: str
-    accounts: dict[str, Account]
-    jobs: list[Job]  # empty when there are problems: nothing may be sent
-    problems: list[InventoryProblem]
-    declared: int = 0  # integration entries in the file, valid or not
-    warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
-    files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
-
-    @property
-    def valid(self) -> bool:
-        return not self.problems
-
-
 class _Set(msgspec.Struct, frozen=True):
     """A status set after its own checks: what its integrations start from."""
 
@@ -388,12 +166,6 @@ class _Set(msgspec.Struct, frozen=True):
     mapping: dict[str, str | None] | None  # every category; None: the set declares no mapping
     unknown: frozenset[str]  # categories given wrong (reported): not checked again per integration
     desired_mapping: DesiredMapping | None  # None: no mapping, or the set's own is wrong
-
-
-def printable(text: str) -> str:
-    """``text`` with every character that could drive a terminal spelled out, as \\x1b (a
-    message quotes what the file says, and a file can say anything; batchsync.controls)."""
-    return escape_controls(text)
 
 
 def name_problem(what: str, char: str) -> str:
@@ -546,7 +318,7 @@ UNKNOWN = "<unknown field>"  # in a set of fields that failed: the entry has a k
 class _Loader:
     def __init__(self, path: Path, environ: dict[str, str] | None, max_file_size: int) -> None:
         self.path = path
-        self.name = printable(str(path))
+        self.name = escape_controls(str(path))
         self.base_dir = path.parent
         self.environ = environ
         self.max_file_size = max_file_size
@@ -562,11 +334,11 @@ class _Loader:
         self.good_tags: set[str] = set()  # tags found to obey the rule of names
 
     def problem(self, loc: Loc, message: str, integration_id: int | None = None, file: str | None = None) -> None:
-        path = printable(to_jsonpath(loc))
-        self.problems.append(InventoryProblem(file or self.name, integration_id, path, printable(message)))
+        path = escape_controls(to_jsonpath(loc))
+        self.problems.append(InventoryProblem(file or self.name, integration_id, path, escape_controls(message)))
 
     def warning(self, loc: Loc, message: str, integration_id: int | None = None) -> None:
-        self.warnings.append(InventoryProblem(self.name, integration_id, printable(to_jsonpath(loc)), message))
+        self.warnings.append(InventoryProblem(self.name, integration_id, escape_controls(to_jsonpath(loc)), message))
 
     def convert(self, raw: Any, kind: type[Any], loc: Loc, integration_id: int | None = None) -> Any:
         try:
@@ -624,7 +396,7 @@ class _Loader:
             raise FileProblem("is a directory, not a file")
         suffix = documents.check_suffix(self.path)
         hint = " (--max-file-size raises it)"
-        data = documents.read_regular(self.path, self.max_file_size, hint)
+        data = files.read_regular(self.path, self.max_file_size, hint)
         if suffix == ".json":
             fast = fast_json(data)
             if fast is not None:
@@ -644,7 +416,7 @@ class _Loader:
 
     def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
         """(statuses, the file's integration_id) or (None, None) after reporting why not."""
-        target = documents.user_path(ref, self.base_dir)
+        target = files.user_path(ref, self.base_dir)
         cached = self._files.get(target)
         if cached is not None:
             if cached[0] is None:
@@ -657,11 +429,11 @@ class _Loader:
         self._files[target] = result
         try:
             suffix = documents.check_suffix(target)
-            raw, dups = documents.parse(suffix, documents.read_regular(target, documents.STATUSES_FILE_LIMIT))
+            raw, dups = documents.parse(suffix, files.read_regular(target, files.STATUSES_FILE_LIMIT))
         except FileProblem as exc:
             self.problem(loc, f"statuses_file {ref}: {exc.message}", integration_id)
             return result
-        file = printable(str(target))
+        file = escape_controls(str(target))
         self.key_problems(dups, raw, file, integration_id)
         kind: type[Any]
         if isinstance(raw, list):
@@ -700,7 +472,7 @@ class _Loader:
 
     def secret(self, ref: str, loc: Loc) -> Secret | None:
         if ref.startswith("file:"):
-            self.referenced.append(str(documents.user_path(ref[5:], self.base_dir)))
+            self.referenced.append(str(files.user_path(ref[5:], self.base_dir)))
         try:
             return resolve(ref, self.base_dir, self.environ, confine=self.confine)
         except SecretError as exc:
@@ -745,7 +517,7 @@ class _Loader:
         return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
-        """Whether every tag obeys the rule of names (batchsync.controls); each that does
+        """Whether every tag obeys the rule of names (batchsync.text); each that does
         not is a problem. A fleet repeats a few tags: each is looked at once."""
         ok = True
         for k, tag in enumerate(tags):
@@ -1244,7 +1016,7 @@ def _near(word: str, choices: Iterable[str]) -> str:
 
 
 def load(
-    path: str | Path, environ: dict[str, str] | None = None, max_file_size: int = documents.INVENTORY_LIMIT
+    path: str | Path, environ: dict[str, str] | None = None, max_file_size: int = files.INVENTORY_LIMIT
 ) -> Inventory:
     """Load, validate and expand one inventory file; see :class:`Inventory`.problems.
 

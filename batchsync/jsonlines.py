@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from batchsync.files import not_utf8
+
 __all__ = ["MAX_DEPTH", "MAX_LINE", "LineError", "decode", "objects", "read_lines"]
 
 MAX_DEPTH = 32  # levels of arrays and objects: an outcome line has 4
@@ -111,7 +113,7 @@ def objects(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, dict[str,
         except LineError as exc:
             raise LineError(f"line {n} is {exc}") from None
         except ValueError:  # msgspec.DecodeError; UnicodeDecodeError from msgspec < 0.23
-            from batchsync.documents import jsonl_problem  # our words, whichever msgspec
+            from batchsync.jsonlines import jsonl_problem
 
             broken = f"line {n} {jsonl_problem(line)}"
             continue
@@ -120,3 +122,11 @@ def objects(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, dict[str,
         yield n, row
     if broken is not None and count == 1:
         raise LineError(f"{broken}: not a report")
+
+
+def jsonl_problem(line: bytes) -> str:
+    """Why one line of a JSON Lines file (a report) could not be read, in our words."""
+    problem = not_utf8(line)
+    if problem is None:
+        return "is not JSON"
+    return problem.message.replace("(line 1, ", "(", 1).removesuffix(": save it as UTF-8")

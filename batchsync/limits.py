@@ -12,13 +12,14 @@ import math
 import time
 from collections.abc import Callable
 
+from batchsync.model import FLOOR
+
 # We aim slightly under the documented budget: a server's clock and ours never agree
 # exactly, and a request's arrival jitters by a few milliseconds.
 SAFETY = 0.999
-# After a 429 the rate we believed in was wrong; each new 429 takes this much off it...
+# After a 429 the rate we believed in was wrong; each new 429 takes this much off it,
+# down to model.FLOOR of the declared rate, never lower.
 BACKOFF_FACTOR = 0.8
-# ...down to this fraction of the declared rate, never lower.
-FLOOR = 0.1
 
 
 class Bucket:

@@ -19,9 +19,9 @@ from typing import IO, Any, Literal
 
 import msgspec
 
-from batchsync.controls import control_in, escape_controls
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Result, Summary
+from batchsync.text import display
 
 State = Literal["complete", "cut short", "missing", "unusable", "from an earlier run"]
 
@@ -76,12 +76,6 @@ class Report(msgspec.Struct, frozen=True):
     @property
     def shard(self) -> ShardBlock | None:
         return self.header.shard if self.header is not None else None
-
-
-def _show(text: str) -> str:
-    """A path or value as it may be printed: quoted and spelled out when it holds a control
-    or bidi character (batchsync.controls)."""
-    return escape_controls(msgspec.json.encode(text).decode()) if control_in(text) is not None else text
 
 
 def _problem(path: str, message: str, header: Header | None = None, mtime: float | None = None) -> Report:
@@ -255,7 +249,7 @@ class Part(msgspec.Struct, frozen=True):
 
     def describe(self) -> str:
         where = f"shard {self.shard}" if self.shard is not None else "report"
-        name = f" {_show(self.path)}" if self.path is not None else ""
+        name = f" {display(self.path)}" if self.path is not None else ""
         if self.state == "complete":
             return f"{where}{name}: complete, {self.recorded} integrations"
         text = f"{where}{name}: {self.state}" + (f": {self.reason}" if self.reason else "")
@@ -287,7 +281,7 @@ class Merged(msgspec.Struct):
 
     @property
     def exit_code(self) -> int:
-        from batchsync.run import exit_code
+        from batchsync.exitcodes import exit_code
 
         if self.unknown or any(p.state == "cut short" for p in self.parts):
             return EXIT_INTERRUPTED
@@ -308,20 +302,20 @@ def _consistent(usable: Sequence[Report], broken: Sequence[Report]) -> None:
     for r in usable:
         if r.shard is None:
             kind = "has no header (an older report)" if r.header is None else "is not a shard's report"
-            raise MergeError(f"{_show(r.path)} {kind}, {_show(first.path)} is: not one sharded run")
+            raise MergeError(f"{display(r.path)} {kind}, {display(first.path)} is: not one sharded run")
     by_index: dict[int, Report] = {}
     for r in sharded:
         s = r.shard
         assert s is not None
         if (s.count, s.integrations) != (first.shard.count, first.shard.integrations):
             raise MergeError(
-                f"{_show(r.path)} and {_show(first.path)} come from different splits "
+                f"{display(r.path)} and {display(first.path)} come from different splits "
                 f"({s.count} shards {list(s.integrations)} vs {first.shard.count} shards "
                 f"{list(first.shard.integrations)}): not one run"
             )
         if s.index in by_index:
             raise MergeError(
-                f"shard {s.index}/{s.count} has two reports: {_show(by_index[s.index].path)} and {_show(r.path)}"
+                f"shard {s.index}/{s.count} has two reports: {display(by_index[s.index].path)} and {display(r.path)}"
             )
         by_index[s.index] = r
 
@@ -359,7 +353,8 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
         for o in r.outcomes:
             if o.integration_id in owner:
                 raise MergeError(
-                    f"integration {o.integration_id} is in both {_show(owner[o.integration_id])} and {_show(r.path)}"
+                    f"integration {o.integration_id} is in both {display(owner[o.integration_id])} "
+                    f"and {display(r.path)}"
                 )
             owner[o.integration_id] = r.path
 
@@ -388,7 +383,7 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
         if r.summary is not None:
             parts.append(Part(_tag(r), r.path, "complete", recorded=len(r.outcomes)))
             if r.summary.stopped:
-                where = f"shard {_tag(r)}" if r.shard is not None else _show(r.path)
+                where = f"shard {_tag(r)}" if r.shard is not None else display(r.path)
                 stopped.append(f"{where}: {r.summary.stopped}")
             continue
         expected = r.header.selected if r.header is not None else None
@@ -548,7 +543,10 @@ def command(
     for flag, path in (("--junit", junit), ("--metrics", metrics), ("--html", html)):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            print(f"batchsync: {flag} {_show(path or '')}: {_show(folder)} is not a writable directory", file=stderr)
+            print(
+                f"batchsync: {flag} {display(path or '')}: {display(folder)} is not a writable directory",
+                file=stderr,
+            )
             return EXIT_NOT_STARTED
     paths = expand(patterns)
     if not paths:
@@ -561,7 +559,8 @@ def command(
         return EXIT_NOT_STARTED
     try:
         if junit:
-            from batchsync.monitoring import atomic_write, junit_bytes
+            from batchsync.files import atomic_write
+            from batchsync.monitoring import junit_bytes
 
             atomic_write(junit, junit_bytes(junit_tree(merged)))
         if metrics:
@@ -573,7 +572,7 @@ def command(
 
             write_html(html, html_page(merged))
     except OSError as exc:
-        print(f"batchsync: cannot write {_show(exc.filename or '')}: {exc.strerror}", file=stderr)
+        print(f"batchsync: cannot write {display(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED
     if fmt == "json":
         from batchsync.streams import json_for

@@ -11,51 +11,16 @@ import fcntl
 import math
 import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from batchsync.controls import escape_controls
+from batchsync.files import atomic_write
 from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.text import escape_controls
 
 __all__ = ["atomic_write", "read_metric", "write_exit_code", "write_junit", "write_metrics"]
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step.
-
-    The temp file ends in ``.tmp``, never ``.prom``, so node_exporter's textfile collector
-    (which reads ``*.prom``) never picks up a half-written file.
-    """
-    target = Path(path)
-    directory = target.parent
-    try:
-        mode = os.stat(target).st_mode & 0o777
-    except FileNotFoundError:
-        # mkstemp creates 0600; node_exporter usually runs as another user and must read it.
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename is durable only once the directory is on disk; best effort (not every
-    # filesystem lets a directory be opened and fsynced).
-    with contextlib.suppress(OSError):
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 # -- JUnit -------------------------------------------------------------------------------
@@ -146,7 +111,7 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
 
 def junit_bytes(root: ET.Element) -> bytes:
     """The tree as an XML file. Every attribute and text is passed through the rule of
-    batchsync.controls first (tab and line feed kept in texts): XML 1.0 cannot hold most
+    batchsync.text first (tab and line feed kept in texts): XML 1.0 cannot hold most
     control characters at all, and a name or a detail from a merged report may have any."""
     for element in root.iter():
         for key, value in element.attrib.items():

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from batchsync import __version__
-from batchsync.controls import escape_controls
 from batchsync.outcome import Outcome, Summary
 from batchsync.progress import format_duration
 from batchsync.settings import NotifyFormat, NotifyOn
+from batchsync.text import escape_controls
 
 log = logging.getLogger("batchsync.notify")
 
@@ -78,7 +78,7 @@ def resolve_webhook(ref: str, base_dir: Path | None = None, environ: Mapping[str
             raise WebhookError(f"--notify {ref}: {exc}") from None
     else:
         url = ref.strip()
-    from batchsync.inventory import url_problem
+    from batchsync.urls import url_problem
 
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookError(f"--notify {shown}: the URL holds a space or a control character")
@@ -110,7 +110,7 @@ def wanted(on: NotifyOn, summary: Summary) -> bool:
 
 def _plain(text: str, limit: int) -> str:
     """One line of server- or inventory-written text, made harmless: control and bidi
-    characters shown as escapes (batchsync.controls), Slack's control characters (& < >)
+    characters shown as escapes (batchsync.text), Slack's control characters (& < >)
     escaped so ``<!channel>`` or a link cannot be smuggled in, ``@`` kept from mentioning
     anyone, and clipped."""
     text = escape_controls(text)

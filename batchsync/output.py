@@ -21,7 +21,8 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.outcome import ErrorInfo, Outcome
-from batchsync.redact import Redactor, printable
+from batchsync.redact import Redactor
+from batchsync.text import one_line
 
 
 class Sanitizer:
@@ -39,7 +40,7 @@ class Sanitizer:
         self._refreshed = -1e9
 
     def text(self, value: str) -> str:
-        return printable(value, self.redactor)
+        return one_line(value, self.redactor)
 
     def outcome(self, outcome: Outcome) -> Outcome:
         # Gathering every account's credentials costs a pass over the accounts: not per
@@ -57,9 +58,9 @@ class Sanitizer:
             error = ErrorInfo(
                 error.kind,
                 error.http_status,
-                printable(error.code, self.redactor, 64) if error.code else error.code,
+                one_line(error.code, self.redactor, 64) if error.code else error.code,
                 self.text(error.detail),
-                printable(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
+                one_line(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
             )
         return msgspec.structs.replace(
             outcome,

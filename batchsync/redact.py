@@ -1,11 +1,11 @@
-"""Making text safe to print: credentials replaced by ``***``, control characters removed.
+"""Credentials replaced by ``***`` in whatever is printed or written.
 
 One :class:`Redactor` per run knows every credential in each form a server or a log
 line could show it (raw, JSON-escaped, base64, percent-encoded, any letter case) and
 matches them all in one pass whose cost does not grow with the number of accounts: an
 Aho-Corasick automaton (pyahocorasick, in C) over the lower-cased forms. It also hides
-any ``Basic`` credential it sees, known or not. :func:`printable` is what every sink
-uses on text a server wrote.
+any ``Basic`` credential it sees, known or not. (What a server wrote is then made one
+safe line by :func:`batchsync.text.one_line`.)
 """
 
 from __future__ import annotations
@@ -14,35 +14,16 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import quote
 
 import ahocorasick
 
-from batchsync.controls import BEYOND_C0, SEPARATORS
+__all__ = ["Redactor"]
 
-__all__ = ["Redactor", "printable", "strip_controls"]
-
-# The characters of batchsync.controls' rule, and the zero-width ones too, stripped from
-# server text; tab, line breaks and the line separators are whitespace, which printable
-# collapses into one space.
-_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f{BEYOND_C0.replace(SEPARATORS, '')}\u200b-\u200d]")
 
 # "Basic <token>" as in an Authorization header; the token is base64 of "user:password".
 _BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
-
-
-def strip_controls(text: str) -> str:
-    return _UNPRINTABLE.sub("", text)
-
-
-def printable(text: str, redact: Callable[[str], str] | None = None, limit: int = 1000) -> str:
-    """``text`` as one safe line: redacted first (so that cutting it cannot leave half a
-    secret), control characters removed, whitespace collapsed, at most ``limit`` long."""
-    if redact is not None:
-        text = redact(text)
-    text = " ".join(strip_controls(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def forms(secret: str) -> set[str]:

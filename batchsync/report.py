@@ -14,17 +14,18 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
+from batchsync.text import display, quoted
+
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 import msgspec
 
-from batchsync.controls import escape_controls
 from batchsync.diff import Change, MappingChange
-from batchsync.inventory import Limits
-from batchsync.limits import FLOOR
+from batchsync.model import FLOOR, Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
 from batchsync.output import Lost
+from batchsync.text import escape_controls
 
 _encoder = msgspec.json.Encoder()
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
@@ -157,7 +158,7 @@ def limits_too_high(summary: Summary) -> list[dict[str, Any]]:
                     "worked_per_minute": worked,
                     "at_floor": at_floor,
                     "setting": setting,
-                    "text": f"{_show(name)}: 429s on {meter}: {said}{how}: lower {setting}",
+                    "text": f"{display(name)}: 429s on {meter}: {said}{how}: lower {setting}",
                 }
             )
     return out
@@ -186,29 +187,8 @@ def summary_document(
     }
 
 
-def _show(text: str) -> str:
-    """A name (a tag, a language code) as printed: as is, or quoted and escaped when it
-    holds anything a terminal acts on (a control character, a bidi mark), so a newline or
-    an escape sequence in it cannot forge or hide a line."""
-    return text if text.isprintable() else _q(text)
-
-
 def _names(d: dict[str, str] | None) -> str:
-    return ", ".join(f"{_show(lang)} {_q(name)}" for lang, name in (d or {}).items())
-
-
-def _q(name: str | None) -> str:
-    """A status name quoted and escaped, so a quote or a newline in it cannot break the line,
-    and nothing else a terminal would act on (a C1 control, a bidi override) goes out raw."""
-    try:
-        text = _encoder.encode(name).decode()
-    except UnicodeEncodeError:  # a lone surrogate (from a merged report): json writes it as \ud800
-        import json
-
-        text = json.dumps(name)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    return ", ".join(f"{display(lang)} {quoted(name)}" for lang, name in (d or {}).items())
 
 
 def _change_lines(change: Change, mode: str) -> Iterable[str]:
@@ -225,11 +205,11 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
             if b == a:
                 continue
             if b is None:
-                parts.append(f"{_show(lang)} + {_q(a)}")
+                parts.append(f"{display(lang)} + {quoted(a)}")
             elif a is None:
-                parts.append(f"{_show(lang)} - {_q(b)}")
+                parts.append(f"{display(lang)} - {quoted(b)}")
             else:
-                parts.append(f"{_show(lang)} {_q(b)} -> {_q(a)}")
+                parts.append(f"{display(lang)} {quoted(b)} -> {quoted(a)}")
         yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
 
 
@@ -253,7 +233,7 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
 def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[str]:
     """The lines :func:`print_outcome` writes (none for an unchanged integration, unless
     ``verbose`` or it has a warning)."""
-    where = f"integration {outcome.integration_id} ({_show(outcome.account)})"
+    where = f"integration {outcome.integration_id} ({display(outcome.account)})"
     lines: list[str] = []
     if outcome.result == "failed" and outcome.error is not None:
         e = outcome.error
@@ -373,12 +353,12 @@ def print_recap(
     rows: list[tuple[str, Mapping[str, int], str]] = []
     if by_tag is not None:
         for tag in sorted(by_tag, key=_group_order):
-            rows.append((_show(tag), by_tag[tag], ""))
+            rows.append((display(tag), by_tag[tag], ""))
     else:
         for name in sorted(summary.accounts):
             a = summary.accounts[name]
             note = f"throttled={a.throttled}" if a.throttled else ""
-            rows.append((_show(name), {r: a.count(r) for r in RESULTS}, note))
+            rows.append((display(name), {r: a.count(r) for r in RESULTS}, note))
     totals: dict[str, int] = {r: summary.total(r) for r in RESULTS}
     width = max([len("TOTAL"), *(len(name) for name, _, _ in rows)])
 

@@ -8,7 +8,6 @@ not in the library modules it calls.
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 import signal
 import sys
@@ -28,15 +27,14 @@ from batchsync.budget import save as save_budget
 from batchsync.engine import Engine
 from batchsync.exitcodes import (
     EXIT_CHANGES,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_NOT_STARTED,
     EXIT_OK,
     EXIT_OUTPUT_LOST,
+    exit_code,
 )
-from batchsync.inventory import Account, Inventory, Job, OAuth2Credentials
 from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
+from batchsync.model import Account, Inventory, Job, OAuth2Credentials
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
 from batchsync.progress import Progress, flush_logs, setup_logging
@@ -51,8 +49,10 @@ from batchsync.report import (
     print_recap,
     summary_document,
 )
-from batchsync.settings import RunSettings, UsageError
+from batchsync.settings import RunSettings
 from batchsync.streams import discard_stdout, json_for
+from batchsync.urls import is_loopback
+from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
     from batchsync.notify import Webhook
@@ -60,19 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchsync")
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
-
-
-def exit_code(summary: Summary, mode: str, detailed: bool) -> int:
-    # Stopped, but every integration got a real outcome anyway: judge it by those.
-    if summary.stopped is not None and summary.total("skipped"):
-        return EXIT_INTERRUPTED
-    if summary.total("failed"):
-        return EXIT_FAILED
-    if summary.total("skipped"):
-        return EXIT_INTERRUPTED
-    if mode == "plan" and detailed and summary.total("changed"):
-        return EXIT_CHANGES
-    return EXIT_OK
 
 
 @contextmanager
@@ -264,19 +251,6 @@ def record_exit(settings: RunSettings, code: int) -> None:
             print(
                 usage.shown(f"batchsync: cannot write the metrics {settings.metrics}: {exc.strerror}"), file=sys.stderr
             )
-
-
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def account_urls(account: Account, base_url: str | None) -> list[str]:

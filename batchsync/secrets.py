@@ -10,7 +10,7 @@ import base64
 import os
 from pathlib import Path
 
-from batchsync.documents import SECRET_FILE_LIMIT, FileProblem, read_regular, user_path
+from batchsync.files import SECRET_FILE_LIMIT, FileProblem, read_regular, user_path
 
 
 class SecretError(Exception):

@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any
 
-from batchsync.controls import BEYOND_C0
+from batchsync.text import BEYOND_C0
 
 __all__ = ["discard_stdout", "is_utf8", "json_for"]
 
@@ -44,7 +44,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def json_for(stream: Any, text: str) -> str:
     """JSON ``text`` as ``stream`` can carry it: as it is for UTF-8, else ASCII-only. The
-    characters of batchsync.controls' rule that JSON lets through raw (DEL, C1 controls,
+    characters of batchsync.text' rule that JSON lets through raw (DEL, C1 controls,
     bidi characters: a terminal acts on some) are written as ``\\uXXXX`` either way, which
     is the same JSON: they can only be inside strings."""
     if not text.isascii() or "\x7f" in text:

@@ -13,7 +13,7 @@ from types import TracebackType
 from batchsync._aiohttp import aiohttp
 from batchsync.auth import Authenticator, BasicAuthenticator, OAuth2Authenticator
 from batchsync.client import Client
-from batchsync.inventory import Account, BasicCredentials, OAuth2Credentials
+from batchsync.model import Account, BasicCredentials, OAuth2Credentials
 
 
 def tls_context(urls: Iterable[str]) -> ssl.SSLContext:

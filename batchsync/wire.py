@@ -19,7 +19,7 @@ LANGUAGES: tuple[str, ...] = ("en-us", "en-gb", "fr-fr", "de-de", "nl-nl", "es-e
 StatusCategory = Literal["READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL"]
 STATUS_CATEGORIES: tuple[str, ...] = ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL")
 
-# The API takes any string; an empty one is useless (NOTES.md), so we refuse it.
+# The API takes any string; an empty one names nothing a shop could show, so we refuse it.
 NonEmpty = Annotated[str, Meta(min_length=1)]
 IntegrationId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 

@@ -19,7 +19,7 @@ from trio.testing import MockClock
 
 from batchsync import client as c
 from batchsync import wire
-from batchsync.inventory import Account, Inventory, Job
+from batchsync.model import Account, Inventory, Job
 
 T = TypeVar("T")
 

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchsync.inventory import Inventory, load
+from batchsync.inventory import load
+from batchsync.model import Inventory
 
 STATUSES = [
     {"external_id": "1", "translations": [{"status": "Awaiting payment", "language": "en-gb"}]},

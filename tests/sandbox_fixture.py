@@ -14,8 +14,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from batchsync.inventory import Inventory, load
-from batchsync.sandbox import Sandbox, SandboxConfig, Seed, run_sandbox
+from batchsync.inventory import load
+from batchsync.model import Inventory
+from batchsync.sandbox.server import Sandbox, SandboxConfig, run_sandbox
+from batchsync.sandbox.state import Seed
 
 __all__ = [
     "SANDBOX_CREDENTIALS",

@@ -26,8 +26,8 @@ from batchsync.cli import (
     take_shard,
 )
 from batchsync.exitcodes import BY_COMMAND, MEANING, describe
-from batchsync.settings import UsageError
 from batchsync.shard import ShardSpec, partition
+from batchsync.usage import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from batchsync import client as c
 from batchsync import wire
 from batchsync.auth import BasicAuthenticator, OAuth2Authenticator
 from batchsync.limits import RETRY_AFTER_MAX
-from batchsync.sandbox import Sandbox
+from batchsync.sandbox.server import Sandbox
 from batchsync.secrets import Secret, basic_auth
 
 BASE = "https://api.example.test/api/v3"

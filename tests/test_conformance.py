@@ -23,7 +23,7 @@ from batchsync.auth import BasicAuthenticator
 from batchsync.client import Client
 from batchsync.engine import Engine
 from batchsync.outcome import Outcome
-from batchsync.sandbox import Sandbox, SandboxConfig
+from batchsync.sandbox.server import Sandbox, SandboxConfig
 from batchsync.transport import HttpApi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batchsync.diff import diff, everything_added
-from batchsync.inventory import Desired
+from batchsync.model import Desired
 from batchsync.wire import CurrentStatus, CurrentTranslation, Status, Translation
 
 

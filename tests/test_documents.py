@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsync import documents
-from batchsync.documents import FileProblem, json_duplicate_keys, json_keys_unique, parse, read_regular
+from batchsync import documents, files
+from batchsync.documents import json_duplicate_keys, json_keys_unique, parse
+from batchsync.files import FileProblem, read_regular
 
 # -- only regular files -------------------------------------------------------------------
 
@@ -55,9 +56,9 @@ def test_anything_else_is_a_problem_at_once(tmp_path: Path, make: Any, message: 
 def test_a_sparse_file_over_the_cap_is_not_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.json"
     with path.open("wb") as f:
-        f.truncate(300 * documents.MB)  # sparse: costs no disk
+        f.truncate(300 * files.MB)  # sparse: costs no disk
     with pytest.raises(FileProblem, match="is 300 MB, more than the 256 MB allowed"):
-        read_regular(path, documents.INVENTORY_LIMIT)
+        read_regular(path, files.INVENTORY_LIMIT)
 
 
 def test_a_nul_byte_in_the_name(tmp_path: Path) -> None:
@@ -304,14 +305,14 @@ def test_every_format_names_the_line_column_and_byte_that_are_not_utf8(suffix: s
 
 
 def test_the_utf8_check_reads_across_its_chunks() -> None:
-    chunk = documents._CHUNK
+    chunk = files._CHUNK
     # A two-byte character cut in half by the chunk boundary is fine...
     straddling = b"a" * (chunk - 1) + "\xe9".encode() + b"\n" + "\u20ac".encode() * 10
-    assert documents.not_utf8(straddling) is None
+    assert files.not_utf8(straddling) is None
     # ...a bad byte after it is found where it is, counted in characters on its line.
-    problem = documents.not_utf8(straddling + b"x\xff")
+    problem = files.not_utf8(straddling + b"x\xff")
     assert problem is not None and problem.message.startswith("is not UTF-8 text (line 2, column 12: byte 0xFF)")
     # A character that the file's end cuts off.
-    problem = documents.not_utf8(b"ok\n" + "\u20ac".encode()[:2])
+    problem = files.not_utf8(b"ok\n" + "\u20ac".encode()[:2])
     assert problem is not None and "(line 2, column 1: byte 0xE2)" in problem.message
-    assert documents.not_utf8("Livr\xe9 \u20ac".encode() * 100_000) is None
+    assert files.not_utf8("Livr\xe9 \u20ac".encode() * 100_000) is None

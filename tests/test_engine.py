@@ -24,10 +24,10 @@ from inventory_factory import make_inventory
 
 from batchsync import client as c
 from batchsync.engine import Engine
-from batchsync.inventory import DesiredMapping, Inventory, Job
+from batchsync.exitcodes import exit_code
 from batchsync.limits import Bucket
+from batchsync.model import DesiredMapping, Inventory, Job
 from batchsync.outcome import Outcome
-from batchsync.run import exit_code
 from batchsync.settings import FailureBudget, Options
 from batchsync.wire import STATUS_CATEGORIES
 

@@ -14,9 +14,9 @@ import msgspec
 from inventory_factory import STATUSES, make_inventory
 
 from batchsync.engine import Engine
-from batchsync.inventory import Inventory
+from batchsync.model import Inventory
 from batchsync.outcome import Outcome
-from batchsync.sandbox import SandboxConfig, run_sandbox
+from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.settings import Options
 from batchsync.transport import HttpApi
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from batchsync.import_cmd import load_source
+from batchsync.model import PRESTASHOP_V2
 from batchsync.sandbox.fleet import account_env, fleet_seed, main
-from batchsync.sandbox.state import PRESTASHOP_V2, Store, load_seed
+from batchsync.sandbox.state import Store, load_seed
 from batchsync.wire import check_statuses
 
 

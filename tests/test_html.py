@@ -21,7 +21,7 @@ from sandbox_fixture import SANDBOX_ENV
 
 from batchsync.diff import Change, MappingChange
 from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, Series, render, visible, write_html
-from batchsync.inventory import Limits
+from batchsync.model import Limits
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.redact import Redactor
 from batchsync.report import Budget

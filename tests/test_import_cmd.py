@@ -31,11 +31,12 @@ from batchsync import wire
 from batchsync.engine import Engine
 from batchsync.import_cmd import Fleet, list_account, load_source, read_fleet, write_checked
 from batchsync.importer import Current, build, canonical_statuses, read_raw, render
-from batchsync.inventory import Limits, load
+from batchsync.inventory import load
 from batchsync.limits import Bucket
+from batchsync.model import Limits
 from batchsync.outcome import Outcome
-from batchsync.sandbox import SandboxConfig, run_sandbox
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed
+from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
 from batchsync.settings import ListBounds, Options
 from batchsync.transport import HttpApi

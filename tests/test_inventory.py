@@ -18,18 +18,11 @@ import msgspec
 import pytest
 import yaml
 
+from batchsync import files, wire
 from batchsync import inventory as inv_mod
-from batchsync import wire
 from batchsync.diff import translation_set
-from batchsync.inventory import (
-    BasicCredentials,
-    Inventory,
-    InventoryProblem,
-    Limits,
-    load,
-    merge_statuses,
-    select,
-)
+from batchsync.inventory import load, merge_statuses, select
+from batchsync.model import PRODUCTION_URL, BasicCredentials, Inventory, InventoryProblem, Limits
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
 
 # -- writing one document in three formats ---------------------------------------------------
@@ -148,7 +141,7 @@ def test_valid_inventory_expands_into_jobs(workdir: Path, fmt: str) -> None:
     assert main.secrets()[1].reveal() == MAIN_SECRET  # stripped of its newline
     # defaults and limits merge per account: defaults over the documented ones, the
     # account's own over the defaults.
-    assert main.base_url == inv_mod.PRODUCTION_URL
+    assert main.base_url == PRODUCTION_URL
     assert main.limits == Limits(writes_per_minute=50, write_burst=15, reads_per_minute=1000)
     assert other.base_url == "http://127.0.0.1:8080/api/v3"
     assert other.limits == Limits(writes_per_minute=50, write_burst=3, reads_per_minute=1000)
@@ -968,8 +961,8 @@ def test_size_caps(workdir: Path) -> None:
     assert load(path, environ=ENV, max_file_size=path.stat().st_size).valid
     inv = load(path, environ=ENV, max_file_size=path.stat().st_size - 1)
     assert [p.message for p in inv.problems] == [
-        f"is {inv_mod.documents.size_text(path.stat().st_size)}, more than the "
-        f"{inv_mod.documents.size_text(path.stat().st_size - 1)} allowed (--max-file-size raises it)"
+        f"is {files.size_text(path.stat().st_size)}, more than the "
+        f"{files.size_text(path.stat().st_size - 1)} allowed (--max-file-size raises it)"
     ]
     with (workdir / "big.json").open("wb") as f:  # sparse
         f.truncate(17 * 1024 * 1024)

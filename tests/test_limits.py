@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from batchsync.limits import FLOOR, RETRY_AFTER_MAX, Bucket, parse_retry_after
+from batchsync.limits import RETRY_AFTER_MAX, Bucket, parse_retry_after
+from batchsync.model import FLOOR
 
 
 def test_burst_then_rate() -> None:

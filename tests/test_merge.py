@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
 from batchsync.engine import Engine
+from batchsync.exitcodes import exit_code
 from batchsync.merge import (
     MergeError,
     command,
@@ -32,8 +33,7 @@ from batchsync.merge import (
 from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.report import ReportWriter
-from batchsync.run import exit_code
-from batchsync.sandbox import SandboxConfig, run_sandbox
+from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.settings import Options
 from batchsync.shard import ShardSpec, partition, select_shard
 from batchsync.transport import HttpApi

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchsync.diff import Change
-from batchsync.monitoring import atomic_write, read_metric, write_exit_code, write_junit, write_metrics
+from batchsync.files import atomic_write
+from batchsync.monitoring import read_metric, write_exit_code, write_junit, write_metrics
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 
 # -- the official parser, and what it cannot check on its own ------------------------------

@@ -22,7 +22,7 @@ from batchsync.monitoring import read_metric
 from batchsync.outcome import ErrorInfo, Outcome
 from batchsync.output import OutputError, Sanitizer, check_output
 from batchsync.redact import Redactor
-from batchsync.run import is_loopback
+from batchsync.urls import is_loopback
 
 ACCOUNTS = {"acme": 6, "globex": 4}
 

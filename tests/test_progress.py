@@ -16,13 +16,13 @@ from batchsync.outcome import Outcome
 from batchsync.progress import (
     JsonLogFormatter,
     Progress,
-    Redactor,
     TextLogFormatter,
     flush_logs,
     format_duration,
     redact,
     setup_logging,
 )
+from batchsync.redact import Redactor
 
 
 class FakeClock:

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from batchsync.exitcodes import exit_code
 from batchsync.outcome import AccountStats, Summary
 from batchsync.output import Screen
-from batchsync.run import exit_code, read_retry_report
-from batchsync.settings import UsageError, parse_failure_budget
+from batchsync.run import read_retry_report
+from batchsync.settings import parse_failure_budget
+from batchsync.usage import UsageError
 
 
 def write(path: Path, *lines: str) -> str:

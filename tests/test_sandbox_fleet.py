@@ -23,11 +23,10 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import Answer, call
 
-from batchsync.inventory import Inventory, Limits
-from batchsync.sandbox import OTHER_SYSTEM, PRESTASHOP_V2, AccountSeed, IntegrationSeed, Sandbox, SandboxConfig, Seed
+from batchsync.model import PRESTASHOP_V2, Inventory, Limits
 from batchsync.sandbox.cli import add_arguments, config_from_args
-from batchsync.sandbox.server import decode_cursor, encode_cursor
-from batchsync.sandbox.state import load_seed
+from batchsync.sandbox.server import Sandbox, SandboxConfig, decode_cursor, encode_cursor
+from batchsync.sandbox.state import OTHER_SYSTEM, AccountSeed, IntegrationSeed, Seed, load_seed
 from batchsync.wire import Status, Translation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -416,7 +415,7 @@ def test_cli_seed_file_excludes_inventory(tmp_path: Path) -> None:
 
 def test_seed_of_an_inventory_is_a_seed_file(sandbox_inventory: Inventory, tmp_path: Path) -> None:
     """What seed_from_inventory builds can be saved and served again (a fleet to edit by hand)."""
-    from batchsync.sandbox import seed_from_inventory
+    from batchsync.sandbox.state import seed_from_inventory
 
     seed = seed_from_inventory(sandbox_inventory, seed=4)
     path = tmp_path / "fleet.json"

@@ -14,9 +14,9 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import call, statuses_body
 
-from batchsync.inventory import DesiredMapping, Inventory
-from batchsync.sandbox import AccountSeed, IntegrationSeed, SandboxConfig, Seed, seed_from_inventory
-from batchsync.sandbox.state import EXTRA_STATUS_ID
+from batchsync.model import DesiredMapping, Inventory
+from batchsync.sandbox.server import SandboxConfig
+from batchsync.sandbox.state import EXTRA_STATUS_ID, AccountSeed, IntegrationSeed, Seed, seed_from_inventory
 from batchsync.wire import STATUS_CATEGORIES, Status, Translation
 
 Auth = dict[str, dict[str, str]]

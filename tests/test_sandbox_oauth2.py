@@ -15,9 +15,10 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import VALID, Answer, call
 
-from batchsync.inventory import Account, Inventory, OAuth2Credentials
-from batchsync.sandbox import AccountSeed, IntegrationSeed, Sandbox, SandboxConfig, Seed, run_sandbox
-from batchsync.sandbox import seed_from_inventory as seed_of
+from batchsync.model import Account, Inventory, OAuth2Credentials
+from batchsync.sandbox.server import Sandbox, SandboxConfig, run_sandbox
+from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
+from batchsync.sandbox.state import seed_from_inventory as seed_of
 from batchsync.secrets import Secret
 
 CLIENT = ("oauth-client", "oauth-client-secret")

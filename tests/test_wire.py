@@ -132,15 +132,15 @@ def ours_accepts(kind: type[Any], doc: Any) -> bool:
 # -- DEVIATIONS: where we are deliberately stricter than the schema -------------------------
 # 1. Unknown fields are refused (forbid_unknown_fields): the schema does not close its
 #    objects, but a typo in a POST body would silently be dropped or refused by the API.
-# 2. An empty external_id or status name is refused: useless (NOTES.md), yet a string.
+# 2. An empty external_id or status name is refused: useless (it names nothing), yet a string.
 # 3. integration_id must be in 1 .. 2**63 - 1: the schema says "integer" only; ids are
 #    positive, and one past 64 bits is a mistake, not an id.
 #    (An integral float such as 1.0 is an "integer" to JSON Schema 2020-12, not to us.)
 # 4. Two statuses with the same external_id, or two translations of one status in the
 #    same language, are refused: contradictions the schema's uniqueItems (whole items
 #    only) lets through.
-# 5. A mapping names each of the four categories exactly once (the API's own rule,
-#    NOTES.md); the schema only asks for 4 unique items.
+# 5. A mapping names each of the four categories exactly once (the API's own rule, in
+#    its documentation); the schema only asks for 4 unique items.
 
 STATUS_KEYS = {"external_id", "translations"}
 TRANSLATION_KEYS = {"status", "language"}

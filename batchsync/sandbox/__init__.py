@@ -12,16 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from batchsync.model import PRESTASHOP_V2
     from batchsync.sandbox.server import FAULT_KINDS, THROTTLED_CODE, Sandbox, SandboxConfig, run_sandbox
-    from batchsync.sandbox.state import (
-        OTHER_SYSTEM,
-        PRESTASHOP_V2,
-        AccountSeed,
-        IntegrationSeed,
-        Seed,
-        demo_seed,
-        seed_from_inventory,
-    )
+    from batchsync.sandbox.state import OTHER_SYSTEM, AccountSeed, IntegrationSeed, Seed, demo_seed, seed_from_inventory
 
 _WHERE = {
     **dict.fromkeys(("FAULT_KINDS", "THROTTLED_CODE", "Sandbox", "SandboxConfig", "run_sandbox"), "server"),

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import msgspec
 
-from batchsync.inventory import Limits
-from batchsync.sandbox.state import PRESTASHOP_V2, AccountSeed, IntegrationSeed, Seed
+from batchsync.model import PRESTASHOP_V2, Limits
+from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Translation
 
 # PrestaShop's own statuses (id, en-gb name), and extras some shops add.

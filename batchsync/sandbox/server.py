@@ -24,18 +24,10 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from batchsync.inventory import Inventory, Limits
+from batchsync.model import PRESTASHOP_V2, Inventory, Limits
 from batchsync.sandbox.limits import AccountGates, Clock, Gate
 from batchsync.sandbox.oauth2 import Tokens, check_form, oauth_error, token_answer
-from batchsync.sandbox.state import (
-    OTHER_SYSTEM,
-    PRESTASHOP_V2,
-    IntegrationState,
-    Seed,
-    Store,
-    demo_seed,
-    seed_from_inventory,
-)
+from batchsync.sandbox.state import OTHER_SYSTEM, IntegrationState, Seed, Store, demo_seed, seed_from_inventory
 from batchsync.wire import (
     LANGUAGES,
     ApiError,

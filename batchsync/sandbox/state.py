@@ -16,15 +16,11 @@ from typing import Literal
 
 import msgspec
 
-from batchsync.documents import json_problem, not_utf8
-from batchsync.inventory import Account, Inventory, Limits, OAuth2Credentials
+from batchsync.documents import json_problem
+from batchsync.files import not_utf8
+from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
-PRESTASHOP_V2 = "prestashop_v2"
-"""The ``system`` of a PrestaShop V2 integration, the only kind the endpoints accept.
-
-Sendcloud does not document the literal; this is the sandbox's choice.
-"""
 OTHER_SYSTEM = "woocommerce"
 """The ``system`` given to integrations listed in ``SandboxConfig.other_system_ids``."""
 

@@ -1,0 +1,183 @@
+"""The domain: accounts, their credentials and limits, the desired state of each integration
+(a :class:`Job`), and the loaded :class:`Inventory` that holds them.
+
+What the engine, the Sendcloud client, the outputs and the sandbox share; only
+:mod:`batchsync.inventory` knows the files they are read from.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from batchsync.diff import TranslationSet, translation_set
+from batchsync.secrets import Secret
+from batchsync.wire import MappingItem, Statuses
+
+PRODUCTION_URL = "https://panel.sendcloud.sc/api/v3"
+
+
+TOKEN_URL = "https://account.sendcloud.com/oauth2/token"  # noqa: S105 - a URL, not a password
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """One account's budgets, as Sendcloud documents them by default."""
+
+    writes_per_minute: float = 100.0
+    write_burst: int = 15
+    reads_per_minute: float = 1000.0
+
+
+SECRET_FIELDS = ("public_key", "secret_key", "client_id", "client_secret")
+
+
+class BasicCredentials(msgspec.Struct, frozen=True):
+    public_key: Secret
+    secret_key: Secret
+
+
+class OAuth2Credentials(msgspec.Struct, frozen=True):
+    client_id: Secret
+    client_secret: Secret
+    token_url: str = TOKEN_URL
+    scope: str = "api"
+
+
+class Account(msgspec.Struct, frozen=True):
+    """An account ready to use: credentials resolved, limits merged."""
+
+    name: str
+    credentials: BasicCredentials | OAuth2Credentials
+    base_url: str
+    limits: Limits
+
+    @property
+    def identity(self) -> Secret:
+        """What names the Sendcloud account: the public key (basic) or the client id (oauth2)."""
+        c = self.credentials
+        return c.public_key if isinstance(c, BasicCredentials) else c.client_id
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every credential value, for the redactor."""
+        c = self.credentials
+        if isinstance(c, BasicCredentials):
+            return (c.public_key, c.secret_key)
+        return (c.client_id, c.client_secret)
+
+
+class Desired:
+    """A desired list of statuses, shared by every job that wants exactly it.
+
+    The encoded JSON and the by-id index used for diffing are computed once, on first
+    use, however many integrations share the list.
+    """
+
+    __slots__ = ("_encoded", "_index", "statuses")
+
+    def __init__(self, statuses: Statuses) -> None:
+        self.statuses = statuses
+        self._encoded: bytes | None = None
+        self._index: dict[str, TranslationSet] | None = None
+
+    @property
+    def encoded(self) -> bytes:
+        """The ``statuses`` array as JSON bytes."""
+        if self._encoded is None:
+            self._encoded = msgspec.json.encode(self.statuses)
+        return self._encoded
+
+    @property
+    def index(self) -> dict[str, TranslationSet]:
+        """external_id -> its translations as a set: what a diff compares."""
+        if self._index is None:
+            self._index = {
+                s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses
+            }
+        return self._index
+
+    def body(self, integration_id: int) -> bytes:
+        """The POST body for one integration, spliced around the shared encoding."""
+        return b'{"integration_id":%d,"statuses":%b}' % (integration_id, self.encoded)
+
+
+class DesiredMapping:
+    """A desired status mapping, shared (like :class:`Desired`) by every job that wants it.
+
+    ``items`` holds the four categories in ``STATUS_CATEGORIES`` order, each with the
+    external id it maps to or None (not mapped), as the POST body wants them.
+    """
+
+    __slots__ = ("_encoded", "items")
+
+    def __init__(self, items: tuple[tuple[str, str | None], ...]) -> None:
+        self.items = items
+        self._encoded: bytes | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return dict(self.items)
+
+    @property
+    def encoded(self) -> bytes:
+        """The ``mapping`` array as JSON bytes."""
+        if self._encoded is None:
+            self._encoded = msgspec.json.encode([MappingItem(c, e) for c, e in self.items])  # type: ignore[arg-type]
+        return self._encoded
+
+    def body(self, integration_id: int) -> bytes:
+        """The POST /shop-order-statuses/mapping body for one integration."""
+        return b'{"integration_id":%d,"mapping":%b}' % (integration_id, self.encoded)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DesiredMapping) and other.items == self.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"DesiredMapping({self.as_dict()!r})"
+
+
+class Job(msgspec.Struct, frozen=True, gc=False):
+    """One integration to bring into its desired state."""
+
+    # gc=False: a job holds no reference back to anything that holds it, and 100k of
+    # them tracked by the collector would be rescanned by every collection of the run.
+
+    integration_id: int
+    account: str
+    desired: Desired
+    tags: tuple[str, ...] = ()
+    source: str = ""  # the status set's name, or "" for inline statuses
+    mapping: DesiredMapping | None = None  # None: the inventory declares no mapping for it
+
+
+class InventoryProblem(msgspec.Struct, frozen=True):
+    """What `validate --format json` prints for each problem (and each warning)."""
+
+    file: str
+    integration_id: int | None
+    path: str
+    message: str
+
+
+class Inventory(msgspec.Struct, frozen=True):
+    path: str
+    accounts: dict[str, Account]
+    jobs: list[Job]  # empty when there are problems: nothing may be sent
+    problems: list[InventoryProblem]
+    declared: int = 0  # integration entries in the file, valid or not
+    warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
+    files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+PRESTASHOP_V2 = "prestashop_v2"
+"""The ``system`` of a PrestaShop V2 integration, the only kind the shop-order-status endpoints
+accept (Sendcloud does not document the literal; the sandbox serves it)."""
+
+
+# The lowest an account's rate goes after 429s, as a fraction of the rate its limits declare
+# (the engine's buckets never go below it; the recap says when one reached it).
+FLOOR = 0.1

@@ -1,0 +1,88 @@
+"""The one rule of what no output shows raw and no name in an inventory may hold, and the
+escapes built on it.
+
+The rule (:data:`CONTROLS`): C0 and C1 controls, DEL, the line and paragraph separators,
+the bidi marks (U+061C, U+200E/F), embeddings, overrides and isolates (U+202A-E,
+U+2066-9), lone surrogates, and the two non-characters XML refuses. A terminal acts on
+the controls (an escape sequence retitles it, clears it, forges a line), XML refuses most
+of them, and the bidi characters reorder or hide what a line says.
+
+``validate`` refuses them in names (:func:`control_in`); every sink spells them out in
+whatever it did not write itself (:func:`escape_controls`, :func:`quoted`, :func:`display`:
+the terminal, JUnit, metrics, HTML, notifications, JSON); server text is made one line
+once (:func:`one_line`). A sink whose format refuses more (HTML's non-characters) or
+escapes its own way (XML, Slack, HTML entities) builds on these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["CONTROLS", "control_in", "display", "escape_controls", "one_line", "quoted", "spelled"]
+
+BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff"
+SEPARATORS = "\u2028\u2029"
+CONTROLS = "\x00-\x1f" + BEYOND_C0  # a character class's ranges
+_CONTROL = re.compile(f"[{CONTROLS}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{BEYOND_C0}]")  # tab and line feed kept
+# Zero-width characters are no part of the rule (an emoji sequence joins with U+200D, and a
+# name may hold one), but in server text, made one line, they only hide: removed there.
+ZERO_WIDTH = "\u200b-\u200d"
+# What one_line removes: the rule's characters, but for the whitespace that it collapses
+# into one space (tab, line feed, carriage return, the separators), and the zero-width ones.
+_NOT_ONE_LINE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f{BEYOND_C0.replace(SEPARATORS, '')}{ZERO_WIDTH}]")
+
+
+def control_in(text: str) -> str | None:
+    """The first character of ``text`` the rule refuses, or None."""
+    if text.isascii() and text.isprintable():
+        return None
+    m = _CONTROL.search(text)
+    return m.group() if m else None
+
+
+def spelled(char: str) -> str:
+    """One character as it is shown instead of itself: ``\\x1b``, ``\\u202e``, ``\\U0010fffe``."""
+    c = ord(char)
+    return f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+
+
+def _spelled(m: re.Match[str]) -> str:
+    return spelled(m.group())
+
+
+def escape_controls(text: str, *, lines: bool = False) -> str:
+    """``text`` with every character of the rule spelled out (``\\x1b``, ``\\u202e``): shown,
+    never acted on. ``lines``: tab and line feed are kept (a multi-line text in XML)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return (_CONTROL_BUT_LINES if lines else _CONTROL).sub(_spelled, text)
+
+
+def quoted(text: str | None) -> str:
+    """``text`` as a JSON string (quotes, backslashes and line breaks escaped, so it cannot
+    break the line it is in), with the rule's characters spelled out."""
+    import json
+
+    return escape_controls(json.dumps(text, ensure_ascii=False))
+
+
+def display(text: str) -> str:
+    """A name, a path or a value as it may be printed: as it is, or :func:`quoted` when it
+    holds a character of the rule (a newline or an escape in it cannot forge or hide a line)."""
+    return text if control_in(text) is None else quoted(text)
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without the characters :func:`one_line` removes."""
+    return _NOT_ONE_LINE.sub("", text)
+
+
+def one_line(text: str, redact: Callable[[str], str] | None = None, limit: int = 1000) -> str:
+    """What a server wrote, as one safe line: redacted first (so that cutting it cannot leave
+    half a secret), the rule's characters removed, whitespace collapsed, at most ``limit`` long."""
+    if redact is not None:
+        text = redact(text)
+    text = " ".join(strip_controls(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
