@@ -34,13 +34,20 @@ from typing import Any, cast
 import anyio
 
 from batchsync.api import AccountApi, Api
-from batchsync.client import ApiError, AuthError, InvalidResponseError, ServerError, ThrottledError, TransportError
 from batchsync.diff import Diff, MappingChange, diff, everything_added, mapping_diff, mapping_guard
 from batchsync.ledger import Ledger, Reached
 from batchsync.limits import Bucket
-from batchsync.listing import ListBoundError, Listing
 from batchsync.model import FLOOR, PRESTASHOP_V2, Account, Job
 from batchsync.outcome import AccountStats, ErrorInfo, ErrorKind, Outcome, Result, Summary
+from batchsync.sendcloud.errors import (
+    ApiError,
+    AuthError,
+    InvalidResponseError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
+from batchsync.sendcloud.listing import ListBoundError, Listing
 from batchsync.settings import Options
 from batchsync.wire import CurrentMapping, CurrentStatus, Integration, ListedPage
 

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from batchsync.engine import Engine
     from batchsync.importer import Current, Format, NotImportable, Report, Shop
     from batchsync.limits import Bucket
-    from batchsync.listing import ListBoundError
     from batchsync.model import Account, Inventory
     from batchsync.outcome import Outcome, Summary
+    from batchsync.sendcloud.listing import ListBoundError
     from batchsync.settings import Options
     from batchsync.wire import ListedPage
 
@@ -120,7 +120,7 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
 
     import anyio
 
-    from batchsync.client import ApiError, ThrottledError
+    from batchsync.sendcloud.errors import ApiError, ThrottledError
 
     log = logging.getLogger("batchsync.import")
     first = anyio.current_time()
@@ -172,7 +172,7 @@ def _text(value: str | None) -> str | None:
 async def list_account(api: AccountApi, bucket: Bucket, options: Options, account: str) -> tuple[list[Shop], int]:
     """Every integration the account lists, following the next-page links; (shops, pages).
 
-    ApiError when a page fails for good; :class:`batchsync.listing.ListBoundError` when the
+    ApiError when a page fails for good; :class:`batchsync.sendcloud.listing.ListBoundError` when the
     list goes past a bound of ``options.list_bounds`` (pages, integrations, bytes, time) or
     lists an id again. An item that is not an integration is left out, with a warning."""
     import logging
@@ -180,7 +180,7 @@ async def list_account(api: AccountApi, bucket: Bucket, options: Options, accoun
     import anyio
 
     from batchsync.importer import Shop
-    from batchsync.listing import ListBoundError, Listing
+    from batchsync.sendcloud.listing import ListBoundError, Listing
 
     log = logging.getLogger("batchsync.import")
     bounds = options.list_bounds
@@ -236,12 +236,12 @@ async def read_fleet(
     import anyio
 
     from batchsync import budget
-    from batchsync.client import ApiError
     from batchsync.engine import Engine
     from batchsync.importer import canonical, is_prestashop
     from batchsync.limits import Bucket
-    from batchsync.listing import ListBoundError
     from batchsync.model import Desired, Job
+    from batchsync.sendcloud.errors import ApiError
+    from batchsync.sendcloud.listing import ListBoundError
 
     log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
@@ -426,7 +426,8 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``batchsync import``."""
     import os
 
-    from batchsync.settings import ListBounds, Options, positive_int, positive_number
+    from batchsync.sendcloud.listing import ListBounds
+    from batchsync.settings import Options, positive_int, positive_number
 
     if args.base_url is not None:
         from batchsync.urls import shown_url, url_problem
@@ -614,7 +615,7 @@ async def _read(
 
     from batchsync import budget
     from batchsync.output import Sanitizer
-    from batchsync.transport import HttpApi
+    from batchsync.sendcloud.transport import HttpApi
 
     stopped = False
 

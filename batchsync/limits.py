@@ -9,8 +9,6 @@ shared by reads and writes) is kept by the engine, next to its queue.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 
 from batchsync.model import FLOOR
 
@@ -111,37 +109,3 @@ class Bucket:
     def slowed(self) -> bool:
         """Whether a 429 has taken this bucket below the rate the inventory declared."""
         return self.rate < self.declared * SAFETY
-
-
-# The longest pause a Retry-After may ask for; the engine cuts it further to what is
-# left of --retry-max-time. A server saying "a billion seconds" or "inf" means "not soon".
-RETRY_AFTER_MAX = 3600.0
-
-
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
-
-    A finite float in ``[0, RETRY_AFTER_MAX]``, or None when the header is absent or says
-    nothing usable (``soon``, ``nan``, a malformed date). Never raises: the value comes
-    from a server, and a header must not crash a run.
-    """
-    if not value:
-        return None
-    text = value.strip()
-    seconds: float | None
-    try:
-        seconds = float(text)  # also "inf", "1e400" (inf) and "nan": handled below
-    except ValueError:
-        seconds = _seconds_until(text, now)
-    if seconds is None or math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
-
-
-def _seconds_until(http_date: str, now: Callable[[], float]) -> float | None:
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return parsedate_to_datetime(http_date).timestamp() - now()
-    except Exception:  # ValueError, TypeError, OverflowError, IndexError: any malformed date
-        return None

@@ -320,8 +320,8 @@ async def _post(session: Any, hook: Webhook, body: bytes, deadline: float) -> De
     import aiohttp
     import anyio
 
-    from batchsync.client import client_timeout
-    from batchsync.limits import parse_retry_after
+    from batchsync.sendcloud.exchange import client_timeout
+    from batchsync.sendcloud.headers import parse_retry_after
 
     attempts = 0
     status: int | None = None

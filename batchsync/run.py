@@ -118,7 +118,7 @@ async def execute(
     redactor: Redactor | None = None,
 ) -> Summary:
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
-    from batchsync.transport import HttpApi
+    from batchsync.sendcloud.transport import HttpApi
 
     async with AsyncExitStack() as stack:
         base_url = settings.base_url

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from batchsync.sendcloud.listing import ListBounds
 from batchsync.shard import ShardSpec
 from batchsync.usage import UsageError as UsageError  # re-exported: settings raise it
 
@@ -53,17 +54,6 @@ def parse_failure_budget(text: str, flag: str) -> FailureBudget:
     except ValueError:
         raise UsageError(usage) from None
     return FailureBudget(count=count)
-
-
-class ListBounds(msgspec.Struct, frozen=True):
-    """How far one account's ``GET /integrations`` is read before it is taken for a list
-    that does not end (batchsync.listing): ``import`` keeps the list, so these bound its
-    memory too; the pre-flight of ``plan`` and ``apply`` stops at the same bounds."""
-
-    pages: int = 1_000
-    items: int = 50_000  # integrations
-    bytes: int = 256 * 1024 * 1024  # of the pages' bodies together
-    seconds: float = 90.0  # from the first page asked for
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):

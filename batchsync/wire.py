@@ -112,7 +112,7 @@ class ErrorSource(msgspec.Struct, frozen=True, omit_defaults=True):
     header: str | None = None
 
 
-class ApiError(msgspec.Struct, frozen=True, omit_defaults=True):
+class ErrorObject(msgspec.Struct, frozen=True, omit_defaults=True):
     """One JSON:API error object."""
 
     status: str
@@ -124,7 +124,7 @@ class ApiError(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
-    errors: tuple[ApiError, ...]
+    errors: tuple[ErrorObject, ...]
 
 
 class Integration(msgspec.Struct, frozen=True):

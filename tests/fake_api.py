@@ -17,9 +17,9 @@ import anyio
 import msgspec
 from trio.testing import MockClock
 
-from batchsync import client as c
 from batchsync import wire
 from batchsync.model import Account, Inventory, Job
+from batchsync.sendcloud.errors import ApiError, NotFoundError, NotSupportedError
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class Call:
     error: str | None = None
 
 
-Fault = Callable[[Call], c.ApiError | None]
+Fault = Callable[[Call], ApiError | None]
 
 
 def shop_from(statuses: Iterable[wire.Status], account: str) -> Shop:
@@ -148,9 +148,9 @@ class FakeAccountApi:
     def _shop(self, integration_id: int, method: str) -> Shop:
         shop = self.api.shops.get(integration_id)
         if shop is None or shop.account != self.name:
-            raise c.NotFoundError(f"Integration {integration_id} was not found.", method=method, http_status=404)
+            raise NotFoundError(f"Integration {integration_id} was not found.", method=method, http_status=404)
         if shop.system != "prestashop_v2":
-            raise c.NotSupportedError("Only the Prestashop V2 integration is supported", method=method, http_status=400)
+            raise NotSupportedError("Only the Prestashop V2 integration is supported", method=method, http_status=400)
         return shop
 
     async def get_statuses(self, integration_id: int) -> tuple[wire.CurrentStatus, ...]:

@@ -20,14 +20,10 @@ import pytest
 from aiohttp import web
 from hostile_server import Hostile, hostile_server
 
-from batchsync import client as c
-from batchsync.auth import (
-    RENEW_MAX,
-    RENEW_SHARE,
-    BasicAuthenticator,
-    OAuth2Authenticator,
-)
 from batchsync.secrets import Secret
+from batchsync.sendcloud import client as c
+from batchsync.sendcloud.auth import RENEW_MAX, RENEW_SHARE, BasicAuthenticator, OAuth2Authenticator
+from batchsync.sendcloud.errors import ApiError, AuthError, InvalidResponseError, ServerError, TLSError, TransportError
 
 CLIENT_ID, CLIENT_SECRET = "client-id-7f3a", "client-secret-9c1e4d"
 TIMEOUT = 1.0
@@ -214,7 +210,7 @@ async def test_waiters_share_a_failed_fetch_and_the_next_call_tries_again(
     auth = oauth2(server, session)
     api = c.Client(session, server.api, auth, timeout=TIMEOUT)
     results = await asyncio.gather(*(api.get_statuses(i) for i in range(20)), return_exceptions=True)
-    assert all(isinstance(r, c.ServerError) and r.retryable for r in results)
+    assert all(isinstance(r, ServerError) and r.retryable for r in results)
     assert server.fetches == 1  # one failed fetch, shared by all 20
     server.mode = "ok"  # back up: down is not remembered
     assert await api.get_statuses(1) == ()
@@ -328,7 +324,7 @@ async def test_a_second_401_is_refused_credentials(server: TokenServer, session:
     server.api_always_401 = True
     auth = oauth2(server, session)
     api = c.Client(session, server.api, auth, timeout=TIMEOUT)
-    with pytest.raises(c.AuthError) as info:
+    with pytest.raises(AuthError) as info:
         await api.get_statuses(1)
     assert (server.fetches, server.api_requests) == (2, 2)  # renewed once, resent once
     assert info.value.http_status == 401 and "***" in info.value.detail  # the echoed token, redacted
@@ -346,7 +342,7 @@ async def test_refused_client_is_auth_after_exactly_one_token_request(
     errors = await asyncio.gather(*(api.get_statuses(i) for i in range(10)), return_exceptions=True)
     errors.append(await asyncio.gather(api.post_statuses(b"{}"), return_exceptions=True))
     for error in [*errors[:10], *errors[10]]:  # type: ignore[misc]
-        assert isinstance(error, c.AuthError)
+        assert isinstance(error, AuthError)
         assert (error.kind, error.retryable, error.http_status) == ("auth", False, 401)
         assert "invalid_client" in str(error) and "Client authentication failed" in str(error)
         no_secret_in(error, auth)
@@ -365,7 +361,7 @@ async def test_token_endpoint_failures_are_retryable(
     server.mode = mode
     auth = oauth2(server, session)
     started = time.monotonic()
-    with pytest.raises(c.ApiError) as info:
+    with pytest.raises(ApiError) as info:
         await auth.header()
     assert time.monotonic() - started < TIMEOUT + 0.5
     assert (info.value.kind, info.value.retryable) == (kind, True)
@@ -378,14 +374,14 @@ async def test_a_token_that_would_inject_headers_is_refused(
     server: TokenServer, session: aiohttp.ClientSession
 ) -> None:
     server.mode = "bad-chars"
-    with pytest.raises(c.InvalidResponseError) as info:
+    with pytest.raises(InvalidResponseError) as info:
         await oauth2(server, session).header()
     assert "X-Injected" not in str(info.value)
 
 
 async def test_unreachable_token_endpoint_is_transport(session: aiohttp.ClientSession) -> None:
     auth = OAuth2Authenticator(session, "http://127.0.0.1:1/oauth2/token", Secret("a"), Secret("b"), timeout=TIMEOUT)
-    with pytest.raises(c.TransportError) as info:
+    with pytest.raises(TransportError) as info:
         await auth.header()
     assert info.value.retryable and info.value.kind == "transport"
 
@@ -415,7 +411,7 @@ async def test_hostile_token_endpoint(
         session, hostile.base(behaviour) + "/oauth2/token", Secret(CLIENT_ID), Secret(CLIENT_SECRET), timeout=TIMEOUT
     )
     started = time.monotonic()
-    with pytest.raises(c.ApiError) as info:
+    with pytest.raises(ApiError) as info:
         await auth.header()
     assert time.monotonic() - started < TIMEOUT + 0.5
     assert info.value.kind == kind, str(info.value)
@@ -433,6 +429,6 @@ async def test_tls_failure_of_the_token_endpoint_is_not_retried(
     auth = OAuth2Authenticator(
         session, hostile.base("ok", tls=True) + "/oauth2/token", Secret("a"), Secret("b"), timeout=TIMEOUT
     )
-    with pytest.raises(c.TLSError) as info:
+    with pytest.raises(TLSError) as info:
         await auth.header()
     assert not info.value.retryable

@@ -24,12 +24,25 @@ from aioresponses import aioresponses
 from hostile_server import Hostile, hostile_server
 from sandbox_fixture import SANDBOX_CREDENTIALS
 
-from batchsync import client as c
 from batchsync import wire
-from batchsync.auth import BasicAuthenticator, OAuth2Authenticator
-from batchsync.limits import RETRY_AFTER_MAX
+from batchsync.redact import Redactor
 from batchsync.sandbox.server import Sandbox
 from batchsync.secrets import Secret, basic_auth
+from batchsync.sendcloud import client as c
+from batchsync.sendcloud.auth import BasicAuthenticator, OAuth2Authenticator
+from batchsync.sendcloud.errors import (
+    ApiError,
+    AuthError,
+    ClientError,
+    InvalidResponseError,
+    NotFoundError,
+    RedirectError,
+    RequestTimeout,
+    TLSError,
+    TransportError,
+)
+from batchsync.sendcloud.exchange import printable
+from batchsync.sendcloud.headers import RETRY_AFTER_MAX, next_link
 
 BASE = "https://api.example.test/api/v3"
 URL = re.compile(r"^https://api\.example\.test/api/v3/shop-order-statuses.*$")
@@ -151,7 +164,7 @@ async def test_errors_are_classified(
 ) -> None:
     with aioresponses() as m:
         m.post(URL, status=status, body=body, headers=headers)
-        with pytest.raises(c.ApiError) as info:
+        with pytest.raises(ApiError) as info:
             await client.post_statuses(b"{}")
     exc = info.value
     assert exc.kind == kind
@@ -170,7 +183,7 @@ async def test_errors_are_classified(
 async def test_undocumented_200_on_get_is_invalid_response(client: c.Client, body: bytes) -> None:
     with aioresponses() as m:
         m.get(URL, status=200, body=body)
-        with pytest.raises(c.InvalidResponseError) as info:
+        with pytest.raises(InvalidResponseError) as info:
             await client.get_statuses(1)
     assert info.value.retryable
     assert info.value.http_status == 200
@@ -179,14 +192,14 @@ async def test_undocumented_200_on_get_is_invalid_response(client: c.Client, bod
 async def test_undocumented_200_on_post_is_invalid_response(client: c.Client) -> None:
     with aioresponses() as m:
         m.post(URL, status=200, body=b"<html>ok</html>")
-        with pytest.raises(c.InvalidResponseError):
+        with pytest.raises(InvalidResponseError):
             await client.post_statuses(b"{}")
 
 
 async def test_connection_error_is_transport_and_hides_request(client: c.Client) -> None:
     with aioresponses() as m:
         m.get(URL, exception=aiohttp.ClientConnectionError(f"boom with {SECRET}"))
-        with pytest.raises(c.TransportError) as info:
+        with pytest.raises(TransportError) as info:
             await client.get_statuses(1)
     assert info.value.retryable
     assert not leaked(info.value)
@@ -195,7 +208,7 @@ async def test_connection_error_is_transport_and_hides_request(client: c.Client)
 async def test_timeout_is_classified(client: c.Client) -> None:
     with aioresponses() as m:
         m.get(URL, exception=TimeoutError())
-        with pytest.raises(c.RequestTimeout):
+        with pytest.raises(RequestTimeout):
             await client.get_statuses(1)
 
 
@@ -208,16 +221,16 @@ def test_secret_never_prints() -> None:
 
 
 def test_printable_strips_controls_and_redacts_before_cutting() -> None:
-    redact = c.Redactor(("s3cr3t-value",))
+    redact = Redactor(("s3cr3t-value",))
     text = "a\x1b[31mb\r\nc\x00d\x07e\x9bf\u202eg " + "x" * 400 + " s3cr3t-value"
-    out = c.printable(text, redact, 60)
+    out = printable(text, redact, 60)
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202e]", out)
     assert len(out) <= 60
     # A secret at the cut: redacted whole before the cut, so no prefix of it survives.
-    cut = c.printable("y" * 55 + "s3cr3t-value", redact, 60)
+    cut = printable("y" * 55 + "s3cr3t-value", redact, 60)
     assert "s3cr" not in cut
-    assert c.printable("S3CR3T-VALUE and s3cr3t%2Dvalue", c.Redactor(("s3cr3t-value",))) == "*** and s3cr3t%2Dvalue"
-    assert c.printable("key%3Dx", c.Redactor(("key=x",))) == "***"
+    assert printable("S3CR3T-VALUE and s3cr3t%2Dvalue", Redactor(("s3cr3t-value",))) == "*** and s3cr3t%2Dvalue"
+    assert printable("key%3Dx", Redactor(("key=x",))) == "***"
 
 
 # -- the real endpoints, against the sandbox -----------------------------------------
@@ -244,7 +257,7 @@ async def test_sandbox_round_trip(sandbox: Sandbox, session: aiohttp.ClientSessi
     assert {i.id for i in items} == {101, 102, 103, 104, 105}
     assert following is None
 
-    with pytest.raises(c.NotFoundError):
+    with pytest.raises(NotFoundError):
         await api.get_statuses(201)  # globex's, not acme's
 
 
@@ -252,7 +265,7 @@ async def test_sandbox_refuses_wrong_keys_after_one_request(sandbox: Sandbox, se
     public, _ = SANDBOX_CREDENTIALS["acme"]
     api = c.Client(session, sandbox.url, BasicAuthenticator(Secret(public), Secret("wrong-secret")), timeout=5)
     before = sum(sum(v.values()) for v in sandbox.stats()["requests"].values())
-    with pytest.raises(c.AuthError) as info:
+    with pytest.raises(AuthError) as info:
         await api.get_statuses(101)
     after = sum(sum(v.values()) for v in sandbox.stats()["requests"].values())
     assert after - before <= 1  # Basic cannot renew: no second attempt
@@ -268,12 +281,10 @@ MAPPING: Call = lambda api: api.get_mapping(1)  # noqa: E731
 PAGE: Call = lambda api: api.list_integrations_page()  # noqa: E731
 
 
-async def _call(
-    hostile: Hostile, session: aiohttp.ClientSession, behaviour: str, call: Call
-) -> tuple[c.ApiError, float]:
+async def _call(hostile: Hostile, session: aiohttp.ClientSession, behaviour: str, call: Call) -> tuple[ApiError, float]:
     api = c.Client(session, hostile.base(behaviour), basic(), timeout=TIMEOUT)
     started = time.monotonic()
-    with pytest.raises(c.ApiError) as info:
+    with pytest.raises(ApiError) as info:
         await call(api)
     return info.value, time.monotonic() - started
 
@@ -328,7 +339,7 @@ async def test_redirect_is_not_followed(
     hostile: Hostile, session: aiohttp.ClientSession, code: int, call: Call
 ) -> None:
     exc, _ = await _call(hostile, session, f"redirect-{code}", call)
-    assert isinstance(exc, c.RedirectError)
+    assert isinstance(exc, RedirectError)
     assert (exc.kind, exc.http_status, exc.retryable) == ("client", code, False)
     assert hostile.elsewhere + "/landed/" in exc.detail  # names where it points
     assert "leak=" not in str(exc) and "leak" not in exc.location  # but not its query
@@ -338,10 +349,10 @@ async def test_redirect_is_not_followed(
 
 async def test_self_signed_tls_is_a_tls_error_not_retried(hostile: Hostile, session: aiohttp.ClientSession) -> None:
     api = c.Client(session, hostile.base("ok", tls=True), basic(), timeout=TIMEOUT)
-    with pytest.raises(c.TLSError) as info:
+    with pytest.raises(TLSError) as info:
         await api.get_statuses(1)
     assert (info.value.kind, info.value.retryable) == ("tls", False)
-    assert isinstance(info.value, c.TransportError)
+    assert isinstance(info.value, TransportError)
     assert "certificate" in info.value.detail
     assert not [s for s in hostile.seen if s.behaviour == "ok"]  # no request got through
     # The same endpoint with its CA trusted answers: the failure was the certificate.
@@ -354,7 +365,7 @@ async def test_plain_http_to_a_tls_port_is_a_tls_error(hostile: Hostile, session
     """https:// to a port that speaks plain HTTP: a handshake failure, not retried either."""
     plain = hostile.url.replace("http://", "https://")
     api = c.Client(session, f"{plain}/ok", basic(), timeout=TIMEOUT)
-    with pytest.raises(c.TLSError) as info:
+    with pytest.raises(TLSError) as info:
         await api.get_statuses(1)
     assert not info.value.retryable
 
@@ -367,7 +378,7 @@ async def test_echoed_bearer_token_and_oauth2_secret_are_redacted(
         session, hostile.base("ok") + "/oauth2/token", Secret("cid-42"), Secret("csecret-42"), timeout=TIMEOUT
     )
     api = c.Client(session, hostile.base("echo-credentials"), auth, timeout=TIMEOUT)
-    with pytest.raises(c.AuthError) as info:
+    with pytest.raises(AuthError) as info:
         await api.get_statuses(1)
     assert "***" in info.value.detail
     assert not leaked(info.value, "ok-token", "cid-42", "csecret-42")
@@ -379,7 +390,7 @@ async def test_timeout_is_not_rounded_up(hostile: Hostile, session: aiohttp.Clie
     (up to +1 s); the client turns that off, so --timeout is the bound it says."""
     api = c.Client(session, hostile.base("hang"), basic(), timeout=5.0)
     started = time.monotonic()
-    with pytest.raises(c.RequestTimeout):
+    with pytest.raises(RequestTimeout):
         await api.get_statuses(1)
     assert 5.0 <= time.monotonic() - started < 5.25
 
@@ -388,7 +399,7 @@ async def test_too_large_body_stops_reading(hostile: Hostile, session: aiohttp.C
     """A small cap refuses a body the default cap takes, and the connection is dropped."""
     api = c.Client(session, hostile.base("drip"), basic(), timeout=TIMEOUT, max_body=100)
     started = time.monotonic()
-    with pytest.raises(c.InvalidResponseError) as info:
+    with pytest.raises(InvalidResponseError) as info:
         await api.get_statuses(1)  # declares ~1 KB: refused from the header, no byte awaited
     assert time.monotonic() - started < 0.5
     assert "100 byte limit" in info.value.detail
@@ -397,8 +408,9 @@ async def test_too_large_body_stops_reading(hostile: Hostile, session: aiohttp.C
 _MEMORY_PROBE = r"""
 import asyncio, json, sys, time
 import aiohttp
-from batchsync.auth import BasicAuthenticator
-from batchsync.client import ApiError, Client
+from batchsync.sendcloud.auth import BasicAuthenticator
+from batchsync.sendcloud.client import Client
+from batchsync.sendcloud.errors import ApiError
 from batchsync.secrets import Secret
 
 def peak_kb():
@@ -536,7 +548,7 @@ async def test_a_page_nested_too_deep_is_an_invalid_response(
     url, control = pages
     api = c.Client(session, f"{url}/api/v3", basic())
     control["body"] = b'{"data": [], "next": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    with pytest.raises(c.InvalidResponseError, match="nested too deep"):
+    with pytest.raises(InvalidResponseError, match="nested too deep"):
         await api.list_integrations_page()
 
 
@@ -557,7 +569,7 @@ async def test_next_page_on_another_origin_is_refused(
     port = url.rsplit(":", 1)[1]
     control["link"] = link.format(port=port)
     api = c.Client(session, f"{url}/api/v3", basic())
-    with pytest.raises(c.ClientError) as info:
+    with pytest.raises(ClientError) as info:
         await api.list_integrations_page()
     assert not info.value.retryable
     assert "refused" in info.value.detail
@@ -565,15 +577,15 @@ async def test_next_page_on_another_origin_is_refused(
     seen = control["seen"]
     assert isinstance(seen, list)
     count = len(seen)
-    with pytest.raises(c.ClientError):
+    with pytest.raises(ClientError):
         await api.list_integrations_page(f"http://evil.example:{port}/api/v3/integrations")
     assert len(seen) == count
 
 
 def test_next_link_parsing() -> None:
-    assert c.next_link('<https://a/x?c=1>; rel="next"') == "https://a/x?c=1"
-    assert c.next_link('<https://a/p>; rel="prev", <https://a/n>; rel=next') == "https://a/n"
-    assert c.next_link('<https://a/n>; title="a;b"; REL="Next"') == "https://a/n"
-    assert c.next_link('<https://a/p>; rel="prev"') is None
-    assert c.next_link("garbage") is None
-    assert c.next_link(None) is None
+    assert next_link('<https://a/x?c=1>; rel="next"') == "https://a/x?c=1"
+    assert next_link('<https://a/p>; rel="prev", <https://a/n>; rel=next') == "https://a/n"
+    assert next_link('<https://a/n>; title="a;b"; REL="Next"') == "https://a/n"
+    assert next_link('<https://a/p>; rel="prev"') is None
+    assert next_link("garbage") is None
+    assert next_link(None) is None

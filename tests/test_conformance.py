@@ -19,12 +19,12 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
 from test_engine_http import FAST
 
-from batchsync.auth import BasicAuthenticator
-from batchsync.client import Client
 from batchsync.engine import Engine
 from batchsync.outcome import Outcome
 from batchsync.sandbox.server import Sandbox, SandboxConfig
-from batchsync.transport import HttpApi
+from batchsync.sendcloud.auth import BasicAuthenticator
+from batchsync.sendcloud.client import Client
+from batchsync.sendcloud.transport import HttpApi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

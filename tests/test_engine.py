@@ -22,12 +22,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
-from batchsync import client as c
 from batchsync.engine import Engine
 from batchsync.exitcodes import exit_code
 from batchsync.limits import Bucket
 from batchsync.model import DesiredMapping, Inventory, Job
 from batchsync.outcome import Outcome
+from batchsync.sendcloud.errors import (
+    ApiError,
+    AuthError,
+    ClientError,
+    InvalidResponseError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
 from batchsync.settings import FailureBudget, Options
 from batchsync.wire import STATUS_CATEGORIES
 
@@ -112,13 +120,13 @@ def test_faults_are_retried_until_every_integration_converges(tmp_path: Path) ->
     drifted = ids(inv)[::2]
     rng = random.Random(5)
     kinds = [
-        c.ServerError("boom", http_status=500),
-        c.ServerError("bad gateway", http_status=502),
-        c.TransportError("reset"),
-        c.InvalidResponseError("garbage", http_status=200),
+        ServerError("boom", http_status=500),
+        ServerError("bad gateway", http_status=502),
+        TransportError("reset"),
+        InvalidResponseError("garbage", http_status=200),
     ]
 
-    def fault(call: Call) -> c.ApiError | None:
+    def fault(call: Call) -> ApiError | None:
         return rng.choice(kinds) if rng.random() < 0.15 else None
 
     api = FakeApi.from_inventory(inv, drifted, fault=fault)
@@ -134,7 +142,7 @@ def test_faults_are_retried_until_every_integration_converges(tmp_path: Path) ->
 
 def test_backoff_doubles_with_jitter_up_to_its_maximum(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 1})
-    api = FakeApi.from_inventory(inv, latency=0.0, fault=lambda call: c.ServerError("down", http_status=503))
+    api = FakeApi.from_inventory(inv, latency=0.0, fault=lambda call: ServerError("down", http_status=503))
     opts = msgspec.structs.replace(
         OPTS, max_attempts=8, retry_max_time=1000, backoff_base=1.0, backoff_max=10.0, breaker_threshold=100
     )
@@ -152,7 +160,7 @@ def test_backoff_doubles_with_jitter_up_to_its_maximum(tmp_path: Path) -> None:
 
 def test_retry_max_time_bounds_all_attempts_of_a_request(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 1})
-    api = FakeApi.from_inventory(inv, latency=0.5, fault=lambda call: c.ServerError("down", http_status=500))
+    api = FakeApi.from_inventory(inv, latency=0.5, fault=lambda call: ServerError("down", http_status=500))
     opts = msgspec.structs.replace(OPTS, max_attempts=100, retry_max_time=20.0, breaker_threshold=100)
     run(inv, api, opts)
     reads = [call for call in api.calls if call.op == "get_statuses"]
@@ -166,14 +174,14 @@ def test_retry_after_is_honoured_and_capped_by_the_retry_budget(tmp_path: Path) 
     target = ids(inv, "acme")[0]
     seen: dict[int, int] = {}
 
-    def fault(call: Call) -> c.ApiError | None:
+    def fault(call: Call) -> ApiError | None:
         if call.account != "acme" or call.op != "get_statuses":
             return None
         seen[call.integration_id or 0] = n = seen.get(call.integration_id or 0, 0) + 1
         if call.integration_id == target and n == 1:
-            return c.ThrottledError("slow down", http_status=429, retry_after=7.0)
+            return ThrottledError("slow down", http_status=429, retry_after=7.0)
         if call.integration_id != target:
-            return c.ThrottledError("go away", http_status=429, retry_after=1e9)
+            return ThrottledError("go away", http_status=429, retry_after=1e9)
         return None
 
     api = FakeApi.from_inventory(inv, fault=fault, latency=0.0)
@@ -199,11 +207,11 @@ def test_a_429_storm_slows_the_meter_once_per_overload_and_logs_once_per_change(
     # that goes over gets 429, and the in-flight ones all do at once.
     allowed: list[float] = []
 
-    def fault(call: Call) -> c.ApiError | None:
+    def fault(call: Call) -> ApiError | None:
         recent = [t for t in allowed if call.start - t < 1.0]
         allowed[:] = recent
         if len(recent) >= 30:
-            return c.ThrottledError("throttled", http_status=429)
+            return ThrottledError("throttled", http_status=429)
         allowed.append(call.start)
         return None
 
@@ -359,8 +367,8 @@ def test_refused_credentials_stop_only_that_account(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 20, "globex": 40}, limits={"globex": {"write_burst": 4}})
     api = FakeApi.from_inventory(inv, ids(inv))
 
-    def fault(call: Call) -> c.ApiError | None:
-        return c.AuthError("Invalid username/password.", http_status=401) if call.account == "globex" else None
+    def fault(call: Call) -> ApiError | None:
+        return AuthError("Invalid username/password.", http_status=401) if call.account == "globex" else None
 
     api.fault = fault
     result = run(inv, api)
@@ -374,7 +382,7 @@ def test_refused_credentials_stop_only_that_account(tmp_path: Path) -> None:
 def test_per_account_failure_budget_skips_only_that_accounts_rest(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"broken": 40, "a": 30, "b": 30, "c": 30}, limits={"broken": {"write_burst": 5}})
     api = FakeApi.from_inventory(inv, ids(inv)[::2])
-    api.fault = lambda call: c.ServerError("down", http_status=500) if call.account == "broken" else None
+    api.fault = lambda call: ServerError("down", http_status=500) if call.account == "broken" else None
     opts = msgspec.structs.replace(
         OPTS, max_failures_per_account=FailureBudget(count=5), max_attempts=3, retry_max_time=30
     )
@@ -392,7 +400,7 @@ def test_per_account_failure_budget_skips_only_that_accounts_rest(tmp_path: Path
 
 def test_global_max_failures_stops_the_whole_run(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 40}, limits={"acme": {"write_burst": 1}})
-    api = FakeApi.from_inventory(inv, fault=lambda call: c.ServerError("down", http_status=500))
+    api = FakeApi.from_inventory(inv, fault=lambda call: ServerError("down", http_status=500))
     result = run(inv, api, msgspec.structs.replace(OPTS, max_failures=3, max_attempts=2))
     counts = result.results()
     assert counts["failed"] == 3 and counts["skipped"] == 37
@@ -403,7 +411,7 @@ def test_the_circuit_breaker_pauses_an_account_after_consecutive_server_failures
     inv = make_inventory(tmp_path, {"acme": 10}, limits={"acme": {"write_burst": 1, "reads_per_minute": 60000}})
     failing_until = 30.0
     api = FakeApi.from_inventory(inv, latency=0.01)
-    api.fault = lambda call: c.ServerError("down", http_status=503) if call.start < failing_until else None
+    api.fault = lambda call: ServerError("down", http_status=503) if call.start < failing_until else None
     opts = msgspec.structs.replace(
         OPTS, breaker_threshold=3, breaker_pause=4.0, backoff_max=16.0, max_attempts=50, retry_max_time=200
     )
@@ -419,7 +427,7 @@ def test_the_circuit_breaker_pauses_an_account_after_consecutive_server_failures
 def test_an_integration_waiting_to_retry_when_the_run_stops_is_skipped(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 5})
     api = FakeApi.from_inventory(inv, latency=0.01)
-    api.fault = lambda call: c.ThrottledError("wait", http_status=429, retry_after=30.0)
+    api.fault = lambda call: ThrottledError("wait", http_status=429, retry_after=30.0)
 
     async def stop_soon(engine: Engine) -> None:
         await anyio.sleep(5.0)
@@ -434,7 +442,7 @@ def test_a_bug_costs_one_integration_not_the_run(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 8})
     victim = ids(inv)[3]
 
-    def fault(call: Call) -> c.ApiError | None:
+    def fault(call: Call) -> ApiError | None:
         if call.integration_id == victim:
             raise KeyError("boom")
         return None
@@ -512,7 +520,7 @@ def test_preflight_fails_unknown_and_unsupported_integrations_without_a_status_r
 def test_without_the_list_the_run_goes_on_and_no_preflight_skips_it(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 5})
     api = FakeApi.from_inventory(inv)
-    api.fault = lambda call: c.ClientError("forbidden", http_status=403) if call.op == "list" else None
+    api.fault = lambda call: ClientError("forbidden", http_status=403) if call.op == "list" else None
     assert run(inv, api).results() == {"unchanged": 5}
     api.fault = None
     api.calls.clear()
@@ -622,7 +630,7 @@ def test_one_incident_trips_the_breaker_once_not_once_per_request_in_flight(
 ) -> None:
     inv = make_inventory(tmp_path, {"acme": 40}, limits={"acme": {"write_burst": 10, "reads_per_minute": 60000}})
     api = FakeApi.from_inventory(inv, latency=0.05)
-    api.fault = lambda call: c.ServerError("down", http_status=503) if call.start < 10.0 else None
+    api.fault = lambda call: ServerError("down", http_status=503) if call.start < 10.0 else None
     caplog.set_level(logging.WARNING, logger="batchsync")
     opts = msgspec.structs.replace(
         OPTS,
@@ -643,7 +651,7 @@ def test_one_incident_trips_the_breaker_once_not_once_per_request_in_flight(
 def test_a_list_in_an_unknown_shape_does_not_hold_up_the_account(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, {"acme": 5})
     api = FakeApi.from_inventory(inv, latency=0.01)
-    api.fault = lambda call: c.InvalidResponseError("unexpected body", http_status=200) if call.op == "list" else None
+    api.fault = lambda call: InvalidResponseError("unexpected body", http_status=200) if call.op == "list" else None
     result = run(inv, api)
     assert result.results() == {"unchanged": 5}
     assert api.count("list") == 1  # not retried: a shape does not change on a retry

@@ -17,8 +17,8 @@ from batchsync.engine import Engine
 from batchsync.model import Inventory
 from batchsync.outcome import Outcome
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
+from batchsync.sendcloud.transport import HttpApi
 from batchsync.settings import Options
-from batchsync.transport import HttpApi
 
 FAST = Options(backoff_base=0.01, backoff_max=0.05)
 
@@ -207,7 +207,7 @@ async def test_max_failures_stops_starting_new_work(tmp_path: Path) -> None:
 
 
 async def test_a_bug_costs_one_integration_not_the_run(tmp_path: Path, monkeypatch: Any) -> None:
-    from batchsync.client import Client
+    from batchsync.sendcloud.client import Client
 
     inv = make_inventory(tmp_path, {"acme": 8})
     victim = inv.jobs[3].integration_id

@@ -26,7 +26,6 @@ from fake_api import Shop as FakeShop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchsync import client as c
 from batchsync import wire
 from batchsync.engine import Engine
 from batchsync.import_cmd import Fleet, list_account, load_source, read_fleet, write_checked
@@ -38,8 +37,10 @@ from batchsync.outcome import Outcome
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
-from batchsync.settings import ListBounds, Options
-from batchsync.transport import HttpApi
+from batchsync.sendcloud.errors import ApiError, AuthError, ServerError
+from batchsync.sendcloud.listing import ListBounds
+from batchsync.sendcloud.transport import HttpApi
+from batchsync.settings import Options
 from batchsync.wire import LANGUAGES, STATUS_CATEGORIES, Status, Translation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +193,8 @@ def fake_shops() -> dict[int, FakeShop]:
 
 
 def test_one_integration_that_cannot_be_read_costs_that_integration_only() -> None:
-    def fault(call: Any) -> c.ApiError | None:
-        return c.ServerError("boom", http_status=500) if call.integration_id == 3 else None
+    def fault(call: Any) -> ApiError | None:
+        return ServerError("boom", http_status=500) if call.integration_id == 3 else None
 
     api = FakeApi(fake_shops(), fault=fault, page_size=3)
     fleet = Fleet()
@@ -205,8 +206,8 @@ def test_one_integration_that_cannot_be_read_costs_that_integration_only() -> No
 
 
 def test_an_account_whose_list_fails_costs_that_account_only() -> None:
-    def fault(call: Any) -> c.ApiError | None:
-        return c.AuthError("refused", http_status=401) if call.account == "globex" else None
+    def fault(call: Any) -> ApiError | None:
+        return AuthError("refused", http_status=401) if call.account == "globex" else None
 
     api = FakeApi(fake_shops(), fault=fault, page_size=3)
     fleet = Fleet()
@@ -234,7 +235,7 @@ def test_links_that_go_round_in_a_circle_end_the_list() -> None:
         bucket = Bucket(1e6, 100, anyio.current_time())
         await list_account(api, bucket, QUICK, "acme")  # type: ignore[arg-type]
 
-    with pytest.raises(c.ApiError, match="does not end"):
+    with pytest.raises(ApiError, match="does not end"):
         run_virtual(go)
     assert api.pages == 3
 

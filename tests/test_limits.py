@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from batchsync.limits import RETRY_AFTER_MAX, Bucket, parse_retry_after
+from batchsync.limits import Bucket
 from batchsync.model import FLOOR
+from batchsync.sendcloud.headers import RETRY_AFTER_MAX, parse_retry_after
 
 
 def test_burst_then_rate() -> None:

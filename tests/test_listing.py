@@ -1,11 +1,10 @@
-"""The bounds on one account's list of integrations (batchsync.listing), page by page."""
+"""The bounds on one account's list of integrations (batchsync.sendcloud.listing), page by page."""
 
 from __future__ import annotations
 
 import pytest
 
-from batchsync.listing import ListBoundError, Listing
-from batchsync.settings import ListBounds
+from batchsync.sendcloud.listing import ListBoundError, ListBounds, Listing
 from batchsync.wire import Integration, ListedPage
 
 

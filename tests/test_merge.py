@@ -34,9 +34,9 @@ from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.report import ReportWriter
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
+from batchsync.sendcloud.transport import HttpApi
 from batchsync.settings import Options
 from batchsync.shard import ShardSpec, partition, select_shard
-from batchsync.transport import HttpApi
 from bench.gen_inventory import zipf_sizes
 
 NOW = 1_800_000_000.0

@@ -30,8 +30,8 @@ from batchsync.sandbox.oauth2 import Tokens, check_form, oauth_error, token_answ
 from batchsync.sandbox.state import OTHER_SYSTEM, IntegrationState, Seed, Store, demo_seed, seed_from_inventory
 from batchsync.wire import (
     LANGUAGES,
-    ApiError,
     ErrorBody,
+    ErrorObject,
     ErrorSource,
     PostMapping,
     PostShopOrderStatuses,
@@ -159,7 +159,7 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, headers=_JSON)
 
 
-def _errors(status: int, errors: list[ApiError], headers: dict[str, str] | None = None) -> web.Response:
+def _errors(status: int, errors: list[ErrorObject], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=_ENCODER.encode(ErrorBody(tuple(errors))),
         status=status,
@@ -178,7 +178,7 @@ def _error(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     source = ErrorSource(pointer=pointer, parameter=parameter) if pointer or parameter else None
-    return _errors(status, [ApiError(str(status), code, detail, title, source)], headers)
+    return _errors(status, [ErrorObject(str(status), code, detail, title, source)], headers)
 
 
 def _basic_pairs(header: str) -> list[tuple[str, str]]:
@@ -236,7 +236,7 @@ def _problems(problems: list[Problem]) -> web.Response:
     return _errors(
         400,
         [
-            ApiError(
+            ErrorObject(
                 "400",
                 p.code,
                 p.message,

@@ -10,11 +10,12 @@ seen, so bounded by the integrations bound.
 
 from __future__ import annotations
 
-from batchsync.client import ApiError
-from batchsync.settings import ListBounds
+import msgspec
+
+from batchsync.sendcloud.errors import ApiError
 from batchsync.wire import ListedPage
 
-__all__ = ["ListBoundError", "Listing"]
+__all__ = ["ListBoundError", "ListBounds", "Listing"]
 
 
 class ListBoundError(ApiError):
@@ -98,3 +99,14 @@ class Listing:
                 f"the list of integrations took more than {bounds.seconds:g} s to read ({where}); not read further",
                 "time",
             )
+
+
+class ListBounds(msgspec.Struct, frozen=True):
+    """How far one account's ``GET /integrations`` is read before it is taken for a list
+    that does not end (batchsync.sendcloud.listing): ``import`` keeps the list, so these bound its
+    memory too; the pre-flight of ``plan`` and ``apply`` stops at the same bounds."""
+
+    pages: int = 1_000
+    items: int = 50_000  # integrations
+    bytes: int = 256 * 1024 * 1024  # of the pages' bodies together
+    seconds: float = 90.0  # from the first page asked for

@@ -22,19 +22,11 @@ from urllib.parse import urlencode
 import anyio
 import msgspec
 
-from batchsync._aiohttp import aiohttp
-from batchsync.client import (
-    ApiError,
-    AuthError,
-    InvalidResponseError,
-    classify,
-    client_timeout,
-    exchange,
-    printable,
-    safe_location,
-)
 from batchsync.redact import Redactor
 from batchsync.secrets import Secret
+from batchsync.sendcloud._aiohttp import aiohttp
+from batchsync.sendcloud.errors import ApiError, AuthError, InvalidResponseError
+from batchsync.sendcloud.exchange import classify, client_timeout, exchange, printable, safe_location
 
 log = logging.getLogger("batchsync.http")
 

@@ -1,7 +1,7 @@
 """The engine's :class:`~batchsync.api.Api` over HTTP: one aiohttp session, a client per account.
 
 The caller (``run.py``) owns the session's lifetime through ``async with HttpApi(...)``;
-each account gets a :class:`~batchsync.client.Client` with its base URL and credentials.
+each account gets a :class:`~batchsync.sendcloud.client.Client` with its base URL and credentials.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import ssl
 from collections.abc import Iterable
 from types import TracebackType
 
-from batchsync._aiohttp import aiohttp
-from batchsync.auth import Authenticator, BasicAuthenticator, OAuth2Authenticator
-from batchsync.client import Client
 from batchsync.model import Account, BasicCredentials, OAuth2Credentials
+from batchsync.sendcloud._aiohttp import aiohttp
+from batchsync.sendcloud.auth import Authenticator, BasicAuthenticator, OAuth2Authenticator
+from batchsync.sendcloud.client import Client
 
 
 def tls_context(urls: Iterable[str]) -> ssl.SSLContext:

@@ -4,11 +4,11 @@ aiohttp builds two SSL contexts when it is imported, each loading the system's C
 bundle (80-150 ms on this project's machine, the largest part of the start-up of a run),
 and offers no switch to defer it. So it is imported here with the CA bundle variables
 pointing at nothing: those two module-level contexts come out cheap and empty, and are
-never used, because :class:`batchsync.transport.HttpApi` gives its connector a context
+never used, because :class:`batchsync.sendcloud.transport.HttpApi` gives its connector a context
 of its own: the system's verified default (loaded then, with the user's environment)
 when some URL of the run is ``https://``, and otherwise one that trusts no certificate
 at all, so that an unexpected TLS connection fails closed. Import aiohttp through this
-module (``from batchsync._aiohttp import aiohttp``) before anything else imports it.
+module (``from batchsync.sendcloud._aiohttp import aiohttp``) before anything else imports it.
 """
 
 from __future__ import annotations
