@@ -105,14 +105,8 @@ def _add_max_file_size(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> RunSettings:
     """The run's settings from the command line, checked once: a UsageError otherwise."""
-    from batchsync.settings import (
-        Options,
-        RunSettings,
-        non_negative_number,
-        parse_failure_budget,
-        positive_int,
-        positive_number,
-    )
+    from batchsync.engine.options import Options
+    from batchsync.settings import RunSettings, non_negative_number, parse_failure_budget, positive_int, positive_number
     from batchsync.urls import shown_url, url_problem
 
     why = url_problem(args.base_url) if args.base_url is not None else None

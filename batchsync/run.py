@@ -21,10 +21,11 @@ import anyio
 import msgspec
 
 from batchsync import usage
-from batchsync.budget import files_for as budget_files
-from batchsync.budget import load as load_budget
-from batchsync.budget import save as save_budget
-from batchsync.engine import Engine
+from batchsync.engine.budget import files_for as budget_files
+from batchsync.engine.budget import load as load_budget
+from batchsync.engine.budget import save as save_budget
+from batchsync.engine.engine import Engine
+from batchsync.engine.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.exitcodes import (
     EXIT_CHANGES,
     EXIT_LOCKED,
@@ -33,7 +34,6 @@ from batchsync.exitcodes import (
     EXIT_OUTPUT_LOST,
     exit_code,
 )
-from batchsync.lock import LockedError, LockError, account_lock_name, acquire_account_locks, acquire_lock
 from batchsync.model import Account, Inventory, Job, OAuth2Credentials
 from batchsync.outcome import Outcome, Summary
 from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output

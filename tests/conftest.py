@@ -20,7 +20,7 @@ from sandbox_fixture import *  # noqa: F403
 @pytest.fixture(autouse=True)
 def _own_temp_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test its own temp dir, for itself and the processes it starts: the account
-    locks and the budget records a run leaves (batchsync.budget) never pass from one test
+    locks and the budget records a run leaves (batchsync.engine.budget) never pass from one test
     to the next, whose sandbox may get the port an earlier one had; nor do they touch the
     machine's real runs."""
     temp = tmp_path_factory.mktemp("tmp")

@@ -1,4 +1,4 @@
-"""What a run leaves of each account's budget for the next run on this host (batchsync.budget)."""
+"""What a run leaves of each account's budget for the next run on this host (batchsync.engine.budget)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from cli_helpers import SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
-from batchsync import budget
-from batchsync.limits import Bucket
-from batchsync.lock import runtime_dirs
+from batchsync.engine import budget
+from batchsync.engine.limits import Bucket
+from batchsync.engine.lock import runtime_dirs
 
 
 def test_a_record_is_read_back_with_its_age_and_garbage_is_ignored() -> None:

@@ -19,7 +19,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
 from test_engine_http import FAST
 
-from batchsync.engine import Engine
+from batchsync.engine.engine import Engine
 from batchsync.outcome import Outcome
 from batchsync.sandbox.server import Sandbox, SandboxConfig
 from batchsync.sendcloud.auth import BasicAuthenticator

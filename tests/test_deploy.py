@@ -495,7 +495,7 @@ def test_a_good_night_prints_nothing_and_keeps_its_report(tmp_path: Path, invent
 
 
 def test_a_run_still_holding_the_lock_is_not_an_error(tmp_path: Path, inventory: Path) -> None:
-    from batchsync.lock import acquire_lock
+    from batchsync.engine.lock import acquire_lock
 
     with acquire_lock(str(inventory)):
         done = nightly(tmp_path, str(inventory), "--sandbox")

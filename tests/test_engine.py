@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
-from batchsync.engine import Engine
+from batchsync.engine.engine import Engine
+from batchsync.engine.limits import Bucket
+from batchsync.engine.options import FailureBudget, Options
 from batchsync.exitcodes import exit_code
-from batchsync.limits import Bucket
 from batchsync.model import DesiredMapping, Inventory, Job
 from batchsync.outcome import Outcome
 from batchsync.sendcloud.errors import (
@@ -36,7 +37,6 @@ from batchsync.sendcloud.errors import (
     ThrottledError,
     TransportError,
 )
-from batchsync.settings import FailureBudget, Options
 from batchsync.wire import STATUS_CATEGORIES
 
 OPTS = Options(backoff_base=0.5, backoff_max=8.0)
@@ -285,7 +285,7 @@ def test_each_account_stays_within_its_burst_and_rate(
 
 
 def test_a_run_starts_from_the_budget_an_earlier_run_left(tmp_path: Path) -> None:
-    """batchsync.budget hands the engine what the last run on this host left of each
+    """batchsync.engine.budget hands the engine what the last run on this host left of each
     account's buckets: a run right after another must not spend a burst the server's
     buckets no longer hold. Read at 10 a second, burst 10, every integration in sync."""
     inv = make_inventory(tmp_path, {"acme": 30}, limits={"acme": {"reads_per_minute": 600, "write_burst": 10}})

@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 from inventory_factory import STATUSES, make_inventory
 
-from batchsync.engine import Engine
+from batchsync.engine.engine import Engine
+from batchsync.engine.options import Options
 from batchsync.model import Inventory
 from batchsync.outcome import Outcome
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sendcloud.transport import HttpApi
-from batchsync.settings import Options
 
 FAST = Options(backoff_base=0.01, backoff_max=0.05)
 

@@ -19,8 +19,8 @@ from inventory_factory import inventory_env, make_inventory
 
 from batchsync import usage
 from batchsync.cli import main
+from batchsync.engine.lock import account_lock_name
 from batchsync.inventory import load
-from batchsync.lock import account_lock_name
 from batchsync.urls import insecure_http, is_loopback, url_problem
 
 SECRET = "sk_live_Zq8mW3vT9pXc"

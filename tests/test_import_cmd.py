@@ -27,11 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsync import wire
-from batchsync.engine import Engine
-from batchsync.import_cmd import Fleet, list_account, load_source, read_fleet, write_checked
+from batchsync.engine.engine import Engine
+from batchsync.engine.limits import Bucket
+from batchsync.engine.options import Options
+from batchsync.engine.snapshot import Fleet, list_account, read_fleet
+from batchsync.import_cmd import load_source, write_checked
 from batchsync.importer import Current, build, canonical_statuses, read_raw, render
 from batchsync.inventory import load
-from batchsync.limits import Bucket
 from batchsync.model import Limits
 from batchsync.outcome import Outcome
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed
@@ -40,7 +42,6 @@ from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
 from batchsync.sendcloud.errors import ApiError, AuthError, ServerError
 from batchsync.sendcloud.listing import ListBounds
 from batchsync.sendcloud.transport import HttpApi
-from batchsync.settings import Options
 from batchsync.wire import LANGUAGES, STATUS_CATEGORIES, Status, Translation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,7 +423,7 @@ def test_three_accounts_300_shops_in_4_families_import_as_4_sets_and_plan_to_not
 
 def test_a_plan_right_after_an_import_meets_no_429(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
     """An import spends the accounts' read budget; the plan an agency runs right after it
-    used to start with a full burst the server no longer had (batchsync.budget). At
+    used to start with a full burst the server no longer had (batchsync.engine.budget). At
     Sendcloud's own rates: 1000 reads a minute, burst 15."""
     seed = fleet_seed(1, 30, families=2, others=0, mappings=False, seed=3)
     box = SeedSandbox(seed, tmp_path)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from batchsync.limits import Bucket
+from batchsync.engine.limits import Bucket
 from batchsync.model import FLOOR
 from batchsync.sendcloud.headers import RETRY_AFTER_MAX, parse_retry_after
 

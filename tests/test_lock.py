@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batchsync.lock import (
+from batchsync.engine.lock import (
     AccountLockedError,
     LockedError,
     LockError,
@@ -28,7 +28,7 @@ from batchsync.lock import (
 
 HOLDER = """
 import json, sys, time
-from batchsync.lock import acquire_account_locks, acquire_lock
+from batchsync.engine.lock import acquire_account_locks, acquire_lock
 what = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
 lock = acquire_lock(sys.argv[1]) if what is None else acquire_account_locks(sys.argv[1], what)
 print("held", flush=True)

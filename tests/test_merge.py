@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
-from batchsync.engine import Engine
+from batchsync.engine.engine import Engine
+from batchsync.engine.options import Options
 from batchsync.exitcodes import exit_code
 from batchsync.merge import (
     MergeError,
@@ -35,7 +36,6 @@ from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.report import ReportWriter
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sendcloud.transport import HttpApi
-from batchsync.settings import Options
 from batchsync.shard import ShardSpec, partition, select_shard
 from bench.gen_inventory import zipf_sizes
 

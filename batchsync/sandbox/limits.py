@@ -1,7 +1,7 @@
 """Server-side rate limits of the sandbox: a token bucket plus an in-flight cap per account and kind.
 
 This is what the sandbox enforces, not how a client paces itself (that is
-``batchsync.limits``). Everything is synchronous and O(1): it runs on every request.
+``batchsync.engine.limits``). Everything is synchronous and O(1): it runs on every request.
 """
 
 from __future__ import annotations

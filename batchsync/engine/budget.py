@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from batchsync.engine.lock import LockError, account_lock_name, runtime_dirs
 from batchsync.jsonlines import decode
-from batchsync.lock import LockError, account_lock_name, runtime_dirs
 
 if TYPE_CHECKING:
     from batchsync.model import Account

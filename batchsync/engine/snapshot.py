@@ -1,0 +1,282 @@
+"""What ``batchsync import`` reads: each account's list of integrations, page by page on its
+read budget, then every PrestaShop V2 integration's statuses and mapping through the
+engine's snapshot mode (same budget, retries and outcomes as ``apply``).
+
+Grouping what was read into an inventory is :mod:`batchsync.inventory.grouping`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchsync.engine.api import AccountApi, Api
+    from batchsync.engine.engine import Engine
+    from batchsync.engine.limits import Bucket
+    from batchsync.engine.options import Options
+    from batchsync.importer import Current, NotImportable, Shop
+    from batchsync.model import Account
+    from batchsync.outcome import Outcome, Summary
+    from batchsync.sendcloud.listing import ListBoundError
+    from batchsync.wire import ListedPage
+
+
+class Fleet:
+    """What an import read, filled as it goes (an interrupted one keeps what it has)."""
+
+    def __init__(self) -> None:
+        self.listings: dict[str, list[Shop]] = {}  # accounts listed to the end
+        self.list_errors: dict[str, str] = {}  # accounts whose list failed: why
+        self.unbounded: dict[str, ListBoundError] = {}  # accounts whose list went past a bound: nothing is written
+        self.pages: dict[str, int] = {}
+        self.duplicates: list[tuple[int, str, str]] = []  # (id, account skipped, account read)
+        self.snapshots: list[Current | NotImportable] = []
+        self.failed: list[Outcome] = []
+        self.summary: Summary | None = None
+        self.engine: Engine | None = None
+        self.listed_in = 0.0  # seconds the lists took (with the wait for the budget to refill)
+        self.to_read = 0  # integrations the engine reads
+
+
+async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str) -> ListedPage:
+    """One page, on the read budget, retried like any read of the engine."""
+    import logging
+    import random
+
+    import anyio
+
+    from batchsync.sendcloud.errors import ApiError, ThrottledError
+
+    log = logging.getLogger("batchsync.import")
+    first = anyio.current_time()
+    attempt = 0
+    while True:
+        attempt += 1
+        now = anyio.current_time()
+        ready = bucket.ready_at(now)
+        if ready > now:
+            await anyio.sleep(ready - now)
+        bucket.take()
+        sent = anyio.current_time()
+        try:
+            result = await api.list_integrations_page(url)
+        except ApiError as exc:
+            end = anyio.current_time()
+            bucket.give_back(end)
+            if isinstance(exc, ThrottledError):
+                bucket.on_throttled(end, sent, exc.retry_after if exc.retry_after is not None else 1.0 / bucket.rate)
+            ceiling = min(options.backoff_max, options.backoff_base * 2.0 ** (attempt - 1))
+            delay = exc.retry_after if exc.retry_after is not None else ceiling / 2 + random.uniform(0, ceiling / 2)
+            if not exc.retryable or attempt >= options.max_attempts or end - first + delay > options.retry_max_time:
+                raise
+            log.info(
+                "account %s: GET /integrations: %s; retrying in %.2fs (attempt %d of %d)",
+                account,
+                exc,
+                delay,
+                attempt + 1,
+                options.max_attempts,
+                extra={"fields": {"account": account, "attempt": attempt + 1, "delay": round(delay, 3)}},
+            )
+            await anyio.sleep(delay)
+            continue
+        except BaseException:
+            bucket.give_back(anyio.current_time())
+            raise
+        bucket.give_back(anyio.current_time())
+        return result
+
+
+TEXT_MAX = 300  # characters kept of a listed shop's name, URL, system: a comment, not a store
+
+
+def _text(value: str | None) -> str | None:
+    return value if value is None or len(value) <= TEXT_MAX else value[: TEXT_MAX - 1] + "…"
+
+
+async def list_account(api: AccountApi, bucket: Bucket, options: Options, account: str) -> tuple[list[Shop], int]:
+    """Every integration the account lists, following the next-page links; (shops, pages).
+
+    ApiError when a page fails for good; :class:`batchsync.sendcloud.listing.ListBoundError` when the
+    list goes past a bound of ``options.list_bounds`` (pages, integrations, bytes, time) or
+    lists an id again. An item that is not an integration is left out, with a warning."""
+    import logging
+
+    import anyio
+
+    from batchsync.importer import Shop
+    from batchsync.sendcloud.listing import ListBoundError, Listing
+
+    log = logging.getLogger("batchsync.import")
+    bounds = options.list_bounds
+    shops: list[Shop] = []
+    listing = Listing(bounds, anyio.current_time())
+    url: str | None = None
+    with anyio.move_on_after(bounds.seconds) as scope:
+        while True:
+            page = await _page(api, bucket, url, options, account)
+            listing.add(page, anyio.current_time())
+            for why in page.rejected:
+                log.warning(
+                    "account %s: GET /integrations, page %d: %s; left out of the import",
+                    account,
+                    listing.pages,
+                    why,
+                    extra={"fields": {"account": account}},
+                )
+            shops.extend(
+                Shop(i.id, account, _text(i.shop_name), _text(i.shop_url), _text(i.system), _text(i.failing_since))
+                for i in page.items
+            )
+            if page.next_url is None:
+                return shops, listing.pages
+            url = page.next_url
+    assert scope.cancelled_caught
+    raise ListBoundError(
+        f"the list of integrations took more than {bounds.seconds:g} s to read "
+        f"(at page {listing.pages + 1:,}); not read further",
+        "time",
+    )
+
+
+async def read_fleet(
+    accounts: Mapping[str, Account],
+    api: Api,
+    options: Options,
+    fleet: Fleet,
+    *,
+    declared: Collection[int] = (),
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+    sanitize: Callable[[Outcome], Outcome] | None = None,
+    budget_files: Mapping[str, str] | None = None,
+) -> Fleet:
+    """List every account's integrations, then read each PrestaShop V2 one not in
+    ``declared`` (statuses and mapping) through the engine's snapshot mode.
+
+    ``budget_files``: where the accounts' budgets are recorded (batchsync.engine.budget): the
+    lists start from what the last run on this host left, and the import leaves its own."""
+    import logging
+
+    import anyio
+
+    from batchsync.engine import budget
+    from batchsync.engine.engine import Engine
+    from batchsync.engine.limits import Bucket
+    from batchsync.importer import canonical, is_prestashop
+    from batchsync.model import Desired, Job
+    from batchsync.sendcloud.errors import ApiError
+    from batchsync.sendcloud.listing import ListBoundError
+
+    log = logging.getLogger("batchsync.import")
+    start = anyio.current_time()
+    buckets: dict[str, Bucket] = {}
+    files = budget_files or {}
+    carried = budget.load(files) if files else {}
+
+    async def one(name: str) -> None:
+        lim = accounts[name].limits
+        bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, anyio.current_time())
+        if name in carried:
+            age, reads, _ = carried[name]
+            bucket.carry(reads, age)
+        try:
+            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name)
+        except ListBoundError as exc:
+            # A list that does not end: what was read of it is no inventory. The import
+            # stops here, the other lists with it, and writes nothing.
+            fleet.unbounded[name] = exc
+            tg.cancel_scope.cancel()
+            return
+        except ApiError as exc:
+            fleet.list_errors[name] = str(exc)
+            return
+        except Exception as exc:  # a bug of ours costs the account's list, not the import
+            log.exception("account %s: internal error while listing", name)
+            fleet.list_errors[name] = f"internal error, please report it: {type(exc).__name__}: {exc}"[:300]
+            return
+        fleet.listings[name] = shops
+        fleet.pages[name] = pages
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(accounts):
+            tg.start_soon(one, name)
+    if fleet.unbounded:
+        if files:
+            now = anyio.current_time()
+            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
+            budget.save(_left(accounts, buckets, aged, now), files)
+        return fleet
+    # The engine starts each account with a full bucket: let the server's refill first,
+    # which is the time the pages cost on the budget anyway.
+    now = anyio.current_time()
+    full = [max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()]
+    if full and max(full) > now:
+        await anyio.sleep(max(full) - now)
+    fleet.listed_in = anyio.current_time() - start
+
+    nothing = Desired(())
+    jobs: list[Job] = []
+    shops: dict[int, Shop] = {}
+    skip = set(declared)
+    for name in sorted(fleet.listings):
+        for shop in fleet.listings[name]:
+            if not is_prestashop(shop) or shop.id in skip:
+                continue
+            other = shops.get(shop.id)
+            if other is not None:  # two accounts list one id: read it once
+                fleet.duplicates.append((shop.id, name, other.account))
+                continue
+            shops[shop.id] = shop
+            jobs.append(Job(shop.id, name, nothing))
+
+    def snapshot(job: Job, statuses: Any, mapping: Any) -> None:
+        fleet.snapshots.append(canonical(shops[job.integration_id], statuses, mapping))
+
+    def outcome(o: Outcome) -> None:
+        if o.result == "failed":
+            fleet.failed.append(o)
+        if on_outcome is not None:
+            on_outcome(o)
+
+    fleet.to_read = len(jobs)
+    used = {name: accounts[name] for name in {j.account for j in jobs}}
+    engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
+    # Its reads start full (the wait above); its writes as the last run left them, which
+    # an import does not spend but must not record as full either.
+    since = anyio.current_time() - start
+    aged = {name: (age + since, reads, writes) for name, (age, reads, writes) in carried.items()}
+    burst = {name: float(account.limits.write_burst) for name, account in used.items()}
+    engine.carried = {name: (age, burst[name], writes) for name, (age, _, writes) in aged.items() if name in burst}
+    fleet.engine = engine
+    if on_engine is not None:
+        on_engine(engine)
+    try:
+        fleet.summary = await engine.run(jobs)
+    finally:
+        if files:
+            now = anyio.current_time()
+            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
+            budget.save(_left(accounts, buckets, aged, now) | engine.budget_left(), files)
+    return fleet
+
+
+def _left(
+    accounts: Mapping[str, Account],
+    lists: Mapping[str, Bucket],
+    carried: Mapping[str, tuple[float, float, float]],
+    now: float,
+) -> dict[str, tuple[float, float]]:
+    """(read, write) tokens left of the accounts an import only listed."""
+    from batchsync.engine.limits import Bucket
+
+    left = {}
+    for name, reads in lists.items():
+        lim = accounts[name].limits
+        writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
+        if name in carried:
+            age, _, w = carried[name]
+            writes.carry(w, age)
+        left[name] = (reads.left(now), writes.left(now))
+    return left
