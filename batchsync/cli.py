@@ -28,9 +28,9 @@ from batchsync.gcpolicy import paused
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
+    from batchsync.inventory.shard import ShardSpec
     from batchsync.model import Inventory, Job
     from batchsync.settings import RunSettings
-    from batchsync.shard import ShardSpec
 
 
 def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:
@@ -43,8 +43,8 @@ def _print_problems(inv: Inventory, out: TextIO | None = None) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     import msgspec
 
-    from batchsync.inventory import load
-    from batchsync.shard import account_sizes, partition, split_document, split_lines
+    from batchsync.inventory.loader import load
+    from batchsync.inventory.shard import account_sizes, partition, split_document, split_lines
 
     with paused():
         inv = load(args.inventory, max_file_size=args.max_file_size)
@@ -161,7 +161,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
 
 
 def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ShardSpec | None:
-    from batchsync.shard import parse_count, parse_shard, shard_from_env
+    from batchsync.inventory.shard import parse_count, parse_shard, shard_from_env
 
     """The shard of ``--shard I/N`` or ``--shard-index-from-env VAR --shard-count N``
     (see :func:`add_shard_arguments`), None without either; a UsageError naming the flag."""
@@ -193,7 +193,7 @@ def take_shard(jobs: Sequence[Job], spec: ShardSpec | None) -> tuple[list[Job], 
     on one machine's state (``--retry-failed``): every machine must split the same jobs."""
     if spec is None:
         return list(jobs), None
-    from batchsync.shard import select_shard
+    from batchsync.inventory.shard import select_shard
 
     mine, split = select_shard(jobs, spec)
     return mine, split.header(spec.index)
@@ -207,7 +207,8 @@ class Selected(NamedTuple):
 
 def _load_selected(settings: RunSettings) -> Selected | int:
     """Load, then select: ``--limit``, then the shard, then ``--retry-failed``."""
-    from batchsync.inventory import load, select
+    from batchsync.inventory.loader import load
+    from batchsync.inventory.select import select
 
     with paused():
         inv = load(settings.inventory, max_file_size=settings.max_file_size)
@@ -544,7 +545,7 @@ def epilog(command: str | None) -> str:
 
 
 def _shard_count(text: str) -> int:
-    from batchsync.shard import parse_count
+    from batchsync.inventory.shard import parse_count
 
     try:
         return parse_count(text)

@@ -2,8 +2,9 @@
 
 Listing is paged and paced on the account's read budget; the reads go through the
 engine's snapshot mode (same budget, retries and outcome lines as ``apply``); grouping
-and rendering are :mod:`batchsync.importer`'s. Only argparse is imported at module
-level: the main parser imports :func:`add_arguments` on every start.
+is :mod:`batchsync.inventory.grouping`'s, writing :mod:`batchsync.inventory.writer`'s. Only
+argparse is imported at module level: the main parser imports :func:`add_arguments` on
+every start.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from batchsync.engine.snapshot import Fleet, read_fleet
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.gcpolicy import paused
+from batchsync.inventory.writer import write_checked
 
 if TYPE_CHECKING:
     from batchsync.engine.engine import Engine
     from batchsync.engine.options import Options
-    from batchsync.importer import Format, Report
+    from batchsync.inventory.grouping import Format, Report
     from batchsync.model import Account, Inventory
     from batchsync.outcome import Outcome
 
@@ -119,8 +121,8 @@ def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tupl
     accounts and no integrations is what an import starts from, not a problem."""
     import contextlib
 
-    from batchsync.importer import read_raw
-    from batchsync.inventory import load
+    from batchsync.inventory.grouping import read_raw
+    from batchsync.inventory.loader import load
 
     with paused():
         inv = load(path, environ=environ)
@@ -148,7 +150,7 @@ def _load(path: str) -> tuple[Inventory, Any] | str:
 
 def _output_format(output: str, given: str | None) -> Format:
     """The format to write; ValueError when the file name or ``--format`` rules it out."""
-    from batchsync.importer import SUFFIX_FORMATS
+    from batchsync.inventory.grouping import SUFFIX_FORMATS
 
     suffix = Path(output).suffix.lower()
     found = SUFFIX_FORMATS.get(suffix)
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, str):
         return _fail(loaded)
     inv, raw = loaded
-    from batchsync.importer import UnsafeAccount, copy_accounts
+    from batchsync.inventory.grouping import UnsafeAccount, copy_accounts
     from batchsync.redact import Redactor
     from batchsync.usage import redact_with
 
@@ -244,7 +246,8 @@ def _import(
     import anyio
 
     from batchsync import usage
-    from batchsync.importer import build, render
+    from batchsync.inventory.grouping import build
+    from batchsync.inventory.writer import render
     from batchsync.progress import Progress, setup_logging
     from batchsync.redact import Redactor
     from batchsync.report import print_outcome
@@ -394,47 +397,8 @@ async def _read(
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)
 
 
-def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -> list[str]:
-    """Write ``text`` to ``path`` atomically (a reader sees the old file or the whole new
-    one), after loading it back from a temporary file beside it; the problems that load
-    found, which are printed (the file is written all the same: the reads are not lost)."""
-    import os
-    import tempfile
-
-    from batchsync.inventory import load
-
-    target = Path(path)
-    data = text.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        inv = load(tmp, environ=environ)
-        problems = [f"{target}: {p.path}: {p.message}" for p in inv.problems]
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dirfd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return problems
-    try:
-        os.fsync(dirfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dirfd)
-    return problems
-
-
 def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, problems: list[str]) -> None:
-    from batchsync.importer import comment_text
+    from batchsync.inventory.writer import comment_text
     from batchsync.text import escape_controls
 
     out = sys.stdout

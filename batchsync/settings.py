@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.engine.options import FailureBudget, Options
-from batchsync.shard import ShardSpec
+from batchsync.inventory.shard import ShardSpec
 from batchsync.usage import UsageError as UsageError  # re-exported: settings raise it
 
 Command = Literal["plan", "apply"]

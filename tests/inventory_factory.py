@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchsync.inventory import load
+from batchsync.inventory.loader import load
 from batchsync.model import Inventory
 
 STATUSES = [

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from batchsync.inventory import load
+from batchsync.inventory.loader import load
 from batchsync.model import Inventory
 from batchsync.sandbox.server import Sandbox, SandboxConfig, run_sandbox
 from batchsync.sandbox.state import Seed

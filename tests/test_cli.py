@@ -26,7 +26,7 @@ from batchsync.cli import (
     take_shard,
 )
 from batchsync.exitcodes import BY_COMMAND, MEANING, describe
-from batchsync.shard import ShardSpec, partition
+from batchsync.inventory.shard import ShardSpec, partition
 from batchsync.usage import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -679,7 +679,7 @@ def test_pods_run_as_the_images_user() -> None:
 
 
 def test_the_configmaps_inventory_is_valid_with_the_secrets_variables(tmp_path: Path) -> None:
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
 
     docs = manifests()
     data = docs["ConfigMap/batchsync-inventory"]["data"]
@@ -694,7 +694,7 @@ def test_the_configmaps_inventory_is_valid_with_the_secrets_variables(tmp_path: 
 
 def test_the_manifests_args_parse_with_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from batchsync.cli import build_parser, cmd_report_merge, settings_from
-    from batchsync.shard import ShardSpec
+    from batchsync.inventory.shard import ShardSpec
 
     docs = manifests()
     parsed = {}

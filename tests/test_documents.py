@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsync import documents, files
-from batchsync.documents import json_duplicate_keys, json_keys_unique, parse
+from batchsync import files
 from batchsync.files import FileProblem, read_regular
+from batchsync.inventory import documents
+from batchsync.inventory.documents import json_duplicate_keys, json_keys_unique, parse
 
 # -- only regular files -------------------------------------------------------------------
 

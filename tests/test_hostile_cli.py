@@ -20,7 +20,7 @@ from inventory_factory import inventory_env, make_inventory
 from batchsync import usage
 from batchsync.cli import main
 from batchsync.engine.lock import account_lock_name
-from batchsync.inventory import load
+from batchsync.inventory.loader import load
 from batchsync.urls import insecure_http, is_loopback, url_problem
 
 SECRET = "sk_live_Zq8mW3vT9pXc"

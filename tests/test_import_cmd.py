@@ -31,9 +31,10 @@ from batchsync.engine.engine import Engine
 from batchsync.engine.limits import Bucket
 from batchsync.engine.options import Options
 from batchsync.engine.snapshot import Fleet, list_account, read_fleet
-from batchsync.import_cmd import load_source, write_checked
-from batchsync.importer import Current, build, canonical_statuses, read_raw, render
-from batchsync.inventory import load
+from batchsync.import_cmd import load_source
+from batchsync.inventory.grouping import Current, build, canonical_statuses, read_raw
+from batchsync.inventory.loader import load
+from batchsync.inventory.writer import render, write_checked
 from batchsync.model import Limits
 from batchsync.outcome import Outcome
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchsync.importer import (
+from batchsync.inventory.grouping import (
     MAX_DIFFERENCES,
     UNMAPPED,
     Current,
@@ -27,18 +27,18 @@ from batchsync.importer import (
     build,
     canonical,
     canonical_statuses,
-    comment_text,
     copy_accounts,
     delta,
     group,
     read_raw,
     rebase,
-    render,
     set_names,
     slug,
 )
-from batchsync.importer import status_index as index
-from batchsync.inventory import load, merge_statuses
+from batchsync.inventory.grouping import status_index as index
+from batchsync.inventory.loader import load
+from batchsync.inventory.spec import merge_statuses
+from batchsync.inventory.writer import comment_text, render
 from batchsync.wire import LANGUAGES, CurrentMapping, CurrentMappingItem, CurrentStatus, CurrentTranslation, Status
 from batchsync.wire import Translation as T
 
@@ -281,7 +281,7 @@ def test_a_shop_whose_mapping_cannot_be_declared_goes_inline_without_one() -> No
 
 
 def test_a_set_the_inventory_declares_is_offered_first() -> None:
-    from batchsync.importer import ExistingSet
+    from batchsync.inventory.grouping import ExistingSet
 
     kept = ExistingSet("ours", tuple(reversed(BASE)), None)
     g = group([cur(1, BASE), cur(2, vary(BASE, 0))], [kept])

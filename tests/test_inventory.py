@@ -19,9 +19,11 @@ import pytest
 import yaml
 
 from batchsync import files, wire
-from batchsync import inventory as inv_mod
 from batchsync.diff import translation_set
-from batchsync.inventory import load, merge_statuses, select
+from batchsync.inventory import loader as inv_mod
+from batchsync.inventory.loader import load
+from batchsync.inventory.select import select
+from batchsync.inventory.spec import merge_statuses
 from batchsync.model import PRODUCTION_URL, BasicCredentials, Inventory, InventoryProblem, Limits
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
 

@@ -21,6 +21,7 @@ from inventory_factory import make_inventory
 from batchsync.engine.engine import Engine
 from batchsync.engine.options import Options
 from batchsync.exitcodes import exit_code
+from batchsync.inventory.shard import ShardSpec, partition, select_shard
 from batchsync.merge import (
     MergeError,
     command,
@@ -36,7 +37,6 @@ from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.report import ReportWriter
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sendcloud.transport import HttpApi
-from batchsync.shard import ShardSpec, partition, select_shard
 from bench.gen_inventory import zipf_sizes
 
 NOW = 1_800_000_000.0

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsync.diff import Change, Diff, TranslationSet, diff, everything_added, translation_set
-from batchsync.inventory import merge_statuses, select
+from batchsync.inventory.select import select
+from batchsync.inventory.spec import merge_statuses
 from batchsync.model import Desired, Job
 from batchsync.redact import Redactor
 from batchsync.wire import LANGUAGES, CurrentStatus, CurrentTranslation, Status, Translation

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsync.shard import (
+from batchsync.inventory.shard import (
     MAX_SHARDS,
     ShardSpec,
     Split,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from batchsync.engine.engine import Engine
     from batchsync.engine.limits import Bucket
     from batchsync.engine.options import Options
-    from batchsync.importer import Current, NotImportable, Shop
+    from batchsync.inventory.grouping import Current, NotImportable, Shop
     from batchsync.model import Account
     from batchsync.outcome import Outcome, Summary
     from batchsync.sendcloud.listing import ListBoundError
@@ -105,7 +105,7 @@ async def list_account(api: AccountApi, bucket: Bucket, options: Options, accoun
 
     import anyio
 
-    from batchsync.importer import Shop
+    from batchsync.inventory.grouping import Shop
     from batchsync.sendcloud.listing import ListBoundError, Listing
 
     log = logging.getLogger("batchsync.import")
@@ -164,7 +164,7 @@ async def read_fleet(
     from batchsync.engine import budget
     from batchsync.engine.engine import Engine
     from batchsync.engine.limits import Bucket
-    from batchsync.importer import canonical, is_prestashop
+    from batchsync.inventory.grouping import canonical, is_prestashop
     from batchsync.model import Desired, Job
     from batchsync.sendcloud.errors import ApiError
     from batchsync.sendcloud.listing import ListBoundError

@@ -206,7 +206,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 then, 2 when it cannot start."""
     from batchsync.gcpolicy import paused
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
     from batchsync.model import Inventory
     from batchsync.sandbox.server import run_sandbox
     from batchsync.sandbox.state import Seed, Store, load_seed

@@ -16,8 +16,8 @@ from typing import Literal
 
 import msgspec
 
-from batchsync.documents import json_problem
 from batchsync.files import not_utf8
+from batchsync.inventory.documents import json_problem
 from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 

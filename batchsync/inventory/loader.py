@@ -1,4 +1,4 @@
-"""The inventory: its file format (JSON, TOML, YAML), loading, validation and expansion.
+"""The inventory: loading, validation and expansion of one file into the model.
 
 :func:`load` reads one inventory file and returns every problem it finds (never just
 the first), each naming the file, the integration and the path inside the file; when
@@ -10,19 +10,43 @@ set shared by many integrations becomes one :class:`Desired` (and one
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import NoneType, UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, UnsetType
 
-from batchsync import documents, files
-from batchsync.documents import key_part
+from batchsync import files
 from batchsync.files import FileProblem
+from batchsync.inventory import documents
+from batchsync.inventory.documents import fast_json, key_part
+from batchsync.inventory.problems import (
+    convert_strict,
+    every_problem,
+    guess_id,
+    kind_name,
+    name_problem,
+    nearest,
+    suggest,
+)
+from batchsync.inventory.spec import (
+    AUTH_SCHEMES,
+    OAUTH2_ONLY,
+    TOP_KEYS,
+    UNKNOWN,
+    AccountSpec,
+    DefaultsSpec,
+    IntegrationSpec,
+    MappingSpec,
+    StatusesFileBody,
+    StatusesFileGet,
+    StatusSetSpec,
+    is_given,
+    mapping_categories,
+    merge_statuses,
+)
 from batchsync.model import (
-    PRODUCTION_URL,
     SECRET_FIELDS,
     TOKEN_URL,
     Account,
@@ -36,125 +60,16 @@ from batchsync.model import (
     OAuth2Credentials,
 )
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
-from batchsync.text import control_in, escape_controls, spelled
-from batchsync.urls import BASE_URL_PATTERN, insecure_http, url_problem
+from batchsync.text import control_in, escape_controls
+from batchsync.urls import insecure_http, url_problem
 from batchsync.wire import (
     STATUS_CATEGORIES,
-    IntegrationId,
     Loc,
-    NonEmpty,
     Status,
     Statuses,
-    Translation,
     check_statuses,
-    split_validation_error,
     to_jsonpath,
 )
-
-PositiveRate = Annotated[float, Meta(gt=0)]
-Burst = Annotated[int, Meta(ge=1, le=1000)]
-
-
-class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    writes_per_minute: PositiveRate | None = None
-    write_burst: Burst | None = None
-    reads_per_minute: PositiveRate | None = None
-
-    def over(self, base: Limits) -> Limits:
-        return Limits(
-            writes_per_minute=base.writes_per_minute if self.writes_per_minute is None else self.writes_per_minute,
-            write_burst=base.write_burst if self.write_burst is None else self.write_burst,
-            reads_per_minute=base.reads_per_minute if self.reads_per_minute is None else self.reads_per_minute,
-        )
-
-
-BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN)]
-
-
-class DefaultsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    base_url: BaseUrl = PRODUCTION_URL
-    limits: LimitsSpec = LimitsSpec()
-
-
-AUTH_SCHEMES: dict[str, tuple[str, str]] = {
-    "basic": ("public_key", "secret_key"),
-    "oauth2": ("client_id", "client_secret"),
-}
-OAUTH2_ONLY = ("client_id", "client_secret", "token_url", "scope")
-
-
-class AccountSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """An account as written. Which keys it must have depends on ``auth``: checked by the loader."""
-
-    auth: Literal["basic", "oauth2"] = "basic"
-    public_key: str | None = None
-    secret_key: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-    token_url: BaseUrl | None = None
-    scope: NonEmpty | None = None
-    base_url: BaseUrl | None = None
-    limits: LimitsSpec | None = None
-
-
-MaybeId = str | None | UnsetType
-
-
-class MappingSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A mapping as written: external id per category. Left out: inherited from the
-    status set (on an integration) or not mapped; ``""`` (or null): not mapped."""
-
-    READY_TO_SEND: MaybeId = UNSET
-    IN_TRANSIT: MaybeId = UNSET
-    DELIVERED: MaybeId = UNSET
-    CANCEL: MaybeId = UNSET
-
-
-class StatusSetSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    statuses: Statuses | None = None
-    statuses_file: NonEmpty | None = None
-    mapping: MappingSpec | None = None
-
-
-class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    # Optional fields default to UNSET, not to a value: a JSON inventory's duplicate-key
-    # check re-encodes these structs and needs exactly the keys the file gave.
-    # gc=False: 100k of them hold no cycle, and the collector need not track them.
-    id: IntegrationId
-    account: NonEmpty
-    status_set: NonEmpty | UnsetType | None = UNSET
-    statuses: Statuses | UnsetType | None = UNSET
-    statuses_file: NonEmpty | UnsetType | None = UNSET
-    override_statuses: Statuses | UnsetType = UNSET
-    remove_statuses: tuple[NonEmpty, ...] | UnsetType = UNSET
-    tags: tuple[NonEmpty, ...] | UnsetType = UNSET
-    mapping: MappingSpec | UnsetType = UNSET
-    comment: str | UnsetType = UNSET  # for people (import writes the shop's name and URL here in JSON); ignored
-
-
-class StatusesFileBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A statuses file may be a whole POST body; its integration id is checked, not used."""
-
-    statuses: Statuses
-    integration_id: IntegrationId | None = None
-
-
-class SavedStatus(msgspec.Struct, frozen=True):
-    """One item of a saved GET /shop-order-statuses answer (other fields it may grow are ignored)."""
-
-    external_id: NonEmpty
-    translations: Annotated[tuple[Translation, ...], Meta(min_length=1, max_length=7)]
-    status: str | None = None
-    deleted_at: str | None = None
-
-
-class StatusesFileGet(msgspec.Struct, frozen=True):
-    """A statuses file may be a saved GET answer: deleted statuses are dropped."""
-
-    data: tuple[SavedStatus, ...]
-
-
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
 
 
 class _Set(msgspec.Struct, frozen=True):
@@ -166,153 +81,6 @@ class _Set(msgspec.Struct, frozen=True):
     mapping: dict[str, str | None] | None  # every category; None: the set declares no mapping
     unknown: frozenset[str]  # categories given wrong (reported): not checked again per integration
     desired_mapping: DesiredMapping | None  # None: no mapping, or the set's own is wrong
-
-
-def name_problem(what: str, char: str) -> str:
-    """Why a name (an account's, a status set's, a tag) holding ``char`` is refused."""
-    return (
-        f"{what} holds {spelled(char)}, a control or bidi character: not allowed in a name (a terminal would "
-        "act on it, a JUnit file or a metrics label break on it, a page show it reordered)"
-    )
-
-
-def _kind_name(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", NoneType: "null"}
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _convert(raw: Any, kind: Any) -> Any:
-    # strict=True: an id written as "12" is a mistake to report, not to guess at.
-    return msgspec.convert(raw, kind, strict=True)
-
-
-def _suggest(key: str, choices: Sequence[str]) -> str:
-    import difflib  # only for a mistake: not on the path of every start
-
-    by_lower = {c.lower(): c for c in choices}
-    near = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
-    return f"; did you mean `{by_lower[near[0]]}`?" if near else ""
-
-
-def every_problem(raw: Any, kind: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
-    """Every place where ``raw`` does not fit ``kind``, not only the first that msgspec
-    stops at: so that one run of ``validate`` names a typo, a bad language and an empty
-    name in one integration together. The messages are msgspec's own."""
-    try:
-        _convert(raw, kind)
-        return []
-    except msgspec.ValidationError as exc:
-        message, inner = split_validation_error(exc)
-        first = [((*loc, *inner), message)]
-    origin, args = get_origin(kind), get_args(kind)
-    if origin is Literal:
-        return [(loc, f"{message} (expected one of {', '.join(map(str, args))})")]
-    found: list[tuple[Loc, str]] = []
-    if origin is Annotated:  # the inner type first; then the constraint itself
-        found = every_problem(raw, args[0], loc)
-    elif origin in (Union, UnionType) and raw is not None:
-        options = [a for a in args if a is not NoneType and a is not UnsetType]
-        if len(options) == 1:
-            found = every_problem(raw, options[0], loc)
-    elif origin in (tuple, list) and isinstance(raw, list) and args:
-        item = args[0]
-        for i, value in enumerate(raw):
-            found += every_problem(value, item, (*loc, i))
-    elif isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(raw, dict):
-        fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
-        forbid = kind.__struct_config__.forbid_unknown_fields
-        for key, value in raw.items():
-            field = fields.get(key) if isinstance(key, str) else None
-            if field is None and not forbid:
-                continue
-            if field is None:
-                hint = _suggest(str(key), list(fields))
-                what = f"`{key}`" if isinstance(key, str) else f"{key} ({_kind_name(key)}, not text)"
-                found.append(((*loc, key_part(key)), f"Object contains unknown field {what}{hint}"))
-            else:
-                found += every_problem(value, field.type, (*loc, key))
-        for name, field in fields.items():
-            if field.required and name not in raw:
-                found.append(((*loc, name), f"Object missing required field `{name}`"))
-    return found or first
-
-
-def _guess_id(raw: Any) -> int | None:
-    """The integration id a malformed entry was meant to have, for naming it."""
-    if not isinstance(raw, dict):
-        return None
-    value = raw.get("id")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
-        text = value.strip()
-        return int(text) if len(text) < 30 else None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    return None
-
-
-def _given(value: Any) -> bool:
-    return value is not None and value is not UNSET
-
-
-def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:
-    """A set with one shop's changes: ``remove_statuses`` first, then ``override_statuses``.
-
-    An override whose external_id is new is appended; one whose external_id exists
-    replaces that status's translations language by language, keeping the others.
-    """
-    removed = set(removals)
-    merged: dict[str, Status] = {s.external_id: s for s in base if s.external_id not in removed}
-    for over in overrides:
-        old = merged.get(over.external_id)
-        if old is None:
-            merged[over.external_id] = over
-            continue
-        by_lang: dict[str, Translation] = {t.language: t for t in old.translations}
-        for t in over.translations:
-            by_lang[t.language] = t
-        merged[over.external_id] = Status(over.external_id, tuple(by_lang.values()))
-    return tuple(merged.values())
-
-
-class _JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A JSON inventory whose integrations decode straight into structs (see fast_json).
-    Fields in the README's order: a file written in it re-encodes byte for byte."""
-
-    allow_secret_files_outside: Any = UNSET
-    defaults: Any = UNSET
-    accounts: Any = UNSET
-    status_sets: Any = UNSET
-    integrations: list[IntegrationSpec]
-
-
-def fast_json(data: bytes) -> dict[str, Any] | None:
-    """A JSON inventory decoded in one typed pass, or None to take the general path.
-
-    Decoding the integrations straight into IntegrationSpec structs skips building a
-    dict per integration and converting it: at 100k integrations, half the time and
-    memory. Any problem at all (malformed, one wrong field, a key given twice) returns
-    None: the general path then finds and reports every problem, not just the first.
-    """
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        doc = msgspec.json.decode(data, type=_JsonInventory)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
-        return None
-    if not documents.json_keys_unique(data, msgspec.json.encode(doc)):
-        return None
-    raw: dict[str, Any] = {"integrations": doc.integrations}
-    for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside"):
-        value = getattr(doc, key)
-        if value is not UNSET:
-            raw[key] = value
-    return raw
-
-
-UNKNOWN = "<unknown field>"  # in a set of fields that failed: the entry has a key no field has
 
 
 class _Loader:
@@ -342,7 +110,7 @@ class _Loader:
 
     def convert(self, raw: Any, kind: type[Any], loc: Loc, integration_id: int | None = None) -> Any:
         try:
-            return _convert(raw, kind)
+            return convert_strict(raw, kind)
         except msgspec.ValidationError:
             for inner, message in every_problem(raw, kind):
                 self.problem((*loc, *inner), message, integration_id)
@@ -365,7 +133,7 @@ class _Loader:
                     bad.add(f.name)
                 continue
             try:
-                good[f.name] = _convert(raw[f.encode_name], f.type)
+                good[f.name] = convert_strict(raw[f.encode_name], f.type)
             except msgspec.ValidationError:
                 bad.add(f.name)
         return good, bad
@@ -411,7 +179,7 @@ class _Loader:
             if file is None and len(loc) > 1 and loc[0] == "integrations" and isinstance(loc[1], int):
                 entries = raw.get("integrations") if isinstance(raw, dict) else None
                 if isinstance(entries, list) and loc[1] < len(entries):
-                    which = _guess_id(entries[loc[1]])
+                    which = guess_id(entries[loc[1]])
             self.problem(loc, message, which, file)
 
     def statuses_file(self, ref: str, loc: Loc, integration_id: int | None) -> tuple[Statuses | None, int | None]:
@@ -443,7 +211,7 @@ class _Loader:
         else:
             kind = StatusesFileBody
         try:
-            value = _convert(raw, kind)
+            value = convert_strict(raw, kind)
         except msgspec.ValidationError:
             for inner, message in every_problem(raw, kind):
                 self.problem(inner, message, integration_id, file)
@@ -493,11 +261,11 @@ class _Loader:
         self.key_problems(dups, raw)
         for key in raw:
             if key not in TOP_KEYS:
-                hint = _suggest(str(key), TOP_KEYS).replace("`", "")
+                hint = suggest(str(key), TOP_KEYS).replace("`", "")
                 self.problem((key_part(key),), f"unknown key {key!r}: expected one of {', '.join(TOP_KEYS)}{hint}")
         outside = raw.get("allow_secret_files_outside", False)
         if not isinstance(outside, bool):
-            self.problem(("allow_secret_files_outside",), f"must be true or false, not {_kind_name(outside)}")
+            self.problem(("allow_secret_files_outside",), f"must be true or false, not {kind_name(outside)}")
         elif outside:
             self.confine = None
 
@@ -561,7 +329,7 @@ class _Loader:
             loc: Loc = ("accounts", key_part(name))
             named = isinstance(name, str) and bool(name)
             if not named:
-                what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
+                what = "empty" if isinstance(name, str) else f"{kind_name(name)}: quote it"
                 self.problem(loc, f"an account name must be text, not {what}")
             elif (char := control_in(name)) is not None:
                 self.problem(loc, name_problem("the account name", char))
@@ -679,7 +447,7 @@ class _Loader:
             loc: Loc = ("status_sets", key_part(name))
             named = isinstance(name, str) and bool(name)
             if not named:
-                what = "empty" if isinstance(name, str) else f"{_kind_name(name)}: quote it"
+                what = "empty" if isinstance(name, str) else f"{kind_name(name)}: quote it"
                 self.problem(loc, f"a status set name must be text, not {what}")
             elif (char := control_in(name)) is not None:
                 self.problem(loc, name_problem("the status set name", char))
@@ -718,7 +486,7 @@ class _Loader:
     ) -> tuple[dict[str, str | None], frozenset[str]]:
         """A set's mapping, every category (None: not mapped), and the categories that
         are wrong (reported, here or by the convert before): not to be checked again."""
-        given, wrong = _categories(raw)
+        given, wrong = mapping_categories(raw)
         if statuses is not None:
             have = {s.external_id for s in statuses}
             for category, external_id in given.items():
@@ -726,7 +494,7 @@ class _Loader:
                     self.problem(
                         (*loc, "mapping", category),
                         f"mapping {category} -> {external_id!r}, but status set {name!r} has no external_id "
-                        f"{external_id!r}{_near(external_id, have)}",
+                        f"{external_id!r}{nearest(external_id, have)}",
                     )
                     wrong.add(category)
         return {c: given.get(c) for c in STATUS_CATEGORIES}, frozenset(wrong)
@@ -739,18 +507,18 @@ class _Loader:
         keys: tuple[str, ...] = ("statuses", "statuses_file")
         if isinstance(spec, IntegrationSpec):
             keys = ("status_set", *keys)
-        given = [k for k in keys if k in bad or _given(getattr(spec, k))]
+        given = [k for k in keys if k in bad or is_given(getattr(spec, k))]
         # None given next to an unknown key: that key is the typo that says it all.
         if len(given) != 1 and (given or UNKNOWN not in bad):
             choices = ", ".join(keys[:-1]) + " or " + keys[-1]
             what = "none" if not given else " and ".join(given)
             self.problem(loc, f"give exactly one of {choices} (got {what})", integration_id)
         statuses: Statuses | None = None
-        if _given(spec.statuses) and "statuses" not in bad:
+        if is_given(spec.statuses) and "statuses" not in bad:
             assert isinstance(spec.statuses, tuple)
             if self.check(spec.statuses, (*loc, "statuses"), integration_id):
                 statuses = spec.statuses
-        if _given(spec.statuses_file) and "statuses_file" not in bad:
+        if is_given(spec.statuses_file) and "statuses_file" not in bad:
             assert isinstance(spec.statuses_file, str)
             from_file, file_id = self.statuses_file(spec.statuses_file, (*loc, "statuses_file"), integration_id)
             if from_file is not None and integration_id is not None and file_id not in (None, integration_id):
@@ -825,7 +593,7 @@ class _Loader:
                         jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
                     continue
             else:
-                guessed = _guess_id(raw_integration)
+                guessed = guess_id(raw_integration)
                 converted = self.convert(raw_integration, IntegrationSpec, ("integrations", i), guessed)
                 if converted is None:
                     if not isinstance(raw_integration, dict):
@@ -877,7 +645,7 @@ class _Loader:
             # Without a usable accounts section, the one problem reported for it says it all.
             if spec.account not in broken_accounts and not self.no_accounts:
                 known = ", ".join(sorted(accounts) + sorted(broken_accounts)) or "none"
-                near = _near(spec.account, list(accounts))
+                near = nearest(spec.account, list(accounts))
                 self.problem((*loc, "account"), f"unknown account {spec.account!r} (known: {known}){near}", iid)
             ok = False
 
@@ -890,11 +658,11 @@ class _Loader:
                 ok = False  # reported with the set
             elif the_set is None and not self.no_sets:
                 known = ", ".join(sorted(sets) + sorted(broken_sets)) or "none"
-                near = _near(set_name, list(sets))
+                near = nearest(set_name, list(sets))
                 self.problem((*loc, "status_set"), f"unknown status set {set_name!r} (known: {known}){near}", iid)
         picked = self.pick_statuses(spec, bad, loc, iid)
         only_set = set_name is not None and not ({"statuses", "statuses_file"} & bad)
-        only_set = only_set and not _given(spec.statuses) and not _given(spec.statuses_file)
+        only_set = only_set and not is_given(spec.statuses) and not is_given(spec.statuses_file)
         base = (the_set.statuses if the_set is not None and only_set else None) if set_name is not None else picked
         if base is None:
             ok = False
@@ -918,7 +686,7 @@ class _Loader:
                     if x not in have:
                         self.problem(
                             (*loc, "remove_statuses", k),
-                            f"external_id {x!r} is not in the statuses it would remove from{_near(x, have)}",
+                            f"external_id {x!r} is not in the statuses it would remove from{nearest(x, have)}",
                             iid,
                         )
                         ok = False
@@ -954,7 +722,7 @@ class _Loader:
             return None
         if raw_mapping is None and the_set is not None and statuses is the_set.statuses:
             return the_set.desired_mapping if the_set.desired_mapping is not None else UNSET  # checked with the set
-        own, wrong = _categories(raw_mapping) if raw_mapping is not None else ({}, set())
+        own, wrong = mapping_categories(raw_mapping) if raw_mapping is not None else ({}, set())
         skip = wrong | (the_set.unknown - own.keys() if the_set is not None else set())
         if statuses is None:
             return UNSET
@@ -970,7 +738,8 @@ class _Loader:
                 why = (
                     f"but {external_id!r} is removed by remove_statuses"
                     if external_id in removals
-                    else f"but the integration's statuses have no external_id {external_id!r}{_near(external_id, have)}"
+                    else f"but the integration's statuses have no external_id {external_id!r}"
+                    + nearest(external_id, have)
                 )
                 self.problem((*loc, "mapping", category), f"mapping {category} -> {external_id!r}, {why}", iid)
             else:  # inherited, and the set's own check passed: only a removal can cause it
@@ -985,82 +754,14 @@ class _Loader:
         return self.desired_mapping(mapping) if ok else UNSET
 
 
-def _categories(raw: Any) -> tuple[dict[str, str | None], set[str]]:
-    """A mapping as written, category by category: those given (external id, or None for
-    "not mapped") and those given wrong (reported by the convert that failed)."""
-    given: dict[str, str | None] = {}
-    wrong: set[str] = set()
-    if isinstance(raw, MappingSpec):
-        for category in STATUS_CATEGORIES:
-            value = getattr(raw, category)
-            if value is not UNSET:
-                given[category] = value or None
-    elif isinstance(raw, dict):
-        for category in STATUS_CATEGORIES:
-            if category in raw:
-                value = raw[category]
-                if value is None or isinstance(value, str):
-                    given[category] = value or None
-                else:
-                    wrong.add(category)
-    else:
-        wrong.update(STATUS_CATEGORIES)
-    return given, wrong
-
-
-def _near(word: str, choices: Iterable[str]) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
-
-
 def load(
     path: str | Path, environ: dict[str, str] | None = None, max_file_size: int = files.INVENTORY_LIMIT
 ) -> Inventory:
     """Load, validate and expand one inventory file; see :class:`Inventory`.problems.
 
     ``max_file_size`` caps the inventory file (bytes); the files it names have caps of
-    their own (see :mod:`batchsync.documents`).
+    their own (see :mod:`batchsync.files`).
     """
     # A command loads a large inventory with the cyclic GC paused (batchsync.gcpolicy):
     # that is the process's policy, not this function's to set.
     return _Loader(Path(path), environ, max_file_size).load()
-
-
-def select(jobs: Sequence[Job], selectors: Sequence[str]) -> tuple[list[Job], list[str]]:
-    """Jobs matching any selector (an integration id, an account name or a tag), and the
-    selector terms that matched no job at all (a typo, most likely).
-
-    Like Ansible's ``--limit``: ``acme``, ``1234``, ``tag:eu`` or ``eu``; several
-    selectors (repeated or comma-separated) add up. ``!X`` excludes. An empty term is a
-    ValueError: ``--limit '!'`` must not quietly mean everything.
-    """
-    if not selectors:
-        return list(jobs), []
-    include: list[str] = []
-    exclude: list[str] = []
-    for sel in selectors:
-        for part in sel.split(","):
-            part = part.strip()
-            term = part.removeprefix("!").strip()
-            if not term or term in ("tag:", "account:"):
-                raise ValueError(f"empty selector in {sel!r}")
-            (exclude if part.startswith("!") else include).append(term)
-
-    def matches(job: Job, term: str) -> bool:
-        if term.startswith("tag:"):
-            return term[4:] in job.tags
-        if term.startswith("account:"):
-            return job.account == term[8:]
-        if term.isascii() and term.isdigit():
-            return job.integration_id == int(term)
-        return job.account == term or term in job.tags
-
-    unmatched = [t for t in dict.fromkeys(include + exclude) if not any(matches(j, t) for j in jobs)]
-    chosen = [
-        j
-        for j in jobs
-        if (not include or any(matches(j, t) for t in include)) and not any(matches(j, t) for t in exclude)
-    ]
-    return chosen, unmatched
