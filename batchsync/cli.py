@@ -59,7 +59,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         }
         if args.shards is not None:  # asked for: null when the inventory is invalid
             doc["shards"] = split_document(split, sizes) if split is not None else None
-        from batchsync.streams import json_for
+        from batchsync.outputs.streams import json_for
 
         sys.stdout.write(json_for(sys.stdout, msgspec.json.encode(doc).decode()) + "\n")
         return EXIT_OK if inv.valid else EXIT_NOT_STARTED
@@ -241,7 +241,7 @@ def _load_selected(settings: RunSettings) -> Selected | int:
             file=sys.stderr,
         )
     if settings.retry_failed:
-        from batchsync.run import read_retry_report
+        from batchsync.outputs.report import read_retry_report
 
         try:
             earlier = read_retry_report(settings.retry_failed)
@@ -282,7 +282,7 @@ def _record_not_started(args: argparse.Namespace) -> None:
     """Exit 2 with --metrics given: the file says so, its last success stays as it was."""
     if not args.metrics:
         return
-    from batchsync.monitoring import write_exit_code
+    from batchsync.outputs.metrics import write_exit_code
 
     try:
         write_exit_code(args.metrics, args.mode, EXIT_NOT_STARTED)
@@ -673,7 +673,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
-    from batchsync.merge import command
+    from batchsync.outputs.merge import command
 
     return command(
         args.reports, fmt=args.format, junit=args.junit, metrics=args.metrics, html=args.html, max_age=args.max_age
@@ -697,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
-        from batchsync.streams import discard_stdout
+        from batchsync.outputs.streams import discard_stdout
 
         discard_stdout()
         return EXIT_OK
@@ -708,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _stdout_lost(exc, EXIT_OK)
     finally:
-        logs = sys.modules.get("batchsync.progress")  # loaded by the commands that log
+        logs = sys.modules.get("batchsync.outputs.logs")  # loaded by the commands that log
         if logs is not None:
             logs.flush_logs()  # the lines a buffered handler still holds
 
@@ -772,7 +772,7 @@ def _stdout_failing() -> bool:
 def _stdout_lost(exc: OSError | ValueError, code: int) -> int:
     """Says on stderr that stdout was not written in full; the exit code that says so too
     (a failure or a stop says more, and stays)."""
-    from batchsync.streams import discard_stdout
+    from batchsync.outputs.streams import discard_stdout
 
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     with contextlib.suppress(OSError, ValueError):

@@ -248,9 +248,10 @@ def _import(
     from batchsync import usage
     from batchsync.inventory.grouping import build
     from batchsync.inventory.writer import render
-    from batchsync.progress import Progress, setup_logging
+    from batchsync.outputs.logs import setup_logging
+    from batchsync.outputs.progress import Progress
+    from batchsync.outputs.terminal import print_outcome
     from batchsync.redact import Redactor
-    from batchsync.report import print_outcome
 
     secrets = [v for a in inv.accounts.values() for v in _secret_values(a)]
     level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
@@ -355,7 +356,7 @@ async def _read(
     import anyio
 
     from batchsync.engine import budget
-    from batchsync.output import Sanitizer
+    from batchsync.outputs.sanitize import Sanitizer
     from batchsync.sendcloud.transport import HttpApi
 
     stopped = False

@@ -36,12 +36,15 @@ from batchsync.exitcodes import (
 )
 from batchsync.model import Account, Inventory, Job, OAuth2Credentials
 from batchsync.outcome import Outcome, Summary
-from batchsync.output import Lost, OutputError, Sanitizer, Screen, check_output
-from batchsync.progress import Progress, flush_logs, setup_logging
-from batchsync.redact import Redactor
-from batchsync.report import (
+from batchsync.outputs.logs import flush_logs, setup_logging
+from batchsync.outputs.progress import Progress
+from batchsync.outputs.report import ReportWriter
+from batchsync.outputs.sanitize import Sanitizer
+from batchsync.outputs.sink import Lost, OutputError, check_output
+from batchsync.outputs.streams import discard_stdout, json_for
+from batchsync.outputs.terminal import (
     Budget,
-    ReportWriter,
+    Screen,
     TagTally,
     outcome_lines,
     print_mapping_totals,
@@ -49,13 +52,13 @@ from batchsync.report import (
     print_recap,
     summary_document,
 )
+from batchsync.redact import Redactor
 from batchsync.settings import RunSettings
-from batchsync.streams import discard_stdout, json_for
 from batchsync.urls import is_loopback
 from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
-    from batchsync.notify import Webhook
+    from batchsync.outputs.notify import Webhook
 
 log = logging.getLogger("batchsync")
 
@@ -169,39 +172,6 @@ def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> No
             stats.write_declared = account.limits.writes_per_minute
 
 
-class RetryPlan(msgspec.Struct, frozen=True):
-    """What an earlier report says is left to do."""
-
-    failed: frozenset[int]  # failed or skipped
-    succeeded: frozenset[int]  # unchanged or changed
-    complete: bool  # it has its closing summary line: every selected integration is in it
-
-
-def read_retry_report(report: str) -> RetryPlan:
-    """Parse an earlier ``--report``, line by line, each bounded (batchsync.jsonlines). A run
-    killed hard leaves no summary line and maybe a half-written last line: that last line is
-    ignored and the report marked incomplete. ValueError naming the line otherwise."""
-    from batchsync.jsonlines import LineError, objects, read_lines
-
-    failed: set[int] = set()
-    succeeded: set[int] = set()
-    complete = False
-    try:
-        for n, row in objects(read_lines(report)):
-            iid = row.get("integration_id")
-            if iid is None:
-                complete = complete or row.get("summary") is True
-            elif isinstance(iid, int) and not isinstance(iid, bool) and 0 < iid < 2**63:
-                (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
-            else:
-                raise ValueError(f"line {n}: integration_id is not an integration id (a whole number, 1 to 2^63 - 1)")
-    except LineError as exc:  # a line that is not an object, too long or too deep; not a regular file
-        raise ValueError(str(exc)) from None
-    except FileNotFoundError:
-        raise ValueError("file does not exist") from None
-    return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
-
-
 def check_outputs(settings: RunSettings, inv: Inventory) -> None:
     """Found out now, not after a night's run has been done and cannot be reported."""
     protected = [inv.path, *inv.files]
@@ -244,7 +214,7 @@ def record_exit(settings: RunSettings, code: int) -> None:
     """An attempt that never ran still leaves its exit code in the metrics file."""
     if settings.metrics:
         try:
-            from batchsync.monitoring import write_exit_code
+            from batchsync.outputs.metrics import write_exit_code
 
             write_exit_code(settings.metrics, settings.command, code)
         except OSError as exc:
@@ -277,7 +247,7 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
 
 def webhooks(settings: RunSettings) -> list[Webhook]:
     """``--notify`` values resolved now: a missing variable is found before the run, not after."""
-    from batchsync.notify import WebhookError, resolve_webhook
+    from batchsync.outputs.notify import WebhookError, resolve_webhook
 
     try:
         hooks = [resolve_webhook(ref) for ref in settings.notify]
@@ -366,13 +336,13 @@ def _run(
     # Only what this run asked for is imported (the start-up of a run is its first request's delay).
     page = None
     if settings.html:
-        from batchsync.html import HtmlReport
+        from batchsync.outputs.html import HtmlReport
 
         page = HtmlReport(mode, time.time(), redact=redactor)
     failures: list[Outcome] = []  # the first few, for a notification
     most_failures = 0
     if hooks:
-        from batchsync.notify import MAX_FAILED as most_failures
+        from batchsync.outputs.notify import MAX_FAILED as most_failures
 
     def on_outcome(outcome: Outcome) -> None:
         if report is not None:
@@ -443,14 +413,14 @@ def _run(
     try:
         if settings.junit:
             try:
-                from batchsync.monitoring import write_junit
+                from batchsync.outputs.junit import write_junit
 
                 write_junit(settings.junit, collected, summary)
             except OSError as exc:
                 lost.add("--junit", settings.junit, exc)
         if settings.metrics:
             try:
-                from batchsync.monitoring import write_metrics
+                from batchsync.outputs.metrics import write_metrics
 
                 write_metrics(settings.metrics, summary, mode, exit_code=told())
             except OSError as exc:
@@ -474,7 +444,7 @@ def _run(
             discard_stdout()  # what it still buffers would fail again at exit
         if page is not None and settings.html:
             ended = summary.started_at + summary.duration_s
-            from batchsync.html import RunInfo, write_html
+            from batchsync.outputs.html import RunInfo, write_html
 
             info = RunInfo(
                 exit_code=told(),
@@ -496,7 +466,7 @@ def _run(
         print(redactor(line), file=sys.stderr)
     code = told()
     if hooks:  # bounded by --notify-timeout; whatever becomes of it, the exit code stays
-        from batchsync.notify import notify
+        from batchsync.outputs.notify import notify
 
         notify(
             hooks,

@@ -380,8 +380,9 @@ def _strings(value: object) -> Iterator[str]:
 
 
 def test_notifications_hold_hostile_names_safely(tmp_path: Path) -> None:
-    from batchsync.merge import merge, read_report
-    from batchsync.notify import json_message, slack_message
+    from batchsync.outputs.merge import merge
+    from batchsync.outputs.notify import json_message, slack_message
+    from batchsync.outputs.report import read_report
 
     merged = merge([read_report(str(_hostile_report(tmp_path)))])
     failures = [o for o in merged.outcomes if o.result == "failed"]

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from sandbox_fixture import SANDBOX_ENV
 
 from batchsync.diff import Change, MappingChange
-from batchsync.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, Series, render, visible, write_html
 from batchsync.model import Limits
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, Series, render, visible, write_html
+from batchsync.outputs.terminal import Budget
 from batchsync.redact import Redactor
-from batchsync.report import Budget
 
 T0 = 1_800_000_000.0
 HTML = "{http://www.w3.org/1999/xhtml}"
@@ -446,7 +446,7 @@ def test_an_unusable_html_path_stops_the_run_before_anything_is_sent(
 
 
 def test_report_merge_writes_the_merged_page(tmp_path: Path) -> None:
-    from batchsync.merge import command
+    from batchsync.outputs.merge import command
 
     lines = {
         "a.jsonl": [changed(1, tags=("x",)), failed(2, "<b>nope</b>")],

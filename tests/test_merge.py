@@ -22,19 +22,10 @@ from batchsync.engine.engine import Engine
 from batchsync.engine.options import Options
 from batchsync.exitcodes import exit_code
 from batchsync.inventory.shard import ShardSpec, partition, select_shard
-from batchsync.merge import (
-    MergeError,
-    command,
-    expand,
-    junit_tree,
-    merge,
-    parse_duration,
-    parse_report,
-    read_report,
-)
-from batchsync.monitoring import read_metric
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.report import ReportWriter
+from batchsync.outputs.merge import MergeError, command, expand, junit_tree, merge, parse_duration
+from batchsync.outputs.metrics import read_metric
+from batchsync.outputs.report import ReportWriter, parse_report, read_report
 from batchsync.sandbox.server import SandboxConfig, run_sandbox
 from batchsync.sendcloud.transport import HttpApi
 from bench.gen_inventory import zipf_sizes
@@ -113,7 +104,7 @@ def test_complete_shards_merge_into_one_run(tmp_path: Path) -> None:
 def test_the_rates_429s_settled_on_survive_the_merge(tmp_path: Path) -> None:
     import io
 
-    from batchsync.report import print_recap
+    from batchsync.outputs.terminal import print_recap
 
     a = shard_report(tmp_path, 0, {})
     rows = [("mid", "unchanged", 4), ("mid", "unchanged", 5), ("small", "unchanged", 6)]
@@ -233,7 +224,7 @@ def test_a_report_that_is_a_device_or_a_fifo_is_unusable_at_once(tmp_path: Path)
     fifo = tmp_path / "shard-0.jsonl"
     os.mkfifo(fifo)
     for path, kind in (("/dev/zero", "a character device"), (str(fifo), "a FIFO (named pipe)")):
-        program = f"from batchsync.merge import read_report; print(read_report({path!r}).problem)"
+        program = f"from batchsync.outputs.report import read_report; print(read_report({path!r}).problem)"
         done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
         assert done.stdout == f"is {kind}, not a regular file\n", done.stderr
 

@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from batchsync.diff import Change
 from batchsync.files import atomic_write
-from batchsync.monitoring import read_metric, write_exit_code, write_junit, write_metrics
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.junit import write_junit
+from batchsync.outputs.metrics import read_metric, write_exit_code, write_metrics
 
 # -- the official parser, and what it cannot check on its own ------------------------------
 

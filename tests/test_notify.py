@@ -20,7 +20,8 @@ from aiohttp import web
 from cli_helpers import ROOT, SandboxProcess, env_with
 from sandbox_fixture import SANDBOX_ENV
 
-from batchsync.notify import (
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.notify import (
     MAX_ATTEMPTS,
     Webhook,
     WebhookError,
@@ -31,7 +32,6 @@ from batchsync.notify import (
     slack_message,
     wanted,
 )
-from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.redact import Redactor
 
 TOKEN_PATH = "/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"  # what makes a webhook URL a credential

@@ -18,9 +18,10 @@ import pytest
 from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
-from batchsync.monitoring import read_metric
 from batchsync.outcome import ErrorInfo, Outcome
-from batchsync.output import OutputError, Sanitizer, check_output
+from batchsync.outputs.metrics import read_metric
+from batchsync.outputs.sanitize import Sanitizer
+from batchsync.outputs.sink import OutputError, check_output
 from batchsync.redact import Redactor
 from batchsync.urls import is_loopback
 

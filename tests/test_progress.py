@@ -13,15 +13,8 @@ from pathlib import PurePosixPath
 import pytest
 
 from batchsync.outcome import Outcome
-from batchsync.progress import (
-    JsonLogFormatter,
-    Progress,
-    TextLogFormatter,
-    flush_logs,
-    format_duration,
-    redact,
-    setup_logging,
-)
+from batchsync.outputs.logs import JsonLogFormatter, TextLogFormatter, flush_logs, redact, setup_logging
+from batchsync.outputs.progress import Progress, format_duration
 from batchsync.redact import Redactor
 
 

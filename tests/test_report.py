@@ -8,7 +8,7 @@ import msgspec
 
 from batchsync.diff import Change
 from batchsync.outcome import AccountStats, Outcome, Summary
-from batchsync.report import UNTAGGED, TagTally, limits_too_high, outcome_lines, print_recap, summary_document
+from batchsync.outputs.terminal import UNTAGGED, TagTally, limits_too_high, outcome_lines, print_recap, summary_document
 
 
 def recap(summary: Summary, mode: str = "apply", by_tag: TagTally | None = None) -> list[str]:

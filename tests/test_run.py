@@ -10,8 +10,8 @@ import pytest
 
 from batchsync.exitcodes import exit_code
 from batchsync.outcome import AccountStats, Summary
-from batchsync.output import Screen
-from batchsync.run import read_retry_report
+from batchsync.outputs.report import read_retry_report
+from batchsync.outputs.terminal import Screen
 from batchsync.settings import parse_failure_budget
 from batchsync.usage import UsageError
 

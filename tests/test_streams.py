@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import ROOT, env_with
 
-from batchsync.streams import is_utf8, json_for
+from batchsync.outputs.streams import is_utf8, json_for
 
 NAME = "Exp\u00e9di\u00e9"  # in inventories/example.toml
 

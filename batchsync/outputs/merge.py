@@ -21,6 +21,7 @@ import msgspec
 
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Result, Summary
+from batchsync.outputs.report import Report, read_report
 from batchsync.text import display
 
 State = Literal["complete", "cut short", "missing", "unusable", "from an earlier run"]
@@ -28,170 +29,6 @@ State = Literal["complete", "cut short", "missing", "unusable", "from an earlier
 
 class MergeError(ValueError):
     """The reports cannot be read as one run (different splits, modes, a shard twice...): exit 2."""
-
-
-class ShardBlock(msgspec.Struct, frozen=True):
-    index: int
-    count: int
-    integrations: tuple[int, ...] = ()  # per shard, in shard order
-    accounts: tuple[int, ...] = ()
-
-
-class Header(msgspec.Struct, frozen=True):
-    version: int = 1
-    command: str | None = None
-    started_at: float | None = None
-    inventory: str | None = None
-    selected: int | None = None
-    shard: ShardBlock | None = None
-
-
-class SummaryLine(msgspec.Struct, frozen=True):
-    mode: str | None = None
-    accounts: dict[str, AccountStats] = {}
-    duration_s: float = 0.0
-    stopped: str | None = None
-    exit_code: int | None = None
-
-
-class Report(msgspec.Struct, frozen=True):
-    """One report file as read: ``summary`` None means the run was cut short (killed)."""
-
-    path: str
-    header: Header | None = None
-    outcomes: tuple[Outcome, ...] = ()
-    summary: SummaryLine | None = None
-    problem: str | None = None  # why it cannot be used at all
-    mtime: float | None = None
-    # Per account, from the outcome lines (a cut-short report has no summary to take them from).
-    tally: dict[str, AccountStats] = {}
-    last_ended_at: float | None = None
-
-    @property
-    def mode(self) -> str | None:
-        if self.summary is not None and self.summary.mode:
-            return self.summary.mode
-        return self.header.command if self.header is not None else None
-
-    @property
-    def shard(self) -> ShardBlock | None:
-        return self.header.shard if self.header is not None else None
-
-
-def _problem(path: str, message: str, header: Header | None = None, mtime: float | None = None) -> Report:
-    return Report(path, header=header, problem=message, mtime=mtime)
-
-
-KNOWN_VERSIONS = (2,)  # of the header line (a report without one is an older one, read as well)
-COMMANDS = ("plan", "apply")
-
-
-def _why(exc: Exception) -> str:
-    """What is wrong with a line, without quoting what it holds (a value, a name)."""
-    return _QUOTED.sub("…", str(exc)) if isinstance(exc, msgspec.ValidationError) else str(exc)
-
-
-_QUOTED = re.compile(r"'[^']*'")  # msgspec quotes a value it refuses (an unknown enum value)
-
-
-def parse_report(path: str, data: bytes, mtime: float | None = None) -> Report:
-    """Read one report's bytes (see :func:`parse_lines`)."""
-    numbered = ((n, line) for n, line in enumerate(data.splitlines(), 1) if line.strip())
-    return parse_lines(path, numbered, mtime)
-
-
-def parse_lines(path: str, lines: Iterable[tuple[int, bytes]], mtime: float | None = None) -> Report:
-    """Read one report, line by line. A last line cut off mid-write (a killed run) is
-    dropped; an older report without a header line is read as well. A header of an unknown
-    version or command, a summary of another command, an integration id that is not one
-    (below 1 or past 2^63 - 1), a line nested too deep or too long: the report is unusable,
-    named with the line. Never raises on content."""
-    from batchsync.jsonlines import LineError, objects
-
-    header: Header | None = None
-    summary: SummaryLine | None = None
-    outcomes: list[Outcome] = []
-    seen: set[int] = set()
-    tally: dict[str, AccountStats] = {}
-    last_end: float | None = None
-    count = 0
-    try:
-        for n, row in objects(lines):
-            count += 1
-            if row.get("header") is True:
-                if count != 1:
-                    return _problem(path, f"line {n}: a header line after the first line", header, mtime)
-                header = msgspec.convert(row, Header)
-                if header.version not in KNOWN_VERSIONS:
-                    return _problem(
-                        path,
-                        f"line {n}: a report of version {header.version}, not one batchsync reads "
-                        f"(version {', '.join(map(str, KNOWN_VERSIONS))})",
-                        None,
-                        mtime,
-                    )
-                if header.command not in COMMANDS:
-                    return _problem(path, f"line {n}: the header names no plan or apply run", None, mtime)
-            elif row.get("summary") is True:
-                if summary is not None:
-                    return _problem(path, f"line {n}: a second summary line", header, mtime)
-                summary = msgspec.convert(row, SummaryLine)
-                if summary.mode is not None and summary.mode not in COMMANDS:
-                    return _problem(path, f"line {n}: the summary names no plan or apply run", header, mtime)
-                if header is not None and summary.mode is not None and summary.mode != header.command:
-                    return _problem(
-                        path,
-                        f"line {n}: the summary line says {summary.mode}, the header {header.command}: not one run",
-                        header,
-                        mtime,
-                    )
-            elif "integration_id" in row:
-                if summary is not None:
-                    return _problem(path, f"line {n}: an outcome after the summary line", header, mtime)
-                outcome = msgspec.convert(row, Outcome)
-                if outcome.integration_id in seen:
-                    return _problem(path, f"line {n}: integration {outcome.integration_id} twice", header, mtime)
-                seen.add(outcome.integration_id)
-                outcomes.append(outcome)
-                stats = tally.setdefault(outcome.account, AccountStats())
-                setattr(stats, outcome.result, getattr(stats, outcome.result) + 1)
-                requests = row.get("requests")
-                if isinstance(requests, list):
-                    stats.requests += len(requests)
-                    stats.throttled += sum(1 for r in requests if isinstance(r, list) and r[-1:] == [429])
-                ended = row.get("ended_at")
-                if isinstance(ended, int | float) and not isinstance(ended, bool):
-                    last_end = ended if last_end is None else max(last_end, ended)
-            else:
-                return _problem(path, f"line {n} is neither a header, an outcome nor a summary", header, mtime)
-    except msgspec.ValidationError as exc:
-        return _problem(path, f"line {n}: {_why(exc)}", header, mtime)
-    except (LineError, OSError) as exc:  # while reading the file: a line too long, an I/O error
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return _problem(path, reason, header, mtime)
-    if header is not None and header.shard is not None:
-        s = header.shard
-        if not 0 <= s.index < s.count or (s.integrations and len(s.integrations) != s.count):
-            return _problem(path, f"line 1: shard {s.index}/{s.count} does not fit its own block", None, mtime)
-    return Report(path, header, tuple(outcomes), summary, None, mtime, tally, last_end)
-
-
-def read_report(path: str) -> Report:
-    """Read one report file, line by line; a file that cannot be read comes back with its
-    ``problem``. Only a regular file: a FIFO without a writer would block the merge for
-    ever, and /dev/zero fill its memory (the open descriptor is checked)."""
-    from batchsync.jsonlines import LineError, read_lines
-
-    try:
-        mtime = os.stat(path).st_mtime
-        lines = read_lines(path)
-        return parse_lines(path, lines, mtime)
-    except FileNotFoundError:
-        return _problem(path, "no such file")
-    except OSError as exc:
-        return _problem(path, exc.strerror or str(exc))
-    except LineError as exc:
-        return _problem(path, str(exc))
 
 
 _GLOB = re.compile(r"[*?[]")
@@ -457,7 +294,7 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
 
 def document(merged: Merged) -> dict[str, Any]:
     """``--format json``: one object, a single run's document plus the parts and exit code."""
-    from batchsync.report import summary_document
+    from batchsync.outputs.terminal import summary_document
 
     doc = summary_document(merged.summary, merged.mode)
     doc["not_done"] = merged.summary.not_done
@@ -469,7 +306,7 @@ def document(merged: Merged) -> dict[str, Any]:
 
 def print_text(merged: Merged, out: IO[str]) -> None:
     """One line per part, the failed integrations, then a single run's recap."""
-    from batchsync.report import print_outcome, print_recap
+    from batchsync.outputs.terminal import print_outcome, print_recap
 
     for part in merged.parts:
         print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
@@ -484,7 +321,7 @@ def print_text(merged: Merged, out: IO[str]) -> None:
 def junit_tree(merged: Merged) -> ET.Element:
     """A single run's JUnit tree, plus a failing case per shard whose work is not all there,
     so a CI view cannot show green for a night with a shard missing."""
-    from batchsync.monitoring import junit_document
+    from batchsync.outputs.junit import junit_document
 
     root = junit_document(merged.outcomes, merged.summary)
     gaps = [p for p in merged.parts if p.gap]
@@ -504,7 +341,7 @@ def junit_tree(merged: Merged) -> ET.Element:
 def html_page(merged: Merged) -> str:
     """The merged run's page: one run's, with a line per shard. The accounts' budgets are
     not in the reports, so its picture draws requests without a budget line."""
-    from batchsync.html import RunInfo, render
+    from batchsync.outputs.html import RunInfo, render
 
     starts = [o.started_at for o in merged.outcomes if o.started_at]
     ends = [o.ended_at for o in merged.outcomes if o.ended_at]
@@ -560,22 +397,22 @@ def command(
     try:
         if junit:
             from batchsync.files import atomic_write
-            from batchsync.monitoring import junit_bytes
+            from batchsync.outputs.junit import junit_bytes
 
             atomic_write(junit, junit_bytes(junit_tree(merged)))
         if metrics:
-            from batchsync.monitoring import write_metrics
+            from batchsync.outputs.metrics import write_metrics
 
             write_metrics(metrics, merged.summary, merged.mode, exit_code=merged.exit_code)
         if html:
-            from batchsync.html import write_html
+            from batchsync.outputs.html import write_html
 
             write_html(html, html_page(merged))
     except OSError as exc:
         print(f"batchsync: cannot write {display(exc.filename or '')}: {exc.strerror}", file=stderr)
         return EXIT_NOT_STARTED
     if fmt == "json":
-        from batchsync.streams import json_for
+        from batchsync.outputs.streams import json_for
 
         stdout.write(json_for(stdout, msgspec.json.encode(document(merged)).decode()) + "\n")
     else:

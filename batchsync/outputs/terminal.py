@@ -1,17 +1,13 @@
-"""Outcomes for people and programs: the streamed JSON-lines report, the plan, the recap.
-
-The report file starts with a header line (what ran, on how many integrations), then
-gets one line per integration as it finishes (flushed at once, so a killed run still
-leaves a true record), then a closing summary line. Neither the header nor the summary
-has an ``integration_id``; a report without its summary line was cut short.
+"""The run for a person at a terminal: an outcome's lines as it finishes, the recap (per
+account or per tag), the budget table of a plan, the run's summary document, and
+:class:`Screen`, the buffered stdout those lines go through.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import sys
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from batchsync.text import display, quoted
@@ -24,84 +20,7 @@ import msgspec
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
-from batchsync.output import Lost
 from batchsync.text import escape_controls
-
-_encoder = msgspec.json.Encoder()
-REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
-
-
-class ReportWriter:
-    """Appends outcome lines to a file, handed to the system a few times a second.
-
-    The run calls :meth:`flush` on its timer (every 0.2 s) and at the end: a killed run
-    loses at most the lines of its last fraction of a second, which its report, having
-    no summary line, says it may have (``--retry-failed`` then redoes what the report
-    does not record as done); and an outcome costs a buffered write, not a system call.
-    A write that fails (a full disk) does not stop the run: the writer records it in
-    ``lost`` and writes nothing more; the run's end says so."""
-
-    def __init__(self, path: str, lost: Lost | None = None) -> None:
-        self.path = path
-        self.lost = lost if lost is not None else Lost()
-        self.failed = False
-        self._file: IO[bytes] = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 - closed in close()
-
-    def _put(self, data: bytes, flush: bool = False) -> None:
-        if self.failed:
-            return
-        try:
-            self._file.write(data)
-            if flush:
-                self._file.flush()
-        except OSError as exc:
-            self.failed = True
-            self.lost.add("--report", self.path, exc)
-
-    def flush(self) -> None:
-        """Hand what is buffered to the system (the run's timer calls it)."""
-        if self.failed:
-            return
-        try:
-            self._file.flush()
-        except OSError as exc:
-            self.failed = True
-            self.lost.add("--report", self.path, exc)
-
-    def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
-        doc = {
-            "header": True,
-            "version": REPORT_VERSION,
-            "command": mode,
-            "started_at": round(time.time(), 3),
-            "inventory": inventory,
-            "selected": selected,
-            "shard": shard,
-        }
-        self._put(_encoder.encode(doc) + b"\n", flush=True)  # what ran is on disk at once
-
-    def write(self, outcome: Outcome) -> None:
-        self._put(_encoder.encode(outcome) + b"\n")
-
-    def close(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
-        """The summary line (none if the run never got one), with the run's exit code:
-        ``report merge`` reads it."""
-        if summary is not None:
-            doc = summary_document(summary, mode) | {"exit_code": exit_code}
-            self._put(_encoder.encode(doc) + b"\n")
-        try:
-            if not self.failed:
-                os.fsync(self._file.fileno())
-        except OSError as exc:
-            self.failed = True
-            self.lost.add("--report", self.path, exc)
-        try:
-            self._file.close()
-        except OSError as exc:  # the close flushes what the buffer still held
-            if not self.failed:
-                self.failed = True
-                self.lost.add("--report", self.path, exc)
-
 
 UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
 
@@ -240,7 +159,7 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
         status = f" {e.http_status}" if e.http_status else ""
         pointer = f" at {escape_controls(e.pointer)}" if e.pointer else ""
         attempts = f" ({outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''})"
-        # A run's server text is clean already (batchsync.output); a merged report's is
+        # A run's server text is clean already (batchsync.outputs.sanitize); a merged report's is
         # whatever its file says.
         lines.append(f"! {where}: failed: {e.kind}{status}: {escape_controls(e.detail)}{pointer}{attempts}")
         if mode == "plan":
@@ -391,3 +310,51 @@ def print_recap(
             ),
             file=out,
         )
+
+
+class Screen(io.TextIOBase):
+    """stdout for a run's lines: buffered, and written in one piece when flushed.
+
+    A run flushes it a few times a second and at its end, whatever ``PYTHONUNBUFFERED``
+    says (containers often set it, and then every line was one ``write()``): the cost of
+    an outcome line is an append. ``before_write`` runs before each write (the progress
+    line erases itself there). It outlives its reader: ``batchsync apply ... | head``
+    must not turn a closed pipe into failed integrations; once the pipe is gone, output
+    is dropped. Nor must a full disk (``>> /var/log/batchsync.log``): the first write that
+    fails is kept in ``failure`` for the run to name at its end, and output is dropped.
+    """
+
+    LIMIT = 1 << 16  # characters kept before a write, whatever the timer
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream: IO[str] | None = stream
+        self.before_write: Callable[[], None] | None = None
+        self.failure: OSError | None = None  # why the stream was dropped (not a closed pipe)
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size > self.LIMIT:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if self.stream is None:
+            return
+        if self.before_write is not None:
+            self.before_write()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.stream = None
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: what was not written is lost, the run goes on
+            self.stream = None
+            self.failure = exc

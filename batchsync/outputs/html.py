@@ -30,8 +30,8 @@ from batchsync.exitcodes import (
 from batchsync.files import atomic_write
 from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.progress import format_duration
-from batchsync.report import Budget, outcome_lines
+from batchsync.outputs.progress import format_duration
+from batchsync.outputs.terminal import Budget, outcome_lines
 from batchsync.text import escape_controls, spelled
 
 __all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]

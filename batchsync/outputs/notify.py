@@ -23,7 +23,7 @@ import msgspec
 
 from batchsync import __version__
 from batchsync.outcome import Outcome, Summary
-from batchsync.progress import format_duration
+from batchsync.outputs.progress import format_duration
 from batchsync.settings import NotifyFormat, NotifyOn
 from batchsync.text import escape_controls
 
@@ -252,7 +252,7 @@ def json_message(
 ) -> dict[str, Any]:
     """The report's summary document as is, with the exit code, the inventory and the first
     failed integrations; every string passed through ``redact``."""
-    from batchsync.report import summary_document
+    from batchsync.outputs.terminal import summary_document
 
     doc = summary_document(summary, mode)
     doc.setdefault("exit_code", exit_code)

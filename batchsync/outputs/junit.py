@@ -1,0 +1,117 @@
+"""JUnit XML for CI (``--junit``): one test suite per account, one case per integration,
+written atomically so that a CI job reading at any moment sees the previous file or this one.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+
+from batchsync.files import atomic_write
+from batchsync.outcome import Outcome, Summary
+from batchsync.text import escape_controls
+
+
+def _seconds(value: float) -> str:
+    return f"{max(0.0, value):.3f}"
+
+
+def _failure_message(outcome: Outcome) -> tuple[str, str, str]:
+    """(message, type, body) of a failed integration."""
+    e = outcome.error
+    if e is None:
+        return "failed", "failed", "failed (no error recorded)"
+    status = f" {e.http_status}" if e.http_status else ""
+    message = f"{e.kind}{status}: {e.detail}" if e.detail else f"{e.kind}{status}"
+    lines = [message]
+    if e.code:
+        lines.append(f"code: {e.code}")
+    if e.pointer:
+        lines.append(f"pointer: {e.pointer}")
+    lines.append(f"attempts: {outcome.attempts}")
+    lines.extend(f"{c.op} {c.external_id!r}" for c in outcome.changes)
+    return message, e.kind, "\n".join(lines)
+
+
+def _change_text(outcome: Outcome) -> str:
+    head = f"{outcome.result} (+{outcome.added} ~{outcome.changed} -{outcome.removed})"
+    return "\n".join([head, *(f"  {c.op} {c.external_id!r}" for c in outcome.changes)])
+
+
+def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: str = "batchsync") -> ET.Element:
+    """The ``<testsuites>`` tree; :func:`write_junit` serializes it.
+
+    One ``<testsuite>`` per account and ``classname="<suite_name>.<account>"``: Jenkins
+    groups by classname (package ``batchsync``, class = account), GitLab lists the
+    classname beside each case, and per-account counts show in tools that show suites.
+    """
+    by_account: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_account.setdefault(o.account, []).append(o)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    root = ET.Element("testsuites", name=suite_name, time=_seconds(summary.duration_s))
+    totals = dict.fromkeys(("tests", "failures", "skipped"), 0)
+    for account in sorted(by_account):
+        cases = sorted(by_account[account], key=lambda o: o.integration_id)
+        failures = sum(1 for o in cases if o.result == "failed")
+        skipped = sum(1 for o in cases if o.result == "skipped")
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"{suite_name}.{account}",
+            tests=str(len(cases)),
+            failures=str(failures),
+            errors="0",
+            skipped=str(skipped),
+            time=_seconds(sum(o.duration_ms for o in cases) / 1000.0),
+            timestamp=stamp,
+        )
+        stats = summary.accounts.get(account)
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="throttled", value=str(stats.throttled if stats else 0))
+        if summary.stopped:
+            ET.SubElement(props, "property", name="stopped", value=summary.stopped)
+        for o in cases:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                name=f"integration {o.integration_id}",
+                classname=f"{suite_name}.{account}",
+                time=_seconds(o.duration_ms / 1000.0),
+            )
+            if o.result == "failed":
+                message, kind, body = _failure_message(o)
+                ET.SubElement(case, "failure", message=message, type=kind).text = body
+            elif o.result == "skipped":
+                ET.SubElement(case, "skipped", message=o.reason or "skipped")
+            else:
+                ET.SubElement(case, "system-out").text = _change_text(o)
+        totals["tests"] += len(cases)
+        totals["failures"] += failures
+        totals["skipped"] += skipped
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("errors", "0")
+    return root
+
+
+def junit_bytes(root: ET.Element) -> bytes:
+    """The tree as an XML file. Every attribute and text is passed through the rule of
+    batchsync.text first (tab and line feed kept in texts): XML 1.0 cannot hold most
+    control characters at all, and a name or a detail from a merged report may have any."""
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, escape_controls(value))
+        if element.text:
+            element.text = escape_controls(element.text, lines=True)
+        if element.tail:
+            element.tail = escape_controls(element.tail, lines=True)
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
+def write_junit(path: str, outcomes: Iterable[Outcome], summary: Summary, suite_name: str = "batchsync") -> None:
+    """Write the JUnit XML report of a run to ``path`` atomically."""
+    atomic_write(path, junit_bytes(junit_document(outcomes, summary, suite_name)))

@@ -1,0 +1,95 @@
+"""Every outcome made safe once, before any sink sees it: secrets out, control characters out.
+
+A new sink cannot forget to: the engine hands each outcome through :class:`Sanitizer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from batchsync.diff import Change, MappingChange
+from batchsync.outcome import ErrorInfo, Outcome
+from batchsync.redact import Redactor
+from batchsync.text import one_line
+
+
+class Sanitizer:
+    """Makes outcomes safe to print: secrets out, control characters out.
+
+    ``refresh`` returns the credentials in use now (OAuth2 tokens appear as a run goes);
+    they are added to the redactor before each outcome is cleaned.
+    """
+
+    REFRESH_EVERY = 1.0  # seconds: the credentials in use are gathered at most this often
+
+    def __init__(self, redactor: Redactor, refresh: Callable[[], Iterable[str]] | None = None) -> None:
+        self.redactor = redactor
+        self.refresh = refresh
+        self._refreshed = -1e9
+
+    def text(self, value: str) -> str:
+        return one_line(value, self.redactor)
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        # Gathering every account's credentials costs a pass over the accounts: not per
+        # outcome. (The client has already redacted its own account's, tokens included.)
+        if self.refresh is not None and (now := time.monotonic()) - self._refreshed >= self.REFRESH_EVERY:
+            self._refreshed = now
+            self.redactor.add(self.refresh())
+        changes, mapping_changes = self._diffs(outcome)
+        error = outcome.error
+        if error is None and not outcome.reason and not outcome.warnings:  # a diff alone: most of a run
+            if changes is outcome.changes and mapping_changes is outcome.mapping_changes:
+                return outcome
+            return msgspec.structs.replace(outcome, changes=changes, mapping_changes=mapping_changes)
+        if error is not None:
+            error = ErrorInfo(
+                error.kind,
+                error.http_status,
+                one_line(error.code, self.redactor, 64) if error.code else error.code,
+                self.text(error.detail),
+                one_line(error.pointer, self.redactor, 200) if error.pointer else error.pointer,
+            )
+        return msgspec.structs.replace(
+            outcome,
+            error=error,
+            reason=self.text(outcome.reason) if outcome.reason else outcome.reason,
+            warnings=tuple(self.text(w) for w in outcome.warnings),
+            changes=changes,
+            mapping_changes=mapping_changes,
+        )
+
+    def _diffs(self, outcome: Outcome) -> tuple[tuple[Change, ...], tuple[MappingChange, ...]]:
+        """The outcome's diffs with credentials masked: the ``before`` side (names and
+        languages, a removed status's id, mapped ids) is what a server answered, and a
+        server may echo a credential anywhere. That text goes through the redactor joined,
+        once; only an outcome where it finds something is redacted, every field of it.
+        Control characters stay: every sink quotes these values (JSON, repr, HTML), and a
+        name is compared as it is."""
+        changes, mapping = outcome.changes, outcome.mapping_changes
+        texts: list[str] = []  # the server's side only: the rest is the inventory's
+        for c in changes:
+            if c.before:
+                texts.extend(c.before)
+                texts.extend(c.before.values())
+                if c.op == "-":  # only a removed status's id is not also the inventory's
+                    texts.append(c.external_id)
+        texts.extend(m.before for m in mapping if m.before)
+        joined = "\x00".join(texts)
+        if not joined or self.redactor(joined) == joined:
+            return changes, mapping
+        r = self.redactor
+
+        def names(d: dict[str, str] | None) -> dict[str, str] | None:
+            return None if d is None else {r(k): r(v) for k, v in d.items()}
+
+        return (
+            tuple(msgspec.structs.replace(c, external_id=r(c.external_id), before=names(c.before), after=names(c.after))
+                  for c in changes),
+            tuple(msgspec.structs.replace(m, before=r(m.before) if m.before else m.before,
+                                          after=r(m.after) if m.after else m.after)
+                  for m in mapping),
+        )  # fmt: skip
