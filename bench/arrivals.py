@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from batchsync.inventory import load
+from batchsync.inventory.loader import load
 from batchsync.sandbox.server import Sandbox, SandboxConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from batchsync.inventory import load
+from batchsync.inventory.loader import load
 from batchsync.secrets import basic_auth
 
 Work = list[tuple[str, bytes, dict[str, str]]]  # (integration id, POST body, headers)

@@ -34,7 +34,7 @@ SEED = WORK / "p2-seed.json"
 
 def renamed_seed(inventory: Path, out: Path) -> Path:
     """A sandbox seed where every integration has its desired statuses, one name changed."""
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
     from batchsync.sandbox.state import seed_from_inventory
     from batchsync.wire import Status, Translation
 

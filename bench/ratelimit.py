@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from batchsync.limits import SAFETY
+from batchsync.engine.limits import SAFETY
 from batchsync.wire import STATUS_CATEGORIES
 from bench.common import PYTHON, WORK, Row, log, read_report, run_measured, sandbox, with_limits, write_inventory
 
@@ -54,7 +54,7 @@ def predicted(inventory: Path) -> tuple[Counter[str], Counter[str], dict[int, st
     """(reads, writes) per account as the sandbox will seed it, close enough to choose K; and
     each integration's account. Not counted: the mapping read of an integration whose diff
     removes a status without declaring a mapping."""
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
     from batchsync.sandbox.state import seed_from_inventory
 
     inv = load(inventory)
@@ -79,7 +79,7 @@ def predicted(inventory: Path) -> tuple[Counter[str], Counter[str], dict[int, st
 
 
 def declares_mappings(inventory: Path) -> bool:
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
 
     inv = load(inventory)
     return not inv.problems and all(j.mapping is not None for j in inv.jobs)

@@ -60,7 +60,7 @@ def schema() -> dict[str, Any]:
 
 def payloads(path: str) -> list[dict[str, Any]]:
     """Every integration's POST body as JSON data; one decoded list per distinct status list."""
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
 
     inv = load(path)
     if inv.problems:
@@ -79,7 +79,7 @@ def run(notes: list[str]) -> list[Row]:
     from jsonschema import Draft202012Validator
 
     from batchsync.gcpolicy import paused
-    from batchsync.inventory import load
+    from batchsync.inventory.loader import load
 
     path, generator = big_inventory(WORK / "p3.json", N, INLINE)
     inventory = str(path)
