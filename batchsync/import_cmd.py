@@ -15,14 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchsync.engine.snapshot import Fleet, read_fleet
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.gcpolicy import paused
-from batchsync.inventory.writer import write_checked
 
 if TYPE_CHECKING:
     from batchsync.engine.engine import Engine
     from batchsync.engine.options import Options
+    from batchsync.engine.snapshot import Fleet
     from batchsync.inventory.grouping import Format, Report
     from batchsync.model import Account, Inventory
     from batchsync.outcome import Outcome
@@ -246,8 +245,9 @@ def _import(
     import anyio
 
     from batchsync import usage
+    from batchsync.engine.snapshot import Fleet
     from batchsync.inventory.grouping import build
-    from batchsync.inventory.writer import render
+    from batchsync.inventory.writer import render, write_checked
     from batchsync.outputs.logs import setup_logging
     from batchsync.outputs.progress import Progress
     from batchsync.outputs.terminal import print_outcome
@@ -356,6 +356,7 @@ async def _read(
     import anyio
 
     from batchsync.engine import budget
+    from batchsync.engine.snapshot import read_fleet
     from batchsync.outputs.sanitize import Sanitizer
     from batchsync.sendcloud.transport import HttpApi
 
