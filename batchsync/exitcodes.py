@@ -67,7 +67,8 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_NOT_STARTED: "the reports cannot be read as one run, or a usage error",
         EXIT_INTERRUPTED: "a shard stopped early, or its report is missing or cut short",
         EXIT_CHANGES: "plan reports with --detailed-exitcode found changes",
-        EXIT_OUTPUT_LOST: _STDOUT_LOST,
+        EXIT_OUTPUT_LOST: "the reports were merged, but an output (--junit, --metrics, --html, stdout) could not be "
+        "written (a full disk): it is named on stderr; 1 and 3 take precedence",
     },
     "completion": {
         EXIT_OK: "the script was printed",

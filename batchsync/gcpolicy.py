@@ -3,7 +3,7 @@
 Loading a large inventory allocates millions of small, acyclic containers; the cyclic
 collector would rescan them over and over (70% of the time at 100,000 integrations), so
 commands load with it :func:`paused`. A run then keeps what was loaded out of the
-collector's sight and collects rarely (``batchsync.run.rare_gc``).
+collector's sight and collects rarely (``batchsync.commands._run.rare_gc``).
 """
 
 from __future__ import annotations

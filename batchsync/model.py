@@ -158,6 +158,11 @@ class InventoryProblem(msgspec.Struct, frozen=True):
     path: str
     message: str
 
+    def line(self) -> str:
+        """The problem as one line of text: ``file: $.path: message (integration N)``."""
+        where = f" (integration {self.integration_id})" if self.integration_id is not None else ""
+        return f"{self.file}: {self.path}: {self.message}{where}"
+
 
 class Inventory(msgspec.Struct, frozen=True):
     path: str

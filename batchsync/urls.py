@@ -108,3 +108,14 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def in_clear(account: str, url: str) -> str | None:
+    """Why ``account``'s credentials must not be sent to ``url`` (plain ``http://`` to a host
+    that is not this machine: they would cross the network in clear), or None."""
+    if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
+        return (
+            f"account {account}: {url} is plain http:// to a host that is not this machine: its credentials "
+            "would cross the network in clear; use https://, or pass --allow-insecure-http"
+        )
+    return None

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from batchsync.inventory.loader import load
-from batchsync.sandbox.server import Sandbox, SandboxConfig
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

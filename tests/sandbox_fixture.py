@@ -16,7 +16,8 @@ import pytest_asyncio
 
 from batchsync.inventory.loader import load
 from batchsync.model import Inventory
-from batchsync.sandbox.server import Sandbox, SandboxConfig, run_sandbox
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox, run_sandbox
 from batchsync.sandbox.state import Seed
 
 __all__ = [

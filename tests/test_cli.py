@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 from inventory_factory import inventory_env, make_inventory
 
-from batchsync.cli import (
-    EXAMPLES,
-    Selected,
-    _load_selected,
-    build_parser,
-    main,
-    settings_from,
-    shard_from_args,
-    take_shard,
-)
+from batchsync.cli import build_parser, main
+from batchsync.cli import examples as examples_of
+from batchsync.commands._arguments import shard_from_args
+from batchsync.commands._run import Selected, load_selected, settings_from, take_shard
 from batchsync.exitcodes import BY_COMMAND, MEANING, describe
 from batchsync.inventory.shard import ShardSpec, partition
 from batchsync.usage import UsageError
@@ -58,7 +52,7 @@ def test_every_help_lists_its_exit_codes_and_two_examples_that_parse() -> None:
         listed = [(int(line.split()[0]), line.split(None, 1)[1]) for line in codes.strip().splitlines()]
         assert listed == describe(command), key
         lines = examples.strip().splitlines()
-        assert len(lines) == 2 and [line.strip() for line in lines] == list(EXAMPLES[command]), key
+        assert len(lines) == 2 and [line.strip() for line in lines] == list(examples_of(command)), key
         for line in lines:
             words = shlex.split(line)
             assert words[0] == "batchsync"
@@ -157,7 +151,7 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def select(inventory: Path, *argv: str) -> Selected:
-    loaded = _load_selected(settings_from(build_parser().parse_args(["apply", str(inventory), *argv])))
+    loaded = load_selected(settings_from(build_parser().parse_args(["apply", str(inventory), *argv]), "apply"))
     assert isinstance(loaded, Selected)
     return loaded
 
@@ -213,7 +207,7 @@ def test_without_a_shard_nothing_to_retry_exits_0_at_once(
     report = tmp_path / "last.jsonl"
     report.write_text('{"summary": true}\n')
     args = build_parser().parse_args(["apply", str(fleet), "--retry-failed", str(report)])
-    assert _load_selected(settings_from(args)) == 0
+    assert load_selected(settings_from(args, "apply")) == 0
     assert "nothing to retry" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchsync.cli import build_parser
-from batchsync.completion import INSTALL, SHELLS, mark_files, script
+from batchsync.commands.completion import INSTALL, SHELLS, mark_files, script
 
 
 def bash_complete(script_path: Path, line: str, cwd: Path) -> list[str]:
@@ -132,7 +132,7 @@ def test_the_command_prints_the_script_its_shell_loads(tmp_path: Path) -> None:
 def test_start_up_does_not_pay_for_completion() -> None:
     # shtab is imported when a script is asked for, not when the module (or the CLI) loads.
     program = (
-        "import sys, batchsync.completion, batchsync.cli\n"
+        "import sys, batchsync.commands.completion, batchsync.cli\n"
         "code = batchsync.cli.main(['--version'])\n"
         "assert 'shtab' not in sys.modules, 'shtab imported at start-up'\n"
     )

@@ -21,7 +21,8 @@ from test_engine_http import FAST
 
 from batchsync.engine.engine import Engine
 from batchsync.outcome import Outcome
-from batchsync.sandbox.server import Sandbox, SandboxConfig
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox
 from batchsync.sendcloud.auth import BasicAuthenticator
 from batchsync.sendcloud.client import Client
 from batchsync.sendcloud.transport import HttpApi

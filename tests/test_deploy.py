@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 import batchsync
-from batchsync.outputs.merge import parse_duration
+from batchsync.commands.report import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -693,7 +693,9 @@ def test_the_configmaps_inventory_is_valid_with_the_secrets_variables(tmp_path: 
 
 
 def test_the_manifests_args_parse_with_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchsync.cli import build_parser, cmd_report_merge, settings_from
+    from batchsync.cli import build_parser
+    from batchsync.commands import report
+    from batchsync.commands._run import settings_from
     from batchsync.inventory.shard import ShardSpec
 
     docs = manifests()
@@ -707,9 +709,9 @@ def test_the_manifests_args_parse_with_the_command_line(monkeypatch: pytest.Monk
     job = docs["CronJob/batchsync-shards"]["spec"]["jobTemplate"]["spec"]
     for index in range(job["completions"]):  # what each pod of the Indexed Job runs
         monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
-        settings = settings_from(parsed["CronJob/batchsync-shards"])
+        settings = settings_from(parsed["CronJob/batchsync-shards"], "apply")
         assert settings.command == "apply" and settings.shard == ShardSpec(index, job["completions"])
-    assert parsed["CronJob/batchsync-merge"].func is cmd_report_merge
+    assert parsed["CronJob/batchsync-merge"].command_module is report
 
 
 def test_the_readme_shows_the_shards_cronjob_as_shipped() -> None:

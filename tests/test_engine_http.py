@@ -17,7 +17,8 @@ from batchsync.engine.engine import Engine
 from batchsync.engine.options import Options
 from batchsync.model import Inventory
 from batchsync.outcome import Outcome
-from batchsync.sandbox.server import SandboxConfig, run_sandbox
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import run_sandbox
 from batchsync.sendcloud.transport import HttpApi
 
 FAST = Options(backoff_base=0.01, backoff_max=0.05)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchsync.import_cmd import load_source
+from batchsync.commands.import_ import load_source
 from batchsync.model import PRESTASHOP_V2
 from batchsync.sandbox.fleet import account_env, fleet_seed, main
 from batchsync.sandbox.state import Store, load_seed

@@ -228,8 +228,8 @@ def test_report_merge_refuses_reports_of_two_commands(tmp_path: Path, capsys: py
 
 RETRIED = [
     ([_header(), DEEP, _summary()], "line 2 is nested deeper than 32 levels"),
-    ([_header(), _outcome(-1), _summary()], "line 2: integration_id is not an integration id"),
-    ([_header(), _outcome(10**30), _summary()], "line 2: integration_id is not an integration id"),
+    ([_header(), _outcome(-1), _summary()], "line 2: Expected `int` >= 1"),
+    ([_header(), _outcome(10**30), _summary()], "line 2: Expected `int` <= 9223372036854775807"),
     ([_header(), '{"x": "' + "a" * (17 * 1024 * 1024) + '"}'], "line 2 is longer than 16,777,216 bytes"),
     ([SECRET], "line 1 is not JSON: not a report"),
 ]

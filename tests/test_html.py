@@ -446,7 +446,7 @@ def test_an_unusable_html_path_stops_the_run_before_anything_is_sent(
 
 
 def test_report_merge_writes_the_merged_page(tmp_path: Path) -> None:
-    from batchsync.outputs.merge import command
+    from cli_helpers import report_merge as command
 
     lines = {
         "a.jsonl": [changed(1, tags=("x",)), failed(2, "<b>nope</b>")],

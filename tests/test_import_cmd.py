@@ -27,18 +27,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsync import wire
+from batchsync.commands.import_ import load_source
 from batchsync.engine.engine import Engine
 from batchsync.engine.limits import Bucket
 from batchsync.engine.options import Options
 from batchsync.engine.snapshot import Fleet, list_account, read_fleet
-from batchsync.import_cmd import load_source
 from batchsync.inventory.grouping import Current, build, canonical_statuses, read_raw
 from batchsync.inventory.loader import load
 from batchsync.inventory.writer import render, write_checked
 from batchsync.model import Limits
 from batchsync.outcome import Outcome
+from batchsync.sandbox.config import SandboxConfig
 from batchsync.sandbox.fleet import account_env, accounts_inventory, fleet_seed
-from batchsync.sandbox.server import SandboxConfig, run_sandbox
+from batchsync.sandbox.server import run_sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
 from batchsync.sendcloud.errors import ApiError, AuthError, ServerError
 from batchsync.sendcloud.listing import ListBounds

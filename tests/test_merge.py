@@ -14,19 +14,23 @@ from typing import Any
 
 import msgspec
 import pytest
+from cli_helpers import report_merge as command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
+from batchsync.commands.report import parse_duration
 from batchsync.engine.engine import Engine
 from batchsync.engine.options import Options
 from batchsync.exitcodes import exit_code
 from batchsync.inventory.shard import ShardSpec, partition, select_shard
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
-from batchsync.outputs.merge import MergeError, command, expand, junit_tree, merge, parse_duration
+from batchsync.outputs.junit import add_gaps, junit_document
+from batchsync.outputs.merge import Merged, MergeError, expand, merge
 from batchsync.outputs.metrics import read_metric
 from batchsync.outputs.report import ReportWriter, parse_report, read_report
-from batchsync.sandbox.server import SandboxConfig, run_sandbox
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import run_sandbox
 from batchsync.sendcloud.transport import HttpApi
 from bench.gen_inventory import zipf_sizes
 
@@ -171,6 +175,13 @@ def test_a_report_cut_short_after_its_last_outcome_still_exits_3(tmp_path: Path)
     assert merged.exit_code == 3
     assert merged.summary.stopped == f"shard 1/2 {b}: cut short: no summary line; 3 recorded, 0 not done"
     assert [c.get("name") for c in junit_tree(merged).iter("testcase")][-1] == "shard 1/2"
+
+
+def junit_tree(merged: Merged) -> ET.Element:
+    """The merged run's JUnit tree, as its --junit sink writes it."""
+    root = junit_document(merged.outcomes, merged.summary)
+    add_gaps(root, merged.parts)
+    return root
 
 
 def test_an_empty_report_left_by_an_early_kill_is_not_a_report(tmp_path: Path) -> None:
@@ -435,6 +446,50 @@ def test_command_usage_errors_exit_2(tmp_path: Path) -> None:
     assert code == 2 and out == "" and "different splits" in err and err.rstrip().endswith("nothing merged")
 
 
+def test_an_output_the_merge_cannot_write_is_named_and_the_merge_exits_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's policy: the other outputs are written, the lost one is named, exit 5 (a
+    failure or a stop still says more); the metrics, written after it, carry the 5."""
+    import errno
+
+    import batchsync.outputs.junit
+
+    def full(path: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(batchsync.outputs.junit, "atomic_write", full)
+    shard_report(tmp_path, 0, {})
+    shard_report(tmp_path, 1, {4: "changed"})
+    junit, prom, page = tmp_path / "merged.xml", tmp_path / "batchsync.prom", tmp_path / "merged.html"
+    pattern = str(tmp_path / "shard-*.jsonl")
+    code, out, err = run(pattern, fmt="json", junit=str(junit), metrics=str(prom), html=str(page))
+    assert code == 5
+    assert err == f"batchsync: --junit {junit} was not written: No space left on device\n"
+    assert not junit.exists() and page.exists()
+    assert msgspec.json.decode(out)["exit_code"] == 5
+    assert read_metric(str(prom), "batchsync_last_run_exit_code", {"command": "apply"}) == 5
+    # A failed integration says more than a lost output: exit 1, the loss still named.
+    shard_report(tmp_path, 1, {4: "failed"})
+    code, _, err = run(pattern, junit=str(junit))
+    assert code == 1 and "--junit" in err and "was not written" in err
+
+
+def test_the_merge_checks_its_outputs_as_a_run_does(tmp_path: Path) -> None:
+    """One output-path check: a directory, a device, or a report the merge reads is refused
+    before anything is read or written."""
+    a = shard_report(tmp_path, 0, {})
+    for flag, target, why in (
+        ("junit", str(tmp_path), "is a directory"),
+        ("metrics", "/dev/null", "is not a regular file"),
+        ("html", a, f"is {a}, which report merge reads"),
+    ):
+        code, out, err = run(a, **{flag: target})
+        assert code == 2 and out == "", (flag, err)
+        assert err.startswith(f"batchsync: --{flag} {target}: {why}"), err
+    assert open(a).read().startswith('{"header"')  # the report was not overwritten
+
+
 # -- against the real engine and sandbox --------------------------------------------------
 
 
@@ -443,8 +498,8 @@ def write_run_report(path: Path, shard: dict[str, Any], outcomes: list[Outcome],
     writer = ReportWriter(str(path))
     writer.header("apply", "inv.json", len(outcomes), shard)
     for o in outcomes:
-        writer.write(o)
-    writer.close(summary, "apply", exit_code(summary, "apply", False))
+        writer.add(o)
+    writer.finish(summary, "apply", exit_code(summary, "apply", False))
     return str(path)
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from batchsync.commands._arguments import parse_failure_budget
 from batchsync.exitcodes import exit_code
 from batchsync.outcome import AccountStats, Summary
 from batchsync.outputs.report import read_retry_report
 from batchsync.outputs.terminal import Screen
-from batchsync.settings import parse_failure_budget
 from batchsync.usage import UsageError
 
 
@@ -25,9 +25,9 @@ def test_a_complete_report_names_failed_and_skipped(tmp_path: Path) -> None:
     plan = read_retry_report(
         write(
             tmp_path / "r.jsonl",
-            '{"integration_id": 1, "result": "changed"}',
-            '{"integration_id": 2, "result": "failed"}',
-            '{"integration_id": 3, "result": "skipped"}',
+            '{"integration_id": 1, "account": "a", "result": "changed"}',
+            '{"integration_id": 2, "account": "a", "result": "failed"}',
+            '{"integration_id": 3, "account": "a", "result": "skipped"}',
             '{"summary": true, "totals": {}}',
         )
     )
@@ -36,7 +36,11 @@ def test_a_complete_report_names_failed_and_skipped(tmp_path: Path) -> None:
 
 def test_a_killed_runs_report_is_incomplete_and_its_cut_line_ignored(tmp_path: Path) -> None:
     plan = read_retry_report(
-        write(tmp_path / "r.jsonl", '{"integration_id": 1, "result": "unchanged"}', '{"integration_id": 2, "res')
+        write(
+            tmp_path / "r.jsonl",
+            '{"integration_id": 1, "account": "a", "result": "unchanged"}',
+            '{"integration_id": 2, "res',
+        )
     )
     assert not plan.complete and plan.succeeded == {1} and plan.failed == frozenset()
     with pytest.raises(ValueError, match="line 1"):
@@ -125,13 +129,13 @@ def test_a_report_that_is_not_utf8_names_its_line_and_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old_msgspec: bool
 ) -> None:
     if old_msgspec:  # msgspec < 0.23 raised UnicodeDecodeError, not its DecodeError
-        import batchsync.run
+        import msgspec
 
         def decode(line: bytes, **kw: Any) -> object:
             line.decode("utf-8")
-            return batchsync.run.msgspec.json.Decoder(**kw).decode(line)
+            return msgspec.json.Decoder(**kw).decode(line)
 
-        monkeypatch.setattr(batchsync.run.msgspec.json, "decode", decode)
+        monkeypatch.setattr(msgspec.json, "decode", decode)
     path = tmp_path / "r.jsonl"
     path.write_bytes(b'{"integration_id": 1, "result": "failed", "error": "Livr\xe9"}\n{"summary": true}\n')
     with pytest.raises(ValueError, match=r"^line 1 is not UTF-8 text \(column 57: byte 0xE9\)$"):

@@ -21,8 +21,9 @@ from openapi_core.testing import MockRequest, MockResponse
 from sandbox_fixture import SANDBOX_ENV, SandboxFactory, auth_header, write_sandbox_inventory
 
 from batchsync.model import PRESTASHOP_V2, Inventory
+from batchsync.sandbox.config import SandboxConfig
 from batchsync.sandbox.limits import Gate
-from batchsync.sandbox.server import THROTTLED_CODE, Sandbox, SandboxConfig
+from batchsync.sandbox.server import THROTTLED_CODE, Sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed, seed_from_inventory
 from batchsync.wire import ERROR_CODES, Status, Translation
 

@@ -23,10 +23,12 @@ import pytest
 from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import Answer, call
 
+from batchsync.commands.sandbox import add_arguments, settings
 from batchsync.model import PRESTASHOP_V2, Inventory, Limits
-from batchsync.sandbox.cli import add_arguments, config_from_args
-from batchsync.sandbox.server import Sandbox, SandboxConfig, decode_cursor, encode_cursor
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox, decode_cursor, encode_cursor
 from batchsync.sandbox.state import OTHER_SYSTEM, AccountSeed, IntegrationSeed, Seed, load_seed
+from batchsync.usage import UsageError
 from batchsync.wire import Status, Translation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +225,7 @@ async def test_inventory_seeding_with_failing_and_absent(sandbox_factory: Sandbo
 def _parse(*argv: str) -> SandboxConfig:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return config_from_args(parser.parse_args(list(argv)))
+    return settings(parser.parse_args(list(argv))).config
 
 
 def test_cli_options_reach_the_config() -> None:
@@ -232,7 +234,7 @@ def test_cli_options_reach_the_config() -> None:
     assert config.absent_ids == frozenset({10})
     assert (config.page_size, config.token_lifetime) == (3, 2)
     assert (_parse().page_size, _parse().token_lifetime) == (100, 3600)
-    with pytest.raises(ValueError, match="seed file"):
+    with pytest.raises(UsageError, match="seed file"):
         _parse("--seed-file", "x.json", "--in-sync", "0.5")
 
 

@@ -15,7 +15,7 @@ from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import call, statuses_body
 
 from batchsync.model import DesiredMapping, Inventory
-from batchsync.sandbox.server import SandboxConfig
+from batchsync.sandbox.config import SandboxConfig
 from batchsync.sandbox.state import EXTRA_STATUS_ID, AccountSeed, IntegrationSeed, Seed, seed_from_inventory
 from batchsync.wire import STATUS_CATEGORIES, Status, Translation
 

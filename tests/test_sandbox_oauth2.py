@@ -16,7 +16,8 @@ from sandbox_fixture import SandboxFactory, auth_header
 from test_sandbox import VALID, Answer, call
 
 from batchsync.model import Account, Inventory, OAuth2Credentials
-from batchsync.sandbox.server import Sandbox, SandboxConfig, run_sandbox
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox, run_sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed
 from batchsync.sandbox.state import seed_from_inventory as seed_of
 from batchsync.secrets import Secret

@@ -13,7 +13,7 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -31,10 +31,11 @@ from batchsync.files import atomic_write
 from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.outputs.progress import format_duration
+from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import Budget, outcome_lines
 from batchsync.text import escape_controls, spelled
 
-__all__ = ["HtmlReport", "RunInfo", "render", "visible", "write_html"]
+__all__ = ["Html", "HtmlReport", "RunInfo", "render", "visible", "write_html"]
 
 # Failed and changed integrations listed on the page, each; beyond that they are counted.
 # The page (and what is kept in memory while a run goes on) stays bounded on any fleet.
@@ -753,3 +754,40 @@ def render(
 def write_html(path: str, document: str) -> None:
     """Replace ``path`` with the page in one step (a reader sees the old page or the new)."""
     atomic_write(path, document.encode("utf-8"))
+
+
+class Html:
+    """The sink of ``--html``: the page built one outcome at a time, written at the end
+    with the exit code as it stands then. A merged run's page names each part."""
+
+    def __init__(self, path: str, start: Start, lost: Lost, redact: Callable[[str], str] = str) -> None:
+        self.path, self.start, self.lost = path, start, lost
+        self.page = HtmlReport(start.mode, start.started_at, redact=redact)
+
+    def add(self, outcome: Outcome) -> None:
+        self.page.add(outcome)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, end: End | None) -> None:
+        if end is None:
+            return
+        start = self.start
+        merged: dict[str, Any] = {}
+        if start.parts is not None:
+            n = len(start.parts)
+            merged["notes"] = tuple(p.describe() for p in start.parts)
+            merged["title"] = f"batchsync {start.mode} (report merge of {n} part{'s' if n != 1 else ''})"
+        info = RunInfo(
+            exit_code=end.code(),
+            started_at=end.started_at,
+            ended_at=end.ended_at,
+            limits=dict(start.limits),
+            inventory=start.inventory,
+            **merged,
+        )
+        try:
+            write_html(self.path, self.page.html(end.summary, info))
+        except OSError as exc:
+            self.lost.record("--html", self.path, exc)

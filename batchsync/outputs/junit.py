@@ -1,15 +1,17 @@
 """JUnit XML for CI (``--junit``): one test suite per account, one case per integration,
-written atomically so that a CI job reading at any moment sees the previous file or this one.
+written atomically so that a CI job reading at any moment sees the previous file or this one;
+a merged run adds a failing case per shard whose work is not all there.
 """
 
 from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from batchsync.files import atomic_write
 from batchsync.outcome import Outcome, Summary
+from batchsync.outputs.sink import End, Lost, Part, Start
 from batchsync.text import escape_controls
 
 
@@ -115,3 +117,44 @@ def junit_bytes(root: ET.Element) -> bytes:
 def write_junit(path: str, outcomes: Iterable[Outcome], summary: Summary, suite_name: str = "batchsync") -> None:
     """Write the JUnit XML report of a run to ``path`` atomically."""
     atomic_write(path, junit_bytes(junit_document(outcomes, summary, suite_name)))
+
+
+def add_gaps(root: ET.Element, parts: Sequence[Part]) -> None:
+    """A failing case per part whose work is not all there (``report merge``), so a CI view
+    cannot show green for a night with a shard missing."""
+    gaps = [p for p in parts if p.gap]
+    if not gaps:
+        return
+    suite = ET.SubElement(
+        root, "testsuite", name="batchsync.shards", tests=str(len(gaps)), failures=str(len(gaps)), errors="0"
+    )
+    for p in gaps:
+        name = f"shard {p.shard}" if p.shard is not None else f"report {p.path}"
+        case = ET.SubElement(suite, "testcase", name=name, classname="batchsync.shards", time="0.000")
+        ET.SubElement(case, "failure", message=p.describe(), type=p.state).text = p.describe()
+    for key in ("tests", "failures"):
+        root.set(key, str(int(root.get(key, "0")) + len(gaps)))
+
+
+class JUnit:
+    """The sink of ``--junit``: the outcomes kept as they come, the file written at the end."""
+
+    def __init__(self, path: str, start: Start, lost: Lost) -> None:
+        self.path, self.parts, self.lost = path, start.parts or (), lost
+        self.outcomes: list[Outcome] = []
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, end: End | None) -> None:
+        if end is None:
+            return
+        root = junit_document(self.outcomes, end.summary)
+        add_gaps(root, self.parts)
+        try:
+            atomic_write(self.path, junit_bytes(root))
+        except OSError as exc:
+            self.lost.record("--junit", self.path, exc)

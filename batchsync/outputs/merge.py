@@ -1,9 +1,9 @@
-"""``report merge``: the JSON-lines reports of several shards read as if one run had done it all.
+"""The JSON-lines reports of several shards read as if one run had done it all (``report merge``).
 
-One set of outcomes, one summary and one exit code by a single run's rules. A shard whose
-report is missing, unusable, from an earlier run or cut short is named, and the
-integrations it should have covered (known from the ``shard`` block of any report's
-header) count as not done: skipped, exit 3.
+One set of outcomes, one summary and one exit code by a single run's rules, which the
+command hands to the sinks a run drives. A shard whose report is missing, unusable, from
+an earlier run or cut short is named, and the integrations it should have covered (known
+from the ``shard`` block of any report's header) count as not done: skipped, exit 3.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ from __future__ import annotations
 import glob
 import os
 import re
-import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from typing import IO, Any, Literal
 
 import msgspec
 
-from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED
+from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, exit_code
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Result, Summary
-from batchsync.outputs.report import Report, read_report
+from batchsync.outputs.report import Report
+from batchsync.outputs.sink import Part, State
 from batchsync.text import display
-
-State = Literal["complete", "cut short", "missing", "unusable", "from an earlier run"]
 
 
 class MergeError(ValueError):
@@ -49,54 +45,11 @@ def expand(patterns: Iterable[str]) -> list[str]:
     return paths
 
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``--max-age``: seconds, or a number with s, m, h or d."""
-    m = _DURATION.fullmatch(text.strip())
-    if m is None or float(m.group(1)) <= 0:
-        raise ValueError("expected a positive duration: seconds, or a number with s, m, h or d (90m, 4h)")
-    return float(m.group(1)) * _UNIT[m.group(2)]
-
-
 def _age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
-
-
-class Part(msgspec.Struct, frozen=True):
-    """What one shard (or, unsharded, one report file) contributed."""
-
-    shard: str | None  # "I/N", None for unsharded reports
-    path: str | None  # None: no report claims this shard
-    state: State
-    reason: str | None = None
-    recorded: int = 0  # outcome lines counted
-    not_done: int | None = 0  # integrations it should have covered with no outcome; None: unknown
-
-    @property
-    def gap(self) -> bool:
-        """Whether this part leaves the run short: work not done, or a report without its
-        summary line (the run did not end as it should, whatever its lines say)."""
-        return self.state != "complete" and (self.not_done != 0 or self.state == "cut short")
-
-    def describe(self) -> str:
-        where = f"shard {self.shard}" if self.shard is not None else "report"
-        name = f" {display(self.path)}" if self.path is not None else ""
-        if self.state == "complete":
-            return f"{where}{name}: complete, {self.recorded} integrations"
-        text = f"{where}{name}: {self.state}" + (f": {self.reason}" if self.reason else "")
-        if self.not_done is None:
-            return f"{text}; what it should have covered is unknown"
-        if self.state == "cut short":
-            return f"{text}; {self.recorded} recorded, {self.not_done} not done"
-        if self.not_done:
-            return f"{text}; its {self.not_done} integration{'s' if self.not_done != 1 else ''} not done"
-        return text
 
 
 class MergedSummary(Summary):
@@ -116,10 +69,15 @@ class Merged(msgspec.Struct):
     detailed: bool = False  # a plan report used --detailed-exitcode
     unknown: bool = False  # a missing part's share of the work is unknown
 
+    def span(self) -> tuple[float, float]:
+        """(first start, last end) of the outcomes' times; (0, 0) when none has times."""
+        starts = [o.started_at for o in self.outcomes if o.started_at]
+        ends = [o.ended_at for o in self.outcomes if o.ended_at]
+        started = min(starts, default=0.0)
+        return started, max([*ends, started + self.summary.duration_s]) if started else 0.0
+
     @property
     def exit_code(self) -> int:
-        from batchsync.exitcodes import exit_code
-
         if self.unknown or any(p.state == "cut short" for p in self.parts):
             return EXIT_INTERRUPTED
         return exit_code(self.summary, self.mode, self.detailed)
@@ -287,134 +245,3 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
         detailed=any(r.summary is not None and r.summary.exit_code == EXIT_CHANGES for r in usable),
         unknown=any(p.not_done is None for p in parts),
     )
-
-
-# -- output ------------------------------------------------------------------------------
-
-
-def document(merged: Merged) -> dict[str, Any]:
-    """``--format json``: one object, a single run's document plus the parts and exit code."""
-    from batchsync.outputs.terminal import summary_document
-
-    doc = summary_document(merged.summary, merged.mode)
-    doc["not_done"] = merged.summary.not_done
-    doc["exit_code"] = merged.exit_code
-    doc["parts"] = [msgspec.to_builtins(p) for p in merged.parts]
-    doc["outcomes"] = merged.outcomes
-    return doc
-
-
-def print_text(merged: Merged, out: IO[str]) -> None:
-    """One line per part, the failed integrations, then a single run's recap."""
-    from batchsync.outputs.terminal import print_outcome, print_recap
-
-    for part in merged.parts:
-        print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
-    for outcome in merged.outcomes:
-        if outcome.result == "failed":
-            print_outcome(outcome, merged.mode, out)
-    print_recap(merged.summary, merged.mode, out)
-    if merged.summary.not_done:
-        print(f"not done: {merged.summary.not_done} integrations no report accounts for (counted as skipped)", file=out)
-
-
-def junit_tree(merged: Merged) -> ET.Element:
-    """A single run's JUnit tree, plus a failing case per shard whose work is not all there,
-    so a CI view cannot show green for a night with a shard missing."""
-    from batchsync.outputs.junit import junit_document
-
-    root = junit_document(merged.outcomes, merged.summary)
-    gaps = [p for p in merged.parts if p.gap]
-    if gaps:
-        suite = ET.SubElement(
-            root, "testsuite", name="batchsync.shards", tests=str(len(gaps)), failures=str(len(gaps)), errors="0"
-        )
-        for p in gaps:
-            name = f"shard {p.shard}" if p.shard is not None else f"report {p.path}"
-            case = ET.SubElement(suite, "testcase", name=name, classname="batchsync.shards", time="0.000")
-            ET.SubElement(case, "failure", message=p.describe(), type=p.state).text = p.describe()
-        for key in ("tests", "failures"):
-            root.set(key, str(int(root.get(key, "0")) + len(gaps)))
-    return root
-
-
-def html_page(merged: Merged) -> str:
-    """The merged run's page: one run's, with a line per shard. The accounts' budgets are
-    not in the reports, so its picture draws requests without a budget line."""
-    from batchsync.outputs.html import RunInfo, render
-
-    starts = [o.started_at for o in merged.outcomes if o.started_at]
-    ends = [o.ended_at for o in merged.outcomes if o.ended_at]
-    started = min(starts, default=0.0)
-    n = len(merged.parts)
-    info = RunInfo(
-        exit_code=merged.exit_code,
-        started_at=started,
-        ended_at=max([*ends, started + merged.summary.duration_s]) if started else 0.0,
-        notes=tuple(p.describe() for p in merged.parts),
-        title=f"batchsync {merged.mode} (report merge of {n} part{'s' if n != 1 else ''})",
-    )
-    return render(merged.outcomes, merged.summary, merged.mode, info)
-
-
-def command(
-    patterns: Sequence[str],
-    *,
-    fmt: str = "text",
-    junit: str | None = None,
-    metrics: str | None = None,
-    html: str | None = None,
-    max_age: str | None = None,
-    out: IO[str] | None = None,
-    err: IO[str] | None = None,
-    now: float | None = None,
-) -> int:
-    """``batchsync report merge REPORT... [--junit F] [--metrics F] [--html F] [--format json] [--max-age D]``."""
-    stdout = sys.stdout if out is None else out
-    stderr = sys.stderr if err is None else err
-    try:
-        age = parse_duration(max_age) if max_age is not None else None
-    except ValueError as exc:
-        print(f"batchsync: --max-age {max_age}: {exc}", file=stderr)
-        return EXIT_NOT_STARTED
-    for flag, path in (("--junit", junit), ("--metrics", metrics), ("--html", html)):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            print(
-                f"batchsync: {flag} {display(path or '')}: {display(folder)} is not a writable directory",
-                file=stderr,
-            )
-            return EXIT_NOT_STARTED
-    paths = expand(patterns)
-    if not paths:
-        print("batchsync: report merge: name at least one report", file=stderr)
-        return EXIT_NOT_STARTED
-    try:
-        merged = merge([read_report(p) for p in paths], now=now, max_age=age)
-    except MergeError as exc:
-        print(f"batchsync: report merge: {exc}; nothing merged", file=stderr)
-        return EXIT_NOT_STARTED
-    try:
-        if junit:
-            from batchsync.files import atomic_write
-            from batchsync.outputs.junit import junit_bytes
-
-            atomic_write(junit, junit_bytes(junit_tree(merged)))
-        if metrics:
-            from batchsync.outputs.metrics import write_metrics
-
-            write_metrics(metrics, merged.summary, merged.mode, exit_code=merged.exit_code)
-        if html:
-            from batchsync.outputs.html import write_html
-
-            write_html(html, html_page(merged))
-    except OSError as exc:
-        print(f"batchsync: cannot write {display(exc.filename or '')}: {exc.strerror}", file=stderr)
-        return EXIT_NOT_STARTED
-    if fmt == "json":
-        from batchsync.outputs.streams import json_for
-
-        stdout.write(json_for(stdout, msgspec.json.encode(document(merged)).decode()) + "\n")
-    else:
-        print_text(merged, stdout)
-    return merged.exit_code

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from batchsync.files import atomic_write
-from batchsync.outcome import RESULTS, Summary
+from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.outputs.sink import End, Lost, Start
 from batchsync.text import escape_controls
 
 # -- JUnit -------------------------------------------------------------------------------
@@ -337,3 +338,25 @@ def write_exit_code(
             into = merged[name] = _Family(family.help, family.kind)
             into.samples = [s for s in (kept.samples if kept else ()) if not _ours(s[0], identity)] + family.samples
         atomic_write(path, _render(merged).encode("utf-8"))
+
+
+class Metrics:
+    """The sink of ``--metrics``: the file rewritten at the end, with the exit code as it
+    stands then (an output lost before it counts)."""
+
+    def __init__(self, path: str, start: Start, lost: Lost) -> None:
+        self.path, self.mode, self.lost = path, start.mode, lost
+
+    def add(self, outcome: Outcome) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, end: End | None) -> None:
+        if end is None:
+            return
+        try:
+            write_metrics(self.path, end.summary, self.mode, exit_code=end.code())
+        except OSError as exc:
+            self.lost.record("--metrics", self.path, exc)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -24,10 +24,13 @@ import msgspec
 from batchsync import __version__
 from batchsync.outcome import Outcome, Summary
 from batchsync.outputs.progress import format_duration
-from batchsync.settings import NotifyFormat, NotifyOn
+from batchsync.outputs.sink import End, Start
 from batchsync.text import escape_controls
 
 log = logging.getLogger("batchsync.notify")
+
+NotifyOn = Literal["failure", "change", "always"]
+NotifyFormat = Literal["slack", "json"]
 
 TIMEOUT: Final = 5.0  # seconds for every notification of a run together
 MAX_ATTEMPTS: Final = 3  # per URL, within the timeout
@@ -455,3 +458,44 @@ def notify(
                 d.reason,
             )
     return deliveries
+
+
+class Notify:
+    """The sink of ``--notify``: the first few failures kept as they come, the message
+    posted after every file is written and every lost output named (the final exit code)."""
+
+    def __init__(
+        self,
+        hooks: Sequence[Webhook],
+        start: Start,
+        *,
+        on: NotifyOn,
+        fmt: NotifyFormat,
+        timeout: float,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self.hooks, self.start, self.on, self.fmt, self.timeout, self.redact = hooks, start, on, fmt, timeout, redact
+        self.failures: list[Outcome] = []
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.result == "failed" and len(self.failures) < MAX_FAILED:
+            self.failures.append(outcome)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, end: End | None) -> None:
+        if end is None:
+            return
+        notify(
+            self.hooks,
+            end.summary,
+            self.start.mode,
+            end.code(),
+            self.failures,
+            on=self.on,
+            fmt=self.fmt,
+            timeout=self.timeout,
+            inventory=self.start.inventory,
+            redact=self.redact,
+        )

@@ -18,7 +18,7 @@ from typing import IO, Any
 import msgspec
 
 from batchsync.outcome import AccountStats, Outcome, Summary
-from batchsync.outputs.sink import Lost
+from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import summary_document
 
 _encoder = msgspec.json.Encoder()
@@ -41,6 +41,7 @@ class ReportWriter:
         self.path = path
         self.lost = lost if lost is not None else Lost()
         self.failed = False
+        self.mode = "apply"
         self._file: IO[bytes] = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 - closed in close()
 
     def _put(self, data: bytes, flush: bool = False) -> None:
@@ -52,7 +53,7 @@ class ReportWriter:
                 self._file.flush()
         except OSError as exc:
             self.failed = True
-            self.lost.add("--report", self.path, exc)
+            self.lost.record("--report", self.path, exc)
 
     def flush(self) -> None:
         """Hand what is buffered to the system (the run's timer calls it)."""
@@ -62,9 +63,17 @@ class ReportWriter:
             self._file.flush()
         except OSError as exc:
             self.failed = True
-            self.lost.add("--report", self.path, exc)
+            self.lost.record("--report", self.path, exc)
+
+    @classmethod
+    def open(cls, path: str, start: Start, lost: Lost) -> ReportWriter:
+        """The sink of ``--report``: the file made anew, its header line written."""
+        writer = cls(path, lost)
+        writer.header(start.mode, start.inventory, start.selected, start.shard)
+        return writer
 
     def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
+        self.mode = mode
         doc = {
             "header": True,
             "version": REPORT_VERSION,
@@ -76,10 +85,19 @@ class ReportWriter:
         }
         self._put(_encoder.encode(doc) + b"\n", flush=True)  # what ran is on disk at once
 
-    def write(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome) -> None:
         self._put(_encoder.encode(outcome) + b"\n")
 
-    def close(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
+    def close(self, end: End | None) -> None:
+        """Last of the files: the summary line carries the code the process exits with (unless
+        closing the report is itself what fails), whatever was lost before it. None: the run
+        broke off, and its report has no summary line."""
+        if end is None:
+            self.finish(None)
+        else:
+            self.finish(end.summary, self.mode, end.code())
+
+    def finish(self, summary: Summary | None = None, mode: str = "apply", exit_code: int | None = None) -> None:
         """The summary line (none if the run never got one), with the run's exit code:
         ``report merge`` reads it."""
         if summary is not None:
@@ -90,13 +108,13 @@ class ReportWriter:
                 os.fsync(self._file.fileno())
         except OSError as exc:
             self.failed = True
-            self.lost.add("--report", self.path, exc)
+            self.lost.record("--report", self.path, exc)
         try:
             self._file.close()
         except OSError as exc:  # the close flushes what the buffer still held
             if not self.failed:
                 self.failed = True
-                self.lost.add("--report", self.path, exc)
+                self.lost.record("--report", self.path, exc)
 
 
 class ShardBlock(msgspec.Struct, frozen=True):
@@ -273,26 +291,14 @@ class RetryPlan(msgspec.Struct, frozen=True):
     complete: bool  # it has its closing summary line: every selected integration is in it
 
 
-def read_retry_report(report: str) -> RetryPlan:
-    """Parse an earlier ``--report``, line by line, each bounded (batchsync.jsonlines). A run
-    killed hard leaves no summary line and maybe a half-written last line: that last line is
-    ignored and the report marked incomplete. ValueError naming the line otherwise."""
-    from batchsync.jsonlines import LineError, objects, read_lines
-
-    failed: set[int] = set()
-    succeeded: set[int] = set()
-    complete = False
-    try:
-        for n, row in objects(read_lines(report)):
-            iid = row.get("integration_id")
-            if iid is None:
-                complete = complete or row.get("summary") is True
-            elif isinstance(iid, int) and not isinstance(iid, bool) and 0 < iid < 2**63:
-                (failed if row.get("result") in ("failed", "skipped") else succeeded).add(iid)
-            else:
-                raise ValueError(f"line {n}: integration_id is not an integration id (a whole number, 1 to 2^63 - 1)")
-    except LineError as exc:  # a line that is not an object, too long or too deep; not a regular file
-        raise ValueError(str(exc)) from None
-    except FileNotFoundError:
-        raise ValueError("file does not exist") from None
-    return RetryPlan(frozenset(failed), frozenset(succeeded), complete)
+def read_retry_report(path: str) -> RetryPlan:
+    """What an earlier ``--report`` leaves to do, read by :func:`read_report` as ``report
+    merge`` reads it. A run killed hard leaves no summary line and maybe a half-written last
+    line: that line is ignored and the report marked incomplete. A report that cannot be
+    used is a ValueError saying why (naming the line)."""
+    report = read_report(path)
+    if report.problem is not None:
+        raise ValueError(report.problem)
+    failed = {o.integration_id for o in report.outcomes if o.result in ("failed", "skipped")}
+    succeeded = {o.integration_id for o in report.outcomes} - failed
+    return RetryPlan(frozenset(failed), frozenset(succeeded), report.summary is not None)

@@ -1,26 +1,28 @@
 """The run for a person at a terminal: an outcome's lines as it finishes, the recap (per
-account or per tag), the budget table of a plan, the run's summary document, and
-:class:`Screen`, the buffered stdout those lines go through.
+account or per tag), the budget table of a plan, the run's summary document,
+:class:`Screen`, the buffered stdout those lines go through, and :class:`Terminal`, the
+sink that writes them.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
-
-from batchsync.text import display, quoted
-
-if TYPE_CHECKING:
-    from _typeshed import SupportsWrite
 
 import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
-from batchsync.text import escape_controls
+from batchsync.outputs.sink import End, Lost, Start
+from batchsync.outputs.streams import discard_stdout, json_for
+from batchsync.text import display, escape_controls, quoted
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
 
@@ -358,3 +360,85 @@ class Screen(io.TextIOBase):
         except OSError as exc:  # ENOSPC, EFBIG, EIO: what was not written is lost, the run goes on
             self.stream = None
             self.failure = exc
+
+
+class Terminal:
+    """The sink of stdout and stderr: each outcome's lines as it finishes (``-q``: only the
+    failed ones, on stderr), then the recap (and a plan's budget table), or with ``--format
+    json`` one document at the end. A merged run (``start.parts``) is headed by a line per
+    part and repeats only its failed outcomes: each was shown by its shard's run."""
+
+    def __init__(
+        self,
+        start: Start,
+        out: Screen,
+        err: IO[str],
+        lost: Lost,
+        *,
+        as_json: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        json_logs: bool = False,
+        by_tag: bool = False,
+    ) -> None:
+        self.start, self.out, self.err, self.lost = start, out, err, lost
+        self.target = out.stream  # what the JSON is encoded for
+        self.mode = start.mode
+        self.as_json, self.quiet, self.verbose, self.json_logs = as_json, quiet, verbose, json_logs
+        self.merged = start.parts is not None
+        self.collected: list[Outcome] | None = [] if as_json else None
+        self.tags = TagTally() if by_tag else None
+        # What an apply of a plan will spend needs the declared limits (unknown to a merge).
+        self.budget = Budget() if start.mode == "plan" and start.limits else None
+        if self.merged and not (as_json or quiet):
+            for part in start.parts or ():
+                print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
+
+    def add(self, outcome: Outcome) -> None:
+        if self.collected is not None:
+            self.collected.append(outcome)
+        if self.budget is not None:
+            self.budget.add(outcome)
+        if self.tags is not None:
+            self.tags.add(outcome)
+        if self.quiet:
+            if outcome.result == "failed":
+                if self.json_logs:  # a log shipper gets JSON on stderr, nothing else
+                    logging.getLogger("batchsync").error("%s", "\n".join(outcome_lines(outcome, self.mode)))
+                else:
+                    print_outcome(outcome, self.mode, self.err)
+        elif not self.as_json and (not self.merged or outcome.result == "failed"):
+            print_outcome(outcome, self.mode, self.out, verbose=self.verbose)
+
+    def flush(self) -> None:
+        pass  # the run's timer flushes the screen itself, below its progress line
+
+    def close(self, end: End | None) -> None:
+        if end is None:
+            return
+        summary, mode, out = end.summary, self.mode, self.out
+        by_tag = self.tags.groups if self.tags is not None else None
+        if self.collected is not None:
+            doc = summary_document(summary, mode, by_tag)
+            if self.budget is not None:
+                doc["budget"] = self.budget.rows(summary, self.start.limits)
+            if self.merged:
+                doc["not_done"] = self.start.not_done
+                doc["exit_code"] = end.code()
+                doc["parts"] = [msgspec.to_builtins(p) for p in self.start.parts or ()]
+            doc["outcomes"] = self.collected
+            out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
+        elif not self.quiet:
+            print_recap(summary, mode, out, by_tag)
+            print_mapping_totals(summary, out)
+            if self.budget is not None:
+                self.budget.print(summary, self.start.limits, out)
+            if self.start.not_done:
+                print(
+                    f"not done: {self.start.not_done} integrations no report accounts for (counted as skipped)",
+                    file=out,
+                )
+        out.flush()
+        if out.failure is not None:  # a full disk under stdout: the run went on, the loss is said
+            self.lost.record("stdout", "", out.failure)
+            discard_stdout()  # what it still buffers would fail again at exit

@@ -2,6 +2,6 @@
 
 import sys
 
-from batchsync.sandbox.cli import main_sandbox
+from batchsync.sandbox.options import main
 
-sys.exit(main_sandbox())
+sys.exit(main())

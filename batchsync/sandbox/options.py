@@ -1,19 +1,31 @@
-"""``batchsync sandbox``: serve the sandbox until SIGINT or SIGTERM.
+"""The sandbox's own command line, which ``batchsync sandbox`` and ``python -m
+batchsync.sandbox`` share: the sandbox is a program of its own (a server for demos, tests
+and benchmarks) that the command line also offers as a verb.
 
 Only argparse is imported at module level, because the main parser imports
-:func:`add_arguments` on every start; aiohttp comes in with :func:`run`.
+:func:`add_arguments` on every start; :func:`settings` checks the options into a
+:class:`~batchsync.sandbox.config.SandboxConfig`, and :func:`run` brings aiohttp in.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import EXIT_NOT_STARTED
+from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
-    from batchsync.sandbox.server import SandboxConfig
+    from batchsync.sandbox.config import SandboxConfig
+
+
+class SandboxSettings(NamedTuple):
+    config: SandboxConfig
+    host: str = "127.0.0.1"
+    port: int = 8765
+    inventory: str | None = None  # seed from this inventory
+    seed_file: str | None = None  # or serve exactly this seed
 
 
 def _port(text: str) -> int:
@@ -168,101 +180,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--latency", type=_latency, metavar="MIN:MAX", help="uniform delay per request, in seconds")
 
 
-def config_from_args(args: argparse.Namespace) -> SandboxConfig:
-    from batchsync.sandbox.server import SandboxConfig
+def settings(args: argparse.Namespace) -> SandboxSettings:
+    """The options checked into a :class:`SandboxConfig`; a UsageError saying why not."""
+    from batchsync.sandbox.config import SandboxConfig
 
     if args.write_burst is not None and args.write_burst < 1:
-        raise ValueError("--write-burst must be >= 1")
+        raise UsageError("--write-burst must be >= 1")
     if args.seed_file and (args.in_sync or args.system_for or args.failing or args.absent):
-        raise ValueError(
+        raise UsageError(
             "--in-sync, --system-for, --failing and --absent seed from an inventory; a seed file says it all itself"
         )
-    return SandboxConfig(
-        in_sync=args.in_sync,
-        seed=args.seed,
-        systems=tuple(args.system_for),
-        failing_ids=frozenset(i for ids in args.failing for i in ids),
-        absent_ids=frozenset(i for ids in args.absent for i in ids),
-        page_size=args.page_size,
-        token_lifetime=args.token_lifetime,
-        writes_per_minute=args.writes_per_minute,
-        write_burst=args.write_burst,
-        reads_per_minute=args.reads_per_minute,
-        time_scale=args.time_scale,
-        retry_after=not args.no_retry_after,
-        empty_429=args.empty_429,
-        fault_500=args.fault_500,
-        fault_502=args.fault_502,
-        fault_503=args.fault_503,
-        fault_reset=args.fault_reset,
-        fault_hang=args.fault_hang,
-        garbage_200=args.garbage_200,
-        hang_seconds=args.hang_seconds,
-        latency=args.latency,
-        down_accounts=frozenset(args.down_account),
+    try:
+        config = SandboxConfig(
+            in_sync=args.in_sync,
+            seed=args.seed,
+            systems=tuple(args.system_for),
+            failing_ids=frozenset(i for ids in args.failing for i in ids),
+            absent_ids=frozenset(i for ids in args.absent for i in ids),
+            page_size=args.page_size,
+            token_lifetime=args.token_lifetime,
+            writes_per_minute=args.writes_per_minute,
+            write_burst=args.write_burst,
+            reads_per_minute=args.reads_per_minute,
+            time_scale=args.time_scale,
+            retry_after=not args.no_retry_after,
+            empty_429=args.empty_429,
+            fault_500=args.fault_500,
+            fault_502=args.fault_502,
+            fault_503=args.fault_503,
+            fault_reset=args.fault_reset,
+            fault_hang=args.fault_hang,
+            garbage_200=args.garbage_200,
+            hang_seconds=args.hang_seconds,
+            latency=args.latency,
+            down_accounts=frozenset(args.down_account),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return SandboxSettings(config, args.host, args.port, args.inventory, args.seed_file)
+
+
+def run(settings: SandboxSettings) -> int:
+    from batchsync.sandbox.serve import serve
+
+    return serve(
+        settings.config, settings.host, settings.port, inventory=settings.inventory, seed_file=settings.seed_file
     )
 
 
-async def serve(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; 0 then, 2 when it cannot start."""
-    from batchsync.gcpolicy import paused
-    from batchsync.inventory.loader import load
-    from batchsync.model import Inventory
-    from batchsync.sandbox.server import run_sandbox
-    from batchsync.sandbox.state import Seed, Store, load_seed
+def main(argv: list[str] | None = None) -> int:
+    """``python -m batchsync.sandbox``: the same as ``batchsync sandbox``."""
+    from batchsync.usage import shown
 
-    source: Inventory | Seed | None = None
-    if args.inventory:
-        with paused():
-            source = load(args.inventory)
-        if source.problems:
-            for p in source.problems:
-                where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
-                print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
-            return EXIT_NOT_STARTED
-    try:
-        config = config_from_args(args)
-        if args.seed_file:
-            source = load_seed(args.seed_file)
-            Store(source)  # a seed that contradicts itself fails here, before listening
-    except ValueError as exc:
-        print(f"batchsync sandbox: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    import asyncio
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with run_sandbox(source, config, args.host, args.port) as box:
-            n = len(box.store.integrations)
-            print(f"batchsync sandbox: listening on {box.url} ({n} integrations)", flush=True)
-            if source is None:
-                print("batchsync sandbox: demo state: account 'demo', demo-public-key:demo-secret-key", file=sys.stderr)
-            await stop.wait()
-    except OSError as exc:  # the port is taken, the host does not resolve
-        print(f"batchsync sandbox: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    except ValueError as exc:  # an option that names what the seed does not have
-        print(f"batchsync sandbox: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return EXIT_OK
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of the ``sandbox`` subcommand."""
-    import asyncio
-
-    return asyncio.run(serve(args))
-
-
-def main_sandbox(argv: list[str] | None = None) -> int:
-    """``python -m batchsync.sandbox``: the subcommand without the main parser."""
     parser = argparse.ArgumentParser(prog="batchsync sandbox")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(settings(parser.parse_args(argv)))
+    except UsageError as exc:
+        print(f"batchsync: {shown(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_STARTED

@@ -1,4 +1,4 @@
-"""Shell completion: ``batchsync completion bash|zsh|fish`` prints a static script.
+"""``batchsync completion bash|zsh|fish``: print a static shell completion script.
 
 shtab writes the script from the argparse parser itself, so it never drifts from the
 options; it is imported by this command alone, so no other command starts slower (where
@@ -8,8 +8,18 @@ argcomplete would start Python and build the parser on every Tab).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
+from typing import NamedTuple
 
+from batchsync.exitcodes import EXIT_OK
+
+NAME = "completion"
+SUMMARY = "print a shell completion script"
+EXAMPLES = (
+    "batchsync completion bash > ~/.local/share/bash-completion/completions/batchsync",
+    "batchsync completion fish > ~/.config/fish/completions/batchsync.fish",
+)
 SHELLS = ("bash", "zsh", "fish")
 
 # Arguments whose metavar says they name a file complete file names; the rest complete
@@ -52,3 +62,23 @@ INSTALL = {
     "zsh": "mkdir -p ~/.zfunc && batchsync completion zsh > ~/.zfunc/_batchsync",
     "fish": "batchsync completion fish > ~/.config/fish/completions/batchsync.fish",
 }
+
+
+class CompletionSettings(NamedTuple):
+    shell: str
+    parser: argparse.ArgumentParser  # the whole command line's, which the script completes
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+
+
+def settings(args: argparse.Namespace) -> CompletionSettings:
+    # The parser that read this command line: batchsync.cli gives it to every command.
+    parser: argparse.ArgumentParser = args.parser
+    return CompletionSettings(args.shell, parser)
+
+
+def run(settings: CompletionSettings) -> int:
+    sys.stdout.write(script(settings.parser, settings.shell))
+    return EXIT_OK

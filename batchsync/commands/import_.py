@@ -4,7 +4,7 @@ Listing is paged and paced on the account's read budget; the reads go through th
 engine's snapshot mode (same budget, retries and outcome lines as ``apply``); grouping
 is :mod:`batchsync.inventory.grouping`'s, writing :mod:`batchsync.inventory.writer`'s. Only
 argparse is imported at module level: the main parser imports :func:`add_arguments` on
-every start.
+every start. (``import`` is a keyword: the module is ``import_``.)
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from batchsync.commands._arguments import add_allow_insecure_http, add_base_url, add_request_arguments
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.gcpolicy import paused
 
@@ -25,6 +26,28 @@ if TYPE_CHECKING:
     from batchsync.inventory.grouping import Format, Report
     from batchsync.model import Account, Inventory
     from batchsync.outcome import Outcome
+
+NAME = "import"
+SUMMARY = "read what the accounts have; write an inventory that declares it"
+EXAMPLES = (
+    "batchsync import accounts.toml -o inventories/prod.toml",
+    "batchsync import inventories/prod.toml -o inventories/prod.toml --account acme --max-differences 2",
+)
+
+
+class ImportSettings(NamedTuple):
+    inventory: str
+    output: str
+    options: Options  # the engine's, in read-only snapshot mode, with the list bounds
+    timeout: float = 30.0
+    accounts: tuple[str, ...] = ()  # none: every account
+    format: Format | None = None  # None: from the output's suffix
+    max_differences: int = 3
+    base_url: str | None = None
+    allow_insecure_http: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    log_format: Literal["text", "json"] = "text"
 
 
 def _count(text: str) -> int:
@@ -74,24 +97,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds to read its list, from the first page asked for (90)",
     )
-    p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
-    p.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
-    )
-    p.add_argument("--concurrency", type=int, default=64, help="requests in flight over all accounts (64)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
-    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request, first included (6)")
-    p.add_argument(
-        "--retry-max-time", type=float, default=300.0, help="seconds all attempts of one request may take (300)"
-    )
+    add_base_url(p)
+    add_allow_insecure_http(p)
+    add_request_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     p.add_argument("-v", "--verbose", action="store_true", help="also a line per integration read, and every request")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of log lines on stderr")
 
 
-# -- reading the fleet ---------------------------------------------------------------------
+def settings(args: argparse.Namespace) -> ImportSettings:
+    """The command line checked once: a UsageError naming the flag otherwise."""
+    from batchsync.commands._arguments import base_url, positive_int, positive_number
+    from batchsync.engine.options import Options
+    from batchsync.sendcloud.listing import ListBounds
+
+    url = base_url(args.base_url)
+    options = Options(
+        write=False,
+        preflight=False,  # the import lists the integrations itself
+        concurrency=positive_int(args.concurrency, "--concurrency"),
+        max_attempts=positive_int(args.max_attempts, "--max-attempts"),
+        retry_max_time=positive_number(args.retry_max_time, "--retry-max-time"),
+        list_bounds=ListBounds(
+            pages=positive_int(args.max_list_pages, "--max-list-pages"),
+            items=positive_int(args.max_list_items, "--max-list-items"),
+            bytes=positive_int(args.max_list_size, "--max-list-size") * 1024 * 1024,
+            seconds=positive_int(args.max_list_time, "--max-list-time"),
+        ),
+    )
+    return ImportSettings(
+        inventory=args.inventory,
+        output=args.output,
+        options=options,
+        timeout=positive_number(args.timeout, "--timeout"),
+        accounts=tuple(n.strip() for given in args.account or () for n in given.split(",") if n.strip()),
+        format=args.format,
+        max_differences=args.max_differences,
+        base_url=url,
+        allow_insecure_http=args.allow_insecure_http,
+        quiet=args.quiet,
+        verbose=args.verbose,
+        log_format=args.log_format,
+    )
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -139,8 +186,7 @@ def _load(path: str) -> tuple[Inventory, Any] | str:
     for w in inv.warnings:
         print(f"{w.file}: {w.path}: warning: {w.message}", file=sys.stderr)
     for p in problems:
-        where = f" (integration {p.integration_id})" if p.integration_id is not None else ""
-        print(f"{p.file}: {p.path}: {p.message}{where}", file=sys.stderr)
+        print(p.line(), file=sys.stderr)
     if problems or not isinstance(raw, dict):
         n = len(problems)
         return f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was read"
@@ -160,35 +206,11 @@ def _output_format(output: str, given: str | None) -> Format:
     return found
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``batchsync import``."""
+def run(settings: ImportSettings) -> int:
+    """Load, check what needs the inventory, read the fleet, write the new inventory."""
     import os
 
-    from batchsync.engine.options import Options
-    from batchsync.sendcloud.listing import ListBounds
-    from batchsync.settings import positive_int, positive_number
-
-    if args.base_url is not None:
-        from batchsync.urls import shown_url, url_problem
-
-        why = url_problem(args.base_url)
-        if why is not None:
-            return _fail(f"--base-url {shown_url(args.base_url)}: {why}")
-    options = Options(
-        write=False,
-        preflight=False,  # the import lists the integrations itself
-        concurrency=positive_int(args.concurrency, "--concurrency"),
-        max_attempts=positive_int(args.max_attempts, "--max-attempts"),
-        retry_max_time=positive_number(args.retry_max_time, "--retry-max-time"),
-        list_bounds=ListBounds(
-            pages=positive_int(args.max_list_pages, "--max-list-pages"),
-            items=positive_int(args.max_list_items, "--max-list-items"),
-            bytes=positive_int(args.max_list_size, "--max-list-size") * 1024 * 1024,
-            seconds=positive_int(args.max_list_time, "--max-list-time"),
-        ),
-    )
-    timeout = positive_number(args.timeout, "--timeout")
-    loaded = _load(args.inventory)
+    loaded = _load(settings.inventory)
     if isinstance(loaded, str):
         return _fail(loaded)
     inv, raw = loaded
@@ -199,45 +221,39 @@ def run(args: argparse.Namespace) -> int:
     # From here every message goes through the redactor of the inventory's credentials.
     redact_with(Redactor(v for a in inv.accounts.values() for v in _secret_values(a)))
     try:
-        fmt = _output_format(args.output, args.format)
+        fmt = _output_format(settings.output, settings.format)
     except ValueError as exc:
         return _fail(str(exc))
-    folder = os.path.dirname(os.path.abspath(args.output))
+    folder = os.path.dirname(os.path.abspath(settings.output))
     if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-        return _fail(f"-o {args.output}: {folder} is not a writable directory")
-    if os.path.isdir(args.output):
-        return _fail(f"-o {args.output}: is a directory")
+        return _fail(f"-o {settings.output}: {folder} is not a writable directory")
+    if os.path.isdir(settings.output):
+        return _fail(f"-o {settings.output}: is a directory")
     try:
         copy_accounts(raw.get("accounts"), str)  # found out now, not after the reads
     except UnsafeAccount as exc:
-        return _fail(f"{args.inventory}: {exc}")
-    names = [n.strip() for given in args.account or () for n in given.split(",") if n.strip()]
+        return _fail(f"{settings.inventory}: {exc}")
+    names = settings.accounts
     unknown = [n for n in names if n not in inv.accounts]
     if unknown:
-        return _fail(f"--account {unknown[0]}: not an account of {args.inventory} (known: {', '.join(inv.accounts)})")
+        known = ", ".join(inv.accounts)
+        return _fail(f"--account {unknown[0]}: not an account of {settings.inventory} (known: {known})")
     selected = {n: inv.accounts[n] for n in (dict.fromkeys(names) if names else inv.accounts)}
-    if not args.allow_insecure_http:
-        from urllib.parse import urlsplit
-
-        from batchsync.urls import is_loopback
+    if not settings.allow_insecure_http:
+        from batchsync.urls import in_clear
 
         for name, account in selected.items():
-            url = args.base_url or account.base_url
-            if urlsplit(url).scheme.lower() == "http" and not is_loopback(url):
-                return _fail(
-                    f"account {name}: {url} is plain http:// to a host that is not this machine: its credentials "
-                    "would cross the network in clear; use https://, or pass --allow-insecure-http"
-                )
-    return _import(args, inv, raw, selected, options, timeout, fmt)
+            why = in_clear(name, settings.base_url or account.base_url)
+            if why is not None:
+                return _fail(why)
+    return _import(settings, inv, raw, selected, fmt)
 
 
 def _import(
-    args: argparse.Namespace,
+    settings: ImportSettings,
     inv: Inventory,
     raw: dict[str, Any],
     selected: dict[str, Account],
-    options: Options,
-    timeout: float,
     fmt: Format,
 ) -> int:
     import os
@@ -254,21 +270,21 @@ def _import(
     from batchsync.redact import Redactor
 
     secrets = [v for a in inv.accounts.values() for v in _secret_values(a)]
-    level = "DEBUG" if args.verbose else "ERROR" if args.quiet else "WARNING"
+    level = "DEBUG" if settings.verbose else "ERROR" if settings.quiet else "WARNING"
     # Whatever a log line or an outcome carries, these values come out as ***.
     registered = usage.redactor()
     redactor = registered if isinstance(registered, Redactor) else Redactor(secrets)
-    setup_logging(level, args.log_format, redactor=redactor)
+    setup_logging(level, settings.log_format, redactor=redactor)
     declared = {e.get("id") for e in raw.get("integrations") or () if isinstance(e, dict)}
     declared_ints = {i for i in declared if isinstance(i, int)}
-    plain = not (args.quiet or args.log_format == "json")
+    plain = not (settings.quiet or settings.log_format == "json")
     progress = Progress(0, sys.stderr, enabled=None if plain else False)
 
     def on_outcome(outcome: Outcome) -> None:
         progress.clear()
         if outcome.result == "failed":
-            print_outcome(outcome, "import", sys.stderr if args.quiet else sys.stdout)
-        elif args.verbose and not args.quiet:
+            print_outcome(outcome, "import", sys.stderr if settings.quiet else sys.stdout)
+        elif settings.verbose and not settings.quiet:
             print(f"  integration {outcome.integration_id} ({outcome.account}): read", file=sys.stdout)
         progress.update(outcome)
 
@@ -281,9 +297,9 @@ def _import(
         interrupted = anyio.run(
             _read,
             selected,
-            options,
-            timeout,
-            args.base_url,
+            settings.options,
+            settings.timeout,
+            settings.base_url,
             fleet,
             declared_ints,
             on_outcome,
@@ -304,9 +320,9 @@ def _import(
         print("batchsync import: nothing was written", file=sys.stderr)
         return EXIT_FAILED
 
-    out_dir = os.path.dirname(os.path.abspath(args.output))
+    out_dir = os.path.dirname(os.path.abspath(settings.output))
     header = (
-        f"Written by `batchsync import` from {os.path.basename(args.inventory)}.",
+        f"Written by `batchsync import` from {os.path.basename(settings.inventory)}.",
         "Shops with the same statuses share a status set; a shop within a few statuses of a set",
         "lists only its differences (override_statuses, remove_statuses) and mapping categories.",
     )
@@ -314,9 +330,9 @@ def _import(
         raw,
         fleet.snapshots,
         fleet.listings,
-        source_dir=os.path.dirname(os.path.abspath(args.inventory)),
+        source_dir=os.path.dirname(os.path.abspath(settings.inventory)),
         target_dir=out_dir,
-        max_differences=args.max_differences,
+        max_differences=settings.max_differences,
         header=header,
     )
     text = render(doc, fmt)
@@ -327,12 +343,14 @@ def _import(
             print("batchsync import: the new inventory would contain a credential value; not written", file=sys.stderr)
             return EXIT_FAILED
     try:
-        problems = write_checked(args.output, text)
+        problems = write_checked(settings.output, text)
     except (OSError, ValueError) as exc:  # a full disk, a folder made read-only meanwhile
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(redactor(f"batchsync import: cannot write {args.output}: {why}; nothing was written"), file=sys.stderr)
+        print(
+            redactor(f"batchsync import: cannot write {settings.output}: {why}; nothing was written"), file=sys.stderr
+        )
         return EXIT_FAILED
-    _print_summary(args, fleet, report, problems)
+    _print_summary(settings, fleet, report, problems)
     if problems or fleet.failed or fleet.list_errors:
         return EXIT_FAILED
     return EXIT_OK
@@ -399,7 +417,7 @@ async def _read(
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)
 
 
-def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, problems: list[str]) -> None:
+def _print_summary(settings: ImportSettings, fleet: Fleet, report: Report, problems: list[str]) -> None:
     from batchsync.inventory.writer import comment_text
     from batchsync.text import escape_controls
 
@@ -412,8 +430,8 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
     for problem in problems[:20]:
         print(f"! {problem}", file=err)
     if len(problems) > 20:
-        print(f"! ... and {len(problems) - 20} more: `batchsync validate {args.output}` lists them all", file=err)
-    if args.quiet:
+        print(f"! ... and {len(problems) - 20} more: `batchsync validate {settings.output}` lists them all", file=err)
+    if settings.quiet:
         return
     for name in sorted(fleet.listings):
         shops = fleet.listings[name]
@@ -456,7 +474,7 @@ def _print_summary(args: argparse.Namespace, fleet: Fleet, report: Report, probl
     inline = len(added) - shared
     failed = len(fleet.failed)
     print(
-        f"wrote {args.output}: {len(report.new_sets)} new status sets"
+        f"wrote {settings.output}: {len(report.new_sets)} new status sets"
         + (f" (and {report.kept_sets} kept)" if report.kept_sets else "")
         + f", {len(added)} integrations added"
         + (f" ({report.kept_integrations} already declared)" if report.kept_integrations else "")

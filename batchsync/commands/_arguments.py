@@ -1,0 +1,322 @@
+"""Arguments that several commands share, and the checks that turn them into typed values.
+
+Cheap to import (argparse and the usage error only): the parser is built from every
+command on every start, ``--version`` and ``validate`` included. Each check raises
+:class:`~batchsync.usage.UsageError` naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from batchsync.usage import UsageError
+
+if TYPE_CHECKING:
+    from batchsync.engine.options import FailureBudget
+    from batchsync.inventory.shard import ShardSpec
+    from batchsync.outputs.build import OutputSettings
+
+INVENTORY_HELP = "the inventory file: .toml, .json, .yaml or .yml"
+
+
+def add_base_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", help="send every account's requests here instead (used as given)")
+
+
+def add_allow_insecure_http(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to hosts other than this machine (credentials would cross the network in clear)",
+    )
+
+
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    """How many requests at once, and how long each may take: ``plan``, ``apply``, ``import``."""
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight over all accounts (64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request, first included (6)")
+    p.add_argument(
+        "--retry-max-time",
+        type=float,
+        default=300.0,
+        help="seconds all attempts of one request may take (300)",
+    )
+
+
+def base_url(value: str | None) -> str | None:
+    """``--base-url`` checked: a URL aiohttp can send to, or a UsageError saying why."""
+    if value is None:
+        return None
+    from batchsync.urls import shown_url, url_problem
+
+    why = url_problem(value)
+    if why is not None:
+        raise UsageError(f"--base-url {shown_url(value)}: {why}")
+    return value
+
+
+def megabytes(text: str) -> int:
+    """--max-file-size: megabytes (a decimal is fine) as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of megabytes above 0")
+    return max(1, int(value * 1024 * 1024))
+
+
+def add_max_file_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-file-size",
+        type=megabytes,
+        default=256 * 1024 * 1024,
+        metavar="MB",
+        help="refuse an inventory file larger than this (256)",
+    )
+
+
+def shard_count(text: str) -> int:
+    from batchsync.inventory.shard import parse_count
+
+    try:
+        return parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_shard_arguments(p: argparse.ArgumentParser) -> None:
+    """``--shard I/N``, or ``--shard-index-from-env VAR --shard-count N``: read them with
+    :func:`shard_from_args`, then split with :func:`batchsync.commands._run.take_shard`."""
+    g = p.add_argument_group("sharding: several machines, each running whole accounts")
+    one = g.add_mutually_exclusive_group()
+    one.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I (from 0) of N: the selected integrations' accounts split by size, "
+        "the same way on every machine",
+    )
+    one.add_argument(
+        "--shard-index-from-env",
+        metavar="VAR",
+        help="take the shard index I from the environment variable VAR "
+        "(Kubernetes: JOB_COMPLETION_INDEX); with --shard-count",
+    )
+    g.add_argument("--shard-count", metavar="N", help="the number of shards, with --shard-index-from-env")
+
+
+def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ShardSpec | None:
+    """The shard of ``--shard I/N`` or ``--shard-index-from-env VAR --shard-count N``
+    (see :func:`add_shard_arguments`), None without either; a UsageError naming the flag."""
+    from batchsync.inventory.shard import parse_count, parse_shard, shard_from_env
+
+    text, var, count = args.shard, args.shard_index_from_env, args.shard_count
+    if count is not None and var is None:
+        raise UsageError("--shard-count goes with --shard-index-from-env VAR (--shard I/N gives the count itself)")
+    if var is not None and count is None:
+        raise UsageError(f"--shard-index-from-env {var}: give the number of shards with --shard-count N")
+    if text is not None:
+        try:
+            return parse_shard(text)
+        except ValueError as exc:
+            raise UsageError(f"--shard {text}: {exc}") from None
+    if var is None:
+        return None
+    try:
+        n = parse_count(count)
+    except ValueError as exc:
+        raise UsageError(f"--shard-count {count}: {exc}") from None
+    try:
+        return shard_from_env(var, n, os.environ if environ is None else environ)
+    except ValueError as exc:
+        raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
+
+
+def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
+    """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
+    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
+    add_base_url(p)
+    add_max_file_size(p)
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: diff lines and a recap (default); json: one document on stdout at the end",
+    )
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="SELECTOR",
+        help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
+        "repeatable or comma-separated; !X excludes",
+    )
+    add_request_arguments(p)
+    p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
+    p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
+    p.add_argument(
+        "--max-failures",
+        metavar="N|P%",
+        help="stop starting new work once N integrations (or P%% of those selected) have failed; exit 3",
+    )
+    p.add_argument(
+        "--retry-failed",
+        metavar="REPORT",
+        help="only the integrations that failed or were skipped in this earlier --report file",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long requests in flight may finish before they are cancelled (10)",
+    )
+    p.add_argument("--junit", metavar="PATH", help="write a JUnit XML file, one test case per integration")
+    p.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="write Prometheus metrics (textfile collector format, written atomically) to PATH",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only: failed integrations, no recap")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="format of log lines on stderr (text)"
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list unchanged and skipped integrations, and log every request (never a secret)",
+    )
+    p.add_argument(
+        "--max-failures-per-account",
+        metavar="N|P%",
+        help="once an account has N failed integrations (or P%% of its selected ones), skip its others; "
+        "the other accounts go on",
+    )
+    p.add_argument(
+        "--recap-by",
+        choices=("account", "tag"),
+        default="account",
+        help="the recap's rows: one per account (default), or one per tag, an integration with several tags "
+        "counting under each and one without under (untagged)",
+    )
+    p.add_argument(
+        "--allow-invalid-mapping",
+        action="store_true",
+        help="write statuses even where that leaves the shop's current mapping pointing at a removed status",
+    )
+    add_allow_insecure_http(p)
+    p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the run's report for people: one self-contained HTML page (recap, failures, changes, a timeline)",
+    )
+    p.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="after the run, POST a summary to this webhook (Slack, Mattermost, Teams-compatible); repeatable; "
+        "a webhook URL is a credential: give it as env:NAME or file:PATH",
+    )
+    p.add_argument(
+        "--notify-on",
+        choices=("failure", "change", "always"),
+        default="failure",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+    )
+    p.add_argument(
+        "--notify-format",
+        choices=("slack", "json"),
+        default="slack",
+        help="slack: a Slack incoming-webhook message (text and blocks); json: the run's summary document (slack)",
+    )
+    p.add_argument(
+        "--notify-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the most time every notification together may add to the run, retries included (5)",
+    )
+    p.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the check of each account's integration list (GET /integrations) before the first status request",
+    )
+    add_shard_arguments(p)
+    if apply:
+        p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
+        p.add_argument(
+            "--allow-delete-all",
+            action="store_true",
+            help="allow writing an empty list, which deletes every status of an integration",
+        )
+    else:
+        p.add_argument(
+            "--detailed-exitcode",
+            action="store_true",
+            help="exit 4 when there are changes to make, 0 when there are none",
+        )
+
+
+def outputs_from(args: argparse.Namespace) -> OutputSettings:
+    """The outputs ``plan`` and ``apply`` were asked for."""
+    from batchsync.outputs.build import OutputSettings
+
+    return OutputSettings(
+        format=args.format,
+        quiet=args.quiet,
+        verbose=args.verbose,
+        log_format=args.log_format,
+        recap_by=args.recap_by,
+        report=args.report,
+        junit=args.junit,
+        metrics=args.metrics,
+        html=args.html,
+        notify=tuple(args.notify or ()),
+        notify_on=args.notify_on,
+        notify_format=args.notify_format,
+        notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
+    )
+
+
+def parse_failure_budget(text: str, flag: str) -> FailureBudget:
+    """``3`` or ``5%``; UsageError naming the flag otherwise."""
+    from batchsync.engine.options import FailureBudget
+
+    raw = text.strip()
+    usage = f"{flag} {text}: expected a whole number of integrations (3) or a percentage (5%)"
+    try:
+        if raw.endswith("%"):
+            pct = float(raw[:-1])
+            if not (math.isfinite(pct) and 0 < pct <= 100):
+                raise ValueError
+            return FailureBudget(percent=pct)
+        count = int(raw)
+        if count < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(usage) from None
+    return FailureBudget(count=count)
+
+
+def positive_number(value: float, flag: str) -> float:
+    """A finite number > 0: ``nan`` would disable a timeout, ``inf`` break every deadline."""
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} {value}: expected a finite number greater than 0")
+    return value
+
+
+def non_negative_number(value: float, flag: str) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"{flag} {value}: expected a finite number, 0 or more")
+    return value
+
+
+def positive_int(value: int, flag: str) -> int:
+    if value < 1:
+        raise UsageError(f"{flag} {value}: expected a whole number, 1 or more")
+    return value

@@ -1,0 +1,114 @@
+"""``batchsync report merge``: the ``--report`` files of a sharded run read as one run, and
+written through the same sinks a run has (the terminal, JUnit, metrics, HTML), with the
+run's policy for an output that cannot be written (named, exit 5)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import IO, TYPE_CHECKING, NamedTuple
+
+from batchsync.exitcodes import EXIT_NOT_STARTED
+from batchsync.usage import UsageError
+
+if TYPE_CHECKING:
+    from batchsync.outputs.build import OutputSettings
+
+NAME = "report merge"
+SUMMARY = "read the reports of a sharded run as one run: one recap, one exit code"
+EXAMPLES = (
+    "batchsync report merge '/reports/shard-*.jsonl' --max-age 4h --junit merged.xml",
+    "batchsync report merge shard-0.jsonl shard-1.jsonl --format json",
+)
+
+
+class MergeSettings(NamedTuple):
+    reports: tuple[str, ...]  # paths or patterns, expanded by the command itself
+    outputs: OutputSettings
+    max_age: float | None = None  # seconds: a report whose run started longer ago is an earlier run's
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "reports",
+        nargs="+",
+        metavar="REPORT",
+        help="each shard's --report file; a pattern (shard-*.jsonl) is expanded by batchsync itself",
+    )
+    p.add_argument(
+        "--junit", metavar="PATH", help="write JUnit XML for the whole run, a failing case per shard missing"
+    )
+    p.add_argument("--metrics", metavar="PATH", help="write Prometheus metrics for the whole run (atomically)")
+    p.add_argument("--html", metavar="PATH", help="write the whole run's report for people: one HTML page")
+    p.add_argument(
+        "--format", choices=("text", "json"), default="text", help="text: the shards and a recap; json: one object"
+    )
+    p.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        help="a report whose run started longer ago (90m, 4h, 1d) is an earlier run's: count its shard as missing",
+    )
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``--max-age``: seconds, or a number with s, m, h or d."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError("expected a positive duration: seconds, or a number with s, m, h or d (90m, 4h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def settings(args: argparse.Namespace) -> MergeSettings:
+    from batchsync.outputs.build import OutputSettings
+
+    try:
+        age = parse_duration(args.max_age) if args.max_age is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--max-age {args.max_age}: {exc}") from None
+    outputs = OutputSettings(format=args.format, junit=args.junit, metrics=args.metrics, html=args.html)
+    return MergeSettings(tuple(args.reports), outputs, age)
+
+
+def run(
+    settings: MergeSettings, *, out: IO[str] | None = None, err: IO[str] | None = None, now: float | None = None
+) -> int:
+    """Read, merge, write every output; the merged run's exit code (``out``, ``err`` and
+    ``now`` stand in for stdout, stderr and the clock in tests)."""
+    from batchsync.outputs.build import build_sinks, check_outputs
+    from batchsync.outputs.merge import MergeError, expand, merge
+    from batchsync.outputs.report import read_report
+    from batchsync.outputs.sink import End, Lost, OutputError, Start, close_all
+    from batchsync.outputs.terminal import Screen
+
+    stdout = sys.stdout if out is None else out
+    stderr = sys.stderr if err is None else err
+    paths = expand(settings.reports)
+    if not paths:
+        print("batchsync: report merge: name at least one report", file=stderr)
+        return EXIT_NOT_STARTED
+    try:
+        check_outputs(settings.outputs, paths, reader="report merge")
+    except OutputError as exc:
+        print(f"batchsync: {exc}", file=stderr)
+        return EXIT_NOT_STARTED
+    try:
+        merged = merge([read_report(p) for p in paths], now=now, max_age=settings.max_age)
+    except MergeError as exc:
+        print(f"batchsync: report merge: {exc}; nothing merged", file=stderr)
+        return EXIT_NOT_STARTED
+    screen = Screen(stdout)
+    lost = Lost(screen)
+    started, ended = merged.span()
+    start = Start(mode=merged.mode, started_at=started, parts=tuple(merged.parts))
+    sinks = build_sinks(settings.outputs, start, lost, out=screen, err=stderr)
+    for outcome in merged.outcomes:
+        for sink in sinks:
+            sink.add(outcome)
+    ran = merged.exit_code
+    close_all(sinks, End(summary=merged.summary, code=lambda: lost.exit_code(ran), started_at=started, ended_at=ended))
+    return lost.exit_code(ran)

@@ -1,0 +1,110 @@
+"""The outputs a command asked for, as one list of sinks: the one place where a sink is added.
+
+``plan``/``apply`` and ``report merge`` build their list here and drive it alike: every
+outcome to every sink as it comes, then each sink closed in the list's order (see
+:func:`build_sinks`). A new output is a module with a class of the :class:`~batchsync.
+outputs.sink.Sink` protocol, its flag in :class:`OutputSettings`, and one line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Literal
+
+import msgspec
+
+from batchsync.outputs.report import ReportWriter
+from batchsync.outputs.sink import Lost, LostNotice, Sink, Start, check_output
+from batchsync.outputs.terminal import Screen, Terminal
+
+if TYPE_CHECKING:
+    from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
+
+Format = Literal["text", "json"]
+LogFormat = Literal["text", "json"]
+RecapBy = Literal["account", "tag"]
+
+
+class OutputSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command writes, and where: stdout's form, the files, the notifications."""
+
+    format: Format = "text"
+    quiet: bool = False
+    verbose: bool = False
+    log_format: LogFormat = "text"
+    recap_by: RecapBy = "account"
+    report: str | None = None
+    junit: str | None = None
+    metrics: str | None = None
+    html: str | None = None
+    notify: tuple[str, ...] = ()  # as given: env:NAME, file:PATH or a URL; resolved before the run
+    notify_on: NotifyOn = "failure"
+    notify_format: NotifyFormat = "slack"
+    notify_timeout: float = 5.0  # seconds for every notification together
+
+    def files(self) -> list[tuple[str, str]]:
+        """(flag, path) of every file asked for."""
+        given = (("--report", self.report), ("--junit", self.junit), ("--metrics", self.metrics), ("--html", self.html))
+        return [(flag, path) for flag, path in given if path is not None]
+
+
+def check_outputs(settings: OutputSettings, protected: Iterable[str], reader: str = "the inventory") -> None:
+    """Every file asked for may be written (:func:`~batchsync.outputs.sink.check_output`):
+    found out before anything is sent or read, not after a night's run. OutputError."""
+    kept = list(protected)
+    for flag, path in settings.files():
+        check_output(flag, path, kept, reader)
+
+
+def build_sinks(
+    settings: OutputSettings,
+    start: Start,
+    lost: Lost,
+    *,
+    out: Screen,
+    err: IO[str],
+    redact: Callable[[str], str] = str,
+    hooks: Sequence[Webhook] = (),
+) -> list[Sink]:
+    """The sinks, in the order they are closed: JUnit, then the metrics (the exit code as it
+    stands), the terminal, the HTML page (the code as it stands); the report last of the
+    files (its summary line carries the final code); then the lost outputs named on stderr,
+    and the notifications. OSError when the report cannot be made: the command cannot start.
+    Only the modules of the outputs asked for are imported (a run's start-up is its first
+    request's delay)."""
+    report = ReportWriter.open(settings.report, start, lost) if settings.report else None
+    sinks: list[Sink] = []
+    if settings.junit:
+        from batchsync.outputs.junit import JUnit
+
+        sinks.append(JUnit(settings.junit, start, lost))
+    if settings.metrics:
+        from batchsync.outputs.metrics import Metrics
+
+        sinks.append(Metrics(settings.metrics, start, lost))
+    sinks.append(
+        Terminal(
+            start,
+            out,
+            err,
+            lost,
+            as_json=settings.format == "json",
+            quiet=settings.quiet,
+            verbose=settings.verbose,
+            json_logs=settings.log_format == "json",
+            by_tag=settings.recap_by == "tag",
+        )
+    )
+    if settings.html:
+        from batchsync.outputs.html import Html
+
+        sinks.append(Html(settings.html, start, lost, redact))
+    if report is not None:
+        sinks.append(report)
+    sinks.append(LostNotice(lost, err, redact))
+    if hooks:
+        from batchsync.outputs.notify import Notify
+
+        on, fmt, timeout = settings.notify_on, settings.notify_format, settings.notify_timeout
+        sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact))
+    return sinks
