@@ -67,10 +67,15 @@ test-browser: install
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 	BATCHSYNC_BROWSER_REQUIRED=1 BATCHSYNC_SCREENSHOT=docs/report.png $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
+# The layers and no import cycle (import-linter's contracts in pyproject.toml), then the
+# house's own rules: no module over 800 lines, __init__ files empty, the README's
+# architecture section naming every subpackage (tests/test_house.py).
 lint: install
 	$(BIN)/ruff check batchsync tests bench
 	$(BIN)/ruff format --check batchsync tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_house.py
 
 # Byte-compiled first, as pip compiles an installed wheel: where PYTHONDONTWRITEBYTECODE is set,
 # an editable install would otherwise recompile every module on every start it measures.

@@ -487,7 +487,7 @@ def test_the_merge_checks_its_outputs_as_a_run_does(tmp_path: Path) -> None:
         code, out, err = run(a, **{flag: target})
         assert code == 2 and out == "", (flag, err)
         assert err.startswith(f"batchsync: --{flag} {target}: {why}"), err
-    assert open(a).read().startswith('{"header"')  # the report was not overwritten
+    assert Path(a).read_text().startswith('{"header"')  # the report was not overwritten
 
 
 # -- against the real engine and sandbox --------------------------------------------------

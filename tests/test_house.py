@@ -1,0 +1,54 @@
+"""The shape of the package, as the README's architecture section describes it: rooms of a
+size a reader can take in, packages whose ``__init__`` holds nothing, no comment naming a
+file the repository lacks. (The layers themselves are import-linter's contracts, in
+pyproject.toml; ``make lint`` runs both.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "batchsync"
+MAX_LINES = 800
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_no_module_is_longer_than_800_lines() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these (at most {MAX_LINES} lines each): {long}"
+
+
+def test_every_package_init_holds_nothing_but_its_docstring() -> None:
+    """Importing a package costs nothing more than its module: ``--version`` and
+    ``validate`` import several of them at start-up."""
+    for init in PACKAGE.rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # the docstring
+        if init.parent == PACKAGE:  # batchsync/__init__.py: the version, and nothing else
+            (version,) = body
+            assert isinstance(version, ast.Assign) and ast.unparse(version.targets[0]) == "__version__", init
+        else:
+            assert body == [], f"{init.relative_to(ROOT)} holds code"
+
+
+_NAMED = re.compile(r"[A-Za-z0-9_./-]+\.md\b")
+
+
+def test_no_source_names_a_document_the_repository_lacks() -> None:
+    """A comment that cites a notes file the repository does not ship sends a reader nowhere."""
+    present = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    names = {Path(p).name for p in present}
+    sources = [*modules(), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").glob("*.py")]
+    missing = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sources
+        for name in _NAMED.findall(path.read_text())
+        if name not in present and Path(name).name not in names
+    }
+    assert not missing, missing
