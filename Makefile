@@ -58,14 +58,14 @@ test-latest: $(UV_STAMP)
 
 # Thousands of generated and mutated inventories through validate (a few hundred run in make test).
 fuzz: install
-	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_inventory.py
+	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/inventory/test_fuzz_inventory.py
 
 # The HTML report in headless Chromium (Debian's package, installed if missing); the
 # screenshot it takes becomes docs/report.png, the README's picture.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 test-browser: install
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
-	BATCHSYNC_BROWSER_REQUIRED=1 BATCHSYNC_SCREENSHOT=docs/report.png $(BIN)/python -m pytest -q -m browser tests/test_browser.py
+	BATCHSYNC_BROWSER_REQUIRED=1 BATCHSYNC_SCREENSHOT=docs/report.png $(BIN)/python -m pytest -q -m browser tests/outputs/test_browser.py
 
 # The layers and no import cycle (import-linter's contracts in pyproject.toml), then the
 # house's own rules: no module over 800 lines, __init__ files empty, the README's

@@ -14,10 +14,10 @@ import msgspec
 from msgspec import Meta
 
 Language = Literal["en-us", "en-gb", "fr-fr", "de-de", "nl-nl", "es-es", "it-it"]
-LANGUAGES: tuple[str, ...] = ("en-us", "en-gb", "fr-fr", "de-de", "nl-nl", "es-es", "it-it")
+LANGUAGES: tuple[Language, ...] = ("en-us", "en-gb", "fr-fr", "de-de", "nl-nl", "es-es", "it-it")
 
 StatusCategory = Literal["READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL"]
-STATUS_CATEGORIES: tuple[str, ...] = ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL")
+STATUS_CATEGORIES: tuple[StatusCategory, ...] = ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL")
 
 # The API takes any string; an empty one names nothing a shop could show, so we refuse it.
 NonEmpty = Annotated[str, Meta(min_length=1)]

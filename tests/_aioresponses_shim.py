@@ -74,7 +74,7 @@ def _apply() -> bool:
     def _build_response(self: RequestMatch, *args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
         cls = kwargs.get("response_class") or aiohttp.ClientResponse
         kwargs["response_class"] = _compatible(cls)
-        return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+        return original(self, *args, **kwargs)
 
     _build_response._stream_writer_shim = True  # type: ignore[attr-defined]
     RequestMatch._build_response = _build_response  # type: ignore[method-assign]

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -98,29 +97,3 @@ def read_report(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     assert rows and rows[0].get("header") is True and rows[0]["version"] == 2, rows[:1]
     rows = rows[1:]
     return [r for r in rows if "integration_id" in r], [r for r in rows if "integration_id" not in r]
-
-
-def report_merge(
-    patterns: list[str],
-    *,
-    fmt: str = "text",
-    junit: str | None = None,
-    metrics: str | None = None,
-    html: str | None = None,
-    max_age: str | None = None,
-    out: IO[str],
-    err: IO[str],
-    now: float | None = None,
-) -> int:
-    """``batchsync report merge`` in this process, as the command line runs it (a usage error:
-    said on ``err``, exit 2)."""
-    from batchsync.commands import report
-    from batchsync.usage import UsageError
-
-    args = argparse.Namespace(reports=patterns, format=fmt, junit=junit, metrics=metrics, html=html, max_age=max_age)
-    try:
-        settings = report.settings(args)
-    except UsageError as exc:
-        print(f"batchsync: {exc}", file=err)
-        return 2
-    return report.run(settings, out=out, err=err, now=now)

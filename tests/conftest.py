@@ -56,7 +56,7 @@ def _starts_a_process(obj: Any) -> bool:
         where = Path(inspect.getfile(obj)).resolve()
     except (OSError, TypeError):
         return False
-    if where.parent != TESTS or where.name == "conftest.py":
+    if TESTS not in where.parents or where.name == "conftest.py":
         return False  # batchsync's own code, the guard below: the guard tells if one starts a process
     body = _BODY.search(source)
     source = source[body.start() :] if body else source  # not its decorators' data

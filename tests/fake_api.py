@@ -165,7 +165,9 @@ class FakeAccountApi:
         decoded = msgspec.json.decode(body, type=wire.PostShopOrderStatuses)
         await self._call("post_statuses", decoded.integration_id)
         shop = self._shop(decoded.integration_id, "POST")
-        new = {s.external_id: tuple((t.language, t.status) for t in s.translations) for s in decoded.statuses}
+        new: dict[str, tuple[tuple[str, str], ...]] = {
+            s.external_id: tuple((t.language, t.status) for t in s.translations) for s in decoded.statuses
+        }
         shop.deleted |= set(shop.statuses) - set(new)
         shop.deleted -= set(new)
         shop.statuses = new

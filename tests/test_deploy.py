@@ -256,7 +256,7 @@ def _reachable_by_others(path: Path) -> bool:
 def interpreter() -> str | None:
     """A Python like the image's: 3.11 or later, with pip and venv, that the image's user can
     run (a virtualenv links to it). The one running the tests may live under root's home."""
-    candidates = [sys._base_executable, sys.executable]
+    candidates = [str(getattr(sys, "_base_executable", sys.executable)), sys.executable]
     for folder in ("/usr/local/bin", "/usr/bin"):
         candidates += [f"{folder}/python3.{minor}" for minor in range(11, 20)] + [f"{folder}/python3"]
     for candidate in dict.fromkeys(candidates):
@@ -332,8 +332,8 @@ def _build(root: Path, args: dict[str, str], build: Stage, final: Stage) -> Imag
         if kind == "ENV":
             _apply_env(final_env, rest, root)
         elif kind == "COPY":
-            _flag, src, dest = rest.split()
-            assert substitute(src, final_env) == substitute(dest, final_env)
+            _flag, copied, dest = rest.split()
+            assert substitute(copied, final_env) == substitute(dest, final_env)
             assert Path(substitute(dest, final_env)).is_dir()
         elif kind == "USER":
             user = rest

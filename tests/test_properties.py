@@ -280,7 +280,7 @@ def test_an_empty_term_is_refused(sel: str) -> None:
 # -- the redactor --------------------------------------------------------------------------------
 
 # Secrets of any characters but "*", the mask itself (a secret "*a" is still found in "***a").
-secrets = st.text(st.characters(blacklist_characters="*", blacklist_categories=("Cs",)), min_size=1, max_size=24)
+secrets = st.text(st.characters(blacklist_characters="*", blacklist_categories=["Cs"]), min_size=1, max_size=24)
 texts = st.text(max_size=30)
 # Real credentials look like this: the alphabet the surrounding text is most likely to extend.
 keys = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+/=", min_size=1, max_size=40)
@@ -353,7 +353,7 @@ TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 # followed by one of them is the known gap below, like one followed by a token character.
 LOOKALIKES = frozenset("\u0130\u0131\u017f\u212a")
 # What follows a token in a header, a log field or a JSON string: a separator, then anything.
-separators = st.characters(blacklist_characters="".join(TOKEN_CHARS | LOOKALIKES), blacklist_categories=("Cs",))
+separators = st.characters(blacklist_characters="".join(TOKEN_CHARS | LOOKALIKES), blacklist_categories=["Cs"])
 after_token = st.one_of(st.just(""), st.tuples(separators, texts).map("".join))
 schemes = st.sampled_from(["Basic ", "basic ", "BASIC  ", "Basic\t"])
 

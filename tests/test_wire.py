@@ -69,11 +69,11 @@ SETTINGS = settings(
 
 POST_STATUSES = component("post-shop-order-statuses")
 POST_MAPPING = component("create-custom-status-mapping")
-VALIDATORS = {
+VALIDATORS: dict[type[Any], jsonschema.Draft202012Validator] = {
     wire.PostShopOrderStatuses: jsonschema.Draft202012Validator(POST_STATUSES),
     wire.PostMapping: jsonschema.Draft202012Validator(POST_MAPPING),
 }
-SCHEMAS = {wire.PostShopOrderStatuses: POST_STATUSES, wire.PostMapping: POST_MAPPING}
+SCHEMAS: dict[type[Any], Any] = {wire.PostShopOrderStatuses: POST_STATUSES, wire.PostMapping: POST_MAPPING}
 
 
 def strict(schema: Any) -> Any:
@@ -187,8 +187,10 @@ def deviations(kind: type[Any], doc: dict[str, Any]) -> set[str]:
 KINDS = [wire.PostShopOrderStatuses, wire.PostMapping]
 # Built once: from_schema canonicalises the schema, which costs far more than a draw.
 # Lists capped at 4 items for speed: no deviation depends on a list's length.
-OFFICIAL = {kind: from_schema(capped(SCHEMAS[kind])) for kind in KINDS}
-STRICT = {kind: from_schema(capped(strict(SCHEMAS[kind]), 6)) for kind in KINDS}
+OFFICIAL: dict[type[Any], st.SearchStrategy[Any]] = {kind: from_schema(capped(SCHEMAS[kind])) for kind in KINDS}
+STRICT: dict[type[Any], st.SearchStrategy[Any]] = {
+    kind: from_schema(capped(strict(SCHEMAS[kind]), 6)) for kind in KINDS
+}
 
 
 def without_duplicates(doc: dict[str, Any], data: st.DataObject) -> dict[str, Any]:

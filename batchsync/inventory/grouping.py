@@ -447,6 +447,7 @@ def _set_mapping(base: _Base, members: Sequence[Current]) -> Mapping4 | None:
 
 def _place(c: Current, base: _Base | None) -> Placement:
     own = c.mapping
+    written: dict[str, str | None] | None
     if base is None:
         written = None if own is None or own == UNMAPPED else dict(zip(STATUS_CATEGORIES, own, strict=True))
         return Placement(c, None, mapping=written)

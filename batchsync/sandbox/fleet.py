@@ -118,7 +118,7 @@ def _mapping(statuses: tuple[Status, ...], rng: random.Random) -> dict[StatusCat
     if r < 0.1:
         return None
     if r < 0.25:
-        category: StatusCategory = STATUS_CATEGORIES[rng.randrange(4)]  # type: ignore[assignment]
+        category: StatusCategory = STATUS_CATEGORIES[rng.randrange(4)]
         mapping[category] = rng.choice([*ids, None])
     return mapping
 

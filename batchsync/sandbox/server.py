@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -302,7 +302,7 @@ class Sandbox:
 
     # -- observation ---------------------------------------------------------------
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         peaks = {
             name: {
                 "read": max(self._peak_base[name]["read"], g.read.peak),

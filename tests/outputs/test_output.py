@@ -276,12 +276,13 @@ def test_a_run_with_its_standard_streams_closed_converges_and_exits_0(tmp_path: 
     converged (and, with -v, stop its run half way)."""
     report = tmp_path / "report.jsonl"
     cmd = [sys.executable, "-m", "batchsync", "apply", "inventories/example.toml", "--sandbox", "-v"]
+
+    def close_them() -> None:  # in the child, after the pipes are set up
+        for fd in closed:
+            os.close(fd)
+
     proc = subprocess.run(
-        [*cmd, "--report", str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-        preexec_fn=lambda: [os.close(fd) for fd in closed],  # closed after the pipes are set up
+        [*cmd, "--report", str(report)], cwd=ROOT, capture_output=True, timeout=120, preexec_fn=close_them
     )
     assert proc.returncode == 0
     *outcomes, summary = [line for line in report.read_text().splitlines() if '"header"' not in line]

@@ -2,7 +2,7 @@
 
 A middleware in front of the sandbox validates each incoming request with openapi-core
 against the repository's copy of the official description (``tests/spec``, compared with
-its source in test_wire.py) while plan, apply and apply --no-read run.
+its source in tests/test_wire.py) while plan, apply and apply --no-read run.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ and shop names hold (quotes, newlines, line separators, comment characters).
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -39,10 +41,18 @@ from batchsync.inventory.grouping import status_index as index
 from batchsync.inventory.loader import load
 from batchsync.inventory.spec import merge_statuses
 from batchsync.inventory.writer import comment_text, render
-from batchsync.wire import LANGUAGES, CurrentMapping, CurrentMappingItem, CurrentStatus, CurrentTranslation, Status
+from batchsync.wire import (
+    LANGUAGES,
+    STATUS_CATEGORIES,
+    CurrentMapping,
+    CurrentMappingItem,
+    CurrentStatus,
+    CurrentTranslation,
+    Status,
+)
 from batchsync.wire import Translation as T
 
-CATEGORIES = ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL")
+CATEGORIES = STATUS_CATEGORIES
 ENV = {"K_PUB": "the-public-key", "K_SEC": "the-secret-key"}
 ACCOUNTS = {"acme": {"public_key": "env:K_PUB", "secret_key": "env:K_SEC"}}
 
@@ -65,8 +75,8 @@ def cur(iid: int, statuses: tuple[Status, ...], mapping: tuple[str | None, ...] 
     return Current(shop(iid), canonical_statuses(statuses), mapping)
 
 
-def current_mapping(iid: int, items: dict[str, tuple[str | None, bool]]) -> CurrentMapping:
-    return CurrentMapping(iid, tuple(CurrentMappingItem(c, *items.get(c, (None, True))) for c in CATEGORIES))  # type: ignore[arg-type]
+def current_mapping(iid: int, items: Mapping[str, tuple[str | None, bool]]) -> CurrentMapping:
+    return CurrentMapping(iid, tuple(CurrentMappingItem(c, *items.get(c, (None, True))) for c in CATEGORIES))
 
 
 def current_statuses(statuses: tuple[Status, ...], deleted: tuple[Status, ...] = ()) -> tuple[CurrentStatus, ...]:
@@ -341,7 +351,7 @@ def test_relative_paths_are_rewritten_for_the_new_files_folder(tmp_path: Path) -
 
 
 def test_build_keeps_what_is_declared_and_reports_what_is_gone_moved_or_other() -> None:
-    raw = {
+    raw: dict[str, Any] = {
         "accounts": {**ACCOUNTS, "beta": {"public_key": "env:K_PUB", "secret_key": "env:K_SEC"}},
         "status_sets": {"mine": {"statuses": msgspec.to_builtins(BASE)}},
         "integrations": [
@@ -461,7 +471,7 @@ def test_the_same_fleet_gives_the_same_bytes_whatever_the_order(tmp_path: Path) 
         rng.shuffle(currents)
         for fmt in ("toml", "yaml", "json"):
             doc, _ = build({"accounts": ACCOUNTS}, list(currents), listings)
-            texts.add((fmt, render(doc, fmt)))  # type: ignore[arg-type]
+            texts.add((fmt, render(doc, fmt)))
     assert len(texts) == 3
 
 
@@ -472,7 +482,7 @@ def test_comment_text_cannot_end_its_line() -> None:
         assert line.isprintable()
 
 
-names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
+names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=8)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

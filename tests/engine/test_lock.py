@@ -34,7 +34,7 @@ lock = acquire_lock(sys.argv[1]) if what is None else acquire_account_locks(sys.
 print("held", flush=True)
 time.sleep(60)
 """
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

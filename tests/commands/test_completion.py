@@ -140,7 +140,7 @@ def test_start_up_does_not_pay_for_completion() -> None:
 
 
 def test_the_readme_installs_every_shell_as_the_help_does() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert set(INSTALL) == set(SHELLS)
     for line in INSTALL.values():
         assert line in readme

@@ -80,7 +80,7 @@ def summary_of(outcomes: list[Outcome], **stats: AccountStats) -> Summary:
     for name, s in stats.items():
         merged = msgspec.structs.replace(s)
         for r in ("unchanged", "changed", "failed", "skipped"):
-            setattr(merged, r, accounts.get(name, AccountStats()).count(r))  # type: ignore[arg-type]
+            setattr(merged, r, accounts.get(name, AccountStats()).count(r))
         accounts[name] = merged
     return Summary(accounts=accounts, duration_s=10.0, started_at=T0)
 
@@ -446,7 +446,7 @@ def test_an_unusable_html_path_stops_the_run_before_anything_is_sent(
 
 
 def test_report_merge_writes_the_merged_page(tmp_path: Path) -> None:
-    from cli_helpers import report_merge as command
+    from test_merge import command
 
     lines = {
         "a.jsonl": [changed(1, tags=("x",)), failed(2, "<b>nope</b>")],

@@ -114,7 +114,7 @@ async def test_tokens_are_distinct_and_all_valid(sandbox_factory: SandboxFactory
     for value in values:
         got = await call(box, "GET", "/integrations/2", {"Authorization": f"Bearer {value}"})
         assert got.status == 200
-    assert box.stats()["tokens_issued"]["oauthco"] == 20  # type: ignore[index]
+    assert box.stats()["tokens_issued"]["oauthco"] == 20
 
 
 OAUTH_ERRORS: list[tuple[str, tuple[str, str] | None, Any, dict[str, str] | None, int, str]] = [
@@ -278,7 +278,7 @@ async def test_the_lifetime_is_real_seconds(sandbox_factory: SandboxFactory) -> 
     assert (await call(box, "GET", "/integrations", auth)).status == 200
     await asyncio.sleep(0.8)
     assert (await call(box, "GET", "/integrations", auth)).status == 401
-    assert box.stats()["expired_tokens"]["oauthco"] == 1  # type: ignore[index]
+    assert box.stats()["expired_tokens"]["oauthco"] == 1
 
 
 # -- seeding ------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from batchsync.sendcloud.listing import ListBounds
 from batchsync.sendcloud.transport import HttpApi
 from batchsync.wire import LANGUAGES, STATUS_CATEGORIES, Status, Translation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {"reads_per_minute": 1e6, "writes_per_minute": 1e6, "write_burst": 100}
 FAST_LIMITS = Limits(1e6, 100, 1e6)  # the sandbox's side of FAST
 QUICK = Options(write=False, preflight=False, backoff_base=0.01, backoff_max=0.05, breaker_pause=0.05)
@@ -275,7 +275,7 @@ def status_lists(draw: st.DrawFn) -> tuple[Status, ...]:
     out = []
     for i in ids:
         langs = draw(st.lists(st.sampled_from(LANGUAGES), min_size=1, max_size=3, unique=True))
-        out.append(Status(i, tuple(Translation(draw(NAMES), lang) for lang in langs)))  # type: ignore[arg-type]
+        out.append(Status(i, tuple(Translation(draw(NAMES), lang) for lang in langs)))
     return tuple(out)
 
 
@@ -325,7 +325,7 @@ def fleets(draw: st.DrawFn) -> tuple[Seed, list[dict[str, Any]]]:
                 deleted_statuses=deleted,
                 system=system,
                 shop_name=draw(st.one_of(st.none(), NAMES)),
-                mapping=mapping,  # type: ignore[arg-type]
+                mapping=mapping,
             )
         )
     seed = Seed(accounts, tuple(integrations))

@@ -20,7 +20,7 @@ import pytest
 
 from batchsync.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LANGS = ("en-gb", "nl-nl", "de-de", "fr-fr", "es-es", "it-it", "en-us")
 
 

@@ -98,7 +98,13 @@ def test_printing_between_outcomes_does_not_make_every_outcome_redraw() -> None:
     out, clock = io.StringIO(), FakeClock()
     printed: list[str] = []
     p = Progress(10_000, stream=out, enabled=True, clock=clock)
-    p.before_draw = lambda: (p.clear(), out.write("".join(printed)), printed.clear())  # type: ignore[func-returns-value]
+
+    def before_draw() -> None:
+        p.clear()
+        out.write("".join(printed))
+        printed.clear()
+
+    p.before_draw = before_draw
     for i in range(5000):
         clock.now += 0.0002  # 5000 outcomes in one second, each printing a line
         printed.append(f"~ integration {i} changed\n")

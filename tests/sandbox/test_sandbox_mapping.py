@@ -191,7 +191,7 @@ def declared_inventory(inv: Inventory) -> Inventory:
 
 
 def seeded(spec: IntegrationSeed) -> dict[str, str | None]:
-    return {c: (spec.mapping or {}).get(c) for c in STATUS_CATEGORIES}  # type: ignore[call-overload]
+    return {c: (spec.mapping or {}).get(c) for c in STATUS_CATEGORIES}
 
 
 async def test_inventory_seeding_in_sync_gives_the_declared_mapping(

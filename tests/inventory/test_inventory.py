@@ -20,12 +20,13 @@ import yaml
 
 from batchsync import files, wire
 from batchsync.diff import translation_set
-from batchsync.inventory import loader as inv_mod
+from batchsync.inventory.documents import fast_json
 from batchsync.inventory.loader import load
 from batchsync.inventory.select import select
-from batchsync.inventory.spec import merge_statuses
-from batchsync.model import PRODUCTION_URL, BasicCredentials, Inventory, InventoryProblem, Limits
+from batchsync.inventory.spec import IntegrationSpec, merge_statuses
+from batchsync.model import PRODUCTION_URL, BasicCredentials, Inventory, InventoryProblem, Limits, OAuth2Credentials
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
+from batchsync.urls import insecure_http
 
 # -- writing one document in three formats ---------------------------------------------------
 
@@ -757,7 +758,7 @@ def test_select(workdir: Path) -> None:
 
 # -- the committed example inventories -------------------------------------------------------
 
-INVENTORIES = Path(__file__).resolve().parents[1] / "inventories"
+INVENTORIES = Path(__file__).resolve().parents[2] / "inventories"
 EXAMPLES = sorted(p for ext in ("toml", "yaml", "yml", "json") for p in INVENTORIES.glob(f"*.{ext}"))
 
 
@@ -788,14 +789,14 @@ def test_the_examples_are_the_same_inventory() -> None:
 
 def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
     path = write(workdir, base_doc(), "json")
-    fast = inv_mod.fast_json(path.read_bytes())
+    fast = fast_json(path.read_bytes())
     assert fast is not None
-    assert all(isinstance(i, inv_mod.IntegrationSpec) for i in fast["integrations"])
+    assert all(isinstance(i, IntegrationSpec) for i in fast["integrations"])
     # One wrong field anywhere: the general path, which reports every problem.
     doc = base_doc()
     doc["integrations"][0]["id"] = "101"
-    assert inv_mod.fast_json(write(workdir, doc, "json").read_bytes()) is None
-    assert inv_mod.fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
+    assert fast_json(write(workdir, doc, "json").read_bytes()) is None
+    assert fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
 
 
 def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
@@ -995,13 +996,13 @@ def test_a_key_twice_in_json(workdir: Path) -> None:
         ("$.integrations[1].id", 102),
     ]
     assert all("is given twice" in p.message for p in inv.problems)
-    assert inv_mod.fast_json(path.read_bytes()) is None  # the fast path's check sees it too
+    assert fast_json(path.read_bytes()) is None  # the fast path's check sees it too
 
 
 def test_a_key_twice_in_pretty_json_and_with_escapes(workdir: Path) -> None:
     doc = base_doc()
     pretty = json.dumps(doc, indent=2, ensure_ascii=True)
-    assert inv_mod.fast_json(pretty.encode()) is not None  # no repeat: still the fast path
+    assert fast_json(pretty.encode()) is not None  # no repeat: still the fast path
     path = workdir / "pretty.json"
     # "t\u0061gs" is "tags" again, written with an escape.
     path.write_text(pretty.replace('"tags": [', '"t\\u0061gs": ["x"], "tags": [', 1))
@@ -1157,7 +1158,7 @@ def test_a_secret_file_outside_the_folder(tmp_path: Path) -> None:
     (tmp_path / "outside.key").write_text("outside-value\n")
     (inside / "link.key").symlink_to(tmp_path / "outside.key")
     (inside / "ok.key").write_text("inside-value\n")
-    doc = {
+    doc: dict[str, Any] = {
         "accounts": {
             "a": {"public_key": "file:../outside.key", "secret_key": "file:link.key"},
             "b": {"public_key": f"file:{tmp_path / 'outside.key'}", "secret_key": "file:ok.key"},
@@ -1199,7 +1200,7 @@ def test_a_secret_file_outside_the_folder(tmp_path: Path) -> None:
     ],
 )
 def test_insecure_http_is_a_warning(workdir: Path, url: str, warned: bool) -> None:
-    assert inv_mod.insecure_http(url) is warned
+    assert insecure_http(url) is warned
     doc = base_doc()
     doc["accounts"]["other"]["base_url"] = url
     inv = load_doc(workdir, doc, "json")
@@ -1387,12 +1388,12 @@ def test_an_oauth2_account(workdir: Path) -> None:
         inv = load(write(workdir, doc, fmt), environ={**ENV, "THIRD_ID": "third-id"})
         assert inv.valid, inv.problems
         other, third = inv.accounts["other"], inv.accounts["third"]
-        assert other.credentials == inv_mod.OAuth2Credentials(Secret("pub-other-value"), Secret("sec-other-value"))
+        assert other.credentials == OAuth2Credentials(Secret("pub-other-value"), Secret("sec-other-value"))
         assert other.credentials.token_url == "https://account.sendcloud.com/oauth2/token"
         assert other.credentials.scope == "api"
         assert other.identity.reveal() == "pub-other-value"
         assert [s.reveal() for s in other.secrets()] == ["pub-other-value", "sec-other-value"]
-        assert isinstance(third.credentials, inv_mod.OAuth2Credentials)
+        assert isinstance(third.credentials, OAuth2Credentials)
         assert (third.credentials.token_url, third.credentials.scope) == (
             "https://auth.example.com/oauth2/token",
             "api other",

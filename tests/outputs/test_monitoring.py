@@ -311,7 +311,7 @@ def outcomes() -> list[Outcome]:
             "failed",
             attempts=3,
             duration_ms=1500.0,
-            error=ErrorInfo("validation", 400, "invalid", 'name <too> long & "bad"', "/data/0/name"),
+            error=ErrorInfo("client", 400, "invalid", 'name <too> long & "bad"', "/data/0/name"),
         ),
         Outcome(3, "acme", "changed", added=1, changed=1, duration_ms=250.0, changes=(Change("+", "paid"),)),
         Outcome(9, "beta", "skipped", reason="interrupted"),
@@ -337,8 +337,8 @@ def test_junit_structure(tmp_path: Path) -> None:
     assert cases[1].get("time") == "1.500"
     failure = cases[1].find("failure")
     assert failure is not None
-    assert failure.get("message") == 'validation 400: name <too> long & "bad"'
-    assert failure.get("type") == "validation"
+    assert failure.get("message") == 'client 400: name <too> long & "bad"'
+    assert failure.get("type") == "client"
     assert "pointer: /data/0/name" in (failure.text or "")
     assert "attempts: 3" in (failure.text or "")
     out = cases[0].find("system-out")

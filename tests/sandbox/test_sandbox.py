@@ -27,7 +27,7 @@ from batchsync.sandbox.server import THROTTLED_CODE, Sandbox
 from batchsync.sandbox.state import AccountSeed, IntegrationSeed, Seed, seed_from_inventory
 from batchsync.wire import ERROR_CODES, Status, Translation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = REPO / "tests" / "spec" / "integrations-v3.json"  # the official description, in-repo (tests/spec)
 SPEC_HOST = "https://panel.sendcloud.sc"
 SPEC_PREFIX = "/api/v3"
@@ -158,7 +158,7 @@ async def test_post_then_get_conforms_and_round_trips(sandbox: Sandbox, sandbox_
     }
     stats = sandbox.stats()
     assert stats["applied_posts"] == {"101": 4}
-    assert stats["requests"]["acme"] == {"GET": 6, "POST": 4}  # type: ignore[index]
+    assert stats["requests"]["acme"] == {"GET": 6, "POST": 4}
 
 
 async def test_language_selection(sandbox: Sandbox, sandbox_auth: Auth) -> None:
@@ -337,7 +337,7 @@ async def test_mapping(sandbox: Sandbox, sandbox_auth: Auth, openapi: OpenAPI) -
         ("CANCEL", None, True),
     ]
     assert (await call(sandbox, "POST", "/shop-order-statuses", acme, body=VALID)).status == 200
-    mapping = {
+    mapping: dict[str, Any] = {
         "integration_id": 101,
         "mapping": [
             {"status_category": "CANCEL", "external_id": None},
@@ -489,8 +489,8 @@ async def test_concurrent_writes_are_limited(
         assert answer.json["errors"][0]["code"] == THROTTLED_CODE
         assert int(answer.headers["Retry-After"]) >= 1
     stats = sandbox.stats()
-    assert stats["throttled"]["acme"] == 200 - admitted  # type: ignore[index]
-    assert stats["peak_in_flight"]["acme"]["write"] <= 15  # type: ignore[index]
+    assert stats["throttled"]["acme"] == 200 - admitted
+    assert stats["peak_in_flight"]["acme"]["write"] <= 15
     assert stats["applied_posts"] == {"101": admitted}
     # Reads are a separate budget: still available.
     read = await call(sandbox, "GET", "/shop-order-statuses", sandbox_auth["acme"], query={"integration_id": "101"})
@@ -518,7 +518,7 @@ async def test_in_flight_cap_and_429_variants(sandbox_factory: SandboxFactory, s
     refused = next(a for a in answers if a.status == 429)
     assert refused.body == b""
     assert "Retry-After" not in refused.headers
-    assert box.stats()["peak_in_flight"]["acme"]["write"] == 4  # type: ignore[index]
+    assert box.stats()["peak_in_flight"]["acme"]["write"] == 4
 
 
 async def test_time_scale_refills_faster(sandbox_factory: SandboxFactory, sandbox_auth: Auth) -> None:
@@ -571,7 +571,7 @@ async def test_fault_kinds(sandbox_factory: SandboxFactory, sandbox_auth: Auth) 
     with pytest.raises(asyncio.TimeoutError):
         await call(box, "GET", "/shop-order-statuses", acme, query=query, timeout=0.2)
     assert time.monotonic() - started < 2.0
-    assert box.stats()["faults"]["acme"] == 5  # type: ignore[index]
+    assert box.stats()["faults"]["acme"] == 5
     # Back to normal once the queue is empty.
     assert (await call(box, "GET", "/shop-order-statuses", acme, query=query)).status == 200
 

@@ -280,7 +280,7 @@ def test_the_json_messages_do_not_depend_on_msgspecs_words(monkeypatch: pytest.M
     def refuse(data: bytes, **kwargs: Any) -> Any:
         raise refusal
 
-    monkeypatch.setattr(documents.msgspec.json, "decode", refuse)
+    monkeypatch.setattr(msgspec.json, "decode", refuse)
     with pytest.raises(FileProblem) as info:
         parse(".json", LATIN1)
     assert info.value.message == NOT_UTF8

@@ -283,7 +283,7 @@ def _containers(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, tu
 
 @st.composite
 def mutated(draw: Any, fmt: str) -> dict[str, Any]:
-    doc = draw(inventories())
+    doc: dict[str, Any] = draw(inventories())
     for _ in range(draw(st.integers(1, 6))):
         targets = [c for c, _ in _containers(doc) if c]
         target = draw(st.sampled_from(targets)) if targets else doc
@@ -449,7 +449,7 @@ def _sparse(p: Path) -> None:
         f.truncate(300 * 1024 * 1024)
 
 
-ODD_FILES: dict[str, Callable[[Path], None]] = {
+ODD_FILES: dict[str, Callable[[Path], object]] = {
     "fifo": _fifo,
     "dev-zero": lambda p: p.symlink_to("/dev/zero"),
     "dev-urandom": lambda p: p.symlink_to("/dev/urandom"),

@@ -49,7 +49,7 @@ URL = re.compile(r"^https://api\.example\.test/api/v3/shop-order-statuses.*$")
 PUBLIC, SECRET = "pub-key-0123", "very-secret-value-987"
 TIMEOUT = 1.0  # the client's timeout against the hostile server
 SLACK = 0.5  # what a loaded 2-core machine may add to it
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def basic() -> BasicAuthenticator:

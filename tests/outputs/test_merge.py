@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -10,11 +11,10 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import pytest
-from cli_helpers import report_merge as command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
@@ -386,6 +386,32 @@ def test_expand_globs_itself_and_keeps_what_matches_nothing(tmp_path: Path) -> N
 # -- the command -------------------------------------------------------------------------
 
 
+def command(
+    patterns: list[str],
+    *,
+    fmt: str = "text",
+    junit: str | None = None,
+    metrics: str | None = None,
+    html: str | None = None,
+    max_age: str | None = None,
+    out: IO[str],
+    err: IO[str],
+    now: float | None = None,
+) -> int:
+    """``batchsync report merge`` in this process, as the command line runs it (a usage error:
+    said on ``err``, exit 2)."""
+    from batchsync.commands import report
+    from batchsync.usage import UsageError
+
+    args = argparse.Namespace(reports=patterns, format=fmt, junit=junit, metrics=metrics, html=html, max_age=max_age)
+    try:
+        settings = report.settings(args)
+    except UsageError as exc:
+        print(f"batchsync: {exc}", file=err)
+        return 2
+    return report.run(settings, out=out, err=err, now=now)
+
+
 def run(*args: str, **kw: Any) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = command(list(args), out=out, err=err, now=NOW, **kw)
@@ -520,7 +546,7 @@ async def test_four_shards_against_one_sandbox_merge_like_one_unsharded_run(tmp_
                 await engine.run(jobs)
             path = tmp_path / f"shard-{index}.jsonl"
             paths.append(write_run_report(path, split.header(index), outcomes, engine.summary))
-        posts: dict[str, int] = box.stats()["applied_posts"]  # type: ignore[index]
+        posts: dict[str, int] = box.stats()["applied_posts"]
     assert max(split.integrations) <= 1.1 * max(max(sizes), 400 / 4)
     reports = [read_report(p) for p in paths]
     ids = [o.integration_id for r in reports for o in r.outcomes]

@@ -31,7 +31,7 @@ from batchsync.sandbox.state import OTHER_SYSTEM, AccountSeed, IntegrationSeed, 
 from batchsync.usage import UsageError
 from batchsync.wire import Status, Translation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ITEM_KEYS = {"id", "shop_name", "shop_url", "system", "failing_since", "last_fetch"}
 PAID = Status("paid", (Translation("Paid", "en-gb"),))
 # Not in id order on purpose: the listing sorts.
@@ -108,7 +108,7 @@ async def test_pages_cover_the_account_once_in_id_order(sandbox_factory: Sandbox
     ids = [item["id"] for page in pages for item in page]
     assert ids == sorted(BIG_IDS)
     # Each request was one read of the account's budget.
-    assert box.stats()["requests"]["big"] == {"GET": 5, "POST": 0}  # type: ignore[index]
+    assert box.stats()["requests"]["big"] == {"GET": 5, "POST": 0}
     # Another account sees its own only, on one page without a Link.
     (only,) = await walk(box, SMALL)
     assert [i["id"] for i in only] == [1, 2, 3]
