@@ -1,7 +1,7 @@
-"""The shape of the package, as the README's architecture section describes it: rooms of a
-size a reader can take in, packages whose ``__init__`` holds nothing, no comment naming a
-file the repository lacks. (The layers themselves are import-linter's contracts, in
-pyproject.toml; ``make lint`` runs both.)"""
+"""The shape of the package, as the README's architecture section describes it: every
+subpackage named there with its job, rooms of a size a reader can take in, packages whose
+``__init__`` holds nothing, no comment naming a file the repository lacks. (The layers
+themselves are import-linter's contracts, in pyproject.toml; ``make lint`` runs both.)"""
 
 from __future__ import annotations
 
@@ -21,6 +21,26 @@ def modules() -> list[Path]:
 def test_no_module_is_longer_than_800_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these (at most {MAX_LINES} lines each): {long}"
+
+
+def architecture() -> str:
+    """The README's architecture section."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Architecture\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_the_architecture_section_names_every_subpackage_and_its_job() -> None:
+    section = architecture()
+    rows = dict(re.findall(r"^\| `([a-z_]+)/` \| (.+) \|$", section, re.MULTILINE))
+    packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    assert packages and sorted(rows) == packages, (sorted(rows), packages)
+    for name, job in rows.items():
+        assert len(job.split()) >= 5, f"{name}/: say what it is for"
+    core = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__") and p.stem != "cli")
+    unnamed = [m for m in core if f"`{m}.py`" not in section]
+    assert not unnamed, f"core modules the section does not name: {unnamed}"
 
 
 def test_every_package_init_holds_nothing_but_its_docstring() -> None:

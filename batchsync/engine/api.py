@@ -1,8 +1,9 @@
 """What the engine asks of the Sendcloud API: the seam between scheduling and HTTP.
 
-The engine only knows these protocols. ``client.HttpApi`` implements them over aiohttp
-for real runs; the tests implement them in memory (faults, latency, a virtual clock).
-Every method raises a ``client.ApiError`` subclass on failure, never anything else.
+The engine only knows these protocols. :class:`batchsync.sendcloud.transport.HttpApi`
+implements them over aiohttp for real runs; the tests implement them in memory (faults,
+latency, a virtual clock). Every method raises a :class:`batchsync.sendcloud.errors.ApiError`
+subclass on failure, never anything else.
 """
 
 from __future__ import annotations

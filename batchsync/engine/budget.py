@@ -50,7 +50,7 @@ class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def file_name(identity: str, base_url: str) -> str:
-    """The record of one account on one API (see :func:`batchsync.lock.account_lock_name`)."""
+    """The record of one account on one API (see :func:`batchsync.engine.lock.account_lock_name`)."""
     return account_lock_name(identity, base_url).removesuffix(".lock") + ".budget"
 
 

@@ -13,7 +13,7 @@ next is decided in one place, :meth:`Engine._pick`:
 An integration goes through a few steps (pre-flight check, read statuses, read the
 mapping when it matters, write statuses, write the mapping), each one request; the
 mapping guard refuses writes that would break a shop's mapping. Every integration ends
-with exactly one :class:`Outcome`, recorded by the :class:`~batchsync.ledger.Ledger`.
+with exactly one :class:`Outcome`, recorded by the :class:`~batchsync.engine.ledger.Ledger`.
 Time comes from ``anyio.current_time``/``anyio.sleep`` only, so tests run it under a
 virtual clock.
 """

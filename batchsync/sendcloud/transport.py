@@ -1,6 +1,6 @@
-"""The engine's :class:`~batchsync.api.Api` over HTTP: one aiohttp session, a client per account.
+"""The engine's :class:`~batchsync.engine.api.Api` over HTTP: one aiohttp session, a client per account.
 
-The caller (``run.py``) owns the session's lifetime through ``async with HttpApi(...)``;
+The caller (the run, an import) owns the session's lifetime through ``async with HttpApi(...)``;
 each account gets a :class:`~batchsync.sendcloud.client.Client` with its base URL and credentials.
 """
 
