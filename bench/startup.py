@@ -35,26 +35,37 @@ asyncio.run(main())
 
 
 def wheel_venv(notes: list[str]) -> Path:
-    """Build the wheel as the Dockerfile does and install it, without extras, into a fresh venv;
-    its ``bin`` folder."""
-    wheels, venv = WORK / "wheel", WORK / "wheel-venv"
-    for folder in (wheels, venv):
+    """The install a user of the image gets, made as the Dockerfile makes it: the wheel built
+    by the locked setuptools in a build venv of its own (pip from ``ensurepip``: the project's
+    .venv, made by uv, has none), then installed without extras, with the locked dependencies
+    and nothing else, into a fresh ``venv --without-pip``; its ``bin`` folder."""
+    wheels, builder, venv = WORK / "wheel", WORK / "wheel-builder", WORK / "wheel-venv"
+    for folder in (wheels, builder, venv):
         shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True, "cwd": ROOT}
+    base = getattr(sys, "_base_executable", sys.executable)  # the interpreter the project's venv was made from
+    pip = [str(builder / "bin/python"), "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
+    only = ["--require-hashes", "--only-binary=:all:"]
     try:
-        subprocess.run([PYTHON, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)], **quiet)
-        base = getattr(sys, "_base_executable", sys.executable)  # the interpreter the project's venv was made from
-        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], **quiet)
+        subprocess.run([base, "-m", "venv", str(builder)], **quiet)
+        subprocess.run([*pip, "install", *only, "-r", str(ROOT / "requirements/build.txt")], **quiet)
+        build = ["wheel", "--no-build-isolation", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)]
+        subprocess.run([*pip, *build], **quiet)
         (wheel,) = wheels.glob("batchsync-*.whl")
-        cmd = [PYTHON, "-m", "pip", "--python", str(venv / "bin/python"), "install", "--only-binary=:all:", str(wheel)]
-        subprocess.run(cmd, **quiet)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], **quiet)
+        target = ["--python", str(venv / "bin/python"), "install"]
+        subprocess.run([*pip, *target, *only, "-r", str(ROOT / "requirements/image.txt")], **quiet)
+        subprocess.run([*pip, *target, "--no-deps", "--only-binary=:all:", str(wheel)], **quiet)
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"building the wheel venv failed: {exc.cmd}: {exc.stderr.decode()[-800:]}") from None
+    finally:
+        shutil.rmtree(builder, ignore_errors=True)
     log(f"part 5: wheel {wheel.name} installed into a clean venv in {time.perf_counter() - t0:.0f}s")
     notes.append(
-        f"Part 5 (wheel): `pip wheel --no-deps` of the working tree, installed with `pip --python VENV install "
-        f"--only-binary=:all:` into `python -m venv --without-pip` of {base} (no extras), as the Dockerfile does."
+        f"Part 5 (wheel): built by the locked setuptools (`pip wheel --no-build-isolation --no-deps` in a venv "
+        f"of {base} holding requirements/build.txt), installed with requirements/image.txt's hash-checked "
+        "dependencies into `python -m venv --without-pip` (no extras): the Dockerfile's steps."
     )
     return venv / "bin"
 
