@@ -100,15 +100,13 @@ class End(msgspec.Struct, frozen=True, kw_only=True):
 def close_all(sinks: Sequence[Sink], end: End | None) -> None:
     """Close every sink, in the order given. One that raises (a bug: a sink records what it
     cannot write and returns) does not keep the ones after it from closing: the report's
-    summary line still carries the exit code; the error is raised after."""
+    summary line still carries the exit code; the first error is raised after."""
     error: BaseException | None = None
     for sink in sinks:
         try:
             sink.close(end)
         except BaseException as exc:
-            if error is None:
-                error = exc
-            end = None  # after a failure the rest only release what they hold
+            error = error or exc
     if error is not None:
         raise error
 

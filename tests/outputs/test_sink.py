@@ -1,4 +1,5 @@
-"""The output layer: outcomes made safe once, outputs refused before anything is sent, lost outputs reported.
+"""The output layer: the Sink protocol and the list a command drives, outcomes made safe once,
+outputs refused before anything is sent, lost outputs reported.
 
 The process tests run the command line against a sandbox process over loopback.
 """
@@ -6,6 +7,8 @@ The process tests run the command line against a sandbox process over loopback.
 from __future__ import annotations
 
 import base64
+import errno
+import io
 import json
 import os
 import resource
@@ -18,10 +21,16 @@ import pytest
 from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
 from inventory_factory import inventory_env, make_inventory
 
-from batchsync.outcome import ErrorInfo, Outcome
-from batchsync.outputs.metrics import read_metric
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.build import OutputSettings, build_sinks
+from batchsync.outputs.html import Html
+from batchsync.outputs.junit import JUnit
+from batchsync.outputs.metrics import Metrics, read_metric
+from batchsync.outputs.notify import Notify, Webhook
+from batchsync.outputs.report import ReportWriter
 from batchsync.outputs.sanitize import Sanitizer
-from batchsync.outputs.sink import OutputError, check_output
+from batchsync.outputs.sink import End, Lost, LostNotice, OutputError, Start, check_output, close_all
+from batchsync.outputs.terminal import Screen, Terminal
 from batchsync.redact import Redactor
 from batchsync.urls import is_loopback
 
@@ -91,6 +100,79 @@ def test_a_credential_a_server_puts_in_its_statuses_or_mapping_is_masked_everywh
     raw = f"{pub}:{sec}"
     forms = [pub, sec, raw, base64.b64encode(raw.encode()).decode(), base64.b64encode(sec.encode()).decode()]
     assert [f for f in forms if any(f in t for t in texts)] == []
+
+
+# -- the sinks a command drives -------------------------------------------------------------
+
+
+def everything(tmp_path: Path) -> OutputSettings:
+    def path(name: str) -> str:
+        return str(tmp_path / f"out.{name}")
+
+    return OutputSettings(
+        report=path("report"), junit=path("junit"), metrics=path("metrics"), html=path("html"), notify=("env:HOOK",)
+    )
+
+
+def test_the_sinks_close_in_the_order_that_keeps_the_runs_promises(tmp_path: Path) -> None:
+    """JUnit, then the metrics and the terminal and the page (each with the code as it
+    stands), the report last of the files (the final code), the lost named, then the
+    notifications: after everything, with the code the process exits with."""
+    start = Start(mode="apply", started_at=0.0)
+    out = Screen(io.StringIO())
+    hook = Webhook("https://hooks.example/x", "env:HOOK")
+    sinks = build_sinks(everything(tmp_path), start, Lost(out), out=out, err=io.StringIO(), hooks=[hook])
+    kinds = [type(sink) for sink in sinks]
+    assert kinds == [JUnit, Metrics, Terminal, Html, ReportWriter, LostNotice, Notify]
+    close_all(sinks, None)  # a run that broke off: nothing written but the report's lines so far
+    assert (tmp_path / "out.report").read_text().count("\n") == 1  # its header, no summary line
+    assert not (tmp_path / "out.junit").exists() and not (tmp_path / "out.html").exists()
+    # Only what was asked for: the terminal, and the lost outputs named.
+    bare = build_sinks(OutputSettings(), start, Lost(out), out=out, err=io.StringIO())
+    assert [type(sink) for sink in bare] == [Terminal, LostNotice]
+
+
+def test_a_lost_output_makes_a_clean_run_exit_5_and_says_so_after_the_report() -> None:
+    lost = Lost()
+    assert (lost.exit_code(0), lost.exit_code(4), lost.exit_code(1)) == (0, 4, 1)
+    lost.record("--junit", "j.xml", OSError(errno.ENOSPC, "No space left on device"))
+    assert (lost.exit_code(0), lost.exit_code(4), lost.exit_code(1), lost.exit_code(3)) == (5, 5, 1, 3)
+    err = io.StringIO()
+    notice = LostNotice(lost, err, redact=lambda text: text.replace("j.xml", "***"))
+    notice.close(None)  # a run that broke off says nothing more
+    assert err.getvalue() == ""
+    notice.close(End(summary=Summary({}), code=lambda: 5, started_at=0.0, ended_at=0.0))
+    assert err.getvalue() == "batchsync: --junit *** was not written: No space left on device\n"
+    # stdout counts as soon as a write to it failed, before the terminal names it.
+    screen = Screen(io.StringIO())
+    on_screen = Lost(screen)
+    assert on_screen.exit_code(0) == 0
+    screen.failure = OSError(errno.EIO, "Input/output error")
+    assert on_screen.exit_code(0) == 5 and on_screen.lines() == []
+
+
+def test_one_sink_that_raises_does_not_keep_the_report_from_its_summary_line(tmp_path: Path) -> None:
+    class Broken:
+        def add(self, outcome: Outcome) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+        def close(self, end: End | None) -> None:
+            raise RuntimeError("a bug")
+
+    lost = Lost()
+    report = ReportWriter.open(str(tmp_path / "r.jsonl"), Start(mode="apply", started_at=0.0), lost)
+    outcome = Outcome(1, "acme", "changed")
+    report.add(outcome)
+    summary = Summary({"acme": AccountStats(changed=1)})
+    end = End(summary=summary, code=lambda: lost.exit_code(0), started_at=0.0, ended_at=1.0)
+    with pytest.raises(RuntimeError, match="a bug"):
+        close_all([Broken(), report], end)
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert lines[0]["header"] is True and lines[1]["integration_id"] == 1
+    assert lines[2]["summary"] is True and lines[2]["exit_code"] == 0
 
 
 def test_check_output_refuses_what_must_not_be_overwritten(tmp_path: Path) -> None:
