@@ -1,7 +1,7 @@
 """The command line: the parser built from every command's arguments, the dispatch, and
 the process's standard streams. No command logic: each verb is a module of
 :mod:`batchsync.commands` (``validate``, ``plan``, ``apply``, ``import``, ``report merge``,
-``completion``, ``sandbox``) of one shape, listed once in :func:`commands`.
+``completion``, ``sandbox``) of one shape, listed once in :data:`VERBS`.
 
 Heavy imports (aiohttp, the engine) happen inside the commands that need them, so
 ``--version`` and ``validate`` start fast.
@@ -12,39 +12,53 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib
 import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from batchsync import __version__
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST, describe
 from batchsync.usage import UsageError, shown
 
+if TYPE_CHECKING:  # a type for the checker only: building a Protocol class costs every start
 
-class Command(Protocol):
-    """The shape of every module of :mod:`batchsync.commands`."""
+    class Command(Protocol):
+        """The shape of every module of :mod:`batchsync.commands`."""
 
-    NAME: str  # its words on the command line: "validate", "report merge"
-    SUMMARY: str  # one line, for the list of commands and the head of its --help
-    EXAMPLES: tuple[str, str]  # shown under its --help (a test parses every one)
+        NAME: str  # its words on the command line: "validate", "report merge"
+        SUMMARY: str  # one line, for the list of commands and the head of its --help
+        EXAMPLES: tuple[str, str]  # shown under its --help (a test parses every one)
 
-    def add_arguments(self, parser: argparse.ArgumentParser, /) -> None: ...
+        def add_arguments(self, parser: argparse.ArgumentParser, /) -> None: ...
 
-    def settings(self, args: argparse.Namespace, /) -> Any:
-        """Its typed, frozen settings; a UsageError when the arguments cannot run."""
+        def settings(self, args: argparse.Namespace, /) -> Any:
+            """Its typed, frozen settings; a UsageError when the arguments cannot run."""
 
-    def run(self, settings: Any, /) -> int: ...
+        def run(self, settings: Any, /) -> int: ...
 
 
-def commands() -> tuple[Command, ...]:
-    """Every command, in the order ``--help`` lists them: adding a verb is a module in
-    :mod:`batchsync.commands` and its name here. Imported when the parser is built, not for
-    ``--version``: each imports only argparse and what is as light at module level."""
-    from batchsync.commands import apply, completion, import_, plan, report, sandbox, validate
+# Every verb: its first word on the command line and its module in batchsync.commands, in
+# the order --help lists them. Adding a verb is a module there and a line here.
+VERBS = {
+    "validate": "validate",
+    "plan": "plan",
+    "apply": "apply",
+    "import": "import_",  # a keyword
+    "report": "report",
+    "completion": "completion",
+    "sandbox": "sandbox",
+}
 
-    return (validate, plan, apply, import_, report, completion, sandbox)
+
+def commands(*words: str) -> list[Command]:
+    """The modules of ``words`` (default: every verb), imported now: when the parser is built,
+    never for ``--version``. Each imports at module level only argparse, msgspec and the
+    light modules of the core."""
+    modules = [importlib.import_module(f"batchsync.commands.{VERBS[word]}") for word in words or VERBS]
+    return cast("list[Command]", modules)
 
 
 # A command of two words ("report merge") sits under the first, which says what its group is for.
@@ -95,17 +109,19 @@ def examples(command: str | None) -> tuple[str, str]:
     return next(c.EXAMPLES for c in commands() if command == c.NAME)
 
 
-def epilog(command: str | None) -> str:
-    """The exit codes ``command`` can end with, then two examples."""
+def epilog(command: str | None, shown: Sequence[str] | None = None) -> str:
+    """The exit codes ``command`` can end with, then two examples (``shown``, else its own)."""
     lines = ["exit codes:"]
     lines += [f"  {code:<3} {text}" for code, text in describe(command)]
     lines += ["", "examples:"]
-    lines += [f"  {example}" for example in examples(command)]
+    lines += [f"  {example}" for example in (shown if shown is not None else examples(command))]
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line's parser (the docs' command reference is generated from it)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line's parser (the docs' command reference is generated from it);
+    with ``only`` (a verb), the same parser with that verb's branch alone: what a command
+    line that starts with it needs, without importing every other command."""
     parser = argparse.ArgumentParser(
         prog="batchsync",
         description="Keep the shop order statuses of many Sendcloud integrations in their desired state.",
@@ -124,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of these; batchsync COMMAND --help for its own",
     )
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
-    for command in commands():
+    for command in commands(*filter(None, [only])):
         *group, name = command.NAME.split()
         into = sub
         if group:
@@ -135,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                     first,
                     help=summary,
                     description=summary[:1].upper() + summary[1:] + ".",
-                    epilog=epilog(command.NAME),
+                    epilog=epilog(command.NAME, command.EXAMPLES),
                     formatter_class=_Formatter,
                 )
                 groups[first] = g.add_subparsers(
@@ -150,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=command.SUMMARY,
             description=command.SUMMARY[:1].upper() + command.SUMMARY[1:] + ".",
-            epilog=epilog(command.NAME),
+            epilog=epilog(command.NAME, command.EXAMPLES),
             formatter_class=_Formatter,
         )
         command.add_arguments(p)
@@ -182,12 +198,16 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # without building every subcommand's parser
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--version"]:  # without building every subcommand's parser
         print(f"batchsync {__version__}")
         return EXIT_OK
-    parser = build_parser()
+    # A command line that starts with a verb parses the same with that verb's branch alone;
+    # the completion script is the whole parser's.
+    verb = words[0] if words and words[0] in VERBS and words[0] != "completion" else None
+    parser = build_parser(verb)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
         return int(exc.code or 0)
     command: Command = args.command_module

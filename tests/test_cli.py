@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from inventory_factory import inventory_env, make_inventory
 
-from batchsync.cli import build_parser, main
+from batchsync.cli import VERBS, build_parser, main
 from batchsync.cli import examples as examples_of
 from batchsync.commands._arguments import shard_from_args
 from batchsync.commands._run import Selected, load_selected, settings_from, take_shard
@@ -61,6 +61,39 @@ def test_every_help_lists_its_exit_codes_and_two_examples_that_parse() -> None:
                 build_parser().parse_args(words)
             except SystemExit:
                 pytest.fail(f"batchsync {key} --help: the example {line.strip()!r} does not parse")
+
+
+def test_a_verbs_branch_alone_parses_and_helps_as_the_whole_parser_does() -> None:
+    """The dispatch builds only the branch of the verb a command line starts with (start-up:
+    no other command is imported); what it parses, and each --help, must not differ."""
+    whole = dict(parsers(build_parser()))
+    for verb in VERBS:
+        alone = dict(parsers(build_parser(verb)))
+        mine = {key for key in whole if key.split()[:1] == [verb]}
+        assert mine and set(alone) - {""} == mine, verb
+        for key in mine:
+            assert alone[key].format_help() == whole[key].format_help(), key
+            assert alone[key].format_usage() == whole[key].format_usage(), key
+            for example in examples_of({"report": "report merge"}.get(key, key)):
+                words = shlex.split(example)[1:]
+                words = words[: words.index(">")] if ">" in words else words
+                got, want = vars(build_parser(verb).parse_args(words)), vars(build_parser().parse_args(words))
+                assert {k: v for k, v in got.items() if k != "parser"} == {
+                    k: v for k, v in want.items() if k != "parser"
+                }, example
+
+
+def test_a_command_line_imports_its_own_command_alone() -> None:
+    program = (
+        "import sys, contextlib, io\n"
+        "from batchsync.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['validate', 'inventories/example.toml'])\n"
+        "others = sorted(m for m in sys.modules if m.startswith('batchsync.commands.') and m not in "
+        "('batchsync.commands.validate', 'batchsync.commands._arguments'))\n"
+        "assert not others, others\n"
+    )
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60, capture_output=True, cwd=ROOT)
 
 
 def test_each_command_lists_the_codes_it_can_end_with() -> None:

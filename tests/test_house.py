@@ -43,6 +43,18 @@ def test_the_architecture_section_names_every_subpackage_and_its_job() -> None:
     assert not unnamed, f"core modules the section does not name: {unnamed}"
 
 
+def test_every_command_module_is_a_verb_of_the_command_line() -> None:
+    """A verb is a module of batchsync/commands and its line in cli.VERBS: neither without
+    the other, and each module of the one shape."""
+    from batchsync.cli import VERBS, commands
+
+    modules = sorted(p.stem for p in (PACKAGE / "commands").glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(VERBS.values()) == modules
+    for word, command in zip(VERBS, commands(), strict=True):
+        assert command.NAME.split()[0] == word and len(command.EXAMPLES) == 2
+        assert all(callable(getattr(command, f)) for f in ("add_arguments", "settings", "run")), word
+
+
 def test_every_package_init_holds_nothing_but_its_docstring() -> None:
     """Importing a package costs nothing more than its module: ``--version`` and
     ``validate`` import several of them at start-up."""

@@ -1,7 +1,7 @@
 """Arguments that several commands share, and the checks that turn them into typed values.
 
-Cheap to import (argparse and the usage error only): the parser is built from every
-command on every start, ``--version`` and ``validate`` included. Each check raises
+Cheap to import (argparse and the usage error only): every command's parser is built from
+it when a command line starts, ``validate``'s included. Each check raises
 :class:`~batchsync.usage.UsageError` naming the flag.
 """
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from typing import NamedTuple
+
+import msgspec
 
 from batchsync.exitcodes import EXIT_OK
 
@@ -64,7 +65,7 @@ INSTALL = {
 }
 
 
-class CompletionSettings(NamedTuple):
+class CompletionSettings(msgspec.Struct, frozen=True):
     shell: str
     parser: argparse.ArgumentParser  # the whole command line's, which the script completes
 

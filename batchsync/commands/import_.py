@@ -3,8 +3,8 @@
 Listing is paged and paced on the account's read budget; the reads go through the
 engine's snapshot mode (same budget, retries and outcome lines as ``apply``); grouping
 is :mod:`batchsync.inventory.grouping`'s, writing :mod:`batchsync.inventory.writer`'s. Only
-argparse is imported at module level: the main parser imports :func:`add_arguments` on
-every start. (``import`` is a keyword: the module is ``import_``.)
+argparse and msgspec are imported at module level: the main parser imports
+:func:`add_arguments` on every start. (``import`` is a keyword: the module is ``import_``.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
 
 from batchsync.commands._arguments import add_allow_insecure_http, add_base_url, add_request_arguments
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
@@ -35,7 +37,7 @@ EXAMPLES = (
 )
 
 
-class ImportSettings(NamedTuple):
+class ImportSettings(msgspec.Struct, frozen=True):
     inventory: str
     output: str
     options: Options  # the engine's, in read-only snapshot mode, with the list bounds

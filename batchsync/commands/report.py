@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING
+
+import msgspec
 
 from batchsync.exitcodes import EXIT_NOT_STARTED
 from batchsync.usage import UsageError
@@ -23,7 +25,7 @@ EXAMPLES = (
 )
 
 
-class MergeSettings(NamedTuple):
+class MergeSettings(msgspec.Struct, frozen=True):
     reports: tuple[str, ...]  # paths or patterns, expanded by the command itself
     outputs: OutputSettings
     max_age: float | None = None  # seconds: a report whose run started longer ago is an earlier run's

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
+
+import msgspec
 
 from batchsync.commands._arguments import INVENTORY_HELP, add_max_file_size, shard_count
 from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK
@@ -18,7 +20,7 @@ EXAMPLES = (
 )
 
 
-class ValidateSettings(NamedTuple):
+class ValidateSettings(msgspec.Struct, frozen=True):
     inventory: str
     format: Literal["text", "json"] = "text"
     shards: int | None = None  # also show the split over this many shards
@@ -47,8 +49,6 @@ def settings(args: argparse.Namespace) -> ValidateSettings:
 
 
 def run(settings: ValidateSettings) -> int:
-    import msgspec
-
     from batchsync.gcpolicy import paused
     from batchsync.inventory.loader import load
     from batchsync.inventory.shard import account_sizes, partition, split_document, split_lines

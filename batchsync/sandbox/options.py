@@ -2,7 +2,7 @@
 batchsync.sandbox`` share: the sandbox is a program of its own (a server for demos, tests
 and benchmarks) that the command line also offers as a verb.
 
-Only argparse is imported at module level, because the main parser imports
+Only argparse and msgspec are imported at module level, because the main parser imports
 :func:`add_arguments` on every start; :func:`settings` checks the options into a
 :class:`~batchsync.sandbox.config.SandboxConfig`, and :func:`run` brings aiohttp in.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from batchsync.exitcodes import EXIT_NOT_STARTED
 from batchsync.usage import UsageError
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from batchsync.sandbox.config import SandboxConfig
 
 
-class SandboxSettings(NamedTuple):
+class SandboxSettings(msgspec.Struct, frozen=True):
     config: SandboxConfig
     host: str = "127.0.0.1"
     port: int = 8765
