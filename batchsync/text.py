@@ -60,12 +60,18 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
     return (_CONTROL_BUT_LINES if lines else _CONTROL).sub(_spelled, text)
 
 
+_json_string: Callable[[object], str] | None = None
+
+
 def quoted(text: str | None) -> str:
     """``text`` as a JSON string (quotes, backslashes and line breaks escaped, so it cannot
     break the line it is in), with the rule's characters spelled out."""
-    import json
+    global _json_string
+    if _json_string is None:  # made once: json.dumps builds a new encoder on every call given an option
+        import json
 
-    return escape_controls(json.dumps(text, ensure_ascii=False))
+        _json_string = json.JSONEncoder(ensure_ascii=False).encode
+    return escape_controls(_json_string(text))
 
 
 def display(text: str) -> str:
