@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 TEST_WORKERS ?= 4
 FAST_WORKERS ?= 3
 
-.PHONY: install demo test test-fast test-latest fuzz test-browser lint bench lock lock-check clean
+.PHONY: install demo test test-fast test-latest fuzz test-browser lint docs bench lock lock-check clean
 
 $(UV_STAMP): requirements/uv.txt
 	rm -rf $(UV_VENV)
@@ -68,9 +68,16 @@ test-browser: install
 	BATCHSYNC_BROWSER_REQUIRED=1 BATCHSYNC_SCREENSHOT=docs/report.png $(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 lint: install
-	$(BIN)/ruff check batchsync tests bench
-	$(BIN)/ruff format --check batchsync tests bench
+	$(BIN)/ruff check batchsync tests bench docs/hooks
+	$(BIN)/ruff format --check batchsync tests bench docs/hooks
 	$(BIN)/mypy
+
+# The manual's site, from docs/ (properdocs.yml), into site/: every warning an error (not
+# --quiet: it hides the warnings from the count that --strict fails on),
+# links, anchors and pages missing from the nav included; no network needed. The command
+# reference is written from the parser during the build (docs/hooks/cli_reference.py).
+docs: install
+	$(BIN)/properdocs build --strict --clean -f properdocs.yml
 
 # Byte-compiled first, as pip compiles an installed wheel: where PYTHONDONTWRITEBYTECODE is set,
 # an editable install would otherwise recompile every module on every start it measures.
@@ -103,4 +110,4 @@ lock-check: $(UV_STAMP)
 	rm -rf .lock-check
 
 clean:
-	rm -rf $(VENV) .venv-latest $(UV_VENV) .lock-check build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-report.jsonl
+	rm -rf $(VENV) .venv-latest $(UV_VENV) .lock-check build site *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-report.jsonl
