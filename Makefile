@@ -61,7 +61,7 @@ fuzz: install
 	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_inventory.py
 
 # The HTML report in headless Chromium (Debian's package, installed if missing); the
-# screenshot it takes becomes docs/report.png, the README's picture.
+# screenshot it takes becomes docs/report.png, the picture in docs/reports.md.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 test-browser: install
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
