@@ -15,8 +15,9 @@ same for whoever writes a page):
 - a block whose only line is ``--8<-- "PATH"`` shows that file (pymdownx.snippets includes
   it when the site is built): an inventory (``.toml``, ``.yaml``, ``.yml``, ``.json``
   under ``inventories/`` or ``docs/examples/``) must pass ``batchsync validate``, each
-  ``env:NAME`` it references set to a dummy value; a sandbox seed (``*seed*.json``) must
-  start ``batchsync sandbox --seed-file``;
+  ``env:NAME`` it references set to a dummy value (unless a console session of the page
+  runs ``batchsync import`` on it: an inventory of accounts only, which import checks); a
+  sandbox seed (``*seed*.json``) must start ``batchsync sandbox --seed-file``;
 - any other block must be marked ``<!-- not-run: REASON -->`` on the line before it.
 """
 

@@ -5,7 +5,7 @@ A page holds a marker where generated Markdown goes:
 - ``<!-- generated: exit codes -->``: every exit code and its meaning (``batchsync.exitcodes``);
 - ``<!-- generated: command reference -->``: every command and subcommand of
   ``batchsync.cli.build_parser()``: its usage, its arguments and options with their help
-  text and default, and its exit codes from ``batchsync.exitcodes.describe(command)``.
+  text, and its exit codes from ``batchsync.exitcodes.describe(command)``.
 
 Nothing generated is committed, so an option cannot be added without appearing here;
 tests/test_docs_reference.py checks every long option of every ``--help`` is in it.
@@ -106,22 +106,16 @@ def _invocation(parser: argparse.ArgumentParser, action: argparse.Action) -> str
     return ", ".join(f"{option} {args}" for option in action.option_strings)
 
 
-def _default(action: argparse.Action) -> str:
-    default = action.default
-    if default in (None, False, argparse.SUPPRESS, []) or action.nargs == 0 or not action.option_strings:
-        return ""
-    return _code(str(default))
-
-
-def arguments(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
-    """(invocation, help, default) of each argument ``--help`` shows, in its order."""
+def arguments(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """(invocation, help) of each argument ``--help`` shows, in its order. The help text says a
+    default where it matters, in the user's units (argparse's stored default may be in bytes)."""
     formatter: Any = _formatter(parser)
     rows = []
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
             continue
         text = formatter._expand_help(action) if action.help else ""
-        rows.append((_invocation(parser, action), text, _default(action)))
+        rows.append((_invocation(parser, action), text))
     return rows
 
 
@@ -140,8 +134,8 @@ def command_markdown(command: Command) -> str:
         out.append("")
     rows = arguments(parser)
     if rows:
-        out += ["| argument | meaning | default |", "| --- | --- | --- |"]
-        out += [f"| {_code(inv)} | {_text(text)} | {default} |" for inv, text, default in rows]
+        out += ["| argument | meaning |", "| --- | --- |"]
+        out += [f"| {_code(inv)} | {_text(text)} |" for inv, text in rows]
         out.append("")
     codes = exit_codes(command.name) if command.name else []
     if codes:
