@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 TEST_WORKERS ?= 4
 FAST_WORKERS ?= 3
 
-.PHONY: install demo test test-fast test-latest fuzz test-browser lint bench lock lock-check clean
+.PHONY: install demo test test-fast test-latest fuzz test-browser lint docs bench lock lock-check clean
 
 $(UV_STAMP): requirements/uv.txt
 	rm -rf $(UV_VENV)
@@ -61,7 +61,7 @@ fuzz: install
 	BATCHSYNC_FUZZ_EXAMPLES=$${BATCHSYNC_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/inventory/test_fuzz_inventory.py
 
 # The HTML report in headless Chromium (Debian's package, installed if missing); the
-# screenshot it takes becomes docs/report.png, the README's picture.
+# screenshot it takes becomes docs/report.png, the picture in docs/reports.md.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 test-browser: install
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
@@ -71,11 +71,18 @@ test-browser: install
 # house's own rules: no module over 800 lines, __init__ files empty, the README's
 # architecture section naming every subpackage (tests/test_house.py).
 lint: install
-	$(BIN)/ruff check batchsync tests bench
-	$(BIN)/ruff format --check batchsync tests bench
+	$(BIN)/ruff check batchsync tests bench docs/hooks
+	$(BIN)/ruff format --check batchsync tests bench docs/hooks
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_house.py
+
+# The manual's site, from docs/ (properdocs.yml), into site/: every warning an error (not
+# --quiet: it hides the warnings from the count that --strict fails on),
+# links, anchors and pages missing from the nav included; no network needed. The command
+# reference is written from the parser during the build (docs/hooks/cli_reference.py).
+docs: install
+	$(BIN)/properdocs build --strict --clean -f properdocs.yml
 
 # Byte-compiled first, as pip compiles an installed wheel: where PYTHONDONTWRITEBYTECODE is set,
 # an editable install would otherwise recompile every module on every start it measures.
@@ -108,4 +115,4 @@ lock-check: $(UV_STAMP)
 	rm -rf .lock-check
 
 clean:
-	rm -rf $(VENV) .venv-latest $(UV_VENV) .lock-check build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-report.jsonl
+	rm -rf $(VENV) .venv-latest $(UV_VENV) .lock-check build site *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-report.jsonl

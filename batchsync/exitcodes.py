@@ -1,4 +1,4 @@
-"""The exit codes of every command, in one place: the README's table and each ``--help``, and
+"""The exit codes of every command, in one place: the manual's tables and each ``--help``, and
 the rule that gives a run (or a merge of runs) its code."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ EXIT_NOT_STARTED = 2  # nothing was sent: usage error or invalid inventory
 EXIT_INTERRUPTED = 3  # stopped by a signal or --max-failures
 EXIT_CHANGES = 4  # plan --detailed-exitcode found changes
 EXIT_OUTPUT_LOST = 5  # the run was done, but an output (--report, --junit, --metrics, stdout) could not be written
-EXIT_LOCKED = 75  # another apply holds the inventory's lock (EX_TEMPFAIL)
+EXIT_LOCKED = 75  # another apply holds the inventory's lock or an account's (EX_TEMPFAIL)
 
 MEANING: dict[int, str] = {
     EXIT_OK: "every selected integration is in its desired state",
@@ -24,7 +24,8 @@ MEANING: dict[int, str] = {
     EXIT_CHANGES: "plan --detailed-exitcode found changes to make",
     EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics, stdout) could not be written "
     "(a full disk): it is named on stderr; 1 and 3 take precedence",
-    EXIT_LOCKED: "another apply on the same inventory holds its lock: try again later",
+    EXIT_LOCKED: "another apply holds the lock of the same inventory, or of a Sendcloud account this run needs "
+    "(the message names which): try again later",
 }
 
 # The codes each command can end with; a text where a code means something narrower there.

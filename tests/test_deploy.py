@@ -432,11 +432,13 @@ def parse_cron_entry(line: str) -> tuple[list[str], str]:
 
 
 def readme_block(title: str) -> str:
-    """The first fenced block after the bold ``title`` line in the README."""
-    text = (ROOT / "README.md").read_text()
-    m = re.search(rf"\*\*{re.escape(title)}\*\*.*?\n```[a-z]*\n(.*?)\n```", text, re.DOTALL)
-    assert m is not None, f"no block after **{title}** in the README"
-    return m.group(1)
+    """The first fenced block under the ``## title`` heading of docs/running.md, where the
+    manual shows it: the file it includes, when it includes one (``--8<-- "PATH"``)."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    m = re.search(rf"^## {re.escape(title)}\n.*?\n```[a-z]*\n(.*?)\n```", text, re.DOTALL | re.MULTILINE)
+    assert m is not None, f"no block under ## {title} in docs/running.md"
+    include = re.fullmatch(r'--8<-- "([^"]+)"', m.group(1).strip())
+    return (ROOT / include.group(1)).read_text() if include else m.group(1)
 
 
 def test_the_cron_line_is_one_entry_that_pastes_as_is() -> None:
@@ -445,7 +447,7 @@ def test_the_cron_line_is_one_entry_that_pastes_as_is() -> None:
     assert fields == ["15", "2", "*", "*", "*"]
     program = shlex.split(command)[0]
     assert program.endswith("/deploy/cron/batchsync-nightly")
-    assert cron_entries(readme_block("cron")) == [entry]  # the README shows exactly this line
+    assert cron_entries(readme_block("cron")) == [entry]  # the manual shows exactly this line
 
 
 @pytest.mark.parametrize(

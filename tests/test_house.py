@@ -1,4 +1,4 @@
-"""The shape of the package, as the README's architecture section describes it: every
+"""The shape of the package, as the manual's architecture page describes it: every
 subpackage named there with its job, rooms of a size a reader can take in, packages whose
 ``__init__`` holds nothing, no comment naming a file the repository lacks. (The layers
 themselves are import-linter's contracts, in pyproject.toml; ``make lint`` runs both.)"""
@@ -24,11 +24,9 @@ def test_no_module_is_longer_than_800_lines() -> None:
 
 
 def architecture() -> str:
-    """The README's architecture section."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Architecture\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+    """The manual's architecture page, up to its recipes."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    return text[: text.index("\n## Adding a sink\n")]
 
 
 def test_the_architecture_section_names_every_subpackage_and_its_job() -> None:

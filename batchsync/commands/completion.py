@@ -57,7 +57,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-# Where each shell looks for a script, as the README says (for the command's help).
+# Where each shell looks for a script, as the manual says (for the command's help).
 INSTALL = {
     "bash": "batchsync completion bash > ~/.local/share/bash-completion/completions/batchsync",
     "zsh": "mkdir -p ~/.zfunc && batchsync completion zsh > ~/.zfunc/_batchsync",

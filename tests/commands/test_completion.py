@@ -139,8 +139,8 @@ def test_start_up_does_not_pay_for_completion() -> None:
     subprocess.run([sys.executable, "-c", program], check=True, timeout=60, capture_output=True)
 
 
-def test_the_readme_installs_every_shell_as_the_help_does() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_manual_installs_every_shell_as_the_help_does() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "running.md").read_text()
     assert set(INSTALL) == set(SHELLS)
     for line in INSTALL.values():
         assert line in readme

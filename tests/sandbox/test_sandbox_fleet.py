@@ -425,12 +425,10 @@ def test_seed_of_an_inventory_is_a_seed_file(sandbox_inventory: Inventory, tmp_p
     assert load_seed(path) == seed
 
 
-def test_the_readme_seed_file_example_is_served(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## The sandbox") : readme.index("## Architecture")]
-    example = section[section.index("```json\n") + len("```json\n") :]
-    path = tmp_path / "fleet.json"
-    path.write_text(example[: example.index("```")])
+def test_the_manual_s_seed_file_example_is_served(tmp_path: Path) -> None:
+    page = (REPO / "docs" / "sandbox.md").read_text()
+    assert '--8<-- "docs/examples/sandbox-seed.json"' in page  # the page shows this very file
+    path = REPO / "docs" / "examples" / "sandbox-seed.json"
     seed = load_seed(path)
     Sandbox(seed)  # consistent: accounts exist, ids unique
     assert {a.auth for a in seed.accounts} == {"basic", "oauth2"}
