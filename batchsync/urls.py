@@ -57,12 +57,14 @@ def url_problem(url: str, *, api: bool = True, userinfo: bool = False) -> str | 
         return "has a query or a fragment: a base URL is one that /shop-order-statuses is appended to"
     host: str | None = parts.hostname
     try:
-        if not _PLAIN_URL.fullmatch(url):
+        # An ASCII label "xn--..." is punycode, which yarl decodes (``URL.host``) where the
+        # client compares origins: one that does not decode is refused here, not there.
+        if not _PLAIN_URL.fullmatch(url) or "xn--" in (host or "").lower():
             from yarl import URL  # only for an unusual URL: validate does not pay for it otherwise
 
             parsed = URL(url)
             host = parsed.raw_host
-            if not host:
+            if not host or not parsed.host:
                 return "not a usable URL (no host)"
             str(URL(url.rstrip("/") + "/integrations").with_query({"page_size": "100"}))
         if host and ":" not in host:  # a name (an IPv6 address has colons): as the resolver will encode it
