@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.diff import Change, MappingChange
+from batchsync.health import Health
 from batchsync.wire import IntegrationId
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
@@ -79,6 +80,8 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     started_at: float = 0.0
     ended_at: float = 0.0
+    # The shop's exception logs since the last run (--with-health); None: not asked.
+    health: Health | None = None
 
 
 class AccountStats(msgspec.Struct):

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from batchsync.engine.options import FailureBudget
     from batchsync.inventory.shard import ShardSpec
     from batchsync.outputs.build import OutputSettings
@@ -247,6 +249,7 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="skip the check of each account's integration list (GET /integrations) before the first status request",
     )
     add_shard_arguments(p)
+    add_health_arguments(p, flag=True)
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(
@@ -260,6 +263,58 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
             action="store_true",
             help="exit 4 when there are changes to make, 0 when there are none",
         )
+
+
+def add_health_arguments(p: argparse.ArgumentParser, flag: bool) -> None:
+    """``--since`` and ``--health-max-pages`` (``health``, and ``plan``/``apply`` with
+    ``--with-health`` when ``flag``)."""
+    if flag:
+        p.add_argument(
+            "--with-health",
+            action="store_true",
+            help="also read each account's integration exception logs (on its read budget) and show each shop's "
+            "connection health beside its statuses; never changes the exit code",
+        )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="count exception logs from this moment: an ISO 8601 time (2026-12-03T18:00:00+01:00) or a span "
+        "back from now (90m, 12h, 2d); default: the last run's start when known, else 24h",
+    )
+    p.add_argument(
+        "--health-max-pages",
+        type=int,
+        default=100,
+        metavar="N",
+        help="read at most N pages of one account's exception logs; past that its health is unknown (100)",
+    )
+
+
+_SPAN = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def since_value(text: str | None, now: float) -> datetime | None:
+    """``--since``: an ISO 8601 time (without an offset: UTC), or a span back from ``now``
+    (``90m``, ``12h``, ``2d``); UsageError otherwise."""
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    raw = text.strip()
+    unit = raw[-1:].lower()
+    if unit in _SPAN and raw[:-1].isascii() and raw[:-1].isdigit():
+        return datetime.fromtimestamp(now, UTC) - timedelta(seconds=int(raw[:-1]) * _SPAN[unit])
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected an ISO 8601 time (2026-12-03T18:00:00+01:00) or a span (90m, 12h, 2d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment.timestamp() > now:
+        raise UsageError(f"--since {text}: a moment in the future")
+    return moment.astimezone(UTC)
 
 
 def outputs_from(args: argparse.Namespace) -> OutputSettings:
