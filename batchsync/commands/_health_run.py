@@ -28,9 +28,10 @@ from batchsync.engine.budget import save as save_budget
 from batchsync.engine.health import HEALTH_BOUNDS, HealthRead, read_health
 from batchsync.engine.options import Options
 from batchsync.exitcodes import EXIT_FAILED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST
-from batchsync.health import Health, shown_time
+from batchsync.health import shown_time
 from batchsync.model import Inventory, Job
 from batchsync.outputs.build import OutputSettings
+from batchsync.outputs.health import shop_line
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.sanitize import Sanitizer
 from batchsync.outputs.streams import json_for
@@ -127,18 +128,6 @@ def document(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRead,
     }
 
 
-def health_line(integration_id: int, account: str, health: Health) -> str:
-    """One failing shop, as the text outputs show it."""
-    line = f"! integration {integration_id} ({display(account)}): {health.describe()}"
-    last = health.last
-    if last is not None:
-        what = " ".join(filter(None, (last.method, last.url)))
-        said = last.exception or last.exception_type or ""
-        if what or said:
-            line += f" ({what}{': ' if what and said else ''}{said})"
-    return line
-
-
 def text_lines(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRead, verbose: bool) -> list[str]:
     lines: list[str] = []
     failing = 0
@@ -148,7 +137,7 @@ def text_lines(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRea
             continue
         if health.failing:
             failing += 1
-            lines.append(health_line(job.integration_id, job.account, health))
+            lines.append("! " + shop_line(job.integration_id, job.account, health))
         elif verbose:
             lines.append(f"  integration {job.integration_id} ({display(job.account)}): no exception logs")
     for name, reason in sorted(found.failed.items()):
