@@ -124,7 +124,9 @@ class _AccountReader:
         ids = [job.integration_id for job in jobs]
         tallies = {i: Tally() for i in ids}
         single = ids[0] if len(ids) == 1 else None
-        listing = Listing(self.bounds, anyio.current_time(), f"the exception logs of account {self.name}", "log record")
+        listing = Listing(
+            self.bounds, anyio.current_time(), f"the list of exception logs of account {self.name}", "log record"
+        )
         newest_first = True
         previous: datetime | None = None
         next_url: str | None = None
