@@ -55,7 +55,7 @@ class HealthSeen:
         self.ok = 0
 
     def add(self, outcome: Outcome) -> None:
-        health = outcome.health
+        health = outcome.shop_health
         if health is None:
             return
         self.asked = True

@@ -82,7 +82,7 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
                 classname=f"{suite_name}.{account}",
                 time=_seconds(o.duration_ms / 1000.0),
             )
-            if o.health is not None:
+            if o.shop_health is not None:
                 _health_properties(case, o)
             if o.result == "failed":
                 message, kind, body = _failure_message(o)
@@ -104,7 +104,7 @@ def _health_properties(case: ET.Element, o: Outcome) -> None:
     """``--with-health``: the shop's exception logs as properties of its test case (never a
     failure: its statuses are what the case tests): ``exception_logs`` (the count, or
     ``unknown``) and ``health`` (the words)."""
-    health = o.health
+    health = o.shop_health
     assert health is not None
     props = ET.SubElement(case, "properties")
     count = "unknown" if health.unknown is not None else str(health.count)

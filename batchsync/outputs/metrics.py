@@ -361,7 +361,7 @@ class Metrics:
         self.health: dict[tuple[str, int], int] = {}
 
     def add(self, outcome: Outcome) -> None:
-        health = outcome.health
+        health = outcome.shop_health
         if health is not None and health.unknown is None:
             self.health[(outcome.account, outcome.integration_id)] = health.count
 

@@ -186,7 +186,7 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
             lines.extend(_change_lines(change, mode))
         lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
     lines.extend(f"    warning: {escape_controls(warning)}" for warning in outcome.warnings)
-    if outcome.health is not None:
+    if outcome.shop_health is not None:
         _health_column(outcome, where, lines)
     return lines
 
@@ -194,7 +194,7 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
 def _health_column(outcome: Outcome, where: str, lines: list[str]) -> None:
     """``--with-health``: the column on the outcome's first line; an unchanged shop that is
     failing gets its line for it."""
-    health = outcome.health
+    health = outcome.shop_health
     assert health is not None
     if not lines:
         if outcome.result != "unchanged" or not (health.count or health.unknown):
@@ -411,7 +411,7 @@ class Terminal:
                 print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
 
     def add(self, outcome: Outcome) -> None:
-        if outcome.health is not None:
+        if outcome.shop_health is not None:
             self.health.add(outcome)
         if self.collected is not None:
             self.collected.append(outcome)
