@@ -331,6 +331,7 @@ async def execute(
         # is new every run: its buckets are full).
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, base_url)
         carried = load_budget(files) if files else {}
+        found = None
         if settings.with_health and jobs:
             from batchsync.commands._health import attach, read_for_run
 
@@ -355,6 +356,12 @@ async def execute(
                 save_budget(engine.budget_left(), files)
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        if found is not None:  # the logs' reads count among the account's requests
+            for name, n in found.by_account.items():
+                stats = engine.summary.accounts.get(name)
+                if stats is not None:
+                    stats.requests += n
+                    stats.reads += n
         note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
 

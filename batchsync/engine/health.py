@@ -51,6 +51,7 @@ class HealthRead(msgspec.Struct):
     by_integration: dict[int, Health]
     failed: dict[str, str]
     requests: int = 0
+    by_account: dict[str, int] = {}  # requests per account
     carried: dict[str, tuple[float, float, float]] = {}
 
 
@@ -87,6 +88,7 @@ async def read_health(
             healths, error = await reader.read(by_account[name], since[name])
             result.by_integration.update(healths)
             result.requests += reader.requests
+            result.by_account[name] = reader.requests
             if error is not None:
                 result.failed[name] = error
             now = anyio.current_time()

@@ -199,3 +199,27 @@ def test_a_never_ending_log_listing_stops_at_its_bound(tmp_path: Path, sandbox_p
     doc = json.loads(applied.stdout)
     assert {o["result"] for o in doc["outcomes"]} == {"changed"}
     assert all(message.replace("7", "3") in o["health"]["unknown"] for o in doc["outcomes"])
+
+
+def test_one_accounts_unreadable_logs_cost_its_health_only(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    first = inv.jobs[0].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--exception-logs", f"{first}=2", "--down-account", "globex")
+    sandbox_proc.append(box)
+    quick = ("--max-attempts", "2", "--retry-max-time", "2")
+    done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", *quick, env=env)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["accounts"]["acme"]["error"] is None
+    assert "server 500" in doc["accounts"]["globex"]["error"]
+    rows = {r["integration_id"]: r for r in doc["integrations"]}
+    assert rows[first]["health"]["count"] == 2
+    assert all(r["health"]["unknown"] for r in rows.values() if r["account"] == "globex")
+    assert "globex" in done.stderr and "Traceback" not in done.stderr
+    # plan --with-health: acme's statuses are read and its shop's health shown; exit code the statuses'.
+    plan = batchsync(
+        "plan", inv.path, "--base-url", box.url, "--with-health", "--limit", "account:acme", *quick, env=env
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert f"integration {first} (acme): 2 exception logs" in plan.stdout
