@@ -20,8 +20,12 @@ from batchsync.model import Inventory, Job
 from batchsync.outcome import Outcome
 
 if TYPE_CHECKING:
-    from batchsync.commands._run import LastRunStart, RunSettings
     from batchsync.engine.api import Api
+    from batchsync.engine.options import Options
+
+# Since when an account's exception logs count, failing --since: when the last run on the
+# account started (a run history), or None (then 24 h). Passed in by the command.
+LastRunStart = Callable[[str], "datetime | None"]
 
 
 def moments(
@@ -34,20 +38,22 @@ def moments(
 
 
 async def read_for_run(
-    settings: RunSettings,
     inv: Inventory,
     jobs: Sequence[Job],
     api: Api,
+    options: Options,
+    *,
+    since: datetime | None,
+    max_pages: int,
     carried: Mapping[str, tuple[float, float, float]],
     redact: Callable[[str], str],
     last_run_start: LastRunStart | None,
 ) -> HealthRead:
-    """Every selected account's logs, before its statuses: what is left of its budget goes on."""
-    since = moments(jobs, settings.since, last_run_start)
-    bounds = msgspec.structs.replace(HEALTH_BOUNDS, pages=settings.health_max_pages)
-    return await read_health(
-        inv.accounts, api, jobs, since, settings.options, bounds=bounds, carried=carried, redact=redact
-    )
+    """Every selected account's logs, before its statuses: what is left of its budget goes on.
+    ``since``: --since (None: the last run's start, else 24 h); ``max_pages``: per account."""
+    moment = moments(jobs, since, last_run_start)
+    bounds = msgspec.structs.replace(HEALTH_BOUNDS, pages=max_pages)
+    return await read_health(inv.accounts, api, jobs, moment, options, bounds=bounds, carried=carried, redact=redact)
 
 
 def attach(on_outcome: Callable[[Outcome], None], healths: Mapping[int, Health]) -> Callable[[Outcome], None]:

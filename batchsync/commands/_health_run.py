@@ -20,8 +20,8 @@ import msgspec
 
 from batchsync import usage
 from batchsync.commands._arguments import base_url, positive_int, positive_number, shard_from_args, since_value
-from batchsync.commands._health import moments
-from batchsync.commands._run import LastRunStart, RunSettings, account_urls, check_transport, load_selected
+from batchsync.commands._health import LastRunStart, moments
+from batchsync.commands._run import RunSettings, account_urls, check_transport, load_selected
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget

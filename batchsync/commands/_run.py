@@ -56,11 +56,8 @@ from batchsync.urls import in_clear
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
+    from batchsync.commands._health import LastRunStart
     from batchsync.outputs.notify import Webhook
-
-# Since when an account's exception logs count, failing --since: when the last run on the
-# account started (a run history), or None (then 24 h). Passed in by the command.
-LastRunStart = Callable[[str], "datetime | None"]
 
 log = logging.getLogger("batchsync")
 
@@ -335,7 +332,17 @@ async def execute(
         if settings.with_health and jobs:
             from batchsync.commands._health import attach, read_for_run
 
-            found = await read_for_run(settings, inv, jobs, api, carried, sanitizer.text, last_run_start)
+            found = await read_for_run(
+                inv,
+                jobs,
+                api,
+                settings.options,
+                since=settings.since,
+                max_pages=settings.health_max_pages,
+                carried=carried,
+                redact=sanitizer.text,
+                last_run_start=last_run_start,
+            )
             carried = {**carried, **found.carried}
             on_outcome = attach(on_outcome, found.by_integration)
         engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
