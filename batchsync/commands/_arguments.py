@@ -139,17 +139,8 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
 
 
-def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
-    """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
-    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
-    add_base_url(p)
-    add_max_file_size(p)
-    p.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: diff lines and a recap (default); json: one document on stdout at the end",
-    )
+def add_limit(p: argparse.ArgumentParser) -> None:
+    """``--limit``: the selection of ``plan``, ``apply`` and ``health``."""
     p.add_argument(
         "--limit",
         action="append",
@@ -157,7 +148,22 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
         "repeatable or comma-separated; !X excludes",
     )
+
+
+def add_reading_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
+    """What ``plan``, ``apply`` and ``health`` start with: the inventory, where to send,
+    ``--format``, the selection and the requests' bounds."""
+    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
+    add_base_url(p)
+    add_max_file_size(p)
+    p.add_argument("--format", choices=("text", "json"), default="text", help=format_help)
+    add_limit(p)
     add_request_arguments(p)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
+    """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
+    add_reading_arguments(p, "text: diff lines and a recap (default); json: one document on stdout at the end")
     p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
     p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
     p.add_argument(

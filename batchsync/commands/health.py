@@ -11,12 +11,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from batchsync.commands._arguments import (
-    INVENTORY_HELP,
     add_allow_insecure_http,
-    add_base_url,
     add_health_arguments,
-    add_max_file_size,
-    add_request_arguments,
+    add_reading_arguments,
     add_shard_arguments,
 )
 
@@ -32,23 +29,7 @@ EXAMPLES = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
-    add_base_url(p)
-    add_max_file_size(p)
-    p.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: the failing shops and a line per account (default); json: one document on stdout",
-    )
-    p.add_argument(
-        "--limit",
-        action="append",
-        metavar="SELECTOR",
-        help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
-        "repeatable or comma-separated; !X excludes",
-    )
-    add_request_arguments(p)
+    add_reading_arguments(p, "text: the failing shops and a line per account (default); json: one document on stdout")
     p.add_argument("--sandbox", action="store_true", help="read from an embedded sandbox seeded from the inventory")
     add_allow_insecure_http(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the failing shops and the errors")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -278,14 +279,7 @@ class Client:
             items, following, rejected = _decode_page(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise self._invalid("GET", url, status, body, _why(exc)) from None
-        link = next_link(headers.get("Link"))
-        if link is None and isinstance(following, str) and following.strip():
-            link = following.strip()
-        if link is None:
-            return wire.ListedPage(items, None, len(body), rejected)
-        current = str(URL(url).with_query(params)) if params else url
-        target = self._same_origin(link, current)
-        return wire.ListedPage(items, None if target == current else target, len(body), rejected)
+        return wire.ListedPage(items, self._next_page(url, params, headers, following), len(body), rejected)
 
     async def list_logs_page(self, next_url: str | None = None, integration_id: int | None = None) -> wire.LogsPage:
         """One page of the account's integration exception logs (``GET /integrations/logs``,
@@ -302,14 +296,22 @@ class Client:
             records, following, rejected = _decode_logs(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise self._invalid("GET", url, status, body, _why(exc)) from None
+        return wire.LogsPage(records, self._next_page(url, params, headers, following), len(body), rejected)
+
+    def _next_page(
+        self, url: str, params: dict[str, str] | None, headers: Mapping[str, str], following: Any
+    ) -> str | None:
+        """The next page's URL: ``Link: <url>; rel="next"`` (v3), else the body's ``next``
+        (v2); None on the last page, or when it names the page just read. On the base URL's
+        origin only (:meth:`_same_origin`)."""
         link = next_link(headers.get("Link"))
         if link is None and isinstance(following, str) and following.strip():
             link = following.strip()
         if link is None:
-            return wire.LogsPage(records, None, len(body), rejected)
+            return None
         current = str(URL(url).with_query(params)) if params else url
         target = self._same_origin(link, current)
-        return wire.LogsPage(records, None if target == current else target, len(body), rejected)
+        return None if target == current else target
 
     def _same_origin(self, link: str, current: str) -> str:
         """``link`` resolved against ``current``, if it stays on the base URL's origin."""
