@@ -46,6 +46,7 @@ VERBS = {
     "validate": "validate",
     "plan": "plan",
     "apply": "apply",
+    "health": "health",
     "import": "import_",  # a keyword
     "report": "report",
     "completion": "completion",

@@ -53,6 +53,13 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_OUTPUT_LOST: None,
         EXIT_LOCKED: None,
     },
+    "health": {
+        EXIT_OK: "every selected account's exception logs were read (failing shops are shown, not an error)",
+        EXIT_FAILED: "some account's exception logs could not be read (named on stderr and in the output); "
+        "the others were read",
+        EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
+    },
     "import": {
         EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
         EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.diff import Change, MappingChange
+from batchsync.health import Health
 from batchsync.wire import IntegrationId
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
@@ -79,6 +80,14 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     started_at: float = 0.0
     ended_at: float = 0.0
+    # The shop's exception logs since the last run (--with-health). Unset (not asked): left
+    # out of the report line and the JSON, which stay as they were without --with-health.
+    health: Health | msgspec.UnsetType = msgspec.UNSET
+
+    @property
+    def shop_health(self) -> Health | None:
+        """``health`` when the run read it, else None."""
+        return self.health if isinstance(self.health, Health) else None
 
 
 class AccountStats(msgspec.Struct):

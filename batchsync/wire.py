@@ -150,6 +150,32 @@ class ListedPage(NamedTuple):
     rejected: tuple[str, ...] = ()
 
 
+class LogRecord(msgspec.Struct, frozen=True):
+    """One integration exception log as batchsync decodes it: only these fields.
+    ``request`` and ``response`` (headers, bodies: they may hold a shop's credentials) are
+    skipped by the decoder, never built into a value."""
+
+    integration_id: int | None = None
+    id: int | None = None
+    full_url: str | None = None
+    method: str | None = None
+    response_code: int | None = None
+    exception_type: str | None = None
+    exception: str | None = None
+    created_at: str | None = None
+
+
+class LogsPage(NamedTuple):
+    """One page of ``GET /integrations/logs`` (or ``/integrations/{id}/logs``) as read: its
+    records, the next page's URL (None: the last page), the size of its body in bytes, and
+    how many items were not a record batchsync can read (left out of ``records``)."""
+
+    records: tuple[LogRecord, ...]
+    next_url: str | None
+    size: int = 0
+    rejected: int = 0
+
+
 Loc = tuple[str | int, ...]
 
 

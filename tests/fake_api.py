@@ -86,6 +86,10 @@ class FakeApi:
         self.fault = fault
         self.page_size = page_size
         self.calls: list[Call] = []
+        # Exception logs per account, newest first (GET /integrations/logs), paged by page_size;
+        # endless_logs: a list that never ends.
+        self.logs: dict[str, list[wire.LogRecord]] = {}
+        self.endless_logs = False
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self.tokens: list[str] = []
@@ -195,6 +199,21 @@ class FakeAccountApi:
         )
         nxt = start + self.api.page_size
         return wire.ListedPage(items, str(nxt) if nxt < len(mine) else None, 100 * len(items))
+
+    async def list_logs_page(self, next_url: str | None = None, integration_id: int | None = None) -> wire.LogsPage:
+        await self._call("logs", integration_id)
+        start = int(next_url) if next_url else 0
+        size = self.api.page_size
+        if self.api.endless_logs:
+            now = "2030-01-01T00:00:00+00:00"
+            page = tuple(wire.LogRecord(integration_id=0, id=start + k + 1, created_at=now) for k in range(size))
+            return wire.LogsPage(page, str(start + size), 100 * size)
+        mine = [
+            r for r in self.api.logs.get(self.name, []) if integration_id is None or r.integration_id == integration_id
+        ]
+        page = tuple(mine[start : start + size])
+        nxt = start + size
+        return wire.LogsPage(page, str(nxt) if nxt < len(mine) else None, 100 * len(page))
 
 
 def jobs_by_id(jobs: Iterable[Job]) -> dict[int, Job]:

@@ -425,6 +425,30 @@ def test_in_repo_spec_matches_its_source() -> None:
     assert spec.examples() == extract.examples_of(source), "tests/spec/examples.json: run tests/spec/extract.py"
 
 
+def test_in_repo_logs_spec_matches_its_source() -> None:
+    """The same for the exception-log operations' description (GET /integrations/logs)."""
+    source_path = SOURCE.with_name("integrations-logs-v3.yaml")
+    if not source_path.is_file():
+        pytest.skip(f"no official description at {source_path} to compare tests/spec with (a clone on its own)")
+    source = yaml.safe_load(source_path.read_text(encoding="utf-8"))
+    assert spec.logs_document() == extract.reduce(source), "tests/spec/integrations-logs-v3.json: run extract.py"
+    assert spec.logs_examples() == extract.examples_of(source), "tests/spec/logs-examples.json: run extract.py"
+
+
+def test_the_logs_description_examples_decode_as_log_records() -> None:
+    """Every record of the description's examples decodes into what batchsync keeps of one,
+    and the page shape (v2's ``results``) is one the client reads."""
+    from batchsync.sendcloud.client import _decode_logs
+
+    pages = [e for e in spec.logs_examples() if e["method"] == "get" and e["status"] == "200"]
+    assert {e["path"] for e in pages} == {"/integrations/logs", "/integrations/{id}/logs"}
+    for example in pages:
+        records, following, rejected = _decode_logs(msgspec.json.encode(example["value"]))
+        assert rejected == 0 and len(records) == len(example["value"]["results"])
+        assert following == example["value"]["next"]
+        assert records[0].exception_type == "requests.exceptions.SSLError" and records[0].response_code == 495
+
+
 def test_in_repo_spec_carries_no_prose() -> None:
     doc = spec.document()
     assert extract.reduce(doc) == doc

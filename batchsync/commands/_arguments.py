@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from batchsync.engine.options import FailureBudget
     from batchsync.inventory.shard import ShardSpec
     from batchsync.outputs.build import OutputSettings
@@ -137,17 +139,8 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
 
 
-def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
-    """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
-    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
-    add_base_url(p)
-    add_max_file_size(p)
-    p.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: diff lines and a recap (default); json: one document on stdout at the end",
-    )
+def add_limit(p: argparse.ArgumentParser) -> None:
+    """``--limit``: the selection of ``plan``, ``apply`` and ``health``."""
     p.add_argument(
         "--limit",
         action="append",
@@ -155,7 +148,22 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
         "repeatable or comma-separated; !X excludes",
     )
+
+
+def add_reading_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
+    """What ``plan``, ``apply`` and ``health`` start with: the inventory, where to send,
+    ``--format``, the selection and the requests' bounds."""
+    p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
+    add_base_url(p)
+    add_max_file_size(p)
+    p.add_argument("--format", choices=("text", "json"), default="text", help=format_help)
+    add_limit(p)
     add_request_arguments(p)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
+    """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
+    add_reading_arguments(p, "text: diff lines and a recap (default); json: one document on stdout at the end")
     p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
     p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
     p.add_argument(
@@ -247,6 +255,7 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="skip the check of each account's integration list (GET /integrations) before the first status request",
     )
     add_shard_arguments(p)
+    add_health_arguments(p, flag=True)
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(
@@ -260,6 +269,58 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
             action="store_true",
             help="exit 4 when there are changes to make, 0 when there are none",
         )
+
+
+def add_health_arguments(p: argparse.ArgumentParser, flag: bool) -> None:
+    """``--since`` and ``--health-max-pages`` (``health``, and ``plan``/``apply`` with
+    ``--with-health`` when ``flag``)."""
+    if flag:
+        p.add_argument(
+            "--with-health",
+            action="store_true",
+            help="also read each account's integration exception logs (on its read budget) and show each shop's "
+            "connection health beside its statuses; never changes the exit code",
+        )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="count exception logs from this moment: an ISO 8601 time (2026-12-03T18:00:00+01:00) or a span "
+        "back from now (90m, 12h, 2d); default: the last run's start when known, else 24h",
+    )
+    p.add_argument(
+        "--health-max-pages",
+        type=int,
+        default=100,
+        metavar="N",
+        help="read at most N pages of one account's exception logs; past that its health is unknown (100)",
+    )
+
+
+_SPAN = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def since_value(text: str | None, now: float) -> datetime | None:
+    """``--since``: an ISO 8601 time (without an offset: UTC), or a span back from ``now``
+    (``90m``, ``12h``, ``2d``); UsageError otherwise."""
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    raw = text.strip()
+    unit = raw[-1:].lower()
+    if unit in _SPAN and raw[:-1].isascii() and raw[:-1].isdigit():
+        return datetime.fromtimestamp(now, UTC) - timedelta(seconds=int(raw[:-1]) * _SPAN[unit])
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected an ISO 8601 time (2026-12-03T18:00:00+01:00) or a span (90m, 12h, 2d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment.timestamp() > now:
+        raise UsageError(f"--since {text}: a moment in the future")
+    return moment.astimezone(UTC)
 
 
 def outputs_from(args: argparse.Namespace) -> OutputSettings:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import anyio
@@ -31,6 +32,7 @@ from batchsync.commands._arguments import (
     positive_int,
     positive_number,
     shard_from_args,
+    since_value,
 )
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
@@ -54,6 +56,7 @@ from batchsync.urls import in_clear
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
+    from batchsync.commands._health import LastRunStart
     from batchsync.outputs.notify import Webhook
 
 log = logging.getLogger("batchsync")
@@ -79,6 +82,9 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     detailed_exitcode: bool = False
     max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
     outputs: OutputSettings = OutputSettings()
+    with_health: bool = False  # --with-health: each shop's exception logs beside its statuses
+    since: datetime | None = None  # --since: wins over the last run's start and the 24 h default
+    health_max_pages: int = 100
 
 
 def settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
@@ -127,6 +133,9 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         detailed_exitcode=not apply and args.detailed_exitcode,
         max_file_size=args.max_file_size,
         outputs=outputs_from(args),
+        with_health=args.with_health,
+        since=since_value(args.since, time.time()),
+        health_max_pages=positive_int(args.health_max_pages, "--health-max-pages"),
     )
 
 
@@ -216,9 +225,10 @@ def load_selected(settings: RunSettings) -> Selected | int:
     return Selected(inv, list(jobs), shard)
 
 
-def run(settings: RunSettings) -> int:
+def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> int:
     """plan and apply: load, select, run the engine, drive the sinks; the exit code. A usage
-    error or an invalid inventory is recorded in the metrics file as exit 2."""
+    error or an invalid inventory is recorded in the metrics file as exit 2.
+    ``last_run_start``: see :data:`LastRunStart` (``--with-health``)."""
     try:
         loaded = load_selected(settings)
     except UsageError:
@@ -232,7 +242,7 @@ def run(settings: RunSettings) -> int:
     if settings.max_failures is not None:
         options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
         settings = msgspec.structs.replace(settings, options=options)
-    return run_command(settings, inv, jobs, shard)
+    return run_command(settings, inv, jobs, shard, last_run_start)
 
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
@@ -292,8 +302,11 @@ async def execute(
     on_engine: Callable[[Engine], None] | None = None,
     tick: Callable[[], None] | None = None,
     redactor: Redactor | None = None,
+    last_run_start: LastRunStart | None = None,
 ) -> Summary:
-    """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
+    """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped.
+    With ``--with-health`` each account's exception logs are read first, on its read budget,
+    and every outcome carries its integration's health."""
     from batchsync.sendcloud.transport import HttpApi
 
     async with AsyncExitStack() as stack:
@@ -311,13 +324,31 @@ async def execute(
         )
         # Every outcome is made safe once, before any sink sees it.
         sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
-        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
-        if on_engine is not None:
-            on_engine(engine)
         # What the last run on this host left of each account's budget (an embedded sandbox
         # is new every run: its buckets are full).
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, base_url)
-        engine.carried = load_budget(files) if files else {}
+        carried = load_budget(files) if files else {}
+        found = None
+        if settings.with_health and jobs:
+            from batchsync.commands._health import attach, read_for_run
+
+            found = await read_for_run(
+                inv,
+                jobs,
+                api,
+                settings.options,
+                since=settings.since,
+                max_pages=settings.health_max_pages,
+                carried=carried,
+                redact=sanitizer.text,
+                last_run_start=last_run_start,
+            )
+            carried = {**carried, **found.carried}
+            on_outcome = attach(on_outcome, found.by_integration)
+        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
+        if on_engine is not None:
+            on_engine(engine)
+        engine.carried = carried
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -332,6 +363,12 @@ async def execute(
                 save_budget(engine.budget_left(), files)
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
+        if found is not None:  # the logs' reads count among the account's requests
+            for name, n in found.by_account.items():
+                stats = engine.summary.accounts.get(name)
+                if stats is not None:
+                    stats.requests += n
+                    stats.reads += n
         note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
 
@@ -420,7 +457,13 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     return hooks
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+def run_command(
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None = None,
+    last_run_start: LastRunStart | None = None,
+) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
     ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
@@ -446,7 +489,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -458,7 +501,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
         record_not_started(o.metrics, settings.command)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start)
 
 
 def _run(
@@ -468,6 +511,7 @@ def _run(
     shard: dict[str, Any] | None,
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
+    last_run_start: LastRunStart | None = None,
 ) -> int:
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
@@ -515,7 +559,7 @@ def _run(
     summary: Summary | None = None
     try:
         with rare_gc():
-            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor)
+            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line

@@ -35,5 +35,8 @@ def settings(args: argparse.Namespace) -> RunSettings:
 
 def run(settings: RunSettings) -> int:
     from batchsync.commands import _run
+    from batchsync.health import no_history
 
-    return _run.run(settings)
+    # --with-health counts each shop's exception logs since the last run on its account:
+    # the run history's lookup goes here once there is one (no_history: 24 h, or --since).
+    return _run.run(settings, no_history)

@@ -40,6 +40,11 @@ class AccountApi(Protocol):
         the last page), its size and the items that are not integrations."""
         ...
 
+    async def list_logs_page(self, next_url: str | None = None, integration_id: int | None = None) -> wire.LogsPage:
+        """One page of ``GET /integrations/logs`` (``/integrations/{id}/logs`` for one
+        integration): the exception logs, the next page's URL (None: the last page)."""
+        ...
+
 
 class Api(Protocol):
     """Hands out one :class:`AccountApi` per account."""

@@ -30,6 +30,7 @@ from batchsync.exitcodes import (
 from batchsync.files import atomic_write
 from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.outputs.health import HealthSeen, html_section
 from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import Budget, outcome_lines
@@ -203,8 +204,10 @@ class HtmlReport:
         self.lanes: dict[str, _Lane] = {}
         self.budget = Budget() if mode == "plan" else None  # what an apply of this plan will spend
         self.warnings = 0
+        self.health = HealthSeen()  # --with-health: the failing shops
 
     def add(self, outcome: Outcome) -> None:
+        self.health.add(outcome)
         result = outcome.result
         self.counts[result] += 1
         for tag in outcome.tags or ("",):
@@ -301,6 +304,7 @@ class HtmlReport:
             "<main>",
             self._recap(summary, info),
             self._failures(),
+            html_section(self.health, self._text),
             self._timeline(summary, info),
         ]
         if mode == "plan":

@@ -82,6 +82,8 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
                 classname=f"{suite_name}.{account}",
                 time=_seconds(o.duration_ms / 1000.0),
             )
+            if o.shop_health is not None:
+                _health_properties(case, o)
             if o.result == "failed":
                 message, kind, body = _failure_message(o)
                 ET.SubElement(case, "failure", message=message, type=kind).text = body
@@ -96,6 +98,18 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
         root.set(key, str(value))
     root.set("errors", "0")
     return root
+
+
+def _health_properties(case: ET.Element, o: Outcome) -> None:
+    """``--with-health``: the shop's exception logs as properties of its test case (never a
+    failure: its statuses are what the case tests): ``exception_logs`` (the count, or
+    ``unknown``) and ``health`` (the words)."""
+    health = o.shop_health
+    assert health is not None
+    props = ET.SubElement(case, "properties")
+    count = "unknown" if health.unknown is not None else str(health.count)
+    ET.SubElement(props, "property", name="exception_logs", value=count)
+    ET.SubElement(props, "property", name="health", value=health.describe())
 
 
 def junit_bytes(root: ET.Element) -> bytes:

@@ -198,8 +198,11 @@ def metrics_families(
     last_success: float,
     exit_code: int | None = None,
     labels: Mapping[str, str] | None = None,
+    health: Mapping[tuple[str, int], int] | None = None,
 ) -> dict[str, _Family]:
-    """The families of one run; :func:`write_metrics` decides ``last_success`` and writes them."""
+    """The families of one run; :func:`write_metrics` decides ``last_success`` and writes them.
+    ``health``: per (account, integration) its exception logs (``--with-health``; an
+    integration whose logs could not be read is left out)."""
     success = is_success(summary)
     m = _Exposition({**(labels or {}), "command": command})
     accounts = sorted(summary.accounts)
@@ -247,6 +250,14 @@ def metrics_families(
     m.sample(1 if success else 0)
     m.family("batchsync_run_interrupted", "1 if the last run stopped early (signal, failure limit), else 0.")
     m.sample(1 if summary.stopped is not None else 0)
+    if health:
+        m.family(
+            "batchsync_shop_exception_logs",
+            "Integration exception logs per shop since the last run (--with-health): Sendcloud's failed "
+            "requests to the shop.",
+        )
+        for (account, integration), count in sorted(health.items()):
+            m.sample(count, account=account, integration=str(integration))
     if exit_code is not None:
         _exit_families(m, exit_code, finished_at)
     return m.families
@@ -287,6 +298,7 @@ def write_metrics(
     last_success_from: str | None = None,
     labels: Mapping[str, str] | None = None,
     exit_code: int | None = None,
+    health: Mapping[tuple[str, int], int] | None = None,
 ) -> None:
     """Write the run's metrics to ``path`` (Prometheus text format) atomically.
 
@@ -309,7 +321,7 @@ def write_metrics(
             last = finished
         else:
             last = _previous_success(old if last_success_from is None else _read(last_success_from), identity)
-        new = metrics_families(summary, mode, finished, last, exit_code, labels)
+        new = metrics_families(summary, mode, finished, last, exit_code, labels, health)
         atomic_write(path, _render(_merge(old, new, identity)).encode("utf-8"))
 
 
@@ -346,9 +358,12 @@ class Metrics:
 
     def __init__(self, path: str, start: Start, lost: Lost) -> None:
         self.path, self.mode, self.lost = path, start.mode, lost
+        self.health: dict[tuple[str, int], int] = {}
 
     def add(self, outcome: Outcome) -> None:
-        pass
+        health = outcome.shop_health
+        if health is not None and health.unknown is None:
+            self.health[(outcome.account, outcome.integration_id)] = health.count
 
     def flush(self) -> None:
         pass
@@ -357,6 +372,6 @@ class Metrics:
         if end is None:
             return
         try:
-            write_metrics(self.path, end.summary, self.mode, exit_code=end.code())
+            write_metrics(self.path, end.summary, self.mode, exit_code=end.code(), health=self.health)
         except OSError as exc:
             self.lost.record("--metrics", self.path, exc)

@@ -23,6 +23,7 @@ import msgspec
 
 from batchsync import __version__
 from batchsync.outcome import Outcome, Summary
+from batchsync.outputs.health import HealthSeen, shop_line
 from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Start
 from batchsync.text import escape_controls
@@ -196,9 +197,11 @@ def slack_message(
     inventory: str = "",
     redact: Callable[[str], str] = str,
     max_failed: int = MAX_FAILED,
+    shops: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A Slack incoming-webhook message: ``text`` (what receivers without blocks show, and
-    Slack's notification text) and blocks: totals, failed integrations, throttled accounts."""
+    Slack's notification text) and blocks: totals, failed integrations, throttled accounts,
+    and (``--with-health``) ``shops``, a line per failing shop."""
     headline = _headline(summary, mode, exit_code)
     where = f" on {_plain(redact(inventory), 200)}" if inventory else ""
     counts = _counts(summary, mode)
@@ -214,6 +217,11 @@ def slack_message(
     text_lines += shown
     if throttled:
         text_lines.append("Throttled: " + "; ".join(t.removeprefix("• ") for t in throttled))
+    failing = [_plain(redact(line), 300) for line in shops[:max_failed]]
+    if len(shops) > len(failing):
+        failing.append(f"…and {len(shops) - len(failing)} more failing shops: see the run's report")
+    if failing:
+        text_lines.append(f"Failing shops ({len(shops)}): " + "; ".join(failing))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150], "emoji": False}},
         {
@@ -228,6 +236,9 @@ def slack_message(
     if shown:
         title = f"*Failed integrations* ({n_failed})\n"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(shown, 2900)}})
+    if failing:
+        title = f"*Failing shops* ({len(shops)}: Sendcloud's requests to them failed)\n"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(failing, 2900)}})
     if throttled:
         title = "*Throttled accounts* (answered 429 Too Many Requests)\n"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(throttled, 2900)}})
@@ -252,9 +263,11 @@ def json_message(
     inventory: str = "",
     redact: Callable[[str], str] = str,
     max_failed: int = MAX_FAILED,
+    shops: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The report's summary document as is, with the exit code, the inventory and the first
-    failed integrations; every string passed through ``redact``."""
+    """The report's summary document as is, with the exit code, the inventory, the first
+    failed integrations and (``--with-health``) the failing shops; every string passed
+    through ``redact``."""
     from batchsync.outputs.terminal import summary_document
 
     doc = summary_document(summary, mode)
@@ -272,6 +285,8 @@ def json_message(
         }
         for o in failures[:max_failed]
     ]
+    if shops:
+        doc["failing_shops"] = list(shops[:max_failed])
     result: dict[str, Any] = _redacted(doc, redact)
     return result
 
@@ -423,18 +438,21 @@ def notify(
     timeout: float = TIMEOUT,
     inventory: str = "",
     redact: Callable[[str], str] = str,
+    shops: Sequence[str] = (),
 ) -> list[Delivery]:
     """After a run: decide, build the message, post it to every hook, log what became of it.
+    ``shops`` (``--with-health``): a line per failing shop; a shop that started failing is
+    news whatever ``on`` says.
 
     Never raises and never changes the run's outcome; returns each hook's :class:`Delivery`
     (empty when the run was not worth a notification).
     """
-    if not hooks or not wanted(on, summary):
+    if not hooks or not (wanted(on, summary) or shops):
         return []
     try:
         build = slack_message if fmt == "slack" else json_message
         listed = list(itertools.islice(failures, MAX_FAILED))
-        doc = build(summary, mode, exit_code, listed, inventory=inventory, redact=redact)
+        doc = build(summary, mode, exit_code, listed, inventory=inventory, redact=redact, shops=shops)
         body = msgspec.json.encode(doc)
         import anyio
 
@@ -476,8 +494,10 @@ class Notify:
     ) -> None:
         self.hooks, self.start, self.on, self.fmt, self.timeout, self.redact = hooks, start, on, fmt, timeout, redact
         self.failures: list[Outcome] = []
+        self.health = HealthSeen()
 
     def add(self, outcome: Outcome) -> None:
+        self.health.add(outcome)
         if outcome.result == "failed" and len(self.failures) < MAX_FAILED:
             self.failures.append(outcome)
 
@@ -498,4 +518,5 @@ class Notify:
             timeout=self.timeout,
             inventory=self.start.inventory,
             redact=self.redact,
+            shops=[shop_line(iid, account, h) for iid, account, h in self.health.ranked()],
         )

@@ -17,6 +17,7 @@ import msgspec
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
 from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.outputs.health import HealthSeen, column
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.streams import discard_stdout, json_for
 from batchsync.text import display, escape_controls, quoted
@@ -185,7 +186,21 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
             lines.extend(_change_lines(change, mode))
         lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
     lines.extend(f"    warning: {escape_controls(warning)}" for warning in outcome.warnings)
+    if outcome.shop_health is not None:
+        _health_column(outcome, where, lines)
     return lines
+
+
+def _health_column(outcome: Outcome, where: str, lines: list[str]) -> None:
+    """``--with-health``: the column on the outcome's first line; an unchanged shop that is
+    failing gets its line for it."""
+    health = outcome.shop_health
+    assert health is not None
+    if not lines:
+        if outcome.result != "unchanged" or not (health.count or health.unknown):
+            return
+        lines.append(f"  {where}: unchanged")
+    lines[0] += " " + column(health)
 
 
 class Budget:
@@ -387,6 +402,7 @@ class Terminal:
         self.as_json, self.quiet, self.verbose, self.json_logs = as_json, quiet, verbose, json_logs
         self.merged = start.parts is not None
         self.collected: list[Outcome] | None = [] if as_json else None
+        self.health = HealthSeen()
         self.tags = TagTally() if by_tag else None
         # What an apply of a plan will spend needs the declared limits (unknown to a merge).
         self.budget = Budget() if start.mode == "plan" and start.limits else None
@@ -395,6 +411,8 @@ class Terminal:
                 print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
 
     def add(self, outcome: Outcome) -> None:
+        if outcome.shop_health is not None:
+            self.health.add(outcome)
         if self.collected is not None:
             self.collected.append(outcome)
         if self.budget is not None:
@@ -426,11 +444,15 @@ class Terminal:
                 doc["not_done"] = self.start.not_done
                 doc["exit_code"] = end.code()
                 doc["parts"] = [msgspec.to_builtins(p) for p in self.start.parts or ()]
+            if self.health.asked:
+                doc["failing_shops"] = [iid for iid, _, _ in self.health.ranked()]
             doc["outcomes"] = self.collected
             out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
         elif not self.quiet:
             print_recap(summary, mode, out, by_tag)
             print_mapping_totals(summary, out)
+            for line in self.health.recap_lines():
+                print(line, file=out)
             if self.budget is not None:
                 self.budget.print(summary, self.start.limits, out)
             if self.start.not_done:

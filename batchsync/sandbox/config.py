@@ -48,6 +48,12 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     latency: tuple[float, float] | None = None  # uniform delay per admitted request
     # GET /integrations: the default and the largest page (a client asking more gets this).
     page_size: Annotated[int, Meta(ge=1)] = 100
+    # Integration exception logs: (integration id, how many), one every log_interval seconds
+    # back from the start; pages of logs_page_size; endless_logs: a list that never ends.
+    exception_logs: tuple[tuple[int, Annotated[int, Meta(ge=0)]], ...] = ()
+    log_interval: Annotated[float, Meta(gt=0)] = 600.0
+    logs_page_size: Annotated[int, Meta(ge=1)] = 100
+    endless_logs: bool = False
     # Lifetime of the tokens POST /oauth2/token issues, in real seconds (time_scale does not apply).
     token_lifetime: Annotated[int, Meta(ge=1)] = 3600
 

@@ -88,6 +88,13 @@ def _system_for(text: str) -> tuple[int, str]:
     return (int(ident), system.strip())
 
 
+def _id_count(text: str) -> tuple[int, int]:
+    ident, sep, count = text.partition("=")
+    if not sep or not ident.strip().isdigit() or not count.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ID=N, as 1234=14")
+    return (int(ident), int(count))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``batchsync sandbox``."""
     parser.description = (
@@ -151,6 +158,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3600,
         metavar="S",
         help="seconds an OAuth2 token from /oauth2/token lasts, in real time (default 3600)",
+    )
+    g = parser.add_argument_group("integration exception logs (GET /integrations/logs)")
+    g.add_argument(
+        "--exception-logs",
+        type=_id_count,
+        action="append",
+        default=[],
+        metavar="ID=N",
+        help="seed N exception logs for this integration, one every --log-interval back from the start (repeatable)",
+    )
+    g.add_argument(
+        "--log-interval", type=_positive, default=600.0, metavar="S", help="seconds between seeded logs (600)"
+    )
+    g.add_argument(
+        "--logs-page-size", type=_count, default=100, metavar="N", help="logs per page, the most a client gets (100)"
+    )
+    g.add_argument(
+        "--endless-logs", action="store_true", help="a log listing that never ends: every page links to another"
     )
     g = parser.add_argument_group("rate limits (default: each account's from the inventory)")
     g.add_argument("--writes-per-minute", type=_positive, metavar="X", help="POST requests per minute per account")
@@ -216,6 +241,10 @@ def settings(args: argparse.Namespace) -> SandboxSettings:
             hang_seconds=args.hang_seconds,
             latency=args.latency,
             down_accounts=frozenset(args.down_account),
+            exception_logs=tuple(args.exception_logs),
+            log_interval=args.log_interval,
+            logs_page_size=args.logs_page_size,
+            endless_logs=args.endless_logs,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

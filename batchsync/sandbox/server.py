@@ -26,6 +26,7 @@ from aiohttp import web
 from batchsync.model import PRESTASHOP_V2, Inventory
 from batchsync.sandbox.config import FAULT_KINDS, FaultKind, SandboxConfig
 from batchsync.sandbox.limits import AccountGates, Clock, Gate
+from batchsync.sandbox.logs import ExceptionLogs
 from batchsync.sandbox.oauth2 import Tokens, check_form, oauth_error, token_answer
 from batchsync.sandbox.state import IntegrationState, Seed, Store, demo_seed, seed_from_inventory
 from batchsync.wire import (
@@ -248,6 +249,7 @@ class Sandbox:
         self._peak_base: dict[str, dict[str, int]] = {a: {"read": 0, "write": 0} for a in self.store.accounts}
         self._gates: dict[str, AccountGates] = {}
         self._apply_config(self.config)
+        self.logs = ExceptionLogs(self.store, self.config)
         self.app = self._build_app()
 
     # -- configuration -------------------------------------------------------------
@@ -729,6 +731,9 @@ class Sandbox:
         add("GET", "/shop-order-statuses/mapping", self._guard(False, self.get_mapping))
         add("POST", "/shop-order-statuses/mapping", self._guard(True, self.post_mapping))
         add("GET", "/integrations", self._guard(False, self.list_integrations))
+        add("GET", "/integrations/logs", self._guard(False, self.logs.list_all))
+        add("GET", "/integrations/{id}/logs", self._guard(False, self.logs.list_one))
+        add("GET", "/_sandbox/logs", self.logs.everything)
         add("GET", "/integrations/{id}", self._guard(False, self.get_integration))
         add("POST", "/oauth2/token", self.post_token)
         add("POST", "/oauth2/token/", self.post_token)  # the spec's securitySchemes spell it so

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -96,6 +97,48 @@ def _decode_page(body: bytes) -> tuple[tuple[wire.Integration, ...], Any, tuple[
 
 
 PAGE_SIZE = 100  # Sendcloud clamps it to the endpoint's own maximum
+
+
+class _LogsPage(msgspec.Struct, frozen=True):
+    """``GET /integrations/logs``: v3's ``data`` (next page in the ``Link`` header) or the
+    description's v2 body ``{next, previous, results}``."""
+
+    data: tuple[wire.LogRecord, ...] | None = None
+    results: tuple[wire.LogRecord, ...] | None = None
+    next: Any = None
+
+
+class _LooseLogsPage(msgspec.Struct, frozen=True):
+    data: tuple[Any, ...] | None = None
+    results: tuple[Any, ...] | None = None
+    next: Any = None
+
+
+_logs_decoder = msgspec.json.Decoder(_LogsPage)
+_loose_logs_decoder = msgspec.json.Decoder(_LooseLogsPage)
+
+
+def _decode_logs(body: bytes) -> tuple[tuple[wire.LogRecord, ...], Any, int]:
+    """(records, next, rejected): a record batchsync cannot read costs only itself.
+    DecodeError or ValidationError when the body is no page of logs."""
+    try:
+        page = _logs_decoder.decode(body)
+        found = page.data if page.data is not None else page.results
+        if found is None:
+            raise msgspec.ValidationError("a page of logs has `data` or `results`")
+        return found, page.next, 0
+    except msgspec.ValidationError:
+        loose = _loose_logs_decoder.decode(body)
+    raw = loose.data if loose.data is not None else loose.results
+    if raw is None:
+        raise msgspec.ValidationError("a page of logs has `data` or `results`")
+    records: list[wire.LogRecord] = []
+    for item in raw:
+        try:
+            records.append(msgspec.convert(item, wire.LogRecord))
+        except msgspec.ValidationError:
+            continue
+    return tuple(records), loose.next, len(raw) - len(records)
 
 
 class Client:
@@ -236,14 +279,39 @@ class Client:
             items, following, rejected = _decode_page(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise self._invalid("GET", url, status, body, _why(exc)) from None
+        return wire.ListedPage(items, self._next_page(url, params, headers, following), len(body), rejected)
+
+    async def list_logs_page(self, next_url: str | None = None, integration_id: int | None = None) -> wire.LogsPage:
+        """One page of the account's integration exception logs (``GET /integrations/logs``,
+        or ``/integrations/{id}/logs`` for one integration) and the next page's URL (None:
+        the last), from the ``Link`` header or the body's ``next``, on the base URL's origin
+        only. Headers and bodies of the logs are never decoded (:class:`wire.LogRecord`)."""
+        first = self._integrations_url + (f"/{integration_id}/logs" if integration_id is not None else "/logs")
+        if next_url is None:
+            url, params = first, {"page_size": str(PAGE_SIZE)}
+        else:
+            url, params = self._same_origin(next_url, first), None
+        status, body, headers = await self._request("GET", url, params=params)
+        try:
+            records, following, rejected = _decode_logs(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._invalid("GET", url, status, body, _why(exc)) from None
+        return wire.LogsPage(records, self._next_page(url, params, headers, following), len(body), rejected)
+
+    def _next_page(
+        self, url: str, params: dict[str, str] | None, headers: Mapping[str, str], following: Any
+    ) -> str | None:
+        """The next page's URL: ``Link: <url>; rel="next"`` (v3), else the body's ``next``
+        (v2); None on the last page, or when it names the page just read. On the base URL's
+        origin only (:meth:`_same_origin`)."""
         link = next_link(headers.get("Link"))
         if link is None and isinstance(following, str) and following.strip():
             link = following.strip()
         if link is None:
-            return wire.ListedPage(items, None, len(body), rejected)
+            return None
         current = str(URL(url).with_query(params)) if params else url
         target = self._same_origin(link, current)
-        return wire.ListedPage(items, None if target == current else target, len(body), rejected)
+        return None if target == current else target
 
     def _same_origin(self, link: str, current: str) -> str:
         """``link`` resolved against ``current``, if it stays on the base URL's origin."""

@@ -10,6 +10,8 @@ seen, so bounded by the integrations bound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from batchsync.sendcloud.errors import ApiError
@@ -42,10 +44,16 @@ class Listing:
     """One account's list as it is read: :meth:`add` each page (in order) with the time it
     arrived; it raises :class:`ListBoundError` once a bound is passed."""
 
-    __slots__ = ("bounds", "bytes", "items", "links", "pages", "seen", "started")
+    __slots__ = ("bounds", "bytes", "items", "links", "pages", "seen", "started", "unit", "what")
 
-    def __init__(self, bounds: ListBounds, started: float) -> None:
+    def __init__(
+        self, bounds: ListBounds, started: float, what: str = "the list of integrations", unit: str = "integration"
+    ) -> None:
+        """``what`` and ``unit`` name the list in the messages (the integration exception
+        logs read the same way: ``"the exception logs of account acme"``, ``"log record"``)."""
         self.bounds = bounds
+        self.what = what
+        self.unit = unit
         self.started = started
         self.pages = 0
         self.items = 0
@@ -55,48 +63,50 @@ class Listing:
 
     def add(self, page: ListedPage, now: float) -> None:
         """Count ``page``; ListBoundError when the list has gone past a bound with it."""
-        bounds = self.bounds
+        self.add_ids([item.id for item in page.items], page.next_url, page.size, now)
+
+    def add_ids(self, ids: Sequence[int | None], next_url: str | None, size: int, now: float) -> None:
+        """Count a page of ``ids`` (None: an item without one); ListBoundError as :meth:`add`."""
+        bounds, what, unit = self.bounds, self.what, self.unit
         self.pages += 1
-        self.bytes += page.size
-        self.items += len(page.items)
+        self.bytes += size
+        self.items += len(ids)
         where = f"at page {self.pages:,}"
         if self.items > bounds.items:
             raise ListBoundError(
-                f"the list of integrations has more than {_count(bounds.items, 'integration')} ({where}); "
-                "not read further",
+                f"{what} has more than {_count(bounds.items, unit)} ({where}); not read further",
                 "items",
             )
         if self.bytes > bounds.bytes:
             raise ListBoundError(
-                f"the list of integrations is larger than {bounds.bytes // (1024 * 1024):,} MB ({where}); "
-                "not read further",
+                f"{what} is larger than {bounds.bytes // (1024 * 1024):,} MB ({where}); not read further",
                 "bytes",
             )
         seen = self.seen
-        for item in page.items:
-            first = seen.get(item.id)
+        for ident in ids:
+            if ident is None:
+                continue
+            first = seen.get(ident)
             if first is not None:  # an id listed again: the list goes round in a circle
                 again = "twice on page" if first == self.pages else f"on page {first:,} and again on page"
                 raise ListBoundError(
-                    f"the list of integrations does not end: integration {item.id} is listed {again} {self.pages:,}",
+                    f"{what} does not end: {unit} {ident} is listed {again} {self.pages:,}",
                     "repeat",
                 )
-            seen[item.id] = self.pages
-        if page.next_url is not None:
-            link = hash(page.next_url)  # a link may be long: its hash is enough to know it again
+            seen[ident] = self.pages
+        if next_url is not None:
+            link = hash(next_url)  # a link may be long: its hash is enough to know it again
             if link in self.links:
                 raise ListBoundError(
-                    f"the list of integrations does not end: page {self.pages + 1:,} was asked for before",
+                    f"{what} does not end: page {self.pages + 1:,} was asked for before",
                     "repeat",
                 )
             if self.pages >= bounds.pages:
-                raise ListBoundError(
-                    f"the list of integrations goes on past {_count(bounds.pages, 'page')}; not read further", "pages"
-                )
+                raise ListBoundError(f"{what} goes on past {_count(bounds.pages, 'page')}; not read further", "pages")
             self.links.add(link)
-        if now - self.started > bounds.seconds and page.next_url is not None:
+        if now - self.started > bounds.seconds and next_url is not None:
             raise ListBoundError(
-                f"the list of integrations took more than {bounds.seconds:g} s to read ({where}); not read further",
+                f"{what} took more than {bounds.seconds:g} s to read ({where}); not read further",
                 "time",
             )
 

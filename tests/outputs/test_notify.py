@@ -467,3 +467,34 @@ async def test_an_unusable_notify_reference_stops_the_run_before_anything_is_sen
     env = {**cli_env, "HOOK": "ftp://hooks.example" + TOKEN_PATH}
     code, err, _ = await run_cli("apply", str(sandbox_inventory_path), "--sandbox", "--notify", "env:HOOK", env=env)
     assert code == 2 and "expected an http:// or https:// URL" in err and TOKEN_PATH not in err
+
+
+async def test_a_shop_that_started_failing_is_news(receiver: Receiver) -> None:
+    """--with-health: a clean run whose shops have exception logs still notifies, naming them."""
+    from batchsync.health import Health, LastLog
+    from batchsync.outputs.notify import Notify
+    from batchsync.outputs.sink import End, Start
+
+    hook = resolve_webhook(receiver.url)
+    ok = Health(since="2026-12-03T00:00:00+00:00")
+    failing = Health(
+        since="2026-12-03T00:00:00+00:00",
+        count=14,
+        last_at="2026-12-04T02:00:00+00:00",
+        response_codes={"401": 14},
+        last=LastLog(at="2026-12-04T02:00:00+00:00", method="POST", url="https://shop.example/x", response_code=401),
+    )
+    clean = summary(changed=2)
+    for health, posts in ((ok, 0), (failing, 1)):
+        sink = Notify([hook], Start(mode="apply", started_at=0.0), on="failure", fmt="slack", timeout=5.0)
+        sink.add(Outcome(1, "acme", "changed", health=ok))
+        sink.add(Outcome(2, "acme", "changed", health=health))
+        end = End(summary=clean, code=lambda: 0, started_at=0.0, ended_at=1.0)
+        await asyncio.to_thread(sink.close, end)
+        assert len(receiver.posts) == posts
+    body = json.loads(receiver.posts[0][1])
+    assert "Failing shops (1)" in body["text"]
+    assert "integration 2 (acme): 14 exception logs since 2026-12-03T00:00:00+00:00, last 401" in body["text"]
+    assert any("*Failing shops*" in b.get("text", {}).get("text", "") for b in body["blocks"])
+    doc = json_message(clean, "apply", 0, [], shops=["integration 2 (acme): 14 exception logs"])
+    assert doc["failing_shops"] == ["integration 2 (acme): 14 exception logs"]

@@ -15,6 +15,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DOC_PATH = HERE / "integrations-v3.json"
 EXAMPLES_PATH = HERE / "examples.json"
+# The integration exception logs (GET /integrations/logs, /integrations/{id}/logs): another extract.
+LOGS_DOC_PATH = HERE / "integrations-logs-v3.json"
+LOGS_EXAMPLES_PATH = HERE / "logs-examples.json"
 
 
 @cache
@@ -27,6 +30,19 @@ def document() -> dict[str, Any]:
     doc = json.loads(json.dumps(_read(DOC_PATH)))
     assert isinstance(doc, dict)
     return doc
+
+
+def logs_document() -> dict[str, Any]:
+    """A fresh copy of the reduced description of the exception-log operations."""
+    doc = json.loads(json.dumps(_read(LOGS_DOC_PATH)))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def logs_examples() -> list[dict[str, Any]]:
+    found = _read(LOGS_EXAMPLES_PATH)
+    assert isinstance(found, list)
+    return found
 
 
 def examples() -> list[dict[str, Any]]:

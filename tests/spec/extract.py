@@ -67,13 +67,21 @@ def dump(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
+# The descriptions this folder holds: the YAML's name -> (the reduced copy, its examples).
+OUTPUTS = {
+    "integrations-v3.yaml": ("integrations-v3.json", "examples.json"),
+    "integrations-logs-v3.yaml": ("integrations-logs-v3.json", "logs-examples.json"),
+}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python tests/spec/extract.py PATH/integrations-v3.yaml", file=sys.stderr)
+    if len(argv) != 1 or Path(argv[0]).name not in OUTPUTS:
+        print(f"usage: python tests/spec/extract.py PATH/{{{','.join(OUTPUTS)}}}", file=sys.stderr)
         return 2
     spec = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
-    (HERE / "integrations-v3.json").write_text(dump(reduce(spec)), encoding="utf-8")
-    (HERE / "examples.json").write_text(dump(examples_of(spec)), encoding="utf-8")
+    document, examples = OUTPUTS[Path(argv[0]).name]
+    (HERE / document).write_text(dump(reduce(spec)), encoding="utf-8")
+    (HERE / examples).write_text(dump(examples_of(spec)), encoding="utf-8")
     return 0
 
 

@@ -1,0 +1,203 @@
+"""Reading each account's integration exception logs, on its read budget, within bounds.
+
+``batchsync health`` and ``plan``/``apply --with-health`` read, per account, one listing
+(``GET /integrations/logs``, or ``/integrations/{id}/logs`` when one integration of the
+account is selected), page after page, and keep per selected integration a
+:class:`~batchsync.health.Health` of the records since the account's moment. Each page is
+one read of the account's read bucket (an :class:`~batchsync.engine.limits.Bucket`, as
+the engine's): a run with ``--with-health`` hands what is left of both buckets to the
+engine (:attr:`HealthRead.carried`), so the logs never cost a write token and the
+statuses after them start from the same budget. The list is bounded as the pre-flight's
+(:class:`~batchsync.sendcloud.listing.Listing`: pages, records, bytes, time, a repeat).
+
+A failure (refused credentials, a bound, a server that keeps failing) costs only that
+account's health: each of its integrations gets a ``Health`` with ``unknown`` set to the
+reason; nothing is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+import anyio
+import msgspec
+
+from batchsync.engine.api import AccountApi, Api
+from batchsync.engine.limits import Bucket
+from batchsync.engine.options import Options
+from batchsync.health import Health, Tally, parse_time, unknown
+from batchsync.model import Account, Job
+from batchsync.sendcloud.errors import ApiError, ThrottledError
+from batchsync.sendcloud.listing import ListBounds, Listing
+from batchsync.wire import LogsPage
+
+log = logging.getLogger("batchsync.health")
+
+__all__ = ["HEALTH_BOUNDS", "HealthRead", "read_health"]
+
+# Exception logs since the last run: a shop failing every minute for a day is 1,440 records;
+# a hundred pages of a hundred is room for several such shops per account.
+HEALTH_BOUNDS = ListBounds(pages=100, items=10_000, bytes=64 * 1024 * 1024, seconds=90.0)
+
+
+class HealthRead(msgspec.Struct):
+    """What :func:`read_health` found: per integration its health, per account whose logs
+    could not be read the reason, the requests made, and per account ``(age, read tokens,
+    write tokens)`` left, for :attr:`batchsync.engine.engine.Engine.carried`."""
+
+    by_integration: dict[int, Health]
+    failed: dict[str, str]
+    requests: int = 0
+    by_account: dict[str, int] = {}  # requests per account
+    carried: dict[str, tuple[float, float, float]] = {}
+
+
+async def read_health(
+    accounts: Mapping[str, Account],
+    api: Api,
+    jobs: Sequence[Job],
+    since: Mapping[str, datetime],
+    options: Options,
+    *,
+    bounds: ListBounds = HEALTH_BOUNDS,
+    carried: Mapping[str, tuple[float, float, float]] | None = None,
+    redact: Callable[[str], str] = str,
+    rng: random.Random | None = None,
+) -> HealthRead:
+    """Read the logs of every account of ``jobs`` (at most ``options.concurrency`` accounts
+    at once), each since ``since[account]``."""
+    by_account: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_account.setdefault(job.account, []).append(job)
+    result = HealthRead({}, {})
+    limit = anyio.Semaphore(max(1, options.concurrency))
+    rng = rng or random.Random()
+    prior = carried or {}
+
+    async def one(name: str) -> None:
+        async with limit:
+            reader = _AccountReader(accounts[name], api.account(accounts[name]), options, bounds, redact, rng)
+            earlier = prior.get(name)
+            if earlier is not None:
+                age, reads, writes = earlier
+                reader.reads.carry(reads, age)
+                reader.writes.carry(writes, age)
+            healths, error = await reader.read(by_account[name], since[name])
+            result.by_integration.update(healths)
+            result.requests += reader.requests
+            result.by_account[name] = reader.requests
+            if error is not None:
+                result.failed[name] = error
+            now = anyio.current_time()
+            result.carried[name] = (0.0, reader.reads.left(now), reader.writes.left(now))
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(by_account):
+            tg.start_soon(one, name)
+    return result
+
+
+class _AccountReader:
+    def __init__(
+        self,
+        account: Account,
+        api: AccountApi,
+        options: Options,
+        bounds: ListBounds,
+        redact: Callable[[str], str],
+        rng: random.Random,
+    ) -> None:
+        now = anyio.current_time()
+        lim = account.limits
+        self.name = account.name
+        self.api = api
+        self.options = options
+        self.bounds = bounds
+        self.redact = redact
+        self.rng = rng
+        self.reads = Bucket(lim.reads_per_minute, lim.write_burst, now)
+        self.writes = Bucket(lim.writes_per_minute, lim.write_burst, now)  # untouched: handed on
+        self.requests = 0
+
+    async def read(self, jobs: Sequence[Job], since: datetime) -> tuple[dict[int, Health], str | None]:
+        ids = [job.integration_id for job in jobs]
+        tallies = {i: Tally() for i in ids}
+        single = ids[0] if len(ids) == 1 else None
+        listing = Listing(
+            self.bounds, anyio.current_time(), f"the list of exception logs of account {self.name}", "log record"
+        )
+        newest_first = True
+        previous: datetime | None = None
+        next_url: str | None = None
+        try:
+            while True:
+                page = await self._get(next_url, single)
+                oldest_on_page: datetime | None = None
+                for record in page.records:
+                    at = parse_time(record.created_at)
+                    if at is None:
+                        continue
+                    if previous is not None and at > previous:
+                        newest_first = False
+                    previous = oldest_on_page = at
+                    if at < since:
+                        continue
+                    iid = record.integration_id if record.integration_id is not None else single
+                    tally = tallies.get(iid) if iid is not None else None
+                    if tally is not None:
+                        tally.add(record, at, self.redact)
+                if page.next_url is None:
+                    break
+                listing.add_ids([r.id for r in page.records], page.next_url, page.size, anyio.current_time())
+                if newest_first and oldest_on_page is not None and oldest_on_page < since:
+                    break  # newest first so far, and past the moment: the rest is older still
+                next_url = page.next_url
+        except ApiError as exc:
+            reason = self.redact(f"the account's exception logs could not be read: {exc}")
+            log.warning("account %s: %s", self.name, reason, extra={"fields": {"account": self.name}})
+            return {i: unknown(since, reason) for i in ids}, reason
+        return {i: tally.health(since, self.redact) for i, tally in tallies.items()}, None
+
+    async def _get(self, next_url: str | None, single: int | None) -> LogsPage:
+        """One page on the read budget, retried as the engine retries a read (a 429 pauses
+        and slows the bucket; a retryable failure backs off), up to ``--max-attempts`` and
+        ``--retry-max-time``."""
+        opts = self.options
+        first = anyio.current_time()
+        tries = 0
+        while True:
+            now = anyio.current_time()
+            ready = self.reads.ready_at(now)
+            if ready > now:
+                await anyio.sleep(ready - now)
+            self.reads.take()
+            sent = anyio.current_time()
+            tries += 1
+            self.requests += 1
+            try:
+                page = await self.api.list_logs_page(next_url, single)
+            except ApiError as exc:
+                end = anyio.current_time()
+                self.reads.give_back(end)
+                elapsed = end - first
+                if isinstance(exc, ThrottledError):
+                    pause = exc.retry_after if exc.retry_after is not None else 1.0 / self.reads.rate
+                    self.reads.on_throttled(end, sent, min(pause, max(0.0, opts.retry_max_time - elapsed)))
+                if not exc.retryable:
+                    raise
+                ceiling = min(opts.backoff_max, opts.backoff_base * 2.0 ** (tries - 1))
+                delay = (
+                    exc.retry_after if exc.retry_after is not None else ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+                )
+                if tries >= opts.max_attempts or elapsed + delay > opts.retry_max_time:
+                    raise
+                await anyio.sleep(delay)
+                continue
+            except BaseException:
+                self.reads.give_back(anyio.current_time())
+                raise
+            self.reads.give_back(anyio.current_time())
+            return page

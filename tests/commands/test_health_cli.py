@@ -1,0 +1,225 @@
+"""``batchsync health`` and ``apply --with-health`` as a user runs them: real processes against
+a sandbox process whose integrations have seeded exception logs (issue 30's Must show)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import SandboxProcess, batchsync, env_with
+from inventory_factory import inventory_env, make_inventory
+
+ACCOUNTS = {"acme": 7, "globex": 3}  # 10 integrations
+
+
+def _seeded(box: SandboxProcess) -> dict[int, list[dict[str, Any]]]:
+    """Every seeded record, by integration."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for records in box.get("/_sandbox/logs").values():
+        for record in records:
+            out.setdefault(record["integration_id"], []).append(record)
+    return out
+
+
+def _secrets_of(records: dict[int, list[dict[str, Any]]]) -> set[str]:
+    """What a log holds that must never come out: its shop token (in headers, bodies and the
+    URL's query) and the query string itself."""
+    found: set[str] = set()
+    for rs in records.values():
+        for r in rs:
+            found.add(r["request"]["headers"]["X-Shop-Token"])
+            found.add(r["full_url"].split("?", 1)[1])
+            found.add(r["response"]["headers"]["Set-Cookie"])
+    return found
+
+
+def _leaks(text: str, secrets: set[str]) -> list[str]:
+    leaked = [s for s in secrets if s in text]
+    if "ws_key" in text or "X-Shop-Token" in text:
+        leaked.append("a header name or query parameter of a log")
+    return leaked
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def test_health_json_counts_codes_and_last_time_per_shop(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    ids = [j.integration_id for j in inv.jobs]
+    failing = {ids[0]: 4, ids[3]: 7, ids[5]: 9}  # all of acme: 20 records over 3 pages of 8
+    # One record every 2 h: the oldest of ids[5]'s 9 (18 h) are still within the default 24 h.
+    args = [a for i, n in failing.items() for a in ("--exception-logs", f"{i}={n}")]
+    box = SandboxProcess(Path(inv.path), env, *args, "--logs-page-size", "8", "--log-interval", "7200")
+    sandbox_proc.append(box)
+    seeded = _seeded(box)
+    assert {i: len(r) for i, r in seeded.items()} == failing
+
+    done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    by_id = {row["integration_id"]: row for row in doc["integrations"]}
+    assert sorted(by_id) == sorted(ids)
+    for iid, records in seeded.items():
+        health = by_id[iid]["health"]
+        assert health["count"] == len(records)
+        codes: dict[str, int] = {}
+        for r in records:
+            key = str(r["response_code"]) if r["response_code"] is not None else "none"
+            codes[key] = codes.get(key, 0) + 1
+        assert health["response_codes"] == codes
+        newest = max(records, key=lambda r: _time(r["created_at"]))
+        assert _time(health["last_at"]) == _time(newest["created_at"])
+        assert _time(health["first_at"]) == min(_time(r["created_at"]) for r in records)
+        assert health["last"]["url"] == newest["full_url"].split("?")[0]  # scheme, host, path: no query
+        assert health["last"]["response_code"] == newest["response_code"]
+    for iid in set(ids) - set(seeded):
+        assert by_id[iid]["health"]["count"] == 0 and by_id[iid]["health"]["last"] is None
+    assert sorted(doc["failing"]) == sorted(failing)
+    assert doc["accounts"]["acme"]["error"] is None
+    # acme's logs are one listing of 3 pages; globex's one empty page.
+    assert box.stats()["requests"]["acme"]["GET"] == 3
+    assert box.stats()["requests"]["globex"]["GET"] == 1
+    assert box.stats()["requests"]["acme"]["POST"] == 0
+    assert _leaks(done.stdout + done.stderr, _secrets_of(seeded)) == []
+    # Text: one line per failing shop, and the same, with nothing of the logs' secrets.
+    text = batchsync("health", inv.path, "--base-url", box.url, env=env)
+    assert text.returncode == 0, text.stderr
+    assert sorted(int(m) for m in re.findall(r"^! integration (\d+) ", text.stdout, re.M)) == sorted(failing)
+    assert "health: 3 of 10 shops with exception logs" in text.stdout
+    assert _leaks(text.stdout + text.stderr, _secrets_of(seeded)) == []
+
+
+def test_since_counts_only_the_logs_after_it(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, {"acme": 2})
+    env = env_with(inventory_env({"acme": 2}))
+    iid = inv.jobs[0].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--exception-logs", f"{iid}=10", "--log-interval", "3600")
+    sandbox_proc.append(box)
+    # Records at 1 h, 2 h, ... 10 h before the start: 5.5 h back keeps the 5 newest;
+    # the default (24 h) all 10; an explicit moment wins over the default.
+    for since, expected in (("330m", 5), (None, 10)):
+        extra = ["--since", since] if since else []
+        done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", *extra, env=env)
+        assert done.returncode == 0, done.stderr
+        row = next(r for r in json.loads(done.stdout)["integrations"] if r["integration_id"] == iid)
+        assert row["health"]["count"] == expected, since
+    moment = (datetime.now(UTC) - timedelta(minutes=150)).isoformat()
+    done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", "--since", moment, env=env)
+    row = next(r for r in json.loads(done.stdout)["integrations"] if r["integration_id"] == iid)
+    assert row["health"]["count"] == 2 and _time(row["health"]["since"]) == _time(moment)
+    bad = batchsync("health", inv.path, "--base-url", box.url, "--since", "yesterday", env=env)
+    assert bad.returncode == 2 and "--since 'yesterday'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_apply_with_health_shows_the_failing_shops_everywhere(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    ids = [j.integration_id for j in inv.jobs]
+    failing = {ids[1]: 3, ids[8]: 6}
+    args = [a for i, n in failing.items() for a in ("--exception-logs", f"{i}={n}")]
+    box = SandboxProcess(Path(inv.path), env, *args, "--logs-page-size", "4")
+    sandbox_proc.append(box)
+    secrets = _secrets_of(_seeded(box))
+    out = {name: tmp_path / name for name in ("page.html", "report.jsonl", "junit.xml", "metrics.prom")}
+    done = batchsync(
+        "apply",
+        inv.path,
+        "--base-url",
+        box.url,
+        "--with-health",
+        "--html",
+        str(out["page.html"]),
+        "--report",
+        str(out["report.jsonl"]),
+        "--junit",
+        str(out["junit.xml"]),
+        "--metrics",
+        str(out["metrics.prom"]),
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr  # failing shops do not change the exit code
+    page = out["page.html"].read_text()
+    section = page[page.index('<section id="health">') :]
+    section = section[: section.index("</section>")]
+    assert "Failing shops (2)" in section
+    assert sorted(int(i) for i in re.findall(r'<tr id="h(\d+)">', section)) == sorted(failing)
+    counts = dict(
+        re.findall(r'<tr id="h(\d+)"><td class="num">\d+</td><td>\w+</td><td class="num">(\d+)</td>', section)
+    )
+    assert {int(k): int(v) for k, v in counts.items()} == failing
+    assert "failing shops: 2 with exception logs" in done.stdout
+    assert re.search(rf"integration {ids[1]} \(acme\).*\[health: 3 logs, last 401\]", done.stdout)
+    rows = [json.loads(line) for line in out["report.jsonl"].read_text().splitlines()]
+    healths = {r["integration_id"]: r["health"]["count"] for r in rows if "integration_id" in r}
+    assert healths == {i: failing.get(i, 0) for i in ids}
+    assert f'integration="{ids[8]}"}} 6' in out["metrics.prom"].read_text()
+    assert out["junit.xml"].read_text().count('name="exception_logs" value="0"') == 8
+    # report merge keeps it.
+    merged = batchsync("report", "merge", str(out["report.jsonl"]), "--format", "json", env=env)
+    assert json.loads(merged.stdout)["failing_shops"] == [ids[8], ids[1]]
+    for name, path in out.items():
+        assert _leaks(path.read_text(), secrets) == [], name
+    assert _leaks(done.stdout + done.stderr + merged.stdout, secrets) == []
+    # The logs were read on the read budget: the writes are the statuses' and mappings' alone.
+    assert box.stats()["requests"]["acme"]["GET"] >= 2
+
+
+def test_a_never_ending_log_listing_stops_at_its_bound(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, {"acme": 3})
+    env = env_with(inventory_env({"acme": 3}))
+    box = SandboxProcess(Path(inv.path), env, "--endless-logs", "--logs-page-size", "5")
+    sandbox_proc.append(box)
+    done = batchsync("health", inv.path, "--base-url", box.url, "--health-max-pages", "7", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    message = "the list of exception logs of account acme goes on past 7 pages; not read further"
+    assert message in done.stdout and message in done.stderr
+    assert box.stats()["requests"]["acme"]["GET"] == 7
+    assert "Traceback" not in done.stderr
+    # Under apply the same costs only the health: the statuses are synced, the exit code is theirs.
+    applied = batchsync(
+        "apply",
+        inv.path,
+        "--base-url",
+        box.url,
+        "--with-health",
+        "--health-max-pages",
+        "3",
+        "--format",
+        "json",
+        env=env,
+    )
+    assert applied.returncode == 0, applied.stderr
+    doc = json.loads(applied.stdout)
+    assert {o["result"] for o in doc["outcomes"]} == {"changed"}
+    assert all(message.replace("7", "3") in o["health"]["unknown"] for o in doc["outcomes"])
+
+
+def test_one_accounts_unreadable_logs_cost_its_health_only(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    first = inv.jobs[0].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--exception-logs", f"{first}=2", "--down-account", "globex")
+    sandbox_proc.append(box)
+    quick = ("--max-attempts", "2", "--retry-max-time", "2")
+    done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", *quick, env=env)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["accounts"]["acme"]["error"] is None
+    assert "server 500" in doc["accounts"]["globex"]["error"]
+    rows = {r["integration_id"]: r for r in doc["integrations"]}
+    assert rows[first]["health"]["count"] == 2
+    assert all(r["health"]["unknown"] for r in rows.values() if r["account"] == "globex")
+    assert "globex" in done.stderr and "Traceback" not in done.stderr
+    # plan --with-health: acme's statuses are read and its shop's health shown; exit code the statuses'.
+    plan = batchsync(
+        "plan", inv.path, "--base-url", box.url, "--with-health", "--limit", "account:acme", *quick, env=env
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert f"integration {first} (acme): 2 exception logs" in plan.stdout

@@ -1,0 +1,195 @@
+"""Reading the accounts' exception logs (batchsync.engine.health) against the in-memory API:
+what is kept per integration, since when, the early stop, the bounds, the read budget, and
+a failure that costs one account's health only."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+from fake_api import Call, FakeApi
+from inventory_factory import make_inventory
+
+from batchsync import wire
+from batchsync.engine.health import HealthRead, read_health
+from batchsync.engine.options import Options
+from batchsync.health import since_for
+from batchsync.sendcloud.errors import ApiError, AuthError, ClientError, ServerError, ThrottledError
+from batchsync.sendcloud.listing import ListBounds
+
+FAST = Options(backoff_base=0.01, backoff_max=0.02, max_attempts=3)
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+SINCE = NOW - timedelta(hours=24)
+
+
+def _record(ident: int, iid: int, hours_ago: float, code: int | None = 401, **kw: str) -> wire.LogRecord:
+    at = (NOW - timedelta(hours=hours_ago)).isoformat()
+    return wire.LogRecord(integration_id=iid, id=ident, created_at=at, response_code=code, method="POST", **kw)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> tuple[FakeApi, list[int], list[int]]:
+    inv = make_inventory(tmp_path, {"acme": 3, "globex": 2})
+    api = FakeApi.from_inventory(inv, latency=0.0, page_size=2)
+    api.inv = inv  # type: ignore[attr-defined]
+    acme = [j.integration_id for j in inv.jobs if j.account == "acme"]
+    globex = [j.integration_id for j in inv.jobs if j.account == "globex"]
+    return api, acme, globex
+
+
+async def _read(api: FakeApi, options: Options = FAST, **kw: Any) -> HealthRead:
+    inv = api.inv  # type: ignore[attr-defined]
+    return await read_health(inv.accounts, api, inv.jobs, dict.fromkeys(("acme", "globex"), SINCE), options, **kw)
+
+
+async def test_per_integration_counts_codes_times_and_the_last(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
+    api, acme, globex = fleet
+    a, b = acme[0], acme[1]
+    api.logs["acme"] = [
+        _record(
+            5,
+            a,
+            1,
+            401,
+            exception="401 for url: https://shop.example/x?ws_key=SHOPKEY",
+            full_url="https://u:p@shop.example/x?ws_key=SHOPKEY",
+        ),
+        _record(4, b, 2, None, exception_type="requests.exceptions.SSLError"),
+        _record(3, a, 3, 500),
+        _record(2, a, 30, 404),  # older than the moment: not counted
+        _record(1, 99999, 1, 401),  # another integration of the account, not selected
+    ]
+    found = await _read(api)
+    assert found.failed == {}
+    ha, hb = found.by_integration[a], found.by_integration[b]
+    assert (ha.count, ha.response_codes) == (2, {"401": 1, "500": 1})
+    assert (
+        ha.last_at == (NOW - timedelta(hours=1)).isoformat() and ha.first_at == (NOW - timedelta(hours=3)).isoformat()
+    )
+    assert ha.last is not None and ha.last.url == "https://shop.example/x" and ha.last.response_code == 401
+    assert ha.last.exception == "401 for url: https://shop.example/x?…"
+    assert (hb.count, hb.response_codes, hb.exception_types) == (1, {"none": 1}, {"requests.exceptions.SSLError": 1})
+    assert all(found.by_integration[i].count == 0 for i in (acme[2], *globex))
+
+
+async def test_newest_first_stops_once_past_the_moment(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
+    api, acme, _ = fleet
+    api.logs["acme"] = [_record(100 - k, acme[0], 10 * k + 1) for k in range(10)]  # 1 h, 11 h, 21 h, 31 h...
+    found = await _read(api)
+    assert found.by_integration[acme[0]].count == 3
+    # Page 2 (21 h, 31 h) goes past the moment: page 3 is never asked for.
+    assert len([c for c in api.calls if c.account == "acme" and c.op == "logs"]) == 2
+    # Oldest first: no early stop, every page read, the same count.
+    api.calls.clear()
+    api.logs["acme"].reverse()
+    again = await _read(api)
+    assert again.by_integration[acme[0]].count == 3
+    assert len([c for c in api.calls if c.account == "acme" and c.op == "logs"]) == 5
+
+
+async def test_a_failure_costs_that_accounts_health_only(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
+    api, acme, globex = fleet
+    api.logs["acme"] = [_record(1, acme[0], 1)]
+
+    def refuse(call: Call) -> AuthError | None:
+        return AuthError("bad key", method="GET", http_status=401) if call.account == "globex" else None
+
+    api.fault = refuse
+    found = await _read(api, redact=lambda t: t.replace("bad", "***"))
+    assert set(found.failed) == {"globex"} and "auth 401: *** key" in found.failed["globex"]
+    assert all(found.by_integration[i].unknown == found.failed["globex"] for i in globex)
+    assert found.by_integration[acme[0]].count == 1 and found.by_integration[acme[0]].unknown is None
+
+
+async def test_server_errors_and_429_are_retried_on_the_read_budget(
+    fleet: tuple[FakeApi, list[int], list[int]],
+) -> None:
+    api, acme, _ = fleet
+    api.logs["acme"] = [_record(1, acme[0], 1)]
+    failures = iter(
+        [ServerError("boom", http_status=503), ThrottledError("slow down", http_status=429, retry_after=0.01)]
+    )
+
+    def flaky(call: Call) -> ApiError | None:
+        return next(failures, None) if call.account == "acme" else None
+
+    api.fault = flaky
+    carried = {"acme": (0.0, 5.0, 2.0)}
+    found = await _read(api, carried=carried)
+    assert found.failed == {} and found.by_integration[acme[0]].count == 1
+    assert len([c for c in api.calls if c.account == "acme"]) == 3
+    # Reads only: what the write bucket held is handed on untouched; the read bucket was drained.
+    _, reads, writes = found.carried["acme"]
+    assert writes >= 2.0 and reads < 5.0  # the write bucket only refilled meanwhile
+
+
+async def test_an_endless_listing_stops_at_the_page_bound(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
+    api, acme, _ = fleet
+    api.endless_logs = True
+    found = await _read(api, bounds=ListBounds(pages=4))
+    assert "the list of exception logs of account acme goes on past 4 pages; not read further" in found.failed["acme"]
+    assert len([c for c in api.calls if c.account == "acme"]) == 4
+    assert found.by_integration[acme[0]].unknown is not None
+
+
+async def test_one_selected_integration_reads_its_own_logs(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"solo": 1})
+    api = FakeApi.from_inventory(inv, latency=0.0)
+    iid = inv.jobs[0].integration_id
+    api.logs["solo"] = [wire.LogRecord(id=1, created_at=NOW.isoformat(), integration_id=iid)]
+    found = await read_health(inv.accounts, api, inv.jobs, {"solo": SINCE}, FAST)
+    assert found.by_integration[iid].count == 1
+    assert [c.integration_id for c in api.calls] == [iid]
+
+
+def test_since_explicit_wins_then_the_last_run_then_24_hours() -> None:
+    earlier = NOW - timedelta(hours=6)
+    explicit = NOW - timedelta(hours=2)
+    assert since_for("acme", explicit, lambda name: earlier, NOW) == explicit
+    assert since_for("acme", None, lambda name: earlier if name == "acme" else None, NOW) == earlier
+    assert since_for("globex", None, lambda name: earlier if name == "acme" else None, NOW) == NOW - timedelta(hours=24)
+
+
+# -- the client: both pagination forms ---------------------------------------------------
+
+BASE = "https://api.example.test/api/v3"
+LOGS = re.compile(r"^https://api\.example\.test/api/v3/integrations/logs.*$")
+
+
+async def test_the_client_follows_a_link_header_and_a_v2_body() -> None:
+    import aiohttp
+
+    from batchsync.secrets import Secret
+    from batchsync.sendcloud.auth import BasicAuthenticator
+    from batchsync.sendcloud.client import Client
+
+    record = {
+        "id": 1,
+        "integration_id": 7,
+        "created_at": NOW.isoformat(),
+        "request": {"headers": {"Authorization": "Basic SHOPKEY"}, "payload": {"k": "SHOPKEY"}},
+        "response": {"headers": {"Set-Cookie": "SHOPKEY"}, "body": "SHOPKEY"},
+    }
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, BASE, BasicAuthenticator(Secret("pub"), Secret("sec")), timeout=5)
+        with aioresponses() as m:
+            m.get(
+                LOGS, payload={"data": [record]}, headers={"Link": f'<{BASE}/integrations/logs?cursor=abc>; rel="next"'}
+            )
+            m.get(LOGS, payload={"next": f"{BASE}/integrations/logs?cursor=def", "previous": None, "results": [record]})
+            m.get(LOGS, payload={"next": None, "previous": None, "results": []})
+            first = await client.list_logs_page()
+            second = await client.list_logs_page(first.next_url)
+            third = await client.list_logs_page(second.next_url)
+        with aioresponses() as m:
+            m.get(LOGS, payload={"data": []}, headers={"Link": '<https://elsewhere.test/logs?cursor=x>; rel="next"'})
+            with pytest.raises(ClientError, match=r"leaves https://api\.example\.test:443: refused"):
+                await client.list_logs_page()
+    assert first.next_url == f"{BASE}/integrations/logs?cursor=abc"
+    assert second.next_url == f"{BASE}/integrations/logs?cursor=def" and third.next_url is None
+    assert first.records[0] == wire.LogRecord(integration_id=7, id=1, created_at=NOW.isoformat())
+    assert "SHOPKEY" not in repr(first) + repr(second)  # headers and bodies are not even decoded
