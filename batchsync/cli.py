@@ -47,6 +47,7 @@ VERBS = {
     "plan": "plan",
     "apply": "apply",
     "import": "import_",  # a keyword
+    "show": "show",
     "report": "report",
     "completion": "completion",
     "sandbox": "sandbox",

@@ -25,6 +25,7 @@ import msgspec
 from batchsync import usage
 from batchsync.commands._arguments import (
     base_url,
+    duration,
     non_negative_number,
     outputs_from,
     parse_failure_budget,
@@ -54,6 +55,7 @@ from batchsync.urls import in_clear
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
+    from batchsync.commands._saved import Saved
     from batchsync.outputs.notify import Webhook
 
 log = logging.getLogger("batchsync")
@@ -79,6 +81,8 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     detailed_exitcode: bool = False
     max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
     outputs: OutputSettings = OutputSettings()
+    plan: str | None = None  # apply --plan: the saved plan to carry out
+    max_age: float = 7 * 86400.0  # seconds: an older plan is refused
 
 
 def settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
@@ -97,6 +101,23 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
     if url is not None and args.sandbox:
         raise UsageError("--sandbox and --base-url exclude each other")
     apply = command == "apply"
+    plan = getattr(args, "plan", None)
+    if plan is not None:
+        # A plan is a value: what was approved is applied whole, never a part chosen anew.
+        given = [
+            flag
+            for flag, value in (
+                ("--limit", args.limit),
+                ("--shard", args.shard or args.shard_index_from_env),
+                ("--retry-failed", args.retry_failed),
+                ("--no-read", args.no_read),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(f"--plan applies the plan as it was made: it does not go with {', '.join(given)}")
+    elif getattr(args, "max_age", None) is not None:
+        raise UsageError("--max-age goes with --plan")
     per_account = args.max_failures_per_account
     options = Options(
         write=apply,
@@ -127,6 +148,8 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         detailed_exitcode=not apply and args.detailed_exitcode,
         max_file_size=args.max_file_size,
         outputs=outputs_from(args),
+        plan=plan,
+        max_age=duration(args.max_age, "--max-age") if getattr(args, "max_age", None) else 7 * 86400.0,
     )
 
 
@@ -219,20 +242,32 @@ def load_selected(settings: RunSettings) -> Selected | int:
 def run(settings: RunSettings) -> int:
     """plan and apply: load, select, run the engine, drive the sinks; the exit code. A usage
     error or an invalid inventory is recorded in the metrics file as exit 2."""
+    from batchsync.commands import _saved
+
     try:
+        plan = _saved.read(settings.plan, settings.max_age) if settings.plan else None
         loaded = load_selected(settings)
+        if isinstance(loaded, int):
+            if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+                record_not_started(settings.outputs.metrics, settings.command)
+            return loaded
+        inv, jobs, shard = loaded
+        saved = None
+        if plan is not None:
+            jobs, saved = _saved.for_apply(plan, inv, quiet=settings.outputs.quiet)
+        elif settings.outputs.plan_out:
+            shard_given = str(settings.shard) if settings.shard is not None else None
+            from batchsync.inventory.plan import Selection
+
+            selection = Selection(settings.limit, shard_given, settings.retry_failed)
+            saved = _saved.for_out(settings.inventory, inv, jobs, selection)
     except UsageError:
         record_not_started(settings.outputs.metrics, settings.command)
         raise
-    if isinstance(loaded, int):
-        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
-            record_not_started(settings.outputs.metrics, settings.command)
-        return loaded
-    inv, jobs, shard = loaded
     if settings.max_failures is not None:
         options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
         settings = msgspec.structs.replace(settings, options=options)
-    return run_command(settings, inv, jobs, shard)
+    return run_command(settings, inv, jobs, shard, saved)
 
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
@@ -292,6 +327,7 @@ async def execute(
     on_engine: Callable[[Engine], None] | None = None,
     tick: Callable[[], None] | None = None,
     redactor: Redactor | None = None,
+    saved: Saved | None = None,
 ) -> Summary:
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped."""
     from batchsync.sendcloud.transport import HttpApi
@@ -311,7 +347,10 @@ async def execute(
         )
         # Every outcome is made safe once, before any sink sees it.
         sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
-        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
+        before_write = saved.before_write if saved is not None else None
+        engine = Engine(
+            inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome, before_write=before_write
+        )
         if on_engine is not None:
             on_engine(engine)
         # What the last run on this host left of each account's budget (an embedded sandbox
@@ -420,7 +459,13 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     return hooks
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+def run_command(
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None = None,
+    saved: Saved | None = None,
+) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
     ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
@@ -433,7 +478,8 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     usage.redact_with(redactor)
     try:
         try:
-            check_outputs(settings.outputs, [inv.path, *inv.files])
+            # Nor may an output replace the plan an apply reads.
+            check_outputs(settings.outputs, [inv.path, *inv.files, *([settings.plan] if settings.plan else [])])
         except OutputError as exc:
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)
@@ -446,7 +492,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, saved)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -458,7 +504,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
         record_not_started(o.metrics, settings.command)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, saved)
 
 
 def _run(
@@ -468,6 +514,7 @@ def _run(
     shard: dict[str, Any] | None,
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
+    saved: Saved | None = None,
 ) -> int:
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
@@ -480,9 +527,11 @@ def _run(
         selected=len(jobs),
         shard=shard,
         limits=limits,
+        plan=saved.header if saved is not None else None,
     )
+    context = saved.context if saved is not None else None
     try:
-        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks)
+        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, plan=context)
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
         record_not_started(o.metrics, mode)
@@ -515,7 +564,7 @@ def _run(
     summary: Summary | None = None
     try:
         with rare_gc():
-            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor)
+            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, saved)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line
