@@ -35,8 +35,8 @@ from batchsync.wire import (
     check_statuses,
 )
 
-FORMAT = "batchsync-plan"
-VERSION = 1  # of the file's schema (docs/plan.schema.json); another is refused
+FORMAT: Literal["batchsync-plan"] = "batchsync-plan"
+VERSION: Literal[1] = 1  # of the file's schema (docs/plan.schema.json); another is refused
 PLAN_FILE_LIMIT = 256 * files.MB  # a plan of 100,000 integrations is a few tens of MB
 SHOWN_MOVES = 6  # what moved, named in a stale_plan's detail; the rest counted
 
@@ -97,8 +97,11 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
 
 
 class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    format: str
-    version: int
+    """A saved plan: what made it, from which inventory content and selection, and one
+    entry per integration its run selected."""
+
+    format: Literal["batchsync-plan"]
+    version: Literal[1]
     batchsync: str
     created_at: str  # UTC, ISO 8601
     inventory: Source
@@ -344,3 +347,16 @@ def _span(seconds: float) -> str:
 
 def encode(plan: Plan) -> bytes:
     return msgspec.json.encode(plan) + b"\n"
+
+
+def json_schema() -> dict[str, object]:
+    """The file's JSON Schema (docs/plan.schema.json holds it; a test keeps them equal)."""
+    schema: dict[str, object] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "batchsync plan file",
+        "description": (
+            f"What `batchsync plan --out` writes and `apply --plan` reads: format {FORMAT!r}, version {VERSION}."
+        ),
+    }
+    schema.update(msgspec.json.schema(Plan))
+    return schema
