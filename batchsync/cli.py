@@ -46,8 +46,8 @@ VERBS = {
     "validate": "validate",
     "plan": "plan",
     "apply": "apply",
-    "import": "import_",  # a keyword
     "show": "show",
+    "import": "import_",  # a keyword
     "report": "report",
     "completion": "completion",
     "sandbox": "sandbox",

@@ -37,6 +37,12 @@ def first_change(plan: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def written(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status list the first change writes."""
+    statuses: list[dict[str, Any]] = plan["statuses"][first_change(plan)["write"]["statuses"]]
+    return statuses
+
+
 def _set(doc: dict[str, Any], key: str, value: Any) -> None:
     doc[key] = value
 
@@ -54,15 +60,11 @@ EDITS: dict[str, tuple[Edit, str]] = {
         "fingerprint",
     ),
     "a language twice": (
-        lambda p: first_change(p)["write"]["statuses"][0]["translations"].append(
-            dict(first_change(p)["write"]["statuses"][0]["translations"][0])
-        ),
-        "write.statuses",
+        lambda p: written(p)[0]["translations"].append(dict(written(p)[0]["translations"][0])),
+        "$.statuses[",
     ),
-    "an unknown language": (
-        lambda p: _set(first_change(p)["write"]["statuses"][0]["translations"][0], "language", "xx-xx"),
-        "language",
-    ),
+    "an unknown language": (lambda p: _set(written(p)[0]["translations"][0], "language", "xx-xx"), "language"),
+    "a write of no list": (lambda p: _set(first_change(p)["write"], "statuses", "nope"), "is not one of $.statuses"),
     "a bad time": (lambda p: _set(p, "created_at", "yesterday"), "created_at"),
     "too old": (lambda p: _set(p, "created_at", "2020-01-01T00:00:00+00:00"), "--max-age"),
     "from the future": (lambda p: _set(p, "created_at", "2999-01-01T00:00:00+00:00"), "in the future"),

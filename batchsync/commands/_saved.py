@@ -79,6 +79,7 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
             f"sha256 {plan.inventory.sha256[:12]} then, {now[:12]} now): make a new plan; nothing was sent"
         )
     declared = {j.integration_id: j for j in inv.jobs}
+    desired = {key: Desired(statuses) for key, statuses in plan.statuses.items()}  # shared, as the loader's
     jobs: list[Job] = []
     reads = {}
     for entry in plan.integrations:
@@ -93,7 +94,7 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
             )
         mapping = entry.write.mapping
         wanted = DesiredMapping(tuple((m.status_category, m.external_id) for m in mapping)) if mapping else None
-        jobs.append(msgspec.structs.replace(job, desired=Desired(entry.write.statuses), mapping=wanted))
+        jobs.append(msgspec.structs.replace(job, desired=desired[entry.write.statuses], mapping=wanted))
         reads[entry.integration_id] = entry.read
     if not quiet:
         left = len(plan.integrations) - len(jobs)

@@ -77,9 +77,11 @@ class Read(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Write(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What ``apply --plan`` writes, as the POST bodies carry it; ``mapping`` null: none."""
+    """What ``apply --plan`` writes, as the POST bodies carry it: ``statuses`` names a list
+    of the plan's ``statuses`` (shared: a fleet on one status set holds it once);
+    ``mapping`` null: no mapping write."""
 
-    statuses: Statuses
+    statuses: str
     mapping: Annotated[tuple[MappingItem, ...], Meta(min_length=4, max_length=4)] | None = None
 
 
@@ -107,6 +109,7 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inventory: Source
     selection: Selection
     complete: bool  # False: the plan's run was stopped before it had read every integration
+    statuses: dict[str, Statuses]  # the lists to write, each once, by the name its writes give
     integrations: tuple[Entry, ...]
 
 
@@ -296,6 +299,11 @@ def _check(plan: Plan, where: str) -> None:
         raise PlanError(f"{where}: $.created_at: not an ISO 8601 time") from None
     if created.tzinfo is None:
         raise PlanError(f"{where}: $.created_at: has no time zone")
+    for key, statuses in plan.statuses.items():
+        problems = check_statuses(statuses, ())
+        if problems:
+            inner = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in problems[0].loc)
+            raise PlanError(f"{where}: $.statuses[{display(repr(key))}]{inner}: {problems[0].message}")
     seen: set[int] = set()
     for i, entry in enumerate(plan.integrations):
         at = f"{where}: $.integrations[{i}]"
@@ -308,10 +316,8 @@ def _check(plan: Plan, where: str) -> None:
             raise PlanError(f"{at}: a change needs its write and its read")
         if fingerprint(entry.read.statuses, entry.read.mapping) != entry.read.fingerprint:
             raise PlanError(f"{at}.read: the fingerprint is not that of the statuses and mapping recorded")
-        problems = check_statuses(entry.write.statuses, ())
-        if problems:
-            inner = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in problems[0].loc)
-            raise PlanError(f"{at}.write.statuses{inner}: {problems[0].message}")
+        if entry.write.statuses not in plan.statuses:
+            raise PlanError(f"{at}.write.statuses: {display(repr(entry.write.statuses))} is not one of $.statuses")
         if entry.write.mapping is not None and {m.status_category for m in entry.write.mapping} != set(
             STATUS_CATEGORIES
         ):

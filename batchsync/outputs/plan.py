@@ -17,7 +17,7 @@ from batchsync.inventory.plan import FORMAT, VERSION, Entry, Plan, Read, Selecti
 from batchsync.model import Job
 from batchsync.outcome import Outcome
 from batchsync.outputs.sink import End, Lost, Start
-from batchsync.wire import MappingItem
+from batchsync.wire import MappingItem, Statuses
 
 
 class PlanContext:
@@ -30,25 +30,42 @@ class PlanContext:
         self.source, self.selection, self.jobs, self.reads = source, selection, jobs, reads
 
 
-def entry(outcome: Outcome, job: Job | None, read: Read | None) -> Entry:
-    name = getattr(outcome, "name", None)  # an outcome that carries the shop's name
-    if outcome.result != "changed" or job is None or read is None:
-        return Entry(outcome.integration_id, outcome.account, "none", outcome, name=name)
-    mapping = None
-    if job.mapping is not None:
-        mapping = tuple(MappingItem(c, e) for c, e in job.mapping.items)  # type: ignore[arg-type]
-    write = Write(job.desired.statuses, mapping)
-    return Entry(outcome.integration_id, outcome.account, "change", outcome, name=name, write=write, read=read)
-
-
 class PlanFile:
     def __init__(self, path: str, start: Start, lost: Lost, context: PlanContext) -> None:
         self.path, self.start, self.lost, self.context = path, start, lost, context
         self.entries: list[Entry] = []
+        # Each desired list once: jobs of one status set share one Desired (the loader's).
+        self.statuses: dict[str, Statuses] = {}
+        self.keys: dict[int, str] = {}  # id(Desired) -> its name in the plan
 
     def add(self, outcome: Outcome) -> None:
         c = self.context
-        self.entries.append(entry(outcome, c.jobs.get(outcome.integration_id), c.reads.get(outcome.integration_id)))
+        job, read = c.jobs.get(outcome.integration_id), c.reads.get(outcome.integration_id)
+        name = getattr(outcome, "name", None)  # an outcome that carries the shop's name
+        if outcome.result != "changed" or job is None or read is None:
+            self.entries.append(Entry(outcome.integration_id, outcome.account, "none", outcome, name=name))
+            return
+        mapping = None
+        if job.mapping is not None:
+            mapping = tuple(MappingItem(c, e) for c, e in job.mapping.items)  # type: ignore[arg-type]
+        write = Write(self.key(job), mapping)
+        self.entries.append(
+            Entry(outcome.integration_id, outcome.account, "change", outcome, name=name, write=write, read=read)
+        )
+
+    def key(self, job: Job) -> str:
+        """The name of the job's desired list in the plan: its status set's, else the
+        integration's id (inline statuses), made unique if need be."""
+        key = self.keys.get(id(job.desired))
+        if key is None:
+            key = base = job.source or str(job.integration_id)
+            n = 1
+            while key in self.statuses:
+                n += 1
+                key = f"{base}~{n}"
+            self.keys[id(job.desired)] = key
+            self.statuses[key] = job.desired.statuses
+        return key
 
     def flush(self) -> None:
         pass  # written whole at the end: half a plan is no plan
@@ -65,6 +82,7 @@ class PlanFile:
             inventory=self.context.source,
             selection=self.context.selection,
             complete=end.summary.stopped is None,
+            statuses=self.statuses,
             integrations=tuple(sorted(self.entries, key=lambda e: (e.account, e.integration_id))),
         )
         try:

@@ -42,7 +42,7 @@ def test_the_version_rule_is_same_major_and_minor() -> None:
 
 
 def plan_made_at(when: str) -> Plan:
-    return Plan("batchsync-plan", 1, "0.1.0", when, Source("i.toml", "0" * 64), Selection(), True, ())
+    return Plan("batchsync-plan", 1, "0.1.0", when, Source("i.toml", "0" * 64), Selection(), True, {}, ())
 
 
 def test_the_age_rule() -> None:
