@@ -59,7 +59,7 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
     outputs = OutputSettings(format=settings.format, verbose=settings.verbose, html=settings.html)
     try:
         check_outputs(outputs, [settings.plan], reader="show")
-        plan, _ = read_plan(settings.plan, running=None)
+        plan, sha = read_plan(settings.plan, running=None)
     except (OutputError, PlanError) as exc:
         print(f"batchsync: {exc}", file=stderr)
         return EXIT_NOT_STARTED
@@ -75,7 +75,13 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
     started = dt.datetime.fromisoformat(plan.created_at).timestamp()
     screen = Screen(stdout)
     lost = Lost(screen)
-    start = Start(mode="plan", started_at=started, inventory=plan.inventory.path, selected=len(plan.integrations))
+    start = Start(
+        mode="plan",
+        started_at=started,
+        inventory=plan.inventory.path,
+        selected=len(plan.integrations),
+        plan={"path": settings.plan, "sha256": sha},
+    )
     summary = Summary(accounts={}, started_at=started)
     if not plan.complete:
         summary.stopped = "the plan's run was cut short"

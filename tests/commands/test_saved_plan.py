@@ -230,5 +230,6 @@ def test_show_renders_the_plan_as_text_json_and_html(
     for entry in plan["integrations"]:
         if entry["action"] == "change":
             assert f"integration {entry['integration_id']}" in text
-    assert "Versandt" in text and "Changes to make" in text
+    assert "Versandt" in text and "Changes to make" in text and "batchsync plan to approve" in text
+    assert f"saved plan {plan_path}" in text
     assert requests(box) == seen  # show reads no inventory and sends nothing
