@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -40,6 +40,7 @@ VERSION: Literal[1] = 1  # of the file's schema (docs/plan.schema.json); another
 PLAN_FILE_LIMIT = 256 * files.MB  # a plan of 100,000 integrations is a few tens of MB
 SHOWN_MOVES = 6  # what moved, named in a stale_plan's detail; the rest counted
 
+T = TypeVar("T")
 Action = Literal["change", "none"]
 Pairs = tuple[tuple[str, str], ...]  # (language, name), sorted
 
@@ -257,12 +258,7 @@ def compatible(made_by: str, running: str) -> bool:
 def decode(data: bytes, where: str, running: str | None) -> Plan:
     """The plan in ``data`` (the file ``where``), checked: PlanError naming what is wrong.
     ``running``: the batchsync version that is to apply it (None: it is only shown)."""
-    try:
-        head = msgspec.json.decode(data, type=_Head)
-    except RecursionError:
-        raise PlanError(f"{where}: nested too deeply to be a plan") from None
-    except msgspec.DecodeError as exc:
-        raise PlanError(f"{where}: not a plan file ({exc})") from None
+    head = _decoded(data, _Head, where, "not a plan file ({})")
     if head.format != FORMAT:
         raise PlanError(f"{where}: not a plan file (its format is {_said(head.format)}, not {FORMAT!r})")
     if head.version != VERSION:
@@ -275,14 +271,19 @@ def decode(data: bytes, where: str, running: str | None) -> Plan:
             f"{where}: made by batchsync {_said(head.batchsync)}; this is {running}, and a plan applies only with "
             "the same major and minor version: make the plan again"
         )
-    try:
-        plan = msgspec.json.decode(data, type=Plan)
-    except RecursionError:
-        raise PlanError(f"{where}: nested too deeply to be a plan") from None
-    except msgspec.DecodeError as exc:
-        raise PlanError(f"{where}: {exc}") from None
+    plan = _decoded(data, Plan, where, "{}")
     _check(plan, where)
     return plan
+
+
+def _decoded(data: bytes, kind: type[T], where: str, why: str) -> T:
+    """``data`` as ``kind``; PlanError ``where: why`` (``{}``: msgspec's words) otherwise."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except RecursionError:  # msgspec's own bound on nesting
+        raise PlanError(f"{where}: nested too deeply to be a plan") from None
+    except msgspec.DecodeError as exc:
+        raise PlanError(f"{where}: {why.format(exc)}") from None
 
 
 def _said(value: object) -> str:
