@@ -152,3 +152,19 @@ def test_max_age_and_the_flags_a_plan_does_not_take(made: tuple[Path, dict[str, 
         assert done.returncode == 2 and expect in done.stderr, done.stderr
     alone = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--max-age", "7d", env=env)
     assert alone.returncode == 2 and "--max-age goes with --plan" in alone.stderr
+
+
+def test_no_output_replaces_the_inventory_or_the_plan_being_applied(
+    made: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    inv, plan = made
+    env = env_with(SANDBOX_ENV)
+    before = inv.read_bytes()
+    out = batchsync("plan", str(inv), "--sandbox", "--out", str(inv), env=env)
+    assert out.returncode == 2 and "--out" in out.stderr and "which the inventory reads" in out.stderr
+    assert inv.read_bytes() == before
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(plan))
+    report = batchsync("apply", str(inv), "--sandbox", "--plan", str(path), "--report", str(path), env=env)
+    assert report.returncode == 2 and "--report" in report.stderr, report.stderr
+    assert json.loads(path.read_text()) == plan
