@@ -47,6 +47,7 @@ VERBS = {
     "plan": "plan",
     "apply": "apply",
     "health": "health",
+    "show": "show",
     "import": "import_",  # a keyword
     "report": "report",
     "completion": "completion",

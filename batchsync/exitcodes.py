@@ -60,6 +60,11 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
         EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
+    "show": {
+        EXIT_OK: "the plan was shown (and its HTML page written)",
+        EXIT_NOT_STARTED: "the plan cannot be read (missing, malformed, of another format version), or a usage error",
+        EXIT_OUTPUT_LOST: "the HTML page or stdout could not be written",
+    },
     "import": {
         EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
         EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "

@@ -172,6 +172,7 @@ class Inventory(msgspec.Struct, frozen=True):
     declared: int = 0  # integration entries in the file, valid or not
     warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
     files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
+    secret_files: tuple[str, ...] = ()  # those of ``files`` that hold a credential (file: references)
 
     @property
     def valid(self) -> bool:

@@ -29,6 +29,7 @@ ErrorKind = Literal[
     "not_found",  # the integration is not one of the account's
     "not_supported",  # the integration is not PrestaShop V2
     "refused",  # batchsync refused to send it (empty list, mapping guard)
+    "stale_plan",  # apply --plan: the integration moved since the plan read it
     "internal",  # a bug of ours: that integration fails, the run goes on
 ]
 ERROR_KINDS: tuple[ErrorKind, ...] = (
@@ -43,6 +44,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
     "not_found",
     "not_supported",
     "refused",
+    "stale_plan",
     "internal",
 )
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 import batchsync
-from batchsync.commands.report import parse_duration
+from batchsync.commands._arguments import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

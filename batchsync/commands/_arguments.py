@@ -257,6 +257,19 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     add_shard_arguments(p)
     add_health_arguments(p, flag=True)
     if apply:
+        g = p.add_argument_group("a saved plan: apply exactly what was approved")
+        g.add_argument(
+            "--plan",
+            metavar="PLAN",
+            help="apply this plan file (plan --out): only the integrations it changes, the statuses and mapping it "
+            "recorded; one that moved since is failed (stale_plan); not with --limit, --shard, --retry-failed, "
+            "--no-read",
+        )
+        g.add_argument(
+            "--max-age",
+            metavar="AGE",
+            help="refuse a plan older than this: seconds, or a number with s, m, h or d (7d)",
+        )
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(
             "--allow-delete-all",
@@ -268,6 +281,11 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
             "--detailed-exitcode",
             action="store_true",
             help="exit 4 when there are changes to make, 0 when there are none",
+        )
+        p.add_argument(
+            "--out",
+            metavar="PLAN",
+            help="save the plan to this file (JSON, no credential), for batchsync show and apply --plan",
         )
 
 
@@ -341,6 +359,7 @@ def outputs_from(args: argparse.Namespace) -> OutputSettings:
         notify_on=args.notify_on,
         notify_format=args.notify_format,
         notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
+        plan_out=getattr(args, "out", None),
     )
 
 
@@ -362,6 +381,28 @@ def parse_failure_budget(text: str, flag: str) -> FailureBudget:
     except ValueError:
         raise UsageError(usage) from None
     return FailureBudget(count=count)
+
+
+_DURATION = r"([0-9]+(?:\.[0-9]+)?)([smhd]?)"
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``--max-age``: seconds, or a number with s, m, h or d."""
+    import re
+
+    m = re.fullmatch(_DURATION, text.strip())
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError("expected a positive duration: seconds, or a number with s, m, h or d (90m, 4h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def duration(text: str, flag: str) -> float:
+    """:func:`parse_duration`, or a UsageError naming the flag."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None
 
 
 def positive_number(value: float, flag: str) -> float:

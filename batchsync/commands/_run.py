@@ -26,6 +26,7 @@ import msgspec
 from batchsync import usage
 from batchsync.commands._arguments import (
     base_url,
+    duration,
     non_negative_number,
     outputs_from,
     parse_failure_budget,
@@ -57,6 +58,7 @@ from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
     from batchsync.commands._health import LastRunStart
+    from batchsync.commands._saved import Saved
     from batchsync.outputs.notify import Webhook
 
 log = logging.getLogger("batchsync")
@@ -85,6 +87,8 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     with_health: bool = False  # --with-health: each shop's exception logs beside its statuses
     since: datetime | None = None  # --since: wins over the last run's start and the 24 h default
     health_max_pages: int = 100
+    plan: str | None = None  # apply --plan: the saved plan to carry out
+    max_age: float = 7 * 86400.0  # seconds: an older plan is refused
 
 
 def settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
@@ -103,6 +107,23 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
     if url is not None and args.sandbox:
         raise UsageError("--sandbox and --base-url exclude each other")
     apply = command == "apply"
+    plan = getattr(args, "plan", None)
+    if plan is not None:
+        # A plan is a value: what was approved is applied whole, never a part chosen anew.
+        given = [
+            flag
+            for flag, value in (
+                ("--limit", args.limit),
+                ("--shard", args.shard or args.shard_index_from_env),
+                ("--retry-failed", args.retry_failed),
+                ("--no-read", args.no_read),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(f"--plan applies the plan as it was made: it does not go with {', '.join(given)}")
+    elif getattr(args, "max_age", None) is not None:
+        raise UsageError("--max-age goes with --plan")
     per_account = args.max_failures_per_account
     options = Options(
         write=apply,
@@ -136,6 +157,8 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         with_health=args.with_health,
         since=since_value(args.since, time.time()),
         health_max_pages=positive_int(args.health_max_pages, "--health-max-pages"),
+        plan=plan,
+        max_age=duration(args.max_age, "--max-age") if getattr(args, "max_age", None) else 7 * 86400.0,
     )
 
 
@@ -229,20 +252,32 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
     """plan and apply: load, select, run the engine, drive the sinks; the exit code. A usage
     error or an invalid inventory is recorded in the metrics file as exit 2.
     ``last_run_start``: see :data:`LastRunStart` (``--with-health``)."""
+    from batchsync.commands import _saved
+
     try:
+        plan = _saved.read(settings.plan, settings.max_age) if settings.plan else None
         loaded = load_selected(settings)
+        if isinstance(loaded, int):
+            if loaded == EXIT_NOT_STARTED:  # an invalid inventory
+                record_not_started(settings.outputs.metrics, settings.command)
+            return loaded
+        inv, jobs, shard = loaded
+        saved = None
+        if plan is not None:
+            jobs, saved = _saved.for_apply(plan, inv, quiet=settings.outputs.quiet)
+        elif settings.outputs.plan_out:
+            shard_given = str(settings.shard) if settings.shard is not None else None
+            from batchsync.inventory.plan import Selection
+
+            selection = Selection(settings.limit, shard_given, settings.retry_failed)
+            saved = _saved.for_out(settings.inventory, inv, jobs, selection)
     except UsageError:
         record_not_started(settings.outputs.metrics, settings.command)
         raise
-    if isinstance(loaded, int):
-        if loaded == EXIT_NOT_STARTED:  # an invalid inventory
-            record_not_started(settings.outputs.metrics, settings.command)
-        return loaded
-    inv, jobs, shard = loaded
     if settings.max_failures is not None:
         options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
         settings = msgspec.structs.replace(settings, options=options)
-    return run_command(settings, inv, jobs, shard, last_run_start)
+    return run_command(settings, inv, jobs, shard, last_run_start, saved)
 
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
@@ -303,6 +338,7 @@ async def execute(
     tick: Callable[[], None] | None = None,
     redactor: Redactor | None = None,
     last_run_start: LastRunStart | None = None,
+    saved: Saved | None = None,
 ) -> Summary:
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped.
     With ``--with-health`` each account's exception logs are read first, on its read budget,
@@ -345,7 +381,10 @@ async def execute(
             )
             carried = {**carried, **found.carried}
             on_outcome = attach(on_outcome, found.by_integration)
-        engine = Engine(inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome)
+        before_write = saved.before_write if saved is not None else None
+        engine = Engine(
+            inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome, before_write=before_write
+        )
         if on_engine is not None:
             on_engine(engine)
         engine.carried = carried
@@ -463,6 +502,7 @@ def run_command(
     jobs: Sequence[Job],
     shard: dict[str, Any] | None = None,
     last_run_start: LastRunStart | None = None,
+    saved: Saved | None = None,
 ) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
@@ -476,7 +516,8 @@ def run_command(
     usage.redact_with(redactor)
     try:
         try:
-            check_outputs(settings.outputs, [inv.path, *inv.files])
+            # Nor may an output replace the plan an apply reads.
+            check_outputs(settings.outputs, [inv.path, *inv.files, *([settings.plan] if settings.plan else [])])
         except OutputError as exc:
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)
@@ -489,7 +530,7 @@ def run_command(
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start)
+        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start, saved)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -501,7 +542,7 @@ def run_command(
         record_not_started(o.metrics, settings.command)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start)
+        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start, saved)
 
 
 def _run(
@@ -512,6 +553,7 @@ def _run(
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
     last_run_start: LastRunStart | None = None,
+    saved: Saved | None = None,
 ) -> int:
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
@@ -524,9 +566,11 @@ def _run(
         selected=len(jobs),
         shard=shard,
         limits=limits,
+        plan=saved.header if saved is not None else None,
     )
+    context = saved.context if saved is not None else None
     try:
-        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks)
+        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, plan=context)
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
         record_not_started(o.metrics, mode)
@@ -559,7 +603,7 @@ def _run(
     summary: Summary | None = None
     try:
         with rare_gc():
-            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start)
+            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line

@@ -5,12 +5,12 @@ run's policy for an output that cannot be written (named, exit 5)."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import IO, TYPE_CHECKING
 
 import msgspec
 
+from batchsync.commands._arguments import parse_duration
 from batchsync.exitcodes import EXIT_NOT_STARTED
 from batchsync.usage import UsageError
 
@@ -51,18 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="a report whose run started longer ago (90m, 4h, 1d) is an earlier run's: count its shard as missing",
     )
-
-
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``--max-age``: seconds, or a number with s, m, h or d."""
-    m = _DURATION.fullmatch(text.strip())
-    if m is None or float(m.group(1)) <= 0:
-        raise ValueError("expected a positive duration: seconds, or a number with s, m, h or d (90m, 4h)")
-    return float(m.group(1)) * _UNIT[m.group(2)]
 
 
 def settings(args: argparse.Namespace) -> MergeSettings:

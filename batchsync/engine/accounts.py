@@ -23,6 +23,7 @@ from batchsync.model import Account, Job
 from batchsync.outcome import AccountStats, ErrorKind
 from batchsync.sendcloud.errors import ApiError
 from batchsync.sendcloud.listing import Listing
+from batchsync.wire import CurrentStatus
 
 
 class Op(IntEnum):
@@ -48,7 +49,9 @@ WRITES = (POST_STATUSES, POST_MAPPING)
 class Work:
     """One integration in progress: what has been read, what remains to write."""
 
-    __slots__ = ("attempts", "change", "job", "mapping_changes", "started", "statuses_written", "warnings")
+    __slots__ = ("attempts", "change", "current", "job", "mapping_changes", "started", "statuses_written", "warnings")
+
+    current: tuple[CurrentStatus, ...]  # the statuses read: set for a saved plan's step alone (Engine)
 
     def __init__(self, job: Job, now: float) -> None:
         self.job = job

@@ -46,7 +46,7 @@ from batchsync.engine.accounts import (
 from batchsync.engine.api import AccountApi, Api
 from batchsync.engine.ledger import Ledger
 from batchsync.engine.options import Options
-from batchsync.engine.steps import Steps
+from batchsync.engine.steps import BeforeWrite, Steps
 from batchsync.model import Account, Job
 from batchsync.outcome import ErrorInfo, Outcome, Summary
 from batchsync.sendcloud.errors import ApiError
@@ -70,13 +70,21 @@ class Engine(Steps):
         rng: random.Random | None = None,
         sanitize: Callable[[Outcome], Outcome] | None = None,
         on_snapshot: Callable[[Job, tuple[CurrentStatus, ...], CurrentMapping], None] | None = None,
+        before_write: BeforeWrite | None = None,
     ) -> None:
         """``on_snapshot`` makes it a read-only snapshot (``batchsync import``): every
         integration's statuses and mapping are read and handed to it, nothing is compared
-        or written, and a read integration's outcome is ``unchanged``."""
+        or written, and a read integration's outcome is ``unchanged``.
+
+        ``before_write`` (a saved plan: ``plan --out`` records, ``apply --plan`` checks)
+        is called once for each integration that has something to change, after its reads
+        and the mapping guard, before its first write (or, in a plan, before it is counted
+        ``changed``), with what was read; an :class:`~batchsync.outcome.ErrorInfo` it
+        returns fails the integration instead. Its mapping is always read then."""
         self.accounts = accounts
         self.api = api
         self.on_snapshot = on_snapshot
+        self.before_write = before_write
         self.options = options
         self.on_outcome = on_outcome
         self.sanitize = sanitize

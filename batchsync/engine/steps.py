@@ -46,6 +46,10 @@ from batchsync.wire import CurrentMapping, CurrentStatus, Integration, ListedPag
 
 log = logging.getLogger("batchsync.engine")
 
+# A saved plan's one step (see Engine): the integration, the statuses read (None: exactly
+# its desired ones, the diff found none to change), the mapping read; an ErrorInfo fails it.
+BeforeWrite = Callable[[Job, "tuple[CurrentStatus, ...] | None", CurrentMapping], "ErrorInfo | None"]
+
 
 class Steps:
     """The integration's steps; :class:`~batchsync.engine.engine.Engine` holds the state they use."""
@@ -57,6 +61,7 @@ class Steps:
     rng: random.Random
     stopping: str | None
     on_snapshot: Callable[[Job, tuple[CurrentStatus, ...], CurrentMapping], None] | None
+    before_write: BeforeWrite | None
     _clock: Callable[[], float]
     _t0: float
     _wall0: float
@@ -101,6 +106,10 @@ class Steps:
             if change:
                 acc.writes_found += 1
                 self._writes_found += 1
+                if self.before_write is not None:  # a saved plan: it needs what was read, the mapping too
+                    work.current = result
+                    self._follow(acc, Step(GET_MAPPING, acc, work), now)
+                    return
             # The mapping costs a read only where it matters: a declared one to compare,
             # or a removal that the current mapping may point at.
             if job.mapping is not None or (change and change.removed):
@@ -161,6 +170,12 @@ class Steps:
         if (change or not opts.read_first) and not job.desired.statuses and not opts.allow_delete_all:
             self._fail_info(acc, work, ErrorInfo("refused", detail=EMPTY_REFUSED), now)
             return
+        if self.before_write is not None:
+            assert mapping is not None  # read whenever there is something to change (above)
+            refused = self.before_write(job, work.current if change else None, mapping)
+            if refused is not None:
+                self._fail_info(acc, work, refused, now)
+                return
         if not opts.write:
             self._finish_work(acc, work, "changed", now)
             return

@@ -282,7 +282,8 @@ class _Loader:
         if self.problems:
             jobs = []
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
-        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
+        secret_files = tuple(dict.fromkeys(self.referenced))
+        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files, secret_files)
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
         """Whether every tag obeys the rule of names (batchsync.text); each that does

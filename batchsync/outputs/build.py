@@ -19,6 +19,7 @@ from batchsync.outputs.terminal import Screen, Terminal
 
 if TYPE_CHECKING:
     from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
+    from batchsync.outputs.plan import PlanContext
 
 Format = Literal["text", "json"]
 LogFormat = Literal["text", "json"]
@@ -41,10 +42,17 @@ class OutputSettings(msgspec.Struct, frozen=True, kw_only=True):
     notify_on: NotifyOn = "failure"
     notify_format: NotifyFormat = "slack"
     notify_timeout: float = 5.0  # seconds for every notification together
+    plan_out: str | None = None  # plan --out: the saved plan
 
     def files(self) -> list[tuple[str, str]]:
         """(flag, path) of every file asked for."""
-        given = (("--report", self.report), ("--junit", self.junit), ("--metrics", self.metrics), ("--html", self.html))
+        given = (
+            ("--report", self.report),
+            ("--junit", self.junit),
+            ("--metrics", self.metrics),
+            ("--html", self.html),
+            ("--out", self.plan_out),
+        )
         return [(flag, path) for flag, path in given if path is not None]
 
 
@@ -65,9 +73,11 @@ def build_sinks(
     err: IO[str],
     redact: Callable[[str], str] = str,
     hooks: Sequence[Webhook] = (),
+    plan: PlanContext | None = None,
 ) -> list[Sink]:
     """The sinks, in the order they are closed: JUnit, then the metrics (the exit code as it
-    stands), the terminal, the HTML page (the code as it stands); the report last of the
+    stands), the terminal, the HTML page (the code as it stands), the saved plan (``plan``:
+    what ``plan --out`` needs beyond the outcomes); the report last of the
     files (its summary line carries the final code); then the lost outputs named on stderr,
     and the notifications. OSError when the report cannot be made: the command cannot start.
     Only the modules of the outputs asked for are imported (a run's start-up is its first
@@ -99,6 +109,10 @@ def build_sinks(
         from batchsync.outputs.html import Html
 
         sinks.append(Html(settings.html, start, lost, redact))
+    if settings.plan_out and plan is not None:
+        from batchsync.outputs.plan import PlanFile
+
+        sinks.append(PlanFile(settings.plan_out, start, lost, plan))
     if report is not None:
         sinks.append(report)
     sinks.append(LostNotice(lost, err, redact))

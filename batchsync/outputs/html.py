@@ -783,6 +783,10 @@ class Html:
             n = len(start.parts)
             merged["notes"] = tuple(p.describe() for p in start.parts)
             merged["title"] = f"batchsync {start.mode} (report merge of {n} part{'s' if n != 1 else ''})"
+        if start.plan is not None:  # apply --plan, or show: which saved plan
+            merged["notes"] = (f"saved plan {start.plan['path']} (sha256 {start.plan['sha256'][:12]})",)
+            if start.mode == "plan":
+                merged["title"] = "batchsync plan to approve"
         info = RunInfo(
             exit_code=end.code(),
             started_at=end.started_at,

@@ -69,10 +69,17 @@ class ReportWriter:
     def open(cls, path: str, start: Start, lost: Lost) -> ReportWriter:
         """The sink of ``--report``: the file made anew, its header line written."""
         writer = cls(path, lost)
-        writer.header(start.mode, start.inventory, start.selected, start.shard)
+        writer.header(start.mode, start.inventory, start.selected, start.shard, start.plan)
         return writer
 
-    def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
+    def header(
+        self,
+        mode: str,
+        inventory: str,
+        selected: int,
+        shard: dict[str, Any] | None = None,
+        plan: dict[str, str] | None = None,
+    ) -> None:
         self.mode = mode
         doc = {
             "header": True,
@@ -83,6 +90,8 @@ class ReportWriter:
             "selected": selected,
             "shard": shard,
         }
+        if plan is not None:  # apply --plan: which plan this run carried out
+            doc["plan"] = plan
         self._put(_encoder.encode(doc) + b"\n", flush=True)  # what ran is on disk at once
 
     def add(self, outcome: Outcome) -> None:
@@ -131,6 +140,7 @@ class Header(msgspec.Struct, frozen=True):
     inventory: str | None = None
     selected: int | None = None
     shard: ShardBlock | None = None
+    plan: dict[str, str] | None = None  # apply --plan: {"path", "sha256"} of the plan carried out
 
 
 class SummaryLine(msgspec.Struct, frozen=True):

@@ -80,6 +80,7 @@ class Start(msgspec.Struct, frozen=True, kw_only=True):
     shard: dict[str, Any] | None = None  # the report header's shard block (Split.header)
     limits: Mapping[str, Limits] = {}  # declared per account; unknown (report merge): none
     parts: tuple[Part, ...] | None = None  # report merge: what each shard's report contributed
+    plan: dict[str, str] | None = None  # the saved plan carried out (apply --plan) or shown: {"path", "sha256"}
 
     @property
     def not_done(self) -> int:

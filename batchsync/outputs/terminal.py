@@ -440,6 +440,8 @@ class Terminal:
             doc = summary_document(summary, mode, by_tag)
             if self.budget is not None:
                 doc["budget"] = self.budget.rows(summary, self.start.limits)
+            if self.start.plan is not None:
+                doc["plan"] = self.start.plan
             if self.merged:
                 doc["not_done"] = self.start.not_done
                 doc["exit_code"] = end.code()

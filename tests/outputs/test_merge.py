@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from inventory_factory import make_inventory
 
-from batchsync.commands.report import parse_duration
+from batchsync.commands._arguments import parse_duration
 from batchsync.engine.engine import Engine
 from batchsync.engine.options import Options
 from batchsync.exitcodes import exit_code

@@ -1,0 +1,170 @@
+"""Plan files that must be refused whole: ``apply --plan`` and ``show`` exit 2 with a message
+naming the file and what is wrong, never a traceback, and send nothing.
+
+A valid plan is made first with the embedded sandbox (``plan --sandbox --out``), then
+broken in each way a file can be: truncated, nested past any depth, too large, of wrong
+types, of another format or version, made by another batchsync, too old, hand-edited.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import batchsync, env_with
+from sandbox_fixture import SANDBOX_ENV, write_sandbox_inventory
+
+Edit = Callable[[dict[str, Any]], Any]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("plan")
+    inv = write_sandbox_inventory(folder)
+    out = folder / "p.json"
+    done = batchsync("plan", str(inv), "--sandbox", "--out", str(out), env=env_with(SANDBOX_ENV))
+    assert done.returncode == 0, done.stderr
+    plan: dict[str, Any] = json.loads(out.read_text())
+    assert any(e["action"] == "change" for e in plan["integrations"])
+    return inv, plan
+
+
+def first_change(plan: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = next(e for e in plan["integrations"] if e["action"] == "change")
+    return entry
+
+
+def written(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status list the first change writes."""
+    statuses: list[dict[str, Any]] = plan["statuses"][first_change(plan)["write"]["statuses"]]
+    return statuses
+
+
+def _set(doc: dict[str, Any], key: str, value: Any) -> None:
+    doc[key] = value
+
+
+EDITS: dict[str, tuple[Edit, str]] = {
+    "version 999": (lambda p: _set(p, "version", 999), "plan format version 999"),
+    "another format": (lambda p: _set(p, "format", "terraform-plan"), "not a plan file"),
+    "another minor version": (lambda p: _set(p, "batchsync", "0.2.0"), "same major and minor"),
+    "integrations not a list": (lambda p: _set(p, "integrations", {"a": 1}), "$.integrations"),
+    "an id of the wrong type": (lambda p: _set(first_change(p), "integration_id", "101"), "integration_id"),
+    "an unknown field": (lambda p: _set(p, "extra", 1), "extra"),
+    "a change without its read": (lambda p: first_change(p).pop("read"), "needs its write and its read"),
+    "a fingerprint not its own": (
+        lambda p: _set(first_change(p)["read"], "fingerprint", "sha256:" + "0" * 64),
+        "fingerprint",
+    ),
+    "a language twice": (
+        lambda p: written(p)[0]["translations"].append(dict(written(p)[0]["translations"][0])),
+        "$.statuses[",
+    ),
+    "an unknown language": (lambda p: _set(written(p)[0]["translations"][0], "language", "xx-xx"), "language"),
+    "a write of no list": (lambda p: _set(first_change(p)["write"], "statuses", "nope"), "is not one of $.statuses"),
+    "a bad time": (lambda p: _set(p, "created_at", "yesterday"), "created_at"),
+    "too old": (lambda p: _set(p, "created_at", "2020-01-01T00:00:00+00:00"), "--max-age"),
+    "from the future": (lambda p: _set(p, "created_at", "2999-01-01T00:00:00+00:00"), "in the future"),
+    "an integration twice": (lambda p: p["integrations"].append(first_change(p)), "planned twice"),
+    "an integration not in the inventory": (
+        lambda p: _set(first_change(p), "integration_id", 999_999),
+        "is not in the inventory",
+    ),
+}
+
+
+def refused(inv: Path, plan: Path, expect: str) -> None:
+    env = env_with(SANDBOX_ENV)
+    # --base-url on a port nothing listens on: were anything sent, the run would fail otherwise.
+    done = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--plan", str(plan), env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and expect in done.stderr, done.stderr
+    assert "nothing was sent" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_an_edited_plan_is_refused_whole(case: str, made: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    inv, plan = made
+    doc = json.loads(json.dumps(plan))
+    edit, expect = EDITS[case]
+    edit(doc)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    refused(inv, path, expect)
+
+
+@pytest.mark.parametrize(
+    ("case", "content", "expect"),
+    [
+        ("truncated", None, "not a plan file"),
+        ("nested", b'{"format": "batchsync-plan", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+        ("empty", b"", "not a plan file"),
+        ("not JSON", b"\x00\xff garbage", "not a plan file"),
+        ("a list", b"[1, 2, 3]", "not a plan file"),
+    ],
+)
+def test_a_broken_plan_file_is_refused_whole(
+    case: str, content: bytes | None, expect: str, made: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    inv, plan = made
+    path = tmp_path / "p.json"
+    whole = json.dumps(plan).encode()
+    path.write_bytes(whole[: len(whole) // 2] if content is None else content)
+    refused(inv, path, expect)
+    shown = batchsync("show", str(path), env=env_with({}))
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr and expect in shown.stderr
+
+
+def test_a_huge_plan_file_is_refused_unread(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    inv, _ = made
+    path = tmp_path / "p.json"
+    with path.open("wb") as f:  # sparse: 300 MB on paper, nothing on disk
+        f.truncate(300 * 1024 * 1024)
+    refused(inv, path, "more than the 256 MB allowed")
+
+
+def test_a_plan_that_is_not_a_file_is_refused(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    inv, _ = made
+    refused(inv, tmp_path, "is a directory")
+    refused(inv, tmp_path / "missing.json", "does not exist")
+
+
+def test_max_age_and_the_flags_a_plan_does_not_take(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    inv, plan = made
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(plan))
+    env = env_with(SANDBOX_ENV)
+    for flags, expect in (
+        (["--max-age", "1s"], "more than --max-age 1s"),
+        (["--max-age", "soon"], "--max-age soon: expected a positive duration"),
+        (["--shard", "0/2"], "does not go with --shard"),
+        (["--no-read"], "does not go with --no-read"),
+    ):
+        if flags[0] == "--max-age" and flags[1] == "1s":
+            doc = json.loads(json.dumps(plan))
+            doc["created_at"] = "2026-01-01T00:00:00+00:00"
+            path.write_text(json.dumps(doc))
+        done = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--plan", str(path), *flags, env=env)
+        assert done.returncode == 2 and expect in done.stderr, done.stderr
+    alone = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--max-age", "7d", env=env)
+    assert alone.returncode == 2 and "--max-age goes with --plan" in alone.stderr
+
+
+def test_no_output_replaces_the_inventory_or_the_plan_being_applied(
+    made: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    inv, plan = made
+    env = env_with(SANDBOX_ENV)
+    before = inv.read_bytes()
+    out = batchsync("plan", str(inv), "--sandbox", "--out", str(inv), env=env)
+    assert out.returncode == 2 and "--out" in out.stderr and "which the inventory reads" in out.stderr
+    assert inv.read_bytes() == before
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(plan))
+    report = batchsync("apply", str(inv), "--sandbox", "--plan", str(path), "--report", str(path), env=env)
+    assert report.returncode == 2 and "--report" in report.stderr, report.stderr
+    assert json.loads(path.read_text()) == plan
