@@ -603,7 +603,9 @@ def _run(
     summary: Summary | None = None
     try:
         with rare_gc():
-            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved)
+            summary = anyio.run(
+                execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
+            )
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line
