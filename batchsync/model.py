@@ -49,6 +49,8 @@ class Account(msgspec.Struct, frozen=True):
     credentials: BasicCredentials | OAuth2Credentials
     base_url: str
     limits: Limits
+    tags: tuple[str, ...] = ()  # inherited by its integrations
+    ignore_integrations: frozenset[int] = frozenset()  # its integrations the inventory knows and leaves alone
 
     @property
     def identity(self) -> Secret:
@@ -148,6 +150,7 @@ class Job(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     source: str = ""  # the status set's name, or "" for inline statuses
     mapping: DesiredMapping | None = None  # None: the inventory declares no mapping for it
+    name: str | None = None  # the shop's name, for people: every output shows it beside the id
 
 
 class InventoryProblem(msgspec.Struct, frozen=True):
@@ -172,6 +175,12 @@ class Inventory(msgspec.Struct, frozen=True):
     declared: int = 0  # integration entries in the file, valid or not
     warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
     files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
+    # Accounts whose credentials could not be resolved (loaded with isolate_credentials):
+    # account -> why, naming the reference and never a value. Their jobs are in ``jobs``;
+    # the run fails them with kind ``credentials`` and sends nothing of theirs.
+    unresolved: dict[str, str] = msgspec.field(default_factory=dict)
+    # Every account's tags, the unresolved ones' included (the run's --limit reads them).
+    account_tags: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
 
     @property
     def valid(self) -> bool:

@@ -29,6 +29,7 @@ ErrorKind = Literal[
     "not_supported",  # the integration is not PrestaShop V2
     "refused",  # batchsync refused to send it (empty list, mapping guard)
     "internal",  # a bug of ours: that integration fails, the run goes on
+    "credentials",  # the account's credentials could not be resolved or were refused at the start
 ]
 ERROR_KINDS: tuple[ErrorKind, ...] = (
     "transport",
@@ -43,6 +44,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
     "not_supported",
     "refused",
     "internal",
+    "credentials",
 )
 
 
@@ -79,6 +81,9 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     started_at: float = 0.0
     ended_at: float = 0.0
+    # The shop's name as the inventory gives it (None: it gives none). Last, and defaulted,
+    # so reports written before it read back unchanged.
+    name: str | None = None
 
 
 class AccountStats(msgspec.Struct):

@@ -137,6 +137,15 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
 
 
+def add_require_all_credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--require-all-credentials",
+        action="store_true",
+        help="an account whose credentials cannot be resolved stops the whole run (exit 2, nothing sent); "
+        "by default only that account's integrations fail (kind credentials) and the others run",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
     p.add_argument("inventory", metavar="INVENTORY", help=INVENTORY_HELP)
@@ -152,9 +161,11 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         "--limit",
         action="append",
         metavar="SELECTOR",
-        help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
-        "repeatable or comma-separated; !X excludes",
+        help="only these integrations: an id, a name, an account or a tag (name:X, account:X, tag:X), "
+        "shell-style patterns allowed (client-*, tag:client-?); repeatable or comma-separated; "
+        "&X keeps only what X also matches, !X excludes",
     )
+    add_require_all_credentials(p)
     add_request_arguments(p)
     p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
     p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")

@@ -42,7 +42,7 @@ from batchsync.exitcodes import EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK, exit_cod
 from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
 from batchsync.model import Account, Inventory, Job, OAuth2Credentials
-from batchsync.outcome import Outcome, Summary
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.progress import Progress
@@ -77,6 +77,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_failures: FailureBudget | None = None
     grace_period: float = 10.0
     detailed_exitcode: bool = False
+    require_all_credentials: bool = False  # an account's unresolvable credentials stop the whole run (exit 2)
     max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
     outputs: OutputSettings = OutputSettings()
 
@@ -125,6 +126,7 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         max_failures=parse_failure_budget(args.max_failures, "--max-failures") if args.max_failures else None,
         grace_period=non_negative_number(args.grace_period, "--grace-period"),
         detailed_exitcode=not apply and args.detailed_exitcode,
+        require_all_credentials=args.require_all_credentials,
         max_file_size=args.max_file_size,
         outputs=outputs_from(args),
     )
@@ -157,7 +159,12 @@ def load_selected(settings: RunSettings) -> Selected | int:
     from batchsync.inventory.select import select
 
     with paused():
-        inv = load(settings.inventory, max_file_size=settings.max_file_size)
+        inv = load(
+            settings.inventory,
+            max_file_size=settings.max_file_size,
+            isolate_credentials=not settings.require_all_credentials,
+            token_url_derived=settings.sandbox or settings.base_url is not None,
+        )
     if not inv.valid:
         for p in inv.problems:
             print(p.line(), file=sys.stderr)
@@ -229,10 +236,14 @@ def run(settings: RunSettings) -> int:
             record_not_started(settings.outputs.metrics, settings.command)
         return loaded
     inv, jobs, shard = loaded
+    blocked: list[Job] = []
+    if inv.unresolved:  # those accounts' integrations fail now; nothing of theirs is sent
+        blocked = [j for j in jobs if j.account in inv.unresolved]
+        jobs = [j for j in jobs if j.account not in inv.unresolved]
     if settings.max_failures is not None:
         options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
         settings = msgspec.structs.replace(settings, options=options)
-    return run_command(settings, inv, jobs, shard)
+    return run_command(settings, inv, jobs, shard, blocked)
 
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
@@ -336,6 +347,32 @@ async def execute(
         return engine.summary
 
 
+def credential_failures(
+    inv: Inventory, blocked: Sequence[Job], on_outcome: Callable[[Outcome], None]
+) -> dict[str, int]:
+    """Each job of an account whose credentials could not be resolved, failed at once
+    (kind ``credentials``, the account and the reference named, never a value); the
+    count per account, for the summary."""
+    counts: dict[str, int] = {}
+    now = round(time.time(), 3)
+    for name in sorted({j.account for j in blocked}):
+        log.warning("%s: its integrations fail, the other accounts run", inv.unresolved[name])
+    for job in sorted(blocked, key=lambda j: (j.account, j.integration_id)):
+        info = ErrorInfo("credentials", detail=inv.unresolved[job.account])
+        on_outcome(
+            Outcome(job.integration_id, job.account, "failed", error=info, tags=job.tags, started_at=now,
+                    ended_at=now, name=job.name)
+        )  # fmt: skip
+        counts[job.account] = counts.get(job.account, 0) + 1
+    return counts
+
+
+def count_failures(summary: Summary, failed: Mapping[str, int]) -> None:
+    """The credential failures in the run's summary: its counts, its exit code."""
+    for name, n in failed.items():
+        summary.accounts.setdefault(name, AccountStats()).failed += n
+
+
 def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
     """Put the inventory's rates beside the ones the run settled on: the recap and the
     metrics name the limits that were declared too high."""
@@ -420,11 +457,19 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     return hooks
 
 
-def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shard: dict[str, Any] | None = None) -> int:
+def run_command(
+    settings: RunSettings,
+    inv: Inventory,
+    jobs: Sequence[Job],
+    shard: dict[str, Any] | None = None,
+    blocked: Sequence[Job] = (),
+) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
     ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
-    empty (a shard with no account), which still reports and exits 0."""
+    empty (a shard with no account), which still reports and exits 0. ``blocked``: the
+    selected jobs of accounts whose credentials could not be resolved (``inv.unresolved``):
+    each gets a ``failed`` outcome of kind ``credentials``, and nothing of theirs is sent."""
     # Whatever a message, a log line or an outcome carries, these values come out as ***:
     # the one the command line registered once it had loaded the inventory, or a new one.
     registered = usage.redactor()
@@ -446,7 +491,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -458,7 +503,7 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
         record_not_started(o.metrics, settings.command)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked)
 
 
 def _run(
@@ -468,6 +513,7 @@ def _run(
     shard: dict[str, Any] | None,
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
+    blocked: Sequence[Job] = (),
 ) -> int:
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
@@ -477,7 +523,7 @@ def _run(
         mode=mode,
         started_at=time.time(),
         inventory=settings.inventory,
-        selected=len(jobs),
+        selected=len(jobs) + len(blocked),
         shard=shard,
         limits=limits,
     )
@@ -489,7 +535,7 @@ def _run(
         return EXIT_NOT_STARTED
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")
-    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
+    progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
     adds = [sink.add for sink in sinks]
@@ -514,8 +560,10 @@ def _run(
 
     summary: Summary | None = None
     try:
+        failed = credential_failures(inv, blocked, on_outcome)
         with rare_gc():
             summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor)
+        count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line

@@ -405,6 +405,7 @@ class Steps:
             job.tags,
             int((t0 + work.started) * 1000 + 0.5) / 1000,  # started_at, to the ms
             int((t0 + now) * 1000 + 0.5) / 1000,  # ended_at
+            job.name,
         )
 
     def _finish_work(self, acc: AccountState, work: Work, result: Result, now: float) -> None:
