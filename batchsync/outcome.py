@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from batchsync.diff import Change, MappingChange
+from batchsync.text import display, quoted
 from batchsync.wire import IntegrationId
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
@@ -84,6 +85,18 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     # The shop's name as the inventory gives it (None: it gives none). Last, and defaulted,
     # so reports written before it read back unchanged.
     name: str | None = None
+
+
+def shop(integration_id: int, name: str | None) -> str:
+    """An integration as every text output names it: ``integration 340301 "Café Ö"``, or
+    ``integration 340301`` when the inventory gives it no name (the name quoted, and any
+    character of the rule spelled out: a merged report's name is whatever its file says)."""
+    return f"integration {integration_id} {quoted(name)}" if name else f"integration {integration_id}"
+
+
+def label(outcome: Outcome) -> str:
+    """``integration 340301 "Café Ö" (acme)``: :func:`shop` and the account."""
+    return f"{shop(outcome.integration_id, outcome.name)} ({display(outcome.account)})"
 
 
 class AccountStats(msgspec.Struct):

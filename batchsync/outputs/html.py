@@ -451,8 +451,9 @@ class HtmlReport:
             if e is not None and e.code:
                 detail = f"{detail} (code {e.code})"
             pointer = e.pointer if e is not None and e.pointer else ""
+            name = f' <span class="name">{_e(o.name)}</span>' if o.name else ""
             rows.append(
-                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td>'
+                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}{name}</td><td>{_e(o.account)}</td>'
                 f'<td><span class="kind">{_e(kind)}</span></td><td class="num">{_e(status)}</td>'
                 f'<td class="detail">{self._text(detail)}</td><td class="pointer">{self._text(pointer)}</td>'
                 f'<td class="num">{o.attempts}</td></tr>'

@@ -156,7 +156,8 @@ def _failure_line(o: Outcome, redact: Callable[[str], str]) -> str:
         status = f" {e.http_status}" if e.http_status else ""
         detail = f": {_plain(redact(e.detail), DETAIL_CHARS)}" if e.detail else ""
         what = f"{e.kind}{status}{detail}"
-    return f"• `{o.integration_id}` {_plain(redact(o.account), 80)}: {what}"
+    name = f" {_plain(o.name, 80)}" if o.name else ""
+    return f"• `{o.integration_id}`{name} {_plain(redact(o.account), 80)}: {what}"
 
 
 def _throttled(summary: Summary) -> list[str]:
@@ -264,6 +265,7 @@ def json_message(
     doc["failed"] = [
         {
             "integration_id": o.integration_id,
+            "name": o.name,
             "account": o.account,
             "kind": o.error.kind if o.error else "failed",
             "http_status": o.error.http_status if o.error else None,

@@ -16,7 +16,7 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
-from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.outcome import RESULTS, Outcome, Summary, label
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.streams import discard_stdout, json_for
 from batchsync.text import display, escape_controls, quoted
@@ -154,7 +154,7 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
 def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[str]:
     """The lines :func:`print_outcome` writes (none for an unchanged integration, unless
     ``verbose`` or it has a warning)."""
-    where = f"integration {outcome.integration_id} ({display(outcome.account)})"
+    where = label(outcome)
     lines: list[str] = []
     if outcome.result == "failed" and outcome.error is not None:
         e = outcome.error
@@ -387,6 +387,9 @@ class Terminal:
         self.as_json, self.quiet, self.verbose, self.json_logs = as_json, quiet, verbose, json_logs
         self.merged = start.parts is not None
         self.collected: list[Outcome] | None = [] if as_json else None
+        # The lines to print, printed at the end sorted by account then id, so that two runs
+        # diff alike: only outcomes that print something are kept, as their text.
+        self.printed: list[tuple[str, int, str]] = []
         self.tags = TagTally() if by_tag else None
         # What an apply of a plan will spend needs the declared limits (unknown to a merge).
         self.budget = Budget() if start.mode == "plan" and start.limits else None
@@ -408,12 +411,27 @@ class Terminal:
                 else:
                     print_outcome(outcome, self.mode, self.err)
         elif not self.as_json and (not self.merged or outcome.result == "failed"):
-            print_outcome(outcome, self.mode, self.out, verbose=self.verbose)
+            lines = outcome_lines(outcome, self.mode, self.verbose)
+            if lines:
+                self.printed.append((outcome.account, outcome.integration_id, "\n".join(lines) + "\n"))
+
+    def settle(self) -> None:
+        """The outcome lines, sorted by account then id, written and flushed: before any
+        sink closes (batchsync.outputs.sink.close_all)."""
+        self._print_sorted()
+        self.out.flush()
+
+    def _print_sorted(self) -> None:
+        self.printed.sort(key=lambda entry: entry[:2])
+        for _, _, text in self.printed:
+            self.out.write(text)
+        self.printed.clear()
 
     def flush(self) -> None:
         pass  # the run's timer flushes the screen itself, below its progress line
 
     def close(self, end: End | None) -> None:
+        self._print_sorted()
         if end is None:
             return
         summary, mode, out = end.summary, self.mode, self.out
@@ -426,6 +444,7 @@ class Terminal:
                 doc["not_done"] = self.start.not_done
                 doc["exit_code"] = end.code()
                 doc["parts"] = [msgspec.to_builtins(p) for p in self.start.parts or ()]
+            self.collected.sort(key=lambda o: (o.account, o.integration_id))
             doc["outcomes"] = self.collected
             out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
         elif not self.quiet:

@@ -8,6 +8,7 @@ listed; notification routes see only their own client's integrations.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,39 @@ def test_an_account_whose_key_is_unset_fails_alone_and_the_others_converge(
     # validate still reports it.
     checked = batchsync("validate", inv.path, env=env)
     assert checked.returncode == 2 and "STARK_SEC" in checked.stdout + checked.stderr
+
+
+def test_a_shop_s_name_is_in_every_output(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    import xml.etree.ElementTree as ET
+
+    accounts = {"acme": 2}
+    named = {"id": 340301, "account": "acme", "name": "Café Ö", "shop_url": "https://cafe.example", "status_set": "std"}
+    inv = make_inventory(tmp_path, accounts, extra=[named])
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    report, junit, page = tmp_path / "r.jsonl", tmp_path / "j.xml", tmp_path / "p.html"
+    outputs = ("--report", str(report), "--junit", str(junit), "--html", str(page), "-v")
+    result = batchsync("apply", inv.path, "--base-url", box.url, *outputs, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'integration 340301 "Café Ö" (acme)' in result.stdout
+    lines, _ = read_report(report)
+    [row] = [r for r in lines if r["integration_id"] == 340301]
+    assert row["name"] == "Café Ö"
+    assert '"name":"Café Ö"' in report.read_text(encoding="utf-8")
+    cases = [c.get("name") for c in ET.parse(junit).iter("testcase")]
+    assert 'integration 340301 "Café Ö"' in cases, cases
+    assert "Café Ö" in page.read_text(encoding="utf-8")
+    # A plan's JSON document carries it too.
+    doc = json.loads(batchsync("plan", inv.path, "--base-url", box.url, "--format", "json", env=env).stdout)
+    assert [o["name"] for o in doc["outcomes"] if o["integration_id"] == 340301] == ["Café Ö"]
+
+
+def test_validate_refuses_a_name_with_a_control_character(tmp_path: Path) -> None:
+    accounts = {"acme": 1}
+    inv = make_inventory(tmp_path, accounts)
+    doc = json.loads(Path(inv.path).read_text())
+    doc["integrations"][0]["name"] = "Evil\u202eShop"
+    Path(inv.path).write_text(json.dumps(doc))
+    result = batchsync("validate", inv.path, env=env_with(inventory_env(accounts)))
+    assert result.returncode == 2 and "$.integrations[0].name" in result.stdout + result.stderr
