@@ -99,6 +99,16 @@ def label(outcome: Outcome) -> str:
     return f"{shop(outcome.integration_id, outcome.name)} ({display(outcome.account)})"
 
 
+class Undeclared(msgspec.Struct, frozen=True):
+    """A PrestaShop V2 integration a declared account has and the inventory does not
+    declare (nor lists in the account's ``ignore_integrations``): fleet drift."""
+
+    account: str
+    integration_id: int
+    name: str | None = None
+    shop_url: str | None = None
+
+
 class AccountStats(msgspec.Struct):
     """Counters of one account over a run."""
 
@@ -146,6 +156,8 @@ class Summary(msgspec.Struct):
     duration_s: float = 0.0
     stopped: str | None = None
     started_at: float = 0.0
+    # What the pre-flight's listing found that the inventory does not declare (as far as it read).
+    undeclared: list[Undeclared] = msgspec.field(default_factory=list)
 
     def total(self, result: Result) -> int:
         return sum(a.count(result) for a in self.accounts.values())

@@ -89,7 +89,7 @@ def settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
     try:
         return _settings_from(args, command)
     except UsageError:
-        record_not_started(args.metrics, command)
+        record_not_started(args.metrics, command, inventory=getattr(args, "inventory", None))
         raise
 
 
@@ -229,11 +229,11 @@ def run(settings: RunSettings) -> int:
     try:
         loaded = load_selected(settings)
     except UsageError:
-        record_not_started(settings.outputs.metrics, settings.command)
+        record_not_started(settings.outputs.metrics, settings.command, inventory=settings.inventory)
         raise
     if isinstance(loaded, int):
         if loaded == EXIT_NOT_STARTED:  # an invalid inventory
-            record_not_started(settings.outputs.metrics, settings.command)
+            record_not_started(settings.outputs.metrics, settings.command, inventory=settings.inventory)
         return loaded
     inv, jobs, shard = loaded
     blocked: list[Job] = []
@@ -329,6 +329,8 @@ async def execute(
         # is new every run: its buckets are full).
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, base_url)
         engine.carried = load_budget(files) if files else {}
+        if settings.options.preflight:
+            engine.declared = declared_ids(inv)
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -373,6 +375,15 @@ def count_failures(summary: Summary, failed: Mapping[str, int]) -> None:
         summary.accounts.setdefault(name, AccountStats()).failed += n
 
 
+def declared_ids(inv: Inventory) -> dict[str, frozenset[int]]:
+    """Per account, every integration id the inventory declares (selected or not): what
+    the pre-flight does not call undeclared."""
+    ids: dict[str, set[int]] = {name: set() for name in inv.accounts}
+    for job in inv.jobs:
+        ids.setdefault(job.account, set()).add(job.integration_id)
+    return {name: frozenset(s) for name, s in ids.items()}
+
+
 def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
     """Put the inventory's rates beside the ones the run settled on: the recap and the
     metrics name the limits that were declared too high."""
@@ -404,15 +415,17 @@ def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> Ex
         return stack.pop_all()
 
 
-def record_not_started(metrics: str | None, command: str, code: int = EXIT_NOT_STARTED) -> None:
+def record_not_started(
+    metrics: str | None, command: str, code: int = EXIT_NOT_STARTED, inventory: str | None = None
+) -> None:
     """An attempt that never ran (exit 2 or 75) still leaves its exit code in the metrics
     file; its last success stays as it was."""
     if not metrics:
         return
-    from batchsync.outputs.metrics import write_exit_code
+    from batchsync.outputs.metrics import inventory_label, write_exit_code
 
     try:
-        write_exit_code(metrics, command, code)
+        write_exit_code(metrics, command, code, labels=inventory_label(inventory))
     except OSError as exc:
         print(usage.shown(f"batchsync: cannot write the metrics {metrics}: {exc.strerror}"), file=sys.stderr)
 
@@ -496,11 +509,11 @@ def run_command(
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
-        record_not_started(o.metrics, settings.command, EXIT_LOCKED)
+        record_not_started(o.metrics, settings.command, EXIT_LOCKED, settings.inventory)
         return EXIT_LOCKED
     except LockError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
-        record_not_started(o.metrics, settings.command)
+        record_not_started(o.metrics, settings.command, inventory=settings.inventory)
         return EXIT_NOT_STARTED
     with locks:
         return _run(settings, inv, jobs, shard, redactor, hooks, blocked)
@@ -531,7 +544,7 @@ def _run(
         sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks)
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
-        record_not_started(o.metrics, mode)
+        record_not_started(o.metrics, mode, inventory=settings.inventory)
         return EXIT_NOT_STARTED
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")

@@ -30,6 +30,7 @@ from batchsync.exitcodes import (
 from batchsync.files import atomic_write
 from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.outputs.drift import undeclared_section
 from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import Budget, outcome_lines
@@ -305,7 +306,7 @@ class HtmlReport:
         ]
         if mode == "plan":
             parts.append(self._budget(summary, info))
-        parts += [self._tags(), self._changes(), self._rest(), "</main>"]
+        parts += [undeclared_section(summary, _e), self._tags(), self._changes(), self._rest(), "</main>"]
         parts.append(
             f"<footer>Made by batchsync {_e(__version__)} on {_e(_when(time.time()))}. "
             "This page is self-contained: no script, nothing loaded from elsewhere.</footer>"

@@ -16,7 +16,7 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
-from batchsync.outcome import RESULTS, Outcome, Summary, label
+from batchsync.outcome import RESULTS, Outcome, Summary, Undeclared, label, shop
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.streams import discard_stdout, json_for
 from batchsync.text import display, escape_controls, quoted
@@ -105,7 +105,28 @@ def summary_document(
         "recap_by": "tag" if by_tag is not None else "account",
         "groups": groups,
         "limits_too_high": limits_too_high(summary),
+        "undeclared": [msgspec.to_builtins(u) for u in sorted_undeclared(summary)],
     }
+
+
+def sorted_undeclared(summary: Summary) -> list[Undeclared]:
+    return sorted(summary.undeclared, key=lambda u: (u.account, u.integration_id))
+
+
+def print_undeclared(summary: Summary, out: SupportsWrite[str]) -> None:
+    """After the recap: the PrestaShop V2 integrations of declared accounts that the
+    inventory does not declare (add them, or list them in the account's ignore_integrations)."""
+    found = sorted_undeclared(summary)
+    if not found:
+        return
+    print(
+        f"\nUNDECLARED: {len(found)} PrestaShop V2 integration{'s' if len(found) != 1 else ''} of declared "
+        "accounts the inventory does not declare (declare them, or list them in the account's ignore_integrations)",
+        file=out,
+    )
+    for u in found:
+        url = f" {display(u.shop_url)}" if u.shop_url else ""
+        print(f"  {shop(u.integration_id, u.name)} ({display(u.account)}){url}", file=out)
 
 
 def _names(d: dict[str, str] | None) -> str:
@@ -390,6 +411,7 @@ class Terminal:
         # The lines to print, printed at the end sorted by account then id, so that two runs
         # diff alike: only outcomes that print something are kept, as their text.
         self.printed: list[tuple[str, int, str]] = []
+        self.not_found = 0  # failed as not_found: declared, but no longer the account's (the recap counts them apart)
         self.tags = TagTally() if by_tag else None
         # What an apply of a plan will spend needs the declared limits (unknown to a merge).
         self.budget = Budget() if start.mode == "plan" and start.limits else None
@@ -398,6 +420,8 @@ class Terminal:
                 print(("  " if part.state == "complete" else "! ") + part.describe(), file=out)
 
     def add(self, outcome: Outcome) -> None:
+        if outcome.error is not None and outcome.error.kind == "not_found":
+            self.not_found += 1
         if self.collected is not None:
             self.collected.append(outcome)
         if self.budget is not None:
@@ -449,6 +473,13 @@ class Terminal:
             out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
         elif not self.quiet:
             print_recap(summary, mode, out, by_tag)
+            if self.not_found:
+                print(
+                    f"not found: {self.not_found} declared integration{'s' if self.not_found != 1 else ''} no longer "
+                    "the account's (counted in failed; kind not_found)",
+                    file=out,
+                )
+            print_undeclared(summary, out)
             print_mapping_totals(summary, out)
             if self.budget is not None:
                 self.budget.print(summary, self.start.limits, out)

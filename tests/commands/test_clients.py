@@ -90,3 +90,39 @@ def test_validate_refuses_a_name_with_a_control_character(tmp_path: Path) -> Non
     Path(inv.path).write_text(json.dumps(doc))
     result = batchsync("validate", inv.path, env=env_with(inventory_env(accounts)))
     assert result.returncode == 2 and "$.integrations[0].name" in result.stdout + result.stderr
+
+
+def test_integrations_an_account_has_and_the_inventory_does_not_are_listed_as_undeclared(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acme": 5, "globex": 1}
+    seeded = make_inventory(tmp_path, accounts, name="seed.json")
+    env = env_with(inventory_env(accounts))
+    # 1005 is a WooCommerce shop: only PrestaShop V2 integrations are worth declaring.
+    box = SandboxProcess(Path(seeded.path), env, "--system-for", "1005=woocommerce_v2", "--page-size", "2")
+    sandbox_proc.append(box)
+    doc = json.loads(Path(seeded.path).read_text())
+    # The inventory declares 1001 and 1002 of acme's five, and ignores 1004 knowingly.
+    doc["integrations"] = [i for i in doc["integrations"] if i["id"] in (1001, 1002, 1006)]
+    doc["accounts"]["acme"]["ignore_integrations"] = [1004]
+    inventory = tmp_path / "inv.json"
+    inventory.write_text(json.dumps(doc))
+    # Seeded the same way, the sandbox names its shops; the ids 1003 (undeclared) and
+    # 1004 (ignored) are acme's, 1006 is globex's and declared.
+    doc["accounts"]["acme"]["ignore_integrations"] = []
+    result = batchsync("plan", str(inventory), "--base-url", box.url, "--format", "json", env=env)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    undeclared = json.loads(result.stdout)["undeclared"]
+    assert [(u["account"], u["integration_id"]) for u in undeclared] == [("acme", 1003)], undeclared
+    assert undeclared[0]["name"] and "shop_url" in undeclared[0]
+    # Without the ignore list: both, in text too, and as a metric.
+    inventory.write_text(json.dumps(doc))
+    prom = tmp_path / "batchsync.prom"
+    result = batchsync("plan", str(inventory), "--base-url", box.url, "--metrics", str(prom), env=env)
+    assert "UNDECLARED: 2 PrestaShop V2 integrations" in result.stdout, result.stdout
+    assert "integration 1003 " in result.stdout and "integration 1004 " in result.stdout
+    assert "integration 1005 " not in result.stdout.split("UNDECLARED")[1]
+    assert 'batchsync_undeclared_integrations{inventory="inv",command="plan",account="acme"} 2' in prom.read_text()
+    # --limit does not make the rest of the inventory undeclared.
+    result = batchsync("plan", str(inventory), "--base-url", box.url, "--limit", "1001", "--format", "json", env=env)
+    assert {u["integration_id"] for u in json.loads(result.stdout)["undeclared"]} == {1003, 1004}

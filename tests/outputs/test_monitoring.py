@@ -78,6 +78,7 @@ FAMILIES = (
     "batchsync_throttled_responses",
     "batchsync_account_rate_per_minute",
     "batchsync_account_declared_rate_per_minute",
+    "batchsync_undeclared_integrations",
     "batchsync_run_duration_seconds",
     "batchsync_run_finished_timestamp_seconds",
     "batchsync_last_success_timestamp_seconds",
