@@ -167,6 +167,18 @@ class InventoryProblem(msgspec.Struct, frozen=True):
         return f"{self.file}: {self.path}: {self.message}{where}"
 
 
+class NotifyRoute(msgspec.Struct, frozen=True):
+    """A notification route of the inventory (``[[notify]]``): its webhook (a reference,
+    resolved when the run starts), the integrations it reports (those of an account or
+    with a tag matching one of its patterns; every one when it names none), when and how."""
+
+    url: str  # env:NAME or file:PATH
+    tags: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    on: str = "failure"  # failure, change, always
+    format: str = "slack"  # slack, json
+
+
 class Inventory(msgspec.Struct, frozen=True):
     path: str
     accounts: dict[str, Account]
@@ -181,6 +193,7 @@ class Inventory(msgspec.Struct, frozen=True):
     unresolved: dict[str, str] = msgspec.field(default_factory=dict)
     # Every account's tags, the unresolved ones' included (the run's --limit reads them).
     account_tags: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    notify: list[NotifyRoute] = msgspec.field(default_factory=list)  # the [[notify]] routes
 
     @property
     def valid(self) -> bool:

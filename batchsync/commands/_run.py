@@ -41,7 +41,7 @@ from batchsync.engine.options import FailureBudget, Options
 from batchsync.exitcodes import EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK, exit_code
 from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
-from batchsync.model import Account, Inventory, Job, OAuth2Credentials
+from batchsync.model import Account, Inventory, Job, NotifyRoute, OAuth2Credentials
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
 from batchsync.outputs.logs import flush_logs, setup_logging
@@ -470,6 +470,25 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     return hooks
 
 
+def route_hooks(settings: RunSettings, inv: Inventory) -> list[tuple[NotifyRoute, Webhook]]:
+    """The inventory's ``[[notify]]`` routes with their webhooks resolved now; a route whose
+    reference cannot be resolved is named on stderr and left out (its client's news is
+    lost, not the run)."""
+    if not inv.notify:
+        return []
+    from pathlib import Path
+
+    from batchsync.outputs.notify import WebhookError, resolve_webhook
+
+    out: list[tuple[NotifyRoute, Webhook]] = []
+    for i, route in enumerate(inv.notify):
+        try:
+            out.append((route, resolve_webhook(route.url, Path(settings.inventory).parent)))
+        except WebhookError as exc:
+            print(f"batchsync: warning: notify route {i + 1} (inventory): {exc}; not sent", file=sys.stderr)
+    return out
+
+
 def run_command(
     settings: RunSettings,
     inv: Inventory,
@@ -501,10 +520,12 @@ def run_command(
         return EXIT_NOT_STARTED
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"
+    routes = route_hooks(settings, inv)
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
+    redactor.add(h.reveal() for _, h in routes)
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks, blocked)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -516,7 +537,7 @@ def run_command(
         record_not_started(o.metrics, settings.command, inventory=settings.inventory)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks, blocked)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes)
 
 
 def _run(
@@ -527,6 +548,7 @@ def _run(
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
     blocked: Sequence[Job] = (),
+    routes: Sequence[tuple[NotifyRoute, Webhook]] = (),
 ) -> int:
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
@@ -541,7 +563,7 @@ def _run(
         limits=limits,
     )
     try:
-        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks)
+        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, routes=routes)
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
         record_not_started(o.metrics, mode, inventory=settings.inventory)

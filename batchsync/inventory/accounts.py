@@ -13,7 +13,7 @@ import msgspec
 
 from batchsync.inventory.documents import key_part
 from batchsync.inventory.problems import kind_name, name_problem
-from batchsync.inventory.spec import AUTH_SCHEMES, OAUTH2_ONLY, AccountSpec, DefaultsSpec
+from batchsync.inventory.spec import AUTH_SCHEMES, OAUTH2_ONLY, AccountSpec, DefaultsSpec, NotifySpec
 from batchsync.model import (
     PRODUCTION_URL,
     SECRET_FIELDS,
@@ -23,6 +23,7 @@ from batchsync.model import (
     InventoryProblem,
     Job,
     Limits,
+    NotifyRoute,
     OAuth2Credentials,
 )
 from batchsync.secrets import Secret, check_reference
@@ -42,6 +43,30 @@ class AccountsPart:
     account_tags: dict[str, tuple[str, ...]]
     problems: list[InventoryProblem]
     no_accounts: bool
+
+    def notify_routes(self, raw: Any) -> list[NotifyRoute]:
+        """The ``[[notify]]`` routes: each url a reference (an inventory is committed to
+        git: a literal webhook URL, a credential, is refused), tags and accounts patterns."""
+        routes: list[NotifyRoute] = []
+        if raw is None:
+            return routes
+        if not isinstance(raw, list):
+            self.problem(("notify",), "must be a list of routes ([[notify]] in TOML)")
+            return routes
+        for i, entry in enumerate(raw):
+            loc: Loc = ("notify", i)
+            url = entry.get("url") if isinstance(entry, dict) else None
+            if isinstance(url, str) and (why := check_reference(url)) is not None:
+                self.problem((*loc, "url"), f"{why} (a webhook URL is a credential: never written in the inventory)")
+                continue
+            spec: NotifySpec | None = self.convert(entry, NotifySpec, loc)
+            if spec is None:
+                continue
+            ok = self.check_tags(spec.tags, (*loc, "tags"), None)
+            ok = self.check_tags(spec.accounts, (*loc, "accounts"), None) and ok
+            if ok:
+                routes.append(NotifyRoute(spec.url, spec.tags, spec.accounts, spec.on, spec.format))
+        return routes
 
     if TYPE_CHECKING:
 

@@ -276,6 +276,7 @@ class _Loader(AccountsPart):
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
         sets, broken_sets = self.status_sets(raw.get("status_sets", {}))
         jobs = self.integrations(raw.get("integrations"), accounts, broken_accounts, sets, broken_sets)
+        routes = self.notify_routes(raw.get("notify"))
         entries = raw.get("integrations")
         declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
@@ -284,7 +285,16 @@ class _Loader(AccountsPart):
         if self.account_tags:
             jobs = with_account_tags(jobs, self.account_tags)
         return Inventory(
-            self.name, accounts, jobs, self.problems, declared, self.warnings, files, self.unresolved, self.account_tags
+            self.name,
+            accounts,
+            jobs,
+            self.problems,
+            declared,
+            self.warnings,
+            files,
+            self.unresolved,
+            self.account_tags,
+            routes,
         )
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:

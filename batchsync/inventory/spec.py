@@ -125,7 +125,17 @@ class StatusesFileGet(msgspec.Struct, frozen=True):
     data: tuple[SavedStatus, ...]
 
 
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
+TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside", "notify")
+
+
+class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A ``[[notify]]`` route as written (its url checked apart: a reference, never a literal)."""
+
+    url: str
+    tags: tuple[NonEmpty, ...] = ()
+    accounts: tuple[NonEmpty, ...] = ()
+    on: Literal["failure", "change", "always"] = "failure"
+    format: Literal["slack", "json"] = "slack"
 
 
 class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -137,6 +147,7 @@ class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     accounts: Any = UNSET
     status_sets: Any = UNSET
     integrations: list[IntegrationSpec]
+    notify: Any = UNSET
 
 
 def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:

@@ -126,3 +126,101 @@ def test_integrations_an_account_has_and_the_inventory_does_not_are_listed_as_un
     # --limit does not make the rest of the inventory undeclared.
     result = batchsync("plan", str(inventory), "--base-url", box.url, "--limit", "1001", "--format", "json", env=env)
     assert {u["integration_id"] for u in json.loads(result.stdout)["undeclared"]} == {1003, 1004}
+
+
+class Listener:
+    """A local webhook receiver: every POST body it gets, as JSON."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        bodies: list[Any] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.bodies = bodies
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tagged_inventory(tmp_path: Path, accounts: dict[str, int]) -> tuple[Path, dict[str, Any]]:
+    """make_inventory's, with acme tagged client-a and nl, globex client-b, stark client-a."""
+    inv = make_inventory(tmp_path, accounts)
+    doc = json.loads(Path(inv.path).read_text())
+    tags = {"acme": ["client-a", "nl"], "globex": ["client-b"], "stark": ["client-a"]}
+    for name, spec in doc["accounts"].items():
+        spec["tags"] = tags[name]
+    for i in doc["integrations"]:
+        i["tags"] = []
+    doc["integrations"][0]["name"] = "Acme Amsterdam"
+    Path(inv.path).write_text(json.dumps(doc))
+    return Path(inv.path), doc
+
+
+def test_two_notification_routes_by_tag_each_hear_of_their_client_only(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acme": 3, "globex": 2}
+    path, doc = tagged_inventory(tmp_path, accounts)
+    a, b = Listener(), Listener()
+    try:
+        doc["notify"] = [
+            {"url": "env:HOOK_A", "tags": ["client-a"], "on": "always", "format": "json"},
+            {"url": "env:HOOK_B", "tags": ["client-*b"], "on": "always", "format": "json"},
+        ]
+        path.write_text(json.dumps(doc))
+        env = env_with({**inventory_env(accounts), "HOOK_A": a.url, "HOOK_B": b.url})
+        box = SandboxProcess(path, env)
+        sandbox_proc.append(box)
+        result = batchsync("apply", str(path), "--base-url", box.url, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        a.close()
+        b.close()
+    [to_a], [to_b] = a.bodies, b.bodies
+    assert set(to_a["accounts"]) == {"acme"} and sum(to_a["totals"].values()) == 3
+    assert set(to_b["accounts"]) == {"globex"} and sum(to_b["totals"].values()) == 2
+    assert to_a["exit_code"] == to_b["exit_code"] == 0
+
+
+def test_a_literal_webhook_url_in_the_inventory_is_refused(tmp_path: Path) -> None:
+    accounts = {"acme": 1}
+    path, doc = tagged_inventory(tmp_path, {"acme": 1})
+    doc["notify"] = [{"url": "https://hooks.example/T000/secret", "tags": ["client-a"]}]
+    path.write_text(json.dumps(doc))
+    result = batchsync("validate", str(path), env=env_with(inventory_env(accounts)))
+    assert result.returncode == 2 and "$.notify[0].url" in result.stdout + result.stderr
+    assert "T000/secret" not in result.stdout + result.stderr
+
+
+def test_limit_selects_by_account_tag_pattern_and_intersection(tmp_path: Path) -> None:
+    accounts = {"acme": 3, "globex": 2, "stark": 2}
+    path, _ = tagged_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+
+    def selected(*limit: str) -> set[int]:
+        args = [a for term in limit for a in ("--limit", term)]
+        result = batchsync("plan", str(path), "--sandbox", "--format", "json", *args, env=env)
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+        return {o["integration_id"] for o in json.loads(result.stdout)["outcomes"]}
+
+    acme, globex, stark = {1001, 1002, 1003}, {1004, 1005}, {1006, 1007}
+    assert selected("tag:client-a") == acme | stark  # every integration of the tagged accounts
+    assert selected("acme*") == acme
+    assert selected("tag:client-a,&tag:nl") == acme  # client-a and nl: acme only
+    assert selected("tag:client-*,!stark") == acme | globex
+    assert selected("account:[ag]*") == acme | globex
+    assert selected("name:Acme*") == {1001}
