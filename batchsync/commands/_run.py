@@ -313,7 +313,13 @@ async def execute(
             from batchsync.sandbox.config import SandboxConfig
             from batchsync.sandbox.server import run_sandbox
 
-            box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
+            # Seeded with the accounts that can run: one whose credentials are unresolved has none.
+            seeded = (
+                inv
+                if not inv.unresolved
+                else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
+            )
+            box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
         urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
@@ -485,7 +491,8 @@ def route_hooks(settings: RunSettings, inv: Inventory) -> list[tuple[NotifyRoute
         try:
             out.append((route, resolve_webhook(route.url, Path(settings.inventory).parent)))
         except WebhookError as exc:
-            print(f"batchsync: warning: notify route {i + 1} (inventory): {exc}; not sent", file=sys.stderr)
+            why = str(exc).removeprefix(f"--notify {route.url}: ")
+            print(f"batchsync: warning: [[notify]] route {i + 1} ({route.url}): {why}; not sent", file=sys.stderr)
     return out
 
 
