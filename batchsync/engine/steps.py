@@ -137,6 +137,13 @@ class Steps:
                 # that point at it: no mapping write for those.
                 revived = {c.external_id for c in change.changes if c.op == "+"}
                 work.mapping_changes = mapping_diff(job.mapping.as_dict(), mapping, revived)
+                for m in work.mapping_changes:
+                    if m.after is None and m.before is not None and m.was_valid:
+                        # Often a set's mapping line removed, not meant for every shop on it.
+                        work.warnings.append(
+                            f"the mapping write unmaps {m.category} (mapped to {m.before!r} now): that category "
+                            "no longer reaches the shop; if it is meant, nothing to do"
+                        )
             else:
                 for item in mapping.mapping:
                     if item.external_id is not None and not item.is_valid:
