@@ -25,7 +25,7 @@ import msgspec
 from batchsync.redact import Redactor
 from batchsync.secrets import Secret
 from batchsync.sendcloud._aiohttp import aiohttp
-from batchsync.sendcloud.errors import ApiError, AuthError, InvalidResponseError
+from batchsync.sendcloud.errors import ApiError, AuthError, CredentialsError, InvalidResponseError
 from batchsync.sendcloud.exchange import classify, client_timeout, exchange, printable, safe_location
 
 log = logging.getLogger("batchsync.http")
@@ -276,7 +276,8 @@ class OAuth2Authenticator:
         else:
             body_text = printable(body.decode("utf-8", "replace"), self._redact, 120) or "empty body"
             detail = f"token endpoint answered HTTP {status} ({body_text})"
-        return AuthError(detail, method="POST", url=self._shown_url, http_status=status, code=code)
+        kind = CredentialsError if status in (400, 401) and code == "invalid_client" else AuthError
+        return kind(detail, method="POST", url=self._shown_url, http_status=status, code=code)
 
     def _accept(self, body: bytes, status: int, sent: float) -> str:
         # A 2xx body holds the token: no part of it goes into a message, only what is wrong.
