@@ -224,3 +224,29 @@ def test_limit_selects_by_account_tag_pattern_and_intersection(tmp_path: Path) -
     assert selected("tag:client-*,!stark") == acme | globex
     assert selected("account:[ag]*") == acme | globex
     assert selected("name:Acme*") == {1001}
+
+
+def test_an_oauth2_account_on_a_test_server_without_token_url_is_a_validate_problem(tmp_path: Path) -> None:
+    doc = {
+        "accounts": {
+            "staging": {
+                "auth": "oauth2",
+                "client_id": "env:STAGING_ID",
+                "client_secret": "env:STAGING_SECRET",
+                "base_url": "https://sendcloud-test.example/api/v3",
+            }
+        },
+        "integrations": [{"id": 1, "account": "staging", "statuses": [
+            {"external_id": "1", "translations": [{"language": "en-gb", "status": "Paid"}]}]}],
+    }  # fmt: skip
+    path = tmp_path / "staging.json"
+    path.write_text(json.dumps(doc))
+    env = env_with({"STAGING_ID": "id", "STAGING_SECRET": "secret"})
+    result = batchsync("validate", str(path), env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "$.accounts.staging.token_url" in out and "https://sendcloud-test.example/api/v3" in out
+    # Naming it makes the inventory valid; so does --base-url, which derives it (plan).
+    doc["accounts"]["staging"]["token_url"] = "https://sendcloud-test.example/oauth2/token"
+    path.write_text(json.dumps(doc))
+    assert batchsync("validate", str(path), env=env).returncode == 0
