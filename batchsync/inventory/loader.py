@@ -461,15 +461,17 @@ class _Loader(AccountsPart):
                     and spec.override_statuses is UNSET
                     and spec.remove_statuses is UNSET
                     and spec.mapping is UNSET
-                    and spec.name is UNSET
-                    and spec.shop_url is UNSET
+                    and printable_shop(spec)
                     and spec.account in accounts
                     and seen(spec.id, i) == i
                 ):
                     tags = spec.tags or ()
                     if tags:
                         self.check_tags(tags, ("integrations", i, "tags"), spec.id)
-                    jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
+                    name = spec.name if spec.name is not UNSET else None
+                    jobs.append(
+                        Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping, name)
+                    )
                     continue
                 # The next most common: statuses inline, nothing else.
                 statuses = spec.statuses
@@ -480,15 +482,15 @@ class _Loader(AccountsPart):
                     and spec.override_statuses is UNSET
                     and spec.remove_statuses is UNSET
                     and spec.mapping is UNSET
-                    and spec.name is UNSET
-                    and spec.shop_url is UNSET
+                    and printable_shop(spec)
                     and spec.account in accounts
                     and seen(spec.id, i) == i
                 ):
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
-                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
+                        name = spec.name if spec.name is not UNSET else None
+                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or (), name=name))
                     continue
             else:
                 guessed = guess_id(raw_integration)
@@ -657,6 +659,12 @@ class _Loader(AccountsPart):
                     iid,
                 )
         return self.desired_mapping(mapping) if ok else UNSET
+
+
+def printable_shop(spec: IntegrationSpec) -> bool:
+    """The shop's name and URL, where given, obey the rule of names (the slow path says why not)."""
+    name, url = spec.name, spec.shop_url
+    return (name is UNSET or control_in(name) is None) and (url is UNSET or control_in(url) is None)
 
 
 def load(

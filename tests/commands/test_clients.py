@@ -117,8 +117,11 @@ def test_integrations_an_account_has_and_the_inventory_does_not_are_listed_as_un
     assert undeclared[0]["name"] and "shop_url" in undeclared[0]
     # Without the ignore list: both, in text too, and as a metric.
     inventory.write_text(json.dumps(doc))
-    prom = tmp_path / "batchsync.prom"
-    result = batchsync("plan", str(inventory), "--base-url", box.url, "--metrics", str(prom), env=env)
+    prom, page = tmp_path / "batchsync.prom", tmp_path / "plan.html"
+    result = batchsync(
+        "plan", str(inventory), "--base-url", box.url, "--metrics", str(prom), "--html", str(page), env=env
+    )
+    assert '<section id="undeclared"><h2>Undeclared (2)</h2>' in page.read_text()
     assert "UNDECLARED: 2 PrestaShop V2 integrations" in result.stdout, result.stdout
     assert "integration 1003 " in result.stdout and "integration 1004 " in result.stdout
     assert "integration 1005 " not in result.stdout.split("UNDECLARED")[1]
@@ -227,7 +230,7 @@ def test_limit_selects_by_account_tag_pattern_and_intersection(tmp_path: Path) -
 
 
 def test_an_oauth2_account_on_a_test_server_without_token_url_is_a_validate_problem(tmp_path: Path) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "accounts": {
             "staging": {
                 "auth": "oauth2",
@@ -250,3 +253,16 @@ def test_an_oauth2_account_on_a_test_server_without_token_url_is_a_validate_prob
     doc["accounts"]["staging"]["token_url"] = "https://sendcloud-test.example/oauth2/token"
     path.write_text(json.dumps(doc))
     assert batchsync("validate", str(path), env=env).returncode == 0
+
+
+def test_plan_prints_its_lines_sorted_by_account_then_id(tmp_path: Path) -> None:
+    import re
+
+    accounts = {"zulu": 3, "acme": 3, "mike": 2}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    runs = [batchsync("plan", inv.path, "--sandbox", "-v", env=env).stdout for _ in range(2)]
+    assert runs[0] == runs[1]  # two runs diff alike
+    seen = [(m.group(2), int(m.group(1))) for m in re.finditer(r"^. integration (\d+) \((\w+)\)", runs[0], re.M)]
+    assert len(seen) == 8 and seen == sorted(seen), seen
+    assert [a for a, _ in seen][:3] == ["acme"] * 3
