@@ -174,7 +174,11 @@ class AccountsPart:
                 continue
             value = self.secret(ref, (*loc, field))
             if value is None:
-                unresolved.append(f"cannot resolve {ref}: {self.problems[-1].message.split(': ', 1)[-1]}")
+                why = self.problems[-1].message.split(": ", 1)[-1]
+                if "outside the inventory's folder" in why:
+                    ok = False  # not a missing credential: a file the inventory may not read, its problem
+                else:
+                    unresolved.append(f"cannot resolve {ref}: {why}")
             else:
                 secrets[field] = value
         resolved_problems = self.problems[before:]
