@@ -274,6 +274,7 @@ def _import(
     from batchsync.engine.snapshot import Fleet
     from batchsync.inventory.grouping import build
     from batchsync.inventory.writer import render, write_checked
+    from batchsync.outcome import label
     from batchsync.outputs.logs import setup_logging
     from batchsync.outputs.progress import Progress
     from batchsync.outputs.terminal import print_outcome
@@ -295,7 +296,7 @@ def _import(
         if outcome.result == "failed":
             print_outcome(outcome, "import", sys.stderr if settings.quiet else sys.stdout)
         elif settings.verbose and not settings.quiet:
-            print(f"  integration {outcome.integration_id} ({outcome.account}): read", file=sys.stdout)
+            print(f"  {label(outcome)}: read", file=sys.stdout)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
