@@ -447,6 +447,12 @@ def notify(
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return [Delivery(h.host, False, 0, None, "internal error") for h in hooks]
+    log_deliveries(deliveries)
+    return deliveries
+
+
+def log_deliveries(deliveries: Iterable[Delivery]) -> None:
+    """What became of each notification, one log line each."""
     for d in deliveries:
         if d.ok:
             log.info("notification sent to %s (HTTP %s)", d.host, d.status)
@@ -459,7 +465,6 @@ def notify(
                 "" if d.attempts == 1 else "s",
                 d.reason,
             )
-    return deliveries
 
 
 class Notify:

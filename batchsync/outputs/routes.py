@@ -26,6 +26,7 @@ from batchsync.outputs.notify import (
     Webhook,
     _send,
     json_message,
+    log_deliveries,
     slack_message,
     wanted,
 )
@@ -140,15 +141,5 @@ def send_each(messages: Sequence[tuple[Webhook, bytes]], timeout: float) -> list
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return []
-    for d in deliveries:
-        if d.ok:
-            log.info("notification sent to %s (HTTP %s)", d.host, d.status)
-        else:
-            log.error(
-                "notification to %s failed after %d attempt%s: %s; the run's exit code is unchanged",
-                d.host,
-                d.attempts,
-                "" if d.attempts == 1 else "s",
-                d.reason,
-            )
+    log_deliveries(deliveries)
     return deliveries
