@@ -137,12 +137,15 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
 
 
-def add_require_all_credentials(p: argparse.ArgumentParser) -> None:
+def add_require_all_credentials(
+    p: argparse.ArgumentParser,
+    default: str = "only that account's integrations fail (kind credentials) and the others run",
+) -> None:
     p.add_argument(
         "--require-all-credentials",
         action="store_true",
-        help="an account whose credentials cannot be resolved stops the whole run (exit 2, nothing sent); "
-        "by default only that account's integrations fail (kind credentials) and the others run",
+        help=f"an account whose credentials cannot be resolved stops the whole run (exit 2, nothing sent); "
+        f"by default {default}",
     )
 
 

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from batchsync.commands._arguments import add_allow_insecure_http, add_base_url, add_request_arguments
+from batchsync.commands._arguments import (
+    add_allow_insecure_http,
+    add_base_url,
+    add_request_arguments,
+    add_require_all_credentials,
+)
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.gcpolicy import paused
 
@@ -50,6 +55,7 @@ class ImportSettings(msgspec.Struct, frozen=True):
     quiet: bool = False
     verbose: bool = False
     log_format: Literal["text", "json"] = "text"
+    require_all_credentials: bool = False  # an account that cannot resolve its credentials: exit 2, nothing read
 
 
 def _count(text: str) -> int:
@@ -100,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to read its list, from the first page asked for (90)",
     )
     add_base_url(p)
+    add_require_all_credentials(p, "that account is skipped, named, the others read, and the exit code is 1")
     add_allow_insecure_http(p)
     add_request_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -140,6 +147,7 @@ def settings(args: argparse.Namespace) -> ImportSettings:
         quiet=args.quiet,
         verbose=args.verbose,
         log_format=args.log_format,
+        require_all_credentials=args.require_all_credentials,
     )
 
 
@@ -165,7 +173,7 @@ def _secret_values(account: Account) -> list[str]:
 
 
 def load_source(
-    path: str | Path, environ: dict[str, str] | None = None, token_url_derived: bool = False
+    path: str | Path, environ: dict[str, str] | None = None, token_url_derived: bool = False, isolate: bool = True
 ) -> tuple[Inventory, Any, list[Any]]:
     """INVENTORY loaded, its parsed document, and its problems: an inventory with
     accounts and no integrations is what an import starts from, not a problem; nor is an
@@ -176,7 +184,7 @@ def load_source(
     from batchsync.inventory.loader import load
 
     with paused():
-        inv = load(path, environ=environ, isolate_credentials=True, token_url_derived=token_url_derived)
+        inv = load(path, environ=environ, isolate_credentials=isolate, token_url_derived=token_url_derived)
     raw: Any = None
     with contextlib.suppress(ValueError):  # load has said why
         raw = read_raw(Path(path))
@@ -185,9 +193,9 @@ def load_source(
     return inv, raw, problems
 
 
-def _load(path: str, token_url_derived: bool = False) -> tuple[Inventory, Any] | str:
+def _load(path: str, token_url_derived: bool = False, isolate: bool = True) -> tuple[Inventory, Any] | str:
     """The inventory and its parsed document, or why not (its problems printed)."""
-    inv, raw, problems = load_source(path, token_url_derived=token_url_derived)
+    inv, raw, problems = load_source(path, token_url_derived=token_url_derived, isolate=isolate)
     for w in inv.warnings:
         print(f"{w.file}: {w.path}: warning: {w.message}", file=sys.stderr)
     for p in problems:
@@ -215,7 +223,11 @@ def run(settings: ImportSettings) -> int:
     """Load, check what needs the inventory, read the fleet, write the new inventory."""
     import os
 
-    loaded = _load(settings.inventory, token_url_derived=settings.base_url is not None)
+    loaded = _load(
+        settings.inventory,
+        token_url_derived=settings.base_url is not None,
+        isolate=not settings.require_all_credentials,
+    )
     if isinstance(loaded, str):
         return _fail(loaded)
     inv, raw = loaded

@@ -620,6 +620,18 @@ def test_an_account_whose_secret_is_unset_is_skipped_named_and_the_others_import
     ids = {e["id"] for e in read_raw(out)["integrations"]}
     assert ids == {s.id for s in seed.integrations if s.account == first and s.system == "prestashop_v2"}
     assert box.stats()["requests"].get(second, {"GET": 0})["GET"] == 0
+    # All or nothing, for those who want it: exit 2, nothing read, nothing written.
+    out.unlink()
+    strict = subprocess.run(
+        [sys.executable, "-m", "batchsync", "import", str(tmp_path / "accounts.toml"), "-o", str(out),
+         "--require-all-credentials"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.endswith(("_PUBLIC", "_SECRET"))} | env,
+        cwd=ROOT,
+        timeout=120,
+    )  # fmt: skip
+    assert strict.returncode == 2 and missing in strict.stderr and not out.exists()
 
 
 def test_a_generated_fleet_of_any_size_with_oauth2_accounts_imports_and_plans_to_nothing(
