@@ -49,6 +49,8 @@ class Account(msgspec.Struct, frozen=True):
     credentials: BasicCredentials | OAuth2Credentials
     base_url: str
     limits: Limits
+    tags: tuple[str, ...] = ()  # inherited by its integrations
+    ignore_integrations: frozenset[int] = frozenset()  # its integrations the inventory knows and leaves alone
 
     @property
     def identity(self) -> Secret:
@@ -148,6 +150,7 @@ class Job(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     source: str = ""  # the status set's name, or "" for inline statuses
     mapping: DesiredMapping | None = None  # None: the inventory declares no mapping for it
+    name: str | None = None  # the shop's name, for people: every output shows it beside the id
 
 
 class InventoryProblem(msgspec.Struct, frozen=True):
@@ -164,6 +167,18 @@ class InventoryProblem(msgspec.Struct, frozen=True):
         return f"{self.file}: {self.path}: {self.message}{where}"
 
 
+class NotifyRoute(msgspec.Struct, frozen=True):
+    """A notification route of the inventory (``[[notify]]``): its webhook (a reference,
+    resolved when the run starts), the integrations it reports (those of an account or
+    with a tag matching one of its patterns; every one when it names none), when and how."""
+
+    url: str  # env:NAME or file:PATH
+    tags: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    on: str = "failure"  # failure, change, always
+    format: str = "slack"  # slack, json
+
+
 class Inventory(msgspec.Struct, frozen=True):
     path: str
     accounts: dict[str, Account]
@@ -173,6 +188,13 @@ class Inventory(msgspec.Struct, frozen=True):
     warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
     files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
     secret_files: tuple[str, ...] = ()  # those of ``files`` that hold a credential (file: references)
+    # Accounts whose credentials could not be resolved (loaded with isolate_credentials):
+    # account -> why, naming the reference and never a value. Their jobs are in ``jobs``;
+    # the run fails them with kind ``credentials`` and sends nothing of theirs.
+    unresolved: dict[str, str] = msgspec.field(default_factory=dict)
+    # Every account's tags, the unresolved ones' included (the run's --limit reads them).
+    account_tags: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    notify: list[NotifyRoute] = msgspec.field(default_factory=list)  # the [[notify]] routes
 
     @property
     def valid(self) -> bool:

@@ -12,6 +12,7 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.health import Health
+from batchsync.text import display, quoted
 from batchsync.wire import IntegrationId
 
 Result = Literal["unchanged", "changed", "failed", "skipped"]
@@ -31,6 +32,7 @@ ErrorKind = Literal[
     "refused",  # batchsync refused to send it (empty list, mapping guard)
     "stale_plan",  # apply --plan: the integration moved since the plan read it
     "internal",  # a bug of ours: that integration fails, the run goes on
+    "credentials",  # the account's credentials could not be resolved or were refused at the start
 ]
 ERROR_KINDS: tuple[ErrorKind, ...] = (
     "transport",
@@ -46,6 +48,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
     "refused",
     "stale_plan",
     "internal",
+    "credentials",
 )
 
 
@@ -82,6 +85,10 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     tags: tuple[str, ...] = ()
     started_at: float = 0.0
     ended_at: float = 0.0
+    # The shop's name as the inventory gives it (None: it gives none). Defaulted, so reports
+    # written before it read back unchanged.
+    name: str | None = None
+
     # The shop's exception logs since the last run (--with-health). Unset (not asked): left
     # out of the report line and the JSON, which stay as they were without --with-health.
     health: Health | msgspec.UnsetType = msgspec.UNSET
@@ -90,6 +97,28 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     def shop_health(self) -> Health | None:
         """``health`` when the run read it, else None."""
         return self.health if isinstance(self.health, Health) else None
+
+
+def shop(integration_id: int, name: str | None) -> str:
+    """An integration as every text output names it: ``integration 340301 "Café Ö"``, or
+    ``integration 340301`` when the inventory gives it no name (the name quoted, and any
+    character of the rule spelled out: a merged report's name is whatever its file says)."""
+    return f"integration {integration_id} {quoted(name)}" if name else f"integration {integration_id}"
+
+
+def label(outcome: Outcome) -> str:
+    """``integration 340301 "Café Ö" (acme)``: :func:`shop` and the account."""
+    return f"{shop(outcome.integration_id, outcome.name)} ({display(outcome.account)})"
+
+
+class Undeclared(msgspec.Struct, frozen=True):
+    """A PrestaShop V2 integration a declared account has and the inventory does not
+    declare (nor lists in the account's ``ignore_integrations``): fleet drift."""
+
+    account: str
+    integration_id: int
+    name: str | None = None
+    shop_url: str | None = None
 
 
 class AccountStats(msgspec.Struct):
@@ -139,6 +168,8 @@ class Summary(msgspec.Struct):
     duration_s: float = 0.0
     stopped: str | None = None
     started_at: float = 0.0
+    # What the pre-flight's listing found that the inventory does not declare (as far as it read).
+    undeclared: list[Undeclared] = msgspec.field(default_factory=list)
 
     def total(self, result: Result) -> int:
         return sum(a.count(result) for a in self.accounts.values())

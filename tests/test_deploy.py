@@ -527,6 +527,23 @@ def test_failures_mail_the_retry_command(tmp_path: Path, code: int) -> None:
     report = os.readlink(tmp_path / "reports" / "last.jsonl")
     assert done.stderr.startswith("! integration 7 (acme): failed\n")
     assert f"{fake} apply inv.toml --retry-failed {tmp_path / 'reports' / report}" in done.stderr
+    # With options and a credentials file, the retry line carries both, quoted for a shell.
+    env_file = tmp_path / "creds.env"
+    env_file.write_text("ACME_KEY=x\n")
+    odd = tmp_path / "it's here.prom"
+    done = nightly(tmp_path, "inv.toml", "--metrics", str(odd), BATCHSYNC=str(fake), BATCHSYNC_ENV_FILE=str(env_file))
+    report = os.readlink(tmp_path / "reports" / "last.jsonl")
+    [line] = [x.strip() for x in done.stderr.splitlines() if "--retry-failed" in x]
+    assert line == (
+        f"(set -a; . {env_file}; set +a; exec {fake} apply inv.toml --metrics "
+        f"'{tmp_path}/it'\\''s here.prom' --retry-failed {tmp_path / 'reports' / report})"
+    )
+    # The line runs as it reads: the fake sees the same arguments, in one shell.
+    probe = tmp_path / "probe"
+    probe.write_text('#!/bin/sh\nprintf "%s|" "$ACME_KEY" "$@"\n')
+    probe.chmod(0o755)
+    ran = subprocess.run(["sh", "-c", line.replace(str(fake), str(probe))], capture_output=True, text=True)
+    assert ran.stdout == f"x|apply|inv.toml|--metrics|{odd}|--retry-failed|{tmp_path / 'reports' / report}|"
 
 
 # -- Kubernetes ------------------------------------------------------------------------------

@@ -95,11 +95,13 @@ def test_the_token_endpoint_follows_base_url_but_not_the_inventory_s_base_url(
     account = {"auth": "oauth2", "client_id": "env:OAUTH_ID", "client_secret": "env:OAUTH_SECRET"}
     quick = ("--max-attempts", "1", "--timeout", "5", "--no-preflight")
 
-    # The account's base_url points at the sandbox; the token request still goes to production.
+    # The account's base_url points at the sandbox and it names no token_url: refused
+    # before anything is sent (production's token endpoint would get the client secret).
     own = write_inventory(tmp_path / "own.json", {"oauth": {**account, "base_url": box.url}}, per_account=2)
     result = recorded_batchsync("plan", str(own), *quick, env=env)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "LOOKUP account.sendcloud.com" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "$.accounts.oauth.token_url" in result.stderr and box.url in result.stderr
+    assert "LOOKUP" not in result.stderr
     assert sum(box.stats()["token_requests"].values()) == 0
 
     # So does defaults.base_url.
@@ -107,9 +109,9 @@ def test_the_token_endpoint_follows_base_url_but_not_the_inventory_s_base_url(
     del doc["accounts"]["oauth"]["base_url"]
     doc["defaults"] = {"base_url": box.url}
     (tmp_path / "defaults.json").write_text(json.dumps(doc))
-    result = recorded_batchsync("plan", str(tmp_path / "defaults.json"), *quick, env=env)
-    assert result.returncode == 1 and "LOOKUP account.sendcloud.com" in result.stderr
-    assert sum(box.stats()["token_requests"].values()) == 0
+    result = recorded_batchsync("validate", str(tmp_path / "defaults.json"), env=env)
+    assert result.returncode == 2 and "defaults.base_url" in result.stderr + result.stdout
+    assert "token_url" in result.stderr + result.stdout
 
     # --base-url moves it: {URL}/oauth2/token, the sandbox's.
     result = recorded_batchsync("plan", str(own), "--base-url", box.url, *quick, env=env)

@@ -139,14 +139,27 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise UsageError(f"--shard-index-from-env {var}: {exc}") from None
 
 
+def add_require_all_credentials(
+    p: argparse.ArgumentParser,
+    default: str = "only that account's integrations fail (kind credentials) and the others run",
+) -> None:
+    p.add_argument(
+        "--require-all-credentials",
+        action="store_true",
+        help=f"an account whose credentials cannot be resolved stops the whole run (exit 2, nothing sent); "
+        f"by default {default}",
+    )
+
+
 def add_limit(p: argparse.ArgumentParser) -> None:
     """``--limit``: the selection of ``plan``, ``apply`` and ``health``."""
     p.add_argument(
         "--limit",
         action="append",
         metavar="SELECTOR",
-        help="only these integrations: an id, an account name or a tag (tag:X, account:X); "
-        "repeatable or comma-separated; !X excludes",
+        help="only these integrations: an id, a name, an account or a tag (name:X, account:X, tag:X), "
+        "shell-style patterns allowed (client-*, tag:client-?); repeatable or comma-separated; "
+        "&X keeps only what X also matches, !X excludes",
     )
 
 
@@ -164,6 +177,7 @@ def add_reading_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
 def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     """The arguments of ``plan`` (``apply`` False) and ``apply``, in the order ``--help`` lists them."""
     add_reading_arguments(p, "text: diff lines and a recap (default); json: one document on stdout at the end")
+    add_require_all_credentials(p)
     p.add_argument("--report", metavar="PATH", help="write one JSON line per integration as it finishes")
     p.add_argument("--sandbox", action="store_true", help="run against an embedded sandbox seeded from the inventory")
     p.add_argument(

@@ -44,8 +44,8 @@ from batchsync.engine.options import FailureBudget, Options
 from batchsync.exitcodes import EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK, exit_code
 from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
-from batchsync.model import Account, Inventory, Job, OAuth2Credentials
-from batchsync.outcome import Outcome, Summary
+from batchsync.model import Account, Inventory, Job, NotifyRoute, OAuth2Credentials
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.progress import Progress
@@ -82,6 +82,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_failures: FailureBudget | None = None
     grace_period: float = 10.0
     detailed_exitcode: bool = False
+    require_all_credentials: bool = False  # an account's unresolvable credentials stop the whole run (exit 2)
     max_file_size: int = 256 * 1024 * 1024  # bytes: a larger inventory file is refused
     outputs: OutputSettings = OutputSettings()
     with_health: bool = False  # --with-health: each shop's exception logs beside its statuses
@@ -98,7 +99,7 @@ def settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
     try:
         return _settings_from(args, command)
     except UsageError:
-        record_not_started(args.metrics, command)
+        record_not_started(args.metrics, command, inventory=getattr(args, "inventory", None))
         raise
 
 
@@ -152,6 +153,7 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         max_failures=parse_failure_budget(args.max_failures, "--max-failures") if args.max_failures else None,
         grace_period=non_negative_number(args.grace_period, "--grace-period"),
         detailed_exitcode=not apply and args.detailed_exitcode,
+        require_all_credentials=args.require_all_credentials,
         max_file_size=args.max_file_size,
         outputs=outputs_from(args),
         with_health=args.with_health,
@@ -189,7 +191,12 @@ def load_selected(settings: RunSettings) -> Selected | int:
     from batchsync.inventory.select import select
 
     with paused():
-        inv = load(settings.inventory, max_file_size=settings.max_file_size)
+        inv = load(
+            settings.inventory,
+            max_file_size=settings.max_file_size,
+            isolate_credentials=not settings.require_all_credentials,
+            token_url_derived=settings.sandbox or settings.base_url is not None,
+        )
     if not inv.valid:
         for p in inv.problems:
             print(p.line(), file=sys.stderr)
@@ -259,7 +266,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
         loaded = load_selected(settings)
         if isinstance(loaded, int):
             if loaded == EXIT_NOT_STARTED:  # an invalid inventory
-                record_not_started(settings.outputs.metrics, settings.command)
+                record_not_started(settings.outputs.metrics, settings.command, inventory=settings.inventory)
             return loaded
         inv, jobs, shard = loaded
         saved = None
@@ -272,12 +279,16 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
             selection = Selection(settings.limit, shard_given, settings.retry_failed)
             saved = _saved.for_out(settings.inventory, inv, jobs, selection)
     except UsageError:
-        record_not_started(settings.outputs.metrics, settings.command)
+        record_not_started(settings.outputs.metrics, settings.command, inventory=settings.inventory)
         raise
+    blocked: list[Job] = []
+    if inv.unresolved:  # those accounts' integrations fail now; nothing of theirs is sent
+        blocked = [j for j in jobs if j.account in inv.unresolved]
+        jobs = [j for j in jobs if j.account not in inv.unresolved]
     if settings.max_failures is not None:
         options = msgspec.structs.replace(settings.options, max_failures=settings.max_failures.limit(len(jobs)))
         settings = msgspec.structs.replace(settings, options=options)
-    return run_command(settings, inv, jobs, shard, last_run_start, saved)
+    return run_command(settings, inv, jobs, shard, blocked, last_run_start, saved)
 
 
 GC_THRESHOLD = 20_000  # allocations between young collections during a run (Python's default: 700)
@@ -351,7 +362,13 @@ async def execute(
             from batchsync.sandbox.config import SandboxConfig
             from batchsync.sandbox.server import run_sandbox
 
-            box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
+            # Seeded with the accounts that can run: one whose credentials are unresolved has none.
+            seeded = (
+                inv
+                if not inv.unresolved
+                else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
+            )
+            box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
             base_url = box.url
             log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
         urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
@@ -388,6 +405,8 @@ async def execute(
         if on_engine is not None:
             on_engine(engine)
         engine.carried = carried
+        if settings.options.preflight:
+            engine.declared = declared_ids(inv)
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -410,6 +429,41 @@ async def execute(
                     stats.reads += n
         note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
+
+
+def credential_failures(
+    inv: Inventory, blocked: Sequence[Job], on_outcome: Callable[[Outcome], None]
+) -> dict[str, int]:
+    """Each job of an account whose credentials could not be resolved, failed at once
+    (kind ``credentials``, the account and the reference named, never a value); the
+    count per account, for the summary."""
+    counts: dict[str, int] = {}
+    now = round(time.time(), 3)
+    for name in sorted({j.account for j in blocked}):
+        log.warning("%s: its integrations fail, the other accounts run", inv.unresolved[name])
+    for job in sorted(blocked, key=lambda j: (j.account, j.integration_id)):
+        info = ErrorInfo("credentials", detail=inv.unresolved[job.account])
+        on_outcome(
+            Outcome(job.integration_id, job.account, "failed", error=info, tags=job.tags, started_at=now,
+                    ended_at=now, name=job.name)
+        )  # fmt: skip
+        counts[job.account] = counts.get(job.account, 0) + 1
+    return counts
+
+
+def count_failures(summary: Summary, failed: Mapping[str, int]) -> None:
+    """The credential failures in the run's summary: its counts, its exit code."""
+    for name, n in failed.items():
+        summary.accounts.setdefault(name, AccountStats()).failed += n
+
+
+def declared_ids(inv: Inventory) -> dict[str, frozenset[int]]:
+    """Per account, every integration id the inventory declares (selected or not): what
+    the pre-flight does not call undeclared."""
+    ids: dict[str, set[int]] = {name: set() for name in inv.accounts}
+    for job in inv.jobs:
+        ids.setdefault(job.account, set()).add(job.integration_id)
+    return {name: frozenset(s) for name, s in ids.items()}
 
 
 def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
@@ -443,15 +497,17 @@ def take_locks(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> Ex
         return stack.pop_all()
 
 
-def record_not_started(metrics: str | None, command: str, code: int = EXIT_NOT_STARTED) -> None:
+def record_not_started(
+    metrics: str | None, command: str, code: int = EXIT_NOT_STARTED, inventory: str | None = None
+) -> None:
     """An attempt that never ran (exit 2 or 75) still leaves its exit code in the metrics
     file; its last success stays as it was."""
     if not metrics:
         return
-    from batchsync.outputs.metrics import write_exit_code
+    from batchsync.outputs.metrics import inventory_label, write_exit_code
 
     try:
-        write_exit_code(metrics, command, code)
+        write_exit_code(metrics, command, code, labels=inventory_label(inventory))
     except OSError as exc:
         print(usage.shown(f"batchsync: cannot write the metrics {metrics}: {exc.strerror}"), file=sys.stderr)
 
@@ -496,18 +552,41 @@ def webhooks(settings: RunSettings) -> list[Webhook]:
     return hooks
 
 
+def route_hooks(settings: RunSettings, inv: Inventory) -> list[tuple[NotifyRoute, Webhook]]:
+    """The inventory's ``[[notify]]`` routes with their webhooks resolved now; a route whose
+    reference cannot be resolved is named on stderr and left out (its client's news is
+    lost, not the run)."""
+    if not inv.notify:
+        return []
+    from pathlib import Path
+
+    from batchsync.outputs.notify import WebhookError, resolve_webhook
+
+    out: list[tuple[NotifyRoute, Webhook]] = []
+    for i, route in enumerate(inv.notify):
+        try:
+            out.append((route, resolve_webhook(route.url, Path(settings.inventory).parent)))
+        except WebhookError as exc:
+            why = str(exc).removeprefix(f"--notify {route.url}: ")
+            print(f"batchsync: warning: [[notify]] route {i + 1} ({route.url}): {why}; not sent", file=sys.stderr)
+    return out
+
+
 def run_command(
     settings: RunSettings,
     inv: Inventory,
     jobs: Sequence[Job],
     shard: dict[str, Any] | None = None,
+    blocked: Sequence[Job] = (),
     last_run_start: LastRunStart | None = None,
     saved: Saved | None = None,
 ) -> int:
     """Check the outputs, take the lock (apply), run, and report; the exit code.
 
     ``shard``: the report header's shard block (``Split.header``); ``jobs`` may then be
-    empty (a shard with no account), which still reports and exits 0."""
+    empty (a shard with no account), which still reports and exits 0. ``blocked``: the
+    selected jobs of accounts whose credentials could not be resolved (``inv.unresolved``):
+    each gets a ``failed`` outcome of kind ``credentials``, and nothing of theirs is sent."""
     # Whatever a message, a log line or an outcome carries, these values come out as ***:
     # the one the command line registered once it had loaded the inventory, or a new one.
     registered = usage.redactor()
@@ -527,22 +606,24 @@ def run_command(
         return EXIT_NOT_STARTED
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"
+    routes = route_hooks(settings, inv)
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
+    redactor.add(h.reveal() for _, h in routes)
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start, saved)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
-        record_not_started(o.metrics, settings.command, EXIT_LOCKED)
+        record_not_started(o.metrics, settings.command, EXIT_LOCKED, settings.inventory)
         return EXIT_LOCKED
     except LockError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
-        record_not_started(o.metrics, settings.command)
+        record_not_started(o.metrics, settings.command, inventory=settings.inventory)
         return EXIT_NOT_STARTED
     with locks:
-        return _run(settings, inv, jobs, shard, redactor, hooks, last_run_start, saved)
+        return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
 
 
 def _run(
@@ -552,6 +633,8 @@ def _run(
     shard: dict[str, Any] | None,
     redactor: Redactor,
     hooks: Sequence[Webhook] = (),
+    blocked: Sequence[Job] = (),
+    routes: Sequence[tuple[NotifyRoute, Webhook]] = (),
     last_run_start: LastRunStart | None = None,
     saved: Saved | None = None,
 ) -> int:
@@ -563,21 +646,23 @@ def _run(
         mode=mode,
         started_at=time.time(),
         inventory=settings.inventory,
-        selected=len(jobs),
+        selected=len(jobs) + len(blocked),
         shard=shard,
         limits=limits,
         plan=saved.header if saved is not None else None,
     )
     context = saved.context if saved is not None else None
     try:
-        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, plan=context)
+        sinks = build_sinks(
+            o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, routes=routes, plan=context
+        )
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
-        record_not_started(o.metrics, mode)
+        record_not_started(o.metrics, mode, inventory=settings.inventory)
         return EXIT_NOT_STARTED
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")
-    progress = Progress(len(jobs), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
+    progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
     adds = [sink.add for sink in sinks]
@@ -602,10 +687,12 @@ def _run(
 
     summary: Summary | None = None
     try:
+        failed = credential_failures(inv, blocked, on_outcome)
         with rare_gc():
             summary = anyio.run(
                 execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
             )
+        count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from batchsync.commands._arguments import add_allow_insecure_http, add_base_url, add_request_arguments
+from batchsync.commands._arguments import (
+    add_allow_insecure_http,
+    add_base_url,
+    add_request_arguments,
+    add_require_all_credentials,
+)
 from batchsync.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK
 from batchsync.gcpolicy import paused
 
@@ -50,6 +55,7 @@ class ImportSettings(msgspec.Struct, frozen=True):
     quiet: bool = False
     verbose: bool = False
     log_format: Literal["text", "json"] = "text"
+    require_all_credentials: bool = False  # an account that cannot resolve its credentials: exit 2, nothing read
 
 
 def _count(text: str) -> int:
@@ -100,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to read its list, from the first page asked for (90)",
     )
     add_base_url(p)
+    add_require_all_credentials(p, "that account is skipped, named, the others read, and the exit code is 1")
     add_allow_insecure_http(p)
     add_request_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -140,6 +147,7 @@ def settings(args: argparse.Namespace) -> ImportSettings:
         quiet=args.quiet,
         verbose=args.verbose,
         log_format=args.log_format,
+        require_all_credentials=args.require_all_credentials,
     )
 
 
@@ -164,16 +172,19 @@ def _secret_values(account: Account) -> list[str]:
     return [v.reveal() for v in account.secrets()]
 
 
-def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tuple[Inventory, Any, list[Any]]:
+def load_source(
+    path: str | Path, environ: dict[str, str] | None = None, token_url_derived: bool = False, isolate: bool = True
+) -> tuple[Inventory, Any, list[Any]]:
     """INVENTORY loaded, its parsed document, and its problems: an inventory with
-    accounts and no integrations is what an import starts from, not a problem."""
+    accounts and no integrations is what an import starts from, not a problem; nor is an
+    account whose credentials cannot be resolved (``inv.unresolved``: it is skipped)."""
     import contextlib
 
     from batchsync.inventory.grouping import read_raw
     from batchsync.inventory.loader import load
 
     with paused():
-        inv = load(path, environ=environ)
+        inv = load(path, environ=environ, isolate_credentials=isolate, token_url_derived=token_url_derived)
     raw: Any = None
     with contextlib.suppress(ValueError):  # load has said why
         raw = read_raw(Path(path))
@@ -182,9 +193,9 @@ def load_source(path: str | Path, environ: dict[str, str] | None = None) -> tupl
     return inv, raw, problems
 
 
-def _load(path: str) -> tuple[Inventory, Any] | str:
+def _load(path: str, token_url_derived: bool = False, isolate: bool = True) -> tuple[Inventory, Any] | str:
     """The inventory and its parsed document, or why not (its problems printed)."""
-    inv, raw, problems = load_source(path)
+    inv, raw, problems = load_source(path, token_url_derived=token_url_derived, isolate=isolate)
     for w in inv.warnings:
         print(f"{w.file}: {w.path}: warning: {w.message}", file=sys.stderr)
     for p in problems:
@@ -212,7 +223,11 @@ def run(settings: ImportSettings) -> int:
     """Load, check what needs the inventory, read the fleet, write the new inventory."""
     import os
 
-    loaded = _load(settings.inventory)
+    loaded = _load(
+        settings.inventory,
+        token_url_derived=settings.base_url is not None,
+        isolate=not settings.require_all_credentials,
+    )
     if isinstance(loaded, str):
         return _fail(loaded)
     inv, raw = loaded
@@ -236,11 +251,16 @@ def run(settings: ImportSettings) -> int:
     except UnsafeAccount as exc:
         return _fail(f"{settings.inventory}: {exc}")
     names = settings.accounts
-    unknown = [n for n in names if n not in inv.accounts]
+    unknown = [n for n in names if n not in inv.accounts and n not in inv.unresolved]
     if unknown:
-        known = ", ".join(inv.accounts)
+        known = ", ".join([*inv.accounts, *inv.unresolved])
         return _fail(f"--account {unknown[0]}: not an account of {settings.inventory} (known: {known})")
-    selected = {n: inv.accounts[n] for n in (dict.fromkeys(names) if names else inv.accounts)}
+    wanted = dict.fromkeys(names) if names else {**dict.fromkeys(inv.accounts), **dict.fromkeys(inv.unresolved)}
+    # An account whose credentials cannot be resolved is skipped, named; the others are read.
+    for name in wanted:
+        if name in inv.unresolved:
+            print(f"batchsync import: {inv.unresolved[name]}: skipped (exit 1)", file=sys.stderr)
+    selected = {n: inv.accounts[n] for n in wanted if n in inv.accounts}
     if not settings.allow_insecure_http:
         from batchsync.urls import in_clear
 
@@ -266,6 +286,7 @@ def _import(
     from batchsync.engine.snapshot import Fleet
     from batchsync.inventory.grouping import build
     from batchsync.inventory.writer import render, write_checked
+    from batchsync.outcome import label
     from batchsync.outputs.logs import setup_logging
     from batchsync.outputs.progress import Progress
     from batchsync.outputs.terminal import print_outcome
@@ -287,7 +308,7 @@ def _import(
         if outcome.result == "failed":
             print_outcome(outcome, "import", sys.stderr if settings.quiet else sys.stdout)
         elif settings.verbose and not settings.quiet:
-            print(f"  integration {outcome.integration_id} ({outcome.account}): read", file=sys.stdout)
+            print(f"  {label(outcome)}: read", file=sys.stdout)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
@@ -338,6 +359,9 @@ def _import(
         header=header,
     )
     text = render(doc, fmt)
+    kept = _keep_file(settings, fmt, doc, report)
+    if kept is not None:
+        text = kept
     for value in secrets:
         # The accounts are copied as references; this is the last guard, should a shop
         # name or a status quote a credential.
@@ -353,9 +377,40 @@ def _import(
         )
         return EXIT_FAILED
     _print_summary(settings, fleet, report, problems)
-    if problems or fleet.failed or fleet.list_errors:
+    if problems or fleet.failed or fleet.list_errors or any(n in inv.unresolved for n in _wanted(settings, inv)):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _wanted(settings: ImportSettings, inv: Inventory) -> list[str]:
+    return list(settings.accounts) if settings.accounts else [*inv.accounts, *inv.unresolved]
+
+
+def _keep_file(settings: ImportSettings, fmt: Format, doc: Any, report: Report) -> str | None:
+    """Importing into the inventory itself (``-o`` is INVENTORY): the file as it is, with
+    the new sets and integrations added (comments, order and what a person wrote kept);
+    None to write the whole document (another output, or a file that cannot be kept)."""
+    import os
+
+    from batchsync.files import INVENTORY_LIMIT, FileProblem, read_regular
+    from batchsync.inventory.roundtrip import keep_file
+
+    try:
+        if not os.path.samefile(settings.output, settings.inventory):
+            return None
+        existing = read_regular(Path(settings.inventory), INVENTORY_LIMIT).decode("utf-8")
+    except (OSError, FileProblem, UnicodeDecodeError):
+        return None
+    try:
+        return keep_file(
+            existing, fmt, doc, [s.name for s in report.new_sets], {p.current.shop.id for p in report.added}
+        )
+    except ValueError as exc:
+        print(
+            f"batchsync import: {settings.inventory} cannot be added to as it is ({exc}): written anew",
+            file=sys.stderr,
+        )
+        return None
 
 
 async def _read(

@@ -117,6 +117,10 @@ class Engine(Steps):
         # Per account: (age, read tokens, write tokens) an earlier run on this host left of
         # its buckets (batchsync.engine.budget); set before run().
         self.carried: Mapping[str, tuple[float, float, float]] = {}
+        # Per account: every integration id the inventory declares (selected or not). Set
+        # before run(), the pre-flight reads each list to its end and records in the
+        # summary the PrestaShop V2 integrations it holds beyond these (``undeclared``).
+        self.declared: Mapping[str, frozenset[int]] | None = None
 
     @property
     def summary(self) -> Summary:

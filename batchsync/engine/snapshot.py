@@ -168,6 +168,7 @@ async def read_fleet(
     from batchsync.model import Desired, Job
     from batchsync.sendcloud.errors import ApiError
     from batchsync.sendcloud.listing import ListBoundError
+    from batchsync.text import one_line
 
     log = logging.getLogger("batchsync.import")
     start = anyio.current_time()
@@ -229,7 +230,8 @@ async def read_fleet(
                 fleet.duplicates.append((shop.id, name, other.account))
                 continue
             shops[shop.id] = shop
-            jobs.append(Job(shop.id, name, nothing))
+            # The shop's name as every output shows it: the server's words, one clean line.
+            jobs.append(Job(shop.id, name, nothing, name=one_line(shop.name, limit=200) if shop.name else None))
 
     def snapshot(job: Job, statuses: Any, mapping: Any) -> None:
         fleet.snapshots.append(canonical(shops[job.integration_id], statuses, mapping))

@@ -13,7 +13,7 @@ import heapq
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from batchsync.diff import diff, mapping_diff, mapping_guard
@@ -32,7 +32,7 @@ from batchsync.engine.accounts import (
 from batchsync.engine.ledger import Ledger, Reached
 from batchsync.engine.options import Options
 from batchsync.model import FLOOR, PRESTASHOP_V2, Job
-from batchsync.outcome import ErrorInfo, Outcome, Result, Summary
+from batchsync.outcome import ErrorInfo, Outcome, Result, Summary, Undeclared
 from batchsync.sendcloud.errors import (
     ApiError,
     AuthError,
@@ -42,6 +42,7 @@ from batchsync.sendcloud.errors import (
     TransportError,
 )
 from batchsync.sendcloud.listing import ListBoundError
+from batchsync.text import one_line
 from batchsync.wire import CurrentMapping, CurrentStatus, Integration, ListedPage
 
 log = logging.getLogger("batchsync.engine")
@@ -73,6 +74,7 @@ class Steps:
     _snapshots: dict[int, tuple[CurrentStatus, ...]]
     _reads_done: int
     _writes_found: int
+    declared: Mapping[str, frozenset[int]] | None
 
     if TYPE_CHECKING:  # the scheduler's, in Engine
 
@@ -144,6 +146,13 @@ class Steps:
                 # that point at it: no mapping write for those.
                 revived = {c.external_id for c in change.changes if c.op == "+"}
                 work.mapping_changes = mapping_diff(job.mapping.as_dict(), mapping, revived)
+                for m in work.mapping_changes:
+                    if m.after is None and m.before is not None and m.was_valid:
+                        # Often a set's mapping line removed, not meant for every shop on it.
+                        work.warnings.append(
+                            f"the mapping write unmaps {m.category} (mapped to {m.before!r} now): that category "
+                            "no longer reaches the shop; if it is meant, nothing to do"
+                        )
             else:
                 for item in mapping.mapping:
                     if item.external_id is not None and not item.is_valid:
@@ -208,11 +217,14 @@ class Steps:
 
     def _on_page(self, acc: AccountState, page: ListedPage, now: float) -> None:
         items, next_url = page.items, page.next_url
+        declared = self.declared.get(acc.name) if self.declared is not None else None
         for item in items:
             job = acc.unconfirmed.pop(item.id, None)
             if job is not None:
                 self._confirm(acc, job, item, now)
-        if next_url and acc.unconfirmed:
+            elif declared is not None and item.system == PRESTASHOP_V2 and item.id not in declared:
+                self._undeclared(acc, item)
+        if next_url and (acc.unconfirmed or declared is not None):
             try:  # the same bounds as import's: a list that does not end is no list
                 if acc.listing is not None:
                     acc.listing.add(page, now)
@@ -222,6 +234,13 @@ class Steps:
             self._follow(acc, Step(PAGE, acc, None, next_url), now)
             return
         self._end_preflight(acc, now, None)
+
+    def _undeclared(self, acc: AccountState, item: Integration) -> None:
+        if item.id in acc.account.ignore_integrations:
+            return
+        name = one_line(item.shop_name, limit=200) if item.shop_name else None
+        url = one_line(item.shop_url, limit=500) if item.shop_url else None
+        self.summary.undeclared.append(Undeclared(acc.name, item.id, name or None, url or None))
 
     def _confirm(self, acc: AccountState, job: Job, item: Integration, now: float) -> None:
         if item.system is not None and item.system != PRESTASHOP_V2:
@@ -420,6 +439,7 @@ class Steps:
             job.tags,
             int((t0 + work.started) * 1000 + 0.5) / 1000,  # started_at, to the ms
             int((t0 + now) * 1000 + 0.5) / 1000,  # ended_at
+            job.name,
         )
 
     def _finish_work(self, acc: AccountState, work: Work, result: Result, now: float) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from batchsync.model import PRESTASHOP_V2, SECRET_FIELDS
+from batchsync.text import one_line
 from batchsync.wire import (
     STATUS_CATEGORIES,
     CurrentMapping,
@@ -326,6 +327,7 @@ def group(
     *,
     max_differences: int = MAX_DIFFERENCES,
     taken: Iterable[str] = (),
+    account_tags: Mapping[str, Sequence[str]] | None = None,
 ) -> Grouping:
     """Shared sets for ``currents``: the inventory's own sets first, new ones where
     at least ``MIN_SHARED`` integrations share a list (exactly or within the
@@ -407,7 +409,8 @@ def group(
     new.sort(key=lambda b: (-len(members.get(id(b), ())), keys.get(b.statuses) or _key(b.statuses)))
     for b in new:
         b.mapping = _set_mapping(b, members.get(id(b), []))
-    for b, name in zip(new, set_names([b.statuses for b in new], taken), strict=True):
+    memberships = [[c.shop for c in members.get(id(b), [])] for b in new]
+    for b, name in zip(new, set_names(memberships, account_tags, taken), strict=True):
         b.name = name
 
     placements = []
@@ -478,25 +481,43 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:limit].strip("-")
 
 
-def set_names(lists: Sequence[Statuses], taken: Iterable[str] = ()) -> list[str]:
-    """One readable, unique name per list, after its most telling status: the one whose
-    name the fewest other lists share (ties: the first by external id). Deterministic."""
+def set_names(
+    memberships: Sequence[Sequence[Shop]],
+    account_tags: Mapping[str, Sequence[str]] | None = None,
+    taken: Iterable[str] = (),
+) -> list[str]:
+    """One unique name per new set (given in order of size, largest first), as a person
+    would name it: after the account most of its shops belong to (more than half), else
+    after the tag most of them share through their account (more than half; the first by
+    name on a tie), else ``set-1``, ``set-2``... in order of size. Never after a status.
+    A name already used gets ``-2``, ``-3``... Deterministic."""
     used = set(taken)
-    shared: Counter[str] = Counter()
-    for statuses in lists:
-        for name in {display_name(s) for s in statuses}:
-            shared[name] += 1
+    tags = account_tags or {}
     names = []
-    for statuses in lists:
-        if not statuses:
-            stem = "empty"
-        else:
-            telling = min(statuses, key=lambda s: shared[display_name(s)])
-            stem = slug(display_name(telling)) or slug(telling.external_id) or "statuses"
-        name, n = stem, 1
+    numbered = 0
+    for shops in memberships:
+        n = len(shops)
+        accounts = Counter(shop.account for shop in shops)
+        shared = Counter(tag for shop in shops for tag in dict.fromkeys(tags.get(shop.account, ())))
+        stem = ""
+        if accounts:
+            account, count = min(accounts.items(), key=lambda kv: (-kv[1], kv[0]))
+            if count * 2 > n:
+                stem = slug(account) or ""
+        if not stem and shared:
+            tag, count = min(shared.items(), key=lambda kv: (-kv[1], kv[0]))
+            if count * 2 > n:
+                stem = slug(tag) or ""
+        if not stem:
+            while True:
+                numbered += 1
+                stem = f"set-{numbered}"
+                if stem not in used:
+                    break
+        name, k = stem, 1
         while name in used:
-            n += 1
-            name = f"{stem}-{n}"
+            k += 1
+            name = f"{stem}-{k}"
         used.add(name)
         names.append(name)
     return names
@@ -611,19 +632,15 @@ def _statuses_data(statuses: Statuses) -> list[dict[str, Any]]:
     ]
 
 
-def shop_comment(shop: Shop) -> str:
-    parts = [shop.name or "(no shop name)"]
-    if shop.url:
-        parts.append(shop.url)
-    text = " — ".join(parts)
-    if shop.failing_since:
-        text += f" (connection failing since {shop.failing_since})"
-    return text
-
-
 def integration_entry(p: Placement) -> Entry:
     c = p.current
     data: dict[str, Any] = {"id": c.shop.id, "account": c.shop.account}
+    # The server's words, made a name the loader accepts: no control or bidi character.
+    name, url = one_line(c.shop.name or "", limit=200), one_line(c.shop.url or "", limit=500)
+    if name:
+        data["name"] = name
+    if url:
+        data["shop_url"] = url
     if p.base is None:
         data["statuses"] = _statuses_data(c.statuses)
     else:
@@ -634,7 +651,7 @@ def integration_entry(p: Placement) -> Entry:
             data["override_statuses"] = _statuses_data(p.overrides)
     if p.mapping is not None:
         data["mapping"] = dict(p.mapping)
-    comments = [shop_comment(c.shop)]
+    comments = [f"connection failing since {c.shop.failing_since}"] if c.shop.failing_since else []
     if c.note:
         comments.append(c.note)
     return Entry(data, tuple(comments))
@@ -698,7 +715,15 @@ def build(
     fresh = [s for s in snapshots if s.shop.id not in declared_ids]
     currents = sorted((s for s in fresh if isinstance(s, Current)), key=lambda c: (c.shop.account, c.shop.id))
     refused = sorted((s for s in fresh if isinstance(s, NotImportable)), key=lambda r: (r.shop.account, r.shop.id))
-    grouping = group(currents, existing_sets(raw_sets), max_differences=max_differences, taken=sets)
+    raw_accounts = raw.get("accounts")
+    account_tags = {
+        str(name): [t for t in acc.get("tags") or () if isinstance(t, str)]
+        for name, acc in (raw_accounts.items() if isinstance(raw_accounts, dict) else ())
+        if isinstance(acc, dict) and isinstance(acc.get("tags"), list)
+    }
+    grouping = group(
+        currents, existing_sets(raw_sets), max_differences=max_differences, taken=sets, account_tags=account_tags
+    )
     for s in grouping.sets:
         sets[s.name] = set_entry(s)
     entries = [Entry(_rebase_entry(e, move)) for e in declared]

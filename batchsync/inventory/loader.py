@@ -20,6 +20,7 @@ from msgspec import UNSET, UnsetType
 from batchsync import files
 from batchsync.files import FileProblem
 from batchsync.inventory import documents
+from batchsync.inventory.accounts import AccountsPart, with_account_tags
 from batchsync.inventory.documents import fast_json, key_part
 from batchsync.inventory.problems import (
     convert_strict,
@@ -31,11 +32,8 @@ from batchsync.inventory.problems import (
     suggest,
 )
 from batchsync.inventory.spec import (
-    AUTH_SCHEMES,
-    OAUTH2_ONLY,
     TOP_KEYS,
     UNKNOWN,
-    AccountSpec,
     DefaultsSpec,
     IntegrationSpec,
     MappingSpec,
@@ -47,19 +45,15 @@ from batchsync.inventory.spec import (
     merge_statuses,
 )
 from batchsync.model import (
-    SECRET_FIELDS,
-    TOKEN_URL,
     Account,
-    BasicCredentials,
     Desired,
     DesiredMapping,
     Inventory,
     InventoryProblem,
     Job,
     Limits,
-    OAuth2Credentials,
 )
-from batchsync.secrets import Secret, SecretError, check_reference, resolve
+from batchsync.secrets import Secret, SecretError, resolve
 from batchsync.text import control_in, escape_controls
 from batchsync.urls import insecure_http, url_problem
 from batchsync.wire import (
@@ -83,9 +77,14 @@ class _Set(msgspec.Struct, frozen=True):
     desired_mapping: DesiredMapping | None  # None: no mapping, or the set's own is wrong
 
 
-class _Loader:
-    def __init__(self, path: Path, environ: dict[str, str] | None, max_file_size: int) -> None:
+class _Loader(AccountsPart):
+    def __init__(
+        self, path: Path, environ: dict[str, str] | None, max_file_size: int, isolate_credentials: bool = False
+    ) -> None:
         self.path = path
+        self.isolate = isolate_credentials
+        self.unresolved: dict[str, str] = {}  # account -> why its credentials cannot be resolved
+        self.account_tags: dict[str, tuple[str, ...]] = {}
         self.name = escape_controls(str(path))
         self.base_dir = path.parent
         self.environ = environ
@@ -277,13 +276,28 @@ class _Loader:
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
         sets, broken_sets = self.status_sets(raw.get("status_sets", {}))
         jobs = self.integrations(raw.get("integrations"), accounts, broken_accounts, sets, broken_sets)
+        routes = self.notify_routes(raw.get("notify"))
         entries = raw.get("integrations")
         declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
             jobs = []
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
         secret_files = tuple(dict.fromkeys(self.referenced))
-        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files, secret_files)
+        if self.account_tags:
+            jobs = with_account_tags(jobs, self.account_tags)
+        return Inventory(
+            self.name,
+            accounts,
+            jobs,
+            self.problems,
+            declared,
+            self.warnings,
+            files,
+            secret_files,
+            self.unresolved,
+            self.account_tags,
+            routes,
+        )
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
         """Whether every tag obeys the rule of names (batchsync.text); each that does
@@ -312,125 +326,6 @@ class _Loader:
                 "(plan and apply refuse it without --allow-insecure-http)",
             )
         return True
-
-    # -- accounts ---------------------------------------------------------------------
-
-    def accounts(self, raw: Any, defaults: DefaultsSpec, base_limits: Limits) -> tuple[dict[str, Account], set[str]]:
-        accounts: dict[str, Account] = {}
-        broken: set[str] = set()
-        if raw is None:
-            self.problem(("accounts",), "missing: declare at least one account")
-            self.no_accounts = True
-            return accounts, broken
-        if not isinstance(raw, dict):
-            self.problem(("accounts",), "must be a mapping of account name to account")
-            self.no_accounts = True
-            return accounts, broken
-        for name, raw_account in raw.items():
-            loc: Loc = ("accounts", key_part(name))
-            named = isinstance(name, str) and bool(name)
-            if not named:
-                what = "empty" if isinstance(name, str) else f"{kind_name(name)}: quote it"
-                self.problem(loc, f"an account name must be text, not {what}")
-            elif (char := control_in(name)) is not None:
-                self.problem(loc, name_problem("the account name", char))
-                named = False
-            account = self.account(str(name), raw_account, loc, defaults, base_limits)
-            if account is None or not named:
-                broken.add(str(name))
-            else:
-                accounts[name] = account
-        if not raw:
-            self.problem(("accounts",), "is empty: declare at least one account")
-        # Sendcloud's limits are per account: the same account declared twice would get
-        # two budgets here and be throttled there.
-        owner: dict[Secret, str] = {}
-        for name, account in accounts.items():
-            first = owner.setdefault(account.identity, name)
-            if first != name:
-                basic = isinstance(account.credentials, BasicCredentials)
-                field, what = ("public_key", "public key") if basic else ("client_id", "client id")
-                self.problem(
-                    ("accounts", name, field),
-                    f"the same {what} as account {first!r}: declare each Sendcloud account once, "
-                    "its integrations share one rate limit",
-                )
-        return accounts, broken
-
-    def account(self, name: str, raw: Any, loc: Loc, defaults: DefaultsSpec, base_limits: Limits) -> Account | None:
-        if not isinstance(raw, dict):
-            self.convert(raw, AccountSpec, loc)
-            return None
-        ok = True
-        refs: dict[str, str] = {}
-        checked = dict(raw)
-        # References are checked before the types, so that a literal secret, whatever
-        # its type, is never quoted back in a message.
-        for field in SECRET_FIELDS:
-            if field not in raw:
-                continue
-            value = raw[field]
-            why = (
-                check_reference(value)
-                if isinstance(value, str)
-                else "must be a reference string, env:NAME or file:PATH"
-            )
-            if why is None:
-                refs[field] = value
-            else:
-                self.problem((*loc, field), why)
-                checked[field] = "env:_"  # a valid stand-in, to keep checking the rest
-                ok = False
-        spec: AccountSpec | None = self.convert(checked, AccountSpec, loc)
-        if spec is None:
-            ok = False
-        auth = spec.auth if spec is not None else raw.get("auth", "basic")
-        needed: tuple[str, ...] = AUTH_SCHEMES.get(auth, ()) if isinstance(auth, str) else ()
-        if needed:
-            other = "oauth2" if auth == "basic" else "basic"
-            foreign = OAUTH2_ONLY if auth == "basic" else AUTH_SCHEMES["basic"]
-            for field in needed:
-                if field not in raw:
-                    scheme = f" (auth = {auth!r})" if auth != "basic" else ""
-                    self.problem((*loc, field), f"Object missing required field `{field}`{scheme}")
-                    ok = False
-            for field in foreign:
-                if field in raw:
-                    self.problem(
-                        (*loc, field),
-                        f"{field} belongs to auth = {other!r}; this account uses auth = {auth!r} "
-                        f"({' and '.join(needed)}): remove one scheme's keys",
-                    )
-                    ok = False
-        # Every well-formed reference of the account's scheme is resolved, even when a
-        # sibling field is wrong: one run of validate names all of it.
-        secrets: dict[str, Secret] = {}
-        for field, ref in refs.items():
-            if needed and field not in needed:
-                continue
-            value = self.secret(ref, (*loc, field))
-            if value is None:
-                ok = False
-            else:
-                secrets[field] = value
-        if spec is not None:
-            if spec.base_url is not None and not self.check_url(spec.base_url, (*loc, "base_url"), f"account {name!r}"):
-                ok = False
-            if spec.token_url is not None and not self.check_url(
-                spec.token_url, (*loc, "token_url"), f"account {name!r}'s token request", api=False
-            ):
-                ok = False
-        if not ok or spec is None:
-            return None
-        credentials: BasicCredentials | OAuth2Credentials
-        if spec.auth == "basic":
-            credentials = BasicCredentials(secrets["public_key"], secrets["secret_key"])
-        else:
-            credentials = OAuth2Credentials(
-                secrets["client_id"], secrets["client_secret"], spec.token_url or TOKEN_URL, spec.scope or "api"
-            )
-        limits = spec.limits.over(base_limits) if spec.limits else base_limits
-        return Account(name, credentials, (spec.base_url or defaults.base_url).rstrip("/"), limits)
 
     # -- status sets ------------------------------------------------------------------
 
@@ -568,13 +463,17 @@ class _Loader:
                     and spec.override_statuses is UNSET
                     and spec.remove_statuses is UNSET
                     and spec.mapping is UNSET
+                    and printable_shop(spec)
                     and spec.account in accounts
                     and seen(spec.id, i) == i
                 ):
                     tags = spec.tags or ()
                     if tags:
                         self.check_tags(tags, ("integrations", i, "tags"), spec.id)
-                    jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
+                    name = spec.name if spec.name is not UNSET else None
+                    jobs.append(
+                        Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping, name)
+                    )
                     continue
                 # The next most common: statuses inline, nothing else.
                 statuses = spec.statuses
@@ -585,13 +484,15 @@ class _Loader:
                     and spec.override_statuses is UNSET
                     and spec.remove_statuses is UNSET
                     and spec.mapping is UNSET
+                    and printable_shop(spec)
                     and spec.account in accounts
                     and seen(spec.id, i) == i
                 ):
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
-                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
+                        name = spec.name if spec.name is not UNSET else None
+                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or (), name=name))
                     continue
             else:
                 guessed = guess_id(raw_integration)
@@ -635,6 +536,12 @@ class _Loader:
         ok = not bad
         if "tags" not in bad and isinstance(spec.tags, tuple) and spec.tags:
             ok = self.check_tags(spec.tags, (*loc, "tags"), iid) and ok
+        if "name" not in bad and isinstance(spec.name, str) and (char := control_in(spec.name)) is not None:
+            self.problem((*loc, "name"), name_problem("the name", char), iid)
+            ok = False
+        if "shop_url" not in bad and isinstance(spec.shop_url, str) and (char := control_in(spec.shop_url)) is not None:
+            self.problem((*loc, "shop_url"), name_problem("the shop_url", char), iid)
+            ok = False
         if "id" not in bad:
             before = first_seen.setdefault(spec.id, i)
             if before != i:
@@ -642,7 +549,7 @@ class _Loader:
                     (*loc, "id"), f"duplicate integration id {spec.id} (first at $.integrations[{before}])", iid
                 )
                 ok = False
-        if "account" not in bad and spec.account not in accounts:
+        if "account" not in bad and spec.account not in accounts and spec.account not in self.unresolved:
             # Without a usable accounts section, the one problem reported for it says it all.
             if spec.account not in broken_accounts and not self.no_accounts:
                 known = ", ".join(sorted(accounts) + sorted(broken_accounts)) or "none"
@@ -700,7 +607,8 @@ class _Loader:
         desired = the_set.desired if the_set is not None and statuses is the_set.statuses else self.desired(statuses)
         tags = spec.tags or ()
         assert isinstance(tags, tuple)
-        return Job(spec.id, spec.account, desired, tags, set_name or "", mapping)
+        name = spec.name if isinstance(spec.name, str) else None
+        return Job(spec.id, spec.account, desired, tags, set_name or "", mapping, name)
 
     def integration_mapping(
         self,
@@ -755,8 +663,18 @@ class _Loader:
         return self.desired_mapping(mapping) if ok else UNSET
 
 
+def printable_shop(spec: IntegrationSpec) -> bool:
+    """The shop's name and URL, where given, obey the rule of names (the slow path says why not)."""
+    name, url = spec.name, spec.shop_url
+    return (name is UNSET or control_in(name) is None) and (url is UNSET or control_in(url) is None)
+
+
 def load(
-    path: str | Path, environ: dict[str, str] | None = None, max_file_size: int = files.INVENTORY_LIMIT
+    path: str | Path,
+    environ: dict[str, str] | None = None,
+    max_file_size: int = files.INVENTORY_LIMIT,
+    isolate_credentials: bool = False,
+    token_url_derived: bool = False,
 ) -> Inventory:
     """Load, validate and expand one inventory file; see :class:`Inventory`.problems.
 
@@ -765,4 +683,10 @@ def load(
     """
     # A command loads a large inventory with the cyclic GC paused (batchsync.gcpolicy):
     # that is the process's policy, not this function's to set.
-    return _Loader(Path(path), environ, max_file_size).load()
+    # isolate_credentials: an account whose only problem is a credential that cannot be
+    # resolved is no problem of the inventory's but an entry of ``unresolved`` (plan, apply).
+    # token_url_derived: the command line moves every request (--base-url, --sandbox) and
+    # the token endpoint with it, so an OAuth2 account need not name its token_url.
+    loader = _Loader(Path(path), environ, max_file_size, isolate_credentials)
+    loader.token_url_derived = token_url_derived
+    return loader.load()

@@ -62,6 +62,8 @@ class AccountSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scope: NonEmpty | None = None
     base_url: BaseUrl | None = None
     limits: LimitsSpec | None = None
+    tags: tuple[NonEmpty, ...] | None = None  # inherited by every integration of the account
+    ignore_integrations: tuple[IntegrationId, ...] | None = None  # known, not managed: never `undeclared`
 
 
 MaybeId = str | None | UnsetType
@@ -89,6 +91,8 @@ class IntegrationSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, g
     # gc=False: 100k of them hold no cycle, and the collector need not track them.
     id: IntegrationId
     account: NonEmpty
+    name: NonEmpty | UnsetType = UNSET  # the shop's name, for people: every output shows it
+    shop_url: NonEmpty | UnsetType = UNSET  # the shop's address, for people
     status_set: NonEmpty | UnsetType | None = UNSET
     statuses: Statuses | UnsetType | None = UNSET
     statuses_file: NonEmpty | UnsetType | None = UNSET
@@ -121,7 +125,17 @@ class StatusesFileGet(msgspec.Struct, frozen=True):
     data: tuple[SavedStatus, ...]
 
 
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
+TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside", "notify")
+
+
+class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A ``[[notify]]`` route as written (its url checked apart: a reference, never a literal)."""
+
+    url: str
+    tags: tuple[NonEmpty, ...] = ()
+    accounts: tuple[NonEmpty, ...] = ()
+    on: Literal["failure", "change", "always"] = "failure"
+    format: Literal["slack", "json"] = "slack"
 
 
 class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -133,6 +147,7 @@ class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     accounts: Any = UNSET
     status_sets: Any = UNSET
     integrations: list[IntegrationSpec]
+    notify: Any = UNSET
 
 
 def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:

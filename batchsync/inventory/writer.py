@@ -301,7 +301,7 @@ def write_checked(path: str, text: str, environ: dict[str, str] | None = None) -
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        inv = load(tmp, environ=environ)
+        inv = load(tmp, environ=environ, isolate_credentials=True, token_url_derived=True)
         problems = [f"{target}: {p.path}: {p.message}" for p in inv.problems]
         os.replace(tmp, target)
     except BaseException:

@@ -18,6 +18,7 @@ from batchsync.outputs.sink import Lost, LostNotice, Sink, Start, check_output
 from batchsync.outputs.terminal import Screen, Terminal
 
 if TYPE_CHECKING:
+    from batchsync.model import NotifyRoute
     from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
     from batchsync.outputs.plan import PlanContext
 
@@ -74,6 +75,7 @@ def build_sinks(
     redact: Callable[[str], str] = str,
     hooks: Sequence[Webhook] = (),
     plan: PlanContext | None = None,
+    routes: Sequence[tuple[NotifyRoute, Webhook]] = (),
 ) -> list[Sink]:
     """The sinks, in the order they are closed: JUnit, then the metrics (the exit code as it
     stands), the terminal, the HTML page (the code as it stands), the saved plan (``plan``:
@@ -121,4 +123,8 @@ def build_sinks(
 
         on, fmt, timeout = settings.notify_on, settings.notify_format, settings.notify_timeout
         sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact))
+    if routes:  # the inventory's [[notify]] routes: each its own integrations' summary
+        from batchsync.outputs.routes import RoutedNotify
+
+        sinks.append(RoutedNotify(routes, start, timeout=settings.notify_timeout, redact=redact))
     return sinks

@@ -30,6 +30,7 @@ from batchsync.exitcodes import (
 from batchsync.files import atomic_write
 from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
+from batchsync.outputs.drift import undeclared_section
 from batchsync.outputs.health import HealthSeen, html_section
 from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Lost, Start
@@ -309,7 +310,7 @@ class HtmlReport:
         ]
         if mode == "plan":
             parts.append(self._budget(summary, info))
-        parts += [self._tags(), self._changes(), self._rest(), "</main>"]
+        parts += [undeclared_section(summary, _e), self._tags(), self._changes(), self._rest(), "</main>"]
         parts.append(
             f"<footer>Made by batchsync {_e(__version__)} on {_e(_when(time.time()))}. "
             "This page is self-contained: no script, nothing loaded from elsewhere.</footer>"
@@ -455,8 +456,9 @@ class HtmlReport:
             if e is not None and e.code:
                 detail = f"{detail} (code {e.code})"
             pointer = e.pointer if e is not None and e.pointer else ""
+            name = f' <span class="name">{_e(o.name)}</span>' if o.name else ""
             rows.append(
-                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td>'
+                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}{name}</td><td>{_e(o.account)}</td>'
                 f'<td><span class="kind">{_e(kind)}</span></td><td class="num">{_e(status)}</td>'
                 f'<td class="detail">{self._text(detail)}</td><td class="pointer">{self._text(pointer)}</td>'
                 f'<td class="num">{o.attempts}</td></tr>'

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
 from batchsync.files import atomic_write
-from batchsync.outcome import Outcome, Summary
+from batchsync.outcome import Outcome, Summary, shop
 from batchsync.outputs.sink import End, Lost, Part, Start
 from batchsync.text import escape_controls
 
@@ -78,7 +78,7 @@ def junit_document(outcomes: Iterable[Outcome], summary: Summary, suite_name: st
             case = ET.SubElement(
                 suite,
                 "testcase",
-                name=f"integration {o.integration_id}",
+                name=shop(o.integration_id, o.name),
                 classname=f"{suite_name}.{account}",
                 time=_seconds(o.duration_ms / 1000.0),
             )

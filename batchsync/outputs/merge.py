@@ -236,6 +236,10 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
         duration_s=max(0.0, duration),
         stopped="; ".join(stopped) or None,
         not_done=sum(p.not_done or 0 for p in parts),
+        # An account is in one shard; were it listed by two reports, it counts once.
+        undeclared=list(
+            {(u.account, u.integration_id): u for r in usable if r.summary for u in r.summary.undeclared}.values()
+        ),
     )
     return Merged(
         mode,

@@ -149,6 +149,9 @@ def _render(families: Mapping[str, _Family]) -> str:
 
 
 def _ours(labels: Mapping[str, str], identity: Mapping[str, str]) -> bool:
+    if "inventory" in identity and "inventory" not in labels:
+        # A series of a batchsync that wrote no inventory label: this command's, replaced.
+        return all(labels.get(k) == v for k, v in identity.items() if k != "inventory")
     return all(labels.get(k) == v for k, v in identity.items())
 
 
@@ -237,6 +240,16 @@ def metrics_families(
         for meter, declared in (("reads", stats.read_declared), ("writes", stats.write_declared)):
             if declared is not None:
                 m.sample(declared, account=account, meter=meter)
+    m.family(
+        "batchsync_undeclared_integrations",
+        "PrestaShop V2 integrations of each account that the inventory does not declare, as the last run's "
+        "pre-flight listed them.",
+    )
+    undeclared: dict[str, int] = dict.fromkeys(accounts, 0)
+    for u in summary.undeclared:
+        undeclared[u.account] = undeclared.get(u.account, 0) + 1
+    for account in sorted(undeclared):
+        m.sample(undeclared[account], account=account)
     m.family("batchsync_run_duration_seconds", "Wall-clock duration of the last run.")
     m.sample(round(summary.duration_s, 3))
     m.family("batchsync_run_finished_timestamp_seconds", "Unix time the last run finished.")
@@ -352,6 +365,15 @@ def write_exit_code(
         atomic_write(path, _render(merged).encode("utf-8"))
 
 
+def inventory_label(inventory: str | None) -> dict[str, str]:
+    """The ``inventory`` label of every series: the inventory file's name without its
+    extension (``clients-eu.toml`` -> ``clients-eu``), so two inventories' runs writing
+    one metrics file keep their series apart, whichever folder cron starts them from."""
+    if not inventory:
+        return {}
+    return {"inventory": Path(inventory).stem or inventory}
+
+
 class Metrics:
     """The sink of ``--metrics``: the file rewritten at the end, with the exit code as it
     stands then (an output lost before it counts)."""
@@ -359,6 +381,7 @@ class Metrics:
     def __init__(self, path: str, start: Start, lost: Lost) -> None:
         self.path, self.mode, self.lost = path, start.mode, lost
         self.health: dict[tuple[str, int], int] = {}
+        self.labels = inventory_label(start.inventory)
 
     def add(self, outcome: Outcome) -> None:
         health = outcome.shop_health
@@ -372,6 +395,8 @@ class Metrics:
         if end is None:
             return
         try:
-            write_metrics(self.path, end.summary, self.mode, exit_code=end.code(), health=self.health)
+            write_metrics(
+                self.path, end.summary, self.mode, exit_code=end.code(), health=self.health, labels=self.labels
+            )
         except OSError as exc:
             self.lost.record("--metrics", self.path, exc)

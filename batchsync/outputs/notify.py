@@ -157,7 +157,8 @@ def _failure_line(o: Outcome, redact: Callable[[str], str]) -> str:
         status = f" {e.http_status}" if e.http_status else ""
         detail = f": {_plain(redact(e.detail), DETAIL_CHARS)}" if e.detail else ""
         what = f"{e.kind}{status}{detail}"
-    return f"• `{o.integration_id}` {_plain(redact(o.account), 80)}: {what}"
+    name = f" {_plain(o.name, 80)}" if o.name else ""
+    return f"• `{o.integration_id}`{name} {_plain(redact(o.account), 80)}: {what}"
 
 
 def _throttled(summary: Summary) -> list[str]:
@@ -277,6 +278,7 @@ def json_message(
     doc["failed"] = [
         {
             "integration_id": o.integration_id,
+            "name": o.name,
             "account": o.account,
             "kind": o.error.kind if o.error else "failed",
             "http_status": o.error.http_status if o.error else None,
@@ -463,6 +465,12 @@ def notify(
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return [Delivery(h.host, False, 0, None, "internal error") for h in hooks]
+    log_deliveries(deliveries)
+    return deliveries
+
+
+def log_deliveries(deliveries: Iterable[Delivery]) -> None:
+    """What became of each notification, one log line each."""
     for d in deliveries:
         if d.ok:
             log.info("notification sent to %s (HTTP %s)", d.host, d.status)
@@ -475,7 +483,6 @@ def notify(
                 "" if d.attempts == 1 else "s",
                 d.reason,
             )
-    return deliveries
 
 
 class Notify:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import msgspec
 
-from batchsync.outcome import AccountStats, Outcome, Summary
+from batchsync.outcome import AccountStats, Outcome, Summary, Undeclared
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import summary_document
 
@@ -149,6 +149,7 @@ class SummaryLine(msgspec.Struct, frozen=True):
     duration_s: float = 0.0
     stopped: str | None = None
     exit_code: int | None = None
+    undeclared: list[Undeclared] = []  # reports before issue 27 have none
 
 
 class Report(msgspec.Struct, frozen=True):

@@ -103,6 +103,16 @@ def close_all(sinks: Sequence[Sink], end: End | None) -> None:
     cannot write and returns) does not keep the ones after it from closing: the report's
     summary line still carries the exit code; the first error is raised after."""
     error: BaseException | None = None
+    # A sink that holds lines back until the run is done (the terminal's, sorted) writes them
+    # first, through its optional ``settle()``: a stream that fails then is a loss every
+    # output closed after it counts in its exit code.
+    for sink in sinks if end is not None else ():
+        settle = getattr(sink, "settle", None)
+        if settle is not None:
+            try:
+                settle()
+            except BaseException as exc:
+                error = error or exc
     for sink in sinks:
         try:
             sink.close(end)

@@ -16,7 +16,7 @@ import msgspec
 
 from batchsync.diff import Change, MappingChange
 from batchsync.model import FLOOR, Limits
-from batchsync.outcome import RESULTS, Outcome, Summary
+from batchsync.outcome import RESULTS, Outcome, Summary, Undeclared, label, shop
 from batchsync.outputs.health import HealthSeen, column
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.streams import discard_stdout, json_for
@@ -106,7 +106,28 @@ def summary_document(
         "recap_by": "tag" if by_tag is not None else "account",
         "groups": groups,
         "limits_too_high": limits_too_high(summary),
+        "undeclared": [msgspec.to_builtins(u) for u in sorted_undeclared(summary)],
     }
+
+
+def sorted_undeclared(summary: Summary) -> list[Undeclared]:
+    return sorted(summary.undeclared, key=lambda u: (u.account, u.integration_id))
+
+
+def print_undeclared(summary: Summary, out: SupportsWrite[str]) -> None:
+    """After the recap: the PrestaShop V2 integrations of declared accounts that the
+    inventory does not declare (add them, or list them in the account's ignore_integrations)."""
+    found = sorted_undeclared(summary)
+    if not found:
+        return
+    print(
+        f"\nUNDECLARED: {len(found)} PrestaShop V2 integration{'s' if len(found) != 1 else ''} of declared "
+        "accounts the inventory does not declare (declare them, or list them in the account's ignore_integrations)",
+        file=out,
+    )
+    for u in found:
+        url = f" {display(u.shop_url)}" if u.shop_url else ""
+        print(f"  {shop(u.integration_id, u.name)} ({display(u.account)}){url}", file=out)
 
 
 def _names(d: dict[str, str] | None) -> str:
@@ -155,7 +176,7 @@ def print_outcome(outcome: Outcome, mode: str, out: SupportsWrite[str] = sys.std
 def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[str]:
     """The lines :func:`print_outcome` writes (none for an unchanged integration, unless
     ``verbose`` or it has a warning)."""
-    where = f"integration {outcome.integration_id} ({display(outcome.account)})"
+    where = label(outcome)
     lines: list[str] = []
     if outcome.result == "failed" and outcome.error is not None:
         e = outcome.error
@@ -403,6 +424,10 @@ class Terminal:
         self.merged = start.parts is not None
         self.collected: list[Outcome] | None = [] if as_json else None
         self.health = HealthSeen()
+        # The lines to print, printed at the end sorted by account then id, so that two runs
+        # diff alike: only outcomes that print something are kept, as their text.
+        self.printed: list[tuple[str, int, str]] = []
+        self.not_found = 0  # failed as not_found: declared, but no longer the account's (the recap counts them apart)
         self.tags = TagTally() if by_tag else None
         # What an apply of a plan will spend needs the declared limits (unknown to a merge).
         self.budget = Budget() if start.mode == "plan" and start.limits else None
@@ -413,6 +438,8 @@ class Terminal:
     def add(self, outcome: Outcome) -> None:
         if outcome.shop_health is not None:
             self.health.add(outcome)
+        if outcome.error is not None and outcome.error.kind == "not_found":
+            self.not_found += 1
         if self.collected is not None:
             self.collected.append(outcome)
         if self.budget is not None:
@@ -426,12 +453,27 @@ class Terminal:
                 else:
                     print_outcome(outcome, self.mode, self.err)
         elif not self.as_json and (not self.merged or outcome.result == "failed"):
-            print_outcome(outcome, self.mode, self.out, verbose=self.verbose)
+            lines = outcome_lines(outcome, self.mode, self.verbose)
+            if lines:
+                self.printed.append((outcome.account, outcome.integration_id, "\n".join(lines) + "\n"))
+
+    def settle(self) -> None:
+        """The outcome lines, sorted by account then id, written and flushed: before any
+        sink closes (batchsync.outputs.sink.close_all)."""
+        self._print_sorted()
+        self.out.flush()
+
+    def _print_sorted(self) -> None:
+        self.printed.sort(key=lambda entry: entry[:2])
+        for _, _, text in self.printed:
+            self.out.write(text)
+        self.printed.clear()
 
     def flush(self) -> None:
         pass  # the run's timer flushes the screen itself, below its progress line
 
     def close(self, end: End | None) -> None:
+        self._print_sorted()
         if end is None:
             return
         summary, mode, out = end.summary, self.mode, self.out
@@ -448,10 +490,18 @@ class Terminal:
                 doc["parts"] = [msgspec.to_builtins(p) for p in self.start.parts or ()]
             if self.health.asked:
                 doc["failing_shops"] = [iid for iid, _, _ in self.health.ranked()]
+            self.collected.sort(key=lambda o: (o.account, o.integration_id))
             doc["outcomes"] = self.collected
             out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
         elif not self.quiet:
             print_recap(summary, mode, out, by_tag)
+            if self.not_found:
+                print(
+                    f"not found: {self.not_found} declared integration{'s' if self.not_found != 1 else ''} no longer "
+                    "the account's (counted in failed; kind not_found)",
+                    file=out,
+                )
+            print_undeclared(summary, out)
             print_mapping_totals(summary, out)
             for line in self.health.recap_lines():
                 print(line, file=out)

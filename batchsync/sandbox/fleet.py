@@ -59,6 +59,14 @@ OTHER_SYSTEMS = ("woocommerce", "shopify", "magento_2", "lightspeed", "bigcommer
 ACCOUNT_NAMES = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell")
 
 
+def account_names(n: int) -> tuple[str, ...]:
+    """``n`` account names: the eight above, then ``acme-2``, ``globex-2``... (any number)."""
+    return tuple(
+        ACCOUNT_NAMES[k % len(ACCOUNT_NAMES)] + (f"-{k // len(ACCOUNT_NAMES) + 1}" if k >= len(ACCOUNT_NAMES) else "")
+        for k in range(n)
+    )
+
+
 def _status(external_id: str, name: str, languages: tuple[str, ...]) -> Status:
     translations = [Translation(name, "en-gb")] if "en-gb" in languages else []
     translations += [Translation(f"{WORDS[lang]}: {name}", lang) for lang in languages if lang != "en-gb"]  # type: ignore[arg-type]
@@ -134,18 +142,22 @@ def fleet_seed(
     seed: int = 0,
     limits: Limits | None = None,
     first_id: int = 10_000,
+    oauth2: int = 0,
 ) -> Seed:
     """``integrations`` PrestaShop V2 shops over ``accounts`` accounts, each running one of
     ``families`` lists, as it is (a fraction ``exact``) or with one or two small changes,
     plus ``others`` integrations of other systems; without ``mappings``, no shop maps
-    any category. Account ``name`` has keys
-    ``name-public`` / ``name-secret``."""
-    if not 1 <= accounts <= len(ACCOUNT_NAMES):
-        raise ValueError(f"accounts must be between 1 and {len(ACCOUNT_NAMES)}")
+    any category. Account ``name`` has keys ``name-public`` / ``name-secret``; the last
+    ``oauth2`` accounts authenticate with OAuth2 client credentials instead
+    (``name-client-id`` / ``name-client-secret``)."""
+    if accounts < 1:
+        raise ValueError("accounts must be at least 1")
+    if not 0 <= oauth2 <= accounts:
+        raise ValueError("oauth2 must be between 0 and the number of accounts")
     if families < 1:
         raise ValueError("families must be at least 1")
     rng = random.Random(f"batchsync-fleet:{seed}")
-    names = ACCOUNT_NAMES[:accounts]
+    names = account_names(accounts)
     bases = family_lists(families, rng)
     seeds = []
     for k in range(integrations):
@@ -178,7 +190,14 @@ def fleet_seed(
             )
         )
     assert all(s.system != PRESTASHOP_V2 for s in seeds[integrations:])
-    account_seeds = tuple(AccountSeed(n, f"{n}-public", f"{n}-secret", limits or Limits()) for n in names)
+    account_seeds = tuple(
+        AccountSeed(n, f"{n}-public", f"{n}-secret", limits or Limits())
+        if k < accounts - oauth2
+        else AccountSeed(
+            n, limits=limits or Limits(), auth="oauth2", client_id=f"{n}-client-id", client_secret=f"{n}-client-secret"
+        )
+        for k, n in enumerate(names)
+    )
     return Seed(account_seeds, tuple(seeds))
 
 
@@ -190,7 +209,23 @@ def accounts_inventory(seed: Seed, base_url: str, limits: dict[str, float] | Non
         lines.append("limits = { " + ", ".join(f"{k} = {v!r}" for k, v in limits.items()) + " }")
     for acc in seed.accounts:
         env = acc.name.upper().replace("-", "_")
-        lines += ["", f"[accounts.{acc.name}]", f'public_key = "env:{env}_PUBLIC"', f'secret_key = "env:{env}_SECRET"']
+        key = (
+            acc.name
+            if acc.name.replace("-", "").replace("_", "").isalnum() and acc.name.isascii()
+            else json.dumps(acc.name)
+        )
+        lines += ["", f"[accounts.{key}]"]
+        if acc.auth == "oauth2":
+            # The token endpoint is the sandbox's: off production, an OAuth2 account names it.
+            token_url = json.dumps(base_url.rstrip("/") + "/oauth2/token")
+            lines += [
+                'auth = "oauth2"',
+                f'client_id = "env:{env}_CLIENT_ID"',
+                f'client_secret = "env:{env}_CLIENT_SECRET"',
+            ]
+            lines.append(f"token_url = {token_url}")
+        else:
+            lines += [f'public_key = "env:{env}_PUBLIC"', f'secret_key = "env:{env}_SECRET"']
     return "\n".join(lines) + "\n"
 
 
@@ -199,15 +234,20 @@ def account_env(seed: Seed) -> dict[str, str]:
     env = {}
     for acc in seed.accounts:
         name = acc.name.upper().replace("-", "_")
-        env[f"{name}_PUBLIC"] = acc.public_key
-        env[f"{name}_SECRET"] = acc.secret_key
+        if acc.auth == "oauth2":
+            env[f"{name}_CLIENT_ID"] = acc.client_id
+            env[f"{name}_CLIENT_SECRET"] = acc.client_secret
+        else:
+            env[f"{name}_PUBLIC"] = acc.public_key
+            env[f"{name}_SECRET"] = acc.secret_key
     return env
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m batchsync.sandbox.fleet", description=__doc__)
     p.add_argument("directory", type=Path)
-    p.add_argument("--accounts", type=int, default=3)
+    p.add_argument("--accounts", type=int, default=3, help="any number: acme, globex... then acme-2, globex-2...")
+    p.add_argument("--oauth2", type=int, default=0, metavar="N", help="the last N accounts use OAuth2 (0)")
     p.add_argument("--integrations", type=int, default=300, help="PrestaShop V2 ones")
     p.add_argument("--families", type=int, default=4)
     p.add_argument("--others", type=int, default=10, help="integrations of other systems")
@@ -215,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-url", default="http://127.0.0.1:8765")
     args = p.parse_args(argv)
     try:
-        seed = fleet_seed(args.accounts, args.integrations, args.families, args.others, seed=args.seed)
+        seed = fleet_seed(
+            args.accounts, args.integrations, args.families, args.others, seed=args.seed, oauth2=args.oauth2
+        )
     except ValueError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 2

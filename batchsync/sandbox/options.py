@@ -102,7 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seeded from an inventory or a seed file, with Sendcloud's rate limits, its OAuth2 token "
         "endpoint and optional faults. Prints one line with its URL once listening. Without "
         "--inventory or --seed-file it serves a built-in demo: account 'demo', keys "
-        "demo-public-key / demo-secret-key, integrations 1001-1003."
+        "demo-public-key / demo-secret-key, integrations 1001-1003. A fleet to import: "
+        "python -m batchsync.sandbox.fleet DIR writes a seed file and its accounts, any number of "
+        "accounts (--accounts N), the last --oauth2 N of them OAuth2; an inventory seeds OAuth2 accounts "
+        "as it declares them. Limits: what fits in memory (every integration is held), one process."
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"

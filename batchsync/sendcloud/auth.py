@@ -25,7 +25,7 @@ import msgspec
 from batchsync.redact import Redactor
 from batchsync.secrets import Secret
 from batchsync.sendcloud._aiohttp import aiohttp
-from batchsync.sendcloud.errors import ApiError, AuthError, InvalidResponseError
+from batchsync.sendcloud.errors import ApiError, AuthError, CredentialsError, InvalidResponseError
 from batchsync.sendcloud.exchange import classify, client_timeout, exchange, printable, safe_location
 
 log = logging.getLogger("batchsync.http")
@@ -148,6 +148,10 @@ class OAuth2Authenticator:
         name: str = "",
     ) -> None:
         self.name = name  # the account's, for log lines
+        # Where the client credentials come from (env:NAME, file:PATH): a refusal names them, never their values.
+        self._refs = " and ".join(
+            s.source for s in (client_id, client_secret) if s.source.startswith(("env:", "file:"))
+        )
         self._session = session
         self._token_url = token_url
         self._shown_url = safe_location(token_url)
@@ -276,6 +280,11 @@ class OAuth2Authenticator:
         else:
             body_text = printable(body.decode("utf-8", "replace"), self._redact, 120) or "empty body"
             detail = f"token endpoint answered HTTP {status} ({body_text})"
+        if status in (400, 401) and code == "invalid_client":
+            who = f"account {self.name!r}" if self.name else "the account"
+            refs = f" ({self._refs})" if self._refs else ""
+            detail = f"{who}: the client credentials{refs} were refused: {detail}"
+            return CredentialsError(detail, method="POST", url=self._shown_url, http_status=status, code=code)
         return AuthError(detail, method="POST", url=self._shown_url, http_status=status, code=code)
 
     def _accept(self, body: bytes, status: int, sent: float) -> str:

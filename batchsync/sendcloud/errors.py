@@ -106,6 +106,14 @@ class AuthError(ClientError):
     kind = "auth"
 
 
+class CredentialsError(AuthError):
+    """The token endpoint refused the client itself (400/401 ``invalid_client``): the
+    account's credentials are wrong, not a token gone stale. Stops the account, as
+    AuthError does; its integrations fail as ``credentials``."""
+
+    kind = "credentials"
+
+
 class NotFoundError(ClientError):
     """404: the integration is not the account's, or does not exist."""
 

@@ -288,8 +288,10 @@ def test_metrics_of_plan_apply_and_runs_that_never_started(
     assert metric(prom, "batchsync_run_integrations", command="apply", result="changed") == 3
     assert all(not name.endswith("_total") for name, _ in samples(prom))
 
-    # An invalid inventory: exit 2, recorded; the last success stays.
-    bad = tmp_path / "bad.json"
+    # An invalid inventory: exit 2, recorded; the last success stays. (Named as the good one,
+    # in another folder: the series are per inventory file name, the ``inventory`` label.)
+    (tmp_path / "broken").mkdir()
+    bad = tmp_path / "broken" / Path(inv.path).name
     bad.write_text('{"accounts": 3}')
     invalid = batchsync("apply", str(bad), *url, env=env)
     assert invalid.returncode == 2

@@ -207,7 +207,7 @@ def test_junit_metrics_quiet_and_json_logs(tmp_path: Path, sandbox_proc: list[Sa
     assert len(by_name) == 20
     assert by_name[f"integration {bad}"].find("failure") is not None
     prom = metrics.read_text()
-    assert 'batchsync_run_integrations{command="apply",result="failed"} 1' in prom
+    assert 'batchsync_run_integrations{inventory="inv",command="apply",result="failed"} 1' in prom
     assert "batchsync_run_success" in prom
 
     verbose = batchsync("plan", inv.path, "--base-url", box.url, "-v", "--log-format", "json", env=env)

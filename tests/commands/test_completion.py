@@ -56,6 +56,7 @@ def test_bash_completes_commands_options_choices_and_files(bash_script: Path, tm
     assert set(bash_complete(bash_script, "batchsync apply --re", tmp_path)) == {
         "--recap-by",
         "--report",
+        "--require-all-credentials",
         "--retry-failed",
         "--retry-max-time",
     }

@@ -9,6 +9,7 @@ person runs (three accounts, 300 shops in four families, ten of other systems).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -525,3 +526,125 @@ def test_an_interrupted_import_writes_nothing(tmp_path: Path, sandbox_proc: list
     assert "interrupted; nothing was written" in stderr and "Traceback" not in stderr
     assert out.read_text() == "before"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.toml")] == []
+
+
+@pytest.mark.parametrize("fmt", ["toml", "yaml", "json"])
+def test_a_second_import_into_the_inventory_keeps_what_a_person_wrote(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], fmt: str
+) -> None:
+    """Issue 27: a hand comment, a name and tags a person gave, a set renamed by hand and
+    the key order survive a second import into the same file; the new shops are added."""
+    seed = fleet_seed(2, 16, families=1, others=0, mappings=False, limits=FAST_LIMITS)
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    env = account_env(seed)
+    accounts = write_accounts(tmp_path, seed, box.url, SCALED)
+    inv = tmp_path / f"inventory.{fmt}"
+    first = batchsync("import", str(accounts), "-o", str(inv), "--account", seed.accounts[0].name, env=env)
+    assert first.returncode == 0, first.stderr
+    raw = read_raw(inv)
+    [set_name] = raw["status_sets"]
+    assert set_name == seed.accounts[0].name  # named after the account all its shops belong to
+    one = raw["integrations"][0]
+    assert one["name"] and one["shop_url"]  # the shop's, from the list
+    # A person edits the file: a comment, their own name and tags for a shop, the set renamed.
+    text = inv.read_text()
+    if fmt == "json":
+        doc = json.loads(text)
+        doc["integrations"][0].update(name="Our flagship", tags=["vip"])
+        doc["status_sets"] = {"house-standard": doc["status_sets"][set_name]}
+        for e in doc["integrations"]:
+            if e.get("status_set") == set_name:
+                e["status_set"] = "house-standard"
+        text = json.dumps(doc, indent=4)
+    else:
+        text = text.replace(set_name, "house-standard")
+        name = one["name"]
+        if fmt == "toml":
+            text = text.replace(f'name = "{name}"', 'name = "Our flagship"  # renamed by hand\ntags = ["vip"]', 1)
+            text = text.replace(
+                "[[integrations]]", "# Hand comment: call Anna before touching these\n[[integrations]]", 1
+            )
+        else:
+            text = text.replace(
+                f"name: {json.dumps(name)}", 'name: "Our flagship"  # renamed by hand\n    tags: [vip]', 1
+            )
+            text = text.replace("integrations:", "# Hand comment: call Anna before touching these\nintegrations:", 1)
+    inv.write_text(text)
+    second = batchsync("import", str(inv), "-o", str(inv), env=env)
+    assert second.returncode == 0, second.stderr
+    after = inv.read_text()
+    if fmt != "json":
+        assert "# Hand comment: call Anna before touching these" in after
+        assert "# renamed by hand" in after
+    assert after.startswith(text.rstrip("\n")[:200])  # what was there comes first, as it was
+    raw = read_raw(inv)
+    first_entry = raw["integrations"][0]
+    assert first_entry["name"] == "Our flagship" and first_entry["tags"] == ["vip"]
+    assert "house-standard" in raw["status_sets"]
+    listed = sorted(s.id for s in seed.integrations if s.system == "prestashop_v2")
+    assert sorted(e["id"] for e in raw["integrations"]) == listed  # the second account's shops added
+    assert batchsync("validate", str(inv), env=env).returncode == 0
+    assert batchsync("plan", str(inv), "--detailed-exitcode", env=env).returncode == 0
+
+
+def test_an_account_whose_secret_is_unset_is_skipped_named_and_the_others_imported(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    seed = fleet_seed(2, 8, families=1, others=0, mappings=False, limits=FAST_LIMITS)
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    first, second = (a.name for a in seed.accounts)
+    env = account_env(seed)
+    missing = f"{second.upper().replace('-', '_')}_SECRET"
+    env = {k: v for k, v in env.items() if k != missing}
+    out = tmp_path / "fleet.toml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchsync",
+            "import",
+            str(write_accounts(tmp_path, seed, box.url, SCALED)),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.endswith(("_PUBLIC", "_SECRET"))} | env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"account '{second}'" in result.stderr and missing in result.stderr and "skipped" in result.stderr
+    ids = {e["id"] for e in read_raw(out)["integrations"]}
+    assert ids == {s.id for s in seed.integrations if s.account == first and s.system == "prestashop_v2"}
+    assert box.stats()["requests"].get(second, {"GET": 0})["GET"] == 0
+    # All or nothing, for those who want it: exit 2, nothing read, nothing written.
+    out.unlink()
+    strict = subprocess.run(
+        [sys.executable, "-m", "batchsync", "import", str(tmp_path / "accounts.toml"), "-o", str(out),
+         "--require-all-credentials"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.endswith(("_PUBLIC", "_SECRET"))} | env,
+        cwd=ROOT,
+        timeout=120,
+    )  # fmt: skip
+    assert strict.returncode == 2 and missing in strict.stderr and not out.exists()
+
+
+def test_a_generated_fleet_of_any_size_with_oauth2_accounts_imports_and_plans_to_nothing(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    seed = fleet_seed(10, 40, families=2, others=2, oauth2=2, limits=FAST_LIMITS)
+    names = [a.name for a in seed.accounts]
+    assert names[8:] == ["acme-2", "globex-2"] and [a.auth for a in seed.accounts[8:]] == ["oauth2", "oauth2"]
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    env = account_env(seed)
+    out = tmp_path / "fleet.toml"
+    done = batchsync("import", str(write_accounts(tmp_path, seed, box.url, SCALED)), "-o", str(out), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sum(box.stats()["token_requests"].values()) >= 2  # the OAuth2 accounts used their token endpoint
+    assert batchsync("plan", str(out), "--detailed-exitcode", "--quiet", env=env).returncode == 0

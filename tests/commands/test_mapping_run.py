@@ -134,3 +134,28 @@ def test_the_guard_refuses_what_would_break_a_mapping_and_applies_what_repairs_i
     assert after["requests"]["acme"]["POST"] == before["requests"]["acme"]["POST"]  # no POST at all
     plan = batchsync("plan", str(inv), "--base-url", box.url, "--detailed-exitcode", env=env)
     assert plan.returncode == 0, plan.stdout
+
+
+def test_a_mapping_change_that_unmaps_a_category_is_a_warning_in_plan(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """Issue 27: a set's mapping line removed unmaps that category of every shop that did
+    not override it; plan showed only `=` lines. Now each such shop gets a warning."""
+    env = env_with({"ACME_PUB": PUB, "ACME_SEC": SEC})
+    box = SandboxProcess(None, env, "--seed-file", str(seed_file(tmp_path)))
+    sandbox_proc.append(box)
+    doc = json.loads(inventory(tmp_path).read_text())
+    # The set maps three categories; CANCEL's line is gone. One shop overrides CANCEL itself.
+    doc["status_sets"]["shop"]["mapping"] = {"READY_TO_SEND": "2", "IN_TRANSIT": "4", "DELIVERED": "5"}
+    doc["integrations"] = [
+        {"id": 1021, "account": "acme", "status_set": "shop"},
+        {"id": 1022, "account": "acme", "status_set": "shop", "mapping": {"CANCEL": "6"}},
+    ]
+    path = tmp_path / "unmap.json"
+    path.write_text(json.dumps(doc))
+    result = batchsync("plan", str(path), "--base-url", box.url, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warned = [line for line in result.stdout.splitlines() if "unmaps CANCEL" in line]
+    assert len(warned) == 1 and "'6'" in warned[0], result.stdout
+    assert result.stdout.index("integration 1021") < result.stdout.index(warned[0])
+    assert "integration 1022" not in result.stdout  # its own CANCEL keeps it: nothing to change

@@ -122,8 +122,11 @@ def test_a_wrong_client_secret_costs_one_token_request_and_only_its_account(
     rows, _ = read_report(report)
     east = [r for r in rows if r["account"] == "east"]
     assert len(east) == 20 and {r["result"] for r in east} == {"failed"}
-    assert {r["error"]["kind"] for r in east} == {"auth"}
+    assert {r["error"]["kind"] for r in east} == {"credentials"}  # the client refused: issue 27
     assert all("invalid_client" in r["error"]["detail"] for r in east)
+    # The account and where its client credentials come from are named, never their values.
+    named = "account 'east': the client credentials (env:EAST_ID and env:EAST_SECRET) were refused"
+    assert all(named in r["error"]["detail"] for r in east)
     assert {r["result"] for r in rows if r["account"] != "east"} <= {"changed", "unchanged"}
     stats = box.stats()
     assert stats["token_requests"]["east"] == 1  # exactly one token request, then nothing

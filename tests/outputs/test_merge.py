@@ -587,3 +587,39 @@ def test_a_report_that_is_not_utf8_is_a_problem_whichever_msgspec(monkeypatch: p
 
     monkeypatch.setattr(msgspec.json, "decode", as_msgspec_022)
     assert parse_report("r.jsonl", data).problem == expected
+
+
+def test_the_shards_undeclared_integrations_merge_and_older_reports_have_none(tmp_path: Path) -> None:
+    """Issue 27: each shard's summary line lists what its pre-flight found undeclared; the
+    merge lists them all (once each), in the JSON document and the text; a report written
+    before there was such a list reads as having none."""
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    rows_a = [("big", "unchanged", i) for i in FLEET["big"]]
+    rows_b = [(acc, "unchanged", i) for acc in ("mid", "small") for i in FLEET[acc]]
+    found_a = [{"account": "big", "integration_id": 901, "name": "New shop", "shop_url": "https://new.example"}]
+    found_b = [{"account": "small", "integration_id": 902, "name": None, "shop_url": None}]
+    write(
+        a,
+        header(0, 2, SPLIT),
+        *(outcome(i, acc, r) for acc, r, i in rows_a),
+        summary_line([(acc, r) for acc, r, _ in rows_a], exit_code=0, undeclared=found_a),
+    )
+    write(
+        b,
+        header(1, 2, SPLIT),
+        *(outcome(i, acc, r) for acc, r, i in rows_b),
+        summary_line([(acc, r) for acc, r, _ in rows_b], exit_code=0),  # an older report: no list
+    )
+    code, out, _ = run(str(a), str(b), fmt="json")
+    assert code == 0
+    assert json.loads(out)["undeclared"] == found_a
+    write(
+        b,
+        header(1, 2, SPLIT),
+        *(outcome(i, acc, r) for acc, r, i in rows_b),
+        summary_line([(acc, r) for acc, r, _ in rows_b], exit_code=0, undeclared=found_b),
+    )
+    code, out, _ = run(str(a), str(b))
+    assert "UNDECLARED: 2 PrestaShop V2 integrations" in out
+    assert 'integration 901 "New shop" (big) https://new.example' in out and "integration 902 (small)" in out

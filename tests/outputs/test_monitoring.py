@@ -78,6 +78,7 @@ FAMILIES = (
     "batchsync_throttled_responses",
     "batchsync_account_rate_per_minute",
     "batchsync_account_declared_rate_per_minute",
+    "batchsync_undeclared_integrations",
     "batchsync_run_duration_seconds",
     "batchsync_run_finished_timestamp_seconds",
     "batchsync_last_success_timestamp_seconds",
@@ -367,3 +368,28 @@ def test_junit_escaping_and_replace(tmp_path: Path) -> None:
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["stopped"] == "interrupted"
     assert os.listdir(tmp_path) == ["junit.xml"]
+
+
+def test_two_inventories_keep_their_series_apart_and_an_unlabelled_series_is_replaced(tmp_path: Path) -> None:
+    """Issue 27: every series carries ``inventory``; an older file's series of the same
+    command without it is this inventory's past, replaced (its last success kept)."""
+    from batchsync.outcome import Undeclared
+    from batchsync.outputs.metrics import inventory_label
+
+    assert inventory_label("/srv/inv/clients-eu.toml") == {"inventory": "clients-eu"}
+    path = tmp_path / "batchsync.prom"
+    write_metrics(str(path), summary(), "apply", finished_at=1_700_000_000.0, exit_code=0)  # an older run: no label
+    eu, us = inventory_label("eu/prod.toml"), inventory_label("us/clients.toml")
+    found = summary(failed=1)
+    found.undeclared = [Undeclared("acme", 9), Undeclared("acme", 10)]
+    write_metrics(str(path), found, "apply", finished_at=1_800_000_000.0, exit_code=1, labels=eu)
+    write_metrics(str(path), summary(), "apply", finished_at=1_800_000_100.0, exit_code=0, labels=us)
+    text = path.read_text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert sample.labels.get("inventory") in ("prod", "clients"), sample  # the unlabelled ones are gone
+    assert read_metric(str(path), "batchsync_last_run_exit_code", {"inventory": "prod"}) == 1
+    assert read_metric(str(path), "batchsync_last_run_exit_code", {"inventory": "clients"}) == 0
+    # The failing inventory keeps the last success its unlabelled series had.
+    assert read_metric(str(path), "batchsync_last_success_timestamp_seconds", {"inventory": "prod"}) == 1_700_000_000
+    assert read_metric(str(path), "batchsync_undeclared_integrations", {"inventory": "prod", "account": "acme"}) == 2

@@ -142,7 +142,15 @@ def test_the_json_format_is_the_summary_document() -> None:
     assert doc["totals"] == {"unchanged": 7, "changed": 2, "failed": 1, "skipped": 0}
     assert doc["accounts"]["acme"]["requests"] == 20
     assert doc["failed"] == [
-        {"integration_id": 9, "account": "acme", "kind": "client", "http_status": 400, "detail": "x", "pointer": "/a"}
+        {
+            "integration_id": 9,
+            "name": None,
+            "account": "acme",
+            "kind": "client",
+            "http_status": 400,
+            "detail": "x",
+            "pointer": "/a",
+        }
     ]
 
 

@@ -43,7 +43,9 @@ def test_the_command_writes_a_seed_and_an_inventory_of_its_accounts(tmp_path: Pa
     assert set(raw) == {"defaults", "accounts"}
 
 
-@pytest.mark.parametrize("args", [["--accounts", "0"], ["--accounts", "9"], ["--families", "0"]])
+@pytest.mark.parametrize(
+    "args", [["--accounts", "0"], ["--accounts", "2", "--oauth2", "3"], ["--oauth2", "-1"], ["--families", "0"]]
+)
 def test_impossible_fleets_are_refused(tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path), *args]) == 2
     assert "fleet:" in capsys.readouterr().err

@@ -343,7 +343,7 @@ async def test_refused_client_is_auth_after_exactly_one_token_request(
     (posted,) = await asyncio.gather(api.post_statuses(b"{}"), return_exceptions=True)
     for error in [*errors, posted]:
         assert isinstance(error, AuthError)
-        assert (error.kind, error.retryable, error.http_status) == ("auth", False, 401)
+        assert (error.kind, error.retryable, error.http_status) == ("credentials", False, 401)
         assert "invalid_client" in str(error) and "Client authentication failed" in str(error)
         no_secret_in(error, auth)
         assert "wrong-secret-value" not in str(error)
@@ -395,7 +395,7 @@ async def hostile() -> AsyncIterator[Hostile]:
 @pytest.mark.parametrize(
     ("behaviour", "kind"),
     [
-        ("echo-credentials", "auth"),
+        ("echo-credentials", "credentials"),  # 401 invalid_client: the client itself refused
         ("redirect-307", "auth"),
         ("gzip-bomb", "invalid_response"),
         ("endless", "invalid_response"),
