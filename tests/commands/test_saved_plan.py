@@ -187,10 +187,11 @@ def test_a_rotated_key_does_not_stale_the_plan(
     applied = batchsync("apply", str(inv), "--base-url", box.url, "--plan", str(plan_path), "--limit", "x", env=env)
     assert applied.returncode == 2 and "does not go with --limit" in applied.stderr
     applied = batchsync("apply", str(inv), "--base-url", box.url, "--plan", str(plan_path), "--format", "json", env=env)
-    # The inventory's hash leaves the secret files out: the plan applies; the sandbox refuses the key.
+    # The inventory's hash leaves the secret files out: the plan applies; the sandbox refuses the key
+    # (a token endpoint refusing the client fails that account as kind credentials).
     assert applied.returncode == 1, applied.stderr
     kinds = {o["account"]: (o["error"] or {}).get("kind") for o in json.loads(applied.stdout)["outcomes"]}
-    assert kinds.get("acme") is None and kinds.get("oauthco") == "auth"
+    assert kinds.get("acme") is None and kinds.get("oauthco") == "credentials"  # the token endpoint refused the client
 
 
 def test_no_credential_in_the_plan_file(tmp_path: Path, setup: tuple[Path, dict[str, str], SandboxProcess]) -> None:
