@@ -48,6 +48,7 @@ VERBS = {
     "apply": "apply",
     "import": "import_",  # a keyword
     "report": "report",
+    "history": "history",
     "completion": "completion",
     "sandbox": "sandbox",
 }

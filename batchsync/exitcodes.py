@@ -81,6 +81,11 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_NOT_STARTED: "cannot start: a usage error, an invalid inventory or seed, a port in use",
         EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
+    "history": {
+        EXIT_OK: "answered (an empty answer too)",
+        EXIT_FAILED: "history show: no such run",
+        EXIT_NOT_STARTED: "a usage error, or the store cannot be opened or read (named on stderr)",
+    },
 }
 
 

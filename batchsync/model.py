@@ -172,6 +172,7 @@ class Inventory(msgspec.Struct, frozen=True):
     declared: int = 0  # integration entries in the file, valid or not
     warnings: list[InventoryProblem] = msgspec.field(default_factory=list)  # worth saying, not blocking
     files: tuple[str, ...] = ()  # the files it references (statuses files, file: secrets): no output may replace them
+    history: Secret | None = None  # [history] url: where runs are recorded (a DSN is a credential)
 
     @property
     def valid(self) -> bool:

@@ -17,8 +17,10 @@ from batchsync.usage import UsageError
 
 if TYPE_CHECKING:
     from batchsync.engine.options import FailureBudget
+    from batchsync.history.location import Location
     from batchsync.inventory.shard import ShardSpec
     from batchsync.outputs.build import OutputSettings
+    from batchsync.secrets import Secret
 
 INVENTORY_HELP = "the inventory file: .toml, .json, .yaml or .yml"
 
@@ -247,6 +249,7 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
         help="skip the check of each account's integration list (GET /integrations) before the first status request",
     )
     add_shard_arguments(p)
+    add_history_arguments(p)
     if apply:
         p.add_argument("--no-read", action="store_true", help="write every selected integration without reading first")
         p.add_argument(
@@ -260,6 +263,54 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
             action="store_true",
             help="exit 4 when there are changes to make, 0 when there are none",
         )
+
+
+HISTORY_HELP = (
+    "the run history: sqlite:///PATH or postgresql://... (give a DSN with a password as env:NAME); "
+    "default: the inventory's [history] url, else $XDG_STATE_HOME/batchsync/history.sqlite3"
+)
+
+
+def add_history_arguments(p: argparse.ArgumentParser, reading: bool = False) -> None:
+    """``--history URL`` and (for a run) ``--no-history``."""
+    p.add_argument(
+        "--history",
+        metavar="URL",
+        help=HISTORY_HELP
+        if not reading
+        else "the store to read: sqlite:///PATH, postgresql://... or env:NAME "
+        "(default: $XDG_STATE_HOME/batchsync/history.sqlite3)",
+    )
+    if not reading:
+        p.add_argument("--no-history", action="store_true", help="record nothing in the run history")
+
+
+def history_location(flag: str | None, off: bool = False, inventory: Secret | None = None) -> Location | None:
+    """Where the history is: ``--history`` (a URL, or env:NAME) over the inventory's
+    ``[history] url`` over the default; None with ``--no-history``. UsageError naming the
+    flag (never the URL: a DSN is a credential)."""
+    from batchsync.history.location import LocationError, default, parse
+
+    if off:
+        if flag is not None:
+            raise UsageError("--history and --no-history exclude each other")
+        return None
+    if flag is not None:
+        url = flag
+        if flag.startswith("env:"):
+            url = os.environ.get(flag[4:], "")
+            if not url.strip():
+                raise UsageError(f"--history {flag}: environment variable {flag[4:]} is not set")
+        try:
+            return parse(url)
+        except LocationError as exc:
+            raise UsageError(f"--history: {exc}") from None
+    if inventory is not None:
+        try:
+            return parse(inventory.reveal())
+        except LocationError as exc:
+            raise UsageError(f"the inventory's [history] url ({inventory.source}): {exc}") from None
+    return default()
 
 
 def outputs_from(args: argparse.Namespace) -> OutputSettings:
@@ -280,6 +331,8 @@ def outputs_from(args: argparse.Namespace) -> OutputSettings:
         notify_on=args.notify_on,
         notify_format=args.notify_format,
         notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
+        history=args.history,
+        no_history=args.no_history,
     )
 
 

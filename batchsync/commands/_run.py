@@ -25,6 +25,7 @@ import msgspec
 from batchsync import usage
 from batchsync.commands._arguments import (
     base_url,
+    history_location,
     non_negative_number,
     outputs_from,
     parse_failure_budget,
@@ -438,9 +439,13 @@ def run_command(settings: RunSettings, inv: Inventory, jobs: Sequence[Job], shar
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)
         hooks = webhooks(settings)
+        where = history_location(settings.outputs.history, settings.outputs.no_history, inv.history)
     except UsageError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
+    if where is not None:
+        redactor.add(where.secrets)  # a DSN, its password: never in any output
+    settings = msgspec.structs.replace(settings, outputs=msgspec.structs.replace(settings.outputs, history_at=where))
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"
     redactor.add(h.reveal() for h in hooks)  # a webhook URL is a credential too
@@ -473,16 +478,34 @@ def _run(
     out = Screen(sys.stdout)
     lost = Lost(out)
     limits = {name: a.limits for name, a in inv.accounts.items()}
+    started = time.time()
+    digest = group = ""
+    if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
+        from batchsync.history.store import group_key, inventory_hash
+
+        digest = inventory_hash(settings.inventory)
+        group = group_key(shard, digest, started)
     start = Start(
         mode=mode,
-        started_at=time.time(),
+        started_at=started,
         inventory=settings.inventory,
         selected=len(jobs),
         shard=shard,
         limits=limits,
+        inventory_sha256=digest,
+        group=group,
     )
     try:
-        sinks = build_sinks(o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks)
+        sinks = build_sinks(
+            o,
+            start,
+            lost,
+            out=out,
+            err=sys.stderr,
+            redact=redactor,
+            hooks=hooks,
+            selected_ids=(j.integration_id for j in jobs),
+        )
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
         record_not_started(o.metrics, mode)

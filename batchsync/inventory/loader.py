@@ -37,6 +37,7 @@ from batchsync.inventory.spec import (
     UNKNOWN,
     AccountSpec,
     DefaultsSpec,
+    HistorySpec,
     IntegrationSpec,
     MappingSpec,
     StatusesFileBody,
@@ -281,8 +282,14 @@ class _Loader:
         declared = len(entries) if isinstance(entries, list) else 0
         if self.problems:
             jobs = []
+        history = self.history(raw.get("history"))
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
-        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files)
+        return Inventory(self.name, accounts, jobs, self.problems, declared, self.warnings, files, history)
+
+    def history(self, raw: Any) -> Secret | None:
+        """``[history] url``: a reference (a DSN is a credential), resolved like one."""
+        spec = self.convert(raw, HistorySpec, ("history",)) if raw is not None else None
+        return self.secret(spec.url, ("history", "url")) if spec is not None else None
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
         """Whether every tag obeys the rule of names (batchsync.text); each that does

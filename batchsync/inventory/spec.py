@@ -121,7 +121,13 @@ class StatusesFileGet(msgspec.Struct, frozen=True):
     data: tuple[SavedStatus, ...]
 
 
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside")
+TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside", "history")
+
+
+class HistorySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[history]``: where runs are recorded. The URL is a credential: env:NAME or file:PATH."""
+
+    url: str
 
 
 class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -129,6 +135,7 @@ class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     Fields in the README's order: a file written in it re-encodes byte for byte."""
 
     allow_secret_files_outside: Any = UNSET
+    history: Any = UNSET
     defaults: Any = UNSET
     accounts: Any = UNSET
     status_sets: Any = UNSET

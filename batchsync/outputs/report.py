@@ -69,10 +69,12 @@ class ReportWriter:
     def open(cls, path: str, start: Start, lost: Lost) -> ReportWriter:
         """The sink of ``--report``: the file made anew, its header line written."""
         writer = cls(path, lost)
-        writer.header(start.mode, start.inventory, start.selected, start.shard)
+        writer.header(start.mode, start.inventory, start.selected, start.shard, start.group)
         return writer
 
-    def header(self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None) -> None:
+    def header(
+        self, mode: str, inventory: str, selected: int, shard: dict[str, Any] | None = None, group: str = ""
+    ) -> None:
         self.mode = mode
         doc = {
             "header": True,
@@ -83,6 +85,8 @@ class ReportWriter:
             "selected": selected,
             "shard": shard,
         }
+        if group:
+            doc["group"] = group  # the run history's group of the shards of one night (report merge records it)
         self._put(_encoder.encode(doc) + b"\n", flush=True)  # what ran is on disk at once
 
     def add(self, outcome: Outcome) -> None:
@@ -131,6 +135,7 @@ class Header(msgspec.Struct, frozen=True):
     inventory: str | None = None
     selected: int | None = None
     shard: ShardBlock | None = None
+    group: str | None = None  # the run history's group of a sharded run
 
 
 class SummaryLine(msgspec.Struct, frozen=True):
