@@ -30,6 +30,7 @@ MEANING: dict[int, str] = {
 
 # The codes each command can end with; a text where a code means something narrower there.
 _MERGED = "the code one unsharded run would have had"
+_HISTORY_UNREAD = "a usage error, or the store cannot be opened or read (named on stderr)"
 _STDOUT_LOST = "stdout could not be written (a full disk): said on stderr"
 BY_COMMAND: dict[str, dict[int, str | None]] = {
     "validate": {
@@ -84,7 +85,16 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
     "history": {
         EXIT_OK: "answered (an empty answer too)",
         EXIT_FAILED: "history show: no such run",
-        EXIT_NOT_STARTED: "a usage error, or the store cannot be opened or read (named on stderr)",
+        EXIT_NOT_STARTED: _HISTORY_UNREAD,
+    },
+    **{
+        f"history {verb}": {EXIT_OK: "answered (an empty answer too)", EXIT_NOT_STARTED: _HISTORY_UNREAD}
+        for verb in ("runs", "integration", "failing", "prune")
+    },
+    "history show": {
+        EXIT_OK: "the run was shown",
+        EXIT_FAILED: "no run of that id in the store",
+        EXIT_NOT_STARTED: _HISTORY_UNREAD,
     },
 }
 

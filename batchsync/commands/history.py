@@ -24,6 +24,20 @@ EXAMPLES = (
     "batchsync history runs --since 7d --failed --history env:BATCHSYNC_HISTORY_URL",
 )
 
+SUBCOMMAND_EXAMPLES = {
+    "runs": ("batchsync history runs --since 7d --failed", "batchsync history runs --limit 5 --format json"),
+    "show": ("batchsync history show 42", "batchsync history show 42 --format json"),
+    "integration": (
+        "batchsync history integration 1002",
+        "batchsync history integration 1002 --format json --history sqlite:///srv/history.sqlite3",
+    ),
+    "failing": (
+        "batchsync history failing",
+        "batchsync history failing --format json --history env:BATCHSYNC_HISTORY_URL",
+    ),
+    "prune": ("batchsync history prune --older-than 90d", "batchsync history prune --older-than 26w --format json"),
+}
+
 Verb = Literal["runs", "show", "integration", "failing", "prune"]
 
 

@@ -78,7 +78,9 @@ def settings(args: argparse.Namespace) -> MergeSettings:
     except ValueError as exc:
         raise UsageError(f"--max-age {args.max_age}: {exc}") from None
     outputs = OutputSettings(format=args.format, junit=args.junit, metrics=args.metrics, html=args.html)
-    return MergeSettings(tuple(args.reports), outputs, age, args.history, args.no_history)
+    return MergeSettings(
+        tuple(args.reports), outputs, age, getattr(args, "history", None), getattr(args, "no_history", False)
+    )
 
 
 def run(
