@@ -226,9 +226,10 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     )
     p.add_argument(
         "--notify-on",
-        choices=("failure", "change", "always"),
+        choices=("failure", "change", "always", "new"),
         default="failure",
-        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always, "
+        "new (only when an integration started failing or recovered, by the run history)",
     )
     p.add_argument(
         "--notify-format",

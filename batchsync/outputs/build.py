@@ -127,5 +127,5 @@ def build_sinks(
         from batchsync.outputs.notify import Notify
 
         on, fmt, timeout = settings.notify_on, settings.notify_format, settings.notify_timeout
-        sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact))
+        sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact, recall=recall))
     return sinks

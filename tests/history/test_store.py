@@ -1,0 +1,189 @@
+"""The history store in process: the streak rules, the shards' group, migrations applied
+once, URLs and their redaction, the session's writer thread, and what a lost store does."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchsync.history import queries, schema
+from batchsync.history.db import HistoryError, connect, iso
+from batchsync.history.location import LocationError, default_path, parse
+from batchsync.history.store import RunInfo, group_key, night
+from batchsync.history.writer import Session
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.history import History, Recall, since_text
+from batchsync.outputs.sink import End, Lost, Start
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+def ok(iid: int, result: Any = "unchanged") -> Outcome:
+    return Outcome(integration_id=iid, account="acme", result=result, ended_at=T0)
+
+
+def bad(iid: int) -> Outcome:
+    return Outcome(integration_id=iid, account="acme", result="failed", error=ErrorInfo("server", 503, None, "down"))
+
+
+def record(location: Any, outcomes: list[Outcome], at: float, group: str = "", command: str = "apply") -> Session:
+    session = Session.open(location, RunInfo(command=command, started_at=at, group_key=group))
+    for o in outcomes:
+        session.add(o)
+    assert session.finish(at + 60, 1 if any(o.result == "failed" for o in outcomes) else 0, {}) is None
+    return session
+
+
+def test_a_failing_streak_counts_runs_and_keeps_its_start_until_a_success(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1), ok(2)], T0)
+    record(where, [bad(1), bad(2)], T0 + 86400)
+    record(where, [bad(1), ok(2, "skipped")], T0 + 2 * 86400)  # skipped: says nothing
+    db = connect(where)
+    failing = {f["integration_id"]: f for f in queries.failing(db)}
+    assert failing[1]["runs"] == 3 and failing[1]["since"] == iso(T0)
+    assert failing[2]["runs"] == 1 and failing[2]["since"] == iso(T0 + 86400)
+    db.close()
+    record(where, [ok(1, "changed"), ok(2)], T0 + 3 * 86400)
+    db = connect(where)
+    assert queries.failing(db) == []
+    state = db.query("SELECT streak_runs, streak_since, last_change_at FROM integration_state WHERE integration_id = 1")
+    assert state == [(1, iso(T0 + 3 * 86400), iso(T0))]  # ok since the 4th run; changed at its outcome's end
+    db.close()
+
+
+def test_runs_of_one_group_count_once_in_a_streak(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1)], T0, group="g1")
+    record(where, [bad(1)], T0 + 10, group="g1", command="report merge")  # the merge of that night
+    record(where, [bad(1)], T0 + 86400, group="g2")
+    db = connect(where)
+    assert [(f["runs"], f["since"]) for f in queries.failing(db)] == [(2, iso(T0))]
+    db.close()
+
+
+def test_the_shards_of_one_night_share_a_group_and_the_next_night_does_not() -> None:
+    shard = {"index": 0, "count": 4, "integrations": [3, 3, 2, 2], "accounts": [1, 1, 1, 1]}
+    other = dict(shard, index=3)
+    evening, morning = 1_800_050_400.0, 1_800_050_400.0 + 10 * 3600  # 22:00 and 08:00 the next day, UTC
+    assert night(evening) == night(morning)
+    assert group_key(shard, "h", evening) == group_key(other, "h", morning)
+    assert group_key(shard, "h", evening) != group_key(shard, "h", evening + 86400)
+    assert group_key(shard, "h", evening) != group_key(shard, "other inventory", evening)
+    assert group_key(None, "h", evening) == ""
+
+
+def test_migrations_run_once_however_many_open_at_once(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            connect(where).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    conn = sqlite3.connect(where.target)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.LATEST,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.execute("INSERT INTO schema_version VALUES (99, 'later')")
+    conn.commit()
+    with pytest.raises(HistoryError, match="schema version 99, newer than"):
+        connect(where)
+
+
+def test_urls_name_the_store_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pg = parse("postgresql://sync:pa%24%24word@db.example:5433/batchsync")
+    assert pg.kind == "postgresql" and pg.name == "postgresql://db.example:5433/batchsync"
+    assert "pa$$word" in pg.secrets and pg.target in pg.secrets
+    assert "password" not in parse("postgres:///h?host=/run/pg&password=zz").name
+    assert "zz" in parse("postgres:///h?host=/run/pg&password=zz").secrets
+    assert parse("sqlite:////var/h.sqlite3").target == "/var/h.sqlite3"
+    assert parse("sqlite:///rel/h.sqlite3").target == "rel/h.sqlite3"
+    for wrong in ("", "sqlite://h.sqlite3", "mysql://u:secret@h/db"):
+        with pytest.raises(LocationError) as caught:
+            parse(wrong)
+        assert "secret" not in str(caught.value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_path() == str(tmp_path / "batchsync" / "history.sqlite3")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+    assert default_path().endswith(".local/state/batchsync/history.sqlite3")
+
+
+def _end(summary: Summary, code: int = 0) -> End:
+    return End(summary=summary, code=lambda: code, started_at=T0, ended_at=T0 + 5)
+
+
+def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1), bad(2)], T0 - 86400)
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0, inventory="inv.toml"), lost)
+    assert sink.recall.on and set(sink.recall.known) == {1, 2}
+    assert sink.recall.failing_since(bad(1)) == (iso(T0 - 86400), 2)
+    assert sink.recall.failing_since(bad(3)) is None
+    memory = sink.recall.summarize([bad(1), ok(2), bad(3)])
+    assert [o.integration_id for o in memory["new"]] == [3]
+    assert [(o.integration_id, n) for o, _, n in memory["ongoing"]] == [(1, 2)]
+    assert [(o.integration_id, n) for o, _, n in memory["recovered"]] == [(2, 1)]
+    for o in (bad(1), ok(2), bad(3)):
+        sink.add(o)
+    summary = Summary(accounts={"acme": AccountStats(unchanged=1, failed=2)})
+    sink.close(_end(summary, 1))
+    assert not lost
+    db = connect(where)
+    [run, _] = queries.runs(db)
+    assert run["counts"] == {"unchanged": 1, "changed": 0, "failed": 2, "skipped": 0} and run["exit_code"] == 1
+    assert run["inventory"] == "inv.toml"
+    db.close()
+    assert since_text("2027-01-15T08:00:00.000Z", 3) == "failing since 2027-01-15 08:00 UTC (3 runs)"
+    assert Recall().failing_since(bad(1)) is None and not Recall().on
+
+
+def test_a_store_that_cannot_be_opened_is_a_lost_output_named_without_its_password(tmp_path: Path) -> None:
+    where = parse("postgresql://u:hunter2secret@127.0.0.1:1/nothing")
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0), lost, redact=lambda s: s.replace("hunter2secret", "***"))
+    assert not sink.recall.on
+    sink.add(ok(1))
+    sink.close(_end(Summary(accounts={})))
+    [line] = lost.lines()
+    assert line.startswith("batchsync: --history postgresql://127.0.0.1:1/nothing was not written: ")
+    assert "hunter2secret" not in line and lost.exit_code(0) == 5
+
+
+def test_a_store_lost_during_the_run_is_named_and_the_run_goes_on(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0), lost)
+    session = sink.session
+    assert session is not None
+    session.db.execute("DROP TABLE outcomes")  # a store broken under the run
+    for i in range(5):
+        sink.add(ok(i))
+    sink.flush()
+    time.sleep(0.05)
+    sink.close(_end(Summary(accounts={})))
+    assert lost and "no such table: outcomes" in lost.lines()[0]
+
+
+def test_history_read_from_postgresql_alike(pg_url: str) -> None:
+    where = parse(pg_url)
+    record(where, [bad(1), ok(2, "changed")], T0)
+    record(where, [bad(1)], T0 + 86400)
+    db = connect(where)
+    assert [(f["integration_id"], f["runs"], f["since"]) for f in queries.failing(db)] == [(1, 2, iso(T0))]
+    assert [e["result"] for e in queries.integration(db, 2)["events"]] == ["changed"]
+    assert queries.prune(db, iso(T0 + 1)) == {"runs": 1, "outcomes": 2}
+    db.close()
