@@ -163,20 +163,17 @@ def last_start(db: Db, account: str) -> str | None:
 
 
 def account_runs(db: Db, accounts: Iterable[str], per_account: int = 30) -> dict[str, list[dict[str, Any]]]:
-    """Each account's last ``per_account`` runs: changed and failed per run, oldest first
-    (the HTML page's chart)."""
+    """Each account's last ``per_account`` runs, oldest first: changed and failed per run
+    (the HTML page's chart). A few indexed rows per account."""
     out: dict[str, list[dict[str, Any]]] = {}
     for account in sorted(set(accounts)):
         rows = db.query(
-            "SELECT r.id, r.started_at, "
-            "SUM(CASE WHEN o.result = 'changed' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN o.result = 'failed' THEN 1 ELSE 0 END) "
-            "FROM outcomes o JOIN runs r ON r.id = o.run_id WHERE o.account = ? "
-            "GROUP BY r.id, r.started_at ORDER BY r.started_at DESC, r.id DESC LIMIT ?",
+            "SELECT a.run_id, r.started_at, a.changed, a.failed FROM run_accounts a JOIN runs r ON r.id = a.run_id "
+            "WHERE a.account = ? ORDER BY a.run_id DESC LIMIT ?",
             (account, per_account),
         )
         out[account] = [
-            {"run": int(r[0]), "at": r[1], "changed": int(r[2] or 0), "failed": int(r[3] or 0)} for r in reversed(rows)
+            {"run": int(r[0]), "at": r[1], "changed": int(r[2]), "failed": int(r[3])} for r in reversed(rows)
         ]
     return out
 
@@ -189,5 +186,6 @@ def prune(db: Db, before: str) -> dict[str, int]:
         runs_gone = int(db.query("SELECT COUNT(*) FROM runs WHERE started_at < ?", (before,))[0][0])
         outcomes = int(db.query(f"SELECT COUNT(*) FROM outcomes WHERE run_id IN ({old})", (before,))[0][0])  # noqa: S608 - constant text
         db.execute(f"DELETE FROM outcomes WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM run_accounts WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
         db.execute("DELETE FROM runs WHERE started_at < ?", (before,))
     return {"runs": runs_gone, "outcomes": outcomes}

@@ -82,6 +82,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_change_at TEXT
         )""",
         "CREATE INDEX integration_state_failing ON integration_state (failing, streak_since)",
+        # Each run's counts per account, written at its end: the HTML page's chart of an
+        # account's last runs reads a few rows, not the outcomes.
+        """CREATE TABLE run_accounts (
+            account TEXT NOT NULL,
+            run_id BIGINT NOT NULL,
+            unchanged INTEGER NOT NULL DEFAULT 0,
+            changed INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (account, run_id)
+        )""",
+        "CREATE INDEX run_accounts_run ON run_accounts (run_id)",
     ),
 )
 

@@ -159,8 +159,26 @@ class Writes:
             if states:
                 db.executemany(_UPSERT, states)
 
-    def end(self, run_id: int, ended_at: float, exit_code: int | None, counts: Mapping[str, int]) -> None:
+    def end(
+        self,
+        run_id: int,
+        ended_at: float,
+        exit_code: int | None,
+        counts: Mapping[str, int],
+        per_account: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
+        """The run's end, its counts, and each account's (the HTML page's chart)."""
+        rows = [
+            (account, run_id, c.get("unchanged", 0), c.get("changed", 0), c.get("failed", 0), c.get("skipped", 0))
+            for account, c in (per_account or {}).items()
+        ]
         with self.db.transaction():
+            if rows:
+                self.db.executemany(
+                    "INSERT INTO run_accounts (account, run_id, unchanged, changed, failed, skipped) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             self.db.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, unchanged = ?, changed = ?, failed = ?, skipped = ? "
                 "WHERE id = ?",

@@ -97,7 +97,13 @@ class Session:
             except Exception as exc:
                 self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
 
-    def finish(self, ended_at: float | None, exit_code: int | None, counts: Mapping[str, int]) -> str | None:
+    def finish(
+        self,
+        ended_at: float | None,
+        exit_code: int | None,
+        counts: Mapping[str, int],
+        per_account: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> str | None:
         """Write what is left and the run's end (``ended_at`` None: the run broke off; its
         row keeps no end); close. The error, if the history was lost."""
         try:
@@ -114,7 +120,7 @@ class Session:
                 self._fail(f"{self.db.location.name}: the run's outcomes were not written within {FINISH_TIMEOUT_S:g}s")
             elif self.error is None and ended_at is not None:
                 try:
-                    self._writes.end(self.run_id, ended_at, exit_code, counts)
+                    self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
                 except Exception as exc:
                     self._fail(f"{self.db.location.name}: {' '.join(str(exc).split())}")
             return self.error

@@ -89,7 +89,14 @@ def build_sinks(
         from batchsync.outputs.history import History
 
         history = History(
-            settings.history_at, start, lost, redact, command=history_command, dedup_key=history_key, ids=selected_ids
+            settings.history_at,
+            start,
+            lost,
+            redact,
+            command=history_command,
+            dedup_key=history_key,
+            ids=selected_ids,
+            charts=(start.limits or {}) if settings.html else (),
         )
     recall = history.recall if history is not None else None
     if settings.junit:
@@ -117,7 +124,7 @@ def build_sinks(
     if settings.html:
         from batchsync.outputs.html import Html
 
-        sinks.append(Html(settings.html, start, lost, redact))
+        sinks.append(Html(settings.html, start, lost, redact, recall=recall))
     if history is not None:
         sinks.append(history)
     if report is not None:

@@ -16,22 +16,29 @@ from typing import Any
 from batchsync import __version__
 from batchsync.history.db import HistoryError, iso
 from batchsync.history.location import Location
-from batchsync.history.queries import Streak
+from batchsync.history.queries import Streak, account_runs
 from batchsync.history.store import RunInfo
 from batchsync.history.writer import Session, describe_failure, summarize
 from batchsync.outcome import RESULTS, Outcome
 from batchsync.outputs.sink import End, Lost, Start
 
 FLAG = "--history"
+CHART_RUNS = 30  # runs in each account's chart on the HTML page, this one included
 
 
 class Recall:
     """What the history knew as the run started: the failing streaks. Empty without a history."""
 
-    def __init__(self, known: Mapping[int, Streak] | None = None, group: str = "") -> None:
+    def __init__(
+        self,
+        known: Mapping[int, Streak] | None = None,
+        group: str = "",
+        charts: Mapping[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.known: Mapping[int, Streak] = known or {}
         self.group = group
         self.on = known is not None
+        self.charts: Mapping[str, list[dict[str, Any]]] = charts or {}  # each account's earlier runs
 
     def failing_since(self, outcome: Outcome) -> tuple[str, int] | None:
         """(since, runs) for a failure that goes on; None for a new one."""
@@ -61,6 +68,7 @@ class History:
         command: str | None = None,
         dedup_key: str | None = None,
         ids: Iterable[int] | None = None,
+        charts: Iterable[str] = (),
     ) -> None:
         self.location, self.lost, self.redact = location, lost, redact
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
@@ -83,7 +91,14 @@ class History:
             self._lose(str(exc))
             self.recall = Recall()
             return
-        self.recall = Recall(self.session.streaks, self.session.group)
+        found: Mapping[str, list[dict[str, Any]]] = {}
+        accounts = list(charts)
+        if accounts:  # --html: each account's earlier runs, for its chart
+            try:
+                found = account_runs(self.session.db, accounts, CHART_RUNS - 1)
+            except Exception as exc:
+                self._lose(" ".join(str(exc).split()))
+        self.recall = Recall(self.session.streaks, self.session.group, found)
         self.started = iso(run.started_at)
 
     def _lose(self, why: str) -> None:
@@ -108,6 +123,9 @@ class History:
             error = session.finish(None, None, self.counts)
         else:
             counts: dict[str, int] = {r: end.summary.total(r) for r in RESULTS}
-            error = session.finish(end.ended_at, end.code(), counts)
+            accounts: dict[str, Mapping[str, int]] = {
+                name: {r: a.count(r) for r in RESULTS} for name, a in end.summary.accounts.items()
+            }
+            error = session.finish(end.ended_at, end.code(), counts, accounts)
         if error is not None:
             self._lose(error)

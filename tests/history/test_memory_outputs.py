@@ -4,6 +4,7 @@ since <date> (N runs)"), recoveries; and ``--notify-on new``."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from batchsync.history.queries import Streak
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.history import Recall
+from batchsync.outputs.html import Html
 from batchsync.outputs.notify import json_message, slack_message, wanted
+from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import memory_document, print_memory
 
 SINCE = "2027-01-10T02:00:00.000Z"
@@ -76,3 +79,25 @@ def test_the_messages_say_new_since_and_recovered() -> None:
     assert "(new)" not in plain["text"] and "Recovered" not in plain["text"]
     doc = json_message(summary(), "apply", 1, failures, memory=mem)
     assert doc["history"]["new"] == [3] and doc["history"]["recovered"][0]["integration_id"] == 2
+
+
+def test_the_html_page_has_the_history_section_and_each_accounts_last_runs(tmp_path: Path) -> None:
+    import html5lib
+
+    charts = {"acme": [{"run": i, "at": SINCE, "changed": i % 3, "failed": i % 2} for i in range(40)]}
+    recall = Recall({1: Streak(SINCE, 4, "run:7"), 2: Streak(SINCE, 2, "run:7")}, "run:9", charts)
+    page = tmp_path / "run.html"
+    sink = Html(str(page), Start(mode="apply", started_at=1.8e9), Lost(), recall=recall)
+    for o in (out(1), out(2, "changed"), out(3)):
+        sink.add(o)
+    sink.close(End(summary=summary(), code=lambda: 1, started_at=1.8e9, ended_at=1.8e9 + 5))
+    doc = page.read_text()
+    html5lib.HTMLParser(strict=True).parse(doc)
+    assert '<section id="history">' in doc and "failing since 2027-01-10 02:00 UTC (5 runs)" in doc
+    assert "recovered (failing since" in doc and "<td>new</td>" in doc
+    assert doc.count('<svg class="runs"') == 1
+    assert doc.count('<rect class="bad"') == 30  # the last 29 recorded runs and this one
+    plain = tmp_path / "plain.html"
+    sink = Html(str(plain), Start(mode="apply", started_at=1.8e9), Lost())
+    sink.close(End(summary=summary(), code=lambda: 1, started_at=1.8e9, ended_at=1.8e9 + 5))
+    assert 'id="history"' not in plain.read_text()
