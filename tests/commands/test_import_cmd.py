@@ -525,3 +525,22 @@ def test_an_interrupted_import_writes_nothing(tmp_path: Path, sandbox_proc: list
     assert "interrupted; nothing was written" in stderr and "Traceback" not in stderr
     assert out.read_text() == "before"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.toml")] == []
+
+
+def test_an_import_is_recorded_in_the_run_history(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    seed = fleet_seed(1, 6, families=1, others=0, mappings=False, limits=FAST_LIMITS)
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    env = account_env(seed)
+    source = write_accounts(tmp_path, seed, box.url)
+    store = tmp_path / "history.sqlite3"
+    done = batchsync("import", str(source), "-o", str(tmp_path / "fleet.toml"), "--history", str(store), env=env)
+    assert done.returncode == 0, done.stderr
+    runs = batchsync("history", "runs", "--format", "json", "--history", str(store), env=env)
+    [run] = msgspec.json.decode(runs.stdout)
+    assert run["command"] == "import" and run["exit_code"] == 0 and run["counts"]["unchanged"] == 6
+    lost = batchsync(
+        "import", str(source), "-o", str(tmp_path / "again.toml"), "--history", f"sqlite:///{source}/x", env=env
+    )
+    assert lost.returncode == 5 and (tmp_path / "again.toml").exists()
+    assert f"--history {source}/x was not written" in lost.stderr
