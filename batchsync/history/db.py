@@ -141,10 +141,15 @@ def _sqlite(location: Location, create: bool) -> Db:
     if not os.path.exists(path):
         if not create:
             raise HistoryError(f"{location.name}: no history yet (no run has recorded one there)")
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        # The file made private before SQLite opens it (its -wal and -shm take its mode).
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        folder = os.path.dirname(path) or "."
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(f"{location.name}: cannot create the folder {folder}: {exc.strerror}") from None
+        try:  # the file made private before SQLite opens it (its -wal and -shm take its mode)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise HistoryError(f"{location.name}: cannot create it: {exc.strerror}") from None
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

@@ -154,10 +154,9 @@ def streaks(db: Db, ids: Iterable[int] | None = None) -> dict[int, Streak]:
 
 
 def last_start(db: Db, account: str) -> str | None:
-    """When the latest run that recorded an outcome of ``account`` started."""
+    """When the latest finished run that did some of ``account``'s integrations started."""
     rows = db.query(
-        "SELECT MAX(r.started_at) FROM runs r WHERE r.id IN (SELECT last_run FROM integration_state WHERE account = ?)",
-        (account,),
+        "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id WHERE a.account = ?", (account,)
     )
     return rows[0][0] if rows and rows[0][0] is not None else None
 

@@ -45,6 +45,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX runs_started ON runs (started_at)",
         "CREATE INDEX runs_group ON runs (group_key)",
+        # A table of its own order (rowid: appended as they come), an index per question:
+        # an integration's timeline, a run's outcomes. No primary key to keep sorted on the
+        # run's hot path: a run writes each integration once.
         """CREATE TABLE outcomes (
             run_id BIGINT NOT NULL,
             integration_id BIGINT NOT NULL,
@@ -58,13 +61,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             removed INTEGER NOT NULL DEFAULT 0,
             changes TEXT,
             attempts INTEGER NOT NULL DEFAULT 0,
-            duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
-            PRIMARY KEY (run_id, integration_id)
+            duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0
         )""",
-        "CREATE INDEX outcomes_integration ON outcomes (integration_id, run_id)",
-        # One row per integration, updated with each run's outcomes: `history failing`, the
-        # recap's "failing since" and --notify-on new read it, never a year of outcomes.
-        # A streak counts runs of one group (the shards of one night count once).
+        "CREATE INDEX outcomes_integration ON outcomes (integration_id)",
+        "CREATE INDEX outcomes_run ON outcomes (run_id)",
+        # One row per integration that has failed, written with each run's failures and
+        # recoveries (an integration that goes on succeeding costs no write): `history
+        # failing`, the recap's "failing since" and --notify-on new read it, never a year of
+        # outcomes. A streak counts runs of one group (the shards of one night count once).
         """CREATE TABLE integration_state (
             integration_id BIGINT PRIMARY KEY,
             account TEXT NOT NULL,
@@ -78,8 +82,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             streak_run BIGINT NOT NULL,
             streak_runs INTEGER NOT NULL,
             error_kind TEXT,
-            detail TEXT,
-            last_change_at TEXT
+            detail TEXT
         )""",
         "CREATE INDEX integration_state_failing ON integration_state (failing, streak_since)",
         # Each run's counts per account, written at its end: the HTML page's chart of an

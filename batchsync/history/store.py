@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,14 +98,17 @@ class Writes:
             db.execute("UPDATE runs SET group_key = ? WHERE id = ?", (run.group_key or f"run:{run_id}", run_id))
         return run_id
 
-    def outcomes(self, run_id: int, run: RunInfo, group: str, batch: Sequence[Outcome]) -> None:
-        """One batch of outcomes and the states they move, in one transaction."""
+    def outcomes(
+        self, run_id: int, run: RunInfo, group: str, batch: Sequence[Outcome], failing: Container[int] = ()
+    ) -> None:
+        """One batch of outcomes and the states they move, in one transaction: the state of
+        a failure, and of an integration in ``failing`` (its streak as the run started) that
+        no longer fails. Sorted by integration: the index takes them in order."""
         started = iso(run.started_at)
         rows = []
         states = []
         encode = msgspec.json.encode
-        applied = run.command == "apply"
-        for o in batch:
+        for o in sorted(batch, key=_by_id):
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
@@ -129,16 +132,16 @@ class Writes:
             )
             if o.result == "skipped":
                 continue  # not done: it says nothing of the integration's state
-            failing = 1 if o.result == "failed" else 0
+            if o.result != "failed" and o.integration_id not in failing:
+                continue  # it was not failing, and is not: its state says so already
             at = iso(o.ended_at) if o.ended_at else started
-            changed_at = at if applied and o.result == "changed" else None
             states.append(
                 (
                     o.integration_id,
                     o.account,
                     name,
                     o.result,
-                    failing,
+                    1 if o.result == "failed" else 0,
                     run_id,
                     group,
                     at,
@@ -146,7 +149,6 @@ class Writes:
                     run_id,
                     kind,
                     detail,
-                    changed_at,
                 )
             )
         db = self.db
@@ -197,8 +199,8 @@ class Writes:
 # A streak: consecutive groups (runs; a night's shards count once) with the same failing
 # state. Another run of the group already counted (report merge after its shards) keeps it.
 _UPSERT = """INSERT INTO integration_state (integration_id, account, name, result, failing, last_run,
-    last_group, last_at, streak_since, streak_run, streak_runs, error_kind, detail, last_change_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+    last_group, last_at, streak_since, streak_run, streak_runs, error_kind, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (integration_id) DO UPDATE SET
     streak_runs = CASE
         WHEN integration_state.failing <> excluded.failing THEN 1
@@ -216,5 +218,8 @@ ON CONFLICT (integration_id) DO UPDATE SET
     last_group = excluded.last_group,
     last_at = excluded.last_at,
     error_kind = excluded.error_kind,
-    detail = excluded.detail,
-    last_change_at = COALESCE(excluded.last_change_at, integration_state.last_change_at)"""
+    detail = excluded.detail"""
+
+
+def _by_id(o: Outcome) -> int:
+    return o.integration_id

@@ -20,8 +20,8 @@ from batchsync.history.queries import Streak, streaks
 from batchsync.history.store import RunInfo, Writes
 from batchsync.outcome import Outcome
 
-BATCH = 2000  # outcomes per insert (executemany) and transaction
-QUEUE_BATCHES = 16  # batches waiting at most: past that, add() waits for the writer
+BATCH = 10_000  # outcomes per insert (executemany) and transaction
+QUEUE_BATCHES = 4  # batches waiting at most: past that, add() waits for the writer
 PUT_TIMEOUT_S = 60.0  # a writer stuck that long (a hung server) is a lost history
 FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
 
@@ -93,7 +93,7 @@ class Session:
             if self.error is not None:
                 continue  # drained, dropped: the history is lost already
             try:
-                self._writes.outcomes(run_id, self.run, self.group, batch)
+                self._writes.outcomes(run_id, self.run, self.group, batch, self.streaks)
             except Exception as exc:
                 self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
 

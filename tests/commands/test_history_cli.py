@@ -221,7 +221,9 @@ def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
         assert len(groups) == 1 and groups[0][0].startswith("shards:")
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (4,)
         assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (40,)  # nothing lost
-        assert conn.execute("SELECT COUNT(*) FROM integration_state").fetchone() == (40,)
+        assert conn.execute("SELECT integration_id, streak_runs FROM integration_state").fetchall() == [(bad, 1)]
+        per_account = conn.execute("SELECT COUNT(*), SUM(unchanged + changed + failed) FROM run_accounts").fetchone()
+        assert per_account == (8, 40)
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]  # migrated once
     for _ in range(2):  # merging twice records the merged run once
         merged = batchsync("report", "merge", *map(str, reports), "--history", pg_url, env=env)

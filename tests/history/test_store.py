@@ -52,8 +52,11 @@ def test_a_failing_streak_counts_runs_and_keeps_its_start_until_a_success(tmp_pa
     record(where, [ok(1, "changed"), ok(2)], T0 + 3 * 86400)
     db = connect(where)
     assert queries.failing(db) == []
-    state = db.query("SELECT streak_runs, streak_since, last_change_at FROM integration_state WHERE integration_id = 1")
-    assert state == [(1, iso(T0 + 3 * 86400), iso(T0))]  # ok since the 4th run; changed at its outcome's end
+    state = db.query("SELECT streak_runs, streak_since, failing FROM integration_state ORDER BY integration_id")
+    assert state == [(1, iso(T0 + 3 * 86400), 0), (1, iso(T0 + 3 * 86400), 0)]  # both recovered in the 4th run
+    record(where, [ok(1), ok(2), ok(3)], T0 + 4 * 86400)  # what goes on succeeding costs no write
+    assert db.query("SELECT COUNT(*) FROM integration_state")[0][0] == 2
+    assert db.query("SELECT COUNT(*) FROM outcomes WHERE run_id = 5")[0][0] == 3
     db.close()
 
 
@@ -146,6 +149,8 @@ def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> Non
     [run, _] = queries.runs(db)
     assert run["counts"] == {"unchanged": 1, "changed": 0, "failed": 2, "skipped": 0} and run["exit_code"] == 1
     assert run["inventory"] == "inv.toml"
+    assert queries.last_start(db, "acme") == iso(T0) and queries.last_start(db, "other") is None
+    assert queries.account_runs(db, ["acme"]) == {"acme": [{"run": 2, "at": iso(T0), "changed": 0, "failed": 2}]}
     db.close()
     assert since_text("2027-01-15T08:00:00.000Z", 3) == "failing since 2027-01-15 08:00 UTC (3 runs)"
     assert Recall().failing_since(bad(1)) is None and not Recall().on
