@@ -303,9 +303,18 @@ def history_location(flag: str | None, off: bool = False, inventory: Secret | No
             if not url.strip():
                 raise UsageError(f"--history {flag}: environment variable {flag[4:]} is not set")
         try:
-            return parse(url)
+            where = parse(url)
         except LocationError as exc:
             raise UsageError(f"--history: {exc}") from None
+        if where.kind == "postgresql" and len(where.secrets) > 1 and url is flag:
+            import sys
+
+            print(
+                "batchsync: warning: --history given a PostgreSQL URL with its password on the command line, which "
+                "every user of this machine can read (ps, /proc): give it as env:NAME",
+                file=sys.stderr,
+            )
+        return where
     if inventory is not None:
         try:
             return parse(inventory.reveal())

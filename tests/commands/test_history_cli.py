@@ -145,6 +145,7 @@ def test_an_unreachable_history_costs_no_integration_and_exits_5(
     assert len(lines) == 10 and {r["result"] for r in lines} <= {"changed", "unchanged"}
     assert summary[0]["exit_code"] == 5
     assert f"--history {name} was not written" in result.stderr
+    assert ("password on the command line" in result.stderr) is (where == "postgresql-refused")
     everything = result.stdout + result.stderr + report.read_text()
     assert "s3cr3t-pw" not in everything and "batchsync:s3cr3t" not in everything
 
