@@ -192,3 +192,23 @@ def test_history_read_from_postgresql_alike(pg_url: str) -> None:
     assert [e["result"] for e in queries.integration(db, 2)["events"]] == ["changed"]
     assert queries.prune(db, iso(T0 + 1)) == {"runs": 1, "outcomes": 2}
     db.close()
+
+
+def test_runs_select_by_age_count_and_failure(tmp_path: Path) -> None:
+    from batchsync.commands.history import when
+    from batchsync.usage import UsageError
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [ok(1)], T0)
+    record(where, [bad(1)], T0 + 86400)
+    record(where, [ok(1)], T0 + 2 * 86400)
+    db = connect(where)
+    assert [r["id"] for r in queries.runs(db)] == [3, 2, 1]
+    assert [r["id"] for r in queries.runs(db, limit=2)] == [3, 2]
+    assert [r["id"] for r in queries.runs(db, failed=True)] == [2]
+    assert [r["id"] for r in queries.runs(db, since=when("36h", "--since", now=T0 + 2 * 86400))] == [3, 2]
+    assert [r["id"] for r in queries.runs(db, since=when("2027-01-16", "--since"))] == [3, 2]
+    assert queries.show(db, 9) is None
+    db.close()
+    with pytest.raises(UsageError, match="--since soon"):
+        when("soon", "--since")
