@@ -22,7 +22,7 @@ from bench.common import HUGE, PYTHON, WORK, Measured, Row, big_inventory, log, 
 
 N = 100_000
 IN_SYNC = 0.9
-RUNS = 2  # rounds of (on, off), interleaved
+RUNS = 3  # rounds of (on, off), interleaved
 TARGET = 1.05  # history on costs at most 5% of the run
 NIGHTS_N, FLEET = 365, 2000
 FAILING_RUNS = 5
