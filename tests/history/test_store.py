@@ -212,3 +212,15 @@ def test_runs_select_by_age_count_and_failure(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(UsageError, match="--since soon"):
         when("soon", "--since")
+
+
+def test_a_large_run_is_written_whole_across_statements_and_batches(tmp_path: Path) -> None:
+    from batchsync.history import store, writer
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    n = writer.BATCH + 2 * store.ROWS_PER_INSERT + 3  # a full batch, then two statements and a bit
+    record(where, [bad(i) if i % 97 == 0 else ok(i) for i in range(1, n + 1)], T0)
+    db = connect(where)
+    assert db.query("SELECT COUNT(*), COUNT(DISTINCT integration_id) FROM outcomes") == [(n, n)]
+    assert len(queries.failing(db)) == n // 97
+    db.close()
