@@ -28,6 +28,7 @@ class Location(msgspec.Struct, frozen=True):
     target: str
     name: str  # what messages call it: the path, or postgresql://HOST/DB (no user, no password)
     secrets: tuple[str, ...] = ()  # what the redactor must mask: the DSN and its password
+    implicit: bool = False  # the default file, which no flag or inventory asked for
 
 
 def default_path(environ: os._Environ[str] | dict[str, str] | None = None) -> str:
@@ -41,7 +42,7 @@ def default_path(environ: os._Environ[str] | dict[str, str] | None = None) -> st
 
 def default() -> Location:
     path = default_path()
-    return Location("sqlite", path, path)
+    return Location("sqlite", path, path, implicit=True)
 
 
 def parse(url: str) -> Location:

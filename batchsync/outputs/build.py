@@ -97,6 +97,7 @@ def build_sinks(
             dedup_key=history_key,
             ids=selected_ids,
             charts=(start.limits or {}) if settings.html else (),
+            warn=None if settings.quiet else lambda line: print(line, file=err),
         )
     recall = history.recall if history is not None else None
     if settings.junit:

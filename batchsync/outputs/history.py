@@ -69,6 +69,7 @@ class History:
         dedup_key: str | None = None,
         ids: Iterable[int] | None = None,
         charts: Iterable[str] = (),
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.location, self.lost, self.redact = location, lost, redact
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
@@ -88,8 +89,17 @@ class History:
         try:
             self.session = Session.open(location, run, redact, ids)
         except HistoryError as exc:
-            self._lose(str(exc))
             self.recall = Recall()
+            if location.implicit:
+                # The default file, which nobody asked for (a container's user without a
+                # home): said, not an output lost. A store asked for that fails is one.
+                if warn is not None:
+                    warn(
+                        f"batchsync: warning: no run history: {self.redact(str(exc))} (set XDG_STATE_HOME, give "
+                        "--history, or --no-history)"
+                    )
+                return
+            self._lose(str(exc))
             return
         found: Mapping[str, list[dict[str, Any]]] = {}
         accounts = list(charts)

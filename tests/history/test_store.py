@@ -224,3 +224,21 @@ def test_a_large_run_is_written_whole_across_statements_and_batches(tmp_path: Pa
     assert db.query("SELECT COUNT(*), COUNT(DISTINCT integration_id) FROM outcomes") == [(n, n)]
     assert len(queries.failing(db)) == n // 97
     db.close()
+
+
+def test_a_default_store_that_cannot_be_made_is_said_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchsync.history.location import default
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))  # a container's user without a home, say
+    said: list[str] = []
+    lost = Lost()
+    sink = History(default(), Start(mode="apply", started_at=T0), lost, warn=said.append)
+    sink.add(ok(1))
+    sink.close(_end(Summary(accounts={})))
+    assert not lost and not sink.recall.on
+    [line] = said
+    assert line.startswith("batchsync: warning: no run history: ") and "--no-history" in line
+    asked = History(parse(str(blocker / "h.sqlite3")), Start(mode="apply", started_at=T0), lost, warn=said.append)
+    assert lost and len(said) == 1 and not asked.recall.on  # one asked for: a lost output
