@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import sqlite3
 import time
 from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -110,7 +112,7 @@ class Writes:
         rows = []
         states = []
         encode = msgspec.json.encode
-        for o in sorted(batch, key=_by_id):
+        for o in sorted(batch, key=_BY_ID):
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
@@ -157,7 +159,7 @@ class Writes:
         with db.transaction():
             for i in range(0, len(rows), ROWS_PER_INSERT):
                 part = rows[i : i + ROWS_PER_INSERT]
-                db.execute(_insert(len(part)), [value for row in part for value in row])
+                db.execute(_insert(len(part)), list(chain.from_iterable(part)))
             if states:
                 db.executemany(_UPSERT, states)
 
@@ -221,8 +223,7 @@ ON CONFLICT (integration_id) DO UPDATE SET
     detail = excluded.detail"""
 
 
-def _by_id(o: Outcome) -> int:
-    return o.integration_id
+_BY_ID = operator.attrgetter("integration_id")
 
 
 # Rows per INSERT: one statement of many rows, not one per row (executemany). The driver
