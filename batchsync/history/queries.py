@@ -63,23 +63,11 @@ def show(db: Db, run_id: int) -> dict[str, Any] | None:
         "attempts, duration_ms FROM outcomes WHERE run_id = ? ORDER BY integration_id",
         (run_id,),
     )
-    run["outcomes"] = [
-        {
-            "integration_id": int(o[0]),
-            "account": o[1],
-            "name": o[2],
-            "result": o[3],
-            "kind": o[4],
-            "detail": o[5],
-            "added": o[6],
-            "changed": o[7],
-            "removed": o[8],
-            "changes": _changes(o[9]),
-            "attempts": o[10],
-            "duration_ms": o[11],
-        }
-        for o in outs
-    ]
+    names = (
+        *("integration_id", "account", "name", "result", "kind", "detail"),
+        *("added", "changed", "removed", "changes", "attempts", "duration_ms"),
+    )
+    run["outcomes"] = [dict(zip(names, o, strict=True)) | {"changes": _changes(o[9])} for o in outs]
     return run
 
 
@@ -117,18 +105,8 @@ def failing(db: Db) -> list[dict[str, Any]]:
         "SELECT integration_id, account, name, streak_since, streak_runs, error_kind, detail FROM integration_state "
         "WHERE failing = 1 ORDER BY streak_since, integration_id"
     )
-    return [
-        {
-            "integration_id": int(r[0]),
-            "account": r[1],
-            "name": r[2],
-            "since": r[3],
-            "runs": int(r[4]),
-            "kind": r[5],
-            "detail": r[6],
-        }
-        for r in rows
-    ]
+    names = ("integration_id", "account", "name", "since", "runs", "kind", "detail")
+    return [dict(zip(names, r, strict=True)) | {"integration_id": int(r[0]), "runs": int(r[4])} for r in rows]
 
 
 class Streak(msgspec.Struct, frozen=True):
