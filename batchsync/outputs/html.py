@@ -789,7 +789,7 @@ class Html:
             ended_at=end.ended_at,
             limits=dict(start.limits),
             inventory=start.inventory,
-            appendix=self.memory.section(end),
+            appendix=self.memory.section(end, _e),
             **merged,
         )
         try:

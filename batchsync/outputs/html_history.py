@@ -5,7 +5,7 @@ chart (inline SVG, like the page's timeline: nothing loaded from elsewhere)."""
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from batchsync.history.db import iso
@@ -17,11 +17,11 @@ MAX_CHARTS = 60  # accounts charted: those with failures first, then the busiest
 _BAR, _GAP, _HEIGHT = 6, 2, 36
 
 
-def _e(text: object) -> str:
+def _plain(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def chart_svg(runs: Sequence[Mapping[str, Any]]) -> str:
+def chart_svg(runs: Sequence[Mapping[str, Any]], _e: Callable[[object], str] = _plain) -> str:
     """One account's runs, oldest first: changed up (blue), failed down (red), to one scale."""
     top = max([1, *(r["changed"] for r in runs), *(r["failed"] for r in runs)])
     half = _HEIGHT / 2
@@ -43,9 +43,14 @@ def chart_svg(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def section(
-    memory: Mapping[str, Any], charts: Mapping[str, Sequence[Mapping[str, Any]]], summary: Summary, now: str
+    memory: Mapping[str, Any],
+    charts: Mapping[str, Sequence[Mapping[str, Any]]],
+    summary: Summary,
+    now: str,
+    _e: Callable[[object], str] = _plain,
 ) -> str:
-    """The page's "History" section."""
+    """The page's "History" section; ``_e`` escapes text as the page does (a name with
+    characters a page cannot show spelled out)."""
     rows = [
         f'<tr><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td><td>new</td></tr>' for o in memory["new"]
     ]
@@ -72,7 +77,7 @@ def section(
         stats = summary.accounts[account]
         runs = [*charts.get(account, ())][-(CHART_RUNS - 1) :]
         runs.append({"at": now, "changed": stats.changed, "failed": stats.failed})
-        items.append(f'<tr><td>{_e(account)}</td><td>{chart_svg(runs)}</td><td class="num">{len(runs)}</td></tr>')
+        items.append(f'<tr><td>{_e(account)}</td><td>{chart_svg(runs, _e)}</td><td class="num">{len(runs)}</td></tr>')
     if items:
         more = len(order) - MAX_CHARTS
         parts.append(
@@ -97,11 +102,11 @@ class Memory:
         if self.recall is not None and (outcome.result == "failed" or outcome.integration_id in self.recall.known):
             self.kept.append(outcome)
 
-    def section(self, end: End) -> str:
+    def section(self, end: End, escape: Callable[[object], str] = _plain) -> str:
         if self.recall is None:
             return ""
         memory = self.recall.summarize(self.kept)
-        return section(memory, self.recall.charts, end.summary, iso(end.started_at))
+        return section(memory, self.recall.charts, end.summary, iso(end.started_at), escape)
 
 
 CSS = (
