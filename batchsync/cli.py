@@ -50,6 +50,7 @@ VERBS = {
     "show": "show",
     "import": "import_",  # a keyword
     "report": "report",
+    "history": "history",
     "completion": "completion",
     "sandbox": "sandbox",
 }
@@ -108,7 +109,15 @@ def examples(command: str | None) -> tuple[str, str]:
     """The two examples under ``batchsync [COMMAND] --help``."""
     if command is None:
         return EXAMPLES
-    return next(c.EXAMPLES for c in commands() if command == c.NAME)
+    for c in commands():
+        if command == c.NAME:
+            return c.EXAMPLES
+        # A verb with subcommands of its own (``history runs``): each its two examples.
+        subcommands: dict[str, tuple[str, str]] = getattr(c, "SUBCOMMAND_EXAMPLES", {})
+        for name, pair in subcommands.items():
+            if command == f"{c.NAME} {name}":
+                return pair
+    raise KeyError(command)
 
 
 def epilog(command: str | None, shown: Sequence[str] | None = None) -> str:
@@ -172,6 +181,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             formatter_class=_Formatter,
         )
         command.add_arguments(p)
+        for action in p._actions:  # a verb's own subcommands (history runs): their codes and examples
+            if isinstance(action, argparse._SubParsersAction):
+                for word, subparser in action.choices.items():
+                    subparser.epilog = epilog(f"{command.NAME} {word}")
+                    subparser.formatter_class = _Formatter
         p.set_defaults(command_module=command)
     return parser
 

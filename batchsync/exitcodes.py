@@ -22,14 +22,15 @@ MEANING: dict[int, str] = {
     EXIT_NOT_STARTED: "nothing was sent: a usage error or an invalid inventory",
     EXIT_INTERRUPTED: "stopped (SIGTERM/SIGINT, --max-failures) before every integration was done",
     EXIT_CHANGES: "plan --detailed-exitcode found changes to make",
-    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics, stdout) could not be written "
-    "(a full disk): it is named on stderr; 1 and 3 take precedence",
+    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics, the run history, stdout) could "
+    "not be written (a full disk, a database out of reach): it is named on stderr; 1 and 3 take precedence",
     EXIT_LOCKED: "another apply holds the lock of the same inventory, or of a Sendcloud account this run needs "
     "(the message names which): try again later",
 }
 
 # The codes each command can end with; a text where a code means something narrower there.
 _MERGED = "the code one unsharded run would have had"
+_HISTORY_UNREAD = "a usage error, or the store cannot be opened or read (named on stderr)"
 _STDOUT_LOST = "stdout could not be written (a full disk): said on stderr"
 BY_COMMAND: dict[str, dict[int, str | None]] = {
     "validate": {
@@ -72,7 +73,7 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         "(--max-list-*): nothing was written",
         EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
         EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
-        EXIT_OUTPUT_LOST: _STDOUT_LOST,
+        EXIT_OUTPUT_LOST: "the new inventory was written, but stdout or the run history could not be: said on stderr",
     },
     "report merge": {
         EXIT_OK: f"every integration is in its desired state: {_MERGED}",
@@ -80,8 +81,8 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_NOT_STARTED: "the reports cannot be read as one run, or a usage error",
         EXIT_INTERRUPTED: "a shard stopped early, or its report is missing or cut short",
         EXIT_CHANGES: "plan reports with --detailed-exitcode found changes",
-        EXIT_OUTPUT_LOST: "the reports were merged, but an output (--junit, --metrics, --html, stdout) could not be "
-        "written (a full disk): it is named on stderr; 1 and 3 take precedence",
+        EXIT_OUTPUT_LOST: "the reports were merged, but an output (--junit, --metrics, --html, the run history, "
+        "stdout) could not be written: it is named on stderr; 1 and 3 take precedence",
     },
     "completion": {
         EXIT_OK: "the script was printed",
@@ -92,6 +93,20 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_OK: "stopped by SIGTERM/SIGINT",
         EXIT_NOT_STARTED: "cannot start: a usage error, an invalid inventory or seed, a port in use",
         EXIT_OUTPUT_LOST: _STDOUT_LOST,
+    },
+    "history": {
+        EXIT_OK: "answered (an empty answer too)",
+        EXIT_FAILED: "history show: no such run",
+        EXIT_NOT_STARTED: _HISTORY_UNREAD,
+    },
+    **{
+        f"history {verb}": {EXIT_OK: "answered (an empty answer too)", EXIT_NOT_STARTED: _HISTORY_UNREAD}
+        for verb in ("runs", "integration", "failing", "prune")
+    },
+    "history show": {
+        EXIT_OK: "the run was shown",
+        EXIT_FAILED: "no run of that id in the store",
+        EXIT_NOT_STARTED: _HISTORY_UNREAD,
     },
 }
 

@@ -195,6 +195,7 @@ class Inventory(msgspec.Struct, frozen=True):
     # Every account's tags, the unresolved ones' included (the run's --limit reads them).
     account_tags: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     notify: list[NotifyRoute] = msgspec.field(default_factory=list)  # the [[notify]] routes
+    history: Secret | None = None  # [history] url: where runs are recorded (a DSN is a credential)
 
     @property
     def valid(self) -> bool:

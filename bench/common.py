@@ -241,9 +241,14 @@ def night(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (or this process's) with a temp dir of its own: each measured run is a night
     of its own. A run records what it left of each account's budget beside its account
     locks (batchsync/budget.py), and the next sandbox may get the port an earlier one had:
-    a measurement must not start from another's spent budget."""
+    a measurement must not start from another's spent budget. Nor may a run write into the
+    real run history: its XDG_STATE_HOME is that temp dir too, unless ``env`` names one."""
     NIGHTS.mkdir(parents=True, exist_ok=True)
-    return {**(os.environ if env is None else env), "TMPDIR": tempfile.mkdtemp(dir=NIGHTS)}
+    base = os.environ if env is None else env
+    temp = tempfile.mkdtemp(dir=NIGHTS)
+    own = base.get("XDG_STATE_HOME")  # a part's own (not the one this process inherited)
+    state = own if own and own != os.environ.get("XDG_STATE_HOME") else temp
+    return {**base, "TMPDIR": temp, "XDG_STATE_HOME": state}
 
 
 def run_measured(

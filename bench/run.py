@@ -1,7 +1,8 @@
 """``make bench``: every part, one table, written to bench/results.md with the machine's description.
 
 ``python -m bench.run [PART ...]`` runs only some parts (1 rate limits, 2 cost per
-integration, 3 validation, 4 fleet scale, 5 start-up, 6 import, 7 rate limits with mappings)
+integration, 3 validation, 4 fleet scale, 5 start-up, 6 import, 7 rate limits with mappings,
+8 run history)
 and then does not touch results.md.
 """
 
@@ -24,6 +25,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "5": ("start-up", "bench.startup"),
     "6": ("import at the read limit", "bench.importing"),
     "7": ("rate-limited run length, mappings declared", "bench.ratelimit:run_mappings"),
+    "8": ("run history: its cost, its size, history failing", "bench.history"),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import _aioresponses_shim  # noqa: F401  (patches aioresponses for aiohttp 3.14; see the module)
 import pytest
 from cli_helpers import sandbox_proc  # noqa: F401 - a fixture
+from pg_server import pg_url, postgres_server  # noqa: F401 - fixtures: a throwaway PostgreSQL
 from sandbox_fixture import *  # noqa: F403
 
 
@@ -27,6 +28,10 @@ def _own_temp_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     monkeypatch.setenv("TMPDIR", str(temp))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    # The run history's default store (XDG_STATE_HOME/batchsync/history.sqlite3): each test
+    # its own, never the machine's real one; the processes a test starts inherit it.
+    monkeypatch.setenv("XDG_STATE_HOME", str(temp / "state"))
+    monkeypatch.delenv("BATCHSYNC_HISTORY_URL", raising=False)
 
 
 # -- make test-fast: the in-process layers ---------------------------------------------------

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from batchsync.engine.options import FailureBudget
+    from batchsync.history.location import Location
     from batchsync.inventory.shard import ShardSpec
     from batchsync.outputs.build import OutputSettings
+    from batchsync.secrets import Secret
 
 INVENTORY_HELP = "the inventory file: .toml, .json, .yaml or .yml"
 
@@ -246,9 +248,10 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     )
     p.add_argument(
         "--notify-on",
-        choices=("failure", "change", "always"),
+        choices=("failure", "change", "always", "new"),
         default="failure",
-        help="when to notify: failure (failed or skipped integrations), change (also any change), always (failure)",
+        help="when to notify: failure (failed or skipped integrations), change (also any change), always, "
+        "new (only when an integration started failing or recovered, by the run history)",
     )
     p.add_argument(
         "--notify-format",
@@ -270,6 +273,7 @@ def add_run_arguments(p: argparse.ArgumentParser, apply: bool) -> None:
     )
     add_shard_arguments(p)
     add_health_arguments(p, flag=True)
+    add_history_arguments(p)
     if apply:
         g = p.add_argument_group("a saved plan: apply exactly what was approved")
         g.add_argument(
@@ -355,6 +359,63 @@ def since_value(text: str | None, now: float) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+HISTORY_HELP = (
+    "the run history: sqlite:///PATH or postgresql://... (give a DSN with a password as env:NAME); "
+    "default: the inventory's [history] url, else $XDG_STATE_HOME/batchsync/history.sqlite3"
+)
+
+
+def add_history_arguments(p: argparse.ArgumentParser, reading: bool = False) -> None:
+    """``--history URL`` and (for a run) ``--no-history``."""
+    p.add_argument(
+        "--history",
+        metavar="URL",
+        help=HISTORY_HELP
+        if not reading
+        else "the store to read: sqlite:///PATH, postgresql://... or env:NAME "
+        "(default: $XDG_STATE_HOME/batchsync/history.sqlite3)",
+    )
+    if not reading:
+        p.add_argument("--no-history", action="store_true", help="record nothing in the run history")
+
+
+def history_location(flag: str | None, off: bool = False, inventory: Secret | None = None) -> Location | None:
+    """Where the history is: ``--history`` (a URL, or env:NAME) over the inventory's
+    ``[history] url`` over the default; None with ``--no-history``. UsageError naming the
+    flag (never the URL: a DSN is a credential)."""
+    from batchsync.history.location import LocationError, default, parse
+
+    if off:
+        if flag is not None:
+            raise UsageError("--history and --no-history exclude each other")
+        return None
+    if flag is not None:
+        url = flag
+        if flag.startswith("env:"):
+            url = os.environ.get(flag[4:], "")
+            if not url.strip():
+                raise UsageError(f"--history {flag}: environment variable {flag[4:]} is not set")
+        try:
+            where = parse(url)
+        except LocationError as exc:
+            raise UsageError(f"--history: {exc}") from None
+        if where.kind == "postgresql" and len(where.secrets) > 1 and url is flag:
+            import sys
+
+            print(
+                "batchsync: warning: --history given a PostgreSQL URL with its password on the command line, which "
+                "every user of this machine can read (ps, /proc): give it as env:NAME",
+                file=sys.stderr,
+            )
+        return where
+    if inventory is not None:
+        try:
+            return parse(inventory.reveal())
+        except LocationError as exc:
+            raise UsageError(f"the inventory's [history] url ({inventory.source}): {exc}") from None
+    return default()
+
+
 def outputs_from(args: argparse.Namespace) -> OutputSettings:
     """The outputs ``plan`` and ``apply`` were asked for."""
     from batchsync.outputs.build import OutputSettings
@@ -374,6 +435,8 @@ def outputs_from(args: argparse.Namespace) -> OutputSettings:
         notify_format=args.notify_format,
         notify_timeout=positive_number(args.notify_timeout, "--notify-timeout"),
         plan_out=getattr(args, "out", None),
+        history=args.history,
+        no_history=args.no_history,
     )
 
 

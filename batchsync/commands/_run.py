@@ -27,6 +27,7 @@ from batchsync import usage
 from batchsync.commands._arguments import (
     base_url,
     duration,
+    history_location,
     non_negative_number,
     outputs_from,
     parse_failure_budget,
@@ -601,9 +602,13 @@ def run_command(
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)
         hooks = webhooks(settings)
+        where = history_location(settings.outputs.history, settings.outputs.no_history, inv.history)
     except UsageError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
+    if where is not None:
+        redactor.add(where.secrets)  # a DSN, its password: never in any output
+    settings = msgspec.structs.replace(settings, outputs=msgspec.structs.replace(settings.outputs, history_at=where))
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"
     routes = route_hooks(settings, inv)
@@ -642,19 +647,37 @@ def _run(
     out = Screen(sys.stdout)
     lost = Lost(out)
     limits = {name: a.limits for name, a in inv.accounts.items()}
+    started = time.time()
+    digest = group = ""
+    if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
+        from batchsync.history.store import group_key, inventory_hash
+
+        digest = inventory_hash(settings.inventory)
+        group = group_key(shard, digest, started)
     start = Start(
         mode=mode,
-        started_at=time.time(),
+        started_at=started,
         inventory=settings.inventory,
         selected=len(jobs) + len(blocked),
         shard=shard,
         limits=limits,
         plan=saved.header if saved is not None else None,
+        inventory_sha256=digest,
+        group=group,
     )
     context = saved.context if saved is not None else None
     try:
         sinks = build_sinks(
-            o, start, lost, out=out, err=sys.stderr, redact=redactor, hooks=hooks, routes=routes, plan=context
+            o,
+            start,
+            lost,
+            out=out,
+            err=sys.stderr,
+            redact=redactor,
+            hooks=hooks,
+            selected_ids=(j.integration_id for j in jobs),
+            routes=routes,
+            plan=context,
         )
     except OSError as exc:
         print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)

@@ -20,6 +20,7 @@ import msgspec
 from batchsync.commands._arguments import (
     add_allow_insecure_http,
     add_base_url,
+    add_history_arguments,
     add_request_arguments,
     add_require_all_credentials,
 )
@@ -56,6 +57,8 @@ class ImportSettings(msgspec.Struct, frozen=True):
     verbose: bool = False
     log_format: Literal["text", "json"] = "text"
     require_all_credentials: bool = False  # an account that cannot resolve its credentials: exit 2, nothing read
+    history: str | None = None  # --history as given
+    no_history: bool = False
 
 
 def _count(text: str) -> int:
@@ -112,6 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     p.add_argument("-v", "--verbose", action="store_true", help="also a line per integration read, and every request")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="format of log lines on stderr")
+    add_history_arguments(p)
 
 
 def settings(args: argparse.Namespace) -> ImportSettings:
@@ -148,6 +152,8 @@ def settings(args: argparse.Namespace) -> ImportSettings:
         verbose=args.verbose,
         log_format=args.log_format,
         require_all_credentials=args.require_all_credentials,
+        history=getattr(args, "history", None),
+        no_history=getattr(args, "no_history", False),
     )
 
 
@@ -268,7 +274,58 @@ def run(settings: ImportSettings) -> int:
             why = in_clear(name, settings.base_url or account.base_url)
             if why is not None:
                 return _fail(why)
-    return _import(settings, inv, raw, selected, fmt)
+    return _recorded(settings, inv, raw, selected, fmt)
+
+
+def _recorded(
+    settings: ImportSettings, inv: Inventory, raw: dict[str, Any], selected: dict[str, Account], fmt: Format
+) -> int:
+    """The import, recorded in the run history (its outcomes are its reads): a history that
+    cannot be written is named, exit 5, and costs the import nothing."""
+    import time
+
+    from batchsync import usage
+    from batchsync.commands._arguments import history_location
+    from batchsync.usage import UsageError
+
+    try:
+        where = history_location(settings.history, settings.no_history, inv.history)
+    except UsageError as exc:
+        return _fail(str(exc))
+    if where is None:
+        return _import(settings, inv, raw, selected, fmt)
+    from batchsync.history.store import inventory_hash
+    from batchsync.outcome import AccountStats, Summary
+    from batchsync.outputs.history import History
+    from batchsync.outputs.sink import End, Lost, Start
+    from batchsync.redact import Redactor
+
+    registered = usage.redactor()
+    redactor = registered if isinstance(registered, Redactor) else Redactor()
+    redactor.add(where.secrets)
+    usage.redact_with(redactor)
+    started = time.time()
+    start = Start(mode="import", started_at=started, inventory=settings.inventory)
+    start = msgspec.structs.replace(start, inventory_sha256=inventory_hash(settings.inventory))
+    lost = Lost()
+    history = History(where, start, lost, redactor)
+    tally: dict[str, AccountStats] = {}
+
+    def record(outcome: Outcome) -> None:
+        history.add(outcome)
+        tally.setdefault(outcome.account, AccountStats()).add(outcome.result)
+
+    try:
+        code = _import(settings, inv, raw, selected, fmt, record)
+    except BaseException:
+        history.close(None)
+        raise
+    ended = time.time()
+    summary = Summary(accounts=tally, duration_s=ended - started, started_at=started)
+    history.close(End(summary=summary, code=lambda: code, started_at=started, ended_at=ended))
+    for line in lost.lines():
+        print(redactor(line), file=sys.stderr)
+    return lost.exit_code(code)
 
 
 def _import(
@@ -277,6 +334,7 @@ def _import(
     raw: dict[str, Any],
     selected: dict[str, Account],
     fmt: Format,
+    record: Callable[[Outcome], None] | None = None,
 ) -> int:
     import os
 
@@ -304,6 +362,8 @@ def _import(
     progress = Progress(0, sys.stderr, enabled=None if plain else False)
 
     def on_outcome(outcome: Outcome) -> None:
+        if record is not None:
+            record(outcome)
         progress.clear()
         if outcome.result == "failed":
             print_outcome(outcome, "import", sys.stderr if settings.quiet else sys.stdout)

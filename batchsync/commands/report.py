@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from batchsync.commands._arguments import parse_duration
+from batchsync.commands._arguments import add_history_arguments, history_location, parse_duration
 from batchsync.exitcodes import EXIT_NOT_STARTED
 from batchsync.usage import UsageError
 
@@ -29,6 +30,8 @@ class MergeSettings(msgspec.Struct, frozen=True):
     reports: tuple[str, ...]  # paths or patterns, expanded by the command itself
     outputs: OutputSettings
     max_age: float | None = None  # seconds: a report whose run started longer ago is an earlier run's
+    history: str | None = None  # --history as given
+    no_history: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="a report whose run started longer ago (90m, 4h, 1d) is an earlier run's: count its shard as missing",
     )
+    add_history_arguments(p)
 
 
 def settings(args: argparse.Namespace) -> MergeSettings:
@@ -61,7 +65,9 @@ def settings(args: argparse.Namespace) -> MergeSettings:
     except ValueError as exc:
         raise UsageError(f"--max-age {args.max_age}: {exc}") from None
     outputs = OutputSettings(format=args.format, junit=args.junit, metrics=args.metrics, html=args.html)
-    return MergeSettings(tuple(args.reports), outputs, age)
+    return MergeSettings(
+        tuple(args.reports), outputs, age, getattr(args, "history", None), getattr(args, "no_history", False)
+    )
 
 
 def run(
@@ -87,18 +93,54 @@ def run(
         print(f"batchsync: {exc}", file=stderr)
         return EXIT_NOT_STARTED
     try:
-        merged = merge([read_report(p) for p in paths], now=now, max_age=settings.max_age)
+        where = history_location(settings.history, settings.no_history)
+    except UsageError as exc:
+        print(f"batchsync: {exc}", file=stderr)
+        return EXIT_NOT_STARTED
+    try:
+        reports = [read_report(p) for p in paths]
+        merged = merge(reports, now=now, max_age=settings.max_age)
     except MergeError as exc:
         print(f"batchsync: report merge: {exc}; nothing merged", file=stderr)
         return EXIT_NOT_STARTED
     screen = Screen(stdout)
     lost = Lost(screen)
     started, ended = merged.span()
-    start = Start(mode=merged.mode, started_at=started, parts=tuple(merged.parts))
-    sinks = build_sinks(settings.outputs, start, lost, out=screen, err=stderr)
+    headers = [r.header for r in reports if r.header is not None]
+    group = next((h.group for h in headers if h.group), "")
+    inventory = next((h.inventory for h in headers if h.inventory), "")
+    start = Start(mode=merged.mode, started_at=started, parts=tuple(merged.parts), group=group, inventory=inventory)
+    outputs = msgspec.structs.replace(settings.outputs, history_at=where)
+    redact: Callable[[str], str] = str
+    if where is not None and where.secrets:
+        from batchsync.redact import Redactor
+
+        redact = Redactor(where.secrets)
+    sinks = build_sinks(
+        outputs,
+        start,
+        lost,
+        out=screen,
+        err=stderr,
+        redact=redact,
+        history_command="report merge",
+        history_key=merge_key(group, headers, [o.integration_id for o in merged.outcomes]),
+    )
     for outcome in merged.outcomes:
         for sink in sinks:
             sink.add(outcome)
     ran = merged.exit_code
     close_all(sinks, End(summary=merged.summary, code=lambda: lost.exit_code(ran), started_at=started, ended_at=ended))
     return lost.exit_code(ran)
+
+
+def merge_key(group: str, headers: list[Any], ids: list[int]) -> str:
+    """What records a merged run once however often it is merged: the shards' group, or
+    (reports without one) the runs' start times and the integrations they cover."""
+    import hashlib
+
+    if group:
+        return f"merge:{group}"
+    starts = sorted(h.started_at or 0.0 for h in headers)
+    text = msgspec.json.encode([starts, sorted(ids)])
+    return "merge:" + hashlib.sha256(text).hexdigest()[:32]

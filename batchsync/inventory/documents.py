@@ -409,7 +409,7 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
     if not json_keys_unique(data, msgspec.json.encode(doc)):
         return None
     raw: dict[str, Any] = {"integrations": doc.integrations}
-    for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside", "notify"):
+    for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside", "notify", "history"):
         value = getattr(doc, key)
         if value is not UNSET:
             raw[key] = value

@@ -35,6 +35,7 @@ from batchsync.inventory.spec import (
     TOP_KEYS,
     UNKNOWN,
     DefaultsSpec,
+    HistorySpec,
     IntegrationSpec,
     MappingSpec,
     StatusesFileBody,
@@ -279,6 +280,7 @@ class _Loader(AccountsPart):
         routes = self.notify_routes(raw.get("notify"))
         entries = raw.get("integrations")
         declared = len(entries) if isinstance(entries, list) else 0
+        history = self.history(raw.get("history"))
         if self.problems:
             jobs = []
         files = tuple(dict.fromkeys([*map(str, self._files), *self.referenced]))
@@ -297,7 +299,13 @@ class _Loader(AccountsPart):
             self.unresolved,
             self.account_tags,
             routes,
+            history,
         )
+
+    def history(self, raw: Any) -> Secret | None:
+        """``[history] url``: a reference (a DSN is a credential), resolved like one."""
+        spec = self.convert(raw, HistorySpec, ("history",)) if raw is not None else None
+        return self.secret(spec.url, ("history", "url")) if spec is not None else None
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
         """Whether every tag obeys the rule of names (batchsync.text); each that does

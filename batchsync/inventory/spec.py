@@ -125,7 +125,7 @@ class StatusesFileGet(msgspec.Struct, frozen=True):
     data: tuple[SavedStatus, ...]
 
 
-TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside", "notify")
+TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret_files_outside", "notify", "history")
 
 
 class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -138,11 +138,18 @@ class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["slack", "json"] = "slack"
 
 
+class HistorySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[history]``: where runs are recorded. The URL is a credential: env:NAME or file:PATH."""
+
+    url: str
+
+
 class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A JSON inventory whose integrations decode straight into structs (see fast_json).
     Fields in the README's order: a file written in it re-encodes byte for byte."""
 
     allow_secret_files_outside: Any = UNSET
+    history: Any = UNSET
     defaults: Any = UNSET
     accounts: Any = UNSET
     status_sets: Any = UNSET

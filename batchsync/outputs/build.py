@@ -19,6 +19,7 @@ from batchsync.outputs.terminal import Screen, Terminal
 
 if TYPE_CHECKING:
     from batchsync.model import NotifyRoute
+    from batchsync.history.location import Location
     from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
     from batchsync.outputs.plan import PlanContext
 
@@ -44,6 +45,9 @@ class OutputSettings(msgspec.Struct, frozen=True, kw_only=True):
     notify_format: NotifyFormat = "slack"
     notify_timeout: float = 5.0  # seconds for every notification together
     plan_out: str | None = None  # plan --out: the saved plan
+    history: str | None = None  # --history URL as given (it wins over the inventory's [history] url)
+    no_history: bool = False  # --no-history
+    history_at: Location | None = None  # the store, resolved before the run; None: no history
 
     def files(self) -> list[tuple[str, str]]:
         """(flag, path) of every file asked for."""
@@ -76,6 +80,9 @@ def build_sinks(
     hooks: Sequence[Webhook] = (),
     plan: PlanContext | None = None,
     routes: Sequence[tuple[NotifyRoute, Webhook]] = (),
+    history_command: str | None = None,
+    history_key: str | None = None,
+    selected_ids: Iterable[int] | None = None,
 ) -> list[Sink]:
     """The sinks, in the order they are closed: JUnit, then the metrics (the exit code as it
     stands), the terminal, the HTML page (the code as it stands), the saved plan (``plan``:
@@ -83,9 +90,28 @@ def build_sinks(
     files (its summary line carries the final code); then the lost outputs named on stderr,
     and the notifications. OSError when the report cannot be made: the command cannot start.
     Only the modules of the outputs asked for are imported (a run's start-up is its first
-    request's delay)."""
+    request's delay). The run history (closed just before the report) is opened first: the
+    terminal, the HTML page and the notifications say what was failing before this run.
+    ``history_command``/``history_key``: the command it records (report merge) and the key
+    that records one run once; ``selected_ids``: the integrations whose streaks it reads."""
     report = ReportWriter.open(settings.report, start, lost) if settings.report else None
     sinks: list[Sink] = []
+    history = None
+    if settings.history_at is not None:
+        from batchsync.outputs.history import History
+
+        history = History(
+            settings.history_at,
+            start,
+            lost,
+            redact,
+            command=history_command,
+            dedup_key=history_key,
+            ids=selected_ids,
+            charts=(start.limits or {}) if settings.html else (),
+            warn=None if settings.quiet else lambda line: print(line, file=err),
+        )
+    recall = history.recall if history is not None else None
     if settings.junit:
         from batchsync.outputs.junit import JUnit
 
@@ -105,16 +131,19 @@ def build_sinks(
             verbose=settings.verbose,
             json_logs=settings.log_format == "json",
             by_tag=settings.recap_by == "tag",
+            recall=recall,
         )
     )
     if settings.html:
         from batchsync.outputs.html import Html
 
-        sinks.append(Html(settings.html, start, lost, redact))
+        sinks.append(Html(settings.html, start, lost, redact, recall=recall))
     if settings.plan_out and plan is not None:
         from batchsync.outputs.plan import PlanFile
 
         sinks.append(PlanFile(settings.plan_out, start, lost, plan))
+    if history is not None:
+        sinks.append(history)
     if report is not None:
         sinks.append(report)
     sinks.append(LostNotice(lost, err, redact))
@@ -122,7 +151,7 @@ def build_sinks(
         from batchsync.outputs.notify import Notify
 
         on, fmt, timeout = settings.notify_on, settings.notify_format, settings.notify_timeout
-        sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact))
+        sinks.append(Notify(hooks, start, on=on, fmt=fmt, timeout=timeout, redact=redact, recall=recall))
     if routes:  # the inventory's [[notify]] routes: each its own integrations' summary
         from batchsync.outputs.routes import RoutedNotify
 

@@ -32,6 +32,7 @@ from batchsync.model import Limits
 from batchsync.outcome import RESULTS, AccountStats, Outcome, Summary
 from batchsync.outputs.drift import undeclared_section
 from batchsync.outputs.health import HealthSeen, html_section
+from batchsync.outputs import html_history
 from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import Budget, outcome_lines
@@ -58,6 +59,7 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     inventory: str = ""
     notes: tuple[str, ...] = ()  # extra lines under the title (report merge: each shard's state)
     title: str = ""  # default: "batchsync <mode>"
+    appendix: str = ""  # the run history's section (outputs/html_history.py), HTML as is
 
 
 # -- text --------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ class HtmlReport:
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             '<meta name="generator" content="batchsync ' + _e(__version__) + '">',
             f"<title>{_e(title)}: {_e(word)} (exit {info.exit_code})</title>",
-            f"<style>{_CSS}</style>",
+            f"<style>{_CSS}{html_history.CSS}</style>",
             "</head>",
             "<body>",
             '<header id="run">',
@@ -310,7 +312,7 @@ class HtmlReport:
         ]
         if mode == "plan":
             parts.append(self._budget(summary, info))
-        parts += [undeclared_section(summary, _e), self._tags(), self._changes(), self._rest(), "</main>"]
+        parts += [undeclared_section(summary, _e), info.appendix, self._tags(), self._changes(), self._rest(), "</main>"]
         parts.append(
             f"<footer>Made by batchsync {_e(__version__)} on {_e(_when(time.time()))}. "
             "This page is self-contained: no script, nothing loaded from elsewhere.</footer>"
@@ -766,12 +768,14 @@ class Html:
     """The sink of ``--html``: the page built one outcome at a time, written at the end
     with the exit code as it stands then. A merged run's page names each part."""
 
-    def __init__(self, path: str, start: Start, lost: Lost, redact: Callable[[str], str] = str) -> None:
+    def __init__(self, path: str, start: Start, lost: Lost, redact: Callable[[str], str] = str, recall: Any = None):
         self.path, self.start, self.lost = path, start, lost
         self.page = HtmlReport(start.mode, start.started_at, redact=redact)
+        self.memory = html_history.Memory(recall)  # with a run history: its section of the page
 
     def add(self, outcome: Outcome) -> None:
         self.page.add(outcome)
+        self.memory.add(outcome)
 
     def flush(self) -> None:
         pass
@@ -795,6 +799,7 @@ class Html:
             ended_at=end.ended_at,
             limits=dict(start.limits),
             inventory=start.inventory,
+            appendix=self.memory.section(end, _e),
             **merged,
         )
         try:

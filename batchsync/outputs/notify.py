@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -28,9 +28,12 @@ from batchsync.outputs.progress import format_duration
 from batchsync.outputs.sink import End, Start
 from batchsync.text import escape_controls
 
+if TYPE_CHECKING:
+    from batchsync.outputs.history import Recall
+
 log = logging.getLogger("batchsync.notify")
 
-NotifyOn = Literal["failure", "change", "always"]
+NotifyOn = Literal["failure", "change", "always", "new"]
 NotifyFormat = Literal["slack", "json"]
 
 TIMEOUT: Final = 5.0  # seconds for every notification of a run together
@@ -94,14 +97,20 @@ def resolve_webhook(ref: str, base_dir: Path | None = None, environ: Mapping[str
     return Webhook(url, ref if shown != "URL" else "URL")
 
 
-def wanted(on: NotifyOn, summary: Summary) -> bool:
+def wanted(on: NotifyOn, summary: Summary, memory: Mapping[str, Any] | None = None) -> bool:
     """Whether a run with this summary is worth a notification.
 
     ``failure``: an integration failed, or the run left some undone (skipped, stopped
     early): the runs that exit 1 or 3. ``change``: those, and any change made (in a plan:
-    any to make). ``always``: every run.
+    any to make). ``always``: every run. ``new`` (with the run history's ``memory``): only
+    when something started failing or recovered, or the run stopped early (as Alertmanager
+    resolves: the same broken shop does not alert every night); without a history, as ``failure``.
     """
     failed = bool(summary.total("failed") or summary.total("skipped") or summary.stopped)
+    if on == "new":
+        if memory is None:
+            return failed
+        return bool(memory["new"] or memory["recovered"] or summary.stopped)
     if on == "failure":
         return failed
     if on == "change":
@@ -149,7 +158,7 @@ def _counts(summary: Summary, mode: str) -> list[tuple[str, int]]:
     ]
 
 
-def _failure_line(o: Outcome, redact: Callable[[str], str]) -> str:
+def _failure_line(o: Outcome, redact: Callable[[str], str], streaks: Mapping[int, str] | None = None) -> str:
     e = o.error
     if e is None:
         what = "failed"
@@ -158,7 +167,17 @@ def _failure_line(o: Outcome, redact: Callable[[str], str]) -> str:
         detail = f": {_plain(redact(e.detail), DETAIL_CHARS)}" if e.detail else ""
         what = f"{e.kind}{status}{detail}"
     name = f" {_plain(o.name, 80)}" if o.name else ""
-    return f"• `{o.integration_id}`{name} {_plain(redact(o.account), 80)}: {what}"
+    since = f" ({streaks.get(o.integration_id, 'new')})" if streaks is not None else ""
+    return f"• `{o.integration_id}`{name} {_plain(redact(o.account), 80)}: {what}{since}"
+
+
+def streak_texts(memory: Mapping[str, Any] | None) -> dict[int, str] | None:
+    """Each failure that goes on, as "failing since <date> (N runs)"; the others are new."""
+    if memory is None:
+        return None
+    from batchsync.outputs.history import since_text
+
+    return {o.integration_id: since_text(since, runs) for o, since, runs in memory["ongoing"]}
 
 
 def _throttled(summary: Summary) -> list[str]:
@@ -199,23 +218,34 @@ def slack_message(
     redact: Callable[[str], str] = str,
     max_failed: int = MAX_FAILED,
     shops: Sequence[str] = (),
+    memory: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Slack incoming-webhook message: ``text`` (what receivers without blocks show, and
-    Slack's notification text) and blocks: totals, failed integrations, throttled accounts,
-    and (``--with-health``) ``shops``, a line per failing shop."""
+    Slack's notification text) and blocks: totals, failed integrations (new, or failing
+    since when, given the run history's ``memory``), recoveries, throttled accounts, and
+    (``--with-health``) ``shops``, a line per failing shop."""
     headline = _headline(summary, mode, exit_code)
     where = f" on {_plain(redact(inventory), 200)}" if inventory else ""
     counts = _counts(summary, mode)
     totals = ", ".join(f"{n} {label.lower()}" for label, n in counts)
     n_failed = summary.total("failed")
-    shown = [_failure_line(o, redact) for o in failures[:max_failed]]
+    streaks = streak_texts(memory)
+    shown = [_failure_line(o, redact, streaks) for o in failures[:max_failed]]
     if n_failed > len(shown):
         shown.append(f"…and {n_failed - len(shown)} more: see the run's report")
+    recovered = [
+        f"• `{o.integration_id}` {_plain(redact(o.account), 80)}: recovered after {runs} failing run"
+        + ("s" if runs != 1 else "")
+        for o, _, runs in (memory or {}).get("recovered", [])[:max_failed]
+    ]
     throttled = _throttled(summary)
     text_lines = [f"{headline}{where}: {totals} in {_duration(summary.duration_s)}"]
     if summary.stopped:
         text_lines.append(f"Stopped early: {_plain(redact(summary.stopped), 300)}")
     text_lines += shown
+    if recovered:
+        text_lines.append("Recovered:")
+        text_lines += recovered
     if throttled:
         text_lines.append("Throttled: " + "; ".join(t.removeprefix("• ") for t in throttled))
     failing = [_plain(redact(line), 300) for line in shops[:max_failed]]
@@ -240,6 +270,9 @@ def slack_message(
     if failing:
         title = f"*Failing shops* ({len(shops)}: Sendcloud's requests to them failed)\n"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(failing, 2900)}})
+    if recovered:
+        title = f"*Recovered* ({len(memory['recovered']) if memory else 0})\n"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(recovered, 2900)}})
     if throttled:
         title = "*Throttled accounts* (answered 429 Too Many Requests)\n"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": title + _clip_lines(throttled, 2900)}})
@@ -265,10 +298,11 @@ def json_message(
     redact: Callable[[str], str] = str,
     max_failed: int = MAX_FAILED,
     shops: Sequence[str] = (),
+    memory: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's summary document as is, with the exit code, the inventory, the first
-    failed integrations and (``--with-health``) the failing shops; every string passed
-    through ``redact``."""
+    failed integrations, (``--with-health``) the failing shops and, with the run history,
+    ``history``: new, still failing, recovered; every string passed through ``redact``."""
     from batchsync.outputs.terminal import summary_document
 
     doc = summary_document(summary, mode)
@@ -289,6 +323,10 @@ def json_message(
     ]
     if shops:
         doc["failing_shops"] = list(shops[:max_failed])
+    if memory is not None:
+        from batchsync.outputs.terminal import memory_document
+
+        doc["history"] = memory_document(memory)
     result: dict[str, Any] = _redacted(doc, redact)
     return result
 
@@ -441,6 +479,7 @@ def notify(
     inventory: str = "",
     redact: Callable[[str], str] = str,
     shops: Sequence[str] = (),
+    memory: Mapping[str, Any] | None = None,
 ) -> list[Delivery]:
     """After a run: decide, build the message, post it to every hook, log what became of it.
     ``shops`` (``--with-health``): a line per failing shop; a shop that started failing is
@@ -449,12 +488,12 @@ def notify(
     Never raises and never changes the run's outcome; returns each hook's :class:`Delivery`
     (empty when the run was not worth a notification).
     """
-    if not hooks or not (wanted(on, summary) or shops):
+    if not hooks or not (wanted(on, summary, memory) or shops):
         return []
     try:
         build = slack_message if fmt == "slack" else json_message
         listed = list(itertools.islice(failures, MAX_FAILED))
-        doc = build(summary, mode, exit_code, listed, inventory=inventory, redact=redact, shops=shops)
+        doc = build(summary, mode, exit_code, listed, inventory=inventory, redact=redact, shops=shops, memory=memory)
         body = msgspec.json.encode(doc)
         import anyio
 
@@ -498,15 +537,20 @@ class Notify:
         fmt: NotifyFormat,
         timeout: float,
         redact: Callable[[str], str] = str,
+        recall: Recall | None = None,
     ) -> None:
         self.hooks, self.start, self.on, self.fmt, self.timeout, self.redact = hooks, start, on, fmt, timeout, redact
         self.failures: list[Outcome] = []
         self.health = HealthSeen()
+        self.recall = recall if recall is not None and recall.on else None
+        self.remembered: list[Outcome] = []  # with a history: failures and recoveries
 
     def add(self, outcome: Outcome) -> None:
         self.health.add(outcome)
         if outcome.result == "failed" and len(self.failures) < MAX_FAILED:
             self.failures.append(outcome)
+        if self.recall is not None and (outcome.result == "failed" or outcome.integration_id in self.recall.known):
+            self.remembered.append(outcome)
 
     def flush(self) -> None:
         pass
@@ -526,4 +570,5 @@ class Notify:
             inventory=self.start.inventory,
             redact=self.redact,
             shops=[shop_line(iid, account, h) for iid, account, h in self.health.ranked()],
+            memory=self.recall.summarize(self.remembered) if self.recall is not None else None,
         )

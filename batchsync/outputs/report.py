@@ -69,7 +69,7 @@ class ReportWriter:
     def open(cls, path: str, start: Start, lost: Lost) -> ReportWriter:
         """The sink of ``--report``: the file made anew, its header line written."""
         writer = cls(path, lost)
-        writer.header(start.mode, start.inventory, start.selected, start.shard, start.plan)
+        writer.header(start.mode, start.inventory, start.selected, start.shard, start.plan, start.group)
         return writer
 
     def header(
@@ -79,6 +79,7 @@ class ReportWriter:
         selected: int,
         shard: dict[str, Any] | None = None,
         plan: dict[str, str] | None = None,
+        group: str = "",
     ) -> None:
         self.mode = mode
         doc = {
@@ -92,6 +93,8 @@ class ReportWriter:
         }
         if plan is not None:  # apply --plan: which plan this run carried out
             doc["plan"] = plan
+        if group:
+            doc["group"] = group  # the run history's group of the shards of one night (report merge records it)
         self._put(_encoder.encode(doc) + b"\n", flush=True)  # what ran is on disk at once
 
     def add(self, outcome: Outcome) -> None:
@@ -141,6 +144,7 @@ class Header(msgspec.Struct, frozen=True):
     selected: int | None = None
     shard: ShardBlock | None = None
     plan: dict[str, str] | None = None  # apply --plan: {"path", "sha256"} of the plan carried out
+    group: str | None = None  # the run history's group of a sharded run
 
 
 class SummaryLine(msgspec.Struct, frozen=True):

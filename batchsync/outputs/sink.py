@@ -81,6 +81,8 @@ class Start(msgspec.Struct, frozen=True, kw_only=True):
     limits: Mapping[str, Limits] = {}  # declared per account; unknown (report merge): none
     parts: tuple[Part, ...] | None = None  # report merge: what each shard's report contributed
     plan: dict[str, str] | None = None  # the saved plan carried out (apply --plan) or shown: {"path", "sha256"}
+    inventory_sha256: str = ""  # the inventory file's content, as the run history records it
+    group: str = ""  # the run history's group of a sharded run (every shard of a night alike); "": none
 
     @property
     def not_done(self) -> int:
@@ -171,6 +173,10 @@ class Lost:
 
     def record(self, flag: str, path: str, exc: OSError) -> None:
         self.items.append((flag, path, exc.strerror or type(exc).__name__))
+
+    def note(self, flag: str, path: str, why: str) -> None:
+        """An output lost for a reason that is no OSError (a database's answer)."""
+        self.items.append((flag, path, why))
 
     def __bool__(self) -> bool:
         return bool(self.items) or (self.stdout is not None and self.stdout.failure is not None)

@@ -25,6 +25,8 @@ from batchsync.text import display, escape_controls, quoted
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
+    from batchsync.outputs.history import Recall
+
 UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
 
 
@@ -350,6 +352,48 @@ def print_recap(
         )
 
 
+SHOWN = 20  # failures or recoveries named per kind in the recap; the rest counted
+
+
+def _who(o: Outcome) -> str:
+    return f"{o.integration_id} ({display(o.account)})"
+
+
+def print_memory(memory: Mapping[str, Any], out: SupportsWrite[str]) -> None:
+    """After the recap, what the run history adds: which failures are new, which go on
+    ("failing since <date> (N runs)"), which integrations recovered."""
+    from batchsync.outputs.history import since_text
+
+    sections: list[tuple[str, list[str]]] = [
+        ("new failures", [f"  ! {_who(o)}: new" for o in memory["new"]]),
+        ("still failing", [f"  ! {_who(o)}: {since_text(since, runs)}" for o, since, runs in memory["ongoing"]]),
+        (
+            "recovered",
+            [f"  + {_who(o)}: recovered ({since_text(since, runs)})" for o, since, runs in memory["recovered"]],
+        ),
+    ]
+    for title, lines in sections:
+        if lines:
+            print(f"{title}: {len(lines)}", file=out)
+            for line in lines[:SHOWN]:
+                print(line, file=out)
+            if len(lines) > SHOWN:
+                print(f"  ... and {len(lines) - SHOWN} more (batchsync history failing)", file=out)
+
+
+def memory_document(memory: Mapping[str, Any]) -> dict[str, Any]:
+    """The same for ``--format json``: integration ids, and each streak's since and runs."""
+    return {
+        "new": [o.integration_id for o in memory["new"]],
+        "still_failing": [
+            {"integration_id": o.integration_id, "since": since, "runs": runs} for o, since, runs in memory["ongoing"]
+        ],
+        "recovered": [
+            {"integration_id": o.integration_id, "since": since, "runs": runs} for o, since, runs in memory["recovered"]
+        ],
+    }
+
+
 class Screen(io.TextIOBase):
     """stdout for a run's lines: buffered, and written in one piece when flushed.
 
@@ -416,8 +460,12 @@ class Terminal:
         verbose: bool = False,
         json_logs: bool = False,
         by_tag: bool = False,
+        recall: Recall | None = None,
     ) -> None:
         self.start, self.out, self.err, self.lost = start, out, err, lost
+        # With a history: the failures and recoveries, for the recap's "failing since".
+        self.recall = recall if recall is not None and recall.on else None
+        self.remembered: list[Outcome] = []
         self.target = out.stream  # what the JSON is encoded for
         self.mode = start.mode
         self.as_json, self.quiet, self.verbose, self.json_logs = as_json, quiet, verbose, json_logs
@@ -442,6 +490,8 @@ class Terminal:
             self.not_found += 1
         if self.collected is not None:
             self.collected.append(outcome)
+        if self.recall is not None and (outcome.result == "failed" or outcome.integration_id in self.recall.known):
+            self.remembered.append(outcome)
         if self.budget is not None:
             self.budget.add(outcome)
         if self.tags is not None:
@@ -491,6 +541,8 @@ class Terminal:
             if self.health.asked:
                 doc["failing_shops"] = [iid for iid, _, _ in self.health.ranked()]
             self.collected.sort(key=lambda o: (o.account, o.integration_id))
+            if self.recall is not None:
+                doc["history"] = memory_document(self.recall.summarize(self.remembered))
             doc["outcomes"] = self.collected
             out.write(json_for(self.target, msgspec.json.encode(doc).decode()) + "\n")
         elif not self.quiet:
@@ -505,6 +557,8 @@ class Terminal:
             print_mapping_totals(summary, out)
             for line in self.health.recap_lines():
                 print(line, file=out)
+            if self.recall is not None:
+                print_memory(self.recall.summarize(self.remembered), out)
             if self.budget is not None:
                 self.budget.print(summary, self.start.limits, out)
             if self.start.not_done:

@@ -36,15 +36,11 @@ def bash_script(tmp_path: Path) -> Path:
 def test_the_bash_script_parses_and_names_every_command_and_option(bash_script: Path) -> None:
     subprocess.run(["bash", "-n", str(bash_script)], check=True, timeout=30)
     text = bash_script.read_text()
-    assert "_shtab_batchsync_subparsers=(validate plan apply health show import report completion sandbox)" in text
-    for option in (
-        "--limit",
-        "--detailed-exitcode",
-        "--allow-delete-all",
-        "--shard-index-from-env",
-        "--max-age",
-        "--plan",
-    ):
+    assert (
+        "_shtab_batchsync_subparsers=(validate plan apply health show import report history completion sandbox)" in text
+    )
+    options = ("--limit", "--detailed-exitcode", "--allow-delete-all", "--shard-index-from-env", "--max-age", "--plan")
+    for option in (*options, "--history", "--no-history", "--older-than"):
         assert option in text
     assert text.rstrip().endswith("complete -o bashdefault -F _shtab_batchsync batchsync")
 

@@ -648,3 +648,22 @@ def test_a_generated_fleet_of_any_size_with_oauth2_accounts_imports_and_plans_to
     assert done.returncode == 0, done.stdout + done.stderr
     assert sum(box.stats()["token_requests"].values()) >= 2  # the OAuth2 accounts used their token endpoint
     assert batchsync("plan", str(out), "--detailed-exitcode", "--quiet", env=env).returncode == 0
+
+
+def test_an_import_is_recorded_in_the_run_history(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    seed = fleet_seed(1, 6, families=1, others=0, mappings=False, limits=FAST_LIMITS)
+    box = SeedSandbox(seed, tmp_path)
+    sandbox_proc.append(box)
+    env = account_env(seed)
+    source = write_accounts(tmp_path, seed, box.url)
+    store = tmp_path / "history.sqlite3"
+    done = batchsync("import", str(source), "-o", str(tmp_path / "fleet.toml"), "--history", str(store), env=env)
+    assert done.returncode == 0, done.stderr
+    runs = batchsync("history", "runs", "--format", "json", "--history", str(store), env=env)
+    [run] = msgspec.json.decode(runs.stdout)
+    assert run["command"] == "import" and run["exit_code"] == 0 and run["counts"]["unchanged"] == 6
+    lost = batchsync(
+        "import", str(source), "-o", str(tmp_path / "again.toml"), "--history", f"sqlite:///{source}/x", env=env
+    )
+    assert lost.returncode == 5 and (tmp_path / "again.toml").exists()
+    assert f"--history {source}/x was not written" in lost.stderr

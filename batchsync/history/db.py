@@ -1,0 +1,172 @@
+"""One connection to a history store, SQLite or PostgreSQL, behind one small interface:
+statements written once with ``?`` placeholders, transactions, and the migrations applied
+on first use.
+
+Drivers: the standard library's ``sqlite3``, and psycopg 3 for PostgreSQL (imported only
+when a PostgreSQL URL is given; the ``postgresql`` extra installs it). Both are DB-API
+drivers used synchronously: the run's writes go through one writer thread
+(:mod:`batchsync.history.writer`), so the event loop never waits on the database and
+both databases take one code path.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from batchsync.history import schema
+from batchsync.history.location import Location
+
+BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another process's transaction
+CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long to reach the server
+
+
+class HistoryError(Exception):
+    """The store cannot be opened, migrated, read or written. The message is safe to show
+    (the caller's redactor still runs over it: a driver's message may quote the DSN)."""
+
+
+def iso(t: float) -> str:
+    """A Unix time as the store keeps it: ISO 8601 in UTC, to the millisecond, fixed width
+    (so that text order is time order)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Db:
+    """A connection: ``execute``/``executemany``/``query`` with ``?`` placeholders, and
+    ``transaction()`` (SQLite: ``BEGIN IMMEDIATE``, so a writer waits for the lock up front
+    instead of failing at its first write)."""
+
+    def __init__(self, location: Location, conn: Any, redact: Callable[[str], str]) -> None:
+        self.location, self.conn, self.redact = location, conn, redact
+        self.dialect = location.kind
+        self._pg = location.kind == "postgresql"
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(self._sql(sql), rows)
+        finally:
+            cur.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(self._sql(sql), params)
+        try:
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._pg:
+            with self.conn.transaction():
+                yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with suppress(Exception):  # closing what failed must not hide why it failed
+            self.conn.close()
+
+    def version(self) -> int:
+        rows = self.query("SELECT MAX(version) FROM schema_version")
+        return int(rows[0][0] or 0)
+
+    def migrate(self) -> None:
+        """Bring the store to :data:`schema.LATEST` in one transaction, once however many
+        processes open it at the same moment. A store newer than this batchsync is refused."""
+        with self.transaction():
+            if self._pg:
+                self.execute("SELECT pg_advisory_xact_lock(?)", (schema.ADVISORY_KEY,))
+            self.execute(schema.VERSION_TABLE)
+            done = self.version()
+            if done > schema.LATEST:
+                raise HistoryError(
+                    f"{self.location.name} is at schema version {done}, newer than this batchsync's "
+                    f"{schema.LATEST}: upgrade batchsync"
+                )
+            if done < schema.LATEST:
+                for sql in schema.statements(self.dialect, done):
+                    self.execute(sql)
+                self.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (schema.LATEST, iso(time.time()))
+                )
+
+
+def connect(location: Location, redact: Callable[[str], str] = str, *, create: bool = True) -> Db:
+    """Open and migrate the store; HistoryError (its message redacted) when that fails.
+    ``create`` False: a SQLite file that does not exist is an error (the history verbs
+    read; they make nothing)."""
+    try:
+        db = _sqlite(location, create) if location.kind == "sqlite" else _postgresql(location)
+    except HistoryError:
+        raise
+    except Exception as exc:
+        raise HistoryError(redact(_why(location, exc))) from None
+    try:
+        db.migrate()
+    except HistoryError:
+        db.close()
+        raise
+    except Exception as exc:
+        db.close()
+        raise HistoryError(redact(_why(location, exc))) from None
+    return db
+
+
+def _why(location: Location, exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{location.name}: {text}"
+
+
+def _sqlite(location: Location, create: bool) -> Db:
+    path = location.target
+    if not os.path.exists(path):
+        if not create:
+            raise HistoryError(f"{location.name}: no history yet (no run has recorded one there)")
+        folder = os.path.dirname(path) or "."
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(f"{location.name}: cannot create the folder {folder}: {exc.strerror}") from None
+        try:  # the file made private before SQLite opens it (its -wal and -shm take its mode)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise HistoryError(f"{location.name}: cannot create it: {exc.strerror}") from None
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise HistoryError(f"{location.name}: SQLite could not use write-ahead logging there")
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at each checkpoint, consistent always
+    except BaseException:
+        conn.close()
+        raise
+    return Db(location, conn, str)
+
+
+def _postgresql(location: Location) -> Db:
+    try:
+        import psycopg
+    except ImportError:
+        raise HistoryError(f"{location.name}: PostgreSQL needs psycopg: pip install 'batchsync[postgresql]'") from None
+    conn = psycopg.connect(location.target, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    return Db(location, conn, str)

@@ -1,0 +1,168 @@
+"""What the history answers: the runs, one run, one integration's timeline, the failing
+integrations with their streaks, what a run starts from (:func:`streaks`), and pruning.
+Each answer is plain data in the shapes ``batchsync history --format json`` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from batchsync.history.db import Db
+
+RESULTS = ("unchanged", "changed", "failed", "skipped")
+
+_RUN_COLUMNS = (
+    "id, command, inventory, started_at, ended_at, exit_code, unchanged, changed, failed, skipped, shard, "
+    "group_key, host, version, inventory_hash"
+)
+
+
+def _run(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": int(row[0]),
+        "command": row[1],
+        "inventory": row[2],
+        "started_at": row[3],
+        "ended_at": row[4],
+        "exit_code": row[5],
+        "counts": {"unchanged": row[6], "changed": row[7], "failed": row[8], "skipped": row[9]},
+        "shard": row[10],
+    }
+
+
+def runs(db: Db, *, since: str | None = None, limit: int | None = None, failed: bool = False) -> list[dict[str, Any]]:
+    """Newest first. ``since``: started at or after (ISO 8601 UTC); ``failed``: runs that
+    failed an integration or ended with another exit code than 0 (or never ended)."""
+    where, params = [], []
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(since)
+    if failed:
+        where.append("(failed > 0 OR exit_code IS NULL OR exit_code NOT IN (0, 4))")
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs"  # noqa: S608 - constant columns; values are parameters
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY started_at DESC, id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [_run(r) for r in db.query(sql, params)]
+
+
+def show(db: Db, run_id: int) -> dict[str, Any] | None:
+    """One run with every outcome; None when there is no such run."""
+    rows = db.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))  # noqa: S608 - constant columns
+    if not rows:
+        return None
+    run = _run(rows[0]) | {"group": rows[0][11], "host": rows[0][12], "version": rows[0][13]}
+    run["inventory_sha256"] = rows[0][14]
+    outs = db.query(
+        "SELECT integration_id, account, name, result, error_kind, detail, added, changed, removed, changes, "
+        "attempts, duration_ms FROM outcomes WHERE run_id = ? ORDER BY integration_id",
+        (run_id,),
+    )
+    names = (
+        *("integration_id", "account", "name", "result", "kind", "detail"),
+        *("added", "changed", "removed", "changes", "attempts", "duration_ms"),
+    )
+    run["outcomes"] = [dict(zip(names, o, strict=True)) | {"changes": _changes(o[9])} for o in outs]
+    return run
+
+
+def _changes(text: str | None) -> list[Any]:
+    return msgspec.json.decode(text) if text else []
+
+
+def integration(db: Db, integration_id: int, limit: int | None = None) -> dict[str, Any]:
+    """One integration's timeline, newest first: each run, its result, what changed."""
+    sql = (
+        "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account "
+        "FROM outcomes o JOIN runs r ON r.id = o.run_id WHERE o.integration_id = ? "
+        "ORDER BY r.started_at DESC, r.id DESC"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    events = []
+    for row in db.query(sql, (integration_id,)):
+        event: dict[str, Any] = {
+            "run": int(row[0]),
+            "at": row[1],
+            "command": row[2],
+            "result": row[3],
+            "changes": _changes(row[4]),
+        }
+        if row[5] is not None:
+            event["kind"], event["detail"] = row[5], row[6]
+        events.append(event)
+    return {"integration_id": integration_id, "events": events}
+
+
+def failing(db: Db) -> list[dict[str, Any]]:
+    """The integrations whose latest outcome is a failure: one indexed read of their state."""
+    rows = db.query(
+        "SELECT integration_id, account, name, streak_since, streak_runs, error_kind, detail FROM integration_state "
+        "WHERE failing = 1 ORDER BY streak_since, integration_id"
+    )
+    names = ("integration_id", "account", "name", "since", "runs", "kind", "detail")
+    return [dict(zip(names, r, strict=True)) | {"integration_id": int(r[0]), "runs": int(r[4])} for r in rows]
+
+
+class Streak(msgspec.Struct, frozen=True):
+    """An integration's failing streak as a run starts: since when, how many runs (groups),
+    and the group of its latest run (a merge of shards that recorded it already)."""
+
+    since: str
+    runs: int
+    last_group: str
+
+
+def streaks(db: Db, ids: Iterable[int] | None = None) -> dict[int, Streak]:
+    """The failing integrations' streaks (those of ``ids``, or all): what a run needs to
+    tell a new failure from an old one, and to name recoveries. One indexed read."""
+    rows = db.query(
+        "SELECT integration_id, streak_since, streak_runs, last_group FROM integration_state WHERE failing = 1"
+    )
+    found = {int(r[0]): Streak(r[1], int(r[2]), r[3]) for r in rows}
+    if ids is None:
+        return found
+    wanted = set(ids)
+    return {k: v for k, v in found.items() if k in wanted}
+
+
+def last_start(db: Db, account: str) -> str | None:
+    """When the latest finished run that did some of ``account``'s integrations started."""
+    rows = db.query(
+        "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id WHERE a.account = ?", (account,)
+    )
+    return rows[0][0] if rows and rows[0][0] is not None else None
+
+
+def account_runs(db: Db, accounts: Iterable[str], per_account: int = 30) -> dict[str, list[dict[str, Any]]]:
+    """Each account's last ``per_account`` runs, oldest first: changed and failed per run
+    (the HTML page's chart). A few indexed rows per account."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for account in sorted(set(accounts)):
+        rows = db.query(
+            "SELECT a.run_id, r.started_at, a.changed, a.failed FROM run_accounts a JOIN runs r ON r.id = a.run_id "
+            "WHERE a.account = ? ORDER BY a.run_id DESC LIMIT ?",
+            (account, per_account),
+        )
+        out[account] = [
+            {"run": int(r[0]), "at": r[1], "changed": int(r[2]), "failed": int(r[3])} for r in reversed(rows)
+        ]
+    return out
+
+
+def prune(db: Db, before: str) -> dict[str, int]:
+    """Delete the runs started before ``before`` (ISO 8601 UTC) and their outcomes. The
+    integrations' state stays (it is what their latest run left)."""
+    with db.transaction():
+        old = "SELECT id FROM runs WHERE started_at < ?"
+        runs_gone = int(db.query("SELECT COUNT(*) FROM runs WHERE started_at < ?", (before,))[0][0])
+        outcomes = int(db.query(f"SELECT COUNT(*) FROM outcomes WHERE run_id IN ({old})", (before,))[0][0])  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM outcomes WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM run_accounts WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
+        db.execute("DELETE FROM runs WHERE started_at < ?", (before,))
+    return {"runs": runs_gone, "outcomes": outcomes}

@@ -1,0 +1,155 @@
+"""A run's history session: the store opened, the run's row begun and the failing streaks
+read as the run starts (bounded in time: the busy timeout, the connect timeout), then its
+outcomes written in batches by one thread of its own, off the event loop, through a
+bounded queue (memory stays flat however long the run).
+
+A store that cannot be opened or written costs no integration: the error is kept (redacted)
+for the run to name among its lost outputs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from batchsync.history.db import Db, HistoryError, connect
+from batchsync.history.location import Location
+from batchsync.history.queries import Streak, streaks
+from batchsync.history.store import RunInfo, Writes
+from batchsync.outcome import Outcome
+
+BATCH = 10_000  # outcomes per insert (executemany) and transaction
+QUEUE_BATCHES = 4  # batches waiting at most: past that, add() waits for the writer
+PUT_TIMEOUT_S = 60.0  # a writer stuck that long (a hung server) is a lost history
+FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
+
+
+class Session:
+    """One run's history. ``open()`` raises HistoryError; after that nothing raises: a
+    failure is kept in ``error`` and the rest is dropped."""
+
+    def __init__(self, db: Db, run: RunInfo, run_id: int | None, known: dict[int, Streak]) -> None:
+        self.db, self.run, self.run_id, self.streaks = db, run, run_id, known
+        self.group = run.group_key or f"run:{run_id}"
+        self.error: str | None = None
+        self._writes = Writes(db)
+        self._batch: list[Outcome] = []
+        self._queue: queue.Queue[list[Outcome] | None] = queue.Queue(QUEUE_BATCHES)
+        self._thread = threading.Thread(target=self._work, name="batchsync-history", daemon=True)
+        if run_id is not None:
+            self._thread.start()
+
+    @classmethod
+    def open(
+        cls, location: Location, run: RunInfo, redact: Callable[[str], str] = str, ids: Iterable[int] | None = None
+    ) -> Session:
+        """Connect (migrating on first use), read the streaks of ``ids`` (all: None), begin
+        the run's row. A run already recorded (its ``dedup_key``) gets no row and writes nothing."""
+        db = connect(location, redact)
+        try:
+            known = streaks(db, ids)
+            run_id = Writes(db).begin(run)
+        except Exception as exc:
+            db.close()
+            raise HistoryError(redact(f"{location.name}: {' '.join(str(exc).split())}")) from None
+        return cls(db, run, run_id, known)
+
+    @property
+    def recorded_before(self) -> bool:
+        """This run (report merge of the same reports) was recorded already: nothing is written."""
+        return self.run_id is None
+
+    def add(self, outcome: Outcome) -> None:
+        if self.run_id is None or self.error is not None:
+            return
+        self._batch.append(outcome)
+        if len(self._batch) >= BATCH:
+            self._hand_over()
+
+    def flush(self) -> None:
+        if self._batch and self.run_id is not None and self.error is None:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, []
+        try:
+            self._queue.put(batch, timeout=PUT_TIMEOUT_S)
+        except queue.Full:
+            self._fail(f"{self.db.location.name}: the store did not take the run's outcomes for {PUT_TIMEOUT_S:g}s")
+
+    def _fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = self.db.redact(why)
+
+    def _work(self) -> None:
+        run_id = self.run_id
+        assert run_id is not None
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self.error is not None:
+                continue  # drained, dropped: the history is lost already
+            try:
+                self._writes.outcomes(run_id, self.run, self.group, batch, self.streaks)
+            except Exception as exc:
+                self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
+
+    def finish(
+        self,
+        ended_at: float | None,
+        exit_code: int | None,
+        counts: Mapping[str, int],
+        per_account: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> str | None:
+        """Write what is left and the run's end (``ended_at`` None: the run broke off; its
+        row keeps no end); close. The error, if the history was lost."""
+        try:
+            if self.run_id is None:
+                return self.error
+            self.flush()
+            try:
+                self._queue.put(None, timeout=PUT_TIMEOUT_S)
+            except queue.Full:
+                self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")
+                return self.error
+            self._thread.join(FINISH_TIMEOUT_S)
+            if self._thread.is_alive():
+                self._fail(f"{self.db.location.name}: the run's outcomes were not written within {FINISH_TIMEOUT_S:g}s")
+            elif self.error is None and ended_at is not None:
+                try:
+                    self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
+                except Exception as exc:
+                    self._fail(f"{self.db.location.name}: {' '.join(str(exc).split())}")
+            return self.error
+        finally:
+            if not self._thread.is_alive():
+                self.db.close()
+
+
+def describe_failure(known: Mapping[int, Streak], group: str, integration_id: int) -> tuple[str, int] | None:
+    """A failure's streak counting this run: (since, runs), or None when it is new."""
+    prev = known.get(integration_id)
+    if prev is None:
+        return None
+    return prev.since, prev.runs if prev.last_group == group else prev.runs + 1
+
+
+def summarize(known: Mapping[int, Streak], group: str, outcomes: Iterable[Outcome]) -> dict[str, Any]:
+    """New failures, failures that go on (with since and runs), and recoveries, of ``outcomes``."""
+    new: list[Outcome] = []
+    ongoing: list[tuple[Outcome, str, int]] = []
+    recovered: list[tuple[Outcome, str, int]] = []
+    for o in outcomes:
+        if o.result == "failed":
+            streak = describe_failure(known, group, o.integration_id)
+            if streak is None or streak[1] == 1:
+                new.append(o)
+            else:
+                ongoing.append((o, *streak))
+        elif o.result != "skipped" and o.integration_id in known:
+            prev = known[o.integration_id]
+            recovered.append((o, prev.since, prev.runs))
+    return {"new": new, "ongoing": ongoing, "recovered": recovered}

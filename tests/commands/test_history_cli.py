@@ -1,0 +1,252 @@
+"""The run history as a user meets it: applies against a sandbox process, then
+``batchsync history`` answering from the store, SQLite (the default, under the test's own
+XDG_STATE_HOME) and PostgreSQL (a throwaway server, see pg_server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import SandboxProcess, batchsync, env_with, read_report, spawn
+from inventory_factory import inventory_env, make_inventory
+
+ACCOUNTS = {"acme": 6, "globex": 4}
+
+
+def _json(result: Any) -> Any:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> list[str]:
+    """The ``--history`` arguments of each backend: none (the default SQLite file), or a
+    PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return []
+    return ["--history", request.getfixturevalue("pg_url")]
+
+
+def test_two_applies_remember_a_failure_its_streak_and_the_changes(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], store: list[str]
+) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = inv.jobs[2].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce", "--in-sync", "0")
+    sandbox_proc.append(box)
+    report = tmp_path / "first.jsonl"
+
+    first = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), *store, env=env)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "new failures: 1" in first.stdout and f"{bad} (acme): new" in first.stdout
+    second = batchsync("apply", inv.path, "--base-url", box.url, *store, env=env)
+    assert second.returncode == 1, second.stdout + second.stderr
+
+    runs = _json(batchsync("history", "runs", "--format", "json", *store, env=env))
+    assert [r["exit_code"] for r in runs] == [1, 1]
+    assert [r["command"] for r in runs] == ["apply", "apply"]
+    assert runs[0]["id"] > runs[1]["id"]  # newest first
+    assert runs[1]["counts"] == {"unchanged": 0, "changed": 9, "failed": 1, "skipped": 0}
+    assert set(runs[0]) == {"id", "command", "inventory", "started_at", "ended_at", "exit_code", "counts", "shard"}
+    first_run = runs[1]
+
+    failing = _json(batchsync("history", "failing", "--format", "json", *store, env=env))
+    assert len(failing) == 1
+    assert failing[0]["integration_id"] == bad and failing[0]["account"] == "acme"
+    assert failing[0]["runs"] == 2 and failing[0]["since"] == first_run["started_at"]
+    assert failing[0]["kind"] == "not_supported" and failing[0]["detail"]
+    assert set(failing[0]) == {"integration_id", "account", "name", "since", "runs", "kind", "detail"}
+
+    # The second run's recap says the failure is an old one.
+    assert "still failing: 1" in second.stdout
+    assert f"{bad} (acme): failing since {first_run['started_at'][:10]}" in second.stdout
+    assert "(2 runs)" in second.stdout
+
+    lines, _ = read_report(report)
+    changed = next(r for r in lines if r["result"] == "changed")
+    timeline = _json(
+        batchsync("history", "integration", str(changed["integration_id"]), "--format", "json", *store, env=env)
+    )
+    assert timeline["integration_id"] == changed["integration_id"]
+    events = timeline["events"]
+    assert [e["run"] for e in events] == [runs[0]["id"], first_run["id"]]  # newest first
+    assert events[1]["result"] == "changed" and events[1]["at"] == first_run["started_at"]
+    assert events[1]["changes"] == changed["changes"] and events[1]["changes"]
+    assert events[0]["result"] == "unchanged" and events[0]["changes"] == []
+
+    shown = batchsync("history", "show", str(first_run["id"]), *store, env=env)
+    assert shown.returncode == 0 and f"{bad} (acme): failed" in shown.stdout
+
+    text = batchsync("history", "failing", *store, env=env)
+    assert f"! {bad} (acme): failing since" in text.stdout and "(2 runs)" in text.stdout
+
+
+def test_a_recovery_is_named_and_ends_the_streak(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = inv.jobs[1].integration_id
+    broken = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce")
+    sandbox_proc.append(broken)
+    assert batchsync("apply", inv.path, "--base-url", broken.url, env=env).returncode == 1
+    fixed = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(fixed)
+    healed = batchsync("apply", inv.path, "--base-url", fixed.url, env=env)
+    assert healed.returncode == 0, healed.stderr
+    assert "recovered: 1" in healed.stdout and f"{bad} (acme): recovered (failing since" in healed.stdout
+    assert _json(batchsync("history", "failing", "--format", "json", env=env)) == []
+
+
+def test_no_history_records_nothing_and_json_run_output_carries_the_memory(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = inv.jobs[0].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce")
+    sandbox_proc.append(box)
+    off = batchsync("apply", inv.path, "--base-url", box.url, "--no-history", env=env)
+    assert off.returncode == 1 and "new failures" not in off.stdout
+    store = Path(env["XDG_STATE_HOME"]) / "batchsync" / "history.sqlite3"
+    assert not store.exists()
+    on = _json_run(batchsync("apply", inv.path, "--base-url", box.url, "--format", "json", env=env))
+    assert on["history"]["new"] == [bad]
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    assert oct(store.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def _json_run(result: Any) -> Any:
+    assert result.returncode == 1, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("where", ["sqlite-in-a-file", "postgresql-refused"])
+def test_an_unreachable_history_costs_no_integration_and_exits_5(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], where: str
+) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    if where == "sqlite-in-a-file":
+        url, name = f"sqlite:///{blocker}/history.sqlite3", f"{blocker}/history.sqlite3"
+    else:
+        url, name = "postgresql://batchsync:s3cr3t-pw@127.0.0.1:1/history", "postgresql://127.0.0.1:1/history"
+    report = tmp_path / "report.jsonl"
+    result = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), "--history", url, env=env)
+    assert result.returncode == 5, result.stdout + result.stderr
+    lines, summary = read_report(report)
+    assert len(lines) == 10 and {r["result"] for r in lines} <= {"changed", "unchanged"}
+    assert summary[0]["exit_code"] == 5
+    assert f"--history {name} was not written" in result.stderr
+    assert ("password on the command line" in result.stderr) is (where == "postgresql-refused")
+    everything = result.stdout + result.stderr + report.read_text()
+    assert "s3cr3t-pw" not in everything and "batchsync:s3cr3t" not in everything
+
+
+def test_the_inventory_names_the_store_by_reference_and_the_flag_wins(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    doc = json.loads(Path(inv.path).read_text())
+    doc["history"] = {"url": "env:BATCHSYNC_HISTORY_URL"}
+    Path(inv.path).write_text(json.dumps(doc))
+    in_inventory, by_flag = tmp_path / "inv.sqlite3", tmp_path / "flag.sqlite3"
+    env = env_with({**inventory_env(ACCOUNTS), "BATCHSYNC_HISTORY_URL": f"sqlite:///{in_inventory}"})
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    assert batchsync("apply", inv.path, "--base-url", box.url, env=env).returncode == 0
+    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(by_flag), env=env).returncode == 0
+    count = {p: sqlite3.connect(p).execute("SELECT COUNT(*) FROM runs").fetchone()[0] for p in (in_inventory, by_flag)}
+    assert count == {in_inventory: 1, by_flag: 1}
+    assert not (Path(env["XDG_STATE_HOME"]) / "batchsync").exists()
+    literal = dict(doc, history={"url": "sqlite:///x"})
+    Path(inv.path).write_text(json.dumps(literal))
+    bad = batchsync("validate", inv.path, env=env)
+    assert bad.returncode == 2 and "history.url" in bad.stdout + bad.stderr
+
+
+def test_history_verbs_on_a_missing_store_and_bad_arguments(tmp_path: Path) -> None:
+    env = env_with({})
+    missing = batchsync("history", "runs", env=env)
+    assert missing.returncode == 2 and "no history yet" in missing.stderr
+    bad = batchsync("history", "runs", "--since", "yesterday", env=env)
+    assert bad.returncode == 2 and "--since yesterday" in bad.stderr
+    scheme = batchsync("history", "failing", "--history", "mysql://u:p@h/db", env=env)
+    assert scheme.returncode == 2 and "u:p" not in scheme.stderr
+
+
+def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], pg_url: str
+) -> None:
+    accounts = {f"acct{i}": 5 for i in range(8)}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    bad = inv.jobs[7].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce")
+    sandbox_proc.append(box)
+    reports = [tmp_path / f"shard-{i}.jsonl" for i in range(4)]
+    hosts = [tmp_path / f"host-{i}" for i in range(4)]  # four machines: each its own copy, its own locks
+    for host in hosts:
+        host.mkdir()
+        (host / "inv.json").write_bytes(Path(inv.path).read_bytes())
+    procs = [
+        spawn(
+            "apply",
+            str(hosts[i] / "inv.json"),
+            "--base-url",
+            box.url,
+            "--shard",
+            f"{i}/4",
+            "--report",
+            str(reports[i]),
+            "--history",
+            pg_url,
+            env={**env, "TMPDIR": str(hosts[i])},
+        )
+        for i in range(4)
+    ]
+    codes = [p.wait(120) for p in procs]
+    assert sorted(codes) == [0, 0, 0, 1], [p.stderr.read() for p in procs if p.stderr]
+
+    import psycopg
+
+    with psycopg.connect(pg_url.replace("postgresql:///", "postgresql:///", 1)) as conn:
+        groups = conn.execute("SELECT DISTINCT group_key FROM runs").fetchall()
+        assert len(groups) == 1 and groups[0][0].startswith("shards:")
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (4,)
+        assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (40,)  # nothing lost
+        assert conn.execute("SELECT integration_id, streak_runs FROM integration_state").fetchall() == [(bad, 1)]
+        per_account = conn.execute("SELECT COUNT(*), SUM(unchanged + changed + failed) FROM run_accounts").fetchone()
+        assert per_account == (8, 40)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]  # migrated once
+    for _ in range(2):  # merging twice records the merged run once
+        merged = batchsync("report", "merge", *map(str, reports), "--history", pg_url, env=env)
+        assert merged.returncode == 1, merged.stderr
+    runs = _json(batchsync("history", "runs", "--format", "json", "--history", pg_url, env=env))
+    assert [r["command"] for r in runs].count("report merge") == 1
+    assert sorted(r["shard"] for r in runs if r["command"] == "apply") == ["0/4", "1/4", "2/4", "3/4"]
+    failing = _json(batchsync("history", "failing", "--format", "json", "--history", pg_url, env=env))
+    assert [(f["integration_id"], f["runs"]) for f in failing] == [(bad, 1)]  # one night counts once
+
+
+def test_prune_deletes_old_runs(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    assert batchsync("apply", inv.path, "--base-url", box.url, env=env).returncode == 0
+    store = Path(env["XDG_STATE_HOME"]) / "batchsync" / "history.sqlite3"
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'")
+    assert batchsync("apply", inv.path, "--base-url", box.url, env=env).returncode == 0
+    pruned = _json(batchsync("history", "prune", "--older-than", "90d", "--format", "json", env=env))
+    assert pruned["runs"] == 1 and pruned["outcomes"] == 10
+    assert len(_json(batchsync("history", "runs", "--format", "json", env=env))) == 1
+    assert os.path.exists(store)

@@ -1,0 +1,244 @@
+"""The history store in process: the streak rules, the shards' group, migrations applied
+once, URLs and their redaction, the session's writer thread, and what a lost store does."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchsync.history import queries, schema
+from batchsync.history.db import HistoryError, connect, iso
+from batchsync.history.location import LocationError, default_path, parse
+from batchsync.history.store import RunInfo, group_key, night
+from batchsync.history.writer import Session
+from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
+from batchsync.outputs.history import History, Recall, since_text
+from batchsync.outputs.sink import End, Lost, Start
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+def ok(iid: int, result: Any = "unchanged") -> Outcome:
+    return Outcome(integration_id=iid, account="acme", result=result, ended_at=T0)
+
+
+def bad(iid: int) -> Outcome:
+    return Outcome(integration_id=iid, account="acme", result="failed", error=ErrorInfo("server", 503, None, "down"))
+
+
+def record(location: Any, outcomes: list[Outcome], at: float, group: str = "", command: str = "apply") -> Session:
+    session = Session.open(location, RunInfo(command=command, started_at=at, group_key=group))
+    for o in outcomes:
+        session.add(o)
+    assert session.finish(at + 60, 1 if any(o.result == "failed" for o in outcomes) else 0, {}) is None
+    return session
+
+
+def test_a_failing_streak_counts_runs_and_keeps_its_start_until_a_success(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1), ok(2)], T0)
+    record(where, [bad(1), bad(2)], T0 + 86400)
+    record(where, [bad(1), ok(2, "skipped")], T0 + 2 * 86400)  # skipped: says nothing
+    db = connect(where)
+    failing = {f["integration_id"]: f for f in queries.failing(db)}
+    assert failing[1]["runs"] == 3 and failing[1]["since"] == iso(T0)
+    assert failing[2]["runs"] == 1 and failing[2]["since"] == iso(T0 + 86400)
+    db.close()
+    record(where, [ok(1, "changed"), ok(2)], T0 + 3 * 86400)
+    db = connect(where)
+    assert queries.failing(db) == []
+    state = db.query("SELECT streak_runs, streak_since, failing FROM integration_state ORDER BY integration_id")
+    assert state == [(1, iso(T0 + 3 * 86400), 0), (1, iso(T0 + 3 * 86400), 0)]  # both recovered in the 4th run
+    record(where, [ok(1), ok(2), ok(3)], T0 + 4 * 86400)  # what goes on succeeding costs no write
+    assert db.query("SELECT COUNT(*) FROM integration_state")[0][0] == 2
+    assert db.query("SELECT COUNT(*) FROM outcomes WHERE run_id = 5")[0][0] == 3
+    db.close()
+
+
+def test_runs_of_one_group_count_once_in_a_streak(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1)], T0, group="g1")
+    record(where, [bad(1)], T0 + 10, group="g1", command="report merge")  # the merge of that night
+    record(where, [bad(1)], T0 + 86400, group="g2")
+    db = connect(where)
+    assert [(f["runs"], f["since"]) for f in queries.failing(db)] == [(2, iso(T0))]
+    db.close()
+
+
+def test_the_shards_of_one_night_share_a_group_and_the_next_night_does_not() -> None:
+    shard = {"index": 0, "count": 4, "integrations": [3, 3, 2, 2], "accounts": [1, 1, 1, 1]}
+    other = dict(shard, index=3)
+    evening, morning = 1_800_050_400.0, 1_800_050_400.0 + 10 * 3600  # 22:00 and 08:00 the next day, UTC
+    assert night(evening) == night(morning)
+    assert group_key(shard, "h", evening) == group_key(other, "h", morning)
+    assert group_key(shard, "h", evening) != group_key(shard, "h", evening + 86400)
+    assert group_key(shard, "h", evening) != group_key(shard, "other inventory", evening)
+    assert group_key(None, "h", evening) == ""
+
+
+def test_migrations_run_once_however_many_open_at_once(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            connect(where).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    conn = sqlite3.connect(where.target)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.LATEST,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.execute("INSERT INTO schema_version VALUES (99, 'later')")
+    conn.commit()
+    with pytest.raises(HistoryError, match="schema version 99, newer than"):
+        connect(where)
+
+
+def test_urls_name_the_store_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pg = parse("postgresql://sync:pa%24%24word@db.example:5433/batchsync")
+    assert pg.kind == "postgresql" and pg.name == "postgresql://db.example:5433/batchsync"
+    assert "pa$$word" in pg.secrets and pg.target in pg.secrets
+    assert "password" not in parse("postgres:///h?host=/run/pg&password=zz").name
+    assert "zz" in parse("postgres:///h?host=/run/pg&password=zz").secrets
+    assert parse("sqlite:////var/h.sqlite3").target == "/var/h.sqlite3"
+    assert parse("sqlite:///rel/h.sqlite3").target == "rel/h.sqlite3"
+    for wrong in ("", "sqlite://h.sqlite3", "mysql://u:secret@h/db"):
+        with pytest.raises(LocationError) as caught:
+            parse(wrong)
+        assert "secret" not in str(caught.value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_path() == str(tmp_path / "batchsync" / "history.sqlite3")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+    assert default_path().endswith(".local/state/batchsync/history.sqlite3")
+
+
+def _end(summary: Summary, code: int = 0) -> End:
+    return End(summary=summary, code=lambda: code, started_at=T0, ended_at=T0 + 5)
+
+
+def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [bad(1), bad(2)], T0 - 86400)
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0, inventory="inv.toml"), lost)
+    assert sink.recall.on and set(sink.recall.known) == {1, 2}
+    assert sink.recall.failing_since(bad(1)) == (iso(T0 - 86400), 2)
+    assert sink.recall.failing_since(bad(3)) is None
+    memory = sink.recall.summarize([bad(1), ok(2), bad(3)])
+    assert [o.integration_id for o in memory["new"]] == [3]
+    assert [(o.integration_id, n) for o, _, n in memory["ongoing"]] == [(1, 2)]
+    assert [(o.integration_id, n) for o, _, n in memory["recovered"]] == [(2, 1)]
+    for o in (bad(1), ok(2), bad(3)):
+        sink.add(o)
+    summary = Summary(accounts={"acme": AccountStats(unchanged=1, failed=2)})
+    sink.close(_end(summary, 1))
+    assert not lost
+    db = connect(where)
+    [run, _] = queries.runs(db)
+    assert run["counts"] == {"unchanged": 1, "changed": 0, "failed": 2, "skipped": 0} and run["exit_code"] == 1
+    assert run["inventory"] == "inv.toml"
+    assert queries.last_start(db, "acme") == iso(T0) and queries.last_start(db, "other") is None
+    assert queries.account_runs(db, ["acme"]) == {"acme": [{"run": 2, "at": iso(T0), "changed": 0, "failed": 2}]}
+    db.close()
+    assert since_text("2027-01-15T08:00:00.000Z", 3) == "failing since 2027-01-15 08:00 UTC (3 runs)"
+    assert Recall().failing_since(bad(1)) is None and not Recall().on
+
+
+def test_a_store_that_cannot_be_opened_is_a_lost_output_named_without_its_password(tmp_path: Path) -> None:
+    where = parse("postgresql://u:hunter2secret@127.0.0.1:1/nothing")
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0), lost, redact=lambda s: s.replace("hunter2secret", "***"))
+    assert not sink.recall.on
+    sink.add(ok(1))
+    sink.close(_end(Summary(accounts={})))
+    [line] = lost.lines()
+    assert line.startswith("batchsync: --history postgresql://127.0.0.1:1/nothing was not written: ")
+    assert "hunter2secret" not in line and lost.exit_code(0) == 5
+
+
+def test_a_store_lost_during_the_run_is_named_and_the_run_goes_on(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    lost = Lost()
+    sink = History(where, Start(mode="apply", started_at=T0), lost)
+    session = sink.session
+    assert session is not None
+    session.db.execute("DROP TABLE outcomes")  # a store broken under the run
+    for i in range(5):
+        sink.add(ok(i))
+    sink.flush()
+    time.sleep(0.05)
+    sink.close(_end(Summary(accounts={})))
+    assert lost and "no such table: outcomes" in lost.lines()[0]
+
+
+def test_history_read_from_postgresql_alike(pg_url: str) -> None:
+    where = parse(pg_url)
+    record(where, [bad(1), ok(2, "changed")], T0)
+    record(where, [bad(1)], T0 + 86400)
+    db = connect(where)
+    assert [(f["integration_id"], f["runs"], f["since"]) for f in queries.failing(db)] == [(1, 2, iso(T0))]
+    assert [e["result"] for e in queries.integration(db, 2)["events"]] == ["changed"]
+    assert queries.prune(db, iso(T0 + 1)) == {"runs": 1, "outcomes": 2}
+    db.close()
+
+
+def test_runs_select_by_age_count_and_failure(tmp_path: Path) -> None:
+    from batchsync.commands.history import when
+    from batchsync.usage import UsageError
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    record(where, [ok(1)], T0)
+    record(where, [bad(1)], T0 + 86400)
+    record(where, [ok(1)], T0 + 2 * 86400)
+    db = connect(where)
+    assert [r["id"] for r in queries.runs(db)] == [3, 2, 1]
+    assert [r["id"] for r in queries.runs(db, limit=2)] == [3, 2]
+    assert [r["id"] for r in queries.runs(db, failed=True)] == [2]
+    assert [r["id"] for r in queries.runs(db, since=when("36h", "--since", now=T0 + 2 * 86400))] == [3, 2]
+    assert [r["id"] for r in queries.runs(db, since=when("2027-01-16", "--since"))] == [3, 2]
+    assert queries.show(db, 9) is None
+    db.close()
+    with pytest.raises(UsageError, match="--since soon"):
+        when("soon", "--since")
+
+
+def test_a_large_run_is_written_whole_across_statements_and_batches(tmp_path: Path) -> None:
+    from batchsync.history import store, writer
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    n = writer.BATCH + 2 * store.ROWS_PER_INSERT + 3  # a full batch, then two statements and a bit
+    record(where, [bad(i) if i % 97 == 0 else ok(i) for i in range(1, n + 1)], T0)
+    db = connect(where)
+    assert db.query("SELECT COUNT(*), COUNT(DISTINCT integration_id) FROM outcomes") == [(n, n)]
+    assert len(queries.failing(db)) == n // 97
+    db.close()
+
+
+def test_a_default_store_that_cannot_be_made_is_said_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchsync.history.location import default
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))  # a container's user without a home, say
+    said: list[str] = []
+    lost = Lost()
+    sink = History(default(), Start(mode="apply", started_at=T0), lost, warn=said.append)
+    sink.add(ok(1))
+    sink.close(_end(Summary(accounts={})))
+    assert not lost and not sink.recall.on
+    [line] = said
+    assert line.startswith("batchsync: warning: no run history: ") and "--no-history" in line
+    asked = History(parse(str(blocker / "h.sqlite3")), Start(mode="apply", started_at=T0), lost, warn=said.append)
+    assert lost and len(said) == 1 and not asked.recall.on  # one asked for: a lost output
