@@ -18,8 +18,8 @@ from batchsync.outputs.sink import Lost, LostNotice, Sink, Start, check_output
 from batchsync.outputs.terminal import Screen, Terminal
 
 if TYPE_CHECKING:
-    from batchsync.model import NotifyRoute
     from batchsync.history.location import Location
+    from batchsync.model import NotifyRoute
     from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
     from batchsync.outputs.plan import PlanContext
 

@@ -22,7 +22,8 @@ from sandbox_fixture import SANDBOX_ENV
 from batchsync.diff import Change, MappingChange
 from batchsync.model import Limits
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.outputs.html import MAX_LANES, SLOTS, HtmlReport, RunInfo, Series, render, visible, write_html
+from batchsync.outputs.html import HtmlReport, render, write_html
+from batchsync.outputs.html_parts import MAX_LANES, SLOTS, RunInfo, Series, visible
 from batchsync.outputs.terminal import Budget
 from batchsync.redact import Redactor
 
