@@ -20,12 +20,50 @@ from batchsync.model import Inventory, Job
 from batchsync.outcome import Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from batchsync.engine.api import Api
     from batchsync.engine.options import Options
+    from batchsync.history.location import Location
 
 # Since when an account's exception logs count, failing --since: when the last run on the
 # account started (a run history), or None (then 24 h). Passed in by the command.
 LastRunStart = Callable[[str], "datetime | None"]
+
+
+def from_history(
+    where: Location | None,
+    accounts: Iterable[str],
+    redact: Callable[[str], str] = str,
+    warn: Callable[[str], None] | None = None,
+) -> LastRunStart:
+    """The lookup of the run history: when the last recorded run of each account started,
+    read once, before the run (one indexed query per account). No history, or none made
+    yet: no earlier run is known (24 h). A store asked for that cannot be read is said
+    through ``warn`` and counts as none: health is information, it costs the run nothing."""
+    if where is None:
+        return no_history
+    from batchsync.history.db import HistoryError, connect
+    from batchsync.history.queries import last_start
+
+    found: dict[str, datetime] = {}
+    try:
+        db = connect(where, redact, create=False)
+    except HistoryError as exc:
+        if not where.implicit and warn is not None:
+            warn(f"batchsync: warning: the run history could not be read ({redact(str(exc))}): health since 24 h")
+        return no_history
+    try:
+        for account in sorted(set(accounts)):
+            at = last_start(db, account)
+            if at:
+                found[account] = datetime.fromisoformat(at).astimezone(UTC)
+    except Exception as exc:  # a store that breaks mid-read: what was read stands
+        if warn is not None:
+            warn(f"batchsync: warning: the run history could not be read ({redact(' '.join(str(exc).split()))})")
+    finally:
+        db.close()
+    return found.get
 
 
 def moments(

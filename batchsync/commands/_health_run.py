@@ -167,6 +167,21 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
         return EXIT_NOT_STARTED
     o = settings.outputs
     setup_logging("DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING", o.log_format, redactor=redactor)
+    if settings.since is None and jobs:  # since the last recorded run: the history of plan and apply
+        from batchsync.commands._arguments import history_location
+        from batchsync.commands._health import from_history
+
+        try:
+            where = history_location(None, False, inv.history)
+        except UsageError:
+            where = None
+        if where is not None:
+            redactor.add(where.secrets)
+
+        def warn(line: str) -> None:
+            print(line, file=sys.stderr)
+
+        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
     since = moments(jobs, settings.since, last_run_start)
     found = anyio.run(_read, settings, inv, jobs, since, redactor) if jobs else HealthRead({}, {})
     flush_logs()

@@ -608,6 +608,13 @@ def run_command(
         return EXIT_NOT_STARTED
     if where is not None:
         redactor.add(where.secrets)  # a DSN, its password: never in any output
+    if settings.with_health and settings.since is None and jobs:
+        from batchsync.commands._health import from_history
+
+        def warn(line: str) -> None:
+            print(line, file=sys.stderr)
+
+        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
     settings = msgspec.structs.replace(settings, outputs=msgspec.structs.replace(settings.outputs, history_at=where))
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"

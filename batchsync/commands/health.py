@@ -51,5 +51,6 @@ def run(settings: RunSettings) -> int:
     from batchsync.commands._health_run import run as run_health
     from batchsync.health import no_history
 
-    # The run history (when there is one) says when the last run on an account started.
+    # The run history (the inventory's [history] url, else the default file) says when the
+    # last run on an account started; without one, 24 h.
     return run_health(settings, no_history)

@@ -37,5 +37,5 @@ def run(settings: RunSettings) -> int:
     from batchsync.health import no_history
 
     # --with-health counts each shop's exception logs since the last run on its account:
-    # the run history's lookup goes here once there is one (no_history: 24 h, or --since).
+    # the run reads it from the run history it records to (no earlier run: 24 h; --since wins).
     return _run.run(settings, no_history)

@@ -116,7 +116,7 @@ class Writes:
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
-            name = None  # an integration's shop name, once outcomes carry it
+            name = o.name  # the shop's name as the inventory gives it (None: none)
             rows.append(
                 (
                     run_id,

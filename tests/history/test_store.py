@@ -242,3 +242,33 @@ def test_a_default_store_that_cannot_be_made_is_said_not_lost(tmp_path: Path, mo
     assert line.startswith("batchsync: warning: no run history: ") and "--no-history" in line
     asked = History(parse(str(blocker / "h.sqlite3")), Start(mode="apply", started_at=T0), lost, warn=said.append)
     assert lost and len(said) == 1 and not asked.recall.on  # one asked for: a lost output
+
+
+def test_an_outcome_s_shop_name_is_stored_with_it(tmp_path: Path) -> None:
+    where = parse(str(tmp_path / "h.sqlite3"))
+    named = Outcome(integration_id=7, account="acme", result="unchanged", ended_at=T0, name="Café Ö")
+    record(where, [named, ok(8)], T0)
+    db = connect(where)
+    assert db.query("SELECT integration_id, name FROM outcomes ORDER BY integration_id") == [(7, "Café Ö"), (8, None)]
+    db.close()
+
+
+def test_health_counts_from_the_last_recorded_run_of_each_account(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from batchsync.commands._health import from_history
+    from batchsync.health import no_history
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    assert from_history(where, ["acme"]) is no_history  # no store made yet: no earlier run
+    for at in (T0 - 86400, T0):
+        session = Session.open(where, RunInfo(command="apply", started_at=at))
+        session.add(ok(1))
+        assert session.finish(at + 60, 0, {}, {"acme": {"unchanged": 1, "changed": 0, "failed": 0}}) is None
+    lookup = from_history(where, ["acme", "other"])
+    assert lookup("acme") == datetime.fromtimestamp(T0, UTC) and lookup("other") is None
+    warned: list[str] = []
+    broken = parse("postgresql://u:pw-secret@127.0.0.1:1/db")
+    assert from_history(broken, ["acme"], warn=warned.append) is no_history
+    assert warned and "health since 24 h" in warned[0] and "pw-secret" not in warned[0]
+    assert from_history(None, ["acme"]) is no_history
