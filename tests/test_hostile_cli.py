@@ -145,9 +145,9 @@ def test_the_same_urls_in_an_inventory_are_problems_of_the_file(tmp_path: Path) 
     st.builds(
         lambda scheme, rest: scheme + rest,
         st.sampled_from(["http://", "https://", "HTTP://"]),
-        st.lists(
-            st.sampled_from([*"ab1.-_:@/[]%?#~!$&'()*+,;= \x00\x1b\u00ad\u00fc\u202e", "xn--"]), max_size=30
-        ).map("".join),
+        st.lists(st.sampled_from([*"ab1.-_:@/[]%?#~!$&'()*+,;= \x00\x1b\u00ad\u00fc\u202e", "xn--"]), max_size=30).map(
+            "".join
+        ),
     )
 )
 def test_a_url_that_passes_the_check_is_one_aiohttp_can_send_to(url: str) -> None:

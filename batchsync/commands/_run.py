@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import anyio
 import msgspec
 
-from batchsync import usage
+from batchsync import eventloop, usage
 from batchsync.commands._arguments import (
     base_url,
     non_negative_number,
@@ -515,7 +515,7 @@ def _run(
     summary: Summary | None = None
     try:
         with rare_gc():
-            summary = anyio.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor)
+            summary = eventloop.run(execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
         close_all(sinks, None)  # the run broke off: no summary line

@@ -436,12 +436,12 @@ def notify(
         listed = list(itertools.islice(failures, MAX_FAILED))
         doc = build(summary, mode, exit_code, listed, inventory=inventory, redact=redact)
         body = msgspec.json.encode(doc)
-        import anyio
+        from batchsync import eventloop
 
         total = timeout if math.isfinite(timeout) and timeout > 0 else TIMEOUT
         # Starting a loop and a session, and closing them, take a few hundredths of a second:
         # kept out of the posts' time, so that the whole costs the run no more than ``timeout``.
-        deliveries = anyio.run(_send, hooks, body, total - min(RESERVE, total * 0.1))
+        deliveries = eventloop.run(_send, hooks, body, total - min(RESERVE, total * 0.1))
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return [Delivery(h.host, False, 0, None, "internal error") for h in hooks]
