@@ -64,35 +64,43 @@ class Account(msgspec.Struct, frozen=True):
         return (c.client_id, c.client_secret)
 
 
+_statuses_decoder = msgspec.json.Decoder(Statuses)
+
+
 class Desired:
     """A desired list of statuses, shared by every job that wants exactly it.
 
-    The encoded JSON and the by-id index used for diffing are computed once, on first
-    use, however many integrations share the list.
+    Held in its compact form, the JSON of the ``statuses`` array (what the POST body
+    splices in), not as structs: a fleet where every shop has its own list would
+    otherwise hold a few kilobytes of small objects per shop for the whole run.
+    ``statuses`` decodes it again when asked. The by-id index a diff compares is cached
+    only on a list that several jobs share (``shared``, set by the loader): built once
+    for all of them; a list of one shop builds it when its diff asks and lets it go.
     """
 
-    __slots__ = ("_encoded", "_index", "statuses")
+    __slots__ = ("_index", "count", "encoded", "shared")
 
-    def __init__(self, statuses: Statuses) -> None:
-        self.statuses = statuses
-        self._encoded: bytes | None = None
+    def __init__(self, statuses: Statuses = (), *, encoded: bytes | None = None) -> None:
+        # encoded: msgspec's encoding of ``statuses``, when the caller has it (the loader interns by it).
+        self.encoded: bytes = msgspec.json.encode(statuses) if encoded is None else encoded
+        self.count: int = len(statuses)
+        self.shared = False
         self._index: dict[str, TranslationSet] | None = None
 
     @property
-    def encoded(self) -> bytes:
-        """The ``statuses`` array as JSON bytes."""
-        if self._encoded is None:
-            self._encoded = msgspec.json.encode(self.statuses)
-        return self._encoded
+    def statuses(self) -> Statuses:
+        """The list as structs, decoded anew from the compact form."""
+        return _statuses_decoder.decode(self.encoded) if self.count else ()
 
     @property
     def index(self) -> dict[str, TranslationSet]:
         """external_id -> its translations as a set: what a diff compares."""
-        if self._index is None:
-            self._index = {
-                s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses
-            }
-        return self._index
+        if self._index is not None:
+            return self._index
+        index = {s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses}
+        if self.shared:
+            self._index = index
+        return index
 
     def body(self, integration_id: int) -> bytes:
         """The POST body for one integration, spliced around the shared encoding."""

@@ -95,7 +95,8 @@ class _Loader:
         self.confine: Path | None = self.base_dir  # where file: secrets must stay
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
         self.referenced: list[str] = []  # file: secrets
-        self._interned: dict[Statuses, Desired] = {}
+        self._interned: dict[bytes, Desired] = {}
+        self._values: dict[object, object] = {}  # see same()
         self._mappings: dict[tuple[tuple[str, str | None], ...], DesiredMapping] = {}
         self.no_accounts = False  # the accounts section is missing or not a mapping
         self.no_sets = False  # likewise status_sets
@@ -144,10 +145,20 @@ class _Loader:
             self.problem(p.loc, p.message, integration_id, file)
         return not found
 
+    def same(self, value: Any) -> Any:
+        """The first value equal to ``value`` this load has seen: an account name or a
+        tuple of tags that 100,000 integrations repeat is then held once, not once each."""
+        return self._values.setdefault(value, value)
+
     def desired(self, statuses: Statuses) -> Desired:
-        found = self._interned.get(statuses)
+        # Interned by the list's encoding (equal lists, equal bytes), not by the structs:
+        # a key would keep them alive, and the compact form is what the run holds.
+        encoded = msgspec.json.encode(statuses)
+        found = self._interned.get(encoded)
         if found is None:
-            found = self._interned[statuses] = Desired(statuses)
+            found = self._interned[encoded] = Desired(statuses, encoded=encoded)
+        else:
+            found.shared = True
         return found
 
     def desired_mapping(self, mapping: dict[str, str | None]) -> DesiredMapping:
@@ -471,10 +482,12 @@ class _Loader:
             if usable:
                 assert statuses is not None
                 whole = mapping is not None and not unknown
+                desired = self.desired(statuses)
+                desired.shared = True  # a set is there to be shared: its index is built once
                 sets[name] = _Set(
                     name,
                     statuses,
-                    self.desired(statuses),
+                    desired,
                     mapping,
                     unknown,
                     self.desired_mapping(mapping) if whole and mapping is not None else None,
@@ -573,7 +586,8 @@ class _Loader:
                     tags = spec.tags or ()
                     if tags:
                         self.check_tags(tags, ("integrations", i, "tags"), spec.id)
-                    jobs.append(Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping))
+                    account, tags = self.same(spec.account), self.same(tags)
+                    jobs.append(Job(spec.id, account, found.desired, tags, found.name, found.desired_mapping))
                     continue
                 # The next most common: statuses inline, nothing else.
                 statuses = spec.statuses
@@ -590,7 +604,8 @@ class _Loader:
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
-                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or ()))
+                        account, tags = self.same(spec.account), self.same(spec.tags or ())
+                        jobs.append(Job(spec.id, account, self.desired(statuses), tags))
                     continue
             else:
                 guessed = guess_id(raw_integration)
@@ -699,7 +714,7 @@ class _Loader:
         desired = the_set.desired if the_set is not None and statuses is the_set.statuses else self.desired(statuses)
         tags = spec.tags or ()
         assert isinstance(tags, tuple)
-        return Job(spec.id, spec.account, desired, tags, set_name or "", mapping)
+        return Job(spec.id, self.same(spec.account), desired, self.same(tags), set_name or "", mapping)
 
     def integration_mapping(
         self,
