@@ -18,7 +18,7 @@ from msgspec import UNSET
 
 from batchsync.files import FileProblem, not_utf8, require_utf8
 from batchsync.inventory.spec import JsonInventory
-from batchsync.wire import Loc, TextKey
+from batchsync.wire import Loc, Statuses, TextKey
 
 SUFFIXES = (".json", ".toml", ".yaml", ".yml")
 
@@ -188,9 +188,14 @@ def json_keys_unique(data: bytes, encoded: bytes) -> bool:
     """
     if encoded == data:  # a compact file, as machines write them: a memcmp settles it
         return True
+    return colons_match(data, encoded.count(b":"))
+
+
+def colons_match(data: bytes, colons: int) -> bool:
+    """:func:`json_keys_unique` given only the number of colons in the encoding."""
     if b"\\" in data and _ESCAPED_COLON.search(data):
         return False
-    return data.count(b":") == encoded.count(b":")
+    return data.count(b":") == colons
 
 
 def json_duplicate_keys(data: bytes) -> list[KeyProblem]:
@@ -393,6 +398,19 @@ def _check_aliases(doc: Any, limit: int) -> None:
                 stack.append((child, False))
 
 
+_statuses_decoder = msgspec.json.Decoder(Statuses)
+_SLICE = 2000  # integrations encoded at a time by _encoded_colons
+
+
+def _encoded_colons(doc: JsonInventory) -> int:
+    """The colons in msgspec's encoding of ``doc``, encoded a slice of integrations at a
+    time: the whole encoding at once would be a second copy of a file of tens of MB."""
+    colons = msgspec.json.encode(msgspec.structs.replace(doc, integrations=[])).count(b":")
+    for start in range(0, len(doc.integrations), _SLICE):
+        colons += msgspec.json.encode(doc.integrations[start : start + _SLICE]).count(b":")
+    return colons
+
+
 def fast_json(data: bytes) -> dict[str, Any] | None:
     """A JSON inventory decoded in one typed pass, or None to take the general path.
 
@@ -406,9 +424,26 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
         doc = msgspec.json.decode(data, type=JsonInventory)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if not json_keys_unique(data, msgspec.json.encode(doc)):
+    if not colons_match(data, _encoded_colons(doc)):
         return None
-    raw: dict[str, Any] = {"integrations": doc.integrations}
+    # An integration's own statuses were left as the file's text: each list now decoded
+    # and checked (a problem: the general path), and kept as its compact encoding, one
+    # bytes object per distinct list; the structs go as soon as they are encoded.
+    compact: dict[bytes, bytes] = {}
+    integrations = doc.integrations
+    for i, spec in enumerate(integrations):
+        given = spec.statuses
+        if given is UNSET:
+            continue
+        try:
+            statuses = _statuses_decoder.decode(given)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        encoded = msgspec.json.encode(statuses)
+        if memoryview(given).tobytes().count(b":") != encoded.count(b":"):  # a key given twice inside
+            return None
+        integrations[i] = msgspec.structs.replace(spec, statuses=compact.setdefault(encoded, encoded))
+    raw: dict[str, Any] = {"integrations": integrations}
     for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside"):
         value = getattr(doc, key)
         if value is not UNSET:

@@ -38,6 +38,7 @@ from batchsync.inventory.spec import (
     AccountSpec,
     DefaultsSpec,
     IntegrationSpec,
+    JsonIntegrationSpec,
     MappingSpec,
     StatusesFileBody,
     StatusesFileGet,
@@ -70,6 +71,8 @@ from batchsync.wire import (
     check_statuses,
     to_jsonpath,
 )
+
+_statuses_decoder = msgspec.json.Decoder(Statuses)  # fast_json's compact lists, checked already
 
 
 class _Set(msgspec.Struct, frozen=True):
@@ -150,10 +153,12 @@ class _Loader:
         tuple of tags that 100,000 integrations repeat is then held once, not once each."""
         return self._values.setdefault(value, value)
 
-    def desired(self, statuses: Statuses) -> Desired:
+    def desired(self, statuses: Statuses, encoded: bytes | None = None) -> Desired:
         # Interned by the list's encoding (equal lists, equal bytes), not by the structs:
         # a key would keep them alive, and the compact form is what the run holds.
-        encoded = msgspec.json.encode(statuses)
+        # ``encoded``: msgspec's encoding of ``statuses``, when the caller has it.
+        if encoded is None:
+            encoded = msgspec.json.encode(statuses)
         found = self._interned.get(encoded)
         if found is None:
             found = self._interned[encoded] = Desired(statuses, encoded=encoded)
@@ -569,7 +574,7 @@ class _Loader:
             spec: IntegrationSpec
             bad = no_bad
             raw_mapping: Any = None
-            if type(raw_integration) is IntegrationSpec:  # decoded by fast_json
+            if type(raw_integration) is JsonIntegrationSpec:  # decoded by fast_json
                 spec = raw_integration
                 # The common case, a set used as it is: nothing more to check or build.
                 found = good_sets.get(spec.status_set)  # type: ignore[arg-type]
@@ -590,9 +595,9 @@ class _Loader:
                     jobs.append(Job(spec.id, account, found.desired, tags, found.name, found.desired_mapping))
                     continue
                 # The next most common: statuses inline, nothing else.
-                statuses = spec.statuses
+                compact: Any = spec.statuses  # fast_json's encoding of them (bytes), checked by type
                 if (
-                    type(statuses) is tuple
+                    type(compact) is bytes
                     and spec.status_set is UNSET
                     and spec.statuses_file is UNSET
                     and spec.override_statuses is UNSET
@@ -603,10 +608,14 @@ class _Loader:
                 ):
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
+                    statuses = _statuses_decoder.decode(compact)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
                         account, tags = self.same(spec.account), self.same(spec.tags or ())
-                        jobs.append(Job(spec.id, account, self.desired(statuses), tags))
+                        jobs.append(Job(spec.id, account, self.desired(statuses, compact), tags))
                     continue
+                if type(compact) is bytes:  # the checks below want the structs
+                    fields = msgspec.structs.asdict(spec)
+                    spec = IntegrationSpec(**{**fields, "statuses": _statuses_decoder.decode(compact)})
             else:
                 guessed = guess_id(raw_integration)
                 converted = self.convert(raw_integration, IntegrationSpec, ("integrations", i), guessed)

@@ -831,6 +831,37 @@ def test_a_valid_json_inventory_takes_the_fast_path(workdir: Path) -> None:
     assert fast_json(write(workdir, base_doc(), "yaml").read_bytes()) is None
 
 
+def test_the_fast_path_keeps_own_lists_as_their_compact_encoding(workdir: Path) -> None:
+    # Each list decoded, checked and encoded on its own: the file's 20,000 own lists never
+    # exist as structs all at once; equal lists (however written) share one bytes object.
+    doc = base_doc()
+    own = [st("o1", tr("Own"), tr("Eigen", "nl-nl"))]
+    doc["integrations"][2]["statuses"] = copy.deepcopy(own)
+    doc["integrations"].append({"id": 105, "account": "other", "statuses": copy.deepcopy(own)})
+    text = json.dumps(doc, indent=1).replace('"Eigen"', '"\\u0045igen"')  # one of them spelt with an escape
+    text = text.replace('"\\u0045igen"', '"Eigen"', 1)
+    fast = fast_json(text.encode())
+    assert fast is not None
+    given = {spec.id: spec.statuses for spec in fast["integrations"]}
+    expected = msgspec.json.encode(tuple(msgspec.convert(s, wire.Status) for s in own))
+    assert given[103] == expected and given[103] is given[105]
+    assert given[101] is msgspec.UNSET
+    inv = load(write(workdir, doc, "json"), environ=dict(ENV))
+    assert inv.problems == []
+    assert inv.jobs[2].desired.encoded == expected and inv.jobs[2].desired is inv.jobs[4].desired
+    # A key given twice inside a list, or a list that is not one: the general path reports it.
+    twice = json.dumps(doc).replace('{"external_id": "o1",', '{"external_id": "o0", "external_id": "o1",', 1)
+    assert fast_json(twice.encode()) is None
+    path = workdir / "twice.json"
+    path.write_text(twice)
+    problems = load(path, environ=dict(ENV)).problems
+    assert [(p.path, p.integration_id) for p in problems] == [("$.integrations[2].statuses[0].external_id", 103)]
+    doc["integrations"][2]["statuses"] = [{"external_id": "o1", "translations": []}]
+    assert fast_json(json.dumps(doc).encode()) is None
+    problems = load(write(workdir, doc, "json"), environ=dict(ENV)).problems
+    assert [(p.path, p.integration_id) for p in problems] == [("$.integrations[2].statuses[0].translations", 103)]
+
+
 def test_load_leaves_the_gc_as_it_found_it(workdir: Path) -> None:
     import gc
 
