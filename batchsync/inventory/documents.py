@@ -17,7 +17,7 @@ import msgspec
 from msgspec import UNSET
 
 from batchsync.files import FileProblem, not_utf8, require_utf8
-from batchsync.inventory.spec import JsonInventory
+from batchsync.inventory.spec import JsonIntegrationSpec, JsonInventory
 from batchsync.wire import Loc, Statuses, TextKey
 
 SUFFIXES = (".json", ".toml", ".yaml", ".yml")
@@ -398,17 +398,8 @@ def _check_aliases(doc: Any, limit: int) -> None:
                 stack.append((child, False))
 
 
+_spec_decoder = msgspec.json.Decoder(JsonIntegrationSpec)
 _statuses_decoder = msgspec.json.Decoder(Statuses)
-_SLICE = 2000  # integrations encoded at a time by _encoded_colons
-
-
-def _encoded_colons(doc: JsonInventory) -> int:
-    """The colons in msgspec's encoding of ``doc``, encoded a slice of integrations at a
-    time: the whole encoding at once would be a second copy of a file of tens of MB."""
-    colons = msgspec.json.encode(msgspec.structs.replace(doc, integrations=[])).count(b":")
-    for start in range(0, len(doc.integrations), _SLICE):
-        colons += msgspec.json.encode(doc.integrations[start : start + _SLICE]).count(b":")
-    return colons
 
 
 def fast_json(data: bytes) -> dict[str, Any] | None:
@@ -418,31 +409,53 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
     dict per integration and converting it: at 100k integrations, half the time and
     memory. Any problem at all (malformed, one wrong field, a key given twice) returns
     None: the general path then finds and reports every problem, not just the first.
+
+    Memory: each integration is decoded on its own from its slice of the file, its own
+    statuses (if any) decoded, checked and kept as their compact encoding (one bytes
+    object per distinct list), and the names and tags it repeats held once; so the
+    file's integrations never exist all at once as structs, nor is the file encoded
+    again whole for the duplicate-key check (its colons are counted piece by piece).
     """
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         doc = msgspec.json.decode(data, type=JsonInventory)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if not colons_match(data, _encoded_colons(doc)):
-        return None
-    # An integration's own statuses were left as the file's text: each list now decoded
-    # and checked (a problem: the general path), and kept as its compact encoding, one
-    # bytes object per distinct list; the structs go as soon as they are encoded.
+    colons = msgspec.json.encode(msgspec.structs.replace(doc, integrations=[])).count(b":")
     compact: dict[bytes, bytes] = {}
-    integrations = doc.integrations
-    for i, spec in enumerate(integrations):
-        given = spec.statuses
-        if given is UNSET:
-            continue
+    same: dict[object, Any] = {}
+    integrations: list[JsonIntegrationSpec] = []
+    pending = doc.integrations
+    pending.reverse()
+    while pending:
+        item = pending.pop()  # each slice let go as its struct is made
         try:
-            statuses = _statuses_decoder.decode(given)
-        except (msgspec.DecodeError, RecursionError):
+            spec = _spec_decoder.decode(item)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
-        encoded = msgspec.json.encode(statuses)
-        if memoryview(given).tobytes().count(b":") != encoded.count(b":"):  # a key given twice inside
-            return None
-        integrations[i] = msgspec.structs.replace(spec, statuses=compact.setdefault(encoded, encoded))
+        colons += msgspec.json.encode(spec).count(b":")  # its statuses as the file wrote them
+        given: Any = spec.statuses
+        if given is not UNSET:
+            try:
+                statuses = _statuses_decoder.decode(given)
+            except (msgspec.DecodeError, RecursionError):
+                return None
+            encoded = msgspec.json.encode(statuses)
+            if memoryview(given).tobytes().count(b":") != encoded.count(b":"):  # a key given twice inside
+                return None
+            given = compact.setdefault(encoded, encoded)
+        account, tags, set_name = spec.account, spec.tags, spec.status_set
+        integrations.append(
+            msgspec.structs.replace(
+                spec,
+                account=same.setdefault(account, account),
+                tags=same.setdefault(tags, tags),
+                status_set=same.setdefault(set_name, set_name),
+                statuses=given,
+            )
+        )
+    if not colons_match(data, colons):
+        return None
     raw: dict[str, Any] = {"integrations": integrations}
     for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside"):
         value = getattr(doc, key)

@@ -135,14 +135,15 @@ class JsonIntegrationSpec(IntegrationSpec, frozen=True, forbid_unknown_fields=Tr
 
 
 class JsonInventory(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A JSON inventory whose integrations decode straight into structs (see fast_json).
+    """A JSON inventory whose integrations decode straight into structs (see fast_json),
+    each from its own slice of the file (``Raw``), one at a time.
     Fields in the README's order: a file written in it re-encodes byte for byte."""
 
     allow_secret_files_outside: Any = UNSET
     defaults: Any = UNSET
     accounts: Any = UNSET
     status_sets: Any = UNSET
-    integrations: list[JsonIntegrationSpec]
+    integrations: list[msgspec.Raw]
 
 
 def merge_statuses(base: Statuses, overrides: Statuses, removals: Iterable[str]) -> Statuses:

@@ -846,6 +846,10 @@ def test_the_fast_path_keeps_own_lists_as_their_compact_encoding(workdir: Path) 
     expected = msgspec.json.encode(tuple(msgspec.convert(s, wire.Status) for s in own))
     assert given[103] == expected and given[103] is given[105]
     assert given[101] is msgspec.UNSET
+    # Decoded one integration at a time, what they repeat is held once.
+    specs = {spec.id: spec for spec in fast["integrations"]}
+    assert specs[103].account is specs[104].account is specs[105].account
+    assert specs[101].status_set is specs[102].status_set
     inv = load(write(workdir, doc, "json"), environ=dict(ENV))
     assert inv.problems == []
     assert inv.jobs[2].desired.encoded == expected and inv.jobs[2].desired is inv.jobs[4].desired
