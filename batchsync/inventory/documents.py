@@ -18,6 +18,7 @@ from msgspec import UNSET
 
 from batchsync.files import FileProblem, not_utf8, require_utf8
 from batchsync.inventory.spec import JsonIntegrationSpec, JsonInventory
+from batchsync.model import pack
 from batchsync.wire import Loc, Statuses, TextKey
 
 SUFFIXES = (".json", ".toml", ".yaml", ".yml")
@@ -411,8 +412,8 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
     None: the general path then finds and reports every problem, not just the first.
 
     Memory: each integration is decoded on its own from its slice of the file, its own
-    statuses (if any) decoded, checked and kept as their compact encoding (one bytes
-    object per distinct list), and the names and tags it repeats held once; so the
+    statuses (if any) decoded, checked and kept in their compact form (``model.pack``: one
+    bytes object per distinct list), and the names and tags it repeats held once; so the
     file's integrations never exist all at once as structs, nor is the file encoded
     again whole for the duplicate-key check (its colons are counted piece by piece).
     """
@@ -440,10 +441,11 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
                 statuses = _statuses_decoder.decode(given)
             except (msgspec.DecodeError, RecursionError):
                 return None
-            encoded = msgspec.json.encode(statuses)
-            if memoryview(given).tobytes().count(b":") != encoded.count(b":"):  # a key given twice inside
+            colons_inside = msgspec.json.encode(statuses).count(b":")
+            if memoryview(given).tobytes().count(b":") != colons_inside:  # a key given twice inside
                 return None
-            given = compact.setdefault(encoded, encoded)
+            packed = pack(statuses)
+            given = compact.setdefault(packed, packed)
         account, tags, set_name = spec.account, spec.tags, spec.status_set
         integrations.append(
             msgspec.structs.replace(

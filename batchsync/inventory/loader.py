@@ -59,6 +59,8 @@ from batchsync.model import (
     Job,
     Limits,
     OAuth2Credentials,
+    pack,
+    unpack,
 )
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.text import control_in, escape_controls
@@ -71,8 +73,6 @@ from batchsync.wire import (
     check_statuses,
     to_jsonpath,
 )
-
-_statuses_decoder = msgspec.json.Decoder(Statuses)  # fast_json's compact lists, checked already
 
 
 class _Set(msgspec.Struct, frozen=True):
@@ -153,15 +153,15 @@ class _Loader:
         tuple of tags that 100,000 integrations repeat is then held once, not once each."""
         return self._values.setdefault(value, value)
 
-    def desired(self, statuses: Statuses, encoded: bytes | None = None) -> Desired:
-        # Interned by the list's encoding (equal lists, equal bytes), not by the structs:
+    def desired(self, statuses: Statuses, packed: bytes | None = None) -> Desired:
+        # Interned by the list's compact form (equal lists, equal bytes), not by the structs:
         # a key would keep them alive, and the compact form is what the run holds.
-        # ``encoded``: msgspec's encoding of ``statuses``, when the caller has it.
-        if encoded is None:
-            encoded = msgspec.json.encode(statuses)
-        found = self._interned.get(encoded)
+        # ``packed``: pack(statuses), when the caller has it.
+        if packed is None:
+            packed = pack(statuses)
+        found = self._interned.get(packed)
         if found is None:
-            found = self._interned[encoded] = Desired(statuses, encoded=encoded)
+            found = self._interned[packed] = Desired(statuses, packed=packed)
         else:
             found.shared = True
         return found
@@ -595,7 +595,7 @@ class _Loader:
                     jobs.append(Job(spec.id, account, found.desired, tags, found.name, found.desired_mapping))
                     continue
                 # The next most common: statuses inline, nothing else.
-                compact: Any = spec.statuses  # fast_json's encoding of them (bytes), checked by type
+                compact: Any = spec.statuses  # fast_json's pack() of them (bytes), checked by type
                 if (
                     type(compact) is bytes
                     and spec.status_set is UNSET
@@ -608,14 +608,14 @@ class _Loader:
                 ):
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
-                    statuses = _statuses_decoder.decode(compact)
+                    statuses = unpack(compact)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
                         account, tags = self.same(spec.account), self.same(spec.tags or ())
                         jobs.append(Job(spec.id, account, self.desired(statuses, compact), tags))
                     continue
                 if type(compact) is bytes:  # the checks below want the structs
                     fields = msgspec.structs.asdict(spec)
-                    spec = IntegrationSpec(**{**fields, "statuses": _statuses_decoder.decode(compact)})
+                    spec = IntegrationSpec(**{**fields, "statuses": unpack(compact)})
             else:
                 guessed = guess_id(raw_integration)
                 converted = self.convert(raw_integration, IntegrationSpec, ("integrations", i), guessed)

@@ -127,8 +127,8 @@ TOP_KEYS = ("defaults", "accounts", "status_sets", "integrations", "allow_secret
 class JsonIntegrationSpec(IntegrationSpec, frozen=True, forbid_unknown_fields=True, gc=False):
     """An integration as the JSON fast path decodes it: its own ``statuses`` left as the
     file's text (a slice of the file, no objects), which ``fast_json`` checks and replaces
-    with their compact encoding (``bytes``, msgspec's encoding of the checked Statuses):
-    20,000 shops' own lists never exist as structs all at once."""
+    with their compact form (``bytes``, ``model.pack`` of the checked Statuses): 20,000
+    shops' own lists never exist as structs all at once."""
 
     # Decoded as Raw; fast_json then puts bytes there (msgspec decodes no union of the two).
     statuses: msgspec.Raw | UnsetType = UNSET  # type: ignore[assignment]

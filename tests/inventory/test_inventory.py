@@ -25,7 +25,16 @@ from batchsync.inventory.documents import fast_json
 from batchsync.inventory.loader import load
 from batchsync.inventory.select import select
 from batchsync.inventory.spec import IntegrationSpec, merge_statuses
-from batchsync.model import PRODUCTION_URL, BasicCredentials, Inventory, InventoryProblem, Limits, OAuth2Credentials
+from batchsync.model import (
+    PRODUCTION_URL,
+    BasicCredentials,
+    Inventory,
+    InventoryProblem,
+    Limits,
+    OAuth2Credentials,
+    pack,
+    unpack,
+)
 from batchsync.secrets import Secret, SecretError, basic_auth, check_reference, resolve
 from batchsync.urls import insecure_http
 
@@ -196,18 +205,20 @@ def test_a_status_list_is_held_once_in_its_compact_form(workdir: Path, fmt: str)
     by_id = {j.integration_id: j for j in inv.jobs}
     mine, alone = by_id[103].desired, by_id[106].desired
     assert by_id[105].desired is mine
-    structs = (wire.Status, wire.Translation, tuple, dict)
+    structs = (wire.Status, wire.Translation, tuple)  # a shared list's dict: its index, kept
     for desired in (mine, alone, by_id[101].desired):
+        desired.index, desired.encoded  # noqa: B018 - made once: a shared list keeps them
         assert not [r for r in gc.get_referents(desired) if isinstance(r, structs)]
-        assert isinstance(desired.encoded, bytes)
+        assert isinstance(desired.packed, bytes)
     expected = tuple(msgspec.convert(s, wire.Status) for s in own)
     assert mine.statuses == expected and mine.count == 2
-    assert mine.encoded == msgspec.json.encode(expected)
-    # The by-id index: cached on a list several jobs share, built anew for a list of one.
+    assert mine.encoded == msgspec.json.encode(expected)  # the API's form, for the POST body
+    assert len(mine.packed) < len(mine.encoded) * 0.6
+    # The index and the encoding: kept on a list several jobs share, made anew for a list of one.
     assert mine.shared and by_id[101].desired.shared and not alone.shared
-    assert mine.index is mine.index
+    assert mine.index is mine.index and mine.encoded is mine.encoded
     assert alone.index == {"x": translation_set({("en-gb", "Alone")})}
-    assert alone.index is not alone.index
+    assert alone.index is not alone.index and alone.encoded is not alone.encoded
     # An account name and a tuple of tags that integrations repeat are held once.
     assert by_id[105].account is by_id[106].account is by_id[103].account
     assert by_id[105].tags is by_id[106].tags
@@ -843,8 +854,11 @@ def test_the_fast_path_keeps_own_lists_as_their_compact_encoding(workdir: Path) 
     fast = fast_json(text.encode())
     assert fast is not None
     given = {spec.id: spec.statuses for spec in fast["integrations"]}
-    expected = msgspec.json.encode(tuple(msgspec.convert(s, wire.Status) for s in own))
-    assert given[103] == expected and given[103] is given[105]
+    statuses = tuple(msgspec.convert(s, wire.Status) for s in own)
+    expected = msgspec.json.encode(statuses)
+    assert given[103] == b'[["o1",[["Own","en-gb"],["Eigen","nl-nl"]]]]' == pack(statuses)
+    assert given[103] is given[105]
+    assert unpack(given[103]) == statuses
     assert given[101] is msgspec.UNSET
     # Decoded one integration at a time, what they repeat is held once.
     specs = {spec.id: spec for spec in fast["integrations"]}
