@@ -66,8 +66,9 @@ def wheel_venv(notes: list[str]) -> Path:
         shutil.rmtree(builder, ignore_errors=True)
     log(f"part 5: wheel {wheel.name} installed into a clean venv in {time.perf_counter() - t0:.0f}s")
     notes.append(
-        f"Part 5 (wheel): built by the locked setuptools (`pip wheel --no-build-isolation --no-deps` in a venv "
-        f"of {base} holding requirements/build.txt), installed with requirements/image.txt's hash-checked "
+        "Part 5 (wheel): built by the locked setuptools (`pip wheel --no-build-isolation --no-deps` in a venv "
+        "of the base interpreter of the project's venv holding requirements/build.txt), installed with "
+        "requirements/image.txt's hash-checked "
         "dependencies into `python -m venv --without-pip` (no extras): the Dockerfile's steps."
     )
     return venv / "bin"
