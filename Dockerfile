@@ -6,7 +6,7 @@
 #   docker run --rm -v "$PWD/inventories:/config:ro" batchsync apply /config/prod.toml
 #
 # Two stages. The first builds the wheel and installs it, with the exact dependencies
-# uv.lock pins (exported with their hashes to requirements/ by `make lock`), from published
+# requirements/image.txt pins with their hashes (compiled by `make lock`), from published
 # wheels only, into a virtualenv; the second is the same slim Python with that virtualenv
 # alone: no compiler, no pip cache, no sources, no tests. No HEALTHCHECK: nothing keeps running.
 #
@@ -36,9 +36,11 @@ RUN python -m venv "$BUILDER" \
 # differs. Then the wheel alone, and a check that the lock covered all it requires.
 # --only-binary: every dependency comes as a published wheel, so nothing is compiled here
 # and no compiler is needed in either stage. No extras: test and lint tools stay out.
+# --compile: byte-compiled here, since the image sets PYTHONDONTWRITEBYTECODE and would
+# otherwise compile every module again on every start.
 RUN python -m venv --without-pip "$VENV" \
- && python -m pip --python "$VENV/bin/python" install --require-hashes --only-binary=:all: -r requirements/image.txt \
- && python -m pip --python "$VENV/bin/python" install --no-deps --only-binary=:all: "$WHEELS"/batchsync-*.whl \
+ && python -m pip --python "$VENV/bin/python" install --compile --require-hashes --only-binary=:all: -r requirements/image.txt \
+ && python -m pip --python "$VENV/bin/python" install --compile --no-deps --only-binary=:all: "$WHEELS"/batchsync-*.whl \
  && python -m pip --python "$VENV/bin/python" check
 
 FROM ${PYTHON_IMAGE}

@@ -26,14 +26,18 @@ $(UV_STAMP): requirements/uv.txt
 	$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r requirements/uv.txt
 	touch $@
 
-# Run by every target: milliseconds when .venv already matches. `pip sync` installs the
+# Run by every target: about a second when .venv already matches. `pip sync` installs the
 # locked versions, checking every file's hash, and removes whatever the lock does not name;
 # the project itself goes in editable, built by the locked setuptools (hash-checked too).
+# Everything byte-compiled, the dependencies and the package's own sources alike, as pip
+# compiles an installed wheel: where PYTHONDONTWRITEBYTECODE is set (many containers and
+# CI), an install that is not would compile every module again on every start.
 install: $(UV_STAMP)
 	# A .venv that uv did not make (an older checkout's, with pip in it) is made anew.
 	test -f $(VENV)/.made-by-uv || { rm -rf $(VENV) && $(UV) venv --quiet --python $(PYTHON) $(VENV) && touch $(VENV)/.made-by-uv; }
-	$(UV) pip sync --quiet --strict --python $(BIN)/python --require-build-hashes \
+	$(UV) pip sync --quiet --strict --compile-bytecode --python $(BIN)/python --require-build-hashes \
 		--build-constraints requirements/build.txt requirements/dev.txt requirements/editable.txt
+	$(BIN)/python -m compileall -q batchsync
 
 demo: install
 	$(BIN)/batchsync apply inventories/example.toml --sandbox --report demo-report.jsonl
@@ -53,7 +57,7 @@ test-fast: install
 test-latest: $(UV_STAMP)
 	$(UV) venv --quiet --clear --python $(PYTHON) .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest -e '.[test]'
-	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick) '
+	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick|uvloop) '
 	.venv-latest/bin/python -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
 # Thousands of generated and mutated inventories through validate (a few hundred run in make test).
@@ -84,10 +88,9 @@ lint: install
 docs: install
 	$(BIN)/properdocs build --strict --clean -f properdocs.yml
 
-# Byte-compiled first, as pip compiles an installed wheel: where PYTHONDONTWRITEBYTECODE is set,
-# an editable install would otherwise recompile every module on every start it measures.
+# The bench's own modules byte-compiled too (make install compiles the package).
 bench: install
-	$(BIN)/python -m compileall -q batchsync bench
+	$(BIN)/python -m compileall -q bench
 	$(BIN)/python -m bench.run
 
 # The lock, re-resolved from pyproject.toml: every version already locked that still fits

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from batchsync import __version__
+from batchsync import __version__, eventloop
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST, describe
 from batchsync.usage import UsageError, shown
 
@@ -229,7 +229,9 @@ def _main(argv: Sequence[str] | None) -> int:
     command: Command = args.command_module
     try:
         # The one place a Namespace is read: each command turns it into its typed settings.
-        return int(command.run(command.settings(args)))
+        settings = command.settings(args)
+        eventloop.choice()  # a $BATCHSYNC_EVENT_LOOP that names no loop: a usage error before anything runs
+        return int(command.run(settings))
     except UsageError as exc:
         print(f"batchsync: {shown(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED

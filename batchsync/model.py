@@ -66,38 +66,82 @@ class Account(msgspec.Struct, frozen=True):
         return (c.client_id, c.client_secret)
 
 
+class _PackedTranslation(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    status: str
+    language: str
+
+
+class _PackedStatus(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    external_id: str
+    translations: tuple[_PackedTranslation, ...]
+
+
+_Packed = tuple[_PackedStatus, ...]
+_packed_decoder = msgspec.json.Decoder(_Packed)
+
+
+def pack(statuses: Statuses) -> bytes:
+    """A valid list's compact form: JSON arrays instead of objects (``[["2",[["Shipped","en-gb"]]]]``),
+    about half the bytes of the API's form; equal lists, equal bytes."""
+    return msgspec.json.encode(msgspec.convert(statuses, _Packed, from_attributes=True))
+
+
+def unpack(packed: bytes) -> Statuses:
+    """The list :func:`pack` made ``packed`` from."""
+    return msgspec.convert(_packed_decoder.decode(packed), Statuses, from_attributes=True)
+
+
 class Desired:
     """A desired list of statuses, shared by every job that wants exactly it.
 
-    The encoded JSON and the by-id index used for diffing are computed once, on first
-    use, however many integrations share the list.
+    Held in a compact form (:func:`pack`), not as structs: a fleet where every shop has
+    its own list would otherwise hold a few kilobytes of small objects per shop for the
+    whole run. ``statuses``, ``encoded`` (the API's JSON, what the POST body splices in)
+    and ``index`` (what a diff compares) are made from it when asked, and kept only on a
+    list that several jobs share (``shared``, set by the loader): made once for all of
+    them; a list of one shop makes them when its diff or its write asks and lets them go.
     """
 
-    __slots__ = ("_encoded", "_index", "statuses")
+    __slots__ = ("_encoded", "_index", "count", "packed", "shared")
 
-    def __init__(self, statuses: Statuses) -> None:
-        self.statuses = statuses
+    def __init__(self, statuses: Statuses = (), *, packed: bytes | None = None) -> None:
+        # packed: pack(statuses), when the caller has it (the loader interns by it).
+        self.packed: bytes = pack(statuses) if packed is None else packed
+        self.count: int = len(statuses)
+        self.shared = False
         self._encoded: bytes | None = None
         self._index: dict[str, TranslationSet] | None = None
 
     @property
+    def statuses(self) -> Statuses:
+        """The list as structs, made anew from the compact form."""
+        return unpack(self.packed) if self.count else ()
+
+    @property
     def encoded(self) -> bytes:
-        """The ``statuses`` array as JSON bytes."""
-        if self._encoded is None:
-            self._encoded = msgspec.json.encode(self.statuses)
-        return self._encoded
+        """The ``statuses`` array as the API's JSON."""
+        if self._encoded is not None:
+            return self._encoded
+        encoded = msgspec.json.encode(self.statuses)
+        if self.shared:
+            self._encoded = encoded
+        return encoded
 
     @property
     def index(self) -> dict[str, TranslationSet]:
         """external_id -> its translations as a set: what a diff compares."""
-        if self._index is None:
-            self._index = {
-                s.external_id: translation_set((t.language, t.status) for t in s.translations) for s in self.statuses
-            }
-        return self._index
+        if self._index is not None:
+            return self._index
+        index = {
+            s.external_id: translation_set((t.language, t.status) for t in s.translations)
+            for s in _packed_decoder.decode(self.packed)
+        }
+        if self.shared:
+            self._index = index
+        return index
 
     def body(self, integration_id: int) -> bytes:
-        """The POST body for one integration, spliced around the shared encoding."""
+        """The POST body for one integration, spliced around the list's encoding."""
         return b'{"integration_id":%d,"statuses":%b}' % (integration_id, self.encoded)
 
 

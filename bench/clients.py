@@ -1,10 +1,15 @@
 """Reference clients for the cost-per-integration benchmark, each run as its own process.
 
-``python -m bench.clients KIND INVENTORY URL --concurrency N [--limit M]`` GETs then POSTs
-every integration (pre-encoded bodies, the same Authorization header batchsync sends) and
-prints ``{"n": ..., "loop_s": ...}``: the time of the loop alone, after loading and encoding.
+``python -m bench.clients KIND INVENTORY URL --concurrency N [--limit M] [--read-mapping]``
+GETs then POSTs every integration (pre-encoded bodies, the same Authorization header
+batchsync sends) and prints ``{"n": ..., "loop_s": ...}``: the time of the loop alone, after
+loading and encoding.
 
 KIND: ``aiohttp`` (bare loop, the floor), ``httpx`` (AsyncClient), ``requests`` (sequential).
+The bare aiohttp loop decodes every answer it reads (``msgspec.json.decode``, untyped: the
+least a client that looks at the answer does), and with ``--read-mapping`` reads each
+integration's mapping between the GET and the POST, as batchsync does when its write
+deletes a status.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ def prepare(inventory: str, limit: int | None) -> Work:
     return [(str(j.integration_id), j.desired.body(j.integration_id), headers[j.account]) for j in jobs]
 
 
-async def run_aiohttp(url: str, work: Work, concurrency: int) -> None:
+async def run_aiohttp(url: str, work: Work, concurrency: int, read_mapping: bool = False) -> None:
     import aiohttp
+    import msgspec
 
     endpoint = f"{url}/shop-order-statuses"
+    mapping = f"{endpoint}/mapping"
+    decode = msgspec.json.decode
     pending: Iterator[tuple[str, bytes, dict[str, str]]] = iter(work)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -45,10 +53,14 @@ async def run_aiohttp(url: str, work: Work, concurrency: int) -> None:
         async def worker() -> None:
             for iid, body, headers in pending:
                 async with session.get(endpoint, params={"integration_id": iid}, headers=headers) as resp:
-                    await resp.read()
+                    decode(await resp.read())
                     resp.raise_for_status()
+                if read_mapping:
+                    async with session.get(mapping, params={"integration_id": iid}, headers=headers) as resp:
+                        decode(await resp.read())
+                        resp.raise_for_status()
                 async with session.post(endpoint, data=body, headers=headers) as resp:
-                    await resp.read()
+                    decode(await resp.read())
                     resp.raise_for_status()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -91,11 +103,12 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--limit", type=int, help="only the first M integrations")
+    parser.add_argument("--read-mapping", action="store_true", help="GET each mapping before the POST (aiohttp)")
     args = parser.parse_args()
     work = prepare(args.inventory, args.limit)
     start = time.perf_counter()
     if args.kind == "aiohttp":
-        asyncio.run(run_aiohttp(args.url, work, args.concurrency))
+        asyncio.run(run_aiohttp(args.url, work, args.concurrency, args.read_mapping))
     elif args.kind == "httpx":
         asyncio.run(run_httpx(args.url, work, args.concurrency))
     else:

@@ -77,6 +77,20 @@ def _starts_a_process(obj: Any) -> bool:
     return found
 
 
+@pytest.fixture(autouse=True)
+def _event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop a ``both_loops`` test runs on, for it and every process it starts; otherwise
+    whatever the environment says (``auto``: uvloop)."""
+    name = getattr(request, "param", None)
+    if name is not None:
+        monkeypatch.setenv("BATCHSYNC_EVENT_LOOP", name)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_loops"):
+        metafunc.parametrize("_event_loop", ["uvloop", "asyncio"], indirect=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, pytest.Function) or item.get_closest_marker("cli"):

@@ -9,6 +9,7 @@ final stage's entrypoint runs from that virtualenv as the image's non-root user.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -383,6 +384,26 @@ def test_the_virtualenv_holds_the_package_and_its_dependencies_only(image: Image
     assert not set(installed) & {"pytest", "hypothesis", "ruff", "mypy", "kubernetes-validate", "pip", "setuptools"}
     # Exactly the lock's versions (the ones make test ran), whatever is newer that day.
     assert installed == locked.expected_here("image.txt") | {"batchsync": batchsync.__version__}
+
+
+@pytest.mark.slow
+def test_every_module_of_the_image_is_byte_compiled(image: Image) -> None:
+    # The image sets PYTHONDONTWRITEBYTECODE: a module without its .pyc is compiled on every start.
+    site = next(Path(image.env["VENV"]).glob("lib/python3.*/site-packages"))
+    for package in ("batchsync", "aiohttp", "uvloop", "msgspec"):
+        sources = list((site / package).rglob("*.py"))
+        assert sources, package
+        missing = [p for p in sources if not Path(importlib.util.cache_from_source(str(p))).exists()]
+        assert not missing, missing[:5]
+
+
+def test_make_install_byte_compiles_the_package_itself() -> None:
+    # An editable install's sources are the checkout's, which no installer compiles: make does.
+    done = subprocess.run(
+        ["make", "--dry-run", "--always-make", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--compile-bytecode" in done.stdout and "-m compileall -q batchsync" in done.stdout
 
 
 @pytest.mark.slow

@@ -60,7 +60,8 @@ def test_two_shards_of_one_inventory_on_one_host_do_not_run_at_once(
 # A batchsync whose name lookups are recorded, and refused for every host but this machine:
 # where a request would go is seen without anything leaving the machine.
 RECORDING = """
-import socket, sys
+import os, socket, sys
+os.environ["BATCHSYNC_EVENT_LOOP"] = "asyncio"  # uvloop resolves names in C, past this recorder
 real = socket.getaddrinfo
 def getaddrinfo(host, *args, **kwargs):
     name = host.decode() if isinstance(host, bytes) else str(host)

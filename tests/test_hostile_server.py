@@ -13,6 +13,9 @@ import aiohttp
 import pytest
 from hostile_server import BEHAVIOURS, BOMB_INFLATED, CONTROL, Hostile, gzip_bomb, hostile_server
 
+# The command line over loopback, on both event loops it can run on.
+pytestmark = pytest.mark.both_loops
+
 BASIC = "Basic " + base64.b64encode(b"pub-1:sec-2").decode()
 
 

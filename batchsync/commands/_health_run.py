@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import anyio
 import msgspec
 
-from batchsync import usage
+from batchsync import eventloop, usage
 from batchsync.commands._arguments import base_url, positive_int, positive_number, shard_from_args, since_value
 from batchsync.commands._health import LastRunStart, moments
 from batchsync.commands._run import RunSettings, account_urls, check_transport, load_selected
@@ -183,7 +182,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
 
         last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
     since = moments(jobs, settings.since, last_run_start)
-    found = anyio.run(_read, settings, inv, jobs, since, redactor) if jobs else HealthRead({}, {})
+    found = eventloop.run(_read, settings, inv, jobs, since, redactor) if jobs else HealthRead({}, {})
     flush_logs()
     code = EXIT_FAILED if found.failed else EXIT_OK
     try:

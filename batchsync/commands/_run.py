@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import anyio
 import msgspec
 
-from batchsync import usage
+from batchsync import eventloop, usage
 from batchsync.commands._arguments import (
     base_url,
     duration,
@@ -719,7 +719,7 @@ def _run(
     try:
         failed = credential_failures(inv, blocked, on_outcome)
         with rare_gc():
-            summary = anyio.run(
+            summary = eventloop.run(
                 execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
             )
         count_failures(summary, failed)

@@ -338,9 +338,7 @@ def _import(
 ) -> int:
     import os
 
-    import anyio
-
-    from batchsync import usage
+    from batchsync import eventloop, usage
     from batchsync.engine.snapshot import Fleet
     from batchsync.inventory.grouping import build
     from batchsync.inventory.writer import render, write_checked
@@ -377,7 +375,7 @@ def _import(
 
     fleet = Fleet()
     try:
-        interrupted = anyio.run(
+        interrupted = eventloop.run(
             _read,
             selected,
             settings.options,

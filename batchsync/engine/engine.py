@@ -404,7 +404,7 @@ class Engine(Steps):
             work.change = everything_added(job.desired.index)
             if job.mapping is not None:
                 work.mapping_changes = tuple(MappingChange(c, None, e) for c, e in job.mapping.items)
-            if not job.desired.statuses and not self.options.allow_delete_all:
+            if not job.desired.count and not self.options.allow_delete_all:
                 self._fail_info(acc, work, ErrorInfo("refused", detail=EMPTY_REFUSED), now)
                 continue
             return Step(POST_STATUSES, acc, work)

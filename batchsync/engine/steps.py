@@ -176,7 +176,7 @@ class Steps:
         if not change and not work.mapping_changes and opts.read_first:
             self._finish_work(acc, work, "unchanged", now)
             return
-        if (change or not opts.read_first) and not job.desired.statuses and not opts.allow_delete_all:
+        if (change or not opts.read_first) and not job.desired.count and not opts.allow_delete_all:
             self._fail_info(acc, work, ErrorInfo("refused", detail=EMPTY_REFUSED), now)
             return
         if self.before_write is not None:

@@ -17,8 +17,9 @@ import msgspec
 from msgspec import UNSET
 
 from batchsync.files import FileProblem, not_utf8, require_utf8
-from batchsync.inventory.spec import JsonInventory
-from batchsync.wire import Loc, TextKey
+from batchsync.inventory.spec import JsonIntegrationSpec, JsonInventory
+from batchsync.model import pack
+from batchsync.wire import Loc, Statuses, TextKey
 
 SUFFIXES = (".json", ".toml", ".yaml", ".yml")
 
@@ -188,9 +189,14 @@ def json_keys_unique(data: bytes, encoded: bytes) -> bool:
     """
     if encoded == data:  # a compact file, as machines write them: a memcmp settles it
         return True
+    return colons_match(data, encoded.count(b":"))
+
+
+def colons_match(data: bytes, colons: int) -> bool:
+    """:func:`json_keys_unique` given only the number of colons in the encoding."""
     if b"\\" in data and _ESCAPED_COLON.search(data):
         return False
-    return data.count(b":") == encoded.count(b":")
+    return data.count(b":") == colons
 
 
 def json_duplicate_keys(data: bytes) -> list[KeyProblem]:
@@ -393,6 +399,10 @@ def _check_aliases(doc: Any, limit: int) -> None:
                 stack.append((child, False))
 
 
+_spec_decoder = msgspec.json.Decoder(JsonIntegrationSpec)
+_statuses_decoder = msgspec.json.Decoder(Statuses)
+
+
 def fast_json(data: bytes) -> dict[str, Any] | None:
     """A JSON inventory decoded in one typed pass, or None to take the general path.
 
@@ -400,15 +410,55 @@ def fast_json(data: bytes) -> dict[str, Any] | None:
     dict per integration and converting it: at 100k integrations, half the time and
     memory. Any problem at all (malformed, one wrong field, a key given twice) returns
     None: the general path then finds and reports every problem, not just the first.
+
+    Memory: each integration is decoded on its own from its slice of the file, its own
+    statuses (if any) decoded, checked and kept in their compact form (``model.pack``: one
+    bytes object per distinct list), and the names and tags it repeats held once; so the
+    file's integrations never exist all at once as structs, nor is the file encoded
+    again whole for the duplicate-key check (its colons are counted piece by piece).
     """
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         doc = msgspec.json.decode(data, type=JsonInventory)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if not json_keys_unique(data, msgspec.json.encode(doc)):
+    colons = msgspec.json.encode(msgspec.structs.replace(doc, integrations=[])).count(b":")
+    compact: dict[bytes, bytes] = {}
+    same: dict[object, Any] = {}
+    integrations: list[JsonIntegrationSpec] = []
+    pending = doc.integrations
+    pending.reverse()
+    while pending:
+        item = pending.pop()  # each slice let go as its struct is made
+        try:
+            spec = _spec_decoder.decode(item)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None
+        colons += msgspec.json.encode(spec).count(b":")  # its statuses as the file wrote them
+        given: Any = spec.statuses
+        if given is not UNSET:
+            try:
+                statuses = _statuses_decoder.decode(given)
+            except (msgspec.DecodeError, RecursionError):
+                return None
+            colons_inside = msgspec.json.encode(statuses).count(b":")
+            if memoryview(given).tobytes().count(b":") != colons_inside:  # a key given twice inside
+                return None
+            packed = pack(statuses)
+            given = compact.setdefault(packed, packed)
+        account, tags, set_name = spec.account, spec.tags, spec.status_set
+        integrations.append(
+            msgspec.structs.replace(
+                spec,
+                account=same.setdefault(account, account),
+                tags=same.setdefault(tags, tags),
+                status_set=same.setdefault(set_name, set_name),
+                statuses=given,
+            )
+        )
+    if not colons_match(data, colons):
         return None
-    raw: dict[str, Any] = {"integrations": doc.integrations}
+    raw: dict[str, Any] = {"integrations": integrations}
     for key in ("defaults", "accounts", "status_sets", "allow_secret_files_outside", "notify", "history"):
         value = getattr(doc, key)
         if value is not UNSET:

@@ -37,6 +37,7 @@ from batchsync.inventory.spec import (
     DefaultsSpec,
     HistorySpec,
     IntegrationSpec,
+    JsonIntegrationSpec,
     MappingSpec,
     StatusesFileBody,
     StatusesFileGet,
@@ -53,6 +54,8 @@ from batchsync.model import (
     InventoryProblem,
     Job,
     Limits,
+    pack,
+    unpack,
 )
 from batchsync.secrets import Secret, SecretError, resolve
 from batchsync.text import control_in, escape_controls
@@ -95,7 +98,8 @@ class _Loader(AccountsPart):
         self.confine: Path | None = self.base_dir  # where file: secrets must stay
         self._files: dict[Path, tuple[Statuses | None, int | None]] = {}
         self.referenced: list[str] = []  # file: secrets
-        self._interned: dict[Statuses, Desired] = {}
+        self._interned: dict[bytes, Desired] = {}
+        self._values: dict[object, object] = {}  # see same()
         self._mappings: dict[tuple[tuple[str, str | None], ...], DesiredMapping] = {}
         self.no_accounts = False  # the accounts section is missing or not a mapping
         self.no_sets = False  # likewise status_sets
@@ -144,10 +148,22 @@ class _Loader(AccountsPart):
             self.problem(p.loc, p.message, integration_id, file)
         return not found
 
-    def desired(self, statuses: Statuses) -> Desired:
-        found = self._interned.get(statuses)
+    def same(self, value: Any) -> Any:
+        """The first value equal to ``value`` this load has seen: an account name or a
+        tuple of tags that 100,000 integrations repeat is then held once, not once each."""
+        return self._values.setdefault(value, value)
+
+    def desired(self, statuses: Statuses, packed: bytes | None = None) -> Desired:
+        # Interned by the list's compact form (equal lists, equal bytes), not by the structs:
+        # a key would keep them alive, and the compact form is what the run holds.
+        # ``packed``: pack(statuses), when the caller has it.
+        if packed is None:
+            packed = pack(statuses)
+        found = self._interned.get(packed)
         if found is None:
-            found = self._interned[statuses] = Desired(statuses)
+            found = self._interned[packed] = Desired(statuses, packed=packed)
+        else:
+            found.shared = True
         return found
 
     def desired_mapping(self, mapping: dict[str, str | None]) -> DesiredMapping:
@@ -375,10 +391,12 @@ class _Loader(AccountsPart):
             if usable:
                 assert statuses is not None
                 whole = mapping is not None and not unknown
+                desired = self.desired(statuses)
+                desired.shared = True  # a set is there to be shared: its index is built once
                 sets[name] = _Set(
                     name,
                     statuses,
-                    self.desired(statuses),
+                    desired,
                     mapping,
                     unknown,
                     self.desired_mapping(mapping) if whole and mapping is not None else None,
@@ -460,7 +478,7 @@ class _Loader(AccountsPart):
             spec: IntegrationSpec
             bad = no_bad
             raw_mapping: Any = None
-            if type(raw_integration) is IntegrationSpec:  # decoded by fast_json
+            if type(raw_integration) is JsonIntegrationSpec:  # decoded by fast_json
                 spec = raw_integration
                 # The common case, a set used as it is: nothing more to check or build.
                 found = good_sets.get(spec.status_set)  # type: ignore[arg-type]
@@ -478,15 +496,14 @@ class _Loader(AccountsPart):
                     tags = spec.tags or ()
                     if tags:
                         self.check_tags(tags, ("integrations", i, "tags"), spec.id)
+                    account, tags = self.same(spec.account), self.same(tags)
                     name = spec.name if spec.name is not UNSET else None
-                    jobs.append(
-                        Job(spec.id, spec.account, found.desired, tags, found.name, found.desired_mapping, name)
-                    )
+                    jobs.append(Job(spec.id, account, found.desired, tags, found.name, found.desired_mapping, name))
                     continue
                 # The next most common: statuses inline, nothing else.
-                statuses = spec.statuses
+                compact: Any = spec.statuses  # fast_json's pack() of them (bytes), checked by type
                 if (
-                    type(statuses) is tuple
+                    type(compact) is bytes
                     and spec.status_set is UNSET
                     and spec.statuses_file is UNSET
                     and spec.override_statuses is UNSET
@@ -498,10 +515,15 @@ class _Loader(AccountsPart):
                 ):
                     if spec.tags:
                         self.check_tags(spec.tags, ("integrations", i, "tags"), spec.id)
+                    statuses = unpack(compact)
                     if self.check(statuses, ("integrations", i, "statuses"), spec.id):
+                        account, tags = self.same(spec.account), self.same(spec.tags or ())
                         name = spec.name if spec.name is not UNSET else None
-                        jobs.append(Job(spec.id, spec.account, self.desired(statuses), spec.tags or (), name=name))
+                        jobs.append(Job(spec.id, account, self.desired(statuses, compact), tags, name=name))
                     continue
+                if type(compact) is bytes:  # the checks below want the structs
+                    fields = msgspec.structs.asdict(spec)
+                    spec = IntegrationSpec(**{**fields, "statuses": unpack(compact)})
             else:
                 guessed = guess_id(raw_integration)
                 converted = self.convert(raw_integration, IntegrationSpec, ("integrations", i), guessed)
@@ -616,7 +638,7 @@ class _Loader(AccountsPart):
         tags = spec.tags or ()
         assert isinstance(tags, tuple)
         name = spec.name if isinstance(spec.name, str) else None
-        return Job(spec.id, spec.account, desired, tags, set_name or "", mapping, name)
+        return Job(spec.id, self.same(spec.account), desired, self.same(tags), set_name or "", mapping, name)
 
     def integration_mapping(
         self,

@@ -500,6 +500,9 @@ def notify(
         total = timeout if math.isfinite(timeout) and timeout > 0 else TIMEOUT
         # Starting a loop and a session, and closing them, take a few hundredths of a second:
         # kept out of the posts' time, so that the whole costs the run no more than ``timeout``.
+        # On asyncio's own loop whatever BATCHSYNC_EVENT_LOOP says: its name lookups run in
+        # the daemon executor below, so one that hangs cannot hold the loop's end past the
+        # timeout (uvloop resolves in libuv's pool, which a closing loop may wait for).
         deliveries = anyio.run(_send, hooks, body, total - min(RESERVE, total * 0.1))
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)

@@ -137,7 +137,7 @@ def send_each(messages: Sequence[tuple[Webhook, bytes]], timeout: float) -> list
         return out
 
     try:
-        deliveries = anyio.run(all_of)
+        deliveries = anyio.run(all_of)  # asyncio's own loop, as every notification (notify.notify)
     except Exception as exc:  # a bug of ours must not cost the run its exit code
         log.error("notification not sent: internal error (%s); the run's exit code is unchanged", type(exc).__name__)
         return []

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import (  # noqa: F401 - re-exported for the tests that import them from here
     ROOT,
     SandboxProcess,
@@ -18,6 +19,9 @@ from cli_helpers import (  # noqa: F401 - re-exported for the tests that import 
     wait_for_lines,
 )
 from inventory_factory import inventory_env, make_inventory
+
+# The command line over loopback, on both event loops it can run on.
+pytestmark = pytest.mark.both_loops
 
 ACCOUNTS = {"acme": 12, "globex": 8}
 
