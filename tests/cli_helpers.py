@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,14 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def example_inventory(tmp_path: Path) -> Path:
+    """A copy of inventories/ (the example, its secrets and statuses files) in ``tmp_path``:
+    an apply takes the lock beside its inventory, so tests that run at once in several
+    workers must not apply the repository's own file."""
+    folder = shutil.copytree(ROOT / "inventories", tmp_path / "inventories")
+    return folder / "example.toml"
 
 
 def env_with(extra: dict[str, str]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import html5lib
 import pytest
-from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
+from cli_helpers import ROOT, SandboxProcess, batchsync, env_with, example_inventory
 
 pytestmark = pytest.mark.browser
 
@@ -222,7 +222,7 @@ def test_the_report_in_headless_chromium(tmp_path: Path, sandbox_proc: list[Sand
     sandbox_proc.append(box)
     report = tmp_path / "report.html"
     done = batchsync(
-        "apply", "inventories/example.toml", "--base-url", box.url, "--max-attempts", "2", "-q",
+        "apply", str(example_inventory(tmp_path)), "--base-url", box.url, "--max-attempts", "2", "-q",
         "--html", str(report), env=env,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr  # some failed: not_found, not_supported, 500s, 429s

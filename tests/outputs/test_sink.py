@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import ROOT, SandboxProcess, batchsync, env_with
+from cli_helpers import ROOT, SandboxProcess, batchsync, env_with, example_inventory
 from inventory_factory import inventory_env, make_inventory
 
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
@@ -357,7 +357,8 @@ def test_a_run_with_its_standard_streams_closed_converges_and_exits_0(tmp_path: 
     and the run's first socket would take descriptor 2. It used to exit 1 with everything
     converged (and, with -v, stop its run half way)."""
     report = tmp_path / "report.jsonl"
-    cmd = [sys.executable, "-m", "batchsync", "apply", "inventories/example.toml", "--sandbox", "-v"]
+    example = str(example_inventory(tmp_path))
+    cmd = [sys.executable, "-m", "batchsync", "apply", example, "--sandbox", "-v"]
 
     def close_them() -> None:  # in the child, after the pipes are set up
         for fd in closed:
