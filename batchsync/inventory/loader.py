@@ -57,7 +57,7 @@ from batchsync.model import (
     pack,
     unpack,
 )
-from batchsync.secrets import Secret, SecretError, resolve
+from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.text import control_in, escape_controls
 from batchsync.urls import insecure_http, url_problem
 from batchsync.wire import (
@@ -255,6 +255,10 @@ class _Loader(AccountsPart):
         return result
 
     def secret(self, ref: str, loc: Loc) -> Secret | None:
+        bad = check_reference(ref)
+        if bad is not None:  # a literal value: named by where it is, never quoted
+            self.problem(loc, bad)
+            return None
         if ref.startswith("file:"):
             self.referenced.append(str(files.user_path(ref[5:], self.base_dir)))
         try:

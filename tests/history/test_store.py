@@ -272,3 +272,22 @@ def test_health_counts_from_the_last_recorded_run_of_each_account(tmp_path: Path
     assert from_history(broken, ["acme"], warn=warned.append) is no_history
     assert warned and "health since 24 h" in warned[0] and "pw-secret" not in warned[0]
     assert from_history(None, ["acme"]) is no_history
+
+
+def test_a_literal_dsn_in_the_inventory_is_refused_without_being_quoted(tmp_path: Path) -> None:
+    import json
+
+    from batchsync.inventory.loader import load
+
+    path = tmp_path / "inv.json"
+    account = {"public_key": "env:P", "secret_key": "env:S"}
+    for url in ("postgresql://u:pw-literal@db/x", "sqlite:////var/lib/pw-literal.sqlite3", "ENV:X"):
+        doc = {"accounts": {"a": account}, "integrations": [], "history": {"url": url}}
+        path.write_text(json.dumps(doc))
+        inv = load(path, {"P": "p", "S": "s"})
+        [problem] = inv.problems
+        assert problem.path == "$.history.url" and "literal secret" in problem.message
+        assert "pw-literal" not in problem.message and url not in problem.message
+    path.write_text(json.dumps({"accounts": {"a": account}, "integrations": [], "history": {"url": "env:H"}}))
+    inv = load(path, {"P": "p", "S": "s", "H": "sqlite:////tmp/h.sqlite3"})
+    assert not inv.problems and inv.history is not None
