@@ -27,7 +27,7 @@ from batchsync.engine.budget import save as save_budget
 from batchsync.engine.health import HEALTH_BOUNDS, HealthRead, read_health
 from batchsync.engine.options import Options
 from batchsync.exitcodes import EXIT_FAILED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST
-from batchsync.health import shown_time
+from batchsync.health import shown_time, unknown
 from batchsync.model import Inventory, Job
 from batchsync.outputs.build import OutputSettings
 from batchsync.outputs.health import shop_line
@@ -60,7 +60,13 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         limit=tuple(args.limit or ()),
         shard=shard_from_args(args),
         max_file_size=args.max_file_size,
-        outputs=OutputSettings(format=args.format, quiet=args.quiet, verbose=args.verbose, log_format=args.log_format),
+        outputs=OutputSettings(
+            format=args.format,
+            quiet=args.quiet,
+            verbose=args.verbose,
+            log_format=args.log_format,
+            history=getattr(args, "history", None),
+        ),
         with_health=True,
         since=since_value(args.since, time.time()),
         health_max_pages=positive_int(args.health_max_pages, "--health-max-pages"),
@@ -80,7 +86,13 @@ async def _read(
             from batchsync.sandbox.config import SandboxConfig
             from batchsync.sandbox.server import run_sandbox
 
-            box = await stack.enter_async_context(run_sandbox(inv, SandboxConfig(in_sync=0.5, seed=1)))
+            # Seeded with the accounts that can run, as plan and apply seed it.
+            seeded = (
+                inv
+                if not inv.unresolved
+                else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
+            )
+            box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
             url = box.url
         urls = [u for name in {j.account for j in jobs} for u in account_urls(inv.accounts[name], url)]
         api = await stack.enter_async_context(
@@ -136,7 +148,7 @@ def text_lines(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRea
             continue
         if health.failing:
             failing += 1
-            lines.append("! " + shop_line(job.integration_id, job.account, health))
+            lines.append("! " + shop_line(job.integration_id, job.account, health, job.name))
         elif verbose:
             lines.append(f"  integration {job.integration_id} ({display(job.account)}): no exception logs")
     for name, reason in sorted(found.failed.items()):
@@ -171,9 +183,10 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
         from batchsync.commands._health import from_history
 
         try:
-            where = history_location(None, False, inv.history)
-        except UsageError:
-            where = None
+            where = history_location(settings.outputs.history, False, inv.history)
+        except UsageError as exc:
+            print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
+            return EXIT_NOT_STARTED
         if where is not None:
             redactor.add(where.secrets)
 
@@ -182,7 +195,15 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
 
         last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
     since = moments(jobs, settings.since, last_run_start)
-    found = eventloop.run(_read, settings, inv, jobs, since, redactor) if jobs else HealthRead({}, {})
+    # An account whose credentials cannot be resolved is read by no request: its logs are
+    # unknown, for that reason (as plan and apply fail its integrations), and the others are read.
+    readable = [j for j in jobs if j.account not in inv.unresolved]
+    found = eventloop.run(_read, settings, inv, readable, since, redactor) if readable else HealthRead({}, {})
+    for job in jobs:
+        why = inv.unresolved.get(job.account)
+        if why is not None:
+            found.failed[job.account] = why
+            found.by_integration[job.integration_id] = unknown(since[job.account], why)
     flush_logs()
     code = EXIT_FAILED if found.failed else EXIT_OK
     try:

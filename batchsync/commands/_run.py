@@ -682,7 +682,7 @@ def _run(
             err=sys.stderr,
             redact=redactor,
             hooks=hooks,
-            selected_ids=(j.integration_id for j in jobs),
+            selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
             routes=routes,
             plan=context,
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from batchsync.commands._arguments import (
     add_allow_insecure_http,
     add_health_arguments,
+    add_history_arguments,
     add_reading_arguments,
     add_shard_arguments,
 )
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also list the shops without exception logs")
     add_shard_arguments(p)
     add_health_arguments(p, flag=False)
+    add_history_arguments(p, reading=True)  # since when: the last run recorded there
 
 
 def settings(args: argparse.Namespace) -> RunSettings:
@@ -51,6 +53,6 @@ def run(settings: RunSettings) -> int:
     from batchsync.commands._health_run import run as run_health
     from batchsync.health import no_history
 
-    # The run history (the inventory's [history] url, else the default file) says when the
-    # last run on an account started; without one, 24 h.
+    # The run history (--history, else the inventory's [history] url, else the default
+    # file) says when the last run on an account started; without one, 24 h.
     return run_health(settings, no_history)

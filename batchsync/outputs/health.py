@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from batchsync.health import Health
-from batchsync.outcome import Outcome
+from batchsync.outcome import Outcome, shop
 from batchsync.text import display, escape_controls
 
 __all__ = ["HealthSeen", "column", "html_section", "shop_line"]
@@ -31,9 +31,10 @@ def column(health: Health) -> str:
     return f"[health: {health.count} log{plural}{', last ' + escape_controls(what) if what else ''}]"
 
 
-def shop_line(integration_id: int, account: str, health: Health) -> str:
-    """One failing shop: its counts, the last record's request (no query) and its words."""
-    line = f"integration {integration_id} ({display(account)}): {escape_controls(health.describe())}"
+def shop_line(integration_id: int, account: str, health: Health, name: str | None = None) -> str:
+    """One failing shop (by its name too, when it has one): its counts, the last record's
+    request (no query) and its words."""
+    line = f"{shop(integration_id, name)} ({display(account)}): {escape_controls(health.describe())}"
     last = health.last
     if last is not None:
         what = " ".join(filter(None, (last.method, last.url)))
@@ -46,13 +47,14 @@ def shop_line(integration_id: int, account: str, health: Health) -> str:
 class HealthSeen:
     """The health of each outcome as it arrives; ``asked`` once any outcome carried one."""
 
-    __slots__ = ("asked", "failing", "ok", "unknown")
+    __slots__ = ("asked", "failing", "names", "ok", "unknown")
 
     def __init__(self) -> None:
         self.asked = False
         self.failing: list[tuple[int, str, Health]] = []
         self.unknown: dict[str, str] = {}  # account -> why its logs could not be read
         self.ok = 0
+        self.names: dict[int, str] = {}  # the failing shops' names, where they have one
 
     def add(self, outcome: Outcome) -> None:
         health = outcome.shop_health
@@ -63,6 +65,8 @@ class HealthSeen:
             self.unknown.setdefault(outcome.account, health.unknown)
         elif health.count:
             self.failing.append((outcome.integration_id, outcome.account, health))
+            if outcome.name:
+                self.names[outcome.integration_id] = outcome.name
         else:
             self.ok += 1
 
@@ -89,7 +93,7 @@ class HealthSeen:
         if not n and not self.unknown:
             return ["failing shops: none (no exception logs)"]
         lines = [f"failing shops: {n} with exception logs" + (f" since {self.since()}" if n else "")]
-        lines.extend("  ! " + shop_line(iid, account, h) for iid, account, h in shops)
+        lines.extend("  ! " + shop_line(iid, account, h, self.names.get(iid)) for iid, account, h in shops)
         lines.extend(
             f"  ? account {display(name)}: {escape_controls(why)}" for name, why in sorted(self.unknown.items())
         )

@@ -572,6 +572,6 @@ class Notify:
             timeout=self.timeout,
             inventory=self.start.inventory,
             redact=self.redact,
-            shops=[shop_line(iid, account, h) for iid, account, h in self.health.ranked()],
+            shops=[shop_line(iid, account, h, self.health.names.get(iid)) for iid, account, h in self.health.ranked()],
             memory=self.recall.summarize(self.remembered) if self.recall is not None else None,
         )

@@ -356,7 +356,8 @@ SHOWN = 20  # failures or recoveries named per kind in the recap; the rest count
 
 
 def _who(o: Outcome) -> str:
-    return f"{o.integration_id} ({display(o.account)})"
+    name = f" {quoted(o.name)}" if o.name else ""
+    return f"{o.integration_id}{name} ({display(o.account)})"
 
 
 def print_memory(memory: Mapping[str, Any], out: SupportsWrite[str]) -> None:

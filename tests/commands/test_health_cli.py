@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import SandboxProcess, batchsync, env_with
+from cli_helpers import SandboxProcess, batchsync, env_with, example_inventory
 from inventory_factory import inventory_env, make_inventory
 
 ACCOUNTS = {"acme": 7, "globex": 3}  # 10 integrations
@@ -223,3 +223,36 @@ def test_one_accounts_unreadable_logs_cost_its_health_only(tmp_path: Path, sandb
     )
     assert plan.returncode == 0, plan.stderr
     assert f"integration {first} (acme): 2 exception logs" in plan.stdout
+
+
+def test_an_account_whose_credentials_cannot_be_resolved_costs_only_its_own_health(tmp_path: Path) -> None:
+    example = example_inventory(tmp_path)
+    text = example.read_text().replace('"file:secrets/nordwind.public"', '"env:NORDWIND_PUB_UNSET"')
+    example.write_text(text)
+    env = {k: v for k, v in env_with({}).items() if k != "NORDWIND_PUB_UNSET"}
+    done = batchsync("health", str(example), "--sandbox", "--format", "json", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    doc = json.loads(done.stdout)
+    accounts = doc["accounts"]
+    assert "NORDWIND_PUB_UNSET is not set" in accounts["nordwind"]["error"]
+    assert accounts["acme-eu"]["error"] is None and accounts["blauwe-vogel"]["error"] is None
+    unknown = {i["integration_id"] for i in doc["integrations"] if i["health"].get("unknown")}
+    assert unknown and all(str(i).startswith("23") for i in unknown)  # nordwind's shops, and only those
+
+
+def test_health_counts_since_the_last_run_recorded_in_the_history_it_is_given(tmp_path: Path) -> None:
+    example = str(example_inventory(tmp_path))
+    store = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
+    env = env_with({})
+    assert batchsync("apply", example, "--sandbox", "-q", "--history", store, env=env).returncode == 0
+    runs = json.loads(batchsync("history", "runs", "--format", "json", "--history", store, env=env).stdout)
+    started = datetime.fromisoformat(runs[0]["started_at"])
+    done = batchsync("health", example, "--sandbox", "--format", "json", "--history", store, env=env)
+    assert done.returncode == 0, done.stderr
+    since = {datetime.fromisoformat(a["since"]) for a in json.loads(done.stdout)["accounts"].values()}
+    assert since == {started}
+    # Without it (the default file, where nothing was recorded): the last 24 hours.
+    default = batchsync("health", example, "--sandbox", "--format", "json", env=env)
+    [other] = {datetime.fromisoformat(a["since"]) for a in json.loads(default.stdout)["accounts"].values()}
+    assert timedelta(hours=23) < datetime.now(UTC) - other < timedelta(hours=25)
