@@ -56,8 +56,8 @@ test-fast: install
 # them today, ignoring the lock: a virtualenv of its own, made anew each time.
 test-latest: $(UV_STAMP)
 	$(UV) venv --quiet --clear --python $(PYTHON) .venv-latest
-	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest -e '.[test]'
-	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick|uvloop) '
+	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest -e '.[test,docs,postgresql]'
+	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick|uvloop|tomlkit|ruamel-yaml|psycopg|properdocs) '
 	.venv-latest/bin/python -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
 # Thousands of generated and mutated inventories through validate (a few hundred run in make test).
