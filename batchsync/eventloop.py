@@ -25,7 +25,8 @@ def choice() -> str:
     """The loop asked for in the environment (``auto`` when unset), or a usage error."""
     asked = os.environ.get(ENV, "").strip().lower() or "auto"
     if asked not in CHOICES:
-        raise UsageError(f"${ENV} is {asked[:40]!r}: expected one of {', '.join(CHOICES)}")
+        # Its value is not repeated: an environment variable may hold anything, a secret too.
+        raise UsageError(f"${ENV} names no event loop: expected one of {', '.join(CHOICES)}")
     return asked
 
 

@@ -41,7 +41,7 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_usage_error(monkeypatch:
 def test_a_name_that_is_no_loop_stops_the_command_before_it_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setenv(eventloop.ENV, "tokio")
+    monkeypatch.setenv(eventloop.ENV, "tokio-sk_live_SECRET")
     report = tmp_path / "r.jsonl"
     code = main(
         [
@@ -54,7 +54,8 @@ def test_a_name_that_is_no_loop_stops_the_command_before_it_runs(
     )
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "$BATCHSYNC_EVENT_LOOP is 'tokio': expected one of auto, uvloop, asyncio" in err
+    assert "$BATCHSYNC_EVENT_LOOP names no event loop: expected one of auto, uvloop, asyncio" in err
+    assert "SECRET" not in err  # the value is not repeated
     assert not report.exists()
 
 
