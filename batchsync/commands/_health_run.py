@@ -20,7 +20,7 @@ import msgspec
 from batchsync import eventloop, usage
 from batchsync.commands._arguments import base_url, positive_int, positive_number, shard_from_args, since_value
 from batchsync.commands._health import LastRunStart, moments
-from batchsync.commands._run import RunSettings, account_urls, check_transport, load_selected
+from batchsync.commands._run import RunSettings, check_transport, load_selected, open_api
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -78,26 +78,8 @@ async def _read(
 ) -> HealthRead:
     from contextlib import AsyncExitStack
 
-    from batchsync.sendcloud.transport import HttpApi
-
     async with AsyncExitStack() as stack:
-        url = settings.base_url
-        if settings.sandbox:
-            from batchsync.sandbox.config import SandboxConfig
-            from batchsync.sandbox.server import run_sandbox
-
-            # Seeded with the accounts that can run, as plan and apply seed it.
-            seeded = (
-                inv
-                if not inv.unresolved
-                else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
-            )
-            box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
-            url = box.url
-        urls = [u for name in {j.account for j in jobs} for u in account_urls(inv.accounts[name], url)]
-        api = await stack.enter_async_context(
-            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=url, urls=urls)
-        )
+        api, url = await open_api(stack, settings, inv, jobs)
         sanitizer = Sanitizer(redactor, api.secrets)
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, url)
         carried = load_budget(files) if files else {}

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from batchsync.commands._health import LastRunStart
     from batchsync.commands._saved import Saved
     from batchsync.outputs.notify import Webhook
+    from batchsync.sendcloud.transport import HttpApi
 
 log = logging.getLogger("batchsync")
 
@@ -341,6 +342,34 @@ async def _every(seconds: float, tick: Callable[[], None]) -> None:
         tick()
 
 
+async def open_api(
+    stack: AsyncExitStack, settings: RunSettings, inv: Inventory, jobs: Sequence[Job]
+) -> tuple[HttpApi, str | None]:
+    """The HTTP API a run (or ``health``) sends through, closed with ``stack``, and the base
+    URL it uses: ``--sandbox`` starts the embedded sandbox first, seeded with the accounts
+    that can run (one whose credentials are unresolved has none)."""
+    from batchsync.sendcloud.transport import HttpApi
+
+    base_url = settings.base_url
+    if settings.sandbox:
+        from batchsync.sandbox.config import SandboxConfig
+        from batchsync.sandbox.server import run_sandbox
+
+        seeded = (
+            inv
+            if not inv.unresolved
+            else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
+        )
+        box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
+        base_url = box.url
+        log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
+    urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
+    api = await stack.enter_async_context(
+        HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
+    )
+    return api, base_url
+
+
 async def execute(
     inv: Inventory,
     jobs: Sequence[Job],
@@ -355,27 +384,8 @@ async def execute(
     """Run the engine over HTTP (inside an embedded sandbox when asked) until done or stopped.
     With ``--with-health`` each account's exception logs are read first, on its read budget,
     and every outcome carries its integration's health."""
-    from batchsync.sendcloud.transport import HttpApi
-
     async with AsyncExitStack() as stack:
-        base_url = settings.base_url
-        if settings.sandbox:
-            from batchsync.sandbox.config import SandboxConfig
-            from batchsync.sandbox.server import run_sandbox
-
-            # Seeded with the accounts that can run: one whose credentials are unresolved has none.
-            seeded = (
-                inv
-                if not inv.unresolved
-                else msgspec.structs.replace(inv, jobs=[j for j in inv.jobs if j.account not in inv.unresolved])
-            )
-            box = await stack.enter_async_context(run_sandbox(seeded, SandboxConfig(in_sync=0.5, seed=1)))
-            base_url = box.url
-            log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
-        urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
-        api = await stack.enter_async_context(
-            HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
-        )
+        api, base_url = await open_api(stack, settings, inv, jobs)
         # Every outcome is made safe once, before any sink sees it.
         sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
         # What the last run on this host left of each account's budget (an embedded sandbox
