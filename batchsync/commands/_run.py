@@ -707,16 +707,32 @@ def _run(
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
     adds = [sink.add for sink in sinks]
     flushes = [sink.flush for sink in sinks]
+    # The sinks take the outcomes in batches, on the run's timer (and at once after a
+    # failure, which -q prints as it happens): each sink's code then runs over many
+    # outcomes in a row, not between two requests' worth of the HTTP client's code, which
+    # evicts it from the processor's caches (a third of the sinks' CPU per outcome).
+    pending: list[Outcome] = []
+
+    def deliver() -> None:
+        if not pending:
+            return
+        batch = pending.copy()
+        pending.clear()
+        for add in adds:
+            for outcome in batch:
+                add(outcome)
 
     def on_outcome(outcome: Outcome) -> None:
-        for add in adds:
-            add(outcome)
+        pending.append(outcome)
         progress.update(outcome)
+        if outcome.result == "failed":
+            deliver()
 
     def on_engine(engine: Engine) -> None:
         progress.throttled = engine.throttled_accounts
 
     def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
+        deliver()
         for flush in flushes:
             flush()
         flush_logs()
@@ -732,10 +748,14 @@ def _run(
             summary = eventloop.run(
                 execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
             )
+        deliver()
         count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
-        close_all(sinks, None)  # the run broke off: no summary line
+        try:
+            deliver()
+        finally:
+            close_all(sinks, None)  # the run broke off: no summary line
         raise
     finally:
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
