@@ -22,6 +22,7 @@ from batchsync.sendcloud.errors import ClientError, InvalidResponseError
 from batchsync.sendcloud.exchange import (
     _NO_SECRETS,
     MAX_BODY,
+    Deadlines,
     Exchange,
     _snippet,
     classify,
@@ -186,6 +187,7 @@ class Client:
         # coroutine per request to ask for it.
         self._constant: str | None = getattr(auth, "constant", None)
         self._timeout = client_timeout(timeout)
+        self._deadlines = Deadlines(timeout)  # what bounds each exchange (self._timeout: no longer)
         self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
         self._mapping_url = f"{self._statuses_url}/mapping"
@@ -233,15 +235,32 @@ class Client:
         started = time.monotonic() if log.isEnabledFor(logging.DEBUG) else 0.0
         auth_value = self._constant or await self._auth.header()
         headers = self._headers(auth_value, data is not None)
+        deadlines = self._deadlines
         status, body, answer_headers = await exchange(
-            self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
+            self.session,
+            method,
+            url,
+            headers,
+            self._timeout,
+            self._max_body,
+            params=params,
+            data=data,
+            deadlines=deadlines,
         )
         if status == 401:
             fresh = await self._auth.renew(auth_value)
             if fresh is not None:
                 headers = self._headers(fresh, data is not None)
                 status, body, answer_headers = await exchange(
-                    self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
+                    self.session,
+                    method,
+                    url,
+                    headers,
+                    self._timeout,
+                    self._max_body,
+                    params=params,
+                    data=data,
+                    deadlines=deadlines,
                 )
         if started:
             iid = params.get("integration_id") if params else None
