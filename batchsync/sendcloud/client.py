@@ -187,7 +187,7 @@ class Client:
         # coroutine per request to ask for it.
         self._constant: str | None = getattr(auth, "constant", None)
         self._timeout = client_timeout(timeout)
-        self._deadlines = Deadlines(timeout)  # what bounds each exchange (self._timeout: no longer)
+        self._deadlines = Deadlines(timeout)  # what bounds each exchange (aiohttp's _timeout is then unused)
         self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
         self._mapping_url = f"{self._statuses_url}/mapping"
@@ -298,21 +298,21 @@ class Client:
     # The endpoints of every integration are plain functions returning the coroutine of
     # _fetch: awaited, the same as an ``async def``, with one layer less per request.
 
-    def get_statuses(self, integration_id: int) -> Coroutine[Any, Any, tuple[wire.CurrentStatus, ...]]:
+    def get_statuses(self, integration_id: int) -> Coroutine[object, None, tuple[wire.CurrentStatus, ...]]:
         """The integration's current (not deleted) statuses."""
         params = {"integration_id": str(integration_id)}
         return self._fetch("GET", self._statuses_url, params, None, _statuses_of)
 
-    def post_statuses(self, body: bytes) -> Coroutine[Any, Any, None]:
+    def post_statuses(self, body: bytes) -> Coroutine[object, None, None]:
         """Overwrite all statuses of one integration with a pre-encoded POST body."""
         return self._fetch("POST", self._statuses_url, None, body, _null)
 
-    def get_mapping(self, integration_id: int) -> Coroutine[Any, Any, wire.CurrentMapping]:
+    def get_mapping(self, integration_id: int) -> Coroutine[object, None, wire.CurrentMapping]:
         """How the integration's statuses map onto Sendcloud's four categories."""
         params = {"integration_id": str(integration_id)}
         return self._fetch("GET", self._mapping_url, params, None, _mapping_of)
 
-    def post_mapping(self, body: bytes) -> Coroutine[Any, Any, None]:
+    def post_mapping(self, body: bytes) -> Coroutine[object, None, None]:
         """Create or update one integration's mapping with a pre-encoded POST body."""
         return self._fetch("POST", self._mapping_url, None, body, _null)
 

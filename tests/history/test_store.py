@@ -299,7 +299,7 @@ def test_the_writer_takes_a_batch_every_few_seconds_not_at_every_flush(
     from batchsync.history import writer
 
     clock = [1000.0]
-    monkeypatch.setattr(writer.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     handed: list[int] = []
     session = Session.open(parse(str(tmp_path / "h.sqlite3")), RunInfo(command="apply", started_at=T0))
     real = session._hand_over
