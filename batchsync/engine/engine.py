@@ -43,7 +43,7 @@ from batchsync.engine.accounts import (
     Work,
     backend_clock,
 )
-from batchsync.engine.api import AccountApi, Api
+from batchsync.engine.api import Api
 from batchsync.engine.ledger import Ledger
 from batchsync.engine.options import Options
 from batchsync.engine.steps import BeforeWrite, Steps
@@ -453,7 +453,25 @@ class Engine(Steps):
         result: Any = None
         error: ApiError | None = None
         try:
-            result = await self._send(acc.api, step)
+            # The request of ``step`` (what was _send(), inline: once per request).
+            op = step.op
+            api = acc.api
+            call: Awaitable[Any]
+            if op == PAGE:
+                call = api.list_integrations_page(step.page_url)
+            else:
+                assert work is not None
+                job = work.job
+                if op == GET_STATUSES:
+                    call = api.get_statuses(job.integration_id)
+                elif op == POST_STATUSES:
+                    call = api.post_statuses(job.desired.body(job.integration_id))
+                elif op == GET_MAPPING:
+                    call = api.get_mapping(job.integration_id)
+                else:
+                    assert job.mapping is not None
+                    call = api.post_mapping(job.mapping.body(job.integration_id))
+            result = await call
         except ApiError as exc:
             # Keep the error, not the frames it was raised through: its traceback holds
             # this frame (which holds the error: a cycle) and the client's frames with the
@@ -489,21 +507,3 @@ class Engine(Steps):
         except Exception as exc:  # a bug of ours in handling the answer: one integration too
             self._internal(acc, step, exc, end)
         self._evaluate(acc, end)
-
-    def _send(self, api: AccountApi, step: Step) -> Awaitable[Any]:
-        """The request of ``step``, to await (not a coroutine of its own: one layer less
-        per request)."""
-        op = step.op
-        if op == PAGE:
-            return api.list_integrations_page(step.page_url)
-        work = step.work
-        assert work is not None
-        job = work.job
-        if op == GET_STATUSES:
-            return api.get_statuses(job.integration_id)
-        if op == GET_MAPPING:
-            return api.get_mapping(job.integration_id)
-        if op == POST_STATUSES:
-            return api.post_statuses(job.desired.body(job.integration_id))
-        assert job.mapping is not None
-        return api.post_mapping(job.mapping.body(job.integration_id))
