@@ -235,33 +235,26 @@ class Client:
         started = time.monotonic() if log.isEnabledFor(logging.DEBUG) else 0.0
         auth_value = self._constant or await self._auth.header()
         headers = self._headers(auth_value, data is not None)
-        deadlines = self._deadlines
-        status, body, answer_headers = await exchange(
-            self.session,
-            method,
-            url,
-            headers,
-            self._timeout,
-            self._max_body,
-            params=params,
-            data=data,
-            deadlines=deadlines,
-        )
-        if status == 401:
+        renewed = False
+        while True:  # once, or twice after a 401 the authenticator can help with (OAuth2)
+            status, body, answer_headers = await exchange(
+                self.session,
+                method,
+                url,
+                headers,
+                self._timeout,
+                self._max_body,
+                params=params,
+                data=data,
+                deadlines=self._deadlines,
+            )
+            if status != 401 or renewed:
+                break
             fresh = await self._auth.renew(auth_value)
-            if fresh is not None:
-                headers = self._headers(fresh, data is not None)
-                status, body, answer_headers = await exchange(
-                    self.session,
-                    method,
-                    url,
-                    headers,
-                    self._timeout,
-                    self._max_body,
-                    params=params,
-                    data=data,
-                    deadlines=deadlines,
-                )
+            if fresh is None:
+                break
+            renewed = True
+            headers = self._headers(fresh, data is not None)
         if started:
             iid = params.get("integration_id") if params else None
             ms = (time.monotonic() - started) * 1000
