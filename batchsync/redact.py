@@ -48,7 +48,7 @@ class Redactor:
     automaton is rebuilt on the next use.
     """
 
-    __slots__ = ("_automaton", "_dirty", "_forms", "_gate", "_secrets")
+    __slots__ = ("_automaton", "_dirty", "_forms", "_gate", "_secrets", "generation")
 
     GATE_MIN = 16  # bytes: the shortest form for which the gate (see _prepare) is worth its cost
 
@@ -58,6 +58,7 @@ class Redactor:
         self._automaton: ahocorasick.Automaton | None = None
         self._gate: tuple[bytes, bytes] | None = None  # (translation table, the run to find)
         self._dirty = False
+        self.generation = 0  # grows with every secret added: what was clean before may not be now
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -69,6 +70,7 @@ class Redactor:
         for secret in new:
             self._forms |= {form.lower() for form in forms(secret)}
         self._dirty = True
+        self.generation += 1
 
     def _prepare(self) -> None:
         """After secrets were added: the gate now, the automaton when a text needs it.

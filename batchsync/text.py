@@ -66,6 +66,8 @@ _json_string: Callable[[object], str] | None = None
 def quoted(text: str | None) -> str:
     """``text`` as a JSON string (quotes, backslashes and line breaks escaped, so it cannot
     break the line it is in), with the rule's characters spelled out."""
+    if isinstance(text, str) and text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # what JSON makes of it: nothing to escape (a name, mostly; per outcome line)
     global _json_string
     if _json_string is None:  # made once: json.dumps builds a new encoder on every call given an option
         import json

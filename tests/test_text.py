@@ -34,7 +34,11 @@ def test_quoted_builds_its_json_encoder_once(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(json.JSONEncoder, "__init__", counting)
     monkeypatch.setattr(text, "_json_string", None)
-    assert [quoted(v) for v in ("a", "b", "c")] == ['"a"', '"b"', '"c"']
+    assert [quoted(v) for v in ('a"', "b\\", "c\n")] == ['"a\\""', '"b\\\\"', '"c\\n"']
+    assert len(made) == 1
+    # A clean ASCII name (most of them: each outcome line quotes some) needs no encoder at all.
+    monkeypatch.setattr(text, "_json_string", None)
+    assert [quoted(v) for v in ("Status s4 (it-it)", "", "a'b")] == ['"Status s4 (it-it)"', '""', '"a\'b"']
     assert len(made) == 1
 
 

@@ -648,6 +648,35 @@ def run_command(
         return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
 
 
+class Batched:
+    """The sinks' ``add``, in batches: the run's timer delivers what gathered (``deliver``),
+    and a failure goes at once, with what came before it (``-q`` prints it as it happens).
+
+    Each sink's code then runs over many outcomes in a row, not between two requests'
+    worth of the HTTP client's code, which evicts it from the processor's caches: that
+    cost a third of the sinks' CPU per outcome. The order of the outcomes is kept."""
+
+    __slots__ = ("adds", "pending")
+
+    def __init__(self, adds: Sequence[Callable[[Outcome], None]]) -> None:
+        self.adds = adds
+        self.pending: list[Outcome] = []
+
+    def add(self, outcome: Outcome) -> None:
+        self.pending.append(outcome)
+        if outcome.result == "failed":
+            self.deliver()
+
+    def deliver(self) -> None:
+        if not self.pending:
+            return
+        batch = self.pending
+        self.pending = []
+        for add in self.adds:
+            for outcome in batch:
+                add(outcome)
+
+
 def _run(
     settings: RunSettings,
     inv: Inventory,
@@ -705,18 +734,19 @@ def _run(
     progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
-    adds = [sink.add for sink in sinks]
+    batched = Batched([sink.add for sink in sinks])
+    deliver = batched.deliver
     flushes = [sink.flush for sink in sinks]
 
     def on_outcome(outcome: Outcome) -> None:
-        for add in adds:
-            add(outcome)
+        batched.add(outcome)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
         progress.throttled = engine.throttled_accounts
 
     def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
+        deliver()
         for flush in flushes:
             flush()
         flush_logs()
@@ -732,10 +762,14 @@ def _run(
             summary = eventloop.run(
                 execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
             )
+        deliver()
         count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
-        close_all(sinks, None)  # the run broke off: no summary line
+        try:
+            deliver()
+        finally:
+            close_all(sinks, None)  # the run broke off: no summary line
         raise
     finally:
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them

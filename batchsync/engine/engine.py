@@ -43,7 +43,7 @@ from batchsync.engine.accounts import (
     Work,
     backend_clock,
 )
-from batchsync.engine.api import AccountApi, Api
+from batchsync.engine.api import Api
 from batchsync.engine.ledger import Ledger
 from batchsync.engine.options import Options
 from batchsync.engine.steps import BeforeWrite, Steps
@@ -207,8 +207,9 @@ class Engine(Steps):
         return self.stopping is not None or len(self.ledger.finished) >= self._total
 
     async def _worker(self) -> None:
-        while not self._over():
-            step = self._pick(self._clock())
+        finished, total, clock = self.ledger.finished, self._total, self._clock  # set by run(), before any worker
+        while self.stopping is None and len(finished) < total:  # not self._over(), inline: once per request
+            step = self._pick(clock())
             if step is None:
                 event = anyio.Event()
                 self._idlers.append(event)
@@ -271,15 +272,17 @@ class Engine(Steps):
         if acc.in_r:
             return
         acc.in_r = True
-        acc.rkey = -acc.remaining_time(self._drift())
+        acc.rkey = -acc.remaining_time((self._writes_found + 0.5) / (self._reads_done + 1.0))  # _drift()
         self._seq += 1
         heapq.heappush(self._rheap, (acc.rkey, self._seq, acc))
         if wake and self._idlers:
             self._idlers.pop().set()
 
     def _evaluate(self, acc: AccountState, now: float) -> None:
-        """Put ``acc`` in the heaps it is ready for now, or a timer for when it will be."""
-        if not acc.open() or self.stopping is not None:
+        """Put ``acc`` in the heaps it is ready for now, or a timer for when it will be.
+
+        Twice per request: the account's predicates (open, has_writes, has_reads) inline."""
+        if acc.fatal is not None or acc.stopped is not None or self.stopping is not None:
             return
         while acc.delayed and acc.delayed[0][0] <= now:
             step = heapq.heappop(acc.delayed)[2]
@@ -293,7 +296,7 @@ class Engine(Steps):
             self._at(acc, acc.paused_until)
             return
         waiting = False
-        if acc.has_writes():
+        if acc.write_q or acc.direct:
             t = acc.writes.ready_at(now)
             if t <= now:
                 self._push_write(acc)
@@ -301,7 +304,7 @@ class Engine(Steps):
                 waiting = True
                 self._at(acc, t)
         # Already in the read heap: whoever pops it checks its budget then.
-        if not acc.in_r and acc.has_reads():
+        if not acc.in_r and (acc.read_q or acc.pending):
             t = acc.reads.ready_at(now)
             if t <= now:
                 self._push_read(acc)
@@ -310,7 +313,7 @@ class Engine(Steps):
                 self._at(acc, t)
         if waiting:
             self._throttled.add(acc.name)
-        else:
+        elif self._throttled:
             self._throttled.discard(acc.name)
 
     def _critical(self, now: float) -> float:
@@ -334,7 +337,8 @@ class Engine(Steps):
     def _pick(self, now: float) -> Step | None:
         """The request to start now, by the priority in the module's docstring, or None.
 
-        Its account's token and slot are taken: the caller must send it."""
+        Its account's token and slot are taken: the caller must send it. Once per request:
+        the account's predicates (has_writes, has_reads, _ready) are inline."""
         if self.stopping is not None:
             return None
         wheap = self._wheap
@@ -343,7 +347,13 @@ class Engine(Steps):
             if not acc.in_w or key != acc.wkey:
                 continue  # an older entry of an account pushed again since
             acc.in_w = False
-            if not (acc.has_writes() and self._ready(acc, now)):
+            if not (
+                (acc.write_q or acc.direct)
+                and acc.fatal is None
+                and acc.stopped is None
+                and acc.in_flight < acc.cap
+                and now >= acc.paused_until
+            ):
                 continue  # whatever made it unready re-evaluates it when it changes
             if acc.writes.ready_at(now) > now:
                 self._evaluate(acc, now)
@@ -352,7 +362,7 @@ class Engine(Steps):
             if step is None:
                 self._evaluate(acc, now)
                 continue
-            acc.writes.take()
+            acc.writes.reserved += 1  # take()
             acc.in_flight += 1
             self._evaluate(acc, now)
             return step
@@ -360,17 +370,25 @@ class Engine(Steps):
         while rheap:
             key, _, acc = heapq.heappop(rheap)
             acc.in_r = False
-            if not (acc.has_reads() and self._ready(acc, now)):
+            if not (
+                (acc.read_q or acc.pending)
+                and acc.fatal is None
+                and acc.stopped is None
+                and acc.in_flight < acc.cap
+                and now >= acc.paused_until
+            ):
                 continue
             if acc.reads.ready_at(now) > now:
                 self._evaluate(acc, now)
                 continue
-            remaining = acc.remaining_time(self._drift())
+            remaining = acc.remaining_time((self._writes_found + 0.5) / (self._reads_done + 1.0))  # _drift()
             if rheap and -remaining > rheap[0][0]:
                 # Its work shrank since it was queued: another account is further behind now.
                 self._push_read(acc)
                 continue
-            if len(self._in_flight) >= self._soft_cap and remaining < 0.5 * self._critical(now):
+            if len(self._in_flight) >= self._soft_cap and remaining < 0.5 * (
+                self._critical_s if now - self._critical_at < 0.2 else self._critical(now)
+            ):
                 # Many requests in flight already, and this account (the most behind of
                 # those ready) has plenty of slack: it waits rather than slow the event
                 # loop for the account that sets the run's length. A completion frees it
@@ -379,7 +397,7 @@ class Engine(Steps):
                 self._push_read(acc, wake=False)
                 return None
             step = acc.read_q.popleft() if acc.read_q else self._start(acc, now)
-            acc.reads.take()
+            acc.reads.reserved += 1  # take()
             acc.in_flight += 1
             self._evaluate(acc, now)
             return step
@@ -435,7 +453,25 @@ class Engine(Steps):
         result: Any = None
         error: ApiError | None = None
         try:
-            result = await self._send(acc.api, step)
+            # The request of ``step`` (what was _send(), inline: once per request).
+            op = step.op
+            api = acc.api
+            call: Awaitable[Any]
+            if op == PAGE:
+                call = api.list_integrations_page(step.page_url)
+            else:
+                assert work is not None
+                job = work.job
+                if op == GET_STATUSES:
+                    call = api.get_statuses(job.integration_id)
+                elif op == POST_STATUSES:
+                    call = api.post_statuses(job.desired.body(job.integration_id))
+                elif op == GET_MAPPING:
+                    call = api.get_mapping(job.integration_id)
+                else:
+                    assert job.mapping is not None
+                    call = api.post_mapping(job.mapping.body(job.integration_id))
+            result = await call
         except ApiError as exc:
             # Keep the error, not the frames it was raised through: its traceback holds
             # this frame (which holds the error: a cycle) and the client's frames with the
@@ -471,21 +507,3 @@ class Engine(Steps):
         except Exception as exc:  # a bug of ours in handling the answer: one integration too
             self._internal(acc, step, exc, end)
         self._evaluate(acc, end)
-
-    def _send(self, api: AccountApi, step: Step) -> Awaitable[Any]:
-        """The request of ``step``, to await (not a coroutine of its own: one layer less
-        per request)."""
-        op = step.op
-        if op == PAGE:
-            return api.list_integrations_page(step.page_url)
-        work = step.work
-        assert work is not None
-        job = work.job
-        if op == GET_STATUSES:
-            return api.get_statuses(job.integration_id)
-        if op == GET_MAPPING:
-            return api.get_mapping(job.integration_id)
-        if op == POST_STATUSES:
-            return api.post_statuses(job.desired.body(job.integration_id))
-        assert job.mapping is not None
-        return api.post_mapping(job.mapping.body(job.integration_id))

@@ -80,7 +80,9 @@ class Bucket:
     def give_back(self, now: float, used: bool = True) -> None:
         """The request is over: debit its token (unless it was never sent)."""
         if used:
-            self._refill(now)
+            if now > self.updated:  # _refill, inline: once per request
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
             self.tokens -= 1.0
         self.reserved -= 1
 

@@ -105,7 +105,7 @@ class Steps:
                 self._follow(acc, Step(GET_MAPPING, acc, work), now)
                 return
             change = work.change = diff(job.desired.index, result)
-            if change:
+            if change.changes:  # not `if change:`, a call of Diff.__bool__ per read
                 acc.writes_found += 1
                 self._writes_found += 1
                 if self.before_write is not None:  # a saved plan: it needs what was read, the mapping too
@@ -114,7 +114,7 @@ class Steps:
                     return
             # The mapping costs a read only where it matters: a declared one to compare,
             # or a removal that the current mapping may point at.
-            if job.mapping is not None or (change and change.removed):
+            if job.mapping is not None or change.removed:
                 self._follow(acc, Step(GET_MAPPING, acc, work), now)
                 return
             self._decide(acc, work, None, now)
@@ -140,6 +140,7 @@ class Steps:
         job = work.job
         change = work.change
         assert change is not None
+        changed = change.changes  # what `if change:` tests, without a call of Diff.__bool__
         if mapping is not None:
             if job.mapping is not None:
                 # What the statuses write adds back (a "+" of this diff) revalidates the items
@@ -160,7 +161,7 @@ class Steps:
                             f"mapping {item.status_category} points at {item.external_id!r}, a status that "
                             "no longer exists: declare a mapping to repair it"
                         )
-                broken = mapping_guard(mapping, job.desired.index.keys()) if change else ()
+                broken = mapping_guard(mapping, job.desired.index.keys()) if changed else ()
                 if broken:
                     which = ", ".join(f"{m.category} -> {m.before!r}" for m in broken)
                     if not opts.allow_invalid_mapping:
@@ -173,15 +174,15 @@ class Steps:
                         self._fail_info(acc, work, ErrorInfo("refused", detail=detail), now)
                         return
                     work.warnings.append(f"the write leaves the mapping invalid ({which}): --allow-invalid-mapping")
-        if not change and not work.mapping_changes and opts.read_first:
+        if not changed and not work.mapping_changes and opts.read_first:
             self._finish_work(acc, work, "unchanged", now)
             return
-        if (change or not opts.read_first) and not job.desired.count and not opts.allow_delete_all:
+        if (changed or not opts.read_first) and not job.desired.count and not opts.allow_delete_all:
             self._fail_info(acc, work, ErrorInfo("refused", detail=EMPTY_REFUSED), now)
             return
         if self.before_write is not None:
             assert mapping is not None  # read whenever there is something to change (above)
-            refused = self.before_write(job, work.current if change else None, mapping)
+            refused = self.before_write(job, work.current if changed else None, mapping)
             if refused is not None:
                 self._fail_info(acc, work, refused, now)
                 return
@@ -190,7 +191,7 @@ class Steps:
             return
         # Statuses first: a mapping may point at a status this very write adds. Unread
         # (--no-read), the statuses are written whatever they are.
-        first = POST_STATUSES if change or not opts.read_first else POST_MAPPING
+        first = POST_STATUSES if changed or not opts.read_first else POST_MAPPING
         self._follow(acc, Step(first, acc, work), now, last=True)
 
     def _follow(self, acc: AccountState, step: Step, now: float, at: float = -math.inf, last: bool = False) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -21,6 +22,11 @@ from batchsync.history.store import RunInfo, Writes
 from batchsync.outcome import Outcome
 
 BATCH = 10_000  # outcomes per insert (executemany) and transaction
+# The run's timer flushes a few times a second; the writer takes what has gathered at most
+# this often. Each hand-over wakes the writer thread, whose work then competes with the
+# event loop for the interpreter's lock and the processor's caches: a 0.2 s flush cost the
+# loop more than the writes themselves. A run shorter than this is written at its end.
+HAND_OVER_S = 5.0
 QUEUE_BATCHES = 4  # batches waiting at most: past that, add() waits for the writer
 PUT_TIMEOUT_S = 60.0  # a writer stuck that long (a hung server) is a lost history
 FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
@@ -36,6 +42,7 @@ class Session:
         self.error: str | None = None
         self._writes = Writes(db)
         self._batch: list[Outcome] = []
+        self._handed = time.monotonic()  # when the writer last took a batch
         self._queue: queue.Queue[list[Outcome] | None] = queue.Queue(QUEUE_BATCHES)
         self._thread = threading.Thread(target=self._work, name="batchsync-history", daemon=True)
         if run_id is not None:
@@ -68,12 +75,17 @@ class Session:
         if len(self._batch) >= BATCH:
             self._hand_over()
 
-    def flush(self) -> None:
-        if self._batch and self.run_id is not None and self.error is None:
+    def flush(self, *, now: bool = False) -> None:
+        """Hand what has gathered to the writer: at once with ``now``, else when the last
+        hand-over is ``HAND_OVER_S`` old."""
+        if not self._batch or self.run_id is None or self.error is not None:
+            return
+        if now or time.monotonic() - self._handed >= HAND_OVER_S:
             self._hand_over()
 
     def _hand_over(self) -> None:
         batch, self._batch = self._batch, []
+        self._handed = time.monotonic()
         try:
             self._queue.put(batch, timeout=PUT_TIMEOUT_S)
         except queue.Full:
@@ -109,7 +121,7 @@ class Session:
         try:
             if self.run_id is None:
                 return self.error
-            self.flush()
+            self.flush(now=True)
             try:
                 self._queue.put(None, timeout=PUT_TIMEOUT_S)
             except queue.Full:

@@ -24,11 +24,16 @@ class Sanitizer:
     """
 
     REFRESH_EVERY = 1.0  # seconds: the credentials in use are gathered at most this often
+    CLEAN_MAX = 10_000  # server texts remembered clean (a fleet's shops share their status names)
 
     def __init__(self, redactor: Redactor, refresh: Callable[[], Iterable[str]] | None = None) -> None:
         self.redactor = redactor
         self.refresh = refresh
         self._refreshed = -1e9
+        # The diffs' server texts (joined) the redactor found nothing in, while it held the
+        # secrets it holds now (its generation): the same names again need no pass.
+        self._clean: set[str] = set()
+        self._clean_at = -1
 
     def text(self, value: str) -> str:
         return one_line(value, self.redactor)
@@ -77,11 +82,22 @@ class Sanitizer:
                 texts.extend(c.before.values())
                 if c.op == "-":  # only a removed status's id is not also the inventory's
                     texts.append(c.external_id)
-        texts.extend(m.before for m in mapping if m.before)
+        if mapping:
+            texts.extend(m.before for m in mapping if m.before)
         joined = "\x00".join(texts)
-        if not joined or self.redactor(joined) == joined:
+        if not joined:
             return changes, mapping
         r = self.redactor
+        if r.generation != self._clean_at:  # a secret added since: nothing is known clean
+            self._clean.clear()
+            self._clean_at = r.generation
+        if joined in self._clean:
+            return changes, mapping
+        if r(joined) == joined:
+            if len(self._clean) >= self.CLEAN_MAX:
+                self._clean.clear()
+            self._clean.add(joined)
+            return changes, mapping
 
         def names(d: dict[str, str] | None) -> dict[str, str] | None:
             return None if d is None else {r(k): r(v) for k, v in d.items()}

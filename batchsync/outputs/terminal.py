@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -136,16 +136,16 @@ def _names(d: dict[str, str] | None) -> str:
     return ", ".join(f"{display(lang)} {quoted(name)}" for lang, name in (d or {}).items())
 
 
-def _change_lines(change: Change, mode: str) -> Iterable[str]:
+def _change_lines(change: Change, mode: str) -> list[str]:
     if change.op == "+":
-        yield f"    + {change.external_id!r}: {_names(change.after)}"
+        return [f"    + {change.external_id!r}: {_names(change.after)}"]
     elif change.op == "-":
         gone = "will be deleted" if mode == "plan" else "deleted"
-        yield f"    - {change.external_id!r}: {_names(change.before)}  ({gone})"
+        return [f"    - {change.external_id!r}: {_names(change.before)}  ({gone})"]
     else:
         before, after = change.before or {}, change.after or {}
         parts = []
-        for lang in sorted(set(before) | set(after)):
+        for lang in sorted(before.keys() | after.keys()):
             b, a = before.get(lang), after.get(lang)
             if b == a:
                 continue
@@ -155,7 +155,7 @@ def _change_lines(change: Change, mode: str) -> Iterable[str]:
                 parts.append(f"{display(lang)} - {quoted(b)}")
             else:
                 parts.append(f"{display(lang)} {quoted(b)} -> {quoted(a)}")
-        yield f"    ~ {change.external_id!r}: {'; '.join(parts)}"
+        return [f"    ~ {change.external_id!r}: {'; '.join(parts)}"]
 
 
 def _mapping_line(change: MappingChange) -> str:
@@ -206,9 +206,11 @@ def outcome_lines(outcome: Outcome, mode: str, verbose: bool = False) -> list[st
             counts += f", mapping {len(outcome.mapping_changes)}"
         lines.append(f"~ {where} {verb} ({counts})")
         for change in outcome.changes:
-            lines.extend(_change_lines(change, mode))
-        lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
-    lines.extend(f"    warning: {escape_controls(warning)}" for warning in outcome.warnings)
+            lines += _change_lines(change, mode)
+        if outcome.mapping_changes:
+            lines.extend(_mapping_line(m) for m in outcome.mapping_changes)
+    if outcome.warnings:
+        lines.extend(f"    warning: {escape_controls(warning)}" for warning in outcome.warnings)
     if outcome.shop_health is not None:
         _health_column(outcome, where, lines)
     return lines

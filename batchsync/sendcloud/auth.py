@@ -59,6 +59,7 @@ class BasicAuthenticator:
 
     def __init__(self, public_key: Secret, secret_key: Secret) -> None:
         self._header, self._secrets = _basic(public_key, secret_key)
+        self.constant = self._header  # the client sends it without asking header() each time
 
     async def header(self) -> str:
         return self._header

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -22,6 +22,7 @@ from batchsync.sendcloud.errors import ClientError, InvalidResponseError
 from batchsync.sendcloud.exchange import (
     _NO_SECRETS,
     MAX_BODY,
+    Deadlines,
     Exchange,
     _snippet,
     classify,
@@ -39,6 +40,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchsync.http")
 _get_decoder = msgspec.json.Decoder(wire.GetShopOrderStatuses)
 _mapping_decoder = msgspec.json.Decoder(wire.GetMapping)
+
+
+class _NotNull(Exception):
+    """A write's answer that is not the ``null`` the API documents."""
+
+
+def _statuses_of(body: bytes) -> tuple[wire.CurrentStatus, ...]:
+    return _get_decoder.decode(body).data
+
+
+def _mapping_of(body: bytes) -> wire.CurrentMapping:
+    return _mapping_decoder.decode(body).data
+
+
+def _null(body: bytes) -> None:
+    if body.strip() != b"null":
+        raise _NotNull
 
 
 # -- what a server wrote, made safe to print ------------------------------------------
@@ -165,7 +183,11 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._auth = auth
+        # An authenticator whose header never changes (Basic) has it as ``constant``: no
+        # coroutine per request to ask for it.
+        self._constant: str | None = getattr(auth, "constant", None)
         self._timeout = client_timeout(timeout)
+        self._deadlines = Deadlines(timeout)  # what bounds each exchange (aiohttp's _timeout is then unused)
         self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
         self._mapping_url = f"{self._statuses_url}/mapping"
@@ -195,19 +217,44 @@ class Client:
     async def _request(
         self, method: str, url: str, params: dict[str, str] | None = None, data: bytes | None = None
     ) -> Exchange:
+        """One exchange, 2xx or an ApiError: (status, body, the answer's headers)."""
+        exchanged: Exchange = await self._fetch(method, url, params, data, None)
+        return exchanged
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        data: bytes | None,
+        decode: Callable[[bytes], Any] | None,
+    ) -> Any:
+        """:meth:`_request`, and the body made a value by ``decode`` (None: the exchange as
+        it is). The endpoints' one coroutine: each layer of coroutines is crossed again
+        every time the request waits for the network."""
         started = time.monotonic() if log.isEnabledFor(logging.DEBUG) else 0.0
-        auth_value = await self._auth.header()
+        auth_value = self._constant or await self._auth.header()
         headers = self._headers(auth_value, data is not None)
-        status, body, answer_headers = await exchange(
-            self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
-        )
-        if status == 401:
+        renewed = False
+        while True:  # once, or twice after a 401 the authenticator can help with (OAuth2)
+            status, body, answer_headers = await exchange(
+                self.session,
+                method,
+                url,
+                headers,
+                self._timeout,
+                self._max_body,
+                params=params,
+                data=data,
+                deadlines=self._deadlines,
+            )
+            if status != 401 or renewed:
+                break
             fresh = await self._auth.renew(auth_value)
-            if fresh is not None:
-                headers = self._headers(fresh, data is not None)
-                status, body, answer_headers = await exchange(
-                    self.session, method, url, headers, self._timeout, self._max_body, params=params, data=data
-                )
+            if fresh is None:
+                break
+            renewed = True
+            headers = self._headers(fresh, data is not None)
         if started:
             iid = params.get("integration_id") if params else None
             ms = (time.monotonic() - started) * 1000
@@ -226,7 +273,14 @@ class Client:
             )
         if not 200 <= status < 300:
             raise classify(method, url, status, body, answer_headers, self.redact)
-        return status, body, answer_headers
+        if decode is None:
+            return status, body, answer_headers
+        try:
+            return decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._invalid(method, url, status, body, _why(exc)) from None
+        except _NotNull:
+            raise self._invalid(method, url, status, body) from None
 
     def _invalid(self, method: str, url: str, status: int, body: bytes, why: str = "") -> InvalidResponseError:
         detail = _snippet(body, self.redact)
@@ -234,35 +288,26 @@ class Client:
             detail += f" ({printable(why, self.redact, 160)})"
         return InvalidResponseError(detail, method=method, url=url, http_status=status)
 
-    async def get_statuses(self, integration_id: int) -> tuple[wire.CurrentStatus, ...]:
+    # The endpoints of every integration are plain functions returning the coroutine of
+    # _fetch: awaited, the same as an ``async def``, with one layer less per request.
+
+    def get_statuses(self, integration_id: int) -> Coroutine[object, None, tuple[wire.CurrentStatus, ...]]:
         """The integration's current (not deleted) statuses."""
-        url = self._statuses_url
-        status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
-        try:
-            return _get_decoder.decode(body).data
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-            raise self._invalid("GET", url, status, body, _why(exc)) from None
+        params = {"integration_id": str(integration_id)}
+        return self._fetch("GET", self._statuses_url, params, None, _statuses_of)
 
-    async def post_statuses(self, body: bytes) -> None:
+    def post_statuses(self, body: bytes) -> Coroutine[object, None, None]:
         """Overwrite all statuses of one integration with a pre-encoded POST body."""
-        status, answer, _ = await self._request("POST", self._statuses_url, data=body)
-        if answer.strip() != b"null":
-            raise self._invalid("POST", self._statuses_url, status, answer)
+        return self._fetch("POST", self._statuses_url, None, body, _null)
 
-    async def get_mapping(self, integration_id: int) -> wire.CurrentMapping:
+    def get_mapping(self, integration_id: int) -> Coroutine[object, None, wire.CurrentMapping]:
         """How the integration's statuses map onto Sendcloud's four categories."""
-        url = self._mapping_url
-        status, body, _ = await self._request("GET", url, params={"integration_id": str(integration_id)})
-        try:
-            return _mapping_decoder.decode(body).data
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-            raise self._invalid("GET", url, status, body, _why(exc)) from None
+        params = {"integration_id": str(integration_id)}
+        return self._fetch("GET", self._mapping_url, params, None, _mapping_of)
 
-    async def post_mapping(self, body: bytes) -> None:
+    def post_mapping(self, body: bytes) -> Coroutine[object, None, None]:
         """Create or update one integration's mapping with a pre-encoded POST body."""
-        status, answer, _ = await self._request("POST", self._mapping_url, data=body)
-        if answer.strip() != b"null":
-            raise self._invalid("POST", self._mapping_url, status, answer)
+        return self._fetch("POST", self._mapping_url, None, body, _null)
 
     async def list_integrations_page(self, next_url: str | None = None) -> wire.ListedPage:
         """One page of the account's integrations and the URL of the next (None: last).

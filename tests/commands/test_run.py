@@ -140,3 +140,27 @@ def test_a_report_that_is_not_utf8_names_its_line_and_byte(
     path.write_bytes(b'{"integration_id": 1, "result": "failed", "error": "Livr\xe9"}\n{"summary": true}\n')
     with pytest.raises(ValueError, match=r"^line 1 is not UTF-8 text \(column 57: byte 0xE9\)$"):
         read_retry_report(str(path))
+
+
+def test_the_sinks_take_outcomes_in_batches_in_order_and_a_failure_at_once() -> None:
+    from batchsync.commands._run import Batched
+    from batchsync.outcome import Outcome
+
+    report: list[Outcome] = []
+    terminal: list[Outcome] = []
+    batched = Batched([report.append, terminal.append])
+
+    def ids(seen: list[Outcome]) -> list[int]:
+        return [o.integration_id for o in seen]
+
+    for iid in (1, 2):
+        batched.add(Outcome(iid, "a", "changed"))
+    assert report == terminal == []  # gathered until the run's timer delivers
+    batched.deliver()
+    batched.add(Outcome(3, "a", "unchanged"))
+    batched.add(Outcome(4, "a", "failed"))  # -q prints a failure as it happens: it goes at once
+    assert ids(report) == ids(terminal) == [1, 2, 3, 4]
+    batched.add(Outcome(5, "a", "skipped"))
+    batched.deliver()
+    batched.deliver()  # nothing twice
+    assert ids(report) == ids(terminal) == [1, 2, 3, 4, 5]

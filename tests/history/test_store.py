@@ -291,3 +291,35 @@ def test_a_literal_dsn_in_the_inventory_is_refused_without_being_quoted(tmp_path
     path.write_text(json.dumps({"accounts": {"a": account}, "integrations": [], "history": {"url": "env:H"}}))
     inv = load(path, {"P": "p", "S": "s", "H": "sqlite:////tmp/h.sqlite3"})
     assert not inv.problems and inv.history is not None
+
+
+def test_the_writer_takes_a_batch_every_few_seconds_not_at_every_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    handed: list[int] = []
+    session = Session.open(parse(str(tmp_path / "h.sqlite3")), RunInfo(command="apply", started_at=T0))
+    real = session._hand_over
+
+    def spy() -> None:
+        handed.append(len(session._batch))
+        real()
+
+    monkeypatch.setattr(session, "_hand_over", spy)
+    for i in range(1, 4):
+        session.add(ok(i, "changed"))
+        clock[0] += 0.2
+        session.flush()  # the run's timer: too soon for the writer
+    assert handed == []
+    clock[0] += writer.HAND_OVER_S
+    session.flush()
+    assert handed == [3]
+    session.add(ok(4, "changed"))
+    assert session.finish(T0 + 60, 0, {}) is None  # the rest at the end, whenever it comes
+    assert handed == [3, 1]
+    db = connect(parse(str(tmp_path / "h.sqlite3")))
+    assert db.query("SELECT COUNT(*) FROM outcomes") == [(4,)]
+    db.close()

@@ -57,6 +57,24 @@ def test_the_sanitizer_removes_secrets_and_control_characters() -> None:
     assert clean.warnings == ("wing ***",)
 
 
+def test_a_name_once_clean_is_masked_when_a_token_issued_later_is_in_it() -> None:
+    """The sanitizer remembers the server texts it found nothing in (a fleet's shops share
+    their status names): a secret added to the redactor since forgets them all."""
+    from batchsync.diff import Change
+
+    tokens: list[str] = []
+    redactor = Redactor(["s3cr3t-key"])
+    sanitizer = Sanitizer(redactor, refresh=lambda: tokens)
+    before = {"en-gb": "Shipped tok-issued-later-123"}
+    changed = Outcome(7, "acme", "changed", changes=(Change("~", "s1", before, {"en-gb": "Shipped"}),))
+    assert sanitizer.outcome(changed) is changed  # clean: nothing to replace
+    assert sanitizer.outcome(changed) is changed  # known clean: no pass of the redactor
+    tokens.append("tok-issued-later-123")
+    sanitizer.REFRESH_EVERY = 0.0  # the next outcome gathers the credentials in use again
+    masked = sanitizer.outcome(changed)
+    assert masked.changes[0].before == {"en-gb": "Shipped ***"}
+
+
 def test_a_credential_a_server_puts_in_its_statuses_or_mapping_is_masked_everywhere(
     tmp_path: Path, sandbox_proc: list[SandboxProcess]
 ) -> None:
