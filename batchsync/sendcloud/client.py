@@ -22,7 +22,6 @@ from batchsync.sendcloud.errors import ClientError, InvalidResponseError
 from batchsync.sendcloud.exchange import (
     _NO_SECRETS,
     MAX_BODY,
-    Deadlines,
     Exchange,
     _snippet,
     classify,
@@ -187,7 +186,6 @@ class Client:
         # coroutine per request to ask for it.
         self._constant: str | None = getattr(auth, "constant", None)
         self._timeout = client_timeout(timeout)
-        self._deadlines = Deadlines(timeout)  # what bounds each exchange (aiohttp's _timeout is then unused)
         self._max_body = max_body
         self._statuses_url = f"{self.base_url}/shop-order-statuses"
         self._mapping_url = f"{self._statuses_url}/mapping"
@@ -246,7 +244,6 @@ class Client:
                 self._max_body,
                 params=params,
                 data=data,
-                deadlines=self._deadlines,
             )
             if status != 401 or renewed:
                 break

@@ -8,7 +8,6 @@ credential, no control character). The client and the authenticator both go thro
 
 from __future__ import annotations
 
-import asyncio
 import math
 import ssl
 from collections.abc import Callable, Mapping
@@ -164,50 +163,6 @@ def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds, ceil_threshold=math.inf)
 
 
-NO_TIMEOUT = aiohttp.ClientTimeout()  # what aiohttp bounds itself: nothing (see Deadlines)
-
-
-class Deadlines:
-    """The bound on each exchange of a client, ``seconds`` from its start to its whole body,
-    kept by one timer for all its requests in flight rather than aiohttp's timeout, which
-    costs every request a timer and a context entered at each read of its body (a tenth of
-    what the client runs per request). A request past its time is cancelled, as aiohttp's own
-    timeout does it, and :func:`exchange` raises RequestTimeout; it is never cut early, and
-    at most ``tick`` late. :func:`exchange` keeps ``due`` and ``late`` itself (inline: once
-    per request)."""
-
-    __slots__ = ("due", "late", "loop", "seconds", "tick", "timer")
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.tick = min(0.25, seconds / 40)
-        self.due: dict[asyncio.Task[Any], float] = {}  # requests in flight: when each is late
-        self.late: set[asyncio.Task[Any]] = set()  # cancelled for it, until their exchange ends
-        self.timer: asyncio.TimerHandle | None = None  # armed while a request is in flight
-        # The loop of its requests: asyncio.current_task(loop) costs a quarter of
-        # current_task(), which asks the system for the process id (fork safety) each time.
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.timer = loop.call_later(self.tick, self._sweep, loop)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for task, due in self.due.items():
-            if due <= now and task not in self.late:
-                self.late.add(task)
-                task.cancel()
-        self.timer = loop.call_later(self.tick, self._sweep, loop) if self.due else None
-
-    def settle(self, task: asyncio.Task[Any]) -> bool:
-        """The exchange of ``task`` is over: True when its cancellation was the deadline's
-        alone (another one pending, the run's own, goes on)."""
-        if task not in self.late:
-            return False
-        self.late.discard(task)
-        return task.uncancel() == 0
-
-
 async def _read_body(resp: aiohttp.ClientResponse, cap: int, *, truncate: bool) -> bytes:
     """At most ``cap`` bytes of the (decompressed) body.
 
@@ -259,27 +214,11 @@ async def exchange(
     *,
     params: Mapping[str, str] | None = None,
     data: bytes | str | None = None,
-    deadlines: Deadlines | None = None,
 ) -> Exchange:
     """One request, no redirect followed: (status, body, response headers).
 
-    Bounded in time by ``deadlines`` when given (``timeout`` is then ignored), else by
-    aiohttp's ``timeout``. A 2xx body over ``max_body`` raises InvalidResponseError; an
-    error body is cut at ``ERROR_BODY_MAX``. Failures without a response raise the
-    transport errors."""
-    task = None
-    if deadlines is not None:
-        loop = deadlines.loop
-        task = asyncio.current_task(loop) if loop is not None else None
-        if task is None:  # its first request (or a loop of its own: a test's)
-            loop = deadlines.loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
-            assert task is not None, "an exchange runs in a task"
-        assert loop is not None
-        deadlines.due[task] = loop.time() + deadlines.seconds
-        if deadlines.timer is None:
-            deadlines.arm(loop)
-        timeout = NO_TIMEOUT
+    A 2xx body over ``max_body`` raises InvalidResponseError; an error body is cut at
+    ``ERROR_BODY_MAX``. Failures without a response raise the transport errors."""
     try:
         async with session.request(
             method,
@@ -303,17 +242,7 @@ async def exchange(
     except ApiError:
         raise
     except TimeoutError:
-        total = deadlines.seconds if deadlines is not None else timeout.total or 0.0
+        total = timeout.total or 0.0
         raise RequestTimeout(f"no complete response within {total:g} s", method=method, url=url) from None
     except aiohttp.ClientError as exc:
         raise transport_error(exc, method, url) from None
-    except asyncio.CancelledError:
-        if task is not None and deadlines is not None and deadlines.settle(task):
-            seconds = deadlines.seconds
-            raise RequestTimeout(f"no complete response within {seconds:g} s", method=method, url=url) from None
-        raise
-    finally:
-        if task is not None and deadlines is not None:
-            del deadlines.due[task]
-            if deadlines.late:
-                deadlines.settle(task)  # cancelled for it, but over without seeing it

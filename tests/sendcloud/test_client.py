@@ -395,38 +395,6 @@ async def test_timeout_is_not_rounded_up(hostile: Hostile, session: aiohttp.Clie
     assert 5.0 <= time.monotonic() - started < 5.25
 
 
-async def test_a_late_request_ends_as_a_timeout_and_leaves_its_task_uncancelled(
-    hostile: Hostile, session: aiohttp.ClientSession
-) -> None:
-    """One timer per client bounds its requests (aiohttp's per-request timeout is off): a
-    request past its time is cancelled for it and ends as RequestTimeout, the task no more
-    cancelled than before, and nothing is left in flight or armed."""
-    api = c.Client(session, hostile.base("hang"), basic(), timeout=0.4)
-    task = asyncio.current_task()
-    assert task is not None
-    started = time.monotonic()
-    results = await asyncio.gather(api.get_statuses(1), api.get_statuses(2), return_exceptions=True)
-    assert all(isinstance(r, RequestTimeout) for r in results), results
-    assert 0.4 <= time.monotonic() - started < 0.4 + 0.25
-    assert "within 0.4 s" in str(results[0])
-    assert task.cancelling() == 0
-    await asyncio.sleep(0.05)  # not cancelled: the deadline's cancellation was taken back
-    deadlines = api._deadlines
-    assert not deadlines.due and not deadlines.late and deadlines.timer is None
-
-
-async def test_the_runs_own_cancellation_of_a_request_is_not_a_timeout(
-    hostile: Hostile, session: aiohttp.ClientSession
-) -> None:
-    api = c.Client(session, hostile.base("hang"), basic(), timeout=5.0)
-    request = asyncio.ensure_future(api.get_statuses(1))
-    await asyncio.sleep(0.1)
-    request.cancel()  # a second SIGINT, say: the request is cut, and that is no timeout
-    with pytest.raises(asyncio.CancelledError):
-        await request
-    assert not api._deadlines.due
-
-
 async def test_too_large_body_stops_reading(hostile: Hostile, session: aiohttp.ClientSession) -> None:
     """A small cap refuses a body the default cap takes, and the connection is dropped."""
     api = c.Client(session, hostile.base("drip"), basic(), timeout=TIMEOUT, max_body=100)
