@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import anyio
 import msgspec
 
-from batchsync import eventloop, usage
+from batchsync import eventloop, gcpolicy, usage
 from batchsync.commands._arguments import (
     base_url,
     duration,
@@ -47,11 +47,11 @@ from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
 from batchsync.model import Account, Inventory, Job, NotifyRoute, OAuth2Credentials
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
+from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs, open_report
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.progress import Progress
 from batchsync.outputs.sanitize import Sanitizer
-from batchsync.outputs.sink import End, Lost, OutputError, Start, close_all
+from batchsync.outputs.sink import End, Lost, OutputError, Sink, Start, close_all
 from batchsync.outputs.terminal import Screen
 from batchsync.redact import Redactor
 from batchsync.urls import in_clear
@@ -261,10 +261,12 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
     """plan and apply: load, select, run the engine, drive the sinks; the exit code. A usage
     error or an invalid inventory is recorded in the metrics file as exit 2.
     ``last_run_start``: see :data:`LastRunStart` (``--with-health``)."""
-    from batchsync.commands import _saved
-
     try:
-        plan = _saved.read(settings.plan, settings.max_age) if settings.plan else None
+        plan = None
+        if settings.plan:  # a saved plan's modules only for apply --plan and plan --out
+            from batchsync.commands import _saved
+
+            plan = _saved.read(settings.plan, settings.max_age)
         loaded = load_selected(settings)
         if isinstance(loaded, int):
             if loaded == EXIT_NOT_STARTED:  # an invalid inventory
@@ -273,9 +275,12 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
         inv, jobs, shard = loaded
         saved = None
         if plan is not None:
+            from batchsync.commands import _saved
+
             jobs, saved = _saved.for_apply(plan, inv, quiet=settings.outputs.quiet)
         elif settings.outputs.plan_out:
             shard_given = str(settings.shard) if settings.shard is not None else None
+            from batchsync.commands import _saved
             from batchsync.inventory.plan import Selection
 
             selection = Selection(settings.limit, shard_given, settings.retry_failed)
@@ -304,14 +309,19 @@ def rare_gc() -> Iterator[None]:
     Python's default threshold the cyclic GC ran every few requests and took about a
     tenth of the CPU of a run with limits off. What was loaded before (the inventory) is
     frozen out of collections for the run's length, without a full collection first:
-    that would only delay the first request.
+    that would only delay the first request. Until the engine starts (:func:`execute`
+    calls ``gcpolicy.started``), no collection at all: the event loop's and the HTTP
+    client's modules are imported then, and each collection would only delay the first
+    request; what they made is frozen too.
     """
     saved = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(saved[0], GC_THRESHOLD), *saved[1:])
+    gcpolicy.starting()
     try:
         yield
     finally:
+        gcpolicy.started()  # when the run broke off before its engine started
         gc.set_threshold(*saved)
         gc.unfreeze()
 
@@ -418,6 +428,7 @@ async def execute(
         engine.carried = carried
         if settings.options.preflight:
             engine.declared = declared_ids(inv)
+        gcpolicy.started()  # see rare_gc: collections from here
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -545,6 +556,8 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
 
 def webhooks(settings: RunSettings) -> list[Webhook]:
     """``--notify`` values resolved now: a missing variable is found before the run, not after."""
+    if not settings.outputs.notify:
+        return []
     from batchsync.outputs.notify import WebhookError, resolve_webhook
 
     try:
@@ -663,52 +676,77 @@ def _run(
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
     lost = Lost(out)
-    limits = {name: a.limits for name, a in inv.accounts.items()}
     started = time.time()
-    digest = group = ""
-    if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
-        from batchsync.history.store import group_key, inventory_hash
 
-        digest = inventory_hash(settings.inventory)
-        group = group_key(shard, digest, started)
-    start = Start(
-        mode=mode,
-        started_at=started,
-        inventory=settings.inventory,
-        selected=len(jobs) + len(blocked),
-        shard=shard,
-        limits=limits,
-        plan=saved.header if saved is not None else None,
-        inventory_sha256=digest,
-        group=group,
-    )
-    context = saved.context if saved is not None else None
-    try:
-        sinks = build_sinks(
-            o,
-            start,
-            lost,
-            out=out,
-            err=sys.stderr,
-            redact=redactor,
-            hooks=hooks,
-            selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
-            routes=routes,
-            plan=context,
+    def begun() -> Start:
+        """What the sinks are told of the run as it started."""
+        digest = group = ""
+        if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
+            from batchsync.history.store import group_key, inventory_hash
+
+            digest = inventory_hash(settings.inventory)
+            group = group_key(shard, digest, started)
+        return Start(
+            mode=mode,
+            started_at=started,
+            inventory=settings.inventory,
+            selected=len(jobs) + len(blocked),
+            shard=shard,
+            limits={name: a.limits for name, a in inv.accounts.items()},
+            plan=saved.header if saved is not None else None,
+            inventory_sha256=digest,
+            group=group,
         )
-    except OSError as exc:
-        print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
-        record_not_started(o.metrics, mode, inventory=settings.inventory)
-        return EXIT_NOT_STARTED
+
+    # The report is made now: one that cannot be stops the run before anything is sent. The
+    # other outputs (the run history's store, JUnit, HTML, metrics, notifications) are opened
+    # once the run's first request is on its way: at its first outcome, its first tick, or its
+    # end, whichever comes first. None of them is needed before an outcome, and a run's
+    # start-up is its first request's delay.
+    start = begun() if o.report else None
+    report = None
+    if o.report:
+        assert start is not None
+        try:
+            report = open_report(o.report, start, lost)
+        except OSError as exc:
+            print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
+            record_not_started(o.metrics, mode, inventory=settings.inventory)
+            return EXIT_NOT_STARTED
+    sinks: list[Sink] = []
+    adds: list[Callable[[Outcome], None]] = []
+    flushes: list[Callable[[], None]] = []
+
+    def open_outputs() -> list[Sink]:
+        if not sinks:  # never empty once built: the terminal's sink is always one
+            sinks.extend(
+                build_sinks(
+                    o,
+                    start or begun(),
+                    lost,
+                    out=out,
+                    err=sys.stderr,
+                    redact=redactor,
+                    hooks=hooks,
+                    selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
+                    routes=routes,
+                    plan=saved.context if saved is not None else None,
+                    report=report,
+                )
+            )
+            adds.extend(sink.add for sink in sinks)
+            flushes.extend(sink.flush for sink in sinks)
+        return sinks
+
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")
     progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
-    adds = [sink.add for sink in sinks]
-    flushes = [sink.flush for sink in sinks]
 
     def on_outcome(outcome: Outcome) -> None:
+        if not sinks:
+            open_outputs()
         for add in adds:
             add(outcome)
         progress.update(outcome)
@@ -717,6 +755,8 @@ def _run(
         progress.throttled = engine.throttled_accounts
 
     def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
+        if not sinks:
+            open_outputs()
         for flush in flushes:
             flush()
         flush_logs()
@@ -735,7 +775,7 @@ def _run(
         count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
-        close_all(sinks, None)  # the run broke off: no summary line
+        close_all(open_outputs(), None)  # the run broke off: no summary line
         raise
     finally:
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
@@ -746,6 +786,7 @@ def _run(
     # closed last of the files, the final one.
     ended = summary.started_at + summary.duration_s
     close_all(
-        sinks, End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended)
+        open_outputs(),
+        End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
     )
     return lost.exit_code(ran)
