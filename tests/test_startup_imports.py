@@ -58,3 +58,25 @@ def outcome(check: Callable[[str], object], host: str) -> str:
     except ValueError as exc:
         return f"{type(exc).__name__}: {exc}"
     return "ok"
+
+
+def test_the_editable_install_adds_a_path_and_no_import_finder() -> None:
+    # setuptools' default editable install is a finder that site imports at every start of the
+    # venv's Python, with pathlib and importlib.util; make install asks for a plain path.
+    done = subprocess.run(
+        ["make", "--dry-run", "--always-make", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--config-settings-package batchsync:editable_mode=compat" in done.stdout
+    if not sys.prefix.startswith(str(ROOT)):
+        pytest.skip("not the venv make install made")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}  # coverage's .pth imports more
+    started = subprocess.run(
+        [sys.executable, "-c", "import sys; print(sorted({'pathlib', 'importlib.util'} & set(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env=env,
+    )
+    assert started.stdout.strip() == "[]", started.stdout + started.stderr
