@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 import anyio
 import msgspec
@@ -36,6 +36,7 @@ from batchsync.commands._arguments import (
     shard_from_args,
     since_value,
 )
+from batchsync.commands._outputs import Outputs
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -699,10 +700,7 @@ def _run(
         )
 
     # The report is made now: one that cannot be stops the run before anything is sent. The
-    # other outputs (the run history's store, JUnit, HTML, metrics, notifications) are opened
-    # once the run's first request is on its way: at its first outcome, its first tick, or its
-    # end, whichever comes first. None of them is needed before an outcome, and a run's
-    # start-up is its first request's delay.
+    # other outputs are opened once its first request is on its way (see commands._outputs).
     start = begun() if o.report else None
     report = None
     if o.report:
@@ -713,52 +711,38 @@ def _run(
             print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
             record_not_started(o.metrics, mode, inventory=settings.inventory)
             return EXIT_NOT_STARTED
-    sinks: list[Sink] = []
-    adds: list[Callable[[Outcome], None]] = []
-    flushes: list[Callable[[], None]] = []
 
-    def open_outputs() -> list[Sink]:
-        if not sinks:  # never empty once built: the terminal's sink is always one
-            sinks.extend(
-                build_sinks(
-                    o,
-                    start or begun(),
-                    lost,
-                    out=out,
-                    err=sys.stderr,
-                    redact=redactor,
-                    hooks=hooks,
-                    selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
-                    routes=routes,
-                    plan=saved.context if saved is not None else None,
-                    report=report,
-                )
-            )
-            adds.extend(sink.add for sink in sinks)
-            flushes.extend(sink.flush for sink in sinks)
-        return sinks
+    def build(err: IO[str]) -> list[Sink]:
+        return build_sinks(
+            o,
+            start or begun(),
+            lost,
+            out=out,
+            err=err,
+            redact=redactor,
+            hooks=hooks,
+            selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
+            routes=routes,
+            plan=saved.context if saved is not None else None,
+            report=report,
+        )
 
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")
     progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
+    outputs = Outputs(build, sys.stderr, progress.clear)
 
     def on_outcome(outcome: Outcome) -> None:
-        if not sinks:
-            open_outputs()
-        for add in adds:
-            add(outcome)
+        outputs.add(outcome)
         progress.update(outcome)
 
     def on_engine(engine: Engine) -> None:
         progress.throttled = engine.throttled_accounts
 
     def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
-        if not sinks:
-            open_outputs()
-        for flush in flushes:
-            flush()
+        outputs.flush()
         flush_logs()
         if progress.enabled:
             progress.refresh()  # which writes what stdout buffered first
@@ -775,7 +759,7 @@ def _run(
         count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:
-        close_all(open_outputs(), None)  # the run broke off: no summary line
+        close_all(outputs.opened(), None)  # the run broke off: no summary line
         raise
     finally:
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
@@ -786,7 +770,7 @@ def _run(
     # closed last of the files, the final one.
     ended = summary.started_at + summary.duration_s
     close_all(
-        open_outputs(),
+        outputs.opened(),
         End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
     )
     return lost.exit_code(ran)
