@@ -60,7 +60,8 @@ test-fast: install
 # them today, ignoring the lock: a virtualenv of its own, made anew each time.
 test-latest: $(UV_STAMP)
 	$(UV) venv --quiet --clear --python $(PYTHON) .venv-latest
-	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest -e '.[test,docs,postgresql]'
+	$(UV) pip install --quiet --python .venv-latest/bin/python --refresh --resolution highest \
+		--config-settings-package batchsync:editable_mode=compat -e '.[test,docs,postgresql]'
 	$(UV) pip list --python .venv-latest/bin/python | grep -i -E '^(aiohttp|anyio|msgspec|pyyaml|shtab|pyahocorasick|uvloop|tomlkit|ruamel-yaml|psycopg|properdocs) '
 	.venv-latest/bin/python -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
