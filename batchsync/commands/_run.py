@@ -679,13 +679,20 @@ def _run(
     lost = Lost(out)
     started = time.time()
 
-    def begun() -> Start:
-        """What the sinks are told of the run as it started."""
-        digest = group = ""
-        if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
-            from batchsync.history.store import group_key, inventory_hash
+    digests: list[str] = []
 
-            digest = inventory_hash(settings.inventory)
+    def begun(history: bool = True) -> Start:
+        """What the sinks are told of the run as it started; the inventory's digest only where
+        the run history (``history``) or a shard's group (for report merge) needs it."""
+        if not digests and ((history and o.history_at is not None) or shard is not None):
+            from batchsync.history.store import inventory_hash
+
+            digests.append(inventory_hash(settings.inventory))
+        digest = digests[0] if digests and (history or shard is not None) else ""
+        group = ""
+        if shard is not None:
+            from batchsync.history.store import group_key
+
             group = group_key(shard, digest, started)
         return Start(
             mode=mode,
@@ -701,12 +708,10 @@ def _run(
 
     # The report is made now: one that cannot be stops the run before anything is sent. The
     # other outputs are opened once its first request is on its way (see commands._outputs).
-    start = begun() if o.report else None
     report = None
     if o.report:
-        assert start is not None
         try:
-            report = open_report(o.report, start, lost)
+            report = open_report(o.report, begun(history=False), lost)
         except OSError as exc:
             print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
             record_not_started(o.metrics, mode, inventory=settings.inventory)
@@ -715,7 +720,7 @@ def _run(
     def build(err: IO[str]) -> list[Sink]:
         return build_sinks(
             o,
-            start or begun(),
+            begun(),
             lost,
             out=out,
             err=err,

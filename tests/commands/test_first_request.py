@@ -107,8 +107,11 @@ def test_the_first_request_goes_before_the_history_and_the_outputs_are_opened(tm
 
 def test_the_report_is_made_before_the_first_request(tmp_path: Path) -> None:
     # A report that cannot be written stops the run before anything is sent: it is opened first.
-    report = tmp_path / "report.jsonl"
-    seen = at_first_request(tmp_path, "--no-history", "--report", str(report), files=[str(report)])
+    # The run history is not opened for it (its header needs no digest of the inventory).
+    report, history = tmp_path / "report.jsonl", tmp_path / "history.sqlite3"
+    seen = at_first_request(
+        tmp_path, "--history", str(history), "--report", str(report), files=[str(report), str(history)]
+    )
     assert seen["files"] == [str(report)]
     assert seen["imported"] == ["batchsync.outputs.report"], seen
     assert json.loads(report.read_text().splitlines()[0])["header"] is True
