@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from batchsync import __version__, eventloop
+from batchsync import __version__, eventloop, gcpolicy
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST, describe
 from batchsync.usage import UsageError, shown
 
@@ -231,6 +231,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # The one place a Namespace is read: each command turns it into its typed settings.
         settings = command.settings(args)
         eventloop.choice()  # a $BATCHSYNC_EVENT_LOOP that names no loop: a usage error before anything runs
+        gcpolicy.started()  # start-up is over (see entry): the command's own policy from here
         return int(command.run(settings))
     except UsageError as exc:
         print(f"batchsync: {shown(str(exc))}", file=sys.stderr)
@@ -248,6 +249,9 @@ def entry() -> None:
     large run only delays the exit (0.1 s at 3,000 integrations, more at 100,000), which
     is the time a scheduler waits for the next job.
     """
+    # No cyclic collection while the command's modules are imported and its settings made;
+    # what that makes is frozen once the command starts (batchsync.gcpolicy.started).
+    gcpolicy.starting()
     _standard_streams()
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A locale whose encoding lacks a character of a status name (Latin-1, ASCII):

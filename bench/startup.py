@@ -21,6 +21,9 @@ from pathlib import Path
 from bench.common import PYTHON, ROOT, WORK, Row, SandboxProcess, log, med, run_measured, sandbox, write_inventory
 
 RUNS = 10
+# First-request pairs: more of them, for a median that a shared machine's noise moves less (each
+# pair's ratio varies by +-10% from one run to the next; the target has a few percent to spare).
+FIRST_RUNS = 20
 FIRST_TARGET = 1.0  # batchsync's first request no later than the bare one-GET script's
 # `make bench` before issue 17 (bench/results.md of 9b09b42): the medians above `python -c pass`.
 BEFORE_MS = {"version": 28.0, "validate": 74.0}
@@ -101,16 +104,19 @@ def run(notes: list[str]) -> list[Row]:
     times: dict[str, list[float]] = {k: [] for k in cmds}
     first: dict[str, list[float]] = {f"{name} {kind}": [] for name in installs for kind in ("apply", "bare")}
     with sandbox(small, "--in-sync", "1", server="bench.arrivals") as box:
-        for _ in range(RUNS):
-            for key, cmd in cmds.items():
+        for i in range(max(RUNS, FIRST_RUNS)):
+            for key, cmd in cmds.items() if i < RUNS else ():
                 m = run_measured(cmd, timeout=60)
                 if m.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)} exited {m.returncode}: {m.stderr[-500:]}")
                 times[key].append(m.wall * 1000)
             for name, bindir in installs.items():
                 apply = [str(bindir / "batchsync"), "apply", str(small), "--base-url", box.url, "--quiet"]
-                first[f"{name} apply"].append(first_request(box, apply))
-                first[f"{name} bare"].append(first_request(box, [str(bindir / "python"), "-c", BARE_FIRST, box.url]))
+                bare = [str(bindir / "python"), "-c", BARE_FIRST, box.url]
+                # Each side first every other time: whatever the first of two runs pays (a cache
+                # the other warms, a clock that ramps up) falls on both alike.
+                for kind, cmd in (("apply", apply), ("bare", bare))[:: 1 if i % 2 == 0 else -1]:
+                    first[f"{name} {kind}"].append(first_request(box, cmd))
     rows = []
     extras: list[str] = []
     for name in installs:
@@ -136,9 +142,10 @@ def run(notes: list[str]) -> list[Row]:
         f"interleaved runs each; 'as before' is the median above `python -c pass` that `make bench` measured "
         f"before issue 17 (editable install: --version +{BEFORE_MS['version']:.0f} ms, validate "
         f"+{BEFORE_MS['validate']:.0f} ms); now {', '.join(extras)}. First request: `batchsync apply` on {SMALL} "
-        f"in-sync integrations of one account, from spawn (time.monotonic() before Popen) to the arrival of its "
-        f"first request (the pre-flight GET /integrations) as bench.arrivals stamps it (the same clock); the "
-        f"reference is a bare aiohttp script that sends one GET, spawned the same way; both with "
-        f"PYTHONDONTWRITEBYTECODE=1, so neither writes a .pyc: each runs on what its install compiled."
+        f"in-sync integrations of one account, {FIRST_RUNS} interleaved pairs, from spawn (time.monotonic() before "
+        f"Popen) to the arrival of its first request (the pre-flight GET /integrations) as bench.arrivals stamps "
+        f"it (the same clock); the reference is a bare aiohttp script that sends one GET, spawned the same way, "
+        f"in the same venv (its start-up, .pth files included, is the same); both with PYTHONDONTWRITEBYTECODE=1, "
+        f"so neither writes a .pyc: each runs on what its install compiled."
     )
     return rows

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 import anyio
 import msgspec
 
-from batchsync import eventloop, usage
+from batchsync import eventloop, gcpolicy, usage
 from batchsync.commands._arguments import (
     base_url,
     duration,
@@ -36,6 +36,7 @@ from batchsync.commands._arguments import (
     shard_from_args,
     since_value,
 )
+from batchsync.commands._outputs import Batched, Outputs
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -47,11 +48,11 @@ from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
 from batchsync.model import Account, Inventory, Job, NotifyRoute, OAuth2Credentials
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
+from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs, open_report
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.progress import Progress
 from batchsync.outputs.sanitize import Sanitizer
-from batchsync.outputs.sink import End, Lost, OutputError, Start, close_all
+from batchsync.outputs.sink import End, Lost, OutputError, Sink, Start, close_all
 from batchsync.outputs.terminal import Screen
 from batchsync.redact import Redactor
 from batchsync.urls import in_clear
@@ -261,10 +262,12 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
     """plan and apply: load, select, run the engine, drive the sinks; the exit code. A usage
     error or an invalid inventory is recorded in the metrics file as exit 2.
     ``last_run_start``: see :data:`LastRunStart` (``--with-health``)."""
-    from batchsync.commands import _saved
-
     try:
-        plan = _saved.read(settings.plan, settings.max_age) if settings.plan else None
+        plan = None
+        if settings.plan:  # a saved plan's modules only for apply --plan and plan --out
+            from batchsync.commands import _saved
+
+            plan = _saved.read(settings.plan, settings.max_age)
         loaded = load_selected(settings)
         if isinstance(loaded, int):
             if loaded == EXIT_NOT_STARTED:  # an invalid inventory
@@ -273,9 +276,12 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
         inv, jobs, shard = loaded
         saved = None
         if plan is not None:
+            from batchsync.commands import _saved
+
             jobs, saved = _saved.for_apply(plan, inv, quiet=settings.outputs.quiet)
         elif settings.outputs.plan_out:
             shard_given = str(settings.shard) if settings.shard is not None else None
+            from batchsync.commands import _saved
             from batchsync.inventory.plan import Selection
 
             selection = Selection(settings.limit, shard_given, settings.retry_failed)
@@ -304,14 +310,19 @@ def rare_gc() -> Iterator[None]:
     Python's default threshold the cyclic GC ran every few requests and took about a
     tenth of the CPU of a run with limits off. What was loaded before (the inventory) is
     frozen out of collections for the run's length, without a full collection first:
-    that would only delay the first request.
+    that would only delay the first request. Until the engine starts (:func:`execute`
+    calls ``gcpolicy.started``), no collection at all: the event loop's and the HTTP
+    client's modules are imported then, and each collection would only delay the first
+    request; what they made is frozen too.
     """
     saved = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(saved[0], GC_THRESHOLD), *saved[1:])
+    gcpolicy.starting()
     try:
         yield
     finally:
+        gcpolicy.started()  # when the run broke off before its engine started
         gc.set_threshold(*saved)
         gc.unfreeze()
 
@@ -418,6 +429,7 @@ async def execute(
         engine.carried = carried
         if settings.options.preflight:
             engine.declared = declared_ids(inv)
+        gcpolicy.started()  # see rare_gc: collections from here
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
@@ -545,6 +557,8 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
 
 def webhooks(settings: RunSettings) -> list[Webhook]:
     """``--notify`` values resolved now: a missing variable is found before the run, not after."""
+    if not settings.outputs.notify:
+        return []
     from batchsync.outputs.notify import WebhookError, resolve_webhook
 
     try:
@@ -648,35 +662,6 @@ def run_command(
         return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
 
 
-class Batched:
-    """The sinks' ``add``, in batches: the run's timer delivers what gathered (``deliver``),
-    and a failure goes at once, with what came before it (``-q`` prints it as it happens).
-
-    Each sink's code then runs over many outcomes in a row, not between two requests'
-    worth of the HTTP client's code, which evicts it from the processor's caches: that
-    cost a third of the sinks' CPU per outcome. The order of the outcomes is kept."""
-
-    __slots__ = ("adds", "pending")
-
-    def __init__(self, adds: Sequence[Callable[[Outcome], None]]) -> None:
-        self.adds = adds
-        self.pending: list[Outcome] = []
-
-    def add(self, outcome: Outcome) -> None:
-        self.pending.append(outcome)
-        if outcome.result == "failed":
-            self.deliver()
-
-    def deliver(self) -> None:
-        if not self.pending:
-            return
-        batch = self.pending
-        self.pending = []
-        for add in self.adds:
-            for outcome in batch:
-                add(outcome)
-
-
 def _run(
     settings: RunSettings,
     inv: Inventory,
@@ -692,51 +677,69 @@ def _run(
     mode, o = settings.command, settings.outputs
     out = Screen(sys.stdout)
     lost = Lost(out)
-    limits = {name: a.limits for name, a in inv.accounts.items()}
     started = time.time()
-    digest = group = ""
-    if o.history_at is not None or shard is not None:  # a shard's report carries its group, for report merge
-        from batchsync.history.store import group_key, inventory_hash
 
-        digest = inventory_hash(settings.inventory)
-        group = group_key(shard, digest, started)
-    start = Start(
-        mode=mode,
-        started_at=started,
-        inventory=settings.inventory,
-        selected=len(jobs) + len(blocked),
-        shard=shard,
-        limits=limits,
-        plan=saved.header if saved is not None else None,
-        inventory_sha256=digest,
-        group=group,
-    )
-    context = saved.context if saved is not None else None
-    try:
-        sinks = build_sinks(
+    digests: list[str] = []
+
+    def begun(history: bool = True) -> Start:
+        """What the sinks are told of the run as it started; the inventory's digest only where
+        the run history (``history``) or a shard's group (for report merge) needs it."""
+        if not digests and ((history and o.history_at is not None) or shard is not None):
+            from batchsync.history.store import inventory_hash
+
+            digests.append(inventory_hash(settings.inventory))
+        digest = digests[0] if digests and (history or shard is not None) else ""
+        group = ""
+        if shard is not None:
+            from batchsync.history.store import group_key
+
+            group = group_key(shard, digest, started)
+        return Start(
+            mode=mode,
+            started_at=started,
+            inventory=settings.inventory,
+            selected=len(jobs) + len(blocked),
+            shard=shard,
+            limits={name: a.limits for name, a in inv.accounts.items()},
+            plan=saved.header if saved is not None else None,
+            inventory_sha256=digest,
+            group=group,
+        )
+
+    # The report is made now: one that cannot be stops the run before anything is sent. The
+    # other outputs are opened once its first request is on its way (see commands._outputs).
+    report = None
+    if o.report:
+        try:
+            report = open_report(o.report, begun(history=False), lost)
+        except OSError as exc:
+            print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
+            record_not_started(o.metrics, mode, inventory=settings.inventory)
+            return EXIT_NOT_STARTED
+
+    def build(err: IO[str]) -> list[Sink]:
+        return build_sinks(
             o,
-            start,
+            begun(),
             lost,
             out=out,
-            err=sys.stderr,
+            err=err,
             redact=redactor,
             hooks=hooks,
             selected_ids=(j.integration_id for j in (*jobs, *blocked)),  # a blocked account's streaks too
             routes=routes,
-            plan=context,
+            plan=saved.context if saved is not None else None,
+            report=report,
         )
-    except OSError as exc:
-        print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
-        record_not_started(o.metrics, mode, inventory=settings.inventory)
-        return EXIT_NOT_STARTED
+
     # A progress line only for a person at a terminal: not with -q, JSON output or JSON logs.
     plain = not (o.quiet or o.format == "json" or o.log_format == "json")
     progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
-    batched = Batched([sink.add for sink in sinks])
+    outputs = Outputs(build, sys.stderr, progress.clear)
+    batched = Batched([outputs.add])
     deliver = batched.deliver
-    flushes = [sink.flush for sink in sinks]
 
     def on_outcome(outcome: Outcome) -> None:
         batched.add(outcome)
@@ -747,8 +750,7 @@ def _run(
 
     def tick() -> None:  # a few times a second: the report to disk, the log and the terminal redrawn
         deliver()
-        for flush in flushes:
-            flush()
+        outputs.flush()
         flush_logs()
         if progress.enabled:
             progress.refresh()  # which writes what stdout buffered first
@@ -769,7 +771,7 @@ def _run(
         try:
             deliver()
         finally:
-            close_all(sinks, None)  # the run broke off: no summary line
+            close_all(outputs.opened(), None)  # the run broke off: no summary line
         raise
     finally:
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
@@ -780,6 +782,7 @@ def _run(
     # closed last of the files, the final one.
     ended = summary.started_at + summary.duration_s
     close_all(
-        sinks, End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended)
+        outputs.opened(),
+        End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
     )
     return lost.exit_code(ran)

@@ -13,7 +13,6 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import msgspec
 
-from batchsync.outputs.report import ReportWriter
 from batchsync.outputs.sink import Lost, LostNotice, Sink, Start, check_output
 from batchsync.outputs.terminal import Screen, Terminal
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from batchsync.model import NotifyRoute
     from batchsync.outputs.notify import NotifyFormat, NotifyOn, Webhook
     from batchsync.outputs.plan import PlanContext
+    from batchsync.outputs.report import ReportWriter
 
 Format = Literal["text", "json"]
 LogFormat = Literal["text", "json"]
@@ -69,6 +69,14 @@ def check_outputs(settings: OutputSettings, protected: Iterable[str], reader: st
         check_output(flag, path, kept, reader)
 
 
+def open_report(path: str, start: Start, lost: Lost) -> ReportWriter:
+    """The sink of ``--report``, its file made and its header written; OSError when it
+    cannot be: the command cannot start."""
+    from batchsync.outputs.report import ReportWriter
+
+    return ReportWriter.open(path, start, lost)
+
+
 def build_sinks(
     settings: OutputSettings,
     start: Start,
@@ -83,6 +91,7 @@ def build_sinks(
     history_command: str | None = None,
     history_key: str | None = None,
     selected_ids: Iterable[int] | None = None,
+    report: ReportWriter | None = None,
 ) -> list[Sink]:
     """The sinks, in the order they are closed: JUnit, then the metrics (the exit code as it
     stands), the terminal, the HTML page (the code as it stands), the saved plan (``plan``:
@@ -93,8 +102,11 @@ def build_sinks(
     request's delay). The run history (closed just before the report) is opened first: the
     terminal, the HTML page and the notifications say what was failing before this run.
     ``history_command``/``history_key``: the command it records (report merge) and the key
-    that records one run once; ``selected_ids``: the integrations whose streaks it reads."""
-    report = ReportWriter.open(settings.report, start, lost) if settings.report else None
+    that records one run once; ``selected_ids``: the integrations whose streaks it reads.
+    ``report``: the report, opened already (:func:`open_report`; a run opens it before its
+    first request and the rest after); else opened here when asked for."""
+    if report is None and settings.report:
+        report = open_report(settings.report, start, lost)
     sinks: list[Sink] = []
     history = None
     if settings.history_at is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import io
 import os
 import re
@@ -23,7 +24,13 @@ from batchsync.text import BEYOND_C0
 __all__ = ["discard_stdout", "is_utf8", "json_for"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-_CONTROL = re.compile(f"[{BEYOND_C0}]+")
+
+
+@functools.cache
+def _controls() -> re.Pattern[str]:
+    """The rule's characters that JSON lets through raw: compiled at first use, not at every
+    start (its ranges beyond Latin-1 cost 0.4 ms to compile)."""
+    return re.compile(f"[{BEYOND_C0}]+")
 
 
 def is_utf8(stream: Any) -> bool:
@@ -48,7 +55,7 @@ def json_for(stream: Any, text: str) -> str:
     bidi characters: a terminal acts on some) are written as ``\\uXXXX`` either way, which
     is the same JSON: they can only be inside strings."""
     if not text.isascii() or "\x7f" in text:
-        text = _CONTROL.sub(_escape, text)
+        text = _controls().sub(_escape, text)
     if text.isascii() or is_utf8(stream):
         return text
     return _NON_ASCII.sub(_escape, text)

@@ -143,7 +143,7 @@ def test_a_report_that_is_not_utf8_names_its_line_and_byte(
 
 
 def test_the_sinks_take_outcomes_in_batches_in_order_and_a_failure_at_once() -> None:
-    from batchsync.commands._run import Batched
+    from batchsync.commands._outputs import Batched
     from batchsync.outcome import Outcome
 
     report: list[Outcome] = []
