@@ -14,7 +14,13 @@ import pytest
 
 from batchsync.diff import Change, MappingChange
 from batchsync.health import Health
+from batchsync.history.db import iso
+from batchsync.history.queries import Streak
 from batchsync.outcome import RESULTS, AccountStats, ErrorInfo, Outcome, Result, Summary
+from batchsync.outputs import html_history
+from batchsync.outputs.history import Recall
+from batchsync.outputs.html import Html, render
+from batchsync.outputs.html_parts import RunInfo, _e
 from batchsync.outputs.junit import JUnit, add_gaps, junit_bytes, junit_document
 from batchsync.outputs.sink import End, Lost, Part, Start
 from batchsync.outputs.spool import Spool
@@ -192,3 +198,50 @@ def test_a_spool_reads_its_parts_back_by_group_then_key_ties_in_arrival_order(tm
         assert list(spool.parts("c")) == []
         spool.close()
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the HTML page --------------------------------------------------------------------------
+
+FOOTER = re.compile(r"Made by batchsync [^ ]+ on [^.]*\.")
+
+
+def whole_page(outcomes: list[Outcome], summary: Summary, end: End, recall: Recall | None, max_listed: int) -> str:
+    """The page as it was made before its rows were spooled: from the outcomes held."""
+    appendix = ""
+    if recall is not None:
+        memory = recall.summarize(outcomes)
+        appendix = html_history.section(memory, recall.charts, summary, iso(end.started_at), _e)
+    info = RunInfo(exit_code=end.code(), started_at=T0, ended_at=end.ended_at, inventory="inv.toml", appendix=appendix)
+    return render(outcomes, summary, "apply", info, max_listed=max_listed)
+
+
+@pytest.mark.parametrize(("n", "history"), [(0, False), (0, True), (1, False), (400, False), (400, True)])
+def test_the_streamed_page_is_the_whole_pages_text(tmp_path: Path, n: int, history: bool) -> None:
+    outcomes = fleet(n)
+    summary, end = summary_of(outcomes), end_of(summary_of(outcomes))
+    recall = None
+    if history:  # some failing before (one of them recovered now, one still failing), some not
+        known = {o.integration_id: Streak("2026-12-01T02:00:00Z", 3, "g1") for o in outcomes[::7]}
+        recall = Recall(known, "g2", {"acc-1": [{"at": "2026-12-02T02:00:00Z", "changed": 2, "failed": 1}]})
+    path = tmp_path / "page.html"
+    sink = Html(str(path), Start(mode="apply", started_at=T0, inventory="inv.toml"), Lost(), recall=recall)
+    sink.page.max_listed = 37  # type: ignore[union-attr]  # past the listing's bound too
+    for o in outcomes:
+        sink.add(o)
+    sink.close(end)
+    want = whole_page(outcomes, summary, end, recall, 37)
+    assert FOOTER.sub("", path.read_text()) == FOOTER.sub("", want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no spool left behind
+
+
+def test_the_html_sink_holds_no_listed_outcome(tmp_path: Path) -> None:
+    recall = Recall({}, "g")  # a run history: its section keeps every failure's row
+
+    def make() -> Html:
+        return Html(str(tmp_path / "page.html"), Start(mode="apply", started_at=T0), Lost(), recall=recall)
+
+    small, large = held(make, Html.add, many(400)), held(make, Html.add, many(4_000))
+    # Held, the 1,800 more outcomes listed (failed and changed: under the bound of 2,000
+    # each) and the 900 more failures the history's section names are several hundred
+    # bytes each; spooled, 24 bytes of index each.
+    assert (large - small) / 3_600 < 64, (small, large)
