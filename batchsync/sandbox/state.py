@@ -162,10 +162,14 @@ class IntegrationState:
         ]
 
     def encoded_view(self, language: str | None, show_deleted: bool) -> bytes:
+        """The GET's answer, kept from its second read on: a run that reads each integration
+        once (a plan) must not leave a copy of every answer in memory (b"": read once)."""
         key = (language, show_deleted)
         found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = _ENCODER.encode({"data": self.view(language, show_deleted)})
+        if not found:
+            encoded = _ENCODER.encode({"data": self.view(language, show_deleted)})
+            self._cache[key] = b"" if found is None else encoded
+            return encoded
         return found
 
     def overwrite(self, statuses: Iterable[Status], now: str | None = None) -> bool:
@@ -352,8 +356,14 @@ def seed_from_inventory(
     failing, absent = frozenset(failing), frozenset(absent)
     since = utc_now()
     integrations = []
+    # One list per distinct desired list, as the inventory holds them (compact): unpacked
+    # for each integration instead, a fleet's statuses would each be held apart.
+    unpacked: dict[bytes, Statuses] = {}
     for i, job in enumerate(jobs):
-        statuses = job.desired.statuses if i in synced else drift(job.desired.statuses, rng)
+        desired = unpacked.get(job.desired.packed)
+        if desired is None:
+            desired = unpacked[job.desired.packed] = job.desired.statuses
+        statuses = desired if i in synced else drift(desired, rng)
         declared = job.mapping
         mapping = None
         if declared is not None:
