@@ -138,39 +138,71 @@ def pick_name(translations: tuple[Translation, ...], language: str | None) -> st
 
 
 class IntegrationState:
-    """One integration: its description, statuses (in first-posted order) and mapping."""
+    """One integration: its description, statuses (in first-posted order) and mapping.
 
-    __slots__ = ("_cache", "account", "info", "mapping", "statuses")
+    As seeded, its statuses are the seed's list itself, shared with every integration
+    seeded with the same list; they become its own (``StoredStatus`` each, with deletion
+    times) at the first write that reaches them: a fleet that is only read (a plan
+    against the embedded sandbox) is held once per distinct list."""
 
-    def __init__(self, info: OutIntegration, account: str) -> None:
+    __slots__ = ("_cache", "_seeded", "_seen", "_stored", "account", "info", "mapping")
+
+    def __init__(self, info: OutIntegration, account: str, seeded: Statuses = ()) -> None:
         self.info = info
         self.account = account
-        self.statuses: dict[str, StoredStatus] = {}
+        self._seeded: Statuses | None = seeded
+        self._stored: dict[str, StoredStatus] | None = None
         self.mapping: dict[str, str | None] = dict.fromkeys(STATUS_CATEGORIES)
-        # Encoded GET answers by (language, show_deleted); a change clears it.
-        self._cache: dict[tuple[str | None, bool], bytes] = {}
+        # Encoded GET answers by (language, show_deleted), from the second read of one (the
+        # first is only noted in _seen); a change clears them.
+        self._cache: dict[tuple[str | None, bool], bytes] | None = None
+        self._seen: tuple[str | None, bool] | None = None
 
     @property
     def id(self) -> int:
         return self.info.id
 
+    @property
+    def statuses(self) -> dict[str, StoredStatus]:
+        """Its own statuses by external id (made from the seeded list on first use)."""
+        if self._stored is None:
+            self._stored = {s.external_id: StoredStatus(s.translations) for s in self._seeded or ()}
+            self._seeded = None
+        return self._stored
+
     def view(self, language: str | None = None, show_deleted: bool = False) -> list[OutStatus]:
+        if self._stored is None:  # as seeded: none deleted (a later duplicate id wins, in the first's place)
+            seeded = {s.external_id: s.translations for s in self._seeded or ()}
+            return [OutStatus(ext, pick_name(trs, language), None, trs) for ext, trs in seeded.items()]
         return [
             OutStatus(ext, pick_name(s.translations, language), s.deleted_at, s.translations)
-            for ext, s in self.statuses.items()
+            for ext, s in self._stored.items()
             if show_deleted or s.deleted_at is None
         ]
 
     def encoded_view(self, language: str | None, show_deleted: bool) -> bytes:
         """The GET's answer, kept from its second read on: a run that reads each integration
-        once (a plan) must not leave a copy of every answer in memory (b"": read once)."""
+        once (a plan) must not leave a copy of every answer in memory."""
         key = (language, show_deleted)
-        found = self._cache.get(key)
-        if not found:
-            encoded = _ENCODER.encode({"data": self.view(language, show_deleted)})
-            self._cache[key] = b"" if found is None else encoded
-            return encoded
-        return found
+        if self._cache is not None:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+        encoded = _ENCODER.encode({"data": self.view(language, show_deleted)})
+        if self._seen == key:
+            if self._cache is None:
+                self._cache = {}
+            self._cache[key] = encoded
+        else:
+            self._seen = _KEYS.get(key) or (_KEYS.setdefault(key, key) if len(_KEYS) < 64 else key)
+        return encoded
+
+    def _valid(self, external_id: str) -> bool:
+        """Whether a mapping item pointing at ``external_id`` is valid: it is there, not deleted."""
+        if self._stored is None:
+            return any(s.external_id == external_id for s in self._seeded or ())
+        stored = self._stored.get(external_id)
+        return stored is not None and stored.deleted_at is None
 
     def overwrite(self, statuses: Iterable[Status], now: str | None = None) -> bool:
         """Apply a POST: the list replaces what is there; True if anything changed."""
@@ -192,7 +224,7 @@ class IntegrationState:
                 old.deleted_at = stamp
                 changed = True
         if changed:
-            self._cache.clear()
+            self._cache = self._seen = None
         return changed
 
     def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> bool:
@@ -211,13 +243,13 @@ class IntegrationState:
         out = []
         for category in STATUS_CATEGORIES:
             ext = self.mapping[category]
-            stored = self.statuses.get(ext) if ext is not None else None
-            valid = ext is None or (stored is not None and stored.deleted_at is None)
+            valid = ext is None or self._valid(ext)
             out.append({"status_category": category, "external_id": ext, "is_valid": valid})
         return {"integration_id": self.id, "mapping": out}
 
 
 _ENCODER = msgspec.json.Encoder()
+_KEYS: dict[tuple[str | None, bool], tuple[str | None, bool]] = {}  # the few (language, show_deleted) asked, held once
 
 
 class Store:
@@ -249,11 +281,14 @@ class Store:
                 failing_since=spec.failing_since,
                 last_fetch=spec.last_fetch or started,
             )
-            state = IntegrationState(info, spec.account)
-            state.overwrite(spec.deleted_statuses, started)
-            state.overwrite((), started)
-            for s in spec.statuses:
-                state.statuses[s.external_id] = StoredStatus(s.translations)
+            if spec.deleted_statuses:  # deleted ones first, then the current list over them
+                state = IntegrationState(info, spec.account)
+                state.overwrite(spec.deleted_statuses, started)
+                state.overwrite((), started)
+                for s in spec.statuses:
+                    state.statuses[s.external_id] = StoredStatus(s.translations)
+            else:  # the seed's list itself, shared until a write
+                state = IntegrationState(info, spec.account, spec.statuses)
             if spec.mapping:
                 unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
                 if unknown:
@@ -276,6 +311,9 @@ class Store:
         return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
 
 
+_EXTRA = Status(EXTRA_STATUS_ID, (Translation("Legacy status", "en-gb"),))  # the stale one, held once
+
+
 def drift(desired: Statuses, rng: random.Random) -> Statuses:
     """A believable out-of-date state: empty, or one name changed plus a stale extra status."""
     if not desired or rng.random() < 1 / 3:
@@ -286,8 +324,7 @@ def drift(desired: Statuses, rng: random.Random) -> Statuses:
     renamed = tuple(
         Translation(t.status + " (old)", t.language) if i == j else t for i, t in enumerate(target.translations)
     )
-    extra = Status(EXTRA_STATUS_ID, (Translation("Legacy status", "en-gb"),))
-    return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
+    return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], _EXTRA)
 
 
 def drift_mapping(

@@ -3,6 +3,7 @@ once (a plan reads each integration once) is not kept."""
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import msgspec
@@ -35,9 +36,30 @@ def test_an_answer_is_kept_from_its_second_read(tmp_path: Path, monkeypatch: pyt
     state = next(iter(store.integrations.values()))
     answer = state.encoded_view("nl-nl", False)
     assert b"Verzonden" in answer
-    assert not any(state._cache.values())  # read once: nothing kept
+    assert not state._cache  # read once: nothing kept
     assert state.encoded_view("nl-nl", False) == answer
-    assert state._cache[("nl-nl", False)] == answer  # read again: kept
+    assert state._cache is not None and state._cache[("nl-nl", False)] == answer  # read again: kept
     assert state.encoded_view("nl-nl", False) is state._cache[("nl-nl", False)]
     assert state.overwrite(())  # a change forgets it
-    assert state._cache == {} and b"Verzonden" not in state.encoded_view("nl-nl", False)
+    assert not state._cache and b"Verzonden" not in state.encoded_view("nl-nl", False)
+
+
+def test_a_fleet_on_one_list_is_held_once_until_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in inventory_env({"a": 4000}).items():
+        monkeypatch.setenv(name, value)
+    seed = seed_from_inventory(make_inventory(tmp_path, {"a": 4000}), in_sync=1.0)
+    tracemalloc.start()
+    try:
+        store = Store(seed)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # Each integration's description, mapping and index entries; its three statuses (a
+    # StoredStatus each, in a dict of its own) would be some 370 bytes more.
+    assert held / 4000 < 700, held / 4000
+    state = store.integrations[seed.integrations[0].id]
+    assert [s.external_id for s in state.view()] == ["1", "2", "3"]
+    assert state.overwrite(seed.integrations[0].statuses[:2], "2026-12-04T00:00:00Z")  # a write: its own now
+    assert [(s.external_id, s.deleted_at) for s in state.view(show_deleted=True)][-1] == ("3", "2026-12-04T00:00:00Z")
+    other = store.integrations[seed.integrations[1].id]
+    assert [s.external_id for s in other.view()] == ["1", "2", "3"]  # the others keep the list
