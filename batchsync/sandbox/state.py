@@ -145,14 +145,14 @@ class IntegrationState:
     times) at the first write that reaches them: a fleet that is only read (a plan
     against the embedded sandbox) is held once per distinct list."""
 
-    __slots__ = ("_cache", "_seeded", "_seen", "_stored", "account", "info", "mapping")
+    __slots__ = ("_cache", "_mapping", "_seeded", "_seen", "_stored", "account", "info")
 
     def __init__(self, info: OutIntegration, account: str, seeded: Statuses = ()) -> None:
         self.info = info
         self.account = account
         self._seeded: Statuses | None = seeded
         self._stored: dict[str, StoredStatus] | None = None
-        self.mapping: dict[str, str | None] = dict.fromkeys(STATUS_CATEGORIES)
+        self._mapping: dict[str, str | None] | None = None  # None: nothing mapped yet (made at the first change)
         # Encoded GET answers by (language, show_deleted), from the second read of one (the
         # first is only noted in _seen); a change clears them.
         self._cache: dict[tuple[str | None, bool], bytes] | None = None
@@ -161,6 +161,11 @@ class IntegrationState:
     @property
     def id(self) -> int:
         return self.info.id
+
+    @property
+    def mapping(self) -> dict[str, str | None]:
+        """Each category's external id (None: not mapped); a copy while nothing is mapped."""
+        return dict.fromkeys(STATUS_CATEGORIES) if self._mapping is None else self._mapping
 
     @property
     def statuses(self) -> dict[str, StoredStatus]:
@@ -232,7 +237,9 @@ class IntegrationState:
         changed = False
         for category, external_id in items:
             if self.mapping[category] != external_id:
-                self.mapping[category] = external_id
+                if self._mapping is None:
+                    self._mapping = dict.fromkeys(STATUS_CATEGORIES)
+                self._mapping[category] = external_id
                 changed = True
         return changed
 
@@ -242,7 +249,7 @@ class IntegrationState:
         POST revives that status. A null item is valid (it points at nothing)."""
         out = []
         for category in STATUS_CATEGORIES:
-            ext = self.mapping[category]
+            ext = self._mapping[category] if self._mapping is not None else None
             valid = ext is None or self._valid(ext)
             out.append({"status_category": category, "external_id": ext, "is_valid": valid})
         return {"integration_id": self.id, "mapping": out}
