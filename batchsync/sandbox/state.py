@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +18,7 @@ import msgspec
 
 from batchsync.files import not_utf8
 from batchsync.inventory.documents import json_problem
-from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials
+from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials, pack, unpack
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 OTHER_SYSTEM = "woocommerce"
@@ -147,10 +147,12 @@ class IntegrationState:
 
     __slots__ = ("_cache", "_mapping", "_seeded", "_seen", "_stored", "account", "info")
 
-    def __init__(self, info: OutIntegration, account: str, seeded: Statuses = ()) -> None:
+    def __init__(self, info: OutIntegration, account: str, seeded: Statuses | bytes = ()) -> None:
         self.info = info
         self.account = account
-        self._seeded: Statuses | None = seeded
+        # As seeded: a list shared by several integrations, or one of its own in the
+        # inventory's compact form (model.pack), unpacked when read.
+        self._seeded: Statuses | bytes | None = seeded
         self._stored: dict[str, StoredStatus] | None = None
         self._mapping: dict[str, str | None] | None = None  # None: nothing mapped yet (made at the first change)
         # Encoded GET answers by (language, show_deleted), from the second read of one (the
@@ -171,13 +173,17 @@ class IntegrationState:
     def statuses(self) -> dict[str, StoredStatus]:
         """Its own statuses by external id (made from the seeded list on first use)."""
         if self._stored is None:
-            self._stored = {s.external_id: StoredStatus(s.translations) for s in self._seeded or ()}
+            self._stored = {s.external_id: StoredStatus(s.translations) for s in self._as_seeded()}
             self._seeded = None
         return self._stored
 
+    def _as_seeded(self) -> Statuses:
+        seeded = self._seeded
+        return unpack(seeded) if isinstance(seeded, bytes) else seeded or ()
+
     def view(self, language: str | None = None, show_deleted: bool = False) -> list[OutStatus]:
         if self._stored is None:  # as seeded: none deleted (a later duplicate id wins, in the first's place)
-            seeded = {s.external_id: s.translations for s in self._seeded or ()}
+            seeded = {s.external_id: s.translations for s in self._as_seeded()}
             return [OutStatus(ext, pick_name(trs, language), None, trs) for ext, trs in seeded.items()]
         return [
             OutStatus(ext, pick_name(s.translations, language), s.deleted_at, s.translations)
@@ -205,7 +211,7 @@ class IntegrationState:
     def _valid(self, external_id: str) -> bool:
         """Whether a mapping item pointing at ``external_id`` is valid: it is there, not deleted."""
         if self._stored is None:
-            return any(s.external_id == external_id for s in self._seeded or ())
+            return any(s.external_id == external_id for s in self._as_seeded())
         stored = self._stored.get(external_id)
         return stored is not None and stored.deleted_at is None
 
@@ -262,7 +268,9 @@ _KEYS: dict[tuple[str | None, bool], tuple[str | None, bool]] = {}  # the few (l
 class Store:
     """All accounts and integrations of one sandbox; ValueError on a seed that contradicts itself."""
 
-    def __init__(self, seed: Seed) -> None:
+    def __init__(self, seed: Seed, seeded: Iterable[tuple[IntegrationSeed, Statuses | bytes]] | None = None) -> None:
+        """``seeded``: the integrations one at a time, each with its list (then the seed's
+        own are ignored): an inventory's fleet is never held twice (see :func:`fleet_of`)."""
         self.accounts: dict[str, AccountSeed] = {}
         client_ids: set[str] = set()
         for acc in seed.accounts:
@@ -275,7 +283,8 @@ class Store:
             self.accounts[acc.name] = acc
         self.integrations: dict[int, IntegrationState] = {}
         started = utc_now()
-        for spec in seed.integrations:
+        pairs = ((spec, spec.statuses) for spec in seed.integrations) if seeded is None else seeded
+        for spec, statuses in pairs:
             if spec.account not in self.accounts:
                 raise ValueError(f"integration {spec.id}: unknown account {spec.account!r}")
             if spec.id in self.integrations:
@@ -295,7 +304,7 @@ class Store:
                 for s in spec.statuses:
                     state.statuses[s.external_id] = StoredStatus(s.translations)
             else:  # the seed's list itself, shared until a write
-                state = IntegrationState(info, spec.account, spec.statuses)
+                state = IntegrationState(info, spec.account, statuses)
             if spec.mapping:
                 unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
                 if unknown:
@@ -384,48 +393,80 @@ def seed_from_inventory(
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
     """
+    accounts, pairs = fleet_of(inventory, in_sync=in_sync, seed=seed, systems=systems, failing=failing, absent=absent)
+    integrations = tuple(
+        msgspec.structs.replace(spec, statuses=unpack(statuses) if isinstance(statuses, bytes) else statuses)
+        for spec, statuses in pairs
+    )
+    return Seed(accounts, integrations)
+
+
+def fleet_of(
+    inventory: Inventory,
+    *,
+    in_sync: float = 0.0,
+    seed: int = 0,
+    systems: dict[int, str] | None = None,
+    failing: Iterable[int] = (),
+    absent: Iterable[int] = (),
+) -> tuple[tuple[AccountSeed, ...], Iterator[tuple[IntegrationSeed, Statuses | bytes]]]:
+    """What :func:`seed_from_inventory` seeds, one integration at a time: its seed (its
+    ``statuses`` left empty) and its list, a list several integrations share once for all
+    of them, a list of its own in the compact form (model.pack): what a sandbox inside
+    the run holds of a fleet. ValueError at once on an inventory with problems."""
     if inventory.problems:
         raise ValueError(f"{inventory.path}: the inventory has {len(inventory.problems)} problem(s)")
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
+    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
+    return accounts, _fleet(inventory, in_sync, seed, systems or {}, frozenset(failing), frozenset(absent))
+
+
+def _fleet(
+    inventory: Inventory,
+    in_sync: float,
+    seed: int,
+    systems: dict[int, str],
+    failing: frozenset[int],
+    absent: frozenset[int],
+) -> Iterator[tuple[IntegrationSeed, Statuses | bytes]]:
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
     # A second stream, so that declaring mappings does not change how the statuses drift.
     mapping_rng = random.Random(f"batchsync-sandbox-mapping:{seed}")
-    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
     jobs = sorted(inventory.jobs, key=lambda j: j.integration_id)
     order = list(range(len(jobs)))
     rng.shuffle(order)
     synced = set(order[: round(in_sync * len(jobs))])
-    systems = systems or {}
-    failing, absent = frozenset(failing), frozenset(absent)
     since = utc_now()
-    integrations = []
-    # One list per distinct desired list, as the inventory holds them (compact): unpacked
-    # for each integration instead, a fleet's statuses would each be held apart.
+    # A list several integrations share, unpacked once for all of them; one of its own
+    # stays packed (the inventory's bytes when in sync, its drift packed anew).
     unpacked: dict[bytes, Statuses] = {}
     for i, job in enumerate(jobs):
-        desired = unpacked.get(job.desired.packed)
-        if desired is None:
-            desired = unpacked[job.desired.packed] = job.desired.statuses
-        statuses = desired if i in synced else drift(desired, rng)
+        desired = job.desired
+        wanted = unpacked.get(desired.packed)
+        if wanted is None:
+            wanted = desired.statuses
+            if desired.shared:
+                unpacked[desired.packed] = wanted
+        statuses = wanted if i in synced else drift(wanted, rng)
         declared = job.mapping
         mapping = None
         if declared is not None:
-            wanted: dict[str, str | None] = declared.as_dict()
-            mapping = wanted if i in synced else drift_mapping(wanted, statuses, mapping_rng)
+            want: dict[str, str | None] = declared.as_dict()
+            mapping = want if i in synced else drift_mapping(want, statuses, mapping_rng)
         if job.integration_id in absent:
             continue
-        integrations.append(
-            IntegrationSeed(
-                id=job.integration_id,
-                account=job.account,
-                statuses=statuses,
-                system=systems.get(job.integration_id, PRESTASHOP_V2),
-                failing_since=since if job.integration_id in failing else None,
-                mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
-            )
+        spec = IntegrationSeed(
+            id=job.integration_id,
+            account=job.account,
+            system=systems.get(job.integration_id, PRESTASHOP_V2),
+            failing_since=since if job.integration_id in failing else None,
+            mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
         )
-    return Seed(accounts, tuple(integrations))
+        if desired.shared or not statuses:
+            yield spec, statuses
+        else:
+            yield spec, desired.packed if statuses is wanted else pack(statuses)
 
 
 DEMO_PUBLIC_KEY = "demo-public-key"

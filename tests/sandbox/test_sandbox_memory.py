@@ -10,6 +10,8 @@ import msgspec
 import pytest
 from inventory_factory import inventory_env, make_inventory
 
+from batchsync.sandbox.config import SandboxConfig
+from batchsync.sandbox.server import Sandbox
 from batchsync.sandbox.state import Store, seed_from_inventory
 
 
@@ -71,3 +73,37 @@ def state_mapping_is_empty(store: Store) -> bool:
     state = next(iter(store.integrations.values()))
     items = state.mapping_view()["mapping"]
     return isinstance(items, list) and all(i["external_id"] is None and i["is_valid"] for i in items)
+
+
+def test_a_sandbox_seeded_from_an_inventory_serves_what_its_seed_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built one integration at a time, lists of their own held packed: the same state as
+    the Seed that seed_from_inventory makes (and a seed file would hold)."""
+    for name, value in inventory_env({"a": 30, "b": 30}).items():
+        monkeypatch.setenv(name, value)
+    own = [
+        {
+            "id": 5000 + k,
+            "account": "a" if k % 2 else "b",
+            "statuses": [
+                {"external_id": f"s{k}", "translations": [{"status": f"Own {k}", "language": "en-gb"}]},
+                {"external_id": "2", "translations": [{"status": "Sent", "language": "en-gb"}]},
+            ],
+            "mapping": {"CANCEL": f"s{k}"},
+        }
+        for k in range(40)
+    ]
+    inv = make_inventory(tmp_path, {"a": 30, "b": 30}, extra=own)
+    config = SandboxConfig(in_sync=0.5, seed=3, absent_ids=frozenset({5001, 1003}))
+    sandbox = Sandbox(inv, config)
+    expected = Store(seed_from_inventory(inv, in_sync=0.5, seed=3, absent=(5001, 1003)))
+    assert msgspec.json.encode(sandbox.store.snapshot()) == msgspec.json.encode(expected.snapshot())
+    assert sandbox.store.mappings() == expected.mappings()
+    assert sandbox.store.listing_ids == expected.listing_ids
+    packed = [s for s in sandbox.store.integrations.values() if isinstance(s._seeded, bytes)]
+    assert len(packed) > 20  # the lists of their own (a third of the drifted ones drifted to nothing)
+    state = packed[0]  # written: its own statuses from then on, from the packed list
+    before = [s.external_id for s in state.view()]
+    assert state.overwrite((), "2026-12-04T00:00:00Z")
+    assert [s.external_id for s in state.view(show_deleted=True)] == before
