@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import mmap
 import os
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 
@@ -34,13 +33,9 @@ class Spool:
         )
         self._index: dict[str, array[int]] = {}  # group -> key, offset, length, key, offset, ...
         self._size = 0
-        self._map: mmap.mmap | None = None
         self.count = 0
 
     def add(self, group: str, key: int, data: bytes) -> None:
-        if self._map is not None:  # read already: the map no longer covers the file
-            self._map.close()
-            self._map = None
         self._file.write(data)
         index = self._index.get(group)
         if index is None:
@@ -69,35 +64,38 @@ class Spool:
         return sorted(range(len(index) // 3), key=lambda i: index[3 * i])
 
     def parts(self, group: str, order: list[int] | None = None) -> Iterator[bytes]:
-        """``group``'s parts by key (or in ``order``, from :meth:`order`)."""
+        """``group``'s parts by key (or in ``order``, from :meth:`order`). Each is read from
+        the file on its own (``pread``): a file mapped or read whole would be held in memory."""
         index = self._index.get(group)
         if not index:
             return
-        data = self._contents()
+        read = self._reader()
         for i in self.order(group) if order is None else order:
-            offset, length = index[3 * i + 1], index[3 * i + 2]
-            yield data[offset : offset + length]
+            yield read(index[3 * i + 1], index[3 * i + 2])
 
     def everything(self) -> Iterator[bytes]:
         """Every part: the groups sorted, each group's parts by key."""
         for group in self.groups():
             yield from self.parts(group)
 
-    def _contents(self) -> bytes | mmap.mmap:
+    def _reader(self) -> Callable[[int, int], bytes]:
+        """``read(offset, length)``: one part's bytes."""
         if isinstance(self._file, io.BytesIO):
-            return self._file.getvalue()
-        if not self._size:  # mmap cannot map an empty file
-            return b""
-        if self._map is None:
-            self._file.flush()
-            self._map = mmap.mmap(self._file.fileno(), self._size, access=mmap.ACCESS_READ)
-        return self._map
+            data = self._file.getvalue()
+            return lambda offset, length: data[offset : offset + length]
+        self._file.flush()
+        fd = self._file.fileno()
+
+        def read(offset: int, length: int) -> bytes:
+            if hasattr(os, "pread"):
+                return os.pread(fd, length, offset) if length else b""
+            os.lseek(fd, offset, os.SEEK_SET)  # Windows: no pread
+            return os.read(fd, length) if length else b""
+
+        return read
 
     def close(self) -> None:
         """Release the temp file (gone from disk: it never had a name)."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
         self._index.clear()
         with contextlib.suppress(OSError):  # closing flushes the buffer: the parts are of no use now
             self._file.close()
