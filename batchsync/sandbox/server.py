@@ -478,7 +478,7 @@ class Sandbox:
 
     def _prestashop(self, integration_id: int, account: str, in_query: bool = False) -> IntegrationState | web.Response:
         found = self._owned(integration_id, account)
-        if isinstance(found, IntegrationState) and found.info.system != PRESTASHOP_V2:
+        if isinstance(found, IntegrationState) and found.system != PRESTASHOP_V2:
             return _error(
                 400,
                 "invalid",

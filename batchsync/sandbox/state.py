@@ -145,11 +145,14 @@ class IntegrationState:
     times) at the first write that reaches them: a fleet that is only read (a plan
     against the embedded sandbox) is held once per distinct list."""
 
-    __slots__ = ("_cache", "_mapping", "_seeded", "_seen", "_stored", "account", "info")
+    __slots__ = ("_cache", "_mapping", "_seeded", "_seen", "_spec", "_started", "_stored", "account")
 
-    def __init__(self, info: OutIntegration, account: str, seeded: Statuses | bytes = ()) -> None:
-        self.info = info
-        self.account = account
+    def __init__(self, spec: IntegrationSeed, started: str, seeded: Statuses | bytes = ()) -> None:
+        # What describes it is its seed's (its names made when asked: two strings of its
+        # own per integration otherwise); ``started``: its last fetch, unless seeded.
+        self._spec = spec
+        self._started = started
+        self.account = spec.account
         # As seeded: a list shared by several integrations, or one of its own in the
         # inventory's compact form (model.pack), unpacked when read.
         self._seeded: Statuses | bytes | None = seeded
@@ -162,7 +165,24 @@ class IntegrationState:
 
     @property
     def id(self) -> int:
-        return self.info.id
+        return self._spec.id
+
+    @property
+    def system(self) -> str:
+        return self._spec.system
+
+    @property
+    def info(self) -> OutIntegration:
+        """The integration as ``GET /integrations`` shows it."""
+        spec = self._spec
+        return OutIntegration(
+            id=spec.id,
+            shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
+            shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
+            system=spec.system,
+            failing_since=spec.failing_since,
+            last_fetch=spec.last_fetch or self._started,
+        )
 
     @property
     def mapping(self) -> dict[str, str | None]:
@@ -289,22 +309,14 @@ class Store:
                 raise ValueError(f"integration {spec.id}: unknown account {spec.account!r}")
             if spec.id in self.integrations:
                 raise ValueError(f"integration {spec.id} is seeded twice")
-            info = OutIntegration(
-                id=spec.id,
-                shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
-                shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
-                system=spec.system,
-                failing_since=spec.failing_since,
-                last_fetch=spec.last_fetch or started,
-            )
             if spec.deleted_statuses:  # deleted ones first, then the current list over them
-                state = IntegrationState(info, spec.account)
+                state = IntegrationState(spec, started)
                 state.overwrite(spec.deleted_statuses, started)
                 state.overwrite((), started)
                 for s in spec.statuses:
                     state.statuses[s.external_id] = StoredStatus(s.translations)
             else:  # the seed's list itself, shared until a write
-                state = IntegrationState(info, spec.account, statuses)
+                state = IntegrationState(spec, started, statuses)
             if spec.mapping:
                 unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
                 if unknown:
