@@ -313,7 +313,7 @@ class Store:
                 state = IntegrationState(spec, started)
                 state.overwrite(spec.deleted_statuses, started)
                 state.overwrite((), started)
-                for s in spec.statuses:
+                for s in unpack(statuses) if isinstance(statuses, bytes) else statuses:
                     state.statuses[s.external_id] = StoredStatus(s.translations)
             else:  # the seed's list itself, shared until a write
                 state = IntegrationState(spec, started, statuses)
