@@ -192,13 +192,9 @@ class Sandbox:
     ) -> None:
         self.config = config or SandboxConfig()
         if isinstance(source, Inventory):  # one integration at a time: the fleet is not held twice
+            config = self.config
             accounts, fleet = fleet_of(
-                source,
-                in_sync=self.config.in_sync,
-                seed=self.config.seed,
-                systems=self.config.system_map(),
-                failing=self.config.failing_ids,
-                absent=self.config.absent_ids,
+                source, config.in_sync, config.seed, config.system_map(), config.failing_ids, config.absent_ids
             )
             self.store = Store(Seed(accounts), fleet)
         else:

@@ -405,7 +405,7 @@ def seed_from_inventory(
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
     """
-    accounts, pairs = fleet_of(inventory, in_sync=in_sync, seed=seed, systems=systems, failing=failing, absent=absent)
+    accounts, pairs = fleet_of(inventory, in_sync, seed, systems or {}, failing, absent)
     integrations = tuple(
         msgspec.structs.replace(spec, statuses=unpack(statuses) if isinstance(statuses, bytes) else statuses)
         for spec, statuses in pairs
@@ -415,23 +415,22 @@ def seed_from_inventory(
 
 def fleet_of(
     inventory: Inventory,
-    *,
-    in_sync: float = 0.0,
-    seed: int = 0,
-    systems: dict[int, str] | None = None,
-    failing: Iterable[int] = (),
-    absent: Iterable[int] = (),
+    in_sync: float,
+    seed: int,
+    systems: dict[int, str],
+    failing: Iterable[int],
+    absent: Iterable[int],
 ) -> tuple[tuple[AccountSeed, ...], Iterator[tuple[IntegrationSeed, Statuses | bytes]]]:
-    """What :func:`seed_from_inventory` seeds, one integration at a time: its seed (its
-    ``statuses`` left empty) and its list, a list several integrations share once for all
-    of them, a list of its own in the compact form (model.pack): what a sandbox inside
-    the run holds of a fleet. ValueError at once on an inventory with problems."""
+    """What :func:`seed_from_inventory` seeds (its arguments), one integration at a time:
+    its seed (its ``statuses`` left empty) and its list, a list several integrations share
+    once for all of them, a list of its own in the compact form (model.pack): what a
+    sandbox inside the run holds of a fleet. ValueError at once on an inventory with problems."""
     if inventory.problems:
         raise ValueError(f"{inventory.path}: the inventory has {len(inventory.problems)} problem(s)")
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
     accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
-    return accounts, _fleet(inventory, in_sync, seed, systems or {}, frozenset(failing), frozenset(absent))
+    return accounts, _fleet(inventory, in_sync, seed, systems, frozenset(failing), frozenset(absent))
 
 
 def _fleet(
