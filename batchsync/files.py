@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 MB = 1024 * 1024
@@ -140,12 +141,14 @@ def require_utf8(data: bytes) -> None:
         raise problem
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step.
+def atomic_write(path: str, data: bytes | Iterable[bytes]) -> None:
+    """Replace ``path`` with ``data`` in one step: bytes, or parts written one after the
+    other (a file made of more than memory should hold at once).
 
     The temp file ends in ``.tmp``, never ``.prom``, so node_exporter's textfile collector
     (which reads ``*.prom``) never picks up a half-written file.
     """
+    parts = (data,) if isinstance(data, bytes) else data
     target = Path(path)
     directory = target.parent
     try:
@@ -157,8 +160,9 @@ def atomic_write(path: str, data: bytes) -> None:
 
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 16) as f:
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())

@@ -8,6 +8,7 @@ style sheet or image comes from outside the file: it works opened from disk or m
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -38,6 +39,7 @@ from batchsync.outputs.html_parts import (
     visible,
 )
 from batchsync.outputs.sink import End, Lost, Start
+from batchsync.outputs.spool import Spool
 from batchsync.outputs.terminal import Budget, outcome_lines
 
 __all__ = ["Html", "HtmlReport", "RunInfo", "render", "visible", "write_html"]
@@ -75,9 +77,12 @@ def _writes_of(outcome: Outcome) -> int:
 class HtmlReport:
     """The page, built one outcome at a time (:meth:`add`) and rendered once (:meth:`html`).
 
-    Memory stays bounded whatever the fleet: failed and changed outcomes are kept up to
-    ``max_listed`` each (then only counted), unchanged and skipped ones only counted, and
-    each account's requests over time in :data:`SLOTS` bins.
+    Memory stays bounded whatever the fleet: failed and changed outcomes are listed up to
+    ``max_listed`` each (then only counted), each one's row rendered as it arrives and
+    spooled (:mod:`~batchsync.outputs.spool`: to an unnamed temp file in ``spool_dir``, or
+    in memory), unchanged and skipped ones only counted, and each account's requests over
+    time in :data:`SLOTS` bins. OSError from :meth:`add` or the constructor: the spool
+    cannot be written.
     """
 
     def __init__(
@@ -87,13 +92,14 @@ class HtmlReport:
         *,
         redact: Callable[[str], str] = str,
         max_listed: int = MAX_LISTED,
+        spool_dir: str | None = None,
     ) -> None:
         self.mode = mode
         self.t0 = started_at
         self.redact = redact
         self.max_listed = max_listed
-        self.failures: list[Outcome] = []
-        self.changes: list[Outcome] = []
+        self.failures = Spool(spool_dir)  # each failure's table row, by account and id
+        self.changes = Spool(spool_dir)  # each change's <details>, by account and id
         self.failed_unlisted = 0
         self.changed_unlisted = 0
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
@@ -115,12 +121,12 @@ class HtmlReport:
             self.warnings += 1
         if result == "failed":
             if len(self.failures) < self.max_listed:
-                self.failures.append(outcome)
+                self.failures.add(outcome.account, outcome.integration_id, self._failure_row(outcome).encode())
             else:
                 self.failed_unlisted += 1
         elif result == "changed":
             if len(self.changes) < self.max_listed:
-                self.changes.append(outcome)
+                self.changes.add(outcome.account, outcome.integration_id, self._change_item(outcome).encode())
             else:
                 self.changed_unlisted += 1
         elif result == "skipped":
@@ -347,32 +353,42 @@ class HtmlReport:
             f"<tbody>{''.join(rows)}</tbody></table></section>"
         )
 
+    def _failure_row(self, o: Outcome) -> str:
+        e = o.error
+        kind = e.kind if e is not None else "failed"
+        status = str(e.http_status) if e is not None and e.http_status else ""
+        detail = e.detail if e is not None else "no error recorded"
+        if e is not None and e.code:
+            detail = f"{detail} (code {e.code})"
+        pointer = e.pointer if e is not None and e.pointer else ""
+        name = f' <span class="name">{_e(o.name)}</span>' if o.name else ""
+        return (
+            f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}{name}</td><td>{_e(o.account)}</td>'
+            f'<td><span class="kind">{_e(kind)}</span></td><td class="num">{_e(status)}</td>'
+            f'<td class="detail">{self._text(detail)}</td><td class="pointer">{self._text(pointer)}</td>'
+            f'<td class="num">{o.attempts}</td></tr>'
+        )
+
     def _failures(self) -> str:
         n = len(self.failures) + self.failed_unlisted
         if not n:
             return '<section id="failures"><h2>Failures (0)</h2><p>No integration failed.</p></section>'
-        rows = []
-        for o in sorted(self.failures, key=lambda o: (o.account, o.integration_id)):
-            e = o.error
-            kind = e.kind if e is not None else "failed"
-            status = str(e.http_status) if e is not None and e.http_status else ""
-            detail = e.detail if e is not None else "no error recorded"
-            if e is not None and e.code:
-                detail = f"{detail} (code {e.code})"
-            pointer = e.pointer if e is not None and e.pointer else ""
-            name = f' <span class="name">{_e(o.name)}</span>' if o.name else ""
-            rows.append(
-                f'<tr id="i{o.integration_id}"><td class="num">{o.integration_id}{name}</td><td>{_e(o.account)}</td>'
-                f'<td><span class="kind">{_e(kind)}</span></td><td class="num">{_e(status)}</td>'
-                f'<td class="detail">{self._text(detail)}</td><td class="pointer">{self._text(pointer)}</td>'
-                f'<td class="num">{o.attempts}</td></tr>'
-            )
+        rows = b"".join(self.failures.everything()).decode()
         more = f"<p>…and {self.failed_unlisted} more failures, not listed here: see the JSON report.</p>"
         return (
             f'<section id="failures"><h2>Failures ({n})</h2>'
             '<table class="failures"><thead><tr><th class="num">integration</th><th>account</th><th>kind</th>'
             '<th class="num">HTTP</th><th>detail</th><th>pointer</th><th class="num">attempts</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>{more if self.failed_unlisted else ''}</section>"
+            f"<tbody>{rows}</tbody></table>{more if self.failed_unlisted else ''}</section>"
+        )
+
+    def _change_item(self, o: Outcome) -> str:
+        lines = outcome_lines(o, self.mode)
+        body = "\n".join(_diff_line(self.redact(line)) for line in lines[1:])
+        tags = f' <span class="tags">{_e(", ".join(o.tags))}</span>' if o.tags else ""
+        return (
+            f'<details id="i{o.integration_id}"><summary>{self._text(lines[0])}{tags}</summary>'
+            f"<pre>{body}</pre></details>"
         )
 
     def _changes(self) -> str:
@@ -380,21 +396,18 @@ class HtmlReport:
         heading = "Changes to make" if self.mode == "plan" else "Changes"
         if not n:
             return f'<section id="changes"><h2>{heading} (0)</h2><p>Nothing changed.</p></section>'
-        items = []
-        for o in sorted(self.changes, key=lambda o: (o.account, o.integration_id)):
-            lines = outcome_lines(o, self.mode)
-            body = "\n".join(_diff_line(self.redact(line)) for line in lines[1:])
-            tags = f' <span class="tags">{_e(", ".join(o.tags))}</span>' if o.tags else ""
-            items.append(
-                f'<details id="i{o.integration_id}"><summary>{self._text(lines[0])}{tags}</summary>'
-                f"<pre>{body}</pre></details>"
-            )
+        items = b"".join(self.changes.everything()).decode()
         more = f"<p>…and {self.changed_unlisted} more, not listed here: see the JSON report.</p>"
         return (
             f'<section id="changes"><h2>{heading} ({n})</h2>'
             '<p class="hint">Per integration; open one to see its diff (+ added, ~ changed, - removed).</p>'
-            f"{''.join(items)}{more if self.changed_unlisted else ''}</section>"
+            f"{items}{more if self.changed_unlisted else ''}</section>"
         )
+
+    def close(self) -> None:
+        """Release the spooled rows."""
+        self.failures.close()
+        self.changes.close()
 
     def _rest(self) -> str:
         out = [
@@ -496,24 +509,56 @@ def write_html(path: str, document: str) -> None:
 
 
 class Html:
-    """The sink of ``--html``: the page built one outcome at a time, written at the end
-    with the exit code as it stands then. A merged run's page names each part."""
+    """The sink of ``--html``: the page built one outcome at a time, its listed rows
+    spooled to unnamed temp files beside the target as they come, written at the end with
+    the exit code as it stands then. A merged run's page names each part."""
 
     def __init__(self, path: str, start: Start, lost: Lost, redact: Callable[[str], str] = str, recall: Any = None):
         self.path, self.start, self.lost = path, start, lost
-        self.page = HtmlReport(start.mode, start.started_at, redact=redact)
-        self.memory = html_history.Memory(recall)  # with a run history: its section of the page
+        folder = os.path.dirname(os.path.abspath(path))
+        self.page: HtmlReport | None = None
+        self.memory: html_history.Memory | None = None
+        try:
+            self.page = HtmlReport(start.mode, start.started_at, redact=redact, spool_dir=folder)
+            # With a run history: its section of the page.
+            self.memory = html_history.Memory(recall, _e, spool_dir=folder)
+        except OSError as exc:
+            self._drop(exc)
 
     def add(self, outcome: Outcome) -> None:
-        self.page.add(outcome)
-        self.memory.add(outcome)
+        if self.page is None or self.memory is None:
+            return
+        try:
+            self.page.add(outcome)
+            self.memory.add(outcome)
+        except OSError as exc:  # a spool: a full disk; the page is lost, the run goes on
+            self._drop(exc)
+
+    def _drop(self, exc: OSError | None) -> None:
+        page, memory, self.page, self.memory = self.page, self.memory, None, None
+        if page is not None:
+            page.close()
+        if memory is not None:
+            memory.close()
+        if exc is not None:
+            self.lost.record("--html", self.path, exc)
 
     def flush(self) -> None:
         pass
 
     def close(self, end: End | None) -> None:
-        if end is None:
+        page, memory = self.page, self.memory
+        if page is None or memory is None:
             return
+        try:
+            if end is not None:
+                self._write(page, memory, end)
+        except OSError as exc:
+            self.lost.record("--html", self.path, exc)
+        finally:
+            self._drop(None)
+
+    def _write(self, page: HtmlReport, memory: html_history.Memory, end: End) -> None:
         start = self.start
         merged: dict[str, Any] = {}
         if start.parts is not None:
@@ -530,10 +575,7 @@ class Html:
             ended_at=end.ended_at,
             limits=dict(start.limits),
             inventory=start.inventory,
-            appendix=self.memory.section(end, _e),
+            appendix=memory.section(end),
             **merged,
         )
-        try:
-            write_html(self.path, self.page.html(end.summary, info))
-        except OSError as exc:
-            self.lost.record("--html", self.path, exc)
+        write_html(self.path, page.html(end.summary, info))

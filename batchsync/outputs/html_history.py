@@ -12,6 +12,7 @@ from batchsync.history.db import iso
 from batchsync.outcome import Outcome, Summary
 from batchsync.outputs.history import CHART_RUNS, Recall, since_text
 from batchsync.outputs.sink import End
+from batchsync.outputs.spool import Spool
 
 MAX_CHARTS = 60  # accounts charted: those with failures first, then the busiest
 _BAR, _GAP, _HEIGHT = 6, 2, 36
@@ -51,23 +52,38 @@ def section(
 ) -> str:
     """The page's "History" section; ``_e`` escapes text as the page does (a name with
     characters a page cannot show spelled out)."""
-    rows = [
+    return _section("".join(row for rows in _rows(memory, _e) for row in rows), charts, summary, now, _e)
+
+
+def _rows(memory: Mapping[str, Any], _e: Callable[[object], str]) -> tuple[list[str], list[str], list[str]]:
+    """The table's rows: the new failures, those that go on, the recoveries."""
+    new = [
         f'<tr><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td><td>new</td></tr>' for o in memory["new"]
     ]
-    rows += [
+    ongoing = [
         f'<tr><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td><td>{_e(since_text(since, n))}</td></tr>'
         for o, since, n in memory["ongoing"]
     ]
-    rows += [
+    recovered = [
         f'<tr><td class="num">{o.integration_id}</td><td>{_e(o.account)}</td>'
         f'<td class="ok">recovered ({_e(since_text(since, runs))})</td></tr>'
         for o, since, runs in memory["recovered"]
     ]
+    return new, ongoing, recovered
+
+
+def _section(
+    rows: str,
+    charts: Mapping[str, Sequence[Mapping[str, Any]]],
+    summary: Summary,
+    now: str,
+    _e: Callable[[object], str],
+) -> str:
     parts = ['<section id="history"><h2>History</h2>']
     if rows:
         parts.append(
             '<table class="narrow"><thead><tr><th class="num">integration</th><th>account</th><th>since</th></tr>'
-            f"</thead><tbody>{''.join(rows)}</tbody></table>"
+            f"</thead><tbody>{rows}</tbody></table>"
         )
     else:
         parts.append("<p>No failure, and no recovery, since the last run.</p>")
@@ -91,22 +107,38 @@ def section(
 
 
 class Memory:
-    """What the page's section needs of a run: its failures and the outcomes of what was
-    failing before. Without a history (``recall`` None or off), nothing: no section."""
+    """What the page's section needs of a run: each row of its table, rendered as its
+    outcome arrives (a failure, or the outcome of what was failing before) and spooled
+    (:mod:`~batchsync.outputs.spool`: in ``spool_dir``, or in memory) in the table's order:
+    the new failures, those that go on, the recoveries, each as they came. Without a
+    history (``recall`` None or off), nothing: no section. OSError from the constructor
+    or :meth:`add`: the spool cannot be written."""
 
-    def __init__(self, recall: Recall | None) -> None:
+    def __init__(
+        self, recall: Recall | None, escape: Callable[[object], str] = _plain, spool_dir: str | None = None
+    ) -> None:
         self.recall = recall if recall is not None and recall.on else None
-        self.kept: list[Outcome] = []
+        self.escape = escape
+        self.rows = Spool(spool_dir) if self.recall is not None else None
 
     def add(self, outcome: Outcome) -> None:
-        if self.recall is not None and (outcome.result == "failed" or outcome.integration_id in self.recall.known):
-            self.kept.append(outcome)
+        recall, rows = self.recall, self.rows
+        if recall is None or rows is None:
+            return
+        if outcome.result == "failed" or outcome.integration_id in recall.known:
+            for kind, texts in enumerate(_rows(recall.summarize((outcome,)), self.escape)):
+                for text in texts:
+                    rows.add(str(kind), len(rows), text.encode())
 
-    def section(self, end: End, escape: Callable[[object], str] = _plain) -> str:
-        if self.recall is None:
+    def section(self, end: End) -> str:
+        if self.recall is None or self.rows is None:
             return ""
-        memory = self.recall.summarize(self.kept)
-        return section(memory, self.recall.charts, end.summary, iso(end.started_at), escape)
+        rows = b"".join(self.rows.everything()).decode()
+        return _section(rows, self.recall.charts, end.summary, iso(end.started_at), self.escape)
+
+    def close(self) -> None:
+        if self.rows is not None:
+            self.rows.close()
 
 
 CSS = (

@@ -28,7 +28,7 @@ from batchsync.sandbox.config import FAULT_KINDS, FaultKind, SandboxConfig
 from batchsync.sandbox.limits import AccountGates, Clock, Gate
 from batchsync.sandbox.logs import ExceptionLogs
 from batchsync.sandbox.oauth2 import Tokens, check_form, oauth_error, token_answer
-from batchsync.sandbox.state import IntegrationState, Seed, Store, demo_seed, seed_from_inventory
+from batchsync.sandbox.state import IntegrationState, Seed, Store, demo_seed, fleet_of
 from batchsync.wire import (
     LANGUAGES,
     ErrorBody,
@@ -191,20 +191,14 @@ class Sandbox:
         clock: Clock | None = None,
     ) -> None:
         self.config = config or SandboxConfig()
-        if isinstance(source, Inventory):
-            seed = seed_from_inventory(
-                source,
-                in_sync=self.config.in_sync,
-                seed=self.config.seed,
-                systems=self.config.system_map(),
-                failing=self.config.failing_ids,
-                absent=self.config.absent_ids,
+        if isinstance(source, Inventory):  # one integration at a time: the fleet is not held twice
+            config = self.config
+            accounts, fleet = fleet_of(
+                source, config.in_sync, config.seed, config.system_map(), config.failing_ids, config.absent_ids
             )
-        elif source is None:
-            seed = demo_seed()
+            self.store = Store(Seed(accounts), fleet)
         else:
-            seed = source
-        self.store = Store(seed)
+            self.store = Store(demo_seed() if source is None else source)
         self.url = ""
         self._clock: Clock = clock or time.monotonic
         self._rng = random.Random(self.config.seed)
@@ -480,7 +474,7 @@ class Sandbox:
 
     def _prestashop(self, integration_id: int, account: str, in_query: bool = False) -> IntegrationState | web.Response:
         found = self._owned(integration_id, account)
-        if isinstance(found, IntegrationState) and found.info.system != PRESTASHOP_V2:
+        if isinstance(found, IntegrationState) and found.system != PRESTASHOP_V2:
             return _error(
                 400,
                 "invalid",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +18,7 @@ import msgspec
 
 from batchsync.files import not_utf8
 from batchsync.inventory.documents import json_problem
-from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials
+from batchsync.model import PRESTASHOP_V2, Account, Inventory, Limits, OAuth2Credentials, pack, unpack
 from batchsync.wire import STATUS_CATEGORIES, Status, StatusCategory, Statuses, Translation
 
 OTHER_SYSTEM = "woocommerce"
@@ -138,35 +138,102 @@ def pick_name(translations: tuple[Translation, ...], language: str | None) -> st
 
 
 class IntegrationState:
-    """One integration: its description, statuses (in first-posted order) and mapping."""
+    """One integration: its description, statuses (in first-posted order) and mapping.
 
-    __slots__ = ("_cache", "account", "info", "mapping", "statuses")
+    As seeded, its statuses are the seed's list itself, shared with every integration
+    seeded with the same list; they become its own (``StoredStatus`` each, with deletion
+    times) at the first write that reaches them: a fleet that is only read (a plan
+    against the embedded sandbox) is held once per distinct list."""
 
-    def __init__(self, info: OutIntegration, account: str) -> None:
-        self.info = info
-        self.account = account
-        self.statuses: dict[str, StoredStatus] = {}
-        self.mapping: dict[str, str | None] = dict.fromkeys(STATUS_CATEGORIES)
-        # Encoded GET answers by (language, show_deleted); a change clears it.
-        self._cache: dict[tuple[str | None, bool], bytes] = {}
+    __slots__ = ("_cache", "_mapping", "_seeded", "_seen", "_spec", "_started", "_stored", "account")
+
+    def __init__(self, spec: IntegrationSeed, started: str, seeded: Statuses | bytes = ()) -> None:
+        # What describes it is its seed's (its names made when asked: two strings of its
+        # own per integration otherwise); ``started``: its last fetch, unless seeded.
+        self._spec = spec
+        self._started = started
+        self.account = spec.account
+        # As seeded: a list shared by several integrations, or one of its own in the
+        # inventory's compact form (model.pack), unpacked when read.
+        self._seeded: Statuses | bytes | None = seeded
+        self._stored: dict[str, StoredStatus] | None = None
+        self._mapping: dict[str, str | None] | None = None  # None: nothing mapped yet (made at the first change)
+        # Encoded GET answers by (language, show_deleted), from the second read of one (the
+        # first is only noted in _seen); a change clears them.
+        self._cache: dict[tuple[str | None, bool], bytes] | None = None
+        self._seen: tuple[str | None, bool] | None = None
 
     @property
     def id(self) -> int:
-        return self.info.id
+        return self._spec.id
+
+    @property
+    def system(self) -> str:
+        return self._spec.system
+
+    @property
+    def info(self) -> OutIntegration:
+        """The integration as ``GET /integrations`` shows it."""
+        spec = self._spec
+        return OutIntegration(
+            id=spec.id,
+            shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
+            shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
+            system=spec.system,
+            failing_since=spec.failing_since,
+            last_fetch=spec.last_fetch or self._started,
+        )
+
+    @property
+    def mapping(self) -> dict[str, str | None]:
+        """Each category's external id (None: not mapped); a copy while nothing is mapped."""
+        return dict.fromkeys(STATUS_CATEGORIES) if self._mapping is None else self._mapping
+
+    @property
+    def statuses(self) -> dict[str, StoredStatus]:
+        """Its own statuses by external id (made from the seeded list on first use)."""
+        if self._stored is None:
+            self._stored = {s.external_id: StoredStatus(s.translations) for s in self._as_seeded()}
+            self._seeded = None
+        return self._stored
+
+    def _as_seeded(self) -> Statuses:
+        seeded = self._seeded
+        return unpack(seeded) if isinstance(seeded, bytes) else seeded or ()
 
     def view(self, language: str | None = None, show_deleted: bool = False) -> list[OutStatus]:
+        if self._stored is None:  # as seeded: none deleted (a later duplicate id wins, in the first's place)
+            seeded = {s.external_id: s.translations for s in self._as_seeded()}
+            return [OutStatus(ext, pick_name(trs, language), None, trs) for ext, trs in seeded.items()]
         return [
             OutStatus(ext, pick_name(s.translations, language), s.deleted_at, s.translations)
-            for ext, s in self.statuses.items()
+            for ext, s in self._stored.items()
             if show_deleted or s.deleted_at is None
         ]
 
     def encoded_view(self, language: str | None, show_deleted: bool) -> bytes:
+        """The GET's answer, kept from its second read on: a run that reads each integration
+        once (a plan) must not leave a copy of every answer in memory."""
         key = (language, show_deleted)
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = _ENCODER.encode({"data": self.view(language, show_deleted)})
-        return found
+        if self._cache is not None:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+        encoded = _ENCODER.encode({"data": self.view(language, show_deleted)})
+        if self._seen == key:
+            if self._cache is None:
+                self._cache = {}
+            self._cache[key] = encoded
+        else:
+            self._seen = _KEYS.get(key) or (_KEYS.setdefault(key, key) if len(_KEYS) < 64 else key)
+        return encoded
+
+    def _valid(self, external_id: str) -> bool:
+        """Whether a mapping item pointing at ``external_id`` is valid: it is there, not deleted."""
+        if self._stored is None:
+            return any(s.external_id == external_id for s in self._as_seeded())
+        stored = self._stored.get(external_id)
+        return stored is not None and stored.deleted_at is None
 
     def overwrite(self, statuses: Iterable[Status], now: str | None = None) -> bool:
         """Apply a POST: the list replaces what is there; True if anything changed."""
@@ -188,7 +255,7 @@ class IntegrationState:
                 old.deleted_at = stamp
                 changed = True
         if changed:
-            self._cache.clear()
+            self._cache = self._seen = None
         return changed
 
     def set_mapping(self, items: Iterable[tuple[str, str | None]]) -> bool:
@@ -196,7 +263,9 @@ class IntegrationState:
         changed = False
         for category, external_id in items:
             if self.mapping[category] != external_id:
-                self.mapping[category] = external_id
+                if self._mapping is None:
+                    self._mapping = dict.fromkeys(STATUS_CATEGORIES)
+                self._mapping[category] = external_id
                 changed = True
         return changed
 
@@ -206,20 +275,22 @@ class IntegrationState:
         POST revives that status. A null item is valid (it points at nothing)."""
         out = []
         for category in STATUS_CATEGORIES:
-            ext = self.mapping[category]
-            stored = self.statuses.get(ext) if ext is not None else None
-            valid = ext is None or (stored is not None and stored.deleted_at is None)
+            ext = self._mapping[category] if self._mapping is not None else None
+            valid = ext is None or self._valid(ext)
             out.append({"status_category": category, "external_id": ext, "is_valid": valid})
         return {"integration_id": self.id, "mapping": out}
 
 
 _ENCODER = msgspec.json.Encoder()
+_KEYS: dict[tuple[str | None, bool], tuple[str | None, bool]] = {}  # the few (language, show_deleted) asked, held once
 
 
 class Store:
     """All accounts and integrations of one sandbox; ValueError on a seed that contradicts itself."""
 
-    def __init__(self, seed: Seed) -> None:
+    def __init__(self, seed: Seed, seeded: Iterable[tuple[IntegrationSeed, Statuses | bytes]] | None = None) -> None:
+        """``seeded``: the integrations one at a time, each with its list (then the seed's
+        own are ignored): an inventory's fleet is never held twice (see :func:`fleet_of`)."""
         self.accounts: dict[str, AccountSeed] = {}
         client_ids: set[str] = set()
         for acc in seed.accounts:
@@ -232,24 +303,20 @@ class Store:
             self.accounts[acc.name] = acc
         self.integrations: dict[int, IntegrationState] = {}
         started = utc_now()
-        for spec in seed.integrations:
+        pairs = ((spec, spec.statuses) for spec in seed.integrations) if seeded is None else seeded
+        for spec, statuses in pairs:
             if spec.account not in self.accounts:
                 raise ValueError(f"integration {spec.id}: unknown account {spec.account!r}")
             if spec.id in self.integrations:
                 raise ValueError(f"integration {spec.id} is seeded twice")
-            info = OutIntegration(
-                id=spec.id,
-                shop_name=spec.shop_name or f"Sandbox shop {spec.id}",
-                shop_url=spec.shop_url or f"https://shop-{spec.id}.example.com",
-                system=spec.system,
-                failing_since=spec.failing_since,
-                last_fetch=spec.last_fetch or started,
-            )
-            state = IntegrationState(info, spec.account)
-            state.overwrite(spec.deleted_statuses, started)
-            state.overwrite((), started)
-            for s in spec.statuses:
-                state.statuses[s.external_id] = StoredStatus(s.translations)
+            if spec.deleted_statuses:  # deleted ones first, then the current list over them
+                state = IntegrationState(spec, started)
+                state.overwrite(spec.deleted_statuses, started)
+                state.overwrite((), started)
+                for s in unpack(statuses) if isinstance(statuses, bytes) else statuses:
+                    state.statuses[s.external_id] = StoredStatus(s.translations)
+            else:  # the seed's list itself, shared until a write
+                state = IntegrationState(spec, started, statuses)
             if spec.mapping:
                 unknown = sorted(set(spec.mapping) - set(STATUS_CATEGORIES))
                 if unknown:
@@ -272,6 +339,9 @@ class Store:
         return {str(i): s.mapping_view()["mapping"] for i, s in self.integrations.items()}
 
 
+_EXTRA = Status(EXTRA_STATUS_ID, (Translation("Legacy status", "en-gb"),))  # the stale one, held once
+
+
 def drift(desired: Statuses, rng: random.Random) -> Statuses:
     """A believable out-of-date state: empty, or one name changed plus a stale extra status."""
     if not desired or rng.random() < 1 / 3:
@@ -282,8 +352,7 @@ def drift(desired: Statuses, rng: random.Random) -> Statuses:
     renamed = tuple(
         Translation(t.status + " (old)", t.language) if i == j else t for i, t in enumerate(target.translations)
     )
-    extra = Status(EXTRA_STATUS_ID, (Translation("Legacy status", "en-gb"),))
-    return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], extra)
+    return (*desired[:k], Status(target.external_id, renamed), *desired[k + 1 :], _EXTRA)
 
 
 def drift_mapping(
@@ -336,42 +405,79 @@ def seed_from_inventory(
     ``failing`` ids get a ``failing_since``, and ``absent`` ids are left out (the
     account does not have them).
     """
+    accounts, pairs = fleet_of(inventory, in_sync, seed, systems or {}, failing, absent)
+    integrations = tuple(
+        msgspec.structs.replace(spec, statuses=unpack(statuses) if isinstance(statuses, bytes) else statuses)
+        for spec, statuses in pairs
+    )
+    return Seed(accounts, integrations)
+
+
+def fleet_of(
+    inventory: Inventory,
+    in_sync: float,
+    seed: int,
+    systems: dict[int, str],
+    failing: Iterable[int],
+    absent: Iterable[int],
+) -> tuple[tuple[AccountSeed, ...], Iterator[tuple[IntegrationSeed, Statuses | bytes]]]:
+    """What :func:`seed_from_inventory` seeds (its arguments), one integration at a time:
+    its seed (its ``statuses`` left empty) and its list, a list several integrations share
+    once for all of them, a list of its own in the compact form (model.pack): what a
+    sandbox inside the run holds of a fleet. ValueError at once on an inventory with problems."""
     if inventory.problems:
         raise ValueError(f"{inventory.path}: the inventory has {len(inventory.problems)} problem(s)")
     if not 0.0 <= in_sync <= 1.0:
         raise ValueError("in_sync must be between 0 and 1")
+    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
+    return accounts, _fleet(inventory, in_sync, seed, systems, frozenset(failing), frozenset(absent))
+
+
+def _fleet(
+    inventory: Inventory,
+    in_sync: float,
+    seed: int,
+    systems: dict[int, str],
+    failing: frozenset[int],
+    absent: frozenset[int],
+) -> Iterator[tuple[IntegrationSeed, Statuses | bytes]]:
     rng = random.Random(f"batchsync-sandbox-seed:{seed}")
     # A second stream, so that declaring mappings does not change how the statuses drift.
     mapping_rng = random.Random(f"batchsync-sandbox-mapping:{seed}")
-    accounts = tuple(_account_seed(a) for a in inventory.accounts.values())
     jobs = sorted(inventory.jobs, key=lambda j: j.integration_id)
     order = list(range(len(jobs)))
     rng.shuffle(order)
     synced = set(order[: round(in_sync * len(jobs))])
-    systems = systems or {}
-    failing, absent = frozenset(failing), frozenset(absent)
     since = utc_now()
-    integrations = []
+    # A list several integrations share, unpacked once for all of them; one of its own
+    # stays packed (the inventory's bytes when in sync, its drift packed anew).
+    unpacked: dict[bytes, Statuses] = {}
     for i, job in enumerate(jobs):
-        statuses = job.desired.statuses if i in synced else drift(job.desired.statuses, rng)
+        desired = job.desired
+        wanted = unpacked.get(desired.packed)
+        if wanted is None:
+            wanted = desired.statuses
+            if desired.shared:
+                unpacked[desired.packed] = wanted
+        statuses = wanted if i in synced else drift(wanted, rng)
         declared = job.mapping
         mapping = None
         if declared is not None:
-            wanted: dict[str, str | None] = declared.as_dict()
-            mapping = wanted if i in synced else drift_mapping(wanted, statuses, mapping_rng)
+            want: dict[str, str | None] = declared.as_dict()
+            mapping = want if i in synced else drift_mapping(want, statuses, mapping_rng)
         if job.integration_id in absent:
             continue
-        integrations.append(
-            IntegrationSeed(
-                id=job.integration_id,
-                account=job.account,
-                statuses=statuses,
-                system=systems.get(job.integration_id, PRESTASHOP_V2),
-                failing_since=since if job.integration_id in failing else None,
-                mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
-            )
+        spec = IntegrationSeed(
+            id=job.integration_id,
+            account=job.account,
+            system=systems.get(job.integration_id, PRESTASHOP_V2),
+            failing_since=since if job.integration_id in failing else None,
+            mapping=mapping,  # type: ignore[arg-type]  # the inventory checked the categories
         )
-    return Seed(accounts, tuple(integrations))
+        if desired.shared or not statuses:
+            yield spec, statuses
+        else:
+            yield spec, desired.packed if statuses is wanted else pack(statuses)
 
 
 DEMO_PUBLIC_KEY = "demo-public-key"
