@@ -21,13 +21,16 @@ from batchsync.history.queries import Streak, streaks
 from batchsync.history.store import RunInfo, Writes
 from batchsync.outcome import Outcome
 
-BATCH = 10_000  # outcomes per insert (executemany) and transaction
+# Outcomes per insert (executemany) and transaction. With QUEUE_BATCHES, what the history
+# holds in memory at most: at 10,000 and 4 a fast run (plan --sandbox, 200,000 integrations)
+# kept some 50,000 outcomes waiting, about 50 MB of its peak.
+BATCH = 2_000
 # The run's timer flushes a few times a second; the writer takes what has gathered at most
 # this often. Each hand-over wakes the writer thread, whose work then competes with the
 # event loop for the interpreter's lock and the processor's caches: a 0.2 s flush cost the
 # loop more than the writes themselves. A run shorter than this is written at its end.
 HAND_OVER_S = 5.0
-QUEUE_BATCHES = 4  # batches waiting at most: past that, add() waits for the writer
+QUEUE_BATCHES = 2  # batches waiting at most: past that, add() waits for the writer
 PUT_TIMEOUT_S = 60.0  # a writer stuck that long (a hung server) is a lost history
 FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
 
