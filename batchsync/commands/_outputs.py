@@ -51,22 +51,41 @@ class HeldStream:
 
 class Outputs:
     """The run's sinks, built by ``build`` (given the stderr to write to) in a thread started
-    by the first outcome. ``before_write`` clears the progress line before held text is written."""
+    by the first outcome. ``before_write`` clears the progress line before held text is written.
 
-    def __init__(self, build: Callable[[IO[str]], list[Sink]], err: IO[str], before_write: Callable[[], None]) -> None:
+    ``early``: sinks open already (the report, made before the first request), which get each
+    outcome as it comes, whatever the thread does: a run killed while the others open still
+    leaves its report, and a build that fails (a bug) costs the others only. ``build``
+    returns them among its sinks, in their place for the closing order. Nothing here raises
+    into the run: a build's error is kept in ``error`` for the run to raise once the sinks
+    it has are closed."""
+
+    def __init__(
+        self,
+        build: Callable[[IO[str]], list[Sink]],
+        err: IO[str],
+        before_write: Callable[[], None],
+        early: Sequence[Sink] = (),
+    ) -> None:
         self._build = build
         self._err = HeldStream(err)
         self._before_write = before_write
+        self._early = list(early)
+        self._early_adds: list[Callable[[Outcome], None]] = [sink.add for sink in early]
+        self._early_flushes: list[Callable[[], None]] = [sink.flush for sink in early]
         self._thread: threading.Thread | None = None
         self._built: list[Sink] | None = None
         self._error: BaseException | None = None
-        self._failed = False  # the sinks could not be built (a bug): raised once, then none
+        self.error: BaseException | None = None  # the build's, for the run to raise at its end
+        self._failed = False  # the sinks could not be built: the early ones only
         self._pending: list[Outcome] = []
         self.sinks: list[Sink] = []  # once open
         self._adds: list[Callable[[Outcome], None]] = []
         self._flushes: list[Callable[[], None]] = []
 
     def add(self, outcome: Outcome) -> None:
+        for early in self._early_adds:
+            early(outcome)
         if self.sinks or self._failed:
             for add in self._adds:
                 add(outcome)
@@ -79,39 +98,56 @@ class Outputs:
             self._settle()
 
     def flush(self) -> None:
-        if not self.sinks and self._thread is not None and not self._thread.is_alive():
+        if not (self.sinks or self._failed) and self._thread is not None and not self._thread.is_alive():
             self._settle()
+        for flush in self._early_flushes:
+            flush()
         for flush in self._flushes:
             flush()
 
     def opened(self) -> list[Sink]:
         """Every sink, open, each holding every outcome so far: waits for the thread, or opens
-        them now when no outcome came (a run with nothing to do, or stopped before its first)."""
+        them now when no outcome came (a run with nothing to do, or stopped before its first).
+        Interrupted while it waits (a second Ctrl-C), or when the build failed: the early
+        sinks alone, the error kept in ``error``."""
         if not (self.sinks or self._failed):
-            if self._thread is None:
-                self._open()
+            try:
+                if self._thread is None:
+                    self._open()
+                else:
+                    self._thread.join()
+            except BaseException as exc:
+                self._give_up(exc)
             else:
-                self._thread.join()
-            self._settle()
+                self._settle()
         return self.sinks
 
     def _open(self) -> None:
         try:
             self._built = self._build(cast("IO[str]", self._err))  # a text stream, as far as a sink writes
-        except BaseException as exc:  # raised in the run's thread, by _settle
+        except BaseException as exc:  # kept for the run's thread (_settle)
             self._error = exc
+
+    def _give_up(self, error: BaseException) -> None:
+        self._failed = True
+        if self.error is None:
+            self.error = error
+        self._pending = []  # the early sinks have them
+        self.sinks = list(self._early)
+        self._adds = []
+        self._flushes = []
+        self._err.release(self._before_write)
 
     def _settle(self) -> None:
         error, self._error = self._error, None
-        if error is not None:
-            self._failed = True
-            self._err.release(self._before_write)
-            raise error
-        assert self._built, "the terminal's sink is always one"
+        if error is not None or not self._built:
+            self._give_up(error or RuntimeError("the run's outputs were not built"))
+            return
         self._err.release(self._before_write)
         self.sinks = self._built
-        self._adds = [sink.add for sink in self.sinks]
-        self._flushes = [sink.flush for sink in self.sinks]
+        later = [sink for sink in self.sinks if not any(sink is e for e in self._early)]
+        self._adds = [sink.add for sink in later]
+        self._flushes = [sink.flush for sink in later]
         pending, self._pending = self._pending, []
         for outcome in pending:
             for add in self._adds:

@@ -407,6 +407,7 @@ async def execute(
         if settings.with_health and jobs:
             from batchsync.commands._health import attach, read_for_run
 
+            gcpolicy.started()  # the logs' pages and errors are collected like the run's own
             found = await read_for_run(
                 inv,
                 jobs,
@@ -737,7 +738,7 @@ def _run(
     progress = Progress(len(jobs) + len(blocked), sys.stderr, enabled=None if plain else False, before_draw=out.flush)
     out.before_write = progress.clear
     flush_logs(progress.clear, hook=True)  # a log line never starts on the progress line's row
-    outputs = Outputs(build, sys.stderr, progress.clear)
+    outputs = Outputs(build, sys.stderr, progress.clear, early=[report] if report is not None else [])
     batched = Batched([outputs.add])
     deliver = batched.deliver
 
@@ -785,4 +786,6 @@ def _run(
         outputs.opened(),
         End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
     )
+    if outputs.error is not None:  # the outputs could not be built (a bug): the report closed first
+        raise outputs.error
     return lost.exit_code(ran)

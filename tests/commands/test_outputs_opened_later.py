@@ -8,8 +8,6 @@ import threading
 import time
 from typing import IO
 
-import pytest
-
 from batchsync.commands._outputs import Outputs
 from batchsync.outcome import Outcome
 from batchsync.outputs.sink import End, Sink
@@ -93,12 +91,67 @@ def test_a_run_without_an_outcome_opens_them_at_its_end() -> None:
     assert outputs.opened() == [recorder] and recorder.thread is threading.main_thread()
 
 
-def test_an_output_that_cannot_be_built_is_raised_in_the_runs_thread() -> None:
+def test_outputs_that_cannot_be_built_cost_the_others_only_and_the_error_is_kept() -> None:
+    """A build that fails (a bug) raises nothing into the run: the report, open already,
+    keeps getting every outcome and is the one sink to close; the error waits for the run
+    to raise it once that is done."""
+    report = Recorder()
+
     def build(err: IO[str]) -> list[Sink]:
         raise RuntimeError("a bug")
 
-    outputs = Outputs(build, io.StringIO(), lambda: None)
+    outputs = Outputs(build, io.StringIO(), lambda: None, early=[report])
     outputs.add(outcome(1))
-    with pytest.raises(RuntimeError, match="a bug"):
-        outputs.opened()
-    assert outputs.opened() == []  # raised once
+    assert outputs.opened() == [report]
+    outputs.add(outcome(2))
+    outputs.flush()
+    assert report.got == [1, 2] and report.flushed == 1
+    assert isinstance(outputs.error, RuntimeError) and str(outputs.error) == "a bug"
+
+
+def test_the_report_gets_each_outcome_at_once_while_the_others_open() -> None:
+    """The report (open before the first request) never waits for a slow store: a run
+    killed meanwhile leaves its lines; the others get them when open, and the report is
+    given none twice."""
+    release = threading.Event()
+    report, later = Recorder(), Recorder()
+
+    def build(err: IO[str]) -> list[Sink]:
+        release.wait(10)
+        return [later, report]  # the report among them, last to close
+
+    outputs = Outputs(build, io.StringIO(), lambda: None, early=[report])
+    outputs.add(outcome(1))
+    outputs.add(outcome(2))
+    outputs.flush()
+    assert report.got == [1, 2] and report.flushed == 1 and later.got == []
+    release.set()
+    assert outputs.opened() == [later, report]
+    outputs.add(outcome(3))
+    assert later.got == [1, 2, 3] and report.got == [1, 2, 3]
+
+
+def test_interrupted_while_waiting_for_the_outputs_leaves_the_report_to_close() -> None:
+    """A Ctrl-C while the run's end waits for the thread: the early sinks are given to close
+    (the report keeps its lines), and the interruption is kept, not lost."""
+    release = threading.Event()
+    report = Recorder()
+
+    def build(err: IO[str]) -> list[Sink]:
+        release.wait(10)
+        return [report]
+
+    outputs = Outputs(build, io.StringIO(), lambda: None, early=[report])
+    outputs.add(outcome(1))
+    thread = outputs._thread
+    assert thread is not None
+
+    def interrupted_join(timeout: float | None = None) -> None:
+        raise KeyboardInterrupt
+
+    thread.join = interrupted_join  # type: ignore[method-assign]
+    try:
+        assert outputs.opened() == [report]
+        assert isinstance(outputs.error, KeyboardInterrupt) and report.got == [1]
+    finally:
+        release.set()
