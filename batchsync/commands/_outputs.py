@@ -160,13 +160,18 @@ class Batched:
 
     Each sink's code then runs over many outcomes in a row, not between two requests'
     worth of the HTTP client's code, which evicts it from the processor's caches: that
-    cost a third of the sinks' CPU per outcome. The order of the outcomes is kept."""
+    cost a third of the sinks' CPU per outcome. The order of the outcomes is kept.
 
-    __slots__ = ("adds", "pending")
+    A sink whose ``add`` raises (a bug) costs that outcome in that sink only: the others go
+    on, the run goes on, and the first error is kept in ``error`` for the run to raise once
+    its outputs are closed (raised from the run's timer, it would have ended the run)."""
+
+    __slots__ = ("adds", "error", "pending")
 
     def __init__(self, adds: Sequence[Callable[[Outcome], None]]) -> None:
         self.adds = adds
         self.pending: list[Outcome] = []
+        self.error: Exception | None = None
 
     def add(self, outcome: Outcome) -> None:
         self.pending.append(outcome)
@@ -180,4 +185,8 @@ class Batched:
         self.pending = []
         for add in self.adds:
             for outcome in batch:
-                add(outcome)
+                try:
+                    add(outcome)
+                except Exception as exc:
+                    if self.error is None:
+                        self.error = exc

@@ -786,6 +786,7 @@ def _run(
         outputs.opened(),
         End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
     )
-    if outputs.error is not None:  # the outputs could not be built (a bug): the report closed first
-        raise outputs.error
+    for error in (outputs.error, batched.error):  # a bug in an output: raised once the others are closed
+        if error is not None:
+            raise error
     return lost.exit_code(ran)

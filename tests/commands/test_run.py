@@ -164,3 +164,24 @@ def test_the_sinks_take_outcomes_in_batches_in_order_and_a_failure_at_once() -> 
     batched.deliver()
     batched.deliver()  # nothing twice
     assert ids(report) == ids(terminal) == [1, 2, 3, 4, 5]
+    assert batched.error is None
+
+
+def test_a_sink_that_raises_costs_that_outcome_in_that_sink_only() -> None:
+    """A bug in one sink's add must not end the run from its timer, nor cost the other
+    sinks their outcomes: the first error is kept for the run to raise at its end."""
+    from batchsync.commands._outputs import Batched
+    from batchsync.outcome import Outcome
+
+    report: list[int] = []
+
+    def broken(outcome: Outcome) -> None:
+        if outcome.integration_id == 2:
+            raise ValueError("a bug in a sink")
+
+    batched = Batched([broken, lambda o: report.append(o.integration_id)])
+    for iid in (1, 2, 3):
+        batched.add(Outcome(iid, "a", "changed"))
+    batched.deliver()
+    assert report == [1, 2, 3]
+    assert isinstance(batched.error, ValueError) and str(batched.error) == "a bug in a sink"
