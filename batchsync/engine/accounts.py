@@ -7,14 +7,10 @@ integration: what has been read and what remains to write; per request, a :class
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
 from enum import IntEnum
 from typing import cast
-
-import anyio
 
 from batchsync.diff import Diff, MappingChange
 from batchsync.engine.api import AccountApi
@@ -171,16 +167,6 @@ class AccountState:
 
     def open(self) -> bool:
         return self.fatal is None and self.stopped is None
-
-
-def backend_clock() -> Callable[[], float]:
-    """``anyio.current_time`` without its lookup of the running backend on every call (a
-    microsecond, several times per request): the event loop's own clock under asyncio;
-    anyio's function elsewhere (trio, whose clock the tests make virtual)."""
-    try:
-        return asyncio.get_running_loop().time
-    except RuntimeError:  # not asyncio (trio, in the tests)
-        return anyio.current_time
 
 
 def error_kind(error: ApiError) -> ErrorKind:

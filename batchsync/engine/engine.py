@@ -14,8 +14,8 @@ An integration goes through a few steps (pre-flight check, read statuses, read t
 mapping when it matters, write statuses, write the mapping), each one request; the
 mapping guard refuses writes that would break a shop's mapping. Every integration ends
 with exactly one :class:`Outcome`, recorded by the :class:`~batchsync.engine.ledger.Ledger`.
-Time comes from ``anyio.current_time``/``anyio.sleep`` only, so tests run it under a
-virtual clock.
+Time comes from :func:`~batchsync.engine.limits.backend_clock` and ``anyio.sleep`` only,
+so tests run it under a virtual clock.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from batchsync.engine.accounts import (
     AccountState,
     Step,
     Work,
-    backend_clock,
 )
 from batchsync.engine.api import Api
 from batchsync.engine.ledger import Ledger
+from batchsync.engine.limits import backend_clock
 from batchsync.engine.options import Options
 from batchsync.engine.steps import BeforeWrite, Steps
 from batchsync.model import Account, Job

@@ -26,7 +26,7 @@ import anyio
 import msgspec
 
 from batchsync.engine.api import AccountApi, Api
-from batchsync.engine.limits import Bucket
+from batchsync.engine.limits import Bucket, backend_clock
 from batchsync.engine.options import Options
 from batchsync.health import Health, Tally, parse_time, unknown
 from batchsync.model import Account, Job
@@ -73,13 +73,14 @@ async def read_health(
     for job in jobs:
         by_account.setdefault(job.account, []).append(job)
     result = HealthRead({}, {})
+    clock = backend_clock()
     limit = anyio.Semaphore(max(1, options.concurrency))
     rng = rng or random.Random()
     prior = carried or {}
 
     async def one(name: str) -> None:
         async with limit:
-            reader = _AccountReader(accounts[name], api.account(accounts[name]), options, bounds, redact, rng)
+            reader = _AccountReader(accounts[name], api.account(accounts[name]), options, bounds, redact, rng, clock)
             earlier = prior.get(name)
             if earlier is not None:
                 age, reads, writes = earlier
@@ -91,7 +92,7 @@ async def read_health(
             result.by_account[name] = reader.requests
             if error is not None:
                 result.failed[name] = error
-            now = anyio.current_time()
+            now = clock()
             result.carried[name] = (0.0, reader.reads.left(now), reader.writes.left(now))
 
     async with anyio.create_task_group() as tg:
@@ -109,8 +110,10 @@ class _AccountReader:
         bounds: ListBounds,
         redact: Callable[[str], str],
         rng: random.Random,
+        clock: Callable[[], float],
     ) -> None:
-        now = anyio.current_time()
+        self.clock = clock
+        now = clock()
         lim = account.limits
         self.name = account.name
         self.api = api
@@ -126,9 +129,7 @@ class _AccountReader:
         ids = [job.integration_id for job in jobs]
         tallies = {i: Tally() for i in ids}
         single = ids[0] if len(ids) == 1 else None
-        listing = Listing(
-            self.bounds, anyio.current_time(), f"the list of exception logs of account {self.name}", "log record"
-        )
+        listing = Listing(self.bounds, self.clock(), f"the list of exception logs of account {self.name}", "log record")
         newest_first = True
         previous: datetime | None = None
         next_url: str | None = None
@@ -151,7 +152,7 @@ class _AccountReader:
                         tally.add(record, at, self.redact)
                 if page.next_url is None:
                     break
-                listing.add_ids([r.id for r in page.records], page.next_url, page.size, anyio.current_time())
+                listing.add_ids([r.id for r in page.records], page.next_url, page.size, self.clock())
                 if newest_first and oldest_on_page is not None and oldest_on_page < since:
                     break  # newest first so far, and past the moment: the rest is older still
                 next_url = page.next_url
@@ -166,21 +167,22 @@ class _AccountReader:
         and slows the bucket; a retryable failure backs off), up to ``--max-attempts`` and
         ``--retry-max-time``."""
         opts = self.options
-        first = anyio.current_time()
+        clock = self.clock
+        first = clock()
         tries = 0
         while True:
-            now = anyio.current_time()
-            ready = self.reads.ready_at(now)
-            if ready > now:
+            now = clock()
+            while (ready := self.reads.ready_at(now)) > now:  # the loop's timer may wake it a little early
                 await anyio.sleep(ready - now)
+                now = clock()
             self.reads.take()
-            sent = anyio.current_time()
+            sent = now
             tries += 1
             self.requests += 1
             try:
                 page = await self.api.list_logs_page(next_url, single)
             except ApiError as exc:
-                end = anyio.current_time()
+                end = clock()
                 self.reads.give_back(end)
                 elapsed = end - first
                 if isinstance(exc, ThrottledError):
@@ -197,7 +199,7 @@ class _AccountReader:
                 await anyio.sleep(delay)
                 continue
             except BaseException:
-                self.reads.give_back(anyio.current_time())
+                self.reads.give_back(clock())
                 raise
-            self.reads.give_back(anyio.current_time())
+            self.reads.give_back(clock())
             return page

@@ -1,14 +1,17 @@
 """Client-side rate limiting per Sendcloud account: a token bucket for reads, one for writes.
 
-The buckets are synchronous and read the clock they are given (``anyio.current_time``
-in a run, a virtual one in tests): the engine asks when a token will be ready and
+The buckets are synchronous and read the clock they are given (:func:`backend_clock` in
+a run, a virtual one in tests): the engine asks when a token will be ready and
 schedules itself. The account's cap on requests in flight (Sendcloud's burst allowance,
 shared by reads and writes) is kept by the engine, next to its queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Callable
 
 from batchsync.model import FLOOR
 
@@ -18,6 +21,27 @@ SAFETY = 0.999
 # After a 429 the rate we believed in was wrong; each new 429 takes this much off it,
 # down to model.FLOOR of the declared rate, never lower.
 BACKOFF_FACTOR = 0.8
+
+
+def backend_clock() -> Callable[[], float]:
+    """The clock of the buckets of a run: ``time.monotonic`` under asyncio, whatever its
+    loop; ``anyio.current_time`` elsewhere (trio, whose clock the tests make virtual).
+
+    Not the event loop's own clock: uvloop's (libuv's) counts whole milliseconds of a
+    coarse clock and lags by up to one. A request answered within a millisecond of
+    reaching the server was then debited *before* the server debited it, and the next one
+    sent a fraction of a token early: a 429 now and then at a thousand reads a minute.
+    asyncio's own loop reads ``time.monotonic`` (the same clock), and it is called
+    without anyio's lookup of the running backend (a microsecond, several times per request).
+    A sleep on the loop's timers may then end a little before a token is due by this clock:
+    whoever sleeps for a token checks again when it wakes."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio, in the tests)
+        import anyio
+
+        return anyio.current_time
+    return time.monotonic
 
 
 class Bucket:

@@ -39,6 +39,13 @@ class Fleet:
         self.to_read = 0  # integrations the engine reads
 
 
+def _now() -> float:
+    """The time on the buckets' clock (:func:`~batchsync.engine.limits.backend_clock`)."""
+    from batchsync.engine.limits import backend_clock
+
+    return backend_clock()()
+
+
 async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str) -> ListedPage:
     """One page, on the read budget, retried like any read of the engine."""
     import logging
@@ -49,20 +56,20 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
     from batchsync.sendcloud.errors import ApiError, ThrottledError
 
     log = logging.getLogger("batchsync.import")
-    first = anyio.current_time()
+    first = _now()
     attempt = 0
     while True:
         attempt += 1
-        now = anyio.current_time()
-        ready = bucket.ready_at(now)
-        if ready > now:
+        now = _now()
+        while (ready := bucket.ready_at(now)) > now:  # the loop's timer may wake it a little early
             await anyio.sleep(ready - now)
+            now = _now()
         bucket.take()
-        sent = anyio.current_time()
+        sent = now
         try:
             result = await api.list_integrations_page(url)
         except ApiError as exc:
-            end = anyio.current_time()
+            end = _now()
             bucket.give_back(end)
             if isinstance(exc, ThrottledError):
                 bucket.on_throttled(end, sent, exc.retry_after if exc.retry_after is not None else 1.0 / bucket.rate)
@@ -82,9 +89,9 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
             await anyio.sleep(delay)
             continue
         except BaseException:
-            bucket.give_back(anyio.current_time())
+            bucket.give_back(_now())
             raise
-        bucket.give_back(anyio.current_time())
+        bucket.give_back(_now())
         return result
 
 
@@ -111,12 +118,12 @@ async def list_account(api: AccountApi, bucket: Bucket, options: Options, accoun
     log = logging.getLogger("batchsync.import")
     bounds = options.list_bounds
     shops: list[Shop] = []
-    listing = Listing(bounds, anyio.current_time())
+    listing = Listing(bounds, _now())
     url: str | None = None
     with anyio.move_on_after(bounds.seconds) as scope:
         while True:
             page = await _page(api, bucket, url, options, account)
-            listing.add(page, anyio.current_time())
+            listing.add(page, _now())
             for why in page.rejected:
                 log.warning(
                     "account %s: GET /integrations, page %d: %s; left out of the import",
@@ -171,14 +178,14 @@ async def read_fleet(
     from batchsync.text import one_line
 
     log = logging.getLogger("batchsync.import")
-    start = anyio.current_time()
+    start = _now()
     buckets: dict[str, Bucket] = {}
     files = budget_files or {}
     carried = budget.load(files) if files else {}
 
     async def one(name: str) -> None:
         lim = accounts[name].limits
-        bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, anyio.current_time())
+        bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, _now())
         if name in carried:
             age, reads, _ = carried[name]
             bucket.carry(reads, age)
@@ -205,17 +212,18 @@ async def read_fleet(
             tg.start_soon(one, name)
     if fleet.unbounded:
         if files:
-            now = anyio.current_time()
+            now = _now()
             aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
             budget.save(_left(accounts, buckets, aged, now), files)
         return fleet
     # The engine starts each account with a full bucket: let the server's refill first,
     # which is the time the pages cost on the budget anyway.
-    now = anyio.current_time()
-    full = [max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()]
-    if full and max(full) > now:
-        await anyio.sleep(max(full) - now)
-    fleet.listed_in = anyio.current_time() - start
+    full = max(
+        (max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()), default=0.0
+    )
+    while (wait := full - _now()) > 0:  # the loop's timer may wake it a little early
+        await anyio.sleep(wait)
+    fleet.listed_in = _now() - start
 
     nothing = Desired(())
     jobs: list[Job] = []
@@ -247,7 +255,7 @@ async def read_fleet(
     engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
     # Its reads start full (the wait above); its writes as the last run left them, which
     # an import does not spend but must not record as full either.
-    since = anyio.current_time() - start
+    since = _now() - start
     aged = {name: (age + since, reads, writes) for name, (age, reads, writes) in carried.items()}
     burst = {name: float(account.limits.write_burst) for name, account in used.items()}
     engine.carried = {name: (age, burst[name], writes) for name, (age, _, writes) in aged.items() if name in burst}
@@ -258,7 +266,7 @@ async def read_fleet(
         fleet.summary = await engine.run(jobs)
     finally:
         if files:
-            now = anyio.current_time()
+            now = _now()
             aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
             budget.save(_left(accounts, buckets, aged, now) | engine.budget_left(), files)
     return fleet

@@ -30,8 +30,14 @@ BATCH = 2_000
 # event loop for the interpreter's lock and the processor's caches: a 0.2 s flush cost the
 # loop more than the writes themselves. A run shorter than this is written at its end.
 HAND_OVER_S = 5.0
-QUEUE_BATCHES = 2  # batches waiting at most: past that, add() waits for the writer
-PUT_TIMEOUT_S = 60.0  # a writer stuck that long (a hung server) is a lost history
+QUEUE_BATCHES = 2  # batches waiting for the writer at most; past that, they gather here
+# The event loop never waits for the store (a hand-over that finds the queue full keeps
+# the outcomes and tries again at the next one). A store that falls this far behind, or
+# takes nothing for STUCK_S while outcomes wait, is a lost history: memory stays bounded
+# and the run goes on at its own pace.
+BACKLOG = 5 * BATCH
+STUCK_S = 60.0  # a writer that long on one batch (a hung server) is a lost history
+PUT_TIMEOUT_S = 60.0  # at the run's end, for the writer to take what is left
 FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
 
 
@@ -45,7 +51,8 @@ class Session:
         self.error: str | None = None
         self._writes = Writes(db)
         self._batch: list[Outcome] = []
-        self._handed = time.monotonic()  # when the writer last took a batch
+        self._handed = time.monotonic()  # when a batch was last handed to the writer
+        self._taken = self._handed  # when the writer last took one (its thread writes it)
         self._queue: queue.Queue[list[Outcome] | None] = queue.Queue(QUEUE_BATCHES)
         self._thread = threading.Thread(target=self._work, name="batchsync-history", daemon=True)
         if run_id is not None:
@@ -75,7 +82,7 @@ class Session:
         if self.run_id is None or self.error is not None:
             return
         self._batch.append(outcome)
-        if len(self._batch) >= BATCH:
+        if len(self._batch) % BATCH == 0:  # a full batch (or one more while the writer is behind)
             self._hand_over()
 
     def flush(self, *, now: bool = False) -> None:
@@ -87,12 +94,24 @@ class Session:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        batch, self._batch = self._batch, []
-        self._handed = time.monotonic()
+        """Give what has gathered to the writer, without waiting: the caller is the event
+        loop. A writer still busy with earlier batches leaves them here, to go with the next
+        hand-over; past :data:`BACKLOG` of them, or :data:`STUCK_S` without the writer taking
+        one, the history is lost (what is gathered dropped)."""
+        now = time.monotonic()
+        self._handed = now
         try:
-            self._queue.put(batch, timeout=PUT_TIMEOUT_S)
+            self._queue.put_nowait(self._batch)
         except queue.Full:
-            self._fail(f"{self.db.location.name}: the store did not take the run's outcomes for {PUT_TIMEOUT_S:g}s")
+            name = self.db.location.name
+            if len(self._batch) >= BACKLOG:
+                self._fail(f"{name}: the store fell behind the run by {len(self._batch):,} outcomes")
+            elif now - self._taken >= STUCK_S:
+                self._fail(f"{name}: the store did not take the run's outcomes for {STUCK_S:g}s")
+            if self.error is not None:
+                self._batch = []
+            return
+        self._batch = []
 
     def _fail(self, why: str) -> None:
         if self.error is None:
@@ -103,6 +122,7 @@ class Session:
         assert run_id is not None
         while True:
             batch = self._queue.get()
+            self._taken = time.monotonic()
             if batch is None:
                 return
             if self.error is not None:
@@ -124,8 +144,10 @@ class Session:
         try:
             if self.run_id is None:
                 return self.error
-            self.flush(now=True)
             try:
+                if self._batch and self.error is None:  # what is left, waiting for the writer now
+                    batch, self._batch = self._batch, []
+                    self._queue.put(batch, timeout=PUT_TIMEOUT_S)
                 self._queue.put(None, timeout=PUT_TIMEOUT_S)
             except queue.Full:
                 self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")

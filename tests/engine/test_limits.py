@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Callable
 
 import pytest
 
-from batchsync.engine.limits import Bucket
+from batchsync.engine.limits import Bucket, backend_clock
 from batchsync.model import FLOOR
 from batchsync.sendcloud.headers import RETRY_AFTER_MAX, parse_retry_after
 
@@ -116,3 +119,36 @@ def test_parse_retry_after_huge_is_capped_and_finite(value: str) -> None:
 def test_parse_retry_after_never_raises(value: str) -> None:
     got = parse_retry_after(value, now=lambda: 1445412470.0)
     assert got is None or (math.isfinite(got) and 0.0 <= got <= RETRY_AFTER_MAX)
+
+
+def _steps_missed(clock: Callable[[], float], trials: int = 50) -> int:
+    """How many of ``trials`` waits of 0.2 ms the clock did not see pass."""
+    missed = 0
+    for _ in range(trials):
+        before = clock()
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.0002:
+            pass
+        missed += clock() <= before
+    return missed
+
+
+def test_the_buckets_clock_sees_a_fraction_of_a_millisecond_on_either_event_loop() -> None:
+    """A bucket debits a request when it completes, never before the server did when it
+    arrived: on loopback that is within a millisecond, finer than uvloop's own clock (whole
+    milliseconds, up to one behind). The buckets' clock is time.monotonic on both loops."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def probe() -> tuple[int, float]:
+        clock = backend_clock()
+        return _steps_missed(clock), clock() - time.monotonic()
+
+    for run in (asyncio.run, uvloop.run):
+        missed, behind = run(probe())
+        assert missed == 0, run
+        assert -0.001 < behind <= 0.0, run
+    assert uvloop.run(_loop_clock_missed()) > 0  # what the engine read before: a coarse clock
+
+
+async def _loop_clock_missed() -> int:
+    return _steps_missed(asyncio.get_running_loop().time)

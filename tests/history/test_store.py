@@ -319,7 +319,111 @@ def test_the_writer_takes_a_batch_every_few_seconds_not_at_every_flush(
     assert handed == [3]
     session.add(ok(4, "changed"))
     assert session.finish(T0 + 60, 0, {}) is None  # the rest at the end, whenever it comes
-    assert handed == [3, 1]
+    assert handed == [3]  # the end hands the rest over itself, waiting for the writer if need be
     db = connect(parse(str(tmp_path / "h.sqlite3")))
     assert db.query("SELECT COUNT(*) FROM outcomes") == [(4,)]
+    db.close()
+
+
+def _hold_writes(
+    session: Session, monkeypatch: pytest.MonkeyPatch, release: threading.Event, pause: float = 0.0
+) -> list[int]:
+    """Each batch the writer takes waits for ``release`` (a hung server) or ``pause`` s (a slow one)."""
+    written: list[int] = []
+    real = session._writes.outcomes
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        release.wait(pause or None)
+        real(*args, **kwargs)
+        written.append(len(args[3]))
+
+    monkeypatch.setattr(session._writes, "outcomes", slow)
+    return written
+
+
+def _first_batch_taken(session: Session) -> None:
+    """Outcomes 1 to 10 added (a batch, in these tests), and taken by the writer."""
+    for i in range(1, 11):
+        session.add(ok(i, "changed"))
+    deadline = time.monotonic() + 5
+    while session._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not session._queue.qsize()
+
+
+def test_a_hung_store_never_holds_up_the_run_and_is_lost_when_it_falls_too_far_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "BACKLOG", 50)
+    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 0.5)  # the run's end waits this long for the writer
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    release = threading.Event()
+    written = _hold_writes(session, monkeypatch, release)
+    _first_batch_taken(session)
+    began = time.monotonic()
+    for i in range(11, 201):  # the run's timer adds them on the event loop: it must never wait
+        session.add(ok(i, "changed"))
+        session.flush()
+    assert time.monotonic() - began < 0.25  # not PUT_TIMEOUT_S: no hand-over waited
+    assert written == []  # the writer is still on the first batch
+    assert session.error == f"{where.name}: the store fell behind the run by 50 outcomes"
+    assert len(session._batch) == 0  # dropped once lost: memory stays bounded
+    try:
+        assert session.finish(T0 + 60, 0, {}) == session.error
+    finally:
+        release.set()  # the server answers at last: the writer drains what waits, and ends
+        session._queue.put(None, timeout=5)
+        session._thread.join(5)
+        assert not session._thread.is_alive()
+
+
+def test_a_store_that_takes_nothing_for_a_minute_is_lost_before_it_falls_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "STUCK_S", 0.3)
+    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 1.0)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    release = threading.Event()
+    _hold_writes(session, monkeypatch, release)
+    _first_batch_taken(session)
+    for i in range(11, 41):  # two batches waiting, one gathering
+        session.add(ok(i, "changed"))
+    assert session.error is None and len(session._batch) == 10
+    time.sleep(0.4)
+    for i in range(41, 51):
+        session.add(ok(i, "changed"))
+    assert session.error == f"{where.name}: the store did not take the run's outcomes for 0.3s"
+    try:
+        assert session.finish(T0 + 60, 0, {}) == session.error
+    finally:
+        release.set()  # the server answers at last: the writer drains what waits, and ends
+        session._queue.put(None, timeout=5)
+        session._thread.join(5)
+        assert not session._thread.is_alive()
+
+
+def test_a_slow_store_that_catches_up_loses_no_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "BACKLOG", 10_000)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    written = _hold_writes(session, monkeypatch, threading.Event(), pause=0.05)
+    began = time.monotonic()
+    for i in range(1, 301):
+        session.add(ok(i, "changed"))
+    assert time.monotonic() - began < 1.0  # not 28 batches x 0.05 s: the writer was behind
+    assert session.finish(T0 + 60, 0, {}) is None
+    assert sum(written) == 300 and len(written) < 30  # what waited went in larger batches
+    db = connect(where)
+    assert db.query("SELECT COUNT(*), COUNT(DISTINCT integration_id) FROM outcomes") == [(300, 300)]
     db.close()
