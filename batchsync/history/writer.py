@@ -9,6 +9,7 @@ for the run to name among its lost outputs.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -144,8 +145,12 @@ class Session:
         try:
             if self.run_id is None:
                 return self.error
+            if self.error is not None:  # lost already: the run's end does not wait for a stuck writer
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(None)  # one that is only behind drains what waits, then ends
+                return self.error
             try:
-                if self._batch and self.error is None:  # what is left, waiting for the writer now
+                if self._batch:  # what is left, waiting for the writer now
                     batch, self._batch = self._batch, []
                     self._queue.put(batch, timeout=PUT_TIMEOUT_S)
                 self._queue.put(None, timeout=PUT_TIMEOUT_S)
