@@ -9,6 +9,7 @@ for the run to name among its lost outputs.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -31,10 +32,11 @@ BATCH = 2_000
 # loop more than the writes themselves. A run shorter than this is written at its end.
 HAND_OVER_S = 5.0
 QUEUE_BATCHES = 2  # batches waiting for the writer at most; past that, they gather here
-# The event loop never waits for the store (a hand-over that finds the queue full keeps
-# the outcomes and tries again at the next one). A store that falls this far behind, or
-# takes nothing for STUCK_S while outcomes wait, is a lost history: memory stays bounded
-# and the run goes on at its own pace.
+# The event loop does not wait for the store while it keeps up (a hand-over that finds the
+# queue full keeps the outcomes and tries again at the next one). Past BACKLOG outcomes
+# gathered, it waits for a writer that is behind but moving (a busy machine: the history is
+# not lost for it, and memory stays bounded). A writer that takes nothing for STUCK_S while
+# outcomes wait (a hung server) is a lost history, and the run goes on.
 BACKLOG = 5 * BATCH
 STUCK_S = 60.0  # a writer that long on one batch (a hung server) is a lost history
 PUT_TIMEOUT_S = 60.0  # at the run's end, for the writer to take what is left
@@ -94,21 +96,26 @@ class Session:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give what has gathered to the writer, without waiting: the caller is the event
-        loop. A writer still busy with earlier batches leaves them here, to go with the next
-        hand-over; past :data:`BACKLOG` of them, or :data:`STUCK_S` without the writer taking
-        one, the history is lost (what is gathered dropped)."""
+        """Give what has gathered to the writer. The caller is the event loop: it waits only
+        past :data:`BACKLOG` outcomes gathered, and only as long as the writer could still be
+        moving; :data:`STUCK_S` without the writer taking a batch, the history is lost (what
+        is gathered dropped)."""
         now = time.monotonic()
         self._handed = now
         try:
             self._queue.put_nowait(self._batch)
         except queue.Full:
-            name = self.db.location.name
-            if len(self._batch) >= BACKLOG:
-                self._fail(f"{name}: the store fell behind the run by {len(self._batch):,} outcomes")
-            elif now - self._taken >= STUCK_S:
-                self._fail(f"{name}: the store did not take the run's outcomes for {STUCK_S:g}s")
-            if self.error is not None:
+            behind = now - self._taken
+            if behind < STUCK_S and len(self._batch) >= BACKLOG:
+                try:  # far behind, and moving: hold the run back rather than lose the history
+                    self._queue.put(self._batch, timeout=STUCK_S - behind)
+                except queue.Full:
+                    pass
+                else:
+                    self._batch = []
+                    return
+            if time.monotonic() - self._taken >= STUCK_S:
+                self._fail(f"{self.db.location.name}: the store did not take the run's outcomes for {STUCK_S:g}s")
                 self._batch = []
             return
         self._batch = []
@@ -144,8 +151,12 @@ class Session:
         try:
             if self.run_id is None:
                 return self.error
+            if self.error is not None:  # lost already: the run's end does not wait for a stuck writer
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(None)  # one that is only behind drains what waits, then ends
+                return self.error
             try:
-                if self._batch and self.error is None:  # what is left, waiting for the writer now
+                if self._batch:  # what is left, waiting for the writer now
                     batch, self._batch = self._batch, []
                     self._queue.put(batch, timeout=PUT_TIMEOUT_S)
                 self._queue.put(None, timeout=PUT_TIMEOUT_S)

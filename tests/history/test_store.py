@@ -351,63 +351,91 @@ def _first_batch_taken(session: Session) -> None:
     assert not session._queue.qsize()
 
 
-def test_a_hung_store_never_holds_up_the_run_and_is_lost_when_it_falls_too_far_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "BACKLOG", 50)
-    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 0.5)  # the run's end waits this long for the writer
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
-    release = threading.Event()
-    written = _hold_writes(session, monkeypatch, release)
-    _first_batch_taken(session)
-    began = time.monotonic()
-    for i in range(11, 201):  # the run's timer adds them on the event loop: it must never wait
-        session.add(ok(i, "changed"))
-        session.flush()
-    assert time.monotonic() - began < 0.25  # not PUT_TIMEOUT_S: no hand-over waited
-    assert written == []  # the writer is still on the first batch
-    assert session.error == f"{where.name}: the store fell behind the run by 50 outcomes"
-    assert len(session._batch) == 0  # dropped once lost: memory stays bounded
-    try:
-        assert session.finish(T0 + 60, 0, {}) == session.error
-    finally:
-        release.set()  # the server answers at last: the writer drains what waits, and ends
-        session._queue.put(None, timeout=5)
-        session._thread.join(5)
-        assert not session._thread.is_alive()
-
-
-def test_a_store_that_takes_nothing_for_a_minute_is_lost_before_it_falls_behind(
+def test_a_hung_store_never_holds_up_the_run_and_is_lost_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from batchsync.history import writer
 
     monkeypatch.setattr(writer, "BATCH", 10)
     monkeypatch.setattr(writer, "STUCK_S", 0.3)
-    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 2.0)  # what the run's end would wait for a writer
     where = parse(str(tmp_path / "h.sqlite3"))
     session = Session.open(where, RunInfo(command="apply", started_at=T0))
     release = threading.Event()
-    _hold_writes(session, monkeypatch, release)
+    written = _hold_writes(session, monkeypatch, release)
     _first_batch_taken(session)
-    for i in range(11, 41):  # two batches waiting, one gathering
+    began = time.monotonic()
+    for i in range(11, 201):  # the run's timer adds them on the event loop: it must not wait
         session.add(ok(i, "changed"))
-    assert session.error is None and len(session._batch) == 10
-    time.sleep(0.4)
-    for i in range(41, 51):
+        session.flush()
+    assert time.monotonic() - began < 0.25  # not PUT_TIMEOUT_S: no hand-over waited
+    assert written == [] and session.error is None  # the writer is still on the first batch
+    assert len(session._batch) == 170  # two batches queued, the rest gathered for the next
+    time.sleep(0.35)
+    for i in range(201, 211):
         session.add(ok(i, "changed"))
     assert session.error == f"{where.name}: the store did not take the run's outcomes for 0.3s"
+    assert session._batch == []  # dropped once lost: memory stays bounded
+    session.add(ok(211, "changed"))
+    assert session._batch == []
     try:
+        began = time.monotonic()
         assert session.finish(T0 + 60, 0, {}) == session.error
+        assert time.monotonic() - began < 0.25  # lost already: the run's end does not wait for it
     finally:
         release.set()  # the server answers at last: the writer drains what waits, and ends
         session._queue.put(None, timeout=5)
         session._thread.join(5)
         assert not session._thread.is_alive()
+
+
+def test_a_hung_store_in_a_fast_run_holds_it_back_no_longer_than_the_writer_may_be_moving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "BACKLOG", 30)
+    monkeypatch.setattr(writer, "STUCK_S", 0.5)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    release = threading.Event()
+    _hold_writes(session, monkeypatch, release)
+    _first_batch_taken(session)
+    taken = session._taken
+    for i in range(11, 71):  # 20 queued, 30 gathered: the hand-over at 30 waits, then gives up
+        session.add(ok(i, "changed"))
+    waited = time.monotonic() - taken
+    assert 0.45 <= waited < 2.0  # up to STUCK_S after the writer last took a batch, not more
+    assert session.error == f"{where.name}: the store did not take the run's outcomes for 0.5s"
+    try:
+        assert session.finish(T0 + 60, 0, {}) == session.error
+    finally:
+        release.set()
+        session._queue.put(None, timeout=5)
+        session._thread.join(5)
+        assert not session._thread.is_alive()
+
+
+def test_a_store_far_behind_but_moving_holds_the_run_back_rather_than_lose_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "BACKLOG", 30)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    written = _hold_writes(session, monkeypatch, threading.Event(), pause=0.02)
+    for i in range(1, 401):
+        session.add(ok(i, "changed"))
+        assert len(session._batch) <= 30  # memory stays bounded: the run waits past BACKLOG
+    assert session.error is None
+    assert session.finish(T0 + 60, 0, {}) is None
+    assert sum(written) == 400
+    db = connect(where)
+    assert db.query("SELECT COUNT(*), COUNT(DISTINCT integration_id) FROM outcomes") == [(400, 400)]
+    db.close()
 
 
 def test_a_slow_store_that_catches_up_loses_no_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
