@@ -13,7 +13,7 @@ import pytest
 
 from batchsync.history import queries, schema
 from batchsync.history.db import HistoryError, connect, iso
-from batchsync.history.location import LocationError, default_path, parse
+from batchsync.history.location import Location, LocationError, default_path, parse
 from batchsync.history.store import RunInfo, group_key, night
 from batchsync.history.writer import Session
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
@@ -351,16 +351,28 @@ def _first_batch_taken(session: Session) -> None:
     assert not session._queue.qsize()
 
 
+def _session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **writer_constants: float) -> tuple[Location, Session]:
+    """A run's history session in ``tmp_path``, the writer's constants set as given."""
+    from batchsync.history import writer
+
+    for name, value in writer_constants.items():
+        monkeypatch.setattr(writer, name, value)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    return where, Session.open(where, RunInfo(command="apply", started_at=T0))
+
+
+def _answer_at_last(session: Session, release: threading.Event) -> None:
+    """The hung server answers at last: the writer drains what waits, and ends."""
+    release.set()
+    session._queue.put(None, timeout=5)
+    session._thread.join(5)
+    assert not session._thread.is_alive()
+
+
 def test_a_hung_store_never_holds_up_the_run_and_is_lost_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "STUCK_S", 0.3)
-    monkeypatch.setattr(writer, "PUT_TIMEOUT_S", 2.0)  # what the run's end would wait for a writer
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, BATCH=10, STUCK_S=0.3, PUT_TIMEOUT_S=2.0)
     release = threading.Event()
     written = _hold_writes(session, monkeypatch, release)
     _first_batch_taken(session)
@@ -383,22 +395,13 @@ def test_a_hung_store_never_holds_up_the_run_and_is_lost_after_a_while(
         assert session.finish(T0 + 60, 0, {}) == session.error
         assert time.monotonic() - began < 0.25  # lost already: the run's end does not wait for it
     finally:
-        release.set()  # the server answers at last: the writer drains what waits, and ends
-        session._queue.put(None, timeout=5)
-        session._thread.join(5)
-        assert not session._thread.is_alive()
+        _answer_at_last(session, release)
 
 
 def test_a_hung_store_in_a_fast_run_holds_it_back_no_longer_than_the_writer_may_be_moving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "BACKLOG", 30)
-    monkeypatch.setattr(writer, "STUCK_S", 0.5)
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, BATCH=10, BACKLOG=30, STUCK_S=0.5)
     release = threading.Event()
     _hold_writes(session, monkeypatch, release)
     _first_batch_taken(session)
@@ -411,21 +414,13 @@ def test_a_hung_store_in_a_fast_run_holds_it_back_no_longer_than_the_writer_may_
     try:
         assert session.finish(T0 + 60, 0, {}) == session.error
     finally:
-        release.set()
-        session._queue.put(None, timeout=5)
-        session._thread.join(5)
-        assert not session._thread.is_alive()
+        _answer_at_last(session, release)
 
 
 def test_a_store_far_behind_but_moving_holds_the_run_back_rather_than_lose_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "BACKLOG", 30)
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, BATCH=10, BACKLOG=30)
     written = _hold_writes(session, monkeypatch, threading.Event(), pause=0.02)
     for i in range(1, 401):
         session.add(ok(i, "changed"))
@@ -439,12 +434,7 @@ def test_a_store_far_behind_but_moving_holds_the_run_back_rather_than_lose_it(
 
 
 def test_a_slow_store_that_catches_up_loses_no_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "BACKLOG", 10_000)
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, BATCH=10, BACKLOG=10_000)
     written = _hold_writes(session, monkeypatch, threading.Event(), pause=0.05)
     began = time.monotonic()
     for i in range(1, 301):
