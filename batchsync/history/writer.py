@@ -55,6 +55,7 @@ class Session:
         self._batch: list[Outcome] = []
         self._handed = time.monotonic()  # when a batch was last handed to the writer
         self._taken = self._handed  # when the writer last took one (its thread writes it)
+        self._queued = self._handed  # when a batch last went into an empty queue
         self._queue: queue.Queue[list[Outcome] | None] = queue.Queue(QUEUE_BATCHES)
         self._thread = threading.Thread(target=self._work, name="batchsync-history", daemon=True)
         if run_id is not None:
@@ -105,7 +106,10 @@ class Session:
         try:
             self._queue.put_nowait(self._batch)
         except queue.Full:
-            behind = now - self._taken
+            # How long the writer has had work without taking any: since it last took a
+            # batch, or since the oldest waiting one came, for a writer idle until then (a
+            # run's lull) that has not woken yet.
+            behind = now - max(self._taken, self._queued)
             if behind < STUCK_S and len(self._batch) >= BACKLOG:
                 try:  # far behind, and moving: hold the run back rather than lose the history
                     self._queue.put(self._batch, timeout=STUCK_S - behind)
@@ -114,10 +118,12 @@ class Session:
                 else:
                     self._batch = []
                     return
-            if time.monotonic() - self._taken >= STUCK_S:
+            if time.monotonic() - max(self._taken, self._queued) >= STUCK_S:
                 self._fail(f"{self.db.location.name}: the store did not take the run's outcomes for {STUCK_S:g}s")
                 self._batch = []
             return
+        if self._queue.qsize() <= 1:  # it was empty: the writer had nothing to do until now
+            self._queued = now
         self._batch = []
 
     def _fail(self, why: str) -> None:

@@ -417,6 +417,28 @@ def test_a_hung_store_in_a_fast_run_holds_it_back_no_longer_than_the_writer_may_
         _answer_at_last(session, release)
 
 
+def test_a_writer_idle_through_a_lull_is_not_taken_for_a_hung_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run quiet for minutes (a long Retry-After), then a burst of outcomes faster than the
+    writer thread wakes: the writer last took a batch long ago, yet nothing waited for it."""
+    awake = threading.Event()
+    work = Session._work
+
+    def drowsy(self: Session) -> None:
+        awake.wait()  # the writer thread not scheduled yet
+        work(self)
+
+    monkeypatch.setattr(Session, "_work", drowsy)
+    _, session = _session(tmp_path, monkeypatch, BATCH=10, STUCK_S=60.0)
+    session._taken -= 120.0  # its last batch two minutes ago
+    for i in range(1, 41):  # two batches queued, the third finds the queue full
+        session.add(ok(i, "changed"))
+    assert session.error is None and len(session._batch) == 20
+    awake.set()
+    assert session.finish(T0 + 60, 0, {}) is None
+
+
 def test_a_store_far_behind_but_moving_holds_the_run_back_rather_than_lose_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
