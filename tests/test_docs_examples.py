@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,11 +252,16 @@ def session_dir(tmp_path: Path) -> Path:
     return folder
 
 
+# Taken at import, before each test gets a temp dir of its own (conftest's _own_temp_dir).
+SANDBOX_PORT_LOCK = Path(tempfile.gettempdir()) / f"batchsync-docs-examples-sandbox-{os.getuid()}.lock"
+
+
 @pytest.fixture
-def sandbox_port_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Examples that start a sandbox on its default port take turns (xdist runs them side by side)."""
-    lock = tmp_path_factory.getbasetemp().parent / "docs-examples-sandbox.lock"
-    with lock.open("a") as handle:
+def sandbox_port_lock() -> Iterator[None]:
+    """Examples that start a sandbox on its default port take turns: xdist runs them side by
+    side, and so may two test sessions on one machine (two checkouts, CI beside `make
+    test`). One lock per user in the machine's temp dir, not in a session's own folder."""
+    with SANDBOX_PORT_LOCK.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
