@@ -10,6 +10,11 @@ next is decided in one place, :meth:`Engine._pick`:
    (longest processing time first), so the account that sets the run's length is never
    behind its own budget while the others fill the slots it leaves.
 
+The worker that handles an answer sends what it leads to at once when that is what
+:meth:`Engine._pick` would choose for the account anyway (:meth:`Engine._next_of`): the
+integration's write or mapping read, the account's next read while it is the most behind.
+Most requests then start without a round through the heaps.
+
 An integration goes through a few steps (pre-flight check, read statuses, read the
 mapping when it matters, write statuses, write the mapping), each one request; the
 mapping guard refuses writes that would break a shop's mapping. Every integration ends
@@ -215,7 +220,8 @@ class Engine(Steps):
                 self._idlers.append(event)
                 await event.wait()
                 continue
-            await self._execute(step)
+            while step is not None:  # what its answer lets it send at once (_next_of)
+                step = await self._execute(step)
         self._wake_all()
 
     async def _timekeeper(self) -> None:
@@ -275,7 +281,13 @@ class Engine(Steps):
         acc.rkey = -acc.remaining_time((self._writes_found + 0.5) / (self._reads_done + 1.0))  # _drift()
         self._seq += 1
         heapq.heappush(self._rheap, (acc.rkey, self._seq, acc))
-        if wake and self._idlers:
+        # An idle worker is woken for it unless _pick would only hold it back (the soft cap):
+        # woken, it would decline and wait again. The requests in flight pick it up as they end.
+        if (
+            wake
+            and self._idlers
+            and not (len(self._in_flight) >= self._soft_cap and acc.rkey > -0.5 * self._critical_s)
+        ):
             self._idlers.pop().set()
 
     def _evaluate(self, acc: AccountState, now: float) -> None:
@@ -430,7 +442,67 @@ class Engine(Steps):
 
     # -- one request ---------------------------------------------------------------
 
-    async def _execute(self, step: Step) -> None:
+    def _next_of(self, acc: AccountState, done: Step, now: float) -> Step | None:
+        """The request the worker that just handled ``done``, an answer of ``acc``, sends
+        next without the round through the heaps, when it is one :meth:`_pick` would start
+        now and the account may start it (its token and slot are then taken):
+
+        - the write the answer queued, when nothing of the account's is ahead of it;
+        - else, while no account's write waits, the integration's own next read (the
+          mapping the answer called for; the pre-flight's next page);
+        - else the account's next read (a retry that is due, the first of its next
+          integration) when no other account is further behind and the soft cap lets it
+          start: :meth:`_pick`'s tests for the account it would pop.
+
+        Otherwise None, and the worker picks as before. Another account's work is not held
+        back: its budget and slots are its own, and the next free worker picks it first."""
+        if (
+            self.stopping is not None
+            or acc.fatal is not None
+            or acc.stopped is not None
+            or acc.in_flight >= acc.cap
+            or now < acc.paused_until
+            or acc.delayed
+        ):
+            return None
+        wq = acc.write_q
+        if wq or acc.direct:
+            if len(wq) == 1 and not acc.direct and acc.writes.ready_at(now) <= now:
+                acc.writes.reserved += 1  # take()
+                acc.in_flight += 1
+                return wq.popleft()
+            return None
+        if self._wheap:
+            return None  # a write may be waiting: writes first (_pick)
+        rq = acc.read_q
+        if not (rq or acc.pending) or acc.reads.ready_at(now) > now:
+            return None
+        head = rq[0] if rq else None
+        own = head is not None and (head.work is done.work if done.work is not None else head.op == PAGE == done.op)
+        if not own:
+            remaining = acc.remaining_time((self._writes_found + 0.5) / (self._reads_done + 1.0))  # _drift()
+            rheap = self._rheap
+            if rheap:
+                # The most behind of the others: the heap's first, or, when that is its own
+                # entry (queued when it had more to do), the lesser of the first's two children.
+                first: tuple[float, int, AccountState] | None = rheap[0]
+                if rheap[0][2] is acc:
+                    n = len(rheap)
+                    first = rheap[1] if n == 2 else min(rheap[1], rheap[2]) if n > 2 else None
+                if first is not None and -remaining > first[0]:
+                    return None  # another account is further behind
+            if len(self._in_flight) >= self._soft_cap and remaining < 0.5 * (
+                self._critical_s if now - self._critical_at < 0.2 else self._critical(now)
+            ):
+                return None
+        step = rq.popleft() if rq else self._start(acc, now)
+        acc.reads.reserved += 1  # take()
+        acc.in_flight += 1
+        return step
+
+    async def _execute(self, step: Step) -> Step | None:
+        """Sends ``step`` and handles its answer; returns the integration's next request when
+        its worker may send it at once (its token and slot taken), else None."""
         acc = step.acc
         work = step.work
         now = self._clock()
@@ -486,7 +558,7 @@ class Engine(Steps):
             del self._in_flight[key]
             self._internal(acc, step, exc, end)
             self._evaluate(acc, end)
-            return
+            return None
         except BaseException:
             # Cancelled in flight (a second signal, the grace period is over): the
             # finaliser records its integration as skipped.
@@ -497,13 +569,17 @@ class Engine(Steps):
         bucket.give_back(end)
         acc.in_flight -= 1
         del self._in_flight[key]
+        chained: Step | None = None
         try:
             if error is None:
                 acc.consecutive = 0
                 acc.breaker_trips = 0
                 self._advance(acc, step, result, end)
+                chained = self._next_of(acc, step, end)
             else:
                 self._failed_attempt(acc, step, error, end)
         except Exception as exc:  # a bug of ours in handling the answer: one integration too
             self._internal(acc, step, exc, end)
-        self._evaluate(acc, end)
+        if not acc.in_r or acc.write_q or acc.direct or acc.delayed or self._throttled:
+            self._evaluate(acc, end)  # else it is in the read heap already, and has nothing else to put anywhere
+        return chained

@@ -362,6 +362,19 @@ def test_the_busiest_account_follows_its_ideal_schedule(tmp_path: Path) -> None:
     assert max(call.end for call in api.calls) <= bound + 0.2 + 1e-6
 
 
+def test_an_answer_leads_to_the_next_request_without_a_round_through_the_heaps(tmp_path: Path) -> None:
+    """The worker that handles an answer sends what it leads to itself (the write, the
+    account's next read) when that is what _pick would start: limits off, one account, 80
+    requests, a handful of heap entries (every push counts in ``_seq``; before, one per request)."""
+    off = {"reads_per_minute": 1e9, "writes_per_minute": 1e9, "write_burst": 1000}
+    inv = make_inventory(tmp_path, {"acme": 40}, limits={"acme": off})
+    api = FakeApi.from_inventory(inv, drifted=ids(inv), latency=0.01)
+    result = run(inv, api, msgspec.structs.replace(OPTS, concurrency=4, preflight=False))
+    assert result.results() == {"changed": 40} and len(api.calls) == 80
+    assert [c.op for c in api.calls if c.integration_id == ids(inv)[0]] == ["get_statuses", "post_statuses"]
+    assert result.engine._seq <= 8, result.engine._seq
+
+
 # -- failures and budgets ---------------------------------------------------------------
 
 
