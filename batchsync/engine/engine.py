@@ -475,13 +475,20 @@ class Engine(Steps):
         if self._wheap:
             return None  # a write may be waiting: writes first (_pick)
         rq = acc.read_q
-        if not (rq or acc.pending) or acc.reads.ready_at(now) > now:
+        if not (rq or acc.pending):
             return None
         head = rq[0] if rq else None
         own = head is not None and (head.work is done.work if done.work is not None else head.op == PAGE == done.op)
+        rheap = self._rheap
+        if not own and acc.in_r and rheap[0][0] < acc.rkey:
+            # Another account was further behind than this one even when this one was last
+            # queued (with more to do): the usual case among many accounts, decided without
+            # computing anything.
+            return None
+        if acc.reads.ready_at(now) > now:
+            return None
         if not own:
             remaining = acc.remaining_time((self._writes_found + 0.5) / (self._reads_done + 1.0))  # _drift()
-            rheap = self._rheap
             if rheap:
                 # The most behind of the others: the heap's first, or, when that is its own
                 # entry (queued when it had more to do), the lesser of the first's two children.
