@@ -23,6 +23,9 @@ from batchsync.history import schema
 from batchsync.history.location import Location
 
 BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another process's transaction
+# SQLite: how long a store that needs migrating waits for another process's migration (an
+# index built over a year of outcomes takes longer than a transaction of a run).
+MIGRATION_WAIT_S = 600.0
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long to reach the server
 
 
@@ -91,7 +94,27 @@ class Db:
 
     def migrate(self) -> None:
         """Bring the store to :data:`schema.LATEST` in one transaction, once however many
-        processes open it at the same moment. A store newer than this batchsync is refused."""
+        processes open it at the same moment. A store newer than this batchsync is refused.
+
+        A SQLite store that is behind waits up to :data:`MIGRATION_WAIT_S` for its lock, not
+        the busy timeout: the other process may be migrating it (PostgreSQL's advisory lock
+        waits as long as the migration takes)."""
+        if self._pg or not self._behind():
+            self._migrate()
+            return
+        self.conn.execute(f"PRAGMA busy_timeout = {int(MIGRATION_WAIT_S * 1000)}")
+        try:
+            self._migrate()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+    def _behind(self) -> bool:
+        try:
+            return self.version() < schema.LATEST
+        except Exception:  # no version table yet: a new store
+            return True
+
+    def _migrate(self) -> None:
         with self.transaction():
             if self._pg:
                 self.execute("SELECT pg_advisory_xact_lock(?)", (schema.ADVISORY_KEY,))

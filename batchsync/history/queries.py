@@ -75,13 +75,20 @@ def _changes(text: str | None) -> list[Any]:
     return msgspec.json.decode(text) if text else []
 
 
+_TIMELINE = (
+    "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account "
+    "FROM runs r JOIN outcomes o ON o.run_id = r.id WHERE o.integration_id = ? "
+    "ORDER BY r.started_at DESC, r.id DESC"
+)
+
+
 def integration(db: Db, integration_id: int, limit: int | None = None) -> dict[str, Any]:
-    """One integration's timeline, newest first: each run, its result, what changed."""
-    sql = (
-        "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account "
-        "FROM outcomes o JOIN runs r ON r.id = o.run_id WHERE o.integration_id = ? "
-        "ORDER BY r.started_at DESC, r.id DESC"
-    )
+    """One integration's timeline, newest first: each run, its result, what changed.
+
+    A lookup in the (run, integration) index per run, newest run first: SQLite is told the
+    order (``CROSS JOIN``), which, without statistics, would rather read every outcome;
+    PostgreSQL's planner takes it as it is (a nested loop over the runs)."""
+    sql = _TIMELINE.replace("runs r JOIN", "runs r CROSS JOIN") if db.dialect == "sqlite" else _TIMELINE
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     events = []

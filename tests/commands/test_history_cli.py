@@ -14,6 +14,8 @@ import pytest
 from cli_helpers import SandboxProcess, batchsync, env_with, read_report, spawn
 from inventory_factory import inventory_env, make_inventory
 
+from batchsync.history import schema
+
 ACCOUNTS = {"acme": 6, "globex": 4}
 
 
@@ -225,7 +227,7 @@ def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
         assert conn.execute("SELECT integration_id, streak_runs FROM integration_state").fetchall() == [(bad, 1)]
         per_account = conn.execute("SELECT COUNT(*), SUM(unchanged + changed + failed) FROM run_accounts").fetchone()
         assert per_account == (8, 40)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]  # migrated once
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.LATEST,)]  # migrated once
     for _ in range(2):  # merging twice records the merged run once
         merged = batchsync("report", "merge", *map(str, reports), "--history", pg_url, env=env)
         assert merged.returncode == 1, merged.stderr

@@ -3,6 +3,7 @@ once, URLs and their redaction, the session's writer thread, and what a lost sto
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from batchsync.history import queries, schema
 from batchsync.history.db import HistoryError, connect, iso
 from batchsync.history.location import Location, LocationError, default_path, parse
-from batchsync.history.store import RunInfo, group_key, night
+from batchsync.history.store import RunInfo, Writes, group_key, night
 from batchsync.history.writer import Session
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.history import History, Recall, since_text
@@ -494,3 +495,95 @@ def test_a_run_s_streaks_are_read_without_a_table_of_every_id(tmp_path: Path) ->
     assert set(found) == {7, 100_000}  # 200,000 failed too, but is not among the run's ids
     assert found[7].runs == 1 and found[7].since == iso(T0)
     assert empty_peak < 100_000 and peak < 500_000
+
+
+def _version_1_store(path: Path) -> None:
+    """A store as batchsync made it before migration 2: two runs of two integrations."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(schema.VERSION_TABLE)
+    for sql in schema.MIGRATIONS[0]:
+        conn.execute(sql.replace("{id}", schema.ID["sqlite"]))
+    conn.execute("INSERT INTO schema_version VALUES (1, ?)", (iso(T0),))
+    for run in (1, 2):
+        conn.execute(
+            "INSERT INTO runs (id, command, inventory, inventory_hash, group_key, host, version, started_at) "
+            "VALUES (?, 'apply', 'inv.json', '', ?, 'h', '0', ?)",
+            (run, f"run:{run}", iso(T0 + run * 86400)),
+        )
+        for iid, result in ((7, "changed" if run == 1 else "unchanged"), (8, "unchanged")):
+            conn.execute(
+                "INSERT INTO outcomes (run_id, integration_id, account, result) VALUES (?, ?, 'acme', ?)",
+                (run, iid, result),
+            )
+    conn.close()
+
+
+def test_a_version_1_store_is_migrated_to_the_run_and_integration_index(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    _version_1_store(path)
+    db = connect(parse(str(path)))
+    indexes = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'")}
+    assert indexes == {"outcomes_run_integration"}
+    assert db.version() == schema.LATEST == 2
+    assert [(e["run"], e["result"]) for e in queries.integration(db, 7)["events"]] == [(2, "unchanged"), (1, "changed")]
+    run = queries.show(db, 1)
+    assert run is not None and [o["integration_id"] for o in run["outcomes"]] == [7, 8]
+    # The timeline is a lookup per run, never a read of every outcome.
+    sql = "SELECT 1 FROM runs r CROSS JOIN outcomes o ON o.run_id = r.id WHERE o.integration_id = ?"
+    plan = " ".join(str(r[-1]) for r in db.query("EXPLAIN QUERY PLAN " + sql, (7,)))
+    assert "SEARCH o USING COVERING INDEX outcomes_run_integration (run_id=? AND integration_id=?)" in plan, plan
+    db.close()
+
+
+def test_a_store_being_migrated_by_another_process_is_waited_for_past_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchsync.history.db as history_db
+
+    path = tmp_path / "h.sqlite3"
+    _version_1_store(path)
+    monkeypatch.setattr(history_db, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(history_db, "MIGRATION_WAIT_S", 30.0)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's long migration holds the lock
+    release = threading.Timer(1.5, lambda: other.execute("ROLLBACK"))
+    release.start()
+    started = time.monotonic()
+    try:
+        db = connect(parse(str(path)))
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - started >= 1.0
+    assert db.version() == schema.LATEST
+    assert db.query("PRAGMA busy_timeout")[0][0] == 200  # the run's own writes wait as before
+    db.close()
+
+
+def _wal_frames_of_a_run(path: Path, prior: int) -> int:
+    """Pages the last of ``prior + 1`` runs of 20,000 outcomes wrote into the WAL."""
+    db = connect(parse(str(path)))
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    outcomes = [Outcome(i, f"a{i % 50}", "unchanged") for i in range(1, 20_001)]
+    frames = 0
+    for night_ in range(prior + 1):
+        random.Random(night_).shuffle(outcomes)  # another order of arrival each night
+        db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        info = RunInfo(command="apply", started_at=T0 + night_ * 86400)
+        run_id = Writes(db).begin(info)
+        assert run_id is not None
+        for i in range(0, len(outcomes), 2000):
+            Writes(db).outcomes(run_id, info, f"run:{run_id}", outcomes[i : i + 2000])
+        frames = int(db.query("PRAGMA wal_checkpoint(PASSIVE)")[0][1])
+    db.close()
+    return frames
+
+
+def test_writing_a_night_costs_no_more_with_earlier_nights_in_the_store(tmp_path: Path) -> None:
+    # Under an index by integration alone, every batch of a night touched a leaf for each of
+    # its outcomes across the whole history: 585 pages for a night into a new store, 3,530
+    # with five nights before it (533 and 624 now).
+    first = _wal_frames_of_a_run(tmp_path / "new.sqlite3", 0)
+    sixth = _wal_frames_of_a_run(tmp_path / "kept.sqlite3", 5)
+    assert sixth < 1.5 * first, (first, sixth)
