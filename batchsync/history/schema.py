@@ -107,8 +107,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # lookup per run (runs are few: one a night), a run's outcomes a range, in id order.
     (
         "CREATE INDEX outcomes_run_integration ON outcomes (run_id, integration_id)",
-        "DROP INDEX outcomes_integration",
-        "DROP INDEX outcomes_run",
+        "DROP INDEX IF EXISTS outcomes_integration",
+        "DROP INDEX IF EXISTS outcomes_run",
     ),
 )
 
