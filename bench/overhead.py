@@ -15,8 +15,8 @@ The reference, a bare aiohttp loop at the same concurrency, makes the same reque
 the mapping read too where the write deletes), decodes every answer it reads, and sends
 pre-encoded bodies with the same Authorization header. Both sides' request counts come
 from the sandbox's own counters and are printed, and must be equal, so a change in the
-requests shows. Every
-measured process runs with ``PYTHONDONTWRITEBYTECODE=1`` (as in many containers and CI).
+requests shows. Every measured process runs with ``PYTHONDONTWRITEBYTECODE=1`` (as in
+many containers and CI).
 httpx.AsyncClient and sequential requests loops are measured on the renaming scenario, for
 scale. A fresh sandbox per run, so every run does the same work.
 """
