@@ -57,7 +57,11 @@ class HttpApi:
             limit_per_host=0,
             ssl=tls_context(self.urls),
         )
-        self._session = aiohttp.ClientSession(connector=connector)
+        # No cookie jar: the session is every account's (and their token endpoints'), whose
+        # requests stand alone on their Authorization header; a jar would hand a cookie one
+        # account's answer set to every other account's requests to that host (and cost a
+        # lookup per request).
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self
 
     async def __aexit__(

@@ -259,3 +259,36 @@ async def test_nothing_new_starts_after_stop_even_when_waiting_for_a_global_slot
         stats: Any = box.stats()
     assert sum(sum(per.values()) for per in stats["requests"].values()) == 1
     assert engine.summary.total("skipped") == 6
+
+
+async def test_a_cookie_one_account_s_answer_sets_never_rides_on_another_s_request(tmp_path: Path) -> None:
+    # One HTTP session serves every account: a cookie jar would send what the server set
+    # for acme's request (a load balancer's affinity, a session) with globex's.
+    from aiohttp import web
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def statuses(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization"), request.headers.get("Cookie")))
+        response = web.json_response({"data": []})
+        response.set_cookie("session", f"for-{len(seen)}", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/shop-order-statuses", statuses)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    inv = make_inventory(tmp_path, {"acme": 1, "globex": 1})
+    try:
+        # By name: aiohttp's jar keeps no cookie of a bare IP address.
+        url = f"http://localhost:{runner.addresses[0][1]}"
+        async with HttpApi(concurrency=2, timeout=5.0, base_url=url) as api:
+            for name in ("acme", "globex", "acme"):
+                job = next(j for j in inv.jobs if j.account == name)
+                assert await api.account(inv.accounts[name]).get_statuses(job.integration_id) == ()
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 3 and seen[0][0] != seen[1][0]  # two accounts, each its own credentials
+    assert [cookie for _, cookie in seen] == [None, None, None]
