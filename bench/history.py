@@ -3,12 +3,12 @@
 
 ``batchsync apply`` of 100,000 integrations over 2,000 accounts (limits off, 10% drifted, a
 fresh sandbox per run) with the history on (the default SQLite file, in the run's own
-XDG_STATE_HOME) against the same run with ``--no-history``, interleaved, into a new store and
-into one that holds the nights before it (what a nightly job writes into from its second
-night on); the store's size after it (per 100,000 outcomes); then a store of 365 nightly runs of 2,000 integrations
-(some failing for weeks), written directly through the history's own writer (not through
-365 applies), and ``batchsync history failing --format json`` on it, whole process,
-against ``batchsync --version`` (the start-up floor).
+XDG_STATE_HOME) against the same run with ``--no-history``, interleaved, into a new store
+and into one that holds the nights before it (what a nightly job writes into from its
+second night on); the store's size after it (per 100,000 outcomes); then a store of 365
+nightly runs of 2,000 integrations (some failing for weeks), written directly through the
+history's own writer (not through 365 applies), and ``batchsync history failing --format
+json`` on it, whole process, against ``batchsync --version`` (the start-up floor).
 """
 
 from __future__ import annotations
