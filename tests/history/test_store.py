@@ -587,3 +587,30 @@ def test_writing_a_night_costs_no_more_with_earlier_nights_in_the_store(tmp_path
     first = _wal_frames_of_a_run(tmp_path / "new.sqlite3", 0)
     sixth = _wal_frames_of_a_run(tmp_path / "kept.sqlite3", 5)
     assert sixth < 1.5 * first, (first, sixth)
+
+
+def test_a_version_1_postgresql_store_is_migrated_alike(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(schema.VERSION_TABLE)
+        for sql in schema.MIGRATIONS[0]:
+            conn.execute(sql.replace("{id}", schema.ID["postgresql"]))
+        conn.execute("INSERT INTO schema_version VALUES (1, %s)", (iso(T0),))
+        row = conn.execute(
+            "INSERT INTO runs (command, inventory, inventory_hash, group_key, host, version, started_at) "
+            "VALUES ('apply', 'inv.json', '', 'run:1', 'h', '0', %s) RETURNING id",
+            (iso(T0),),
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO outcomes (run_id, integration_id, account, result) VALUES (%s, 7, 'acme', 'changed')", row
+        )
+    where = parse(pg_url)
+    record(where, [ok(7)], T0 + 86400)  # the next run migrates, then writes
+    db = connect(where)
+    names = db.query("SELECT indexname FROM pg_indexes WHERE tablename = 'outcomes'")
+    assert {r[0] for r in names} == {"outcomes_run_integration"}
+    assert db.version() == schema.LATEST
+    assert [e["result"] for e in queries.integration(db, 7)["events"]] == ["unchanged", "changed"]
+    db.close()
