@@ -126,11 +126,33 @@ class Session:
             self._queued = now
         self._batch = []
 
+    def _put_while_writing(self, item: list[Outcome] | None) -> None:
+        """Queue ``item`` for the writer, waiting up to ``PUT_TIMEOUT_S`` while it runs: a
+        writer that has stopped takes nothing more (queue.Full at once)."""
+        deadline = time.monotonic() + PUT_TIMEOUT_S
+        while True:
+            try:
+                self._queue.put(item, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                return
+            except queue.Full:
+                if not self._thread.is_alive() or time.monotonic() >= deadline:
+                    raise
+
     def _fail(self, why: str) -> None:
         if self.error is None:
             self.error = self.db.redact(why)
 
     def _work(self) -> None:
+        try:
+            self._write_batches()
+        except BaseException as exc:
+            # A bug of ours (naming a failed write failed too): the history is lost, and
+            # said so, rather than the run recording its end over outcomes never written.
+            # The store's name and the exception's type only: no text that could hold a secret.
+            if self.error is None:
+                self.error = f"{self.db.location.name}: the history's writer stopped ({type(exc).__name__})"
+
+    def _write_batches(self) -> None:
         run_id = self.run_id
         assert run_id is not None
         while True:
@@ -164,8 +186,8 @@ class Session:
             try:
                 if self._batch:  # what is left, waiting for the writer now
                     batch, self._batch = self._batch, []
-                    self._queue.put(batch, timeout=PUT_TIMEOUT_S)
-                self._queue.put(None, timeout=PUT_TIMEOUT_S)
+                    self._put_while_writing(batch)
+                self._put_while_writing(None)
             except queue.Full:
                 self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")
                 return self.error

@@ -614,3 +614,26 @@ def test_a_version_1_postgresql_store_is_migrated_alike(pg_url: str) -> None:
     assert db.version() == schema.LATEST
     assert [e["result"] for e in queries.integration(db, 7)["events"]] == ["unchanged", "changed"]
     db.close()
+
+
+def test_a_writer_that_stops_on_a_bug_loses_the_history_loudly_not_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write fails, and naming why fails too (a bug of ours: the redactor raising): the
+    # writer thread must not end quietly, leaving the run to record its end as if every
+    # outcome were written.
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    session.db.execute("DROP TABLE outcomes")  # the write fails
+
+    def broken(text: str) -> str:
+        raise RuntimeError("Set changed size during iteration")
+
+    monkeypatch.setattr(session.db, "redact", broken)
+    for i in range(3):
+        session.add(ok(i))
+    session.flush(now=True)
+    started = time.monotonic()
+    error = session.finish(T0 + 60, 0, {"unchanged": 3})
+    assert time.monotonic() - started < 5
+    assert error is not None and "h.sqlite3" in error and "RuntimeError" in error, error
