@@ -428,6 +428,8 @@ async def execute(
         if on_engine is not None:
             on_engine(engine)
         engine.carried = carried
+        if found is not None:
+            engine.adopted = found.reads
         if settings.options.preflight:
             engine.declared = declared_ids(inv)
         gcpolicy.started()  # see rare_gc: collections from here
@@ -451,6 +453,7 @@ async def execute(
                 if stats is not None:
                     stats.requests += n
                     stats.reads += n
+                    stats.throttled += found.reads[name].throttled if name in found.reads else 0
         note_declared_rates(engine.summary, inv.accounts)
         return engine.summary
 

@@ -49,7 +49,7 @@ from batchsync.engine.accounts import (
 )
 from batchsync.engine.api import Api
 from batchsync.engine.ledger import Ledger
-from batchsync.engine.limits import backend_clock
+from batchsync.engine.limits import Bucket, backend_clock
 from batchsync.engine.options import Options
 from batchsync.engine.steps import BeforeWrite, Steps
 from batchsync.model import Account, Job
@@ -122,6 +122,9 @@ class Engine(Steps):
         # Per account: (age, read tokens, write tokens) an earlier run on this host left of
         # its buckets (batchsync.engine.budget); set before run().
         self.carried: Mapping[str, tuple[float, float, float]] = {}
+        # Per account, the read bucket of what this run read before (the exception logs): a
+        # 429 there cut its rate and paused it, and the engine goes on from that.
+        self.adopted: Mapping[str, Bucket] = {}
         # Per account: every integration id the inventory declares (selected or not). Set
         # before run(), the pre-flight reads each list to its end and records in the
         # summary the PrestaShop V2 integrations it holds beyond these (``undeclared``).
@@ -179,6 +182,9 @@ class Engine(Steps):
                         age, reads, writes = carried
                         acc.reads.carry(reads, age)
                         acc.writes.carry(writes, age)
+                    before = self.adopted.get(name)
+                    if before is not None:
+                        acc.reads.adopt(before)
                     self.accts[name] = acc
                     if opts.preflight:
                         acc.unconfirmed = {j.integration_id: j for j in by_account[name]}

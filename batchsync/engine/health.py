@@ -7,7 +7,8 @@ account is selected), page after page, and keep per selected integration a
 one read of the account's read bucket (an :class:`~batchsync.engine.limits.Bucket`, as
 the engine's): a run with ``--with-health`` hands what is left of both buckets to the
 engine (:attr:`HealthRead.carried`), so the logs never cost a write token and the
-statuses after them start from the same budget. The list is bounded as the pre-flight's
+statuses after them start from the same budget; a 429 on the logs hands on its cut rate
+and its pause as well (:attr:`HealthRead.reads`). The list is bounded as the pre-flight's
 (:class:`~batchsync.sendcloud.listing.Listing`: pages, records, bytes, time, a repeat).
 
 A failure (refused credentials, a bound, a server that keeps failing) costs only that
@@ -26,7 +27,7 @@ import anyio
 import msgspec
 
 from batchsync.engine.api import AccountApi, Api
-from batchsync.engine.limits import Bucket, backend_clock
+from batchsync.engine.limits import Bucket, backend_clock, log_slowed
 from batchsync.engine.options import Options
 from batchsync.health import Health, Tally, parse_time, unknown
 from batchsync.model import Account, Job
@@ -45,14 +46,16 @@ HEALTH_BOUNDS = ListBounds(pages=100, items=10_000, bytes=64 * 1024 * 1024, seco
 
 class HealthRead(msgspec.Struct):
     """What :func:`read_health` found: per integration its health, per account whose logs
-    could not be read the reason, the requests made, and per account ``(age, read tokens,
-    write tokens)`` left, for :attr:`batchsync.engine.engine.Engine.carried`."""
+    could not be read the reason, the requests made, per account ``(age, read tokens,
+    write tokens)`` left, for :attr:`batchsync.engine.engine.Engine.carried`, and per
+    account its read bucket (rate, pause, 429s), for :attr:`~batchsync.engine.engine.Engine.adopted`."""
 
     by_integration: dict[int, Health]
     failed: dict[str, str]
     requests: int = 0
     by_account: dict[str, int] = {}  # requests per account
     carried: dict[str, tuple[float, float, float]] = {}
+    reads: dict[str, Bucket] = {}
 
 
 async def read_health(
@@ -94,6 +97,7 @@ async def read_health(
                 result.failed[name] = error
             now = clock()
             result.carried[name] = (0.0, reader.reads.left(now), reader.writes.left(now))
+            result.reads[name] = reader.reads
 
     async with anyio.create_task_group() as tg:
         for name in sorted(by_account):
@@ -187,7 +191,8 @@ class _AccountReader:
                 elapsed = end - first
                 if isinstance(exc, ThrottledError):
                     pause = exc.retry_after if exc.retry_after is not None else 1.0 / self.reads.rate
-                    self.reads.on_throttled(end, sent, min(pause, max(0.0, opts.retry_max_time - elapsed)))
+                    if self.reads.on_throttled(end, sent, min(pause, max(0.0, opts.retry_max_time - elapsed))):
+                        log_slowed(log, self.name, "reads", self.reads)
                 if not exc.retryable:
                     raise
                 ceiling = min(opts.backoff_max, opts.backoff_base * 2.0 ** (tries - 1))

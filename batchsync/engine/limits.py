@@ -9,6 +9,7 @@ shared by reads and writes) is kept by the engine, next to its queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -131,7 +132,30 @@ class Bucket:
         self.cut_at = now
         return True
 
+    def adopt(self, other: Bucket) -> None:
+        """Go on from what ``other``, the same meter of the same account measured just
+        before on the same clock (the exception logs' read under ``--with-health``), learnt
+        of the server: its rate if a 429 cut it lower, its pause, when it was last cut. The
+        tokens are carried apart (:meth:`carry`)."""
+        self.rate = min(self.rate, other.rate)
+        self.paused_until = max(self.paused_until, other.paused_until)
+        self.cut_at = max(self.cut_at, other.cut_at)
+
     @property
     def slowed(self) -> bool:
         """Whether a 429 has taken this bucket below the rate the inventory declared."""
         return self.rate < self.declared * SAFETY
+
+
+def log_slowed(logger: logging.Logger, account: str, kind: str, bucket: Bucket) -> None:
+    """The warning of a 429 that cut ``bucket``'s rate: one per change of rate."""
+    logger.warning(
+        "account %s: 429 on %s: slowing its %s to %.0f a minute (declared %.0f; the floor is %.0f)",
+        account,
+        kind,
+        kind,
+        bucket.rate * 60,
+        bucket.declared * 60,
+        bucket.declared * 60 * FLOOR,
+        extra={"fields": {"account": account, "meter": kind, "rate_per_minute": round(bucket.rate * 60)}},
+    )

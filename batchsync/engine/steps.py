@@ -30,8 +30,9 @@ from batchsync.engine.accounts import (
     error_kind,
 )
 from batchsync.engine.ledger import Ledger, Reached
+from batchsync.engine.limits import log_slowed
 from batchsync.engine.options import Options
-from batchsync.model import FLOOR, PRESTASHOP_V2, Job
+from batchsync.model import PRESTASHOP_V2, Job
 from batchsync.outcome import ErrorInfo, Outcome, Result, Summary, Undeclared
 from batchsync.sendcloud.errors import (
     ApiError,
@@ -303,17 +304,7 @@ class Steps:
             # Never parked past what is left of --retry-max-time, whatever Retry-After says.
             pause = min(error.retry_after if error.retry_after is not None else 1.0 / bucket.rate, max(0.0, left))
             if bucket.on_throttled(now, step.sent, pause):
-                kind = "writes" if write else "reads"
-                log.warning(
-                    "account %s: 429 on %s: slowing its %s to %.0f a minute (declared %.0f; the floor is %.0f)",
-                    acc.name,
-                    kind,
-                    kind,
-                    bucket.rate * 60,
-                    bucket.declared * 60,
-                    bucket.declared * 60 * FLOOR,
-                    extra={"fields": {"account": acc.name, "meter": kind, "rate_per_minute": round(bucket.rate * 60)}},
-                )
+                log_slowed(log, acc.name, "writes" if write else "reads", bucket)
         elif isinstance(error, (ServerError, TransportError)):
             # A request sent before the breaker last tripped is part of the failures that
             # tripped it: one incident pauses the account once, not once per request in flight.

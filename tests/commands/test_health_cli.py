@@ -3,6 +3,7 @@ a sandbox process whose integrations have seeded exception logs (issue 30's Must
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -256,3 +257,40 @@ def test_health_counts_since_the_last_run_recorded_in_the_history_it_is_given(tm
     default = batchsync("health", example, "--sandbox", "--format", "json", env=env)
     [other] = {datetime.fromisoformat(a["since"]) for a in json.loads(default.stdout)["accounts"].values()}
     assert timedelta(hours=23) < datetime.now(UTC) - other < timedelta(hours=25)
+
+
+def test_a_429_on_the_logs_hands_the_engine_the_cut_rate_and_is_counted(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """``--with-health`` reads the logs on the read budget the statuses' reads then use: a
+    429 there means the declared read rate is too high, and the engine goes on at the rate
+    the logs were cut to (not the declared one again, to be cut anew), paused as they were;
+    every 429 the server sent is counted, the logs' too."""
+    accounts = {"acme": 12}
+    # Declared 25x the sandbox's reads (15,000 a minute against 600): the logs' 30 pages of
+    # one record meet 429s at once.
+    declared = {"writes_per_minute": 3000, "reads_per_minute": 15000, "write_burst": 5}
+    inv = make_inventory(tmp_path, accounts, limits={"acme": declared})
+    env = env_with(inventory_env(accounts))
+    iid = inv.jobs[0].integration_id
+    limits = ("--reads-per-minute", "600", "--writes-per-minute", "3000", "--write-burst", "5")
+    box = SandboxProcess(Path(inv.path), env, "--exception-logs", f"{iid}=30", "--logs-page-size", "1", *limits)
+    sandbox_proc.append(box)
+    prom = tmp_path / "batchsync.prom"
+    done = batchsync(
+        "apply", inv.path, "--base-url", box.url, "--with-health", "--log-format", "json",
+        "--metrics", str(prom), env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    logs = [json.loads(line) for line in done.stderr.splitlines()]
+    cuts = [row for row in logs if row["level"] == "WARNING" and "429 on reads" in row["message"]]
+    from_logs = [row for row in cuts if row["logger"] == "batchsync.health"]
+    assert from_logs, "the logs' read met no 429: the test proves nothing"
+    rates = [row["rate_per_minute"] for row in cuts]
+    # One story of one overload: each cut lower than the one before, the engine's included
+    # (it started at the declared 15,000 a minute again before, and cut from there).
+    assert all(b < a for a, b in itertools.pairwise(rates)), rates
+    assert all(row["account"] == "acme" and row["meter"] == "reads" for row in cuts)
+    sent = box.stats()["throttled"]["acme"]
+    counted = re.search(r'^batchsync_throttled_responses\{[^}]*account="acme"[^}]*\} (\d+)', prom.read_text(), re.M)
+    assert counted is not None and int(counted.group(1)) == sent
