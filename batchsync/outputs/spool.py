@@ -25,11 +25,14 @@ class Spool:
 
     ``directory``: where the temp file goes (beside the output: the same disk, the same
     space checks); None keeps the parts in memory (a page rendered from a bounded list).
-    OSError from :meth:`add` when the temp file cannot be written (a full disk)."""
+    OSError from :meth:`add` when the temp file cannot be written (a full disk).
+    ``buffered=False``: every write goes to the file at once (for :meth:`add_all`, which
+    writes many parts at a time: nothing is left in a buffer after a failed write)."""
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(self, directory: str | None = None, *, buffered: bool = True) -> None:
+        buffering = (1 << 16) if buffered else 0
         self._file: IO[bytes] = (  # closed in close()
-            io.BytesIO() if directory is None else tempfile.TemporaryFile(dir=directory, buffering=1 << 16)  # noqa: SIM115
+            io.BytesIO() if directory is None else tempfile.TemporaryFile(dir=directory, buffering=buffering)  # noqa: SIM115
         )
         self._index: dict[str, array[int]] = {}  # group -> key, offset, length, key, offset, ...
         self._size = 0
@@ -43,6 +46,30 @@ class Spool:
         index.extend((key, self._size, len(data)))
         self._size += len(data)
         self.count += 1
+
+    def add_all(self, parts: list[tuple[str, int, bytes]]) -> None:
+        """Each ``(group, key, data)`` of ``parts``, written and flushed before any is
+        indexed: an OSError (a full disk) leaves the spool as it was before, its earlier
+        parts still readable (what the failed write left past them is never read)."""
+        start = self._size
+        try:
+            rest = memoryview(b"".join(data for _, _, data in parts))
+            while rest:  # an unbuffered file may take part of it at a time
+                rest = rest[self._file.write(rest) :]
+            self._file.flush()
+        except OSError:
+            with contextlib.suppress(OSError, ValueError):
+                self._file.seek(start)  # the next write, if any, goes where this one began
+            raise
+        offset = start
+        for group, key, data in parts:
+            index = self._index.get(group)
+            if index is None:
+                index = self._index[group] = array("q")
+            index.extend((key, offset, len(data)))
+            offset += len(data)
+        self._size = offset
+        self.count += len(parts)
 
     def __len__(self) -> int:
         return self.count
@@ -72,6 +99,15 @@ class Spool:
         read = self._reader()
         for i in self.order(group) if order is None else order:
             yield read(index[3 * i + 1], index[3 * i + 2])
+
+    def items(self, group: str) -> Iterator[tuple[int, bytes]]:
+        """``group``'s parts by key, each with its key."""
+        index = self._index.get(group)
+        if not index:
+            return
+        read = self._reader()
+        for i in self.order(group):
+            yield index[3 * i], read(index[3 * i + 1], index[3 * i + 2])
 
     def everything(self) -> Iterator[bytes]:
         """Every part: the groups sorted, each group's parts by key."""

@@ -6,10 +6,12 @@ sink that writes them.
 
 from __future__ import annotations
 
+import heapq
 import io
 import logging
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -19,6 +21,7 @@ from batchsync.model import FLOOR, Limits
 from batchsync.outcome import RESULTS, Outcome, Summary, Undeclared, label, shop
 from batchsync.outputs.health import HealthSeen, column
 from batchsync.outputs.sink import End, Lost, Start
+from batchsync.outputs.spool import Spool
 from batchsync.outputs.streams import discard_stdout, json_for
 from batchsync.text import display, escape_controls, quoted
 
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
     from batchsync.outputs.history import Recall
 
 UNTAGGED = "(untagged)"  # the recap-by-tag row of integrations without a tag
+
+# Past this much text waiting to be printed (a fleet's first run, or -v), the waiting lines
+# go to an unnamed temp file (TMPDIR) and memory keeps three numbers per outcome; a temp
+# file that cannot be written (a full disk) keeps the rest in memory, as before.
+SPILL_CHARS = 4 << 20
 
 
 class TagTally:
@@ -478,6 +486,9 @@ class Terminal:
         # The lines to print, printed at the end sorted by account then id, so that two runs
         # diff alike: only outcomes that print something are kept, as their text.
         self.printed: list[tuple[str, int, str]] = []
+        self._held = 0  # characters in printed
+        self._spool: Spool | None = None  # what was printed past SPILL_CHARS
+        self._spilling = True  # until a temp file fails
         self.not_found = 0  # failed as not_found: declared, but no longer the account's (the recap counts them apart)
         self.tags = TagTally() if by_tag else None
         # What an apply of a plan will spend needs the declared limits (unknown to a merge).
@@ -508,7 +519,11 @@ class Terminal:
         elif not self.as_json and (not self.merged or outcome.result == "failed"):
             lines = outcome_lines(outcome, self.mode, self.verbose)
             if lines:
-                self.printed.append((outcome.account, outcome.integration_id, "\n".join(lines) + "\n"))
+                text = "\n".join(lines) + "\n"
+                self.printed.append((outcome.account, outcome.integration_id, text))
+                self._held += len(text)
+                if self._held >= SPILL_CHARS and self._spilling:
+                    self._spill()
 
     def settle(self) -> None:
         """The outcome lines, sorted by account then id, written and flushed: before any
@@ -516,11 +531,50 @@ class Terminal:
         self._print_sorted()
         self.out.flush()
 
+    def _spill(self) -> None:
+        """What waits to be printed, to the temp file (made at the first spill)."""
+        try:
+            if self._spool is None:
+                self._spool = Spool(tempfile.gettempdir(), buffered=False)
+            self._spool.add_all([(a, i, text.encode("utf-8", "surrogatepass")) for a, i, text in self.printed])
+        except OSError as exc:
+            self._spilling = False
+            logging.getLogger("batchsync").warning(
+                "the outcome lines to print could not go to a temp file (%s): held in memory until the end",
+                exc.strerror or type(exc).__name__,
+            )
+            return
+        self.printed.clear()
+        self._held = 0
+
     def _print_sorted(self) -> None:
         self.printed.sort(key=lambda entry: entry[:2])
-        for _, _, text in self.printed:
-            self.out.write(text)
-        self.printed.clear()
+        spool, self._spool = self._spool, None
+        try:
+            for text in self._sorted(spool):
+                self.out.write(text)
+        except OSError as exc:  # the temp file could not be read back: what is left of it is lost
+            self.lost.record("stdout", "", exc)
+        finally:
+            if spool is not None:
+                spool.close()
+            self.printed.clear()
+            self._held = 0
+
+    def _sorted(self, spool: Spool | None) -> Iterator[str]:
+        """Every waiting text by account then id: the spooled ones merged with the held ones
+        (equal keys: the spooled first, they came first)."""
+        if spool is None:
+            for _, _, text in self.printed:
+                yield text
+            return
+        held: dict[str, list[tuple[int, str]]] = {}
+        for account, key, text in self.printed:
+            held.setdefault(account, []).append((key, text))
+        for account in sorted(held.keys() | set(spool.groups())):
+            spooled = ((key, data.decode("utf-8", "surrogatepass")) for key, data in spool.items(account))
+            for _, text in heapq.merge(spooled, held.get(account, ()), key=lambda item: item[0]):
+                yield text
 
     def flush(self) -> None:
         pass  # the run's timer flushes the screen itself, below its progress line
