@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import batchsync, env_with
+from cli_helpers import batchsync, env_with, example_inventory
 from sandbox_fixture import SANDBOX_ENV, write_sandbox_inventory
 
 Edit = Callable[[dict[str, Any]], Any]
@@ -47,6 +47,52 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
     doc[key] = value
 
 
+def _move(entry: dict[str, Any], iid: int) -> None:
+    entry["integration_id"] = entry["outcome"]["integration_id"] = iid
+
+
+def first_mapped(plan: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = next(
+        e for e in plan["integrations"] if e["action"] == "change" and e["write"].get("mapping")
+    )
+    return entry
+
+
+def _another_list(plan: dict[str, Any]) -> None:
+    """The first change's write names a list of its own: the one it wrote, less its first status."""
+    plan["statuses"]["shorter"] = written(plan)[1:]
+    first_change(plan)["write"]["statuses"] = "shorter"
+
+
+def _both_edited(plan: dict[str, Any]) -> None:
+    """A status renamed in the list written and in the outcome shown, consistently."""
+    entry = first_change(plan)
+    status = written(plan)[0]
+    status["translations"] = [{**t, "status": t["status"] + " (edited)"} for t in status["translations"]]
+    read = {s[0]: dict(s[1]) for s in entry["read"]["statuses"]}
+    after = {t["language"]: t["status"] for t in status["translations"]}
+    eid = status["external_id"]
+    changes = [c for c in entry["outcome"]["changes"] if c["external_id"] != eid]
+    if eid not in read:
+        changes.append({"op": "+", "external_id": eid, "after": after})
+    elif read[eid] != after:
+        changes.append({"op": "~", "external_id": eid, "before": read[eid], "after": after})
+    entry["outcome"]["changes"] = changes
+    for key in ("added", "changed", "removed"):
+        entry["outcome"][key] = sum(
+            1 for c in changes if c["op"] == {"added": "+", "changed": "~", "removed": "-"}[key]
+        )
+    for other in plan["integrations"]:  # every change of that list, or the first is not alone in it
+        if (
+            other is not entry
+            and other["action"] == "change"
+            and other["write"]["statuses"] == entry["write"]["statuses"]
+        ):
+            other["action"] = "none"
+            other.pop("write")
+            other.pop("read")
+
+
 EDITS: dict[str, tuple[Edit, str]] = {
     "version 999": (lambda p: _set(p, "version", 999), "plan format version 999"),
     "another format": (lambda p: _set(p, "format", "terraform-plan"), "not a plan file"),
@@ -69,10 +115,19 @@ EDITS: dict[str, tuple[Edit, str]] = {
     "too old": (lambda p: _set(p, "created_at", "2020-01-01T00:00:00+00:00"), "--max-age"),
     "from the future": (lambda p: _set(p, "created_at", "2999-01-01T00:00:00+00:00"), "in the future"),
     "an integration twice": (lambda p: p["integrations"].append(first_change(p)), "planned twice"),
-    "an integration not in the inventory": (
-        lambda p: _set(first_change(p), "integration_id", 999_999),
-        "is not in the inventory",
+    "an integration not in the inventory": (lambda p: _move(first_change(p), 999_999), "is not in the inventory"),
+    # Edited so that apply would write what show does not show (the client approves what it shows).
+    "a write of another list": (_another_list, "$.integrations[0].outcome: its status changes"),
+    "a status added to the list written": (
+        lambda p: written(p).append({"external_id": "evil", "translations": [{"status": "X", "language": "en-gb"}]}),
+        "its status changes: it is not what its write does to what it read",
     ),
+    "a change shown that is not written": (
+        lambda p: first_change(p)["outcome"]["changes"].pop(),
+        "its status changes",
+    ),
+    # Write and outcome edited alike: what the inventory declares is not that.
+    "a write and its outcome edited alike": (_both_edited, "is not what the inventory declares for it"),
 }
 
 
@@ -168,3 +223,50 @@ def test_no_output_replaces_the_inventory_or_the_plan_being_applied(
     report = batchsync("apply", str(inv), "--sandbox", "--plan", str(path), "--report", str(path), env=env)
     assert report.returncode == 2 and "--report" in report.stderr, report.stderr
     assert json.loads(path.read_text()) == plan
+
+
+def _mapped(plan: dict[str, Any]) -> dict[str, Any]:
+    """The first change that writes the mapping and shows a change of it."""
+    entry: dict[str, Any] = next(
+        e for e in plan["integrations"] if e["action"] == "change" and e["outcome"].get("mapping_changes")
+    )
+    return entry
+
+
+MAPPING_EDITS: dict[str, tuple[Edit, str]] = {
+    "a mapping to a status that is not there": (
+        lambda p: _set(_mapped(p)["write"]["mapping"][0], "external_id", "ghost"),
+        "its mapping changes",
+    ),
+    "a mapping change shown that is not written": (lambda p: _mapped(p)["write"].pop("mapping"), "its mapping changes"),
+    "a mapping change written that is not shown": (
+        lambda p: _set(_mapped(p)["outcome"], "mapping_changes", []),
+        "its mapping changes",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    inv = example_inventory(tmp_path_factory.mktemp("mapped"))
+    out = inv.parent / "p.json"
+    done = batchsync("plan", str(inv), "--sandbox", "--out", str(out), env=env_with(SANDBOX_ENV))
+    assert done.returncode in (0, 2), done.stderr  # 2: --detailed-exitcode is not asked; 0 expected
+    plan: dict[str, Any] = json.loads(out.read_text())
+    assert _mapped(plan)["outcome"]["mapping_changes"]
+    return inv, plan
+
+
+@pytest.mark.parametrize("case", sorted(MAPPING_EDITS))
+def test_a_plan_whose_mapping_write_is_not_what_it_shows_is_refused(
+    case: str, mapped: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    inv, plan = mapped
+    doc = json.loads(json.dumps(plan))
+    edit, expect = MAPPING_EDITS[case]
+    edit(doc)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    refused(inv, path, expect)
+    shown = batchsync("show", str(path), env=env_with(SANDBOX_ENV))
+    assert shown.returncode == 2 and expect in shown.stderr and "Traceback" not in shown.stderr

@@ -94,6 +94,16 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
             )
         mapping = entry.write.mapping
         wanted = DesiredMapping(tuple((m.status_category, m.external_id) for m in mapping)) if mapping else None
+        # The inventory is the one the plan was made from (its hash): the plan's write is what
+        # it declares for the integration, or the plan was edited to write something else.
+        declared_mapping = job.mapping.items if job.mapping is not None else None
+        if plan.statuses[entry.write.statuses] != job.desired.statuses or declared_mapping != (
+            wanted.items if wanted is not None else None
+        ):
+            raise UsageError(
+                f"--plan {path}: integration {entry.integration_id}: its write is not what the inventory declares "
+                "for it (the plan was edited): make a new plan; nothing was sent"
+            )
         jobs.append(msgspec.structs.replace(job, desired=desired[entry.write.statuses], mapping=wanted))
         reads[entry.integration_id] = entry.read
     if not quiet:

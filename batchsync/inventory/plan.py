@@ -20,6 +20,7 @@ import msgspec
 from msgspec import Meta
 
 from batchsync import files
+from batchsync.diff import Change, diff
 from batchsync.files import FileProblem
 from batchsync.model import Desired, Inventory, Job
 from batchsync.outcome import ErrorInfo, Outcome
@@ -28,6 +29,7 @@ from batchsync.wire import (
     STATUS_CATEGORIES,
     CurrentMapping,
     CurrentStatus,
+    CurrentTranslation,
     IntegrationId,
     MappingItem,
     StatusCategory,
@@ -323,6 +325,48 @@ def _check(plan: Plan, where: str) -> None:
             STATUS_CATEGORIES
         ):
             raise PlanError(f"{at}.write.mapping: needs each of {', '.join(STATUS_CATEGORIES)} once")
+        why = _not_as_shown(entry, plan.statuses[entry.write.statuses])
+        if why is not None:
+            raise PlanError(f"{at}.outcome: {why}: it is not what its write does to what it read")
+
+
+def _change_key(change: Change) -> tuple[str, str, list[tuple[str, str]], list[tuple[str, str]]]:
+    return change.op, change.external_id, sorted((change.before or {}).items()), sorted((change.after or {}).items())
+
+
+def _not_as_shown(entry: Entry, statuses: Statuses) -> str | None:
+    """What of a change's outcome (what ``show`` prints, what a client approves) differs
+    from what its write does to what its read recorded, or None: a plan edited by hand
+    must not write what it does not show."""
+    read, write, outcome = entry.read, entry.write, entry.outcome
+    assert read is not None and write is not None
+    if (outcome.integration_id, outcome.account, outcome.result) != (entry.integration_id, entry.account, "changed"):
+        return "another integration's, or not a change"
+    current = [
+        CurrentStatus(s.external_id, tuple(CurrentTranslation(name, language) for language, name in s.translations))
+        for s in read.statuses
+    ]
+    done = diff(Desired(statuses).index, current)
+    if sorted(map(_change_key, outcome.changes)) != sorted(map(_change_key, done.changes)) or (
+        outcome.added,
+        outcome.changed,
+        outcome.removed,
+    ) != (done.added, done.changed, done.removed):
+        return "its status changes"
+    shown = {m.category: (m.before, m.after) for m in outcome.mapping_changes}
+    if len(shown) != len(outcome.mapping_changes):
+        return "its mapping changes"
+    if write.mapping is None:
+        return "its mapping changes" if shown else None
+    want = {m.status_category: m.external_id for m in write.mapping}
+    for category in STATUS_CATEGORIES:
+        pair = (read.mapping.get(category), want.get(category))
+        if category in shown:  # shown with the same id before and after: it was invalid
+            if shown.pop(category) != pair:
+                return "its mapping changes"
+        elif pair[0] != pair[1]:  # written, never shown
+            return "its mapping changes"
+    return "its mapping changes" if shown else None
 
 
 def read_plan(path: str, running: str | None) -> tuple[Plan, str]:
