@@ -270,3 +270,36 @@ def test_a_plan_whose_mapping_write_is_not_what_it_shows_is_refused(
     refused(inv, path, expect)
     shown = batchsync("show", str(path), env=env_with(SANDBOX_ENV))
     assert shown.returncode == 2 and expect in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_an_empty_plan_path_is_refused_not_ignored(made: tuple[Path, dict[str, Any]]) -> None:
+    """``--plan "$PLAN"`` with PLAN unset must not become an apply of what the inventory says."""
+    inv, _ = made
+    env = env_with(SANDBOX_ENV)
+    for empty in ("", " "):
+        done = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--plan", empty, env=env)
+        assert done.returncode == 2 and "--plan: an empty path; nothing was sent" in done.stderr, done.stderr
+
+
+def test_no_two_outputs_share_a_file_nor_write_the_plan(made: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    inv, plan = made
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(plan))
+    env = env_with(SANDBOX_ENV)
+    same = str(tmp_path / "out.txt")
+    for flags, said in (
+        (["--report", same, "--html", same], f"--html {same}: is --report's file too: each output needs"),
+        (["--report", same, "--junit", str(tmp_path / "." / "out.txt")], "--junit"),
+        (["--report", str(path)], f"--report {path}: is the plan --plan reads"),
+    ):
+        done = batchsync("apply", str(inv), "--base-url", "http://127.0.0.1:9", "--plan", str(path), *flags, env=env)
+        assert done.returncode == 2 and said in done.stderr, (flags, done.stderr)
+        assert not (tmp_path / "out.txt").exists()
+    planned = batchsync("plan", str(inv), "--sandbox", "--out", same, "--report", same, env=env)
+    assert planned.returncode == 2 and "is --report's file too" in planned.stderr, planned.stderr
+
+
+def test_an_old_plan_says_its_age_in_days() -> None:
+    from batchsync.inventory.plan import _span
+
+    assert _span(2530 * 86400.0) == "2530d" and _span(8 * 86400.0) == "8d" and _span(90.0) == "1.5m"

@@ -264,7 +264,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None = None) -> in
     ``last_run_start``: see :data:`LastRunStart` (``--with-health``)."""
     try:
         plan = None
-        if settings.plan:  # a saved plan's modules only for apply --plan and plan --out
+        if settings.plan is not None:  # a saved plan's modules only for apply --plan and plan --out
             from batchsync.commands import _saved
 
             plan = _saved.read(settings.plan, settings.max_age)
@@ -625,7 +625,7 @@ def run_command(
     try:
         try:
             # Nor may an output replace the plan an apply reads.
-            check_outputs(settings.outputs, [inv.path, *inv.files, *([settings.plan] if settings.plan else [])])
+            check_outputs(settings.outputs, [inv.path, *inv.files], plan=settings.plan)
         except OutputError as exc:
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)

@@ -55,6 +55,8 @@ class Loaded(NamedTuple):
 
 def read(path: str, max_age: float, now: dt.datetime | None = None) -> Loaded:
     """The plan to apply, or a UsageError saying why it is refused as a whole."""
+    if not path.strip():  # an unset variable in a cron line: never an apply of no plan
+        raise UsageError("--plan: an empty path; nothing was sent")
     try:
         plan, sha = read_plan(path, __version__)
     except PlanError as exc:

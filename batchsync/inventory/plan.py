@@ -392,7 +392,8 @@ def age_problem(plan: Plan, max_age: float, now: dt.datetime) -> str | None:
 def _span(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{seconds / size:.3g}{unit}"
+            value = seconds / size
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:.0f}{unit}"  # 2530d, not 2.53e+03d
     return f"{seconds:.0f}s"
 
 

@@ -8,13 +8,15 @@ outputs.sink.Sink` protocol, its flag in :class:`OutputSettings`, and one line b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Literal
 
 import msgspec
 
-from batchsync.outputs.sink import Lost, LostNotice, Sink, Start, check_output
+from batchsync.outputs.sink import Lost, LostNotice, OutputError, Sink, Start, check_output
 from batchsync.outputs.terminal import Screen, Terminal
+from batchsync.text import display
 
 if TYPE_CHECKING:
     from batchsync.history.location import Location
@@ -61,12 +63,20 @@ class OutputSettings(msgspec.Struct, frozen=True, kw_only=True):
         return [(flag, path) for flag, path in given if path is not None]
 
 
-def check_outputs(settings: OutputSettings, protected: Iterable[str], reader: str = "the inventory") -> None:
-    """Every file asked for may be written (:func:`~batchsync.outputs.sink.check_output`):
-    found out before anything is sent or read, not after a night's run. OutputError."""
+def check_outputs(
+    settings: OutputSettings, protected: Iterable[str], reader: str = "the inventory", plan: str | None = None
+) -> None:
+    """Every file asked for may be written (:func:`~batchsync.outputs.sink.check_output`),
+    none by two outputs, none the ``plan`` an apply reads: found out before anything is sent
+    or read, not after a night's run. OutputError."""
     kept = list(protected)
+    taken: dict[str, str] = {} if plan is None else {os.path.realpath(plan): "the plan --plan reads"}
     for flag, path in settings.files():
         check_output(flag, path, kept, reader)
+        real = os.path.realpath(path)
+        if real in taken:
+            raise OutputError(f"{flag} {display(path)}: is {taken[real]}: each output needs a file of its own")
+        taken[real] = f"{flag}'s file too"
 
 
 def open_report(path: str, start: Start, lost: Lost) -> ReportWriter:
