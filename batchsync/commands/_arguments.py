@@ -344,8 +344,12 @@ def since_value(text: str | None, now: float) -> datetime | None:
         return None
     raw = text.strip()
     unit = raw[-1:].lower()
+    too_far = UsageError(f"--since {text!r}: further back than this machine's calendar goes")
     if unit in _SPAN and raw[:-1].isascii() and raw[:-1].isdigit():
-        return datetime.fromtimestamp(now, UTC) - timedelta(seconds=int(raw[:-1]) * _SPAN[unit])
+        try:
+            return datetime.fromtimestamp(now, UTC) - timedelta(seconds=int(raw[:-1]) * _SPAN[unit])
+        except (OverflowError, ValueError):  # 99999999999d: before year 1
+            raise too_far from None
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
@@ -354,9 +358,12 @@ def since_value(text: str | None, now: float) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if moment.timestamp() > now:
-        raise UsageError(f"--since {text}: a moment in the future")
-    return moment.astimezone(UTC)
+    try:
+        if moment.timestamp() > now:
+            raise UsageError(f"--since {text}: a moment in the future")
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00: in UTC, before year 1
+        raise too_far from None
 
 
 HISTORY_HELP = (

@@ -552,7 +552,9 @@ def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) 
     --allow-insecure-http. Checked before anything is sent (plan included)."""
     if settings.sandbox or settings.allow_insecure_http:
         return
-    for name in sorted({j.account for j in jobs}):
+    # An account whose credentials could not be resolved sends nothing (and is no longer
+    # among inv.accounts): nothing of it to check.
+    for name in sorted({j.account for j in jobs if j.account in inv.accounts}):
         for url in account_urls(inv.accounts[name], settings.base_url):
             why = in_clear(name, url)
             if why is not None:

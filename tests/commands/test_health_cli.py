@@ -294,3 +294,29 @@ def test_a_429_on_the_logs_hands_the_engine_the_cut_rate_and_is_counted(
     sent = box.stats()["throttled"]["acme"]
     counted = re.search(r'^batchsync_throttled_responses\{[^}]*account="acme"[^}]*\} (\d+)', prom.read_text(), re.M)
     assert counted is not None and int(counted.group(1)) == sent
+
+
+def test_an_account_without_credentials_and_far_moments_end_in_messages(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """Against a server (not --sandbox): an account whose secret is not set costs its own
+    health (exit 1, the others read); a --since before the calendar's start is a usage error."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    full = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), full)
+    sandbox_proc.append(box)
+    env = {k: v for k, v in full.items() if k != "GLOBEX_SEC"}
+    done = batchsync("health", inv.path, "--base-url", box.url, "--format", "json", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    doc = json.loads(done.stdout)
+    rows = {r["integration_id"]: r["health"] for r in doc["integrations"]}
+    globex = [j.integration_id for j in inv.jobs if j.account == "globex"]
+    assert all("GLOBEX_SEC" in (rows[i]["unknown"] or "") for i in globex)
+    assert all(rows[j.integration_id]["unknown"] is None for j in inv.jobs if j.account == "acme")
+    requests = box.stats()["requests"]
+    assert requests["acme"]["GET"] >= 1 and requests.get("globex", {}).get("GET", 0) == 0
+    for since in ("99999999999d", "800000d", "0001-01-01T00:00:00+01:00"):
+        for command in (["health"], ["plan", "--with-health"]):
+            bad = batchsync(*command, inv.path, "--base-url", box.url, "--since", since, env=full)
+            assert bad.returncode == 2, (since, command, bad.stderr)
+            assert "further back than this machine's calendar goes" in bad.stderr and "Traceback" not in bad.stderr
