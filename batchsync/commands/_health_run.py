@@ -112,7 +112,12 @@ def document(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRead,
     return {
         "command": "health",
         "accounts": {
-            name: {"since": shown_time(moment), "error": found.failed.get(name)} for name, moment in since.items()
+            name: {
+                "since": shown_time(moment),
+                "error": found.failed.get(name),
+                "unreadable_records": found.unreadable.get(name, 0),
+            }
+            for name, moment in since.items()
         },
         "integrations": rows,
         "failing": failing,
@@ -135,6 +140,10 @@ def text_lines(jobs: Sequence[Job], since: dict[str, datetime], found: HealthRea
             lines.append(f"  integration {job.integration_id} ({display(job.account)}): no exception logs")
     for name, reason in sorted(found.failed.items()):
         lines.append(f"? account {display(name)}: {reason}")
+    for name, n in sorted(found.unreadable.items()):
+        lines.append(
+            f"? account {display(name)}: {n} exception log record{'s' if n != 1 else ''} unreadable, not counted"
+        )
     moments_ = sorted({shown_time(m) for m in since.values()})
     when = moments_[0] if len(moments_) == 1 else f"{moments_[0]} (or later, per account)"
     unread = f"; {len(found.failed)} account{'s' if len(found.failed) != 1 else ''} unread" if found.failed else ""

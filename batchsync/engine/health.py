@@ -56,6 +56,9 @@ class HealthRead(msgspec.Struct):
     by_account: dict[str, int] = {}  # requests per account
     carried: dict[str, tuple[float, float, float]] = {}
     reads: dict[str, Bucket] = {}
+    # Per account, the records that could not be read (not a record, no readable time): not
+    # counted in any shop's health, and said so.
+    unreadable: dict[str, int] = {}
 
 
 async def read_health(
@@ -90,6 +93,16 @@ async def read_health(
                 reader.reads.carry(reads, age)
                 reader.writes.carry(writes, age)
             healths, error = await reader.read(by_account[name], since[name])
+            if reader.unreadable:
+                result.unreadable[name] = reader.unreadable
+                log.warning(
+                    "account %s: %d exception log record%s could not be read (not a record, or no readable time): "
+                    "not counted",
+                    name,
+                    reader.unreadable,
+                    "s" if reader.unreadable != 1 else "",
+                    extra={"fields": {"account": name, "unreadable": reader.unreadable}},
+                )
             result.by_integration.update(healths)
             result.requests += reader.requests
             result.by_account[name] = reader.requests
@@ -128,6 +141,7 @@ class _AccountReader:
         self.reads = Bucket(lim.reads_per_minute, lim.write_burst, now)
         self.writes = Bucket(lim.writes_per_minute, lim.write_burst, now)  # untouched: handed on
         self.requests = 0
+        self.unreadable = 0  # records left out: not a record, or no time that parses
 
     async def read(self, jobs: Sequence[Job], since: datetime) -> tuple[dict[int, Health], str | None]:
         ids = [job.integration_id for job in jobs]
@@ -137,13 +151,24 @@ class _AccountReader:
         newest_first = True
         previous: datetime | None = None
         next_url: str | None = None
+        seen: set[int] = set()  # record ids counted: bounded by the listing's items
         try:
             while True:
                 page = await self._get(next_url, single)
+                self.unreadable += page.rejected
                 oldest_on_page: datetime | None = None
+                fresh: list[int | None] = []
                 for record in page.records:
+                    if record.id is not None:
+                        # Listed again (an offset-paged list while new records arrive push it
+                        # onto the next page): counted once, and no sign of a list in a circle.
+                        if record.id in seen:
+                            continue
+                        seen.add(record.id)
+                    fresh.append(record.id)
                     at = parse_time(record.created_at)
                     if at is None:
+                        self.unreadable += 1
                         continue
                     if previous is not None and at > previous:
                         newest_first = False
@@ -156,7 +181,7 @@ class _AccountReader:
                         tally.add(record, at, self.redact)
                 if page.next_url is None:
                     break
-                listing.add_ids([r.id for r in page.records], page.next_url, page.size, self.clock())
+                listing.add_ids(fresh, page.next_url, page.size, self.clock())
                 if newest_first and oldest_on_page is not None and oldest_on_page < since:
                     break  # newest first so far, and past the moment: the rest is older still
                 next_url = page.next_url

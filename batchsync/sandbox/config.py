@@ -50,7 +50,7 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     page_size: Annotated[int, Meta(ge=1)] = 100
     # Integration exception logs: (integration id, how many), one every log_interval seconds
     # back from the start; pages of logs_page_size; endless_logs: a list that never ends.
-    exception_logs: tuple[tuple[int, Annotated[int, Meta(ge=0)]], ...] = ()
+    exception_logs: tuple[tuple[int, Annotated[int, Meta(ge=0, le=100_000)]], ...] = ()  # options.MAX_SEEDED_LOGS
     log_interval: Annotated[float, Meta(gt=0)] = 600.0
     logs_page_size: Annotated[int, Meta(ge=1)] = 100
     endless_logs: bool = False

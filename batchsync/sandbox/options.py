@@ -88,10 +88,15 @@ def _system_for(text: str) -> tuple[int, str]:
     return (int(ident), system.strip())
 
 
+MAX_SEEDED_LOGS = 100_000  # per integration: each record is built and held (about 2 KB)
+
+
 def _id_count(text: str) -> tuple[int, int]:
     ident, sep, count = text.partition("=")
     if not sep or not ident.strip().isdigit() or not count.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected ID=N, as 1234=14")
+    if int(count) > MAX_SEEDED_LOGS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_SEEDED_LOGS:,} logs per integration")
     return (int(ident), int(count))
 
 

@@ -127,6 +127,34 @@ async def test_server_errors_and_429_are_retried_on_the_read_budget(
     assert writes >= 2.0 and reads < 5.0  # the write bucket only refilled meanwhile
 
 
+async def test_a_record_listed_again_on_a_later_page_counts_once(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
+    """Offset paging while new records arrive pushes a record onto the next page too: it is
+    the same record (its id), counted once, on a middle page or on the last, and no list in a
+    circle (the account's health is known)."""
+    api, acme, _ = fleet
+    a = acme[0]
+    api.logs["acme"] = [_record(5, a, 1), _record(4, a, 2), _record(4, a, 2), _record(3, a, 3), _record(3, a, 3)]
+    found = await _read(api)  # pages of 2: [5, 4] [4, 3] [3]
+    assert found.failed == {} and found.by_integration[a].count == 3 and found.by_integration[a].unknown is None
+    assert found.unreadable == {}
+
+
+async def test_records_that_cannot_be_read_are_counted_apart_and_said(
+    fleet: tuple[FakeApi, list[int], list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    api, acme, _ = fleet
+    a = acme[0]
+    api.logs["acme"] = [_record(3, a, 1), wire.LogRecord(integration_id=a, id=2, created_at="yesterday"),
+                        wire.LogRecord(integration_id=a, id=1, created_at=None)]  # fmt: skip
+    with caplog.at_level("WARNING", logger="batchsync.health"):
+        found = await _read(api)
+    assert found.by_integration[a].count == 1 and found.unreadable == {"acme": 2}
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "account acme: 2 exception log records could not be read (not a record, or no readable time): not counted"
+    ]
+
+
 async def test_an_endless_listing_stops_at_the_page_bound(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
     api, acme, _ = fleet
     api.endless_logs = True

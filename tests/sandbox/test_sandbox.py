@@ -714,6 +714,14 @@ def test_cli_refuses_a_broken_inventory(tmp_path: Path) -> None:
     assert "SANDBOX_ACME_PUBLIC" in err
 
 
+def test_cli_refuses_more_seeded_logs_than_it_could_hold() -> None:
+    """A count that would take the machine's memory (99,999,999,999 records) is a usage error."""
+    proc = _start(["--port", "0", "--exception-logs", "1001=99999999999"], dict(os.environ))
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and out == ""
+    assert "at most 100,000 logs per integration" in err
+
+
 # -- one account down ----------------------------------------------------------------------------
 
 
