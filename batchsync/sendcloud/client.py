@@ -114,6 +114,10 @@ def _decode_page(body: bytes) -> tuple[tuple[wire.Integration, ...], Any, tuple[
 
 
 PAGE_SIZE = 100  # Sendcloud clamps it to the endpoint's own maximum
+# A page of exception logs carries each record's request and response (a shop's HTML error
+# page, say), never decoded but read: 100 records of 20 KB each are 2 MB. Read at most
+# --concurrency accounts at once, each one page at a time.
+LOGS_MAX_BODY = 4 * 1024 * 1024
 
 
 class _LogsPage(msgspec.Struct, frozen=True):
@@ -213,10 +217,11 @@ class Client:
         return self._redactor(text)
 
     async def _request(
-        self, method: str, url: str, params: dict[str, str] | None = None, data: bytes | None = None
+        self, method: str, url: str, params: dict[str, str] | None = None, data: bytes | None = None, max_body: int = 0
     ) -> Exchange:
-        """One exchange, 2xx or an ApiError: (status, body, the answer's headers)."""
-        exchanged: Exchange = await self._fetch(method, url, params, data, None)
+        """One exchange, 2xx or an ApiError: (status, body, the answer's headers); a 2xx body
+        up to ``max_body`` bytes (0: the client's bound)."""
+        exchanged: Exchange = await self._fetch(method, url, params, data, None, max_body)
         return exchanged
 
     async def _fetch(
@@ -226,6 +231,7 @@ class Client:
         params: dict[str, str] | None,
         data: bytes | None,
         decode: Callable[[bytes], Any] | None,
+        max_body: int = 0,
     ) -> Any:
         """:meth:`_request`, and the body made a value by ``decode`` (None: the exchange as
         it is). The endpoints' one coroutine: each layer of coroutines is crossed again
@@ -241,7 +247,7 @@ class Client:
                 url,
                 headers,
                 self._timeout,
-                self._max_body,
+                max_body or self._max_body,
                 params=params,
                 data=data,
             )
@@ -333,7 +339,7 @@ class Client:
             url, params = first, {"page_size": str(PAGE_SIZE)}
         else:
             url, params = self._same_origin(next_url, first), None
-        status, body, headers = await self._request("GET", url, params=params)
+        status, body, headers = await self._request("GET", url, params=params, max_body=LOGS_MAX_BODY)
         try:
             records, following, rejected = _decode_logs(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:

@@ -4,6 +4,7 @@ a failure that costs one account's health only."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,3 +222,48 @@ async def test_the_client_follows_a_link_header_and_a_v2_body() -> None:
     assert second.next_url == f"{BASE}/integrations/logs?cursor=def" and third.next_url is None
     assert first.records[0] == wire.LogRecord(integration_id=7, id=1, created_at=NOW.isoformat())
     assert "SHOPKEY" not in repr(first) + repr(second)  # headers and bodies are not even decoded
+
+
+async def test_a_page_of_records_with_large_bodies_is_read_up_to_its_own_bound() -> None:
+    """Records carry whole requests and responses (a shop's HTML error page): a page of 100
+    records of 20 KB is 2 MB, more than the statuses' 1 MiB bound, and is read; a page past
+    the logs' own bound (4 MiB) is refused as a statuses answer past its bound is. Over
+    loopback, from a real server."""
+    import aiohttp
+    from aiohttp import web
+
+    from batchsync.secrets import Secret
+    from batchsync.sendcloud.auth import BasicAuthenticator
+    from batchsync.sendcloud.client import LOGS_MAX_BODY, Client
+    from batchsync.sendcloud.errors import InvalidResponseError
+
+    def page(n: int, size: int) -> bytes:
+        body = "<html>" + "x" * size + "</html>"
+        records = [
+            {"id": i, "integration_id": 7, "created_at": NOW.isoformat(), "response": {"body": body}} for i in range(n)
+        ]
+        return json.dumps({"data": records}).encode()
+
+    pages = [page(100, 20_000), page(100, LOGS_MAX_BODY // 90)]
+    assert 1024 * 1024 < len(pages[0]) < LOGS_MAX_BODY < len(pages[1])
+    served = iter(pages)
+
+    async def logs(request: web.Request) -> web.Response:
+        return web.Response(body=next(served), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/integrations/logs", logs)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, url, BasicAuthenticator(Secret("pub"), Secret("sec")), timeout=5)
+            read = await client.list_logs_page()
+            with pytest.raises(InvalidResponseError, match="byte limit"):
+                await client.list_logs_page()
+    finally:
+        await runner.cleanup()
+    assert len(read.records) == 100 and read.size == len(pages[0])
