@@ -47,7 +47,12 @@ class Secret:
 def check_reference(ref: str) -> str | None:
     """Why ``ref`` is not a valid reference, or None. Never quotes the value."""
     if ref.startswith("env:"):
-        return None if ref[4:] else "env: needs a variable name, as env:SENDCLOUD_SECRET"
+        name = ref[4:]
+        if not name:
+            return "env: needs a variable name, as env:SENDCLOUD_SECRET"
+        if name != name.strip() or any(c.isspace() or c in "=\0" for c in name):
+            return "env: needs a variable name without spaces or '=', as env:SENDCLOUD_SECRET"
+        return None
     if ref.startswith("file:"):
         return None if ref[5:] else "file: needs a path, as file:secrets/acme.key"
     message = (

@@ -7,6 +7,8 @@ methods in; apart only to keep each module readable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,7 +29,7 @@ from batchsync.model import (
     OAuth2Credentials,
 )
 from batchsync.secrets import Secret, check_reference
-from batchsync.text import control_in
+from batchsync.text import control_in, display
 from batchsync.wire import Loc
 
 if TYPE_CHECKING:
@@ -44,9 +46,15 @@ class AccountsPart:
     problems: list[InventoryProblem]
     no_accounts: bool
 
-    def notify_routes(self, raw: Any) -> list[NotifyRoute]:
+    def notify_routes(
+        self, raw: Any, accounts: Mapping[str, Account] | None = None, jobs: Sequence[Job] = ()
+    ) -> list[NotifyRoute]:
         """The ``[[notify]]`` routes: each url a reference (an inventory is committed to
-        git: a literal webhook URL, a credential, is refused), tags and accounts patterns."""
+        git: a literal webhook URL, a credential, is refused), tags and accounts patterns.
+        A pattern that matches no declared account, or no tag of an integration or of its
+        account, is a warning: a typo would send that client an all-clear every night."""
+        names = set(accounts or ())
+        tags = {tag for job in jobs for tag in job.tags} | {t for ts in self.account_tags.values() for t in ts}
         routes: list[NotifyRoute] = []
         if raw is None:
             return routes
@@ -66,6 +74,11 @@ class AccountsPart:
             ok = self.check_tags(spec.accounts, (*loc, "accounts"), None) and ok
             if ok:
                 routes.append(NotifyRoute(spec.url, spec.tags, spec.accounts, spec.on, spec.format))
+                for field, patterns, known in (("accounts", spec.accounts, names), ("tags", spec.tags, tags)):
+                    what = "declared account" if field == "accounts" else "tag of an integration or its account"
+                    for k, pattern in enumerate(patterns):
+                        if not any(fnmatchcase(name, pattern) for name in known):
+                            self.warning((*loc, field, k), f"{display(pattern)} matches no {what}: it reports nothing")
         return routes
 
     if TYPE_CHECKING:
@@ -77,6 +90,7 @@ class AccountsPart:
         def secret(self, ref: str, loc: Loc) -> Secret | None: ...
         def check_url(self, url: str, loc: Loc, who: str, api: bool = True) -> bool: ...
         def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool: ...
+        def warning(self, loc: Loc, message: str, integration_id: int | None = None) -> None: ...
 
     def accounts(self, raw: Any, defaults: DefaultsSpec, base_limits: Limits) -> tuple[dict[str, Account], set[str]]:
         accounts: dict[str, Account] = {}

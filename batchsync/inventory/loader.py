@@ -27,6 +27,7 @@ from batchsync.inventory.problems import (
     every_problem,
     guess_id,
     kind_name,
+    limit_problem,
     name_problem,
     nearest,
     suggest,
@@ -297,7 +298,7 @@ class _Loader(AccountsPart):
         accounts, broken_accounts = self.accounts(raw.get("accounts"), defaults, base_limits)
         sets, broken_sets = self.status_sets(raw.get("status_sets", {}))
         jobs = self.integrations(raw.get("integrations"), accounts, broken_accounts, sets, broken_sets)
-        routes = self.notify_routes(raw.get("notify"))
+        routes = self.notify_routes(raw.get("notify"), accounts, jobs)
         entries = raw.get("integrations")
         declared = len(entries) if isinstance(entries, list) else 0
         history = self.history(raw.get("history"))
@@ -335,10 +336,11 @@ class _Loader(AccountsPart):
             if tag in self.good_tags:
                 continue
             char = control_in(tag)
-            if char is None:
+            why = name_problem("the tag", char) if char is not None else limit_problem(tag)
+            if why is None:
                 self.good_tags.add(tag)
             else:
-                self.problem((*loc, k), name_problem("the tag", char), integration_id)
+                self.problem((*loc, k), why, integration_id)
                 ok = False
         return ok
 

@@ -24,6 +24,18 @@ def name_problem(what: str, char: str) -> str:
     )
 
 
+def limit_problem(tag: str) -> str | None:
+    """Why ``--limit tag:...`` could never choose ``tag`` (its terms are split at commas,
+    stripped, and read ``!`` and ``&`` at their start as operators), or None."""
+    if "," in tag:
+        return "a tag may not hold a comma: --limit splits its terms there"
+    if tag != tag.strip():
+        return "a tag may not begin or end with a space: --limit strips its terms"
+    if tag[:1] in ("!", "&"):
+        return f"a tag may not begin with {tag[0]!r}: --limit reads it as an operator"
+    return None
+
+
 def kind_name(value: Any) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", NoneType: "null"}
     return names.get(type(value), f"a {type(value).__name__}")

@@ -93,6 +93,25 @@ def test_names_obey_the_rule_and_routes_need_a_reference(tmp_path: Path) -> None
     assert [(r.url, r.tags, r.on, r.format) for r in inv.notify] == [("env:HOOK", ("client-b",), "always", "json")]
 
 
+def test_a_route_pattern_that_matches_nothing_is_a_warning(tmp_path: Path) -> None:
+    """A typo in a route (``acmee``) would send that client an all-clear every night."""
+    path = write(
+        tmp_path,
+        {"acme": basic("acme", tags=["client-a"]), "stark": basic("stark")},
+        [{"id": 1, "account": "acme", "status_set": "s", "tags": ["nl"]}],
+        notify=[
+            {"url": "env:HOOK", "accounts": ["acmee", "stark"]},  # stark is declared: it matches
+            {"url": "env:HOOK", "tags": ["client-*", "nl", "client-b"]},
+        ],
+    )
+    inv = load(path, ENV)
+    assert inv.valid and len(inv.notify) == 2
+    assert [(w.path, w.message) for w in inv.warnings] == [
+        ("$.notify[0].accounts[0]", "acmee matches no declared account: it reports nothing"),
+        ("$.notify[1].tags[2]", "client-b matches no tag of an integration or its account: it reports nothing"),
+    ]
+
+
 def test_limit_patterns_intersections_and_exclusions_compose_as_ansible_s() -> None:
     from batchsync.model import Desired, Job
 

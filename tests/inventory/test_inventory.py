@@ -318,6 +318,22 @@ CASES: dict[str, tuple[Edit, list[tuple[str, str, int | None]]]] = {
         _set("accounts.other.secret_key", "env:"),
         [("$.accounts.other.secret_key", "env: needs a variable name", None)],
     ),
+    "env reference of blanks": (
+        _set("accounts.other.secret_key", "env:  "),
+        [("$.accounts.other.secret_key", "env: needs a variable name without spaces or '='", None)],
+    ),
+    "a tag --limit cannot choose (a comma)": (
+        _set("accounts.other.tags", ["client-a", "a,b"]),
+        [("$.accounts.other.tags[1]", "a tag may not hold a comma: --limit splits its terms there", None)],
+    ),
+    "a tag --limit cannot choose (spaces)": (
+        _set("accounts.other.tags", [" sp "]),
+        [("$.accounts.other.tags[0]", "a tag may not begin or end with a space", None)],
+    ),
+    "a tag --limit cannot choose (an operator)": (
+        _set("accounts.other.tags", ["!x"]),
+        [("$.accounts.other.tags[0]", "a tag may not begin with '!': --limit reads it as an operator", None)],
+    ),
     "file secret missing": (
         _set("accounts.main.secret_key", "file:missing.key"),
         [("$.accounts.main.secret_key", "missing.key does not exist", None)],
