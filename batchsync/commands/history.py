@@ -214,6 +214,8 @@ def lines(verb: str, answer: Any) -> list[str]:
             f"{_at(answer['started_at'])} to {_at(answer['ended_at'])} UTC, {code}"
         )
         out.append(f"  {_counts(answer['counts'])}" + (f", shard {answer['shard']}" if answer["shard"] else ""))
+        if "plan" in answer:
+            out.append(f"  carried out the plan {display(answer['plan']['path'])} (sha256 {answer['plan']['sha256']})")
         for o in answer["outcomes"]:
             why = f": {o['kind']}: {escape_controls(o['detail'] or '')}" if o["kind"] else ""
             moved = f" (+{o['added']} ~{o['changed']} -{o['removed']})" if o["result"] == "changed" else ""

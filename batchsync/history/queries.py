@@ -16,7 +16,7 @@ RESULTS = ("unchanged", "changed", "failed", "skipped")
 
 _RUN_COLUMNS = (
     "id, command, inventory, started_at, ended_at, exit_code, unchanged, changed, failed, skipped, shard, "
-    "group_key, host, version, inventory_hash"
+    "group_key, host, version, inventory_hash, plan_path, plan_sha256"
 )
 
 
@@ -58,17 +58,26 @@ def show(db: Db, run_id: int) -> dict[str, Any] | None:
         return None
     run = _run(rows[0]) | {"group": rows[0][11], "host": rows[0][12], "version": rows[0][13]}
     run["inventory_sha256"] = rows[0][14]
+    if rows[0][16] is not None:  # apply --plan
+        run["plan"] = {"path": rows[0][15], "sha256": rows[0][16]}
     outs = db.query(
         "SELECT integration_id, account, name, result, error_kind, detail, added, changed, removed, changes, "
-        "attempts, duration_ms FROM outcomes WHERE run_id = ? ORDER BY integration_id",
+        "attempts, duration_ms, health FROM outcomes WHERE run_id = ? ORDER BY integration_id",
         (run_id,),
     )
     names = (
         *("integration_id", "account", "name", "result", "kind", "detail"),
         *("added", "changed", "removed", "changes", "attempts", "duration_ms"),
     )
-    run["outcomes"] = [dict(zip(names, o, strict=True)) | {"changes": _changes(o[9])} for o in outs]
+    run["outcomes"] = [
+        dict(zip(names, o[:12], strict=True)) | {"changes": _changes(o[9])} | _health(o[12]) for o in outs
+    ]
     return run
+
+
+def _health(text: str | None) -> dict[str, Any]:
+    """``{"health": ...}`` of an outcome that recorded its shop's health (--with-health), else nothing."""
+    return {"health": msgspec.json.decode(text)} if text else {}
 
 
 def _changes(text: str | None) -> list[Any]:
@@ -76,7 +85,7 @@ def _changes(text: str | None) -> list[Any]:
 
 
 _TIMELINE = (
-    "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account "
+    "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account, o.health "
     "FROM runs r JOIN outcomes o ON o.run_id = r.id WHERE o.integration_id = ? "
     "ORDER BY r.started_at DESC, r.id DESC"
 )
@@ -102,6 +111,7 @@ def integration(db: Db, integration_id: int, limit: int | None = None) -> dict[s
         }
         if row[5] is not None:
             event["kind"], event["detail"] = row[5], row[6]
+        event |= _health(row[8])
         events.append(event)
     return {"integration_id": integration_id, "events": events}
 

@@ -110,6 +110,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX IF EXISTS outcomes_integration",
         "DROP INDEX IF EXISTS outcomes_run",
     ),
+    # 3: the saved plan an apply carried out (apply --plan: its path as given and its
+    # sha256), and each outcome's shop health when the run read it (--with-health: the
+    # exception logs' counts, as the report line carries them, JSON).
+    (
+        "ALTER TABLE runs ADD COLUMN plan_path TEXT",
+        "ALTER TABLE runs ADD COLUMN plan_sha256 TEXT",
+        "ALTER TABLE outcomes ADD COLUMN health TEXT",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -16,6 +16,7 @@ from itertools import chain
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 
 from batchsync.history.db import Db, iso
 from batchsync.outcome import Outcome
@@ -35,6 +36,8 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     dedup_key: str | None = None  # a run recorded twice (report merge run again) is recorded once
     host: str = ""
     version: str = ""
+    plan_path: str | None = None  # apply --plan: the plan carried out
+    plan_sha256: str | None = None
 
 
 def inventory_hash(path: str) -> str:
@@ -89,10 +92,12 @@ class Writes:
                 run.host,
                 run.version,
                 iso(run.started_at),
+                run.plan_path,
+                run.plan_sha256,
             )
             sql = (
                 "INSERT INTO runs (command, inventory, inventory_hash, shard, group_key, dedup_key, host, version, "
-                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "started_at, plan_path, plan_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
             if db.dialect == "postgresql":
                 run_id = int(db.query(sql + " RETURNING id", params)[0][0])
@@ -116,6 +121,7 @@ class Writes:
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
+            health = encode(o.health).decode() if o.health is not UNSET else None
             name = o.name  # the shop's name as the inventory gives it (None: none)
             rows.append(
                 (
@@ -132,6 +138,7 @@ class Writes:
                     changes,
                     o.attempts,
                     o.duration_ms,
+                    health,
                 )
             )
             if o.result == "skipped":
@@ -228,14 +235,14 @@ _BY_ID = operator.attrgetter("integration_id")
 
 # Rows per INSERT: one statement of many rows, not one per row (executemany). The driver
 # then binds and steps once per few hundred rows: a run's writer thread takes the
-# interpreter's lock from the event loop far less often. 13 values a row stays under
+# interpreter's lock from the event loop far less often. 14 values a row stays under
 # SQLite's 32,766 variables (999 before 3.32) and PostgreSQL's 65,535 parameters.
-ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 76
+ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 14
 _OUTCOME_COLUMNS = (
     "INSERT INTO outcomes (run_id, integration_id, account, name, result, error_kind, detail, added, changed, "
-    "removed, changes, attempts, duration_ms) VALUES "
+    "removed, changes, attempts, duration_ms, health) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @functools.cache

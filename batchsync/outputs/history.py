@@ -84,6 +84,8 @@ class History:
             dedup_key=dedup_key,
             host=socket.gethostname(),
             version=__version__,
+            plan_path=start.plan["path"] if start.plan is not None and start.mode == "apply" else None,
+            plan_sha256=start.plan["sha256"] if start.plan is not None and start.mode == "apply" else None,
         )
         self.session: Session | None = None
         try:

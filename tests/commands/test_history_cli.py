@@ -252,3 +252,38 @@ def test_prune_deletes_old_runs(tmp_path: Path, sandbox_proc: list[SandboxProces
     assert pruned["runs"] == 1 and pruned["outcomes"] == 10
     assert len(_json(batchsync("history", "runs", "--format", "json", env=env))) == 1
     assert os.path.exists(store)
+
+
+def test_an_apply_of_a_plan_with_health_records_the_plan_and_each_shops_health(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], store: list[str]
+) -> None:
+    """The history says which plan an apply carried out (its path and sha256) and, with
+    --with-health, each outcome's shop health, as the report does."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    sick = inv.jobs[1].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0", "--exception-logs", f"{sick}=3")
+    sandbox_proc.append(box)
+    plan = tmp_path / "p.json"
+    made = batchsync("plan", inv.path, "--base-url", box.url, "--out", str(plan), "--no-history", env=env)
+    assert made.returncode == 0, made.stderr
+    done = batchsync("apply", inv.path, "--base-url", box.url, "--plan", str(plan), "--with-health", *store, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import hashlib
+
+    sha = hashlib.sha256(plan.read_bytes()).hexdigest()
+    newest = _json(batchsync("history", "runs", "--format", "json", "--limit", "1", *store, env=env))[0]
+    run = _json(batchsync("history", "show", str(newest["id"]), "--format", "json", *store, env=env))
+    assert run["plan"] == {"path": str(plan), "sha256": sha}
+    healths = {o["integration_id"]: o["health"]["count"] for o in run["outcomes"]}
+    assert healths == {j.integration_id: 3 if j.integration_id == sick else 0 for j in inv.jobs}
+    text = batchsync("history", "show", str(newest["id"]), *store, env=env)
+    assert f"carried out the plan {plan} (sha256 {sha})" in text.stdout
+    events = _json(batchsync("history", "integration", str(sick), "--format", "json", *store, env=env))["events"]
+    assert events[0]["health"]["count"] == 3
+    # A run without a plan or health records neither.
+    again = batchsync("apply", inv.path, "--base-url", box.url, *store, env=env)
+    assert again.returncode == 0, again.stderr
+    latest = _json(batchsync("history", "runs", "--format", "json", "--limit", "1", *store, env=env))[0]
+    plain = _json(batchsync("history", "show", str(latest["id"]), "--format", "json", *store, env=env))
+    assert "plan" not in plain and all("health" not in o for o in plain["outcomes"])

@@ -525,7 +525,10 @@ def test_a_version_1_store_is_migrated_to_the_run_and_integration_index(tmp_path
     db = connect(parse(str(path)))
     indexes = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'")}
     assert indexes == {"outcomes_run_integration"}
-    assert db.version() == schema.LATEST == 2
+    assert db.version() == schema.LATEST == 3
+    # Migration 3: the plan and the health are new columns, empty in what was there before.
+    assert db.query("SELECT plan_path, plan_sha256 FROM runs WHERE id = 1") == [(None, None)]
+    assert {r[0] for r in db.query("SELECT health FROM outcomes")} == {None}
     assert [(e["run"], e["result"]) for e in queries.integration(db, 7)["events"]] == [(2, "unchanged"), (1, "changed")]
     run = queries.show(db, 1)
     assert run is not None and [o["integration_id"] for o in run["outcomes"]] == [7, 8]
