@@ -430,8 +430,16 @@ async def execute(
         engine.carried = carried
         if found is not None:
             engine.adopted = found.reads
+        empty: list[str] = []
         if settings.options.preflight:
             engine.declared = declared_ids(inv)
+            # A declared account without integrations (a new client, before its first
+            # import) is listed too, for the shops it has and the inventory does not: when
+            # the run is the whole inventory (no --limit, --shard, --retry-failed or plan).
+            whole = not (settings.limit or settings.shard or settings.retry_failed or settings.plan is not None)
+            if whole:
+                used = {j.account for j in inv.jobs}
+                empty = [name for name in inv.accounts if name not in used]
         gcpolicy.started()  # see rare_gc: collections from here
         try:
             async with anyio.create_task_group() as tg:
@@ -440,7 +448,16 @@ async def execute(
                 if tick is not None:
                     tg.start_soon(_every, 0.2, tick)
                 with scope:
-                    await engine.run(jobs)
+                    if empty:
+                        from batchsync.engine.snapshot import list_undeclared
+
+                        async with anyio.create_task_group() as listing:
+                            listing.start_soon(
+                                list_undeclared, inv.accounts, empty, api, settings.options, lambda: engine.summary
+                            )
+                            await engine.run(jobs)
+                    else:
+                        await engine.run(jobs)
                 tg.cancel_scope.cancel()
         finally:
             if files:

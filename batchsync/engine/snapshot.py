@@ -147,6 +147,55 @@ async def list_account(api: AccountApi, bucket: Bucket, options: Options, accoun
     )
 
 
+async def list_undeclared(
+    accounts: Mapping[str, Account], names: Collection[str], api: Api, options: Options, summary: Callable[[], Summary]
+) -> None:
+    """The pre-flight of declared accounts that have no integration in the inventory (a new
+    client declared before its first import): each one's list read to its end, on its read
+    budget, and every PrestaShop V2 integration it holds (that it does not ignore) added to
+    the run's ``summary().undeclared`` (the engine's, made as its run starts). An account
+    whose list cannot be read is said, and costs nothing else."""
+    import logging
+
+    import anyio
+
+    from batchsync.engine.limits import Bucket
+    from batchsync.model import PRESTASHOP_V2
+    from batchsync.outcome import Undeclared
+    from batchsync.sendcloud.errors import ApiError
+    from batchsync.sendcloud.listing import ListBoundError
+
+    log = logging.getLogger("batchsync.engine")
+    limit = anyio.Semaphore(max(1, options.concurrency))
+
+    async def one(name: str) -> None:
+        account = accounts[name]
+        lim = account.limits
+        async with limit:
+            try:
+                shops, _ = await list_account(
+                    api.account(account), Bucket(lim.reads_per_minute, lim.write_burst, _now()), options, name
+                )
+            except (ApiError, ListBoundError) as exc:
+                log.warning(
+                    "account %s: cannot list its integrations (%s); its undeclared ones are not known",
+                    name,
+                    exc,
+                    extra={"fields": {"account": name}},
+                )
+                return
+        ignored = account.ignore_integrations
+        summary().undeclared.extend(
+            Undeclared(name, shop.id, shop.name, shop.url)
+            for shop in shops
+            if shop.system == PRESTASHOP_V2 and shop.id not in ignored
+        )
+
+    async with anyio.create_task_group() as tg:
+        for name in sorted(names):
+            tg.start_soon(one, name)
+
+
 async def read_fleet(
     accounts: Mapping[str, Account],
     api: Api,

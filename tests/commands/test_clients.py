@@ -131,6 +131,38 @@ def test_integrations_an_account_has_and_the_inventory_does_not_are_listed_as_un
     assert {u["integration_id"] for u in json.loads(result.stdout)["undeclared"]} == {1003, 1004}
 
 
+def test_a_declared_account_without_integrations_is_listed_for_its_undeclared_shops(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """A new client declared before its first import: its shops are undeclared, named like
+    any other account's (and an account whose list fails costs only its own listing)."""
+    accounts = {"acme": 2, "globex": 2, "initech": 1}
+    seeded = make_inventory(tmp_path, accounts, name="seed.json")
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(seeded.path), env, "--down-account", "initech")
+    sandbox_proc.append(box)
+    doc = json.loads(Path(seeded.path).read_text())
+    globex = [i["id"] for i in doc["integrations"] if i["account"] == "globex"]
+    doc["integrations"] = [i for i in doc["integrations"] if i["account"] == "acme"]
+    inventory = tmp_path / "inv.json"
+    inventory.write_text(json.dumps(doc))
+    prom = tmp_path / "batchsync.prom"
+    result = batchsync(
+        "plan", str(inventory), "--base-url", box.url, "--format", "json", "--metrics", str(prom),
+        "--max-attempts", "1", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    undeclared = json.loads(result.stdout)["undeclared"]
+    assert sorted((u["account"], u["integration_id"]) for u in undeclared) == [("globex", i) for i in sorted(globex)]
+    assert 'batchsync_undeclared_integrations{inventory="inv",command="plan",account="globex"} 2' in prom.read_text()
+    assert "account initech: cannot list its integrations" in result.stderr and "Traceback" not in result.stderr
+    # Narrowed to acme, the run lists no other account.
+    before = box.stats()["requests"].get("globex", {}).get("GET", 0)
+    narrowed = batchsync("plan", str(inventory), "--base-url", box.url, "--limit", "acme", "--format", "json", env=env)
+    assert narrowed.returncode == 0 and json.loads(narrowed.stdout)["undeclared"] == []
+    assert box.stats()["requests"].get("globex", {}).get("GET", 0) == before
+
+
 class Listener:
     """A local webhook receiver: every POST body it gets, as JSON."""
 
