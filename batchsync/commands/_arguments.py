@@ -402,6 +402,16 @@ def history_location(flag: str | None, off: bool = False, inventory: Secret | No
             url = os.environ.get(flag[4:], "")
             if not url.strip():
                 raise UsageError(f"--history {flag}: environment variable {flag[4:]} is not set")
+        elif flag.startswith("file:"):  # a reference, as [history] url takes it: the URL is in the file
+            from pathlib import Path
+
+            from batchsync.secrets import SecretError, resolve
+            from batchsync.text import display
+
+            try:
+                url = resolve(flag, Path.cwd()).reveal()
+            except SecretError as exc:
+                raise UsageError(f"--history {display(flag)}: {exc}") from None
         try:
             where = parse(url)
         except LocationError as exc:

@@ -48,7 +48,7 @@ def from_history(
 
     found: dict[str, datetime] = {}
     try:
-        db = connect(where, redact, create=False)
+        db = connect(where, redact, create=False, read_only=True)
     except HistoryError as exc:
         if not where.implicit and warn is not None:
             warn(f"batchsync: warning: the run history could not be read ({redact(str(exc))}): health since 24 h")

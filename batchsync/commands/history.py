@@ -29,7 +29,7 @@ SUBCOMMAND_EXAMPLES = {
     "show": ("batchsync history show 42", "batchsync history show 42 --format json"),
     "integration": (
         "batchsync history integration 1002",
-        "batchsync history integration 1002 --format json --history sqlite:///srv/history.sqlite3",
+        "batchsync history integration 1002 --format json --history sqlite:////srv/history.sqlite3",
     ),
     "failing": (
         "batchsync history failing",
@@ -66,19 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "runs", help="the recorded runs, newest first", description="The recorded runs, newest first."
     )
     runs.add_argument("--since", metavar="WHEN", help="only runs started within this long (7d, 12h) or since a date")
-    runs.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    runs.add_argument("--limit", type=_id, metavar="N", help="at most N runs")
     runs.add_argument("--failed", action="store_true", help="only runs that failed an integration or did not end well")
     _common(runs)
     show = sub.add_parser("show", help="one run and every outcome it recorded", description="One run and its outcomes.")
-    show.add_argument("run", type=int, metavar="RUN", help="the run's id (history runs lists them)")
+    show.add_argument("run", type=_id, metavar="RUN", help="the run's id (history runs lists them)")
     _common(show)
     one = sub.add_parser(
         "integration",
         help="one integration's timeline: each run, its result, what changed",
         description="One integration's timeline, newest first: each run, its result, what changed.",
     )
-    one.add_argument("integration_id", type=int, metavar="ID", help="the integration's id")
-    one.add_argument("--limit", type=int, metavar="N", help="at most N events")
+    one.add_argument("integration_id", type=_id, metavar="ID", help="the integration's id")
+    one.add_argument("--limit", type=_id, metavar="N", help="at most N events")
     _common(one)
     failing = sub.add_parser(
         "failing",
@@ -96,6 +96,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(prune)
 
 
+def _id(text: str) -> int:
+    """A whole number from 1 to 2**63 - 1: what the store's ids and a LIMIT can be."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if not 1 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to 2**63 - 1")
+    return value
+
+
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?Z?)?")
@@ -104,14 +115,25 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]
 def when(text: str, flag: str, now: float | None = None) -> str:
     """``7d``/``12h``/``90m`` ago, or a date (``2026-12-01``, ``2026-12-01T02:00``, UTC), as
     the store's ISO 8601 text."""
+    from datetime import UTC, datetime
+
     from batchsync.history.db import iso
 
     raw = text.strip()
     m = _DURATION.fullmatch(raw)
     if m is not None and float(m.group(1)) > 0:
-        return iso((time.time() if now is None else now) - float(m.group(1)) * _UNIT[m.group(2)])
+        try:
+            return iso((time.time() if now is None else now) - float(m.group(1)) * _UNIT[m.group(2)])
+        except (OverflowError, ValueError, OSError):  # 999999d: before year 1
+            raise UsageError(f"{flag} {text}: further back than this machine's calendar goes") from None
     if _DATE.fullmatch(raw) and m is None:
-        return raw.replace(" ", "T").rstrip("Z")
+        # A date the calendar has, or none: compared as text, 2026-99-99 would be later than
+        # every run (prune would delete them all).
+        try:
+            moment = datetime.fromisoformat(raw.replace(" ", "T").rstrip("Z")).replace(tzinfo=UTC)
+        except ValueError:
+            raise UsageError(f"{flag} {text}: not a date of the calendar (2026-12-01, 2026-12-01T02:00)") from None
+        return iso(moment.timestamp())
     raise UsageError(f"{flag} {text}: expected an age (7d, 12h, 90m, 2w) or a UTC date (2026-12-01)")
 
 
@@ -149,7 +171,7 @@ def run(settings: HistorySettings) -> int:
     redact = Redactor(location.secrets)
     redact_with(redact)
     try:
-        db = connect(location, redact, create=False)
+        db = connect(location, redact, create=False, read_only=settings.verb != "prune")
     except HistoryError as exc:
         print(redact(f"batchsync: history: {exc}"), file=sys.stderr)
         return EXIT_NOT_STARTED
@@ -218,7 +240,8 @@ def lines(verb: str, answer: Any) -> list[str]:
             out.append(f"  carried out the plan {display(answer['plan']['path'])} (sha256 {answer['plan']['sha256']})")
         for o in answer["outcomes"]:
             why = f": {o['kind']}: {escape_controls(o['detail'] or '')}" if o["kind"] else ""
-            moved = f" (+{o['added']} ~{o['changed']} -{o['removed']})" if o["result"] == "changed" else ""
+            mapped = f", mapping {len(o['mapping_changes'])}" if o["mapping_changes"] else ""
+            moved = f" (+{o['added']} ~{o['changed']} -{o['removed']}{mapped})" if o["result"] == "changed" else ""
             out.append(f"  {o['integration_id']} ({display(o['account'])}): {o['result']}{moved}{why}")
     elif verb == "integration":
         out.append(f"integration {answer['integration_id']}: {len(answer['events'])} runs recorded")
@@ -227,6 +250,11 @@ def lines(verb: str, answer: Any) -> list[str]:
             out.append(f"  {_at(e['at'])} UTC  run #{e['run']:<6} {e['command']:<12} {e['result']}{why}")
             for c in e["changes"]:
                 out.append(f"      {c.get('op', '?')} {display(str(c.get('external_id', '')))}")
+            for m in e["mapping_changes"]:
+                before, after = (
+                    display(str(m.get(k))) if m.get(k) is not None else "unmapped" for k in ("before", "after")
+                )
+                out.append(f"      = {display(str(m.get('category', '')))}: {before} -> {after}")
     elif verb == "failing":
         for f in answer:
             out.append(

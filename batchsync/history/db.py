@@ -49,6 +49,7 @@ class Db:
         self.location, self.conn, self.redact = location, conn, redact
         self.dialect = location.kind
         self._pg = location.kind == "postgresql"
+        self.read_only = False  # opened by a history verb, to read: it migrates nothing
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pg else sql
@@ -98,8 +99,23 @@ class Db:
 
         A SQLite store that is behind waits up to :data:`MIGRATION_WAIT_S` for its lock, not
         the busy timeout: the other process may be migrating it (PostgreSQL's advisory lock
-        waits as long as the migration takes)."""
-        if self._pg or not self._behind():
+        waits as long as the migration takes). A store already at :data:`schema.LATEST` is
+        only read: the history verbs then work with a role that may only SELECT, a file in a
+        read-only folder, and beside a run holding the write lock."""
+        try:
+            done = self.version()
+        except Exception:  # no version table yet: a new store
+            done = -1
+        if done == schema.LATEST:
+            return
+        if done > schema.LATEST:
+            raise self._newer(done)
+        if self.read_only:
+            raise HistoryError(
+                f"{self.location.name} is at schema version {max(done, 0)}, older than this batchsync's "
+                f"{schema.LATEST}: the next plan or apply that records into it brings it up to date"
+            )
+        if self._pg:
             self._migrate()
             return
         self.conn.execute(f"PRAGMA busy_timeout = {int(MIGRATION_WAIT_S * 1000)}")
@@ -108,11 +124,11 @@ class Db:
         finally:
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
-    def _behind(self) -> bool:
-        try:
-            return self.version() < schema.LATEST
-        except Exception:  # no version table yet: a new store
-            return True
+    def _newer(self, done: int) -> HistoryError:
+        return HistoryError(
+            f"{self.location.name} is at schema version {done}, newer than this batchsync's "
+            f"{schema.LATEST}: upgrade batchsync"
+        )
 
     def _migrate(self) -> None:
         with self.transaction():
@@ -121,10 +137,7 @@ class Db:
             self.execute(schema.VERSION_TABLE)
             done = self.version()
             if done > schema.LATEST:
-                raise HistoryError(
-                    f"{self.location.name} is at schema version {done}, newer than this batchsync's "
-                    f"{schema.LATEST}: upgrade batchsync"
-                )
+                raise self._newer(done)
             if done < schema.LATEST:
                 for sql in schema.statements(self.dialect, done):
                     self.execute(sql)
@@ -133,12 +146,19 @@ class Db:
                 )
 
 
-def connect(location: Location, redact: Callable[[str], str] = str, *, create: bool = True) -> Db:
+def connect(
+    location: Location, redact: Callable[[str], str] = str, *, create: bool = True, read_only: bool = False
+) -> Db:
     """Open and migrate the store; HistoryError (its message redacted) when that fails.
     ``create`` False: a SQLite file that does not exist is an error (the history verbs
-    read; they make nothing)."""
+    read; they make nothing). ``read_only``: a SQLite file is opened to read only, and a
+    store that is behind is not migrated (an error that says so)."""
     try:
-        db = _sqlite(location, create) if location.kind == "sqlite" else _postgresql(location)
+        if location.kind == "sqlite":
+            db = _sqlite_reader(location) if read_only else _sqlite(location, create)
+        else:
+            db = _postgresql(location)
+            db.read_only = read_only
     except HistoryError:
         raise
     except Exception as exc:
@@ -161,6 +181,8 @@ def _why(location: Location, exc: BaseException) -> str:
 
 def _sqlite(location: Location, create: bool) -> Db:
     path = location.target
+    if not path:
+        raise HistoryError(f"{location.name}: set XDG_STATE_HOME or give --history")
     if not os.path.exists(path):
         if not create:
             raise HistoryError(f"{location.name}: no history yet (no run has recorded one there)")
@@ -184,6 +206,34 @@ def _sqlite(location: Location, create: bool) -> Db:
         conn.close()
         raise
     return Db(location, conn, str)
+
+
+def _sqlite_reader(location: Location) -> Db:
+    """The store opened to read only (the history verbs): nothing written, not even the
+    journal mode, so a file in a folder this user may not write is read as it is. Its
+    write-ahead log needs a shared-memory file beside it; where none is there and none can
+    be made (a read-only folder after the last run closed), the file is read as it stands
+    (``immutable``): no run can be writing there either."""
+    from urllib.parse import quote
+
+    if not location.target or not os.path.exists(location.target):
+        raise HistoryError(f"{location.name}: no history yet (no run has recorded one there)")
+    uri = "file:" + quote(os.path.abspath(location.target))
+    for mode in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)  # fmt: skip
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            continue
+        except BaseException:
+            conn.close()
+            raise
+        db = Db(location, conn, str)
+        db.read_only = True
+        return db
+    raise HistoryError(f"{location.name}: cannot be opened to read")
 
 
 def _postgresql(location: Location) -> Db:

@@ -41,7 +41,11 @@ def default_path(environ: os._Environ[str] | dict[str, str] | None = None) -> st
 
 
 def default() -> Location:
-    path = default_path()
+    try:
+        path = default_path()
+    except RuntimeError:  # no XDG_STATE_HOME, no HOME, and a user without a passwd entry
+        # A file that cannot be made: the run says so and goes on without a history.
+        return Location("sqlite", "", "the default history file (no home directory)", implicit=True)
     return Location("sqlite", path, path, implicit=True)
 
 
@@ -57,7 +61,9 @@ def parse(url: str) -> Location:
             raise LocationError("a SQLite history URL is sqlite:///PATH (three slashes, then the path)")
         path = unquote(text[len("sqlite:///") :])
         if not path:
-            raise LocationError("sqlite:/// needs a path, as sqlite:///var/lib/batchsync/history.sqlite3")
+            raise LocationError(
+                "sqlite:/// needs a path, as sqlite:////var/lib/batchsync/history.sqlite3 (absolute: four slashes)"
+            )
         return Location("sqlite", path, path)
     if low.startswith(("postgresql://", "postgres://")):
         return _postgresql(text)

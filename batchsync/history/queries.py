@@ -62,7 +62,7 @@ def show(db: Db, run_id: int) -> dict[str, Any] | None:
         run["plan"] = {"path": rows[0][15], "sha256": rows[0][16]}
     outs = db.query(
         "SELECT integration_id, account, name, result, error_kind, detail, added, changed, removed, changes, "
-        "attempts, duration_ms, health FROM outcomes WHERE run_id = ? ORDER BY integration_id",
+        "attempts, duration_ms, mapping_changes, health FROM outcomes WHERE run_id = ? ORDER BY integration_id",
         (run_id,),
     )
     names = (
@@ -70,7 +70,10 @@ def show(db: Db, run_id: int) -> dict[str, Any] | None:
         *("added", "changed", "removed", "changes", "attempts", "duration_ms"),
     )
     run["outcomes"] = [
-        dict(zip(names, o[:12], strict=True)) | {"changes": _changes(o[9])} | _health(o[12]) for o in outs
+        dict(zip(names, o[:12], strict=True))
+        | {"changes": _changes(o[9]), "mapping_changes": _changes(o[12])}
+        | _health(o[13])
+        for o in outs
     ]
     return run
 
@@ -85,7 +88,8 @@ def _changes(text: str | None) -> list[Any]:
 
 
 _TIMELINE = (
-    "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account, o.health "
+    "SELECT r.id, r.started_at, r.command, o.result, o.changes, o.error_kind, o.detail, o.account, o.health, "
+    "o.mapping_changes "
     "FROM runs r JOIN outcomes o ON o.run_id = r.id WHERE o.integration_id = ? "
     "ORDER BY r.started_at DESC, r.id DESC"
 )
@@ -108,6 +112,7 @@ def integration(db: Db, integration_id: int, limit: int | None = None) -> dict[s
             "command": row[2],
             "result": row[3],
             "changes": _changes(row[4]),
+            "mapping_changes": _changes(row[9]),
         }
         if row[5] is not None:
             event["kind"], event["detail"] = row[5], row[6]

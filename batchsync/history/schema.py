@@ -111,11 +111,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX IF EXISTS outcomes_run",
     ),
     # 3: the saved plan an apply carried out (apply --plan: its path as given and its
-    # sha256), and each outcome's shop health when the run read it (--with-health: the
-    # exception logs' counts, as the report line carries them, JSON).
+    # sha256); each outcome's mapping changes (JSON, as the report line lists them: a
+    # mapping-only change said nothing of what changed) and its shop health when the run
+    # read it (--with-health: the exception logs' counts, JSON).
     (
         "ALTER TABLE runs ADD COLUMN plan_path TEXT",
         "ALTER TABLE runs ADD COLUMN plan_sha256 TEXT",
+        "ALTER TABLE outcomes ADD COLUMN mapping_changes TEXT",
         "ALTER TABLE outcomes ADD COLUMN health TEXT",
     ),
 )

@@ -121,6 +121,7 @@ class Writes:
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
+            mapping = encode(o.mapping_changes).decode() if o.mapping_changes else None
             health = encode(o.health).decode() if o.health is not UNSET else None
             name = o.name  # the shop's name as the inventory gives it (None: none)
             rows.append(
@@ -138,6 +139,7 @@ class Writes:
                     changes,
                     o.attempts,
                     o.duration_ms,
+                    mapping,
                     health,
                 )
             )
@@ -235,14 +237,14 @@ _BY_ID = operator.attrgetter("integration_id")
 
 # Rows per INSERT: one statement of many rows, not one per row (executemany). The driver
 # then binds and steps once per few hundred rows: a run's writer thread takes the
-# interpreter's lock from the event loop far less often. 14 values a row stays under
+# interpreter's lock from the event loop far less often. 15 values a row stays under
 # SQLite's 32,766 variables (999 before 3.32) and PostgreSQL's 65,535 parameters.
-ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 14
+ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 15
 _OUTCOME_COLUMNS = (
     "INSERT INTO outcomes (run_id, integration_id, account, name, result, error_kind, detail, added, changed, "
-    "removed, changes, attempts, duration_ms, health) VALUES "
+    "removed, changes, attempts, duration_ms, mapping_changes, health) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @functools.cache

@@ -191,9 +191,20 @@ class Session:
             except queue.Full:
                 self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")
                 return self.error
-            self._thread.join(FINISH_TIMEOUT_S)
+            # The writer is waited for while it moves: a store that has taken nothing for
+            # STUCK_S (a hung server, stuck on one batch) is lost as during the run, and
+            # FINISH_TIMEOUT_S bounds the whole wait.
+            deadline = time.monotonic() + FINISH_TIMEOUT_S
+            why = ""
+            while self._thread.is_alive() and not why:
+                self._thread.join(0.25)
+                now = time.monotonic()
+                if now - self._taken >= STUCK_S:
+                    why = f"the store took nothing for {STUCK_S:g}s"
+                elif now >= deadline:
+                    why = f"not written within {FINISH_TIMEOUT_S:g}s"
             if self._thread.is_alive():
-                self._fail(f"{self.db.location.name}: the run's outcomes were not written within {FINISH_TIMEOUT_S:g}s")
+                self._fail(f"{self.db.location.name}: the run's outcomes were not all written: {why}")
             elif self.error is None and ended_at is not None:
                 try:
                     self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)

@@ -8,6 +8,7 @@ lost output (named, exit 5), and the report's summary line carries that code.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -92,9 +93,11 @@ class History:
             self.session = Session.open(location, run, redact, ids)
         except HistoryError as exc:
             self.recall = Recall()
-            if location.implicit:
-                # The default file, which nobody asked for (a container's user without a
-                # home): said, not an output lost. A store asked for that fails is one.
+            if location.implicit and not (location.target and os.path.exists(location.target)):
+                # The default file, which nobody asked for, that cannot be made (a container's
+                # user without a home): said, not an output lost. A store asked for that
+                # fails is one, and so is a default file that is there and cannot be used
+                # (corrupt, a full disk): its history is lost, not merely never started.
                 if warn is not None:
                     warn(
                         f"batchsync: warning: no run history: {self.redact(str(exc))} (set XDG_STATE_HOME, give "

@@ -287,3 +287,40 @@ def test_an_apply_of_a_plan_with_health_records_the_plan_and_each_shops_health(
     latest = _json(batchsync("history", "runs", "--format", "json", "--limit", "1", *store, env=env))[0]
     plain = _json(batchsync("history", "show", str(latest["id"]), "--format", "json", *store, env=env))
     assert "plan" not in plain and all("health" not in o for o in plain["outcomes"])
+
+
+def test_dates_that_are_no_dates_never_prune_and_the_verbs_read_beside_a_writer(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """history prune --older-than 2026-99-99 compared as text was later than every run: it
+    deleted them all. Dates not of the calendar, and ages past it, are usage errors. The
+    reading verbs never write: they answer while a run holds the store's write lock, and
+    --history takes a file: reference as the inventory's [history] url does."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    store = tmp_path / "h.sqlite3"
+    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    for args in (
+        ("prune", "--older-than", "2026-99-99"),
+        ("runs", "--since", "2026-13-45"),
+        ("runs", "--since", "999999d"),
+        ("prune", "--older-than", "99999999d"),
+        ("show", "9223372036854775808"),
+        ("runs", "--limit", "100000000000000000000000"),
+    ):
+        done = batchsync("history", *args, "--history", str(store), env=env)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+    assert len(_json(batchsync("history", "runs", "--format", "json", "--history", str(store), env=env))) == 1
+    reference = tmp_path / "history.url"
+    reference.write_text(f"sqlite:///{store}\n")
+    held = sqlite3.connect(store, isolation_level=None)
+    try:
+        held.execute("BEGIN IMMEDIATE")  # a run writing: the reading verbs do not wait for it
+        done = batchsync("history", "runs", "--format", "json", "--history", f"file:{reference}", env=env)
+        assert len(_json(done)) == 1
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+    assert not (tmp_path / "file:").exists()

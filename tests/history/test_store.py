@@ -640,3 +640,71 @@ def test_a_writer_that_stops_on_a_bug_loses_the_history_loudly_not_silently(
     error = session.finish(T0 + 60, 0, {"unchanged": 3})
     assert time.monotonic() - started < 5
     assert error is not None and "h.sqlite3" in error and "RuntimeError" in error, error
+
+
+def test_a_store_hung_at_the_run_s_end_is_waited_for_no_longer_than_it_stays_still(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last batch goes to a writer that then hangs: the end waits STUCK_S after the
+    store last took something, as during the run, not the whole FINISH_TIMEOUT_S."""
+    where, session = _session(tmp_path, monkeypatch, BATCH=10, STUCK_S=0.5, FINISH_TIMEOUT_S=30.0)
+    release = threading.Event()
+    _hold_writes(session, monkeypatch, release)
+    for i in range(1, 6):
+        session.add(ok(i, "changed"))
+    try:
+        began = time.monotonic()
+        error = session.finish(T0 + 60, 0, {})
+        assert time.monotonic() - began < 3.0
+        assert error == f"{where.name}: the run's outcomes were not all written: the store took nothing for 0.5s"
+    finally:
+        _answer_at_last(session, release)
+
+
+def test_mapping_changes_are_recorded_and_read_back(tmp_path: Path) -> None:
+    from batchsync.diff import MappingChange
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    moved = (MappingChange("READY_TO_SEND", "2", "4"), MappingChange("CANCEL", None, "6", was_valid=True))
+    only_mapping = Outcome(integration_id=7, account="acme", result="changed", mapping_changes=moved, ended_at=T0)
+    record(where, [only_mapping, ok(8)], T0)
+    db = connect(where)
+    run = queries.show(db, 1)
+    assert run is not None
+    rows = {o["integration_id"]: o["mapping_changes"] for o in run["outcomes"]}
+    assert rows[8] == [] and [(m["category"], m["before"], m["after"]) for m in rows[7]] == [
+        ("READY_TO_SEND", "2", "4"),
+        ("CANCEL", None, "6"),
+    ]
+    assert queries.integration(db, 7)["events"][0]["mapping_changes"] == rows[7]
+    db.close()
+
+
+def test_no_home_directory_is_a_default_file_that_cannot_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No XDG_STATE_HOME, no HOME, a user without a passwd entry: Path.home() raises. The
+    run goes on without a history (a warning), never a traceback."""
+    from batchsync.history import location
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    where = location.default()
+    assert where.implicit and where.target == "" and "no home directory" in where.name
+    with pytest.raises(HistoryError, match="set XDG_STATE_HOME or give --history"):
+        connect(where)
+    lost, warned = Lost(), []
+    History(where, Start(mode="apply", started_at=T0), lost, warn=warned.append)
+    assert not lost and len(warned) == 1 and "no run history" in warned[0]
+
+
+def test_a_default_file_that_is_there_and_cannot_be_used_is_a_lost_output(tmp_path: Path) -> None:
+    """A default file that cannot be made is a warning; one that is there and is no
+    database (or sits on a full disk) loses the run's history: exit 5, said."""
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(random.Random(1).randbytes(100_000))
+    where = Location("sqlite", str(path), str(path), implicit=True)
+    lost, warned = Lost(), []
+    History(where, Start(mode="apply", started_at=T0), lost, warn=warned.append)
+    assert warned == [] and lost and lost.items[0][1] == str(path)
