@@ -92,7 +92,17 @@ async def read_health(
                 age, reads, writes = earlier
                 reader.reads.carry(reads, age)
                 reader.writes.carry(writes, age)
-            healths, error = await reader.read(by_account[name], since[name])
+            # The listing's time bound holds for the whole read, retries and hung requests
+            # included: an account whose logs hang costs the others (whose statuses wait for
+            # every account's logs) this much at most, not its attempts times --timeout.
+            with anyio.move_on_after(bounds.seconds) as scope:
+                healths, error = await reader.read(by_account[name], since[name])
+            if scope.cancelled_caught:
+                error = redact(
+                    f"the account's exception logs could not be read within {bounds.seconds:g} s; not read further"
+                )
+                log.warning("account %s: %s", name, error, extra={"fields": {"account": name}})
+                healths = {job.integration_id: unknown(since[name], error) for job in by_account[name]}
             if reader.unreadable:
                 result.unreadable[name] = reader.unreadable
                 log.warning(

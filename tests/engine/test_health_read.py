@@ -156,6 +156,36 @@ async def test_records_that_cannot_be_read_are_counted_apart_and_said(
     ]
 
 
+async def test_an_account_whose_logs_hang_is_given_up_at_the_time_bound(
+    fleet: tuple[FakeApi, list[int], list[int]],
+) -> None:
+    """Hung requests and their retries count in the listing's time bound: one account's
+    hang delays the others' statuses (which wait for every account's logs) that long at most."""
+    import anyio
+
+    api, acme, globex = fleet
+    api.logs["globex"] = [_record(1, globex[0], 1)]
+    real = api.account
+
+    def account(acc: Any) -> Any:
+        client = real(acc)
+        if acc.name == "acme":
+
+            async def hang(*args: Any, **kwargs: Any) -> Any:
+                await anyio.sleep(3600)
+
+            client.list_logs_page = hang  # type: ignore[method-assign]
+        return client
+
+    api.account = account  # type: ignore[method-assign]
+    began = anyio.current_time()
+    found = await _read(api, bounds=ListBounds(seconds=0.3))
+    assert anyio.current_time() - began < 2.0
+    assert "could not be read within 0.3 s; not read further" in found.failed["acme"]
+    assert all(found.by_integration[i].unknown == found.failed["acme"] for i in acme)
+    assert "globex" not in found.failed and found.by_integration[globex[0]].count == 1
+
+
 async def test_an_endless_listing_stops_at_the_page_bound(fleet: tuple[FakeApi, list[int], list[int]]) -> None:
     api, acme, _ = fleet
     api.endless_logs = True
