@@ -11,6 +11,7 @@ a refusal here is a usage error (exit 2, nothing sent).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -76,9 +77,15 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
     except PlanError as exc:
         raise UsageError(f"--plan {path}: cannot hash the inventory: {exc}; nothing was sent") from None
     if now != plan.inventory.sha256:
+        hashes = f"sha256 {plan.inventory.sha256[:12]} then, {now[:12]} now"
+        if os.path.basename(plan.inventory.path) != os.path.basename(inv.path):
+            raise UsageError(
+                f"--plan {path}: was made from another inventory ({display(plan.inventory.path)}, not "
+                f"{display(inv.path)}; {hashes}): make a new plan; nothing was sent"
+            )
         raise UsageError(
             f"--plan {path}: was made from another content of the inventory (its files were edited since: "
-            f"sha256 {plan.inventory.sha256[:12]} then, {now[:12]} now): make a new plan; nothing was sent"
+            f"{hashes}): make a new plan; nothing was sent"
         )
     declared = {j.integration_id: j for j in inv.jobs}
     desired = {key: Desired(statuses) for key, statuses in plan.statuses.items()}  # shared, as the loader's

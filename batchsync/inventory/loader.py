@@ -326,7 +326,15 @@ class _Loader(AccountsPart):
     def history(self, raw: Any) -> Secret | None:
         """``[history] url``: a reference (a DSN is a credential), resolved like one."""
         spec = self.convert(raw, HistorySpec, ("history",)) if raw is not None else None
-        return self.secret(spec.url, ("history", "url")) if spec is not None else None
+        found = self.secret(spec.url, ("history", "url")) if spec is not None else None
+        if found is not None:  # what it holds is a URL batchsync can use (mysql:// is none)
+            from batchsync.history.location import LocationError, parse
+
+            try:
+                parse(found.reveal())
+            except LocationError as exc:
+                self.problem(("history", "url"), f"{found.source} holds no history URL batchsync can use: {exc}")
+        return found
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:
         """Whether every tag obeys the rule of names (batchsync.text); each that does

@@ -175,6 +175,12 @@ def test_an_inventory_edited_after_the_plan_is_refused_whole(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "another content of the inventory" in refused.stderr and "nothing was sent" in refused.stderr
     assert requests(box) == seen  # not one request, not even a read
+    # The plan of another inventory file is named as such.
+    other = inv.with_name("other-" + inv.name)
+    other.write_text(inv.read_text())
+    refused = batchsync("apply", str(other), "--base-url", box.url, "--plan", str(plan_path), env=env)
+    assert refused.returncode == 2 and f"was made from another inventory ({inv}, not {other};" in refused.stderr
+    assert requests(box) == seen
 
 
 def test_a_rotated_key_does_not_stale_the_plan(

@@ -136,3 +136,17 @@ def test_limit_patterns_intersections_and_exclusions_compose_as_ansible_s() -> N
     assert ids("account:[ag]*") == [1, 2, 3]
     _, unmatched = select(jobs, ["tag:nobody-*", "acme"])
     assert unmatched == ["tag:nobody-*"]
+
+
+def test_a_history_reference_that_holds_no_usable_url_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, {"acme": basic("acme")}, [{"id": 1, "account": "acme", "status_set": "s"}],
+                 history={"url": "env:HISTORY_URL"})  # fmt: skip
+    inv = load(path, {**ENV, "HISTORY_URL": "mysql://u:pw-secret@h/db"})
+    assert [(p.path, p.message) for p in inv.problems] == [
+        (
+            "$.history.url",
+            "env:HISTORY_URL holds no history URL batchsync can use: unknown history URL scheme 'mysql': "
+            "expected sqlite:///PATH or postgresql://",
+        )
+    ]
+    assert load(path, {**ENV, "HISTORY_URL": "postgresql://u:pw@db/h"}).valid
