@@ -160,6 +160,7 @@ def test_an_edited_plan_is_refused_whole(case: str, made: tuple[Path, dict[str, 
         ("empty", b"", "not a plan file"),
         ("not JSON", b"\x00\xff garbage", "not a plan file"),
         ("a list", b"[1, 2, 3]", "not a plan file"),
+        ("a byte order mark", b"\xef\xbb\xbf{}", "starts with a byte order mark (BOM): save it as UTF-8 without one"),
     ],
 )
 def test_a_broken_plan_file_is_refused_whole(

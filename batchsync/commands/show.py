@@ -87,7 +87,12 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
         summary.stopped = "the plan's run was cut short"
     sinks = build_sinks(outputs, start, lost, out=screen, err=stderr)
     for entry in plan.integrations:
-        summary.accounts.setdefault(entry.account, AccountStats()).add(entry.outcome.result)
+        stats = summary.accounts.setdefault(entry.account, AccountStats())
+        stats.add(entry.outcome.result)
+        # What the plan's run sent for it (a plan only reads): the totals say what the
+        # accounts' lanes draw.
+        stats.requests += entry.outcome.attempts
+        stats.reads += entry.outcome.attempts
         for sink in sinks:
             sink.add(entry.outcome)
     close_all(sinks, End(summary=summary, code=lambda: lost.exit_code(EXIT_OK), started_at=started, ended_at=started))

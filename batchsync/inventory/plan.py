@@ -260,6 +260,8 @@ def compatible(made_by: str, running: str) -> bool:
 def decode(data: bytes, where: str, running: str | None) -> Plan:
     """The plan in ``data`` (the file ``where``), checked: PlanError naming what is wrong.
     ``running``: the batchsync version that is to apply it (None: it is only shown)."""
+    if data.startswith(b"\xef\xbb\xbf"):  # an editor's byte order mark: JSON has none
+        raise PlanError(f"{where}: starts with a byte order mark (BOM): save it as UTF-8 without one")
     head = _decoded(data, _Head, where, "not a plan file ({})")
     if head.format != FORMAT:
         raise PlanError(f"{where}: not a plan file (its format is {_said(head.format)}, not {FORMAT!r})")

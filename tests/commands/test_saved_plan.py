@@ -239,4 +239,7 @@ def test_show_renders_the_plan_as_text_json_and_html(
             assert f"integration {entry['integration_id']}" in text
     assert "Versandt" in text and "Changes to make" in text and "batchsync plan to approve" in text
     assert f"saved plan {plan_path}" in text
+    # The totals count the plan's reads, as its accounts' lanes draw them (not "0 requests").
+    attempts = sum(e["outcome"].get("attempts", 0) for e in plan["integrations"])
+    assert attempts > 0 and f" · {attempts} requests</p>" in text
     assert requests(box) == seen  # show reads no inventory and sends nothing
