@@ -144,11 +144,12 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
 def add_require_all_credentials(
     p: argparse.ArgumentParser,
     default: str = "only that account's integrations fail (kind credentials) and the others run",
+    extra: str = " (or whose OAuth2 token endpoint refuses its client)",
 ) -> None:
     p.add_argument(
         "--require-all-credentials",
         action="store_true",
-        help=f"an account whose credentials cannot be resolved stops the whole run (exit 2, nothing sent); "
+        help=f"an account whose credentials cannot be resolved{extra} stops the whole run (exit 2, nothing sent); "
         f"by default {default}",
     )
 

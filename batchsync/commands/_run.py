@@ -564,6 +564,35 @@ def account_urls(account: Account, base_url: str | None) -> list[str]:
     return [account.base_url, *([creds.token_url] if isinstance(creds, OAuth2Credentials) else [])]
 
 
+def token_refusals(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> list[str]:
+    """With --require-all-credentials, each OAuth2 account's token asked for before anything
+    is sent to the API: why each account whose token endpoint refuses its client was
+    refused (all or nothing, as for a reference that cannot be resolved). An endpoint that
+    cannot be reached is the run's to meet and retry, not a refusal."""
+    oauth2 = sorted({j.account for j in jobs if isinstance(inv.accounts[j.account].credentials, OAuth2Credentials)})
+    if not oauth2:
+        return []
+    from batchsync.sendcloud.errors import ApiError, AuthError
+    from batchsync.sendcloud.transport import HttpApi
+
+    async def ask() -> list[str]:
+        urls = [url for name in oauth2 for url in account_urls(inv.accounts[name], settings.base_url)]
+        refused: list[str] = []
+        async with HttpApi(
+            concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=settings.base_url, urls=urls
+        ) as api:
+            for name in oauth2:
+                try:
+                    await api.account(inv.accounts[name]).authenticate()
+                except AuthError as exc:
+                    refused.append(f"a token endpoint refused its client: {exc}")
+                except ApiError:  # unreachable, a timeout: the run meets it (and retries) as before
+                    pass
+        return refused
+
+    return eventloop.run(ask)
+
+
 def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
     """Credentials never cross the network in clear: ``http://`` only to loopback, unless
     --allow-insecure-http. Checked before anything is sent (plan included)."""
@@ -648,6 +677,10 @@ def run_command(
         except OutputError as exc:
             raise UsageError(str(exc)) from None
         check_transport(settings, inv, jobs)
+        if settings.require_all_credentials and not settings.sandbox:
+            refused = token_refusals(settings, inv, jobs)
+            if refused:
+                raise UsageError(f"--require-all-credentials: {'; '.join(refused)}; nothing was sent")
         hooks = webhooks(settings)
         where = history_location(settings.outputs.history, settings.outputs.no_history, inv.history)
     except UsageError as exc:

@@ -109,7 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to read its list, from the first page asked for (90)",
     )
     add_base_url(p)
-    add_require_all_credentials(p, "that account is skipped, named, the others read, and the exit code is 1")
+    add_require_all_credentials(p, "that account is skipped, named, the others read, and the exit code is 1", "")
     add_allow_insecure_http(p)
     add_request_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")

@@ -208,6 +208,11 @@ class Client:
             self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
         return self._post_headers if post else self._get_headers
 
+    async def authenticate(self) -> None:
+        """Get the account's Authorization value now (OAuth2: its token from the token
+        endpoint); AuthError when the endpoint refuses the client."""
+        await self._auth.header()
+
     def redact(self, text: str) -> str:
         """``text`` with every credential of this client's account replaced."""
         secrets = self._auth.secrets()

@@ -134,6 +134,37 @@ def test_a_wrong_client_secret_costs_one_token_request_and_only_its_account(
     no_secret_anywhere({"stdout": done.stdout, "stderr": done.stderr, "report": report.read_text()}, wrong)
 
 
+def test_require_all_credentials_stops_the_run_when_a_token_endpoint_refuses_a_client(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """Issue 27 counts a token endpoint refusing the client among credential failures, and
+    --require-all-credentials keeps all or nothing: exit 2, and no API request sent."""
+    limits = {"reads_per_minute": 60000, "writes_per_minute": 60000, "write_burst": 10}
+    inventory = write_inventory(tmp_path, 5, limits, {})
+    box = SandboxProcess(inventory, env_with(environment({})), "--seed", "4")
+    sandbox_proc.append(box)
+    wrong = {"east": "not-the-east-secret"}
+    env = env_with(environment(wrong))
+    report = tmp_path / "report.jsonl"
+    done = batchsync(
+        "apply", str(inventory), "--base-url", box.url, "--require-all-credentials", "--report", str(report), env=env
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--require-all-credentials: a token endpoint refused its client: credentials 401: account 'east'" in (
+        done.stderr
+    )
+    assert "nothing was sent" in done.stderr and "Traceback" not in done.stderr
+    stats = box.stats()
+    assert all(sum(stats["requests"][name].values()) == 0 for name in ACCOUNTS)  # not one API request
+    assert not report.exists()
+    no_secret_anywhere({"stdout": done.stdout, "stderr": done.stderr}, wrong)
+    # With every client accepted, the run goes on as without the flag.
+    good = batchsync(
+        "apply", str(inventory), "--base-url", box.url, "--require-all-credentials", env=env_with(environment({}))
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+
+
 def test_apply_with_the_embedded_sandbox_serves_oauth2_accounts(tmp_path: Path) -> None:
     limits = {"reads_per_minute": 60000, "writes_per_minute": 60000, "write_burst": 10}
     inventory = write_inventory(tmp_path, 5, limits, {})
