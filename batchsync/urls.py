@@ -135,3 +135,24 @@ def in_clear(account: str, url: str) -> str | None:
             "would cross the network in clear; use https://, or pass --allow-insecure-http"
         )
     return None
+
+
+def history_url_problem(url: str) -> str | None:
+    """Why ``url`` names no run history batchsync can use (never quoting it: a DSN is a
+    credential), or None: ``sqlite:///PATH``, a plain path, ``postgresql://`` or
+    ``postgres://``. The inventory's ``[history] url`` is checked with it at validate; the
+    history package reads the same rule when it connects."""
+    text = url.strip()
+    if not text:
+        return "an empty history URL"
+    low = text.lower()
+    if low.startswith("sqlite:"):
+        if not low.startswith("sqlite:///"):
+            return "a SQLite history URL is sqlite:///PATH (three slashes, then the path)"
+        if not text[len("sqlite:///") :]:
+            return "sqlite:/// needs a path, as sqlite:////var/lib/batchsync/history.sqlite3 (absolute: four slashes)"
+        return None
+    if low.startswith(("postgresql://", "postgres://")) or "://" not in text:
+        return None
+    scheme = text.split("://", 1)[0]
+    return f"unknown history URL scheme {scheme[:20]!r}: expected sqlite:///PATH or postgresql://"

@@ -240,7 +240,7 @@ class Measured:
 def night(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (or this process's) with a temp dir of its own: each measured run is a night
     of its own. A run records what it left of each account's budget beside its account
-    locks (batchsync/budget.py), and the next sandbox may get the port an earlier one had:
+    locks (batchsync/engine/budget.py), and the next sandbox may get the port an earlier one had:
     a measurement must not start from another's spent budget. Nor may a run write into the
     real run history: its XDG_STATE_HOME is that temp dir too, unless ``env`` names one."""
     NIGHTS.mkdir(parents=True, exist_ok=True)

@@ -187,7 +187,7 @@ def test_https_works_with_a_trusted_certificate_and_fails_closed_without(
     tmp_path: Path, hostile: dict[str, str]
 ) -> None:
     """The connector's TLS context is the system's default, with the user's CA settings:
-    the import of aiohttp without a CA bundle (batchsync/_aiohttp.py) changes nothing there."""
+    the import of aiohttp without a CA bundle (batchsync/sendcloud/_aiohttp.py) changes nothing there."""
     pub, sec = _secrets("ok")
     env = {"OK_PUB": pub, "OK_SEC": sec}
     account = {"public_key": "env:OK_PUB", "secret_key": "env:OK_SEC", "base_url": hostile["https"] + "/ok"}

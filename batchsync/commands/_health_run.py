@@ -20,7 +20,8 @@ import msgspec
 from batchsync import eventloop, usage
 from batchsync.commands._arguments import base_url, positive_int, positive_number, shard_from_args, since_value
 from batchsync.commands._health import LastRunStart, moments
-from batchsync.commands._run import RunSettings, check_transport, load_selected, open_api
+from batchsync.commands._run import RunSettings, load_selected, open_api
+from batchsync.commands._sending import check_transport
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -163,7 +164,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
     redactor.add(v.reveal() for a in inv.accounts.values() for v in a.secrets())
     usage.redact_with(redactor)
     try:
-        check_transport(settings, inv, jobs)
+        check_transport(inv, jobs, settings.base_url, sandbox=settings.sandbox, insecure=settings.allow_insecure_http)
     except UsageError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED

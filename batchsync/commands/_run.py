@@ -37,6 +37,7 @@ from batchsync.commands._arguments import (
     since_value,
 )
 from batchsync.commands._outputs import Batched, Outputs
+from batchsync.commands._sending import account_urls, check_transport, token_refusals
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -46,7 +47,7 @@ from batchsync.engine.options import FailureBudget, Options
 from batchsync.exitcodes import EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK, exit_code
 from batchsync.gcpolicy import paused
 from batchsync.inventory.shard import ShardSpec
-from batchsync.model import Account, Inventory, Job, NotifyRoute, OAuth2Credentials
+from batchsync.model import Account, Inventory, Job, NotifyRoute
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
 from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs, open_report
 from batchsync.outputs.logs import flush_logs, setup_logging
@@ -55,7 +56,6 @@ from batchsync.outputs.sanitize import Sanitizer
 from batchsync.outputs.sink import End, Lost, OutputError, Sink, Start, close_all
 from batchsync.outputs.terminal import Screen
 from batchsync.redact import Redactor
-from batchsync.urls import in_clear
 from batchsync.usage import UsageError, shown
 
 if TYPE_CHECKING:
@@ -556,57 +556,6 @@ def record_not_started(
         print(usage.shown(f"batchsync: cannot write the metrics {metrics}: {exc.strerror}"), file=sys.stderr)
 
 
-def account_urls(account: Account, base_url: str | None) -> list[str]:
-    """Every URL a run sends the account's credentials to: the API, its token endpoint."""
-    if base_url is not None:  # --base-url, --sandbox: everything goes there
-        return [base_url]
-    creds = account.credentials
-    return [account.base_url, *([creds.token_url] if isinstance(creds, OAuth2Credentials) else [])]
-
-
-def token_refusals(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> list[str]:
-    """With --require-all-credentials, each OAuth2 account's token asked for before anything
-    is sent to the API: why each account whose token endpoint refuses its client was
-    refused (all or nothing, as for a reference that cannot be resolved). An endpoint that
-    cannot be reached is the run's to meet and retry, not a refusal."""
-    oauth2 = sorted({j.account for j in jobs if isinstance(inv.accounts[j.account].credentials, OAuth2Credentials)})
-    if not oauth2:
-        return []
-    from batchsync.sendcloud.errors import ApiError, AuthError
-    from batchsync.sendcloud.transport import HttpApi
-
-    async def ask() -> list[str]:
-        urls = [url for name in oauth2 for url in account_urls(inv.accounts[name], settings.base_url)]
-        refused: list[str] = []
-        async with HttpApi(
-            concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=settings.base_url, urls=urls
-        ) as api:
-            for name in oauth2:
-                try:
-                    await api.account(inv.accounts[name]).authenticate()
-                except AuthError as exc:
-                    refused.append(f"a token endpoint refused its client: {exc}")
-                except ApiError:  # unreachable, a timeout: the run meets it (and retries) as before
-                    pass
-        return refused
-
-    return eventloop.run(ask)
-
-
-def check_transport(settings: RunSettings, inv: Inventory, jobs: Sequence[Job]) -> None:
-    """Credentials never cross the network in clear: ``http://`` only to loopback, unless
-    --allow-insecure-http. Checked before anything is sent (plan included)."""
-    if settings.sandbox or settings.allow_insecure_http:
-        return
-    # An account whose credentials could not be resolved sends nothing (and is no longer
-    # among inv.accounts): nothing of it to check.
-    for name in sorted({j.account for j in jobs if j.account in inv.accounts}):
-        for url in account_urls(inv.accounts[name], settings.base_url):
-            why = in_clear(name, url)
-            if why is not None:
-                raise UsageError(why)
-
-
 def webhooks(settings: RunSettings) -> list[Webhook]:
     """``--notify`` values resolved now: a missing variable is found before the run, not after."""
     if not settings.outputs.notify:
@@ -676,9 +625,9 @@ def run_command(
             check_outputs(settings.outputs, [inv.path, *inv.files], plan=settings.plan)
         except OutputError as exc:
             raise UsageError(str(exc)) from None
-        check_transport(settings, inv, jobs)
+        check_transport(inv, jobs, settings.base_url, sandbox=settings.sandbox, insecure=settings.allow_insecure_http)
         if settings.require_all_credentials and not settings.sandbox:
-            refused = token_refusals(settings, inv, jobs)
+            refused = token_refusals(inv, jobs, settings.base_url, settings.options.concurrency, settings.timeout)
             if refused:
                 raise UsageError(f"--require-all-credentials: {'; '.join(refused)}; nothing was sent")
         hooks = webhooks(settings)

@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
+from batchsync.urls import history_url_problem
+
 DEFAULT_NAME = "history.sqlite3"
 
 
@@ -52,24 +54,16 @@ def default() -> Location:
 def parse(url: str) -> Location:
     """``sqlite:///PATH`` (``sqlite:////abs`` or ``sqlite:///relative``), a plain path, or
     ``postgresql://...`` / ``postgres://...`` (a libpq URL). LocationError otherwise."""
+    why = history_url_problem(url)
+    if why is not None:
+        raise LocationError(why)
     text = url.strip()
-    if not text:
-        raise LocationError("an empty history URL")
     low = text.lower()
     if low.startswith("sqlite:"):
-        if not low.startswith("sqlite:///"):
-            raise LocationError("a SQLite history URL is sqlite:///PATH (three slashes, then the path)")
         path = unquote(text[len("sqlite:///") :])
-        if not path:
-            raise LocationError(
-                "sqlite:/// needs a path, as sqlite:////var/lib/batchsync/history.sqlite3 (absolute: four slashes)"
-            )
         return Location("sqlite", path, path)
     if low.startswith(("postgresql://", "postgres://")):
         return _postgresql(text)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise LocationError(f"unknown history URL scheme {scheme[:20]!r}: expected sqlite:///PATH or postgresql://")
     return Location("sqlite", text, text)  # a plain path
 
 

@@ -60,7 +60,7 @@ from batchsync.model import (
 )
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.text import control_in, escape_controls
-from batchsync.urls import insecure_http, url_problem
+from batchsync.urls import history_url_problem, insecure_http, url_problem
 from batchsync.wire import (
     STATUS_CATEGORIES,
     Loc,
@@ -327,13 +327,9 @@ class _Loader(AccountsPart):
         """``[history] url``: a reference (a DSN is a credential), resolved like one."""
         spec = self.convert(raw, HistorySpec, ("history",)) if raw is not None else None
         found = self.secret(spec.url, ("history", "url")) if spec is not None else None
-        if found is not None:  # what it holds is a URL batchsync can use (mysql:// is none)
-            from batchsync.history.location import LocationError, parse
-
-            try:
-                parse(found.reveal())
-            except LocationError as exc:
-                self.problem(("history", "url"), f"{found.source} holds no history URL batchsync can use: {exc}")
+        if found is not None and (why := history_url_problem(found.reveal())) is not None:
+            # what it holds is a URL batchsync can use (mysql:// is none)
+            self.problem(("history", "url"), f"{found.source} holds no history URL batchsync can use: {why}")
         return found
 
     def check_tags(self, tags: Sequence[str], loc: Loc, integration_id: int | None) -> bool:

@@ -8,7 +8,7 @@ A page holds a marker where generated Markdown goes:
   text, and its exit codes from ``batchsync.exitcodes.describe(command)``.
 
 Nothing generated is committed, so an option cannot be added without appearing here;
-tests/test_docs_reference.py checks every long option of every ``--help`` is in it.
+tests/test_docs_site.py checks every long option of every ``--help`` is in it.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ async def test_an_account_whose_logs_hang_is_given_up_at_the_time_bound(
             client.list_logs_page = hang  # type: ignore[method-assign]
         return client
 
-    api.account = account  # type: ignore[method-assign]
+    api.account = account  # type: ignore[method-assign,assignment]
     began = anyio.current_time()
     found = await _read(api, bounds=ListBounds(seconds=0.3))
     assert anyio.current_time() - began < 2.0

@@ -694,7 +694,7 @@ def test_no_home_directory_is_a_default_file_that_cannot_be_made(monkeypatch: py
     assert where.implicit and where.target == "" and "no home directory" in where.name
     with pytest.raises(HistoryError, match="set XDG_STATE_HOME or give --history"):
         connect(where)
-    lost, warned = Lost(), []
+    lost, warned = Lost(), list[str]()
     History(where, Start(mode="apply", started_at=T0), lost, warn=warned.append)
     assert not lost and len(warned) == 1 and "no run history" in warned[0]
 
@@ -705,6 +705,6 @@ def test_a_default_file_that_is_there_and_cannot_be_used_is_a_lost_output(tmp_pa
     path = tmp_path / "history.sqlite3"
     path.write_bytes(random.Random(1).randbytes(100_000))
     where = Location("sqlite", str(path), str(path), implicit=True)
-    lost, warned = Lost(), []
+    lost, warned = Lost(), list[str]()
     History(where, Start(mode="apply", started_at=T0), lost, warn=warned.append)
     assert warned == [] and lost and lost.items[0][1] == str(path)
