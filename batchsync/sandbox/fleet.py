@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -243,8 +244,10 @@ def account_env(seed: Seed) -> dict[str, str]:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m batchsync.sandbox.fleet", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    # The module's docstring, its Sphinx roles (:func:`x`) read as plain words in --help.
+    about = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", __doc__ or "")
+    p = argparse.ArgumentParser(prog="python -m batchsync.sandbox.fleet", description=about)
     p.add_argument("directory", type=Path)
     p.add_argument("--accounts", type=int, default=3, help="any number: acme, globex... then acme-2, globex-2...")
     p.add_argument("--oauth2", type=int, default=0, metavar="N", help="the last N accounts use OAuth2 (0)")
@@ -253,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--others", type=int, default=10, help="integrations of other systems")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base-url", default="http://127.0.0.1:8765")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         seed = fleet_seed(
             args.accounts, args.integrations, args.families, args.others, seed=args.seed, oauth2=args.oauth2
