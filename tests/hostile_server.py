@@ -304,6 +304,8 @@ BEHAVIOURS: dict[str, Handler] = {
     "list-endless": _listing(lambda n: _page_of(range(n * LIST_PAGE + 1, (n + 1) * LIST_PAGE + 1))),
     "list-repeat": _listing(lambda n: _page_of(range(1, REPEATED + 1))),
     "list-bad-items": _list_bad_items,
+    # One page past what an answer may be (150,000 ids, some 2 MB).
+    "list-big-page": _listing(lambda n: _page_of(range(1, 150_001))),
 }
 
 _ELSEWHERE = web.AppKey("elsewhere", str)

@@ -250,6 +250,8 @@ def _accounts_only(tmp_path: Path, base: str, limits: dict[str, int] | None = No
     [
         ("list-endless", "has more than 50,000 integrations (at page 2)", "--max-list-items"),
         ("list-repeat", "does not end: integration 1 is listed on page 1 and again on page 2", None),
+        ("list-big-page", "has a page larger than an answer may be (response body over the 1048576 byte", None),
+        ("endless", "has a page larger than an answer may be (response body over the 1048576 byte", None),
     ],
 )
 def test_an_import_of_a_list_that_does_not_end_stops_and_writes_nothing(

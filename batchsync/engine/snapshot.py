@@ -53,7 +53,8 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
 
     import anyio
 
-    from batchsync.sendcloud.errors import ApiError, ThrottledError
+    from batchsync.sendcloud.errors import ApiError, BodyTooLarge, ThrottledError
+    from batchsync.sendcloud.listing import ListBoundError
 
     log = logging.getLogger("batchsync.import")
     first = _now()
@@ -68,6 +69,14 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
         sent = now
         try:
             result = await api.list_integrations_page(url)
+        except BodyTooLarge as exc:
+            # One page past what an answer may be (a page that never ends, or 30,000 ids at
+            # once): the list cannot be read whole, and a retry reads the same.
+            bucket.give_back(_now())
+            raise ListBoundError(
+                f"the list of integrations has a page larger than an answer may be ({exc.detail}); not read further",
+                "page",
+            ) from None
         except ApiError as exc:
             end = _now()
             bucket.give_back(end)

@@ -85,6 +85,10 @@ class InvalidResponseError(ApiError):
     retryable = True
 
 
+class BodyTooLarge(InvalidResponseError):
+    """A 2xx body past the bound on what one answer may be (its size: ``limit``)."""
+
+
 class ClientError(ApiError):
     """A 4xx other than 401 and 429, or a 3xx: the request itself is wrong. Not retryable."""
 

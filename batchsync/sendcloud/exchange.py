@@ -8,6 +8,7 @@ credential, no control character). The client and the authenticator both go thro
 
 from __future__ import annotations
 
+import contextlib
 import math
 import ssl
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from batchsync.sendcloud._aiohttp import aiohttp, hdrs
 from batchsync.sendcloud.errors import (
     ApiError,
     AuthError,
+    BodyTooLarge,
     ClientError,
     InvalidResponseError,
     NotFoundError,
@@ -70,7 +72,12 @@ def _snippet(body: bytes, redact: Callable[[str], str] = _NO_SECRETS) -> str:
     """A short, printable hint of an undocumented body (an HTML page, say)."""
     if not body.strip():
         return "empty body"
-    return "unexpected body: " + printable(body.decode("utf-8", "replace"), redact, 120)
+    text = body.decode("utf-8", "replace")
+    # JSON as its values read: a server that echoes a credential JSON-escaped ("a\/b",
+    # "\u0053K") must meet the redactor in the form the redactor knows.
+    with contextlib.suppress(msgspec.DecodeError, msgspec.EncodeError, RecursionError, UnicodeDecodeError):
+        text = msgspec.json.encode(msgspec.json.decode(body)).decode()
+    return "unexpected body: " + printable(text, redact, 120)
 
 
 def safe_location(value: str, redact: Callable[[str], str] = _NO_SECRETS) -> str:
@@ -193,7 +200,7 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int, *, truncate: bool) 
 
 
 def _too_large(resp: aiohttp.ClientResponse, cap: int, how: str) -> InvalidResponseError:
-    return InvalidResponseError(
+    return BodyTooLarge(
         f"response body over the {cap} byte limit{' (' + how + ')' if how else ''}; the rest was not read",
         method=resp.method,
         url=str(resp.url.with_query(None)),

@@ -589,3 +589,24 @@ def test_next_link_parsing() -> None:
     assert next_link('<https://a/p>; rel="prev"') is None
     assert next_link("garbage") is None
     assert next_link(None) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rb'{"errors":[{"detail":"invalid secret Xk3\/9fQ+ab\/ZZ7Lm2Qp0"}]}',  # PHP's json_encode escapes "/"
+        rb'{"message":"invalid \u0058k3/9fQ+ab/ZZ7Lm2Qp0"}',  # one letter escaped
+        rb'{"errors":[{"status":"422","code":"invalid","detail":"Xk3\/9fQ+ab\/ZZ7Lm2Qp0"}]}',
+    ],
+)
+def test_a_credential_echoed_json_escaped_is_redacted(body: bytes) -> None:
+    """The redactor knows a credential's forms (as is, base64, URL-encoded...); a body is
+    read as its JSON values first, so an escape on the server's side hides nothing."""
+    from batchsync.redact import Redactor
+    from batchsync.sendcloud.exchange import classify
+
+    secret = "Xk3/9fQ+ab/ZZ7Lm2Qp0"
+    error = classify("GET", "http://127.0.0.1:9/x", 422, body, {}, Redactor([secret]))
+    assert "***" in str(error)
+    for form in (secret, secret.replace("/", "\\/"), "9fQ+ab", "ZZ7Lm2Qp0"):
+        assert form not in str(error), (form, str(error))
