@@ -16,12 +16,13 @@ import importlib
 import io
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from batchsync import __version__, eventloop, gcpolicy
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST, describe
 from batchsync.usage import UsageError, shown
+from batchsync.usage import redactor as usage_redactor
 
 if TYPE_CHECKING:  # a type for the checker only: building a Protocol class costs every start
 
@@ -129,11 +130,54 @@ def epilog(command: str | None, shown: Sequence[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+_WORDS: list[str] = []  # the command line being parsed: where a usage error finds the inventory
+
+
+def usage_text(text: str, words: Sequence[str] | None = None) -> str:
+    """A usage error's message as it may be printed: through the run's redactor once there
+    is one; before that (argparse's own errors, a setting checked before the inventory is
+    read) through one made from the credentials of the inventory the command line names,
+    so that a value given by mistake (``--shard "$SECRET"``) never comes out. Control
+    characters are spelled out: a value typed with an escape sequence acts on no terminal."""
+    from batchsync.text import escape_controls
+
+    if usage_redactor() is not None:
+        return shown(text)
+    for word in words if words is not None else _WORDS:
+        redact = _inventory_redactor(word)
+        if redact is not None:
+            return escape_controls(redact(text))
+    return escape_controls(text)
+
+
+def _inventory_redactor(word: str) -> Callable[[str], str] | None:
+    """A redactor of the credentials of the inventory ``word`` names, if it names one."""
+    if word.startswith("-") or not os.path.isfile(word):
+        return None
+    try:
+        from batchsync.inventory.loader import load
+        from batchsync.redact import Redactor
+
+        inv = load(word, isolate_credentials=True)
+        secrets = [v.reveal() for a in inv.accounts.values() for v in a.secrets()]
+    except Exception:  # no inventory after all: a file the command reads otherwise
+        return None
+    return Redactor(secrets) if secrets else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors (which quote the value given) printed as :func:`usage_text`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {usage_text(message)}\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line's parser (the docs' command reference is generated from it);
     with ``only`` (a verb), the same parser with that verb's branch alone: what a command
     line that starts with it needs, without importing every other command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="batchsync",
         description="Keep the shop order statuses of many Sendcloud integrations in their desired state.",
         epilog=epilog(None),
@@ -150,7 +194,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         required=True,
         help="one of these; batchsync COMMAND --help for its own",
     )
-    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    groups: dict[str, argparse._SubParsersAction[_Parser]] = {}
     for command in commands(*filter(None, [only])):
         *group, name = command.NAME.split()
         into = sub
@@ -222,6 +266,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # the completion script is the whole parser's.
     verb = words[0] if words and words[0] in VERBS and words[0] != "completion" else None
     parser = build_parser(verb)
+    _WORDS[:] = words
     try:
         args = parser.parse_args(words)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
@@ -234,7 +279,7 @@ def _main(argv: Sequence[str] | None) -> int:
         gcpolicy.started()  # start-up is over (see entry): the command's own policy from here
         return int(command.run(settings))
     except UsageError as exc:
-        print(f"batchsync: {shown(str(exc))}", file=sys.stderr)
+        print(f"batchsync: {usage_text(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
     except KeyboardInterrupt:
         print("batchsync: interrupted", file=sys.stderr)

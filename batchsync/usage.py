@@ -28,5 +28,9 @@ def redactor() -> Callable[[str], str] | None:
 
 
 def shown(text: str) -> str:
-    """``text`` as it may be printed: through the run's redactor once there is one."""
-    return text if _redact is None else _redact(text)
+    """``text`` as it may be printed: through the run's redactor once there is one, and
+    control characters spelled out (a value typed with an escape sequence acts on no
+    terminal; tab and line feed kept)."""
+    from batchsync.text import escape_controls
+
+    return escape_controls(text if _redact is None else _redact(text), lines=True)

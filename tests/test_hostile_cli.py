@@ -65,6 +65,22 @@ USAGE_ERRORS = [
     ["plan", "{inv}", "--retry-failed", f"{{dir}}/{SECRET}.jsonl"],
     ["import", "{inv}", "-o", "{dir}/new.toml", "--account", SECRET],
     ["import", "{inv}", "-o", f"{{dir}}/{SECRET}/new.toml"],
+    # Values checked before the inventory is read, by the settings or by argparse itself:
+    # redacted with the credentials of the inventory the command line names.
+    ["plan", "{inv}", "--shard", SECRET],
+    ["apply", "{inv}", "--max-failures", SECRET],
+    ["plan", "{inv}", "--with-health", "--since", SECRET],
+    ["health", "{inv}", "--since", SECRET],
+    ["apply", "{inv}", "--plan", "{dir}/p.json", "--max-age", SECRET],
+    ["plan", "{inv}", "--shard-count", SECRET],
+    ["plan", "{inv}", "--base-url", SECRET],
+    ["plan", "{inv}", "--base-url", f"http://127.0.0.1:9/?k={SECRET}"],
+    ["plan", "{inv}", "--concurrency", SECRET],
+    ["apply", "{inv}", "--timeout", SECRET],
+    ["import", "{inv}", "-o", "{dir}/new.toml", "--max-list-items", SECRET],
+    ["plan", "{inv}", "--format", SECRET],
+    ["plan", "{inv}", "--recap-by", SECRET],
+    ["apply", "{inv}", f"--{SECRET}"],
 ]
 
 
@@ -406,3 +422,12 @@ def test_a_seed_file_error_quotes_no_value(tmp_path: Path, capsys: pytest.Captur
     assert main(["sandbox", "--seed-file", str(seed), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "$.accounts[0].auth" in err and SECRET not in err
+
+
+def test_a_usage_error_spells_out_control_characters_of_a_value(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value typed with an escape sequence (a terminal title, a bell) is shown, never acted on."""
+    code = main(["plan", str(inventory), "--limit", "x\x1b]0;PWN\x07"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "\x1b" not in err and "\x07" not in err and "x\\x1b]0;PWN\\x07" in err
