@@ -163,10 +163,21 @@ def merge(reports: Sequence[Report], *, now: float | None = None, max_age: float
     for r in usable:
         if r.shard is not None:
             covered.add(r.shard.index)
-        for name, stats in (r.summary.accounts if r.summary is not None else r.tally).items():
+        # The results are counted from the outcome lines, whatever the summary line says
+        # (a report edited, or damaged, must not show failed=0 over a failed line); its
+        # requests, 429s and rates only the summary knows.
+        summed = r.summary.accounts if r.summary is not None else r.tally
+        for name in sorted({*summed, *r.tally}):
             into = accounts.setdefault(name, AccountStats())
-            for field in (*RESULTS, "throttled", "requests"):
-                setattr(into, field, getattr(into, field) + getattr(stats, field))
+            rows = r.tally.get(name)
+            if rows is not None:
+                for field in RESULTS:
+                    setattr(into, field, getattr(into, field) + getattr(rows, field))
+            stats = summed.get(name)
+            if stats is None:
+                continue
+            for counter in ("throttled", "requests"):
+                setattr(into, counter, getattr(into, counter) + max(0, getattr(stats, counter)))
             # The rates 429s brought an account to, for the recap's "limits too high": an
             # account is in one shard; were it in two, the lower rate is the one that worked.
             for rate, declared in (("read_rate", "read_declared"), ("write_rate", "write_declared")):

@@ -124,6 +124,27 @@ def test_the_rates_429s_settled_on_survive_the_merge(tmp_path: Path) -> None:
     assert "mid: 429s on writes: declared 100/min, worked at 64/min: lower writes_per_minute" in out.getvalue()
 
 
+def test_the_results_are_counted_from_the_outcome_lines_not_the_summary(tmp_path: Path) -> None:
+    """A report whose summary line says failed=0 over a failed outcome line (edited, or
+    damaged), or holds counts no run has: the merge counts what the lines say."""
+    a = shard_report(tmp_path, 0, {})
+    rows = [("mid", "unchanged", 4), ("mid", "failed", 5), ("small", "unchanged", 6)]
+    line = json.loads(summary_line([("mid", "unchanged"), ("mid", "unchanged"), ("small", "unchanged")]))
+    line["accounts"]["small"]["unchanged"] = -100
+    line["accounts"]["small"]["requests"] = -5
+    line["exit_code"] = -7
+    error = {"kind": "server", "http_status": 503, "detail": "down"}
+    lines = [
+        header(1, 2, SPLIT),
+        *(outcome(i, acc, r, **({"error": error} if r == "failed" else {})) for acc, r, i in rows),
+    ]
+    b = write(tmp_path / "shard-1.jsonl", *lines, json.dumps(line))
+    merged = merge([read_report(a), read_report(b)], now=NOW)
+    s = merged.summary
+    assert (s.accounts["mid"].failed, s.accounts["mid"].unchanged, s.accounts["small"].unchanged) == (1, 1, 1)
+    assert s.accounts["small"].requests == 0 and merged.exit_code == 1
+
+
 def test_a_failure_in_one_shard_is_exit_1(tmp_path: Path) -> None:
     merged = merge([read_report(shard_report(tmp_path, 0, {})), read_report(shard_report(tmp_path, 1, {6: "failed"}))])
     assert merged.summary.total("failed") == 1 and merged.exit_code == 1
