@@ -114,35 +114,37 @@ class Writes:
         a failure, and of an integration in ``failing`` (its streak as the run started) that
         no longer fails. Sorted by integration: the index takes them in order."""
         started = iso(run.started_at)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         states = []
         encode = msgspec.json.encode
+        # The mapping's changes and the shop's health are rare (a night's mapping writes;
+        # --with-health): a batch without any leaves their columns out (NULL), and binds
+        # 13 values a row, not 15.
+        extra = any(o.mapping_changes or o.health is not UNSET for o in batch)
         for o in sorted(batch, key=_BY_ID):
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
-            mapping = encode(o.mapping_changes).decode() if o.mapping_changes else None
-            health = encode(o.health).decode() if o.health is not UNSET else None
             name = o.name  # the shop's name as the inventory gives it (None: none)
-            rows.append(
-                (
-                    run_id,
-                    o.integration_id,
-                    o.account,
-                    name,
-                    o.result,
-                    kind,
-                    detail,
-                    o.added,
-                    o.changed,
-                    o.removed,
-                    changes,
-                    o.attempts,
-                    o.duration_ms,
-                    mapping,
-                    health,
-                )
+            row: tuple[Any, ...] = (
+                run_id,
+                o.integration_id,
+                o.account,
+                name,
+                o.result,
+                kind,
+                detail,
+                o.added,
+                o.changed,
+                o.removed,
+                changes,
+                o.attempts,
+                o.duration_ms,
             )
+            if extra:
+                mapping = encode(o.mapping_changes).decode() if o.mapping_changes else None
+                row += (mapping, encode(o.health).decode() if o.health is not UNSET else None)
+            rows.append(row)
             if o.result == "skipped":
                 continue  # not done: it says nothing of the integration's state
             if o.result != "failed" and o.integration_id not in failing:
@@ -168,7 +170,7 @@ class Writes:
         with db.transaction():
             for i in range(0, len(rows), ROWS_PER_INSERT):
                 part = rows[i : i + ROWS_PER_INSERT]
-                db.execute(_insert(len(part)), list(chain.from_iterable(part)))
+                db.execute(_insert(len(part), extra), list(chain.from_iterable(part)))
             if states:
                 db.executemany(_UPSERT, states)
 
@@ -242,11 +244,16 @@ _BY_ID = operator.attrgetter("integration_id")
 ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 15
 _OUTCOME_COLUMNS = (
     "INSERT INTO outcomes (run_id, integration_id, account, name, result, error_kind, detail, added, changed, "
-    "removed, changes, attempts, duration_ms, mapping_changes, health) VALUES "
+    "removed, changes, attempts, duration_ms{}) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @functools.cache
-def _insert(n: int) -> str:
-    return _OUTCOME_COLUMNS + ", ".join([_ROW] * n)
+def _insert(n: int, extra: bool = False) -> str:
+    """The INSERT of ``n`` rows: 13 values each, or 15 with the mapping's changes and the health."""
+    columns, row = (
+        (", mapping_changes, health", "(" + ", ".join(["?"] * 15) + ")")
+        if extra
+        else ("", "(" + ", ".join(["?"] * 13) + ")")
+    )
+    return _OUTCOME_COLUMNS.format(columns) + ", ".join([row] * n)
