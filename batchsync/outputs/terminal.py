@@ -6,11 +6,9 @@ sink that writes them.
 
 from __future__ import annotations
 
-import heapq
 import io
 import logging
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
@@ -535,6 +533,8 @@ class Terminal:
         """What waits to be printed, to the temp file (made at the first spill)."""
         try:
             if self._spool is None:
+                import tempfile  # only a run that prints this much pays for its import
+
                 self._spool = Spool(tempfile.gettempdir(), buffered=False)
             self._spool.add_all([(a, i, text.encode("utf-8", "surrogatepass")) for a, i, text in self.printed])
         except OSError as exc:
@@ -568,6 +568,8 @@ class Terminal:
             for _, _, text in self.printed:
                 yield text
             return
+        import heapq
+
         held: dict[str, list[tuple[int, str]]] = {}
         for account, key, text in self.printed:
             held.setdefault(account, []).append((key, text))
