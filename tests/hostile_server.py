@@ -366,6 +366,16 @@ async def _serve(app: web.Application, host: str, tls: ssl.SSLContext | None = N
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """``app`` served on ``host`` (loopback, a free port) for the ``async with`` block: its URL."""
+    runner, urls = await _serve(app, host)
+    try:
+        yield urls[0]
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def hostile_server(host: str = "127.0.0.1") -> AsyncIterator[Hostile]:
     """Serve the hostile behaviours on ``host`` (loopback) for the ``async with`` block."""
     gzip_bomb()  # built now (once a process, under a second), not inside a client's timeout

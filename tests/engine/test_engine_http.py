@@ -265,6 +265,7 @@ async def test_a_cookie_one_account_s_answer_sets_never_rides_on_another_s_reque
     # One HTTP session serves every account: a cookie jar would send what the server set
     # for acme's request (a load balancer's affinity, a session) with globex's.
     from aiohttp import web
+    from hostile_server import serving
 
     seen: list[tuple[str | None, str | None]] = []
 
@@ -276,19 +277,13 @@ async def test_a_cookie_one_account_s_answer_sets_never_rides_on_another_s_reque
 
     app = web.Application()
     app.router.add_get("/shop-order-statuses", statuses)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     inv = make_inventory(tmp_path, {"acme": 1, "globex": 1})
-    try:
+    async with serving(app) as served:
         # By name: aiohttp's jar keeps no cookie of a bare IP address.
-        url = f"http://localhost:{runner.addresses[0][1]}"
+        url = served.replace("127.0.0.1", "localhost")
         async with HttpApi(concurrency=2, timeout=5.0, base_url=url) as api:
             for name in ("acme", "globex", "acme"):
                 job = next(j for j in inv.jobs if j.account == name)
                 assert await api.account(inv.accounts[name]).get_statuses(job.integration_id) == ()
-    finally:
-        await runner.cleanup()
     assert len(seen) == 3 and seen[0][0] != seen[1][0]  # two accounts, each its own credentials
     assert [cookie for _, cookie in seen] == [None, None, None]

@@ -261,6 +261,7 @@ async def test_a_page_of_records_with_large_bodies_is_read_up_to_its_own_bound()
     loopback, from a real server."""
     import aiohttp
     from aiohttp import web
+    from hostile_server import serving
 
     from batchsync.secrets import Secret
     from batchsync.sendcloud.auth import BasicAuthenticator
@@ -283,17 +284,9 @@ async def test_a_page_of_records_with_large_bodies_is_read_up_to_its_own_bound()
 
     app = web.Application()
     app.router.add_get("/integrations/logs", logs)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with aiohttp.ClientSession() as session:
-            client = Client(session, url, BasicAuthenticator(Secret("pub"), Secret("sec")), timeout=5)
-            read = await client.list_logs_page()
-            with pytest.raises(InvalidResponseError, match="byte limit"):
-                await client.list_logs_page()
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        client = Client(session, url, BasicAuthenticator(Secret("pub"), Secret("sec")), timeout=5)
+        read = await client.list_logs_page()
+        with pytest.raises(InvalidResponseError, match="byte limit"):
+            await client.list_logs_page()
     assert len(read.records) == 100 and read.size == len(pages[0])

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
-from hostile_server import Hostile, hostile_server
+from hostile_server import Hostile, hostile_server, serving
 from sandbox_fixture import SANDBOX_CREDENTIALS
 
 from batchsync import wire
@@ -482,14 +482,8 @@ async def pages() -> AsyncIterator[tuple[str, dict[str, object]]]:
 
     app = web.Application()
     app.router.add_get("/api/v3/integrations", integrations)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", control
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, control
 
 
 async def test_pages_follow_link_header(pages: tuple[str, dict[str, object]], session: aiohttp.ClientSession) -> None:
