@@ -399,11 +399,7 @@ def history_location(flag: str | None, off: bool = False, inventory: Secret | No
         return None
     if flag is not None:
         url = flag
-        if flag.startswith("env:"):
-            url = os.environ.get(flag[4:], "")
-            if not url.strip():
-                raise UsageError(f"--history {flag}: environment variable {flag[4:]} is not set")
-        elif flag.startswith("file:"):  # a reference, as [history] url takes it: the URL is in the file
+        if flag.startswith(("env:", "file:")):  # a reference, as [history] url takes it
             from pathlib import Path
 
             from batchsync.secrets import SecretError, resolve

@@ -91,6 +91,7 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
     desired = {key: Desired(statuses) for key, statuses in plan.statuses.items()}  # shared, as the loader's
     jobs: list[Job] = []
     reads = {}
+    same: set[tuple[str, int]] = set()
     for entry in plan.integrations:
         if entry.action != "change":
             continue
@@ -106,9 +107,10 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
         # The inventory is the one the plan was made from (its hash): the plan's write is what
         # it declares for the integration, or the plan was edited to write something else.
         declared_mapping = job.mapping.items if job.mapping is not None else None
-        if plan.statuses[entry.write.statuses] != job.desired.statuses or declared_mapping != (
-            wanted.items if wanted is not None else None
-        ):
+        pair = (entry.write.statuses, id(job.desired))
+        if pair not in same and plan.statuses[entry.write.statuses] == job.desired.statuses:
+            same.add(pair)  # each (written list, declared list) compared once: a fleet shares them
+        if pair not in same or declared_mapping != (wanted.items if wanted is not None else None):
             raise UsageError(
                 f"--plan {path}: integration {entry.integration_id}: its write is not what the inventory declares "
                 "for it (the plan was edited): make a new plan; nothing was sent"

@@ -20,7 +20,7 @@ import msgspec
 from msgspec import Meta
 
 from batchsync import files
-from batchsync.diff import Change, diff
+from batchsync.diff import Change, TranslationSet, diff
 from batchsync.files import FileProblem
 from batchsync.model import Desired, Inventory, Job
 from batchsync.outcome import ErrorInfo, Outcome
@@ -310,6 +310,7 @@ def _check(plan: Plan, where: str) -> None:
             inner = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in problems[0].loc)
             raise PlanError(f"{where}: $.statuses[{display(repr(key))}]{inner}: {problems[0].message}")
     seen: set[int] = set()
+    indexes: dict[str, dict[str, TranslationSet]] = {}  # each written list as a diff compares it
     for i, entry in enumerate(plan.integrations):
         at = f"{where}: $.integrations[{i}]"
         if entry.integration_id in seen:
@@ -327,7 +328,11 @@ def _check(plan: Plan, where: str) -> None:
             STATUS_CATEGORIES
         ):
             raise PlanError(f"{at}.write.mapping: needs each of {', '.join(STATUS_CATEGORIES)} once")
-        why = _not_as_shown(entry, plan.statuses[entry.write.statuses])
+        key = entry.write.statuses
+        index = indexes.get(key)
+        if index is None:  # each list once: a fleet on one status set shares it
+            index = indexes[key] = Desired(plan.statuses[key]).index
+        why = _not_as_shown(entry, index)
         if why is not None:
             raise PlanError(f"{at}.outcome: {why}: it is not what its write does to what it read")
 
@@ -336,7 +341,7 @@ def _change_key(change: Change) -> tuple[str, str, list[tuple[str, str]], list[t
     return change.op, change.external_id, sorted((change.before or {}).items()), sorted((change.after or {}).items())
 
 
-def _not_as_shown(entry: Entry, statuses: Statuses) -> str | None:
+def _not_as_shown(entry: Entry, desired: dict[str, TranslationSet]) -> str | None:
     """What of a change's outcome (what ``show`` prints, what a client approves) differs
     from what its write does to what its read recorded, or None: a plan edited by hand
     must not write what it does not show."""
@@ -348,7 +353,7 @@ def _not_as_shown(entry: Entry, statuses: Statuses) -> str | None:
         CurrentStatus(s.external_id, tuple(CurrentTranslation(name, language) for language, name in s.translations))
         for s in read.statuses
     ]
-    done = diff(Desired(statuses).index, current)
+    done = diff(desired, current)
     if sorted(map(_change_key, outcome.changes)) != sorted(map(_change_key, done.changes)) or (
         outcome.added,
         outcome.changed,
