@@ -169,17 +169,51 @@ def _holder(inventory: str, account: str | None = None) -> dict[str, Any]:
     return holder
 
 
-def _read_holder(fd: int) -> dict[str, Any]:
-    """The holder's record; ``{}`` for anything unreadable (empty, partial, garbage)."""
+def _read_record(fd: int) -> dict[str, Any]:
+    """The record in the file's first line; ``{}`` for anything unreadable (empty, partial, garbage)."""
     import msgspec
 
     from batchsync.jsonlines import decode
 
     try:
-        doc = decode(os.pread(fd, 64 * 1024, 0).strip(), max_bytes=64 * 1024)
+        first = os.pread(fd, 64 * 1024, 0).split(b"\n", 1)[0].strip()
+        doc = decode(first, max_bytes=64 * 1024)
     except (OSError, ValueError, msgspec.DecodeError):  # LineError: nested too deep
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+HOLDER_WAIT_S = 1.0  # how long a refused run waits for the holder to write its record
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    """The holder's record. The holder writes it just after taking the lock, so a run
+    refused in between finds the file empty (a new one) or a previous holder's: it reads
+    again, briefly, until the record names a process that is alive."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    delay = 0.005
+    while True:
+        doc = _read_record(fd)
+        if _names_live_holder(doc) or time.monotonic() >= deadline:
+            return doc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _names_live_holder(doc: dict[str, Any]) -> bool:
+    pid = doc.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    host = doc.get("host")
+    if isinstance(host, str) and host and host != socket.gethostname():
+        return True  # another host's process: not ours to probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # a previous holder's record, not yet overwritten
+    except OSError:
+        return True  # alive, of another user
+    return True
 
 
 def _foreign(path: Path) -> LockError:
@@ -223,8 +257,10 @@ def _lock(fd: int, path: Path, holder: dict[str, Any], refusal: Refusal) -> None
         raise LockError(f"cannot lock {path}: {exc.strerror}") from exc
     data = json.dumps(holder).encode() + b"\n"
     try:
-        os.ftruncate(fd, 0)
+        # Written over the old record, then cut: a reader never sees the file empty (its
+        # first line is one record or the other).
         os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     except OSError:
         # Holding the lock is what matters; a missing record only makes the message vaguer.
         pass

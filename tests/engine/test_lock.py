@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batchsync.engine import lock as lock_module
 from batchsync.engine.lock import (
     AccountLockedError,
     LockedError,
@@ -126,7 +129,8 @@ def test_same_inventory_by_another_spelling_is_the_same_lock(inventory: Path, mo
         acquire_lock("./x.toml")
 
 
-def test_garbage_in_the_lock_file_is_tolerated(inventory: Path) -> None:
+def test_garbage_in_the_lock_file_is_tolerated(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lock_module, "HOLDER_WAIT_S", 0.05)
     with acquire_lock(str(inventory)) as lock:
         # Not JSON; nested past the recursion limit (a RecursionError, once); a JSON string.
         for garbage in (b"\xff not json", b"[" * 30000 + b"]" * 30000, b'"pid"'):
@@ -135,6 +139,32 @@ def test_garbage_in_the_lock_file_is_tolerated(inventory: Path) -> None:
                 acquire_lock(str(inventory))
             assert info.value.holder == {}
             assert "holder unknown" in str(info.value)
+
+
+@pytest.mark.parametrize("before", [b"", b'{"pid": 999999999, "started": "2026-01-01T00:00:00Z"}\n'])
+def test_a_refused_run_waits_for_the_holder_to_write_its_record(inventory: Path, before: bytes) -> None:
+    # The holder has the flock but has not yet written its record: the file is new (empty)
+    # or still names a previous holder, long gone. CI once printed "holder unknown" so.
+    path = Path(lock_module.lock_path(str(inventory)))
+    path.write_bytes(before)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        record = json.dumps({"pid": os.getpid(), "started": "2026-12-05T03:00:00Z"}).encode() + b"\n"
+
+        def write() -> None:
+            os.pwrite(fd, record, 0)
+            os.ftruncate(fd, len(record))
+
+        writer = threading.Timer(0.1, write)
+        writer.start()
+        with pytest.raises(LockedError) as info:
+            acquire_lock(str(inventory))
+        writer.join()
+    finally:
+        os.close(fd)
+    assert info.value.holder["pid"] == os.getpid()
+    assert f"pid {os.getpid()}, started 2026-12-05T03:00:00Z" in str(info.value)
 
 
 def test_describe_holder_names_a_foreign_host() -> None:
