@@ -198,7 +198,7 @@ def _sqlite(location: Location, create: bool) -> Db:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = _journal_mode_wal(conn)
         if mode is None or str(mode[0]).lower() != "wal":
             raise HistoryError(f"{location.name}: SQLite could not use write-ahead logging there")
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at each checkpoint, consistent always
@@ -206,6 +206,25 @@ def _sqlite(location: Location, create: bool) -> Db:
         conn.close()
         raise
     return Db(location, conn, str)
+
+
+def _journal_mode_wal(conn: sqlite3.Connection) -> Any:
+    """Switch to write-ahead logging (a no-op once the file uses it); the row SQLite answers.
+
+    Two runs creating a store at once (two inventories' applies starting together on a new
+    host): the switch of one fails at once with "database is locked" while the other's
+    holds the file, whatever the busy timeout. It is tried again for as long as that timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _sqlite_reader(location: Location) -> Db:

@@ -162,7 +162,10 @@ def test_two_applies_on_disjoint_accounts_both_run(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], lock_env: dict[str, str]
 ) -> None:
     accounts = {"acme": 16, "globex": 16}
-    both = make_inventory(tmp_path, accounts, limits={"acme": SLOW, "globex": SLOW})
+    # Two writes a second: each run takes about 8 s, so they overlap even when one of them
+    # starts seconds late on a loaded machine (with 4 s each, they once ran one after the other).
+    slower = {"writes_per_minute": 120, "write_burst": 1}
+    both = make_inventory(tmp_path, accounts, limits={"acme": slower, "globex": slower})
     env = env_with({**inventory_env(accounts), **lock_env})
     box = SandboxProcess(Path(both.path), env)
     sandbox_proc.append(box)
@@ -182,7 +185,7 @@ def test_two_applies_on_disjoint_accounts_both_run(
         for p, r in zip(paths, reports, strict=True)
     ]
     outs = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     spans = []
     for report in reports:
         lines, _ = read_report(report)

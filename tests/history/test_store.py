@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -105,6 +107,33 @@ def test_migrations_run_once_however_many_open_at_once(tmp_path: Path) -> None:
     conn.commit()
     with pytest.raises(HistoryError, match="schema version 99, newer than"):
         connect(where)
+
+
+_OPEN_AT = """
+import sys, time
+from batchsync.history.db import connect
+from batchsync.history.location import parse
+while time.time() < float(sys.argv[2]):
+    pass
+connect(parse(sys.argv[1])).close()
+"""
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # Two inventories' applies starting together on a new host share the default store:
+    # one of them lost its history ("database is locked", switching the new file to WAL).
+    for attempt in range(3):
+        path = tmp_path / f"h{attempt}.sqlite3"
+        at = f"{time.time() + 1.0:.3f}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(path), at], stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        errs = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errs
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.LATEST,)]
+        conn.close()
 
 
 def test_urls_name_the_store_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
