@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -69,6 +70,19 @@ from batchsync.wire import (
     check_statuses,
     to_jsonpath,
 )
+
+
+def sqlite_literal(url: str) -> str | None:
+    """``url`` stripped when it names a SQLite file as it is (``sqlite:///PATH`` or a plain
+    path), which an inventory may hold literally; None for a reference and for anything that
+    may hold a credential (a ``postgresql://`` URL, a libpq ``password=`` string)."""
+    text = url.strip()
+    low = text.lower()
+    if low.startswith(("env:", "file:")) or "password" in low:
+        return None
+    if low.startswith("sqlite:") or ("://" not in low and text):
+        return text
+    return None
 
 
 class _Set(msgspec.Struct, frozen=True):
@@ -324,9 +338,19 @@ class _Loader(AccountsPart):
         )
 
     def history(self, raw: Any) -> Secret | None:
-        """``[history] url``: a reference (a DSN is a credential), resolved like one."""
+        """``[history] url``: a reference (a DSN is a credential), resolved like one; or a
+        SQLite file as it is (a path holds no credential), relative to the inventory."""
         spec = self.convert(raw, HistorySpec, ("history",)) if raw is not None else None
-        found = self.secret(spec.url, ("history", "url")) if spec is not None else None
+        if spec is None:
+            return None
+        sqlite = sqlite_literal(spec.url)
+        if sqlite is not None:
+            if (why := history_url_problem(sqlite)) is not None:
+                self.problem(("history", "url"), why)
+                return None
+            written = unquote(sqlite[len("sqlite:///") :]) if "://" in sqlite else sqlite
+            return Secret(str(files.user_path(written, self.base_dir)), "[history] url")
+        found = self.secret(spec.url, ("history", "url"))
         if found is not None and (why := history_url_problem(found.reveal())) is not None:
             # what it holds is a URL batchsync can use (mysql:// is none)
             self.problem(("history", "url"), f"{found.source} holds no history URL batchsync can use: {why}")

@@ -139,7 +139,8 @@ class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class HistorySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``[history]``: where runs are recorded. The URL is a credential: env:NAME or file:PATH."""
+    """``[history]``: where runs are recorded. A PostgreSQL URL is a credential (env:NAME or
+    file:PATH); a SQLite file may be named as it is."""
 
     url: str
 

@@ -168,10 +168,15 @@ def test_the_inventory_names_the_store_by_reference_and_the_flag_wins(
     count = {p: sqlite3.connect(p).execute("SELECT COUNT(*) FROM runs").fetchone()[0] for p in (in_inventory, by_flag)}
     assert count == {in_inventory: 1, by_flag: 1}
     assert not (Path(env["XDG_STATE_HOME"]) / "batchsync").exists()
-    literal = dict(doc, history={"url": "sqlite:///x"})
-    Path(inv.path).write_text(json.dumps(literal))
+    # A SQLite file named as it is, relative to the inventory (the commands run elsewhere: ROOT).
+    Path(inv.path).write_text(json.dumps(dict(doc, history={"url": "sqlite:///beside.sqlite3"})))
+    assert batchsync("apply", inv.path, "--base-url", box.url, env=env).returncode == 0
+    assert sqlite3.connect(tmp_path / "beside.sqlite3").execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    # A PostgreSQL URL is a credential: never literal, and never quoted.
+    Path(inv.path).write_text(json.dumps(dict(doc, history={"url": "postgresql://u:pw-xyz@db/x"})))
     bad = batchsync("validate", inv.path, env=env)
     assert bad.returncode == 2 and "history.url" in bad.stdout + bad.stderr
+    assert "pw-xyz" not in bad.stdout + bad.stderr
 
 
 def test_history_verbs_on_a_missing_store_and_bad_arguments(tmp_path: Path) -> None:

@@ -311,7 +311,7 @@ def test_a_literal_dsn_in_the_inventory_is_refused_without_being_quoted(tmp_path
 
     path = tmp_path / "inv.json"
     account = {"public_key": "env:P", "secret_key": "env:S"}
-    for url in ("postgresql://u:pw-literal@db/x", "sqlite:////var/lib/pw-literal.sqlite3", "ENV:X"):
+    for url in ("postgresql://u:pw-literal@db/x", "host=db password=pw-literal", "ENV:X"):
         doc = {"accounts": {"a": account}, "integrations": [], "history": {"url": url}}
         path.write_text(json.dumps(doc))
         inv = load(path, {"P": "p", "S": "s"})
@@ -321,6 +321,32 @@ def test_a_literal_dsn_in_the_inventory_is_refused_without_being_quoted(tmp_path
     path.write_text(json.dumps({"accounts": {"a": account}, "integrations": [], "history": {"url": "env:H"}}))
     inv = load(path, {"P": "p", "S": "s", "H": "sqlite:////tmp/h.sqlite3"})
     assert not inv.problems and inv.history is not None
+
+
+def test_a_sqlite_file_in_the_inventory_is_taken_as_written_relative_to_it(tmp_path: Path) -> None:
+    import json
+
+    from batchsync.commands._arguments import history_location
+    from batchsync.inventory.loader import load
+
+    path = tmp_path / "inv.json"
+    account = {"public_key": "env:P", "secret_key": "env:S"}
+    # A path holds no credential: an inventory may name its SQLite file as it is.
+    expected = {
+        "state/h.sqlite3": str(tmp_path / "state" / "h.sqlite3"),
+        "sqlite:///state/h%20x.sqlite3": str(tmp_path / "state" / "h x.sqlite3"),
+        "sqlite:////var/lib/batchsync/h.sqlite3": "/var/lib/batchsync/h.sqlite3",
+        " /srv/h.sqlite3 ": "/srv/h.sqlite3",
+    }
+    for url, target in expected.items():
+        path.write_text(json.dumps({"accounts": {"a": account}, "integrations": [], "history": {"url": url}}))
+        inv = load(path, {"P": "p", "S": "s"})
+        assert not inv.problems, url
+        where = history_location(None, False, inv.history)
+        assert where is not None and where.kind == "sqlite" and where.target == target and where.secrets == ()
+    path.write_text(json.dumps({"accounts": {"a": account}, "integrations": [], "history": {"url": "sqlite://h"}}))
+    [problem] = load(path, {"P": "p", "S": "s"}).problems
+    assert problem.path == "$.history.url" and "sqlite:///PATH" in problem.message
 
 
 def test_the_writer_takes_a_batch_every_few_seconds_not_at_every_flush(
