@@ -576,7 +576,25 @@ class _Loader(AccountsPart):
             job = self.integration(i, spec, bad, raw_mapping, first_seen, accounts, broken_accounts, sets, broken_sets)
             if job is not None:
                 jobs.append(job)
+        self.declared_and_ignored(jobs, accounts)
         return jobs
+
+    def declared_and_ignored(self, jobs: list[Job], accounts: dict[str, Account]) -> None:
+        """A warning for each declared integration its account also lists in
+        ``ignore_integrations``: it is managed (declared wins), which the list seems to deny."""
+        ignored = {name: a.ignore_integrations for name, a in accounts.items() if a.ignore_integrations}
+        if not ignored:
+            return
+        for job in jobs:
+            listed = ignored.get(job.account)
+            if listed is not None and job.integration_id in listed:
+                self.warning(
+                    ("accounts", job.account, "ignore_integrations"),
+                    f"integration {job.integration_id} is declared in the inventory, so it is managed (its "
+                    "statuses are written): ignore_integrations is for the account's integrations the "
+                    "inventory does not declare; remove it from one of the two",
+                    job.integration_id,
+                )
 
     def integration(
         self,

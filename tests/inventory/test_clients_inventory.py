@@ -44,6 +44,20 @@ def test_account_tags_come_first_then_the_integration_s_own_each_once(tmp_path: 
     assert inv.accounts["acme"].ignore_integrations == frozenset({77})
 
 
+def test_a_declared_integration_also_ignored_is_managed_and_warned_about(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {"acme": basic("acme", ignore_integrations=[2, 77])},
+        [{"id": 1, "account": "acme", "status_set": "s"}, {"id": 2, "account": "acme", "status_set": "s"}],
+    )
+    inv = load(path, ENV)
+    assert inv.valid, inv.problems
+    assert [j.integration_id for j in inv.jobs] == [1, 2]  # declared wins: it is written
+    [warning] = inv.warnings
+    assert warning.integration_id == 2 and warning.path == "$.accounts.acme.ignore_integrations"
+    assert "integration 2 is declared" in warning.message and "remove it from one of the two" in warning.message
+
+
 def test_an_unresolvable_account_is_isolated_only_when_asked_and_only_for_missing_values(tmp_path: Path) -> None:
     path = write(
         tmp_path,
