@@ -219,7 +219,7 @@ class NotifyRoute(msgspec.Struct, frozen=True):
     url: str  # env:NAME or file:PATH
     tags: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()
-    on: str = "failure"  # failure, change, always
+    on: str = "failure"  # failure, change, always, new (with the run history)
     format: str = "slack"  # slack, json
 
 

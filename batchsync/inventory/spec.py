@@ -134,7 +134,7 @@ class NotifySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str
     tags: tuple[NonEmpty, ...] = ()
     accounts: tuple[NonEmpty, ...] = ()
-    on: Literal["failure", "change", "always"] = "failure"
+    on: Literal["failure", "change", "always", "new"] = "failure"
     format: Literal["slack", "json"] = "slack"
 
 

@@ -177,5 +177,5 @@ def build_sinks(
     if routes:  # the inventory's [[notify]] routes: each its own integrations' summary
         from batchsync.outputs.routes import RoutedNotify
 
-        sinks.append(RoutedNotify(routes, start, timeout=settings.notify_timeout, redact=redact))
+        sinks.append(RoutedNotify(routes, start, timeout=settings.notify_timeout, redact=redact, recall=recall))
     return sinks

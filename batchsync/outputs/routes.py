@@ -17,6 +17,7 @@ import msgspec
 from batchsync.exitcodes import EXIT_OK, EXIT_OUTPUT_LOST, exit_code
 from batchsync.model import NotifyRoute
 from batchsync.outcome import AccountStats, Outcome, Summary
+from batchsync.outputs.history import Recall
 from batchsync.outputs.notify import (
     MAX_FAILED,
     RESERVE,
@@ -47,14 +48,16 @@ def route_matches(route: NotifyRoute, outcome: Outcome) -> bool:
 
 
 class _Share:
-    """One route's part of the run: its counters and first failures."""
+    """One route's part of the run: its counters and first failures; with ``on = "new"``
+    and a run history, its failures and recoveries too (what started or stopped failing)."""
 
-    __slots__ = ("accounts", "failures", "hook", "route")
+    __slots__ = ("accounts", "failures", "hook", "remembered", "route")
 
     def __init__(self, route: NotifyRoute, hook: Webhook) -> None:
         self.route, self.hook = route, hook
         self.accounts: dict[str, AccountStats] = {}
         self.failures: list[Outcome] = []
+        self.remembered: list[Outcome] | None = None
 
 
 class RoutedNotify:
@@ -67,9 +70,17 @@ class RoutedNotify:
         *,
         timeout: float,
         redact: Callable[[str], str] = str,
+        recall: Recall | None = None,
     ) -> None:
         self.shares = [_Share(route, hook) for route, hook in routes]
         self.start, self.timeout, self.redact = start, timeout, redact
+        # ``on = "new"`` needs what the history knew as the run started; without one, such a
+        # route is sent as ``failure`` (as --notify-on new is).
+        self.recall = recall if recall is not None and recall.on else None
+        if self.recall is not None:
+            for share in self.shares:
+                if share.route.on == "new":
+                    share.remembered = []
 
     def add(self, outcome: Outcome) -> None:
         for share in self.shares:
@@ -80,6 +91,13 @@ class RoutedNotify:
                 stats.add(outcome.result)
                 if outcome.result == "failed" and len(share.failures) < MAX_FAILED:
                     share.failures.append(outcome)
+                recall, remembered = self.recall, share.remembered
+                if (
+                    remembered is not None
+                    and recall is not None
+                    and (outcome.result == "failed" or outcome.integration_id in recall.known)
+                ):
+                    remembered.append(outcome)
 
     def flush(self) -> None:
         pass
@@ -99,7 +117,8 @@ class RoutedNotify:
                 undeclared=[u for u in whole.undeclared if u.account in share.accounts],
             )
             on: NotifyOn = share.route.on  # type: ignore[assignment]  # checked by the loader
-            if not wanted(on, summary):
+            memory = self.recall.summarize(share.remembered) if self.recall and share.remembered is not None else None
+            if not wanted(on, summary, memory):
                 continue
             code = exit_code(summary, mode, False)
             if code == EXIT_OK and end.code() == EXIT_OUTPUT_LOST:
@@ -113,6 +132,7 @@ class RoutedNotify:
                 list(itertools.islice(share.failures, MAX_FAILED)),
                 inventory=self.start.inventory,
                 redact=self.redact,
+                memory=memory,
             )
             messages.append((share.hook, msgspec.json.encode(doc)))
         if messages:

@@ -231,6 +231,38 @@ def test_two_notification_routes_by_tag_each_hear_of_their_client_only(
     assert to_a["exit_code"] == to_b["exit_code"] == 0
 
 
+def test_a_route_on_new_hears_of_a_failure_once_and_of_its_recovery(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acme": 2, "globex": 2}
+    path, doc = tagged_inventory(tmp_path, accounts)
+    bad = doc["integrations"][0]["id"]  # acme's: client-a
+    a, b = Listener(), Listener()
+    try:
+        doc["notify"] = [
+            {"url": "env:HOOK_A", "tags": ["client-a"], "on": "new", "format": "json"},
+            {"url": "env:HOOK_B", "tags": ["client-b"], "on": "new", "format": "json"},
+        ]
+        path.write_text(json.dumps(doc))
+        env = env_with({**inventory_env(accounts), "HOOK_A": a.url, "HOOK_B": b.url})
+        failing = SandboxProcess(path, env, "--system-for", f"{bad}=woocommerce")
+        sandbox_proc.append(failing)
+        codes = [batchsync("apply", str(path), "--base-url", failing.url, env=env).returncode for _ in range(2)]
+        assert codes == [1, 1]
+        assert [body["history"]["new"] for body in a.bodies] == [[bad]]  # the second night: nothing new
+        healthy = SandboxProcess(path, env)
+        sandbox_proc.append(healthy)
+        assert batchsync("apply", str(path), "--base-url", healthy.url, env=env).returncode == 0
+        assert [r["integration_id"] for r in a.bodies[-1]["history"]["recovered"]] == [bad]
+        # Without a history, a route on "new" hears of every failing run, as "failure".
+        assert batchsync("apply", str(path), "--base-url", failing.url, "--no-history", env=env).returncode == 1
+    finally:
+        a.close()
+        b.close()
+    assert len(a.bodies) == 3 and "history" not in a.bodies[-1] and a.bodies[-1]["exit_code"] == 1
+    assert b.bodies == []  # client-b's shops never failed: nothing new for it, any night
+
+
 def test_a_literal_webhook_url_in_the_inventory_is_refused(tmp_path: Path) -> None:
     accounts = {"acme": 1}
     path, doc = tagged_inventory(tmp_path, {"acme": 1})
