@@ -513,8 +513,35 @@ def test_a_good_night_prints_nothing_and_keeps_its_report(tmp_path: Path, invent
     done = nightly(tmp_path, str(inventory), "--sandbox")
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     last = tmp_path / "reports" / "last.jsonl"
-    assert last.is_symlink() and re.fullmatch(r"\d{4}-\d\d-\d\dT\d{6}\.jsonl", os.readlink(last))
+    assert last.is_symlink() and re.fullmatch(r"\d{4}-\d\d-\d\dT\d{6}-example\.jsonl", os.readlink(last))
     assert json.loads(last.read_text().splitlines()[-1])["summary"] is True
+
+
+def test_two_inventories_started_in_one_second_each_keep_their_report(tmp_path: Path, inventory: Path) -> None:
+    # Two crontab lines at 02:00, two inventories of one name in two folders: one report
+    # each (one shared file was two runs' lines mixed, or, locked, one night skipped).
+    other = tmp_path / "other" / "example.toml"
+    shutil.copytree(inventory.parent, other.parent)
+    for key in (other.parent / "secrets").iterdir():  # other accounts: no account lock shared
+        key.write_text(key.read_text().strip() + "-other\n")
+    env = {
+        **os.environ,
+        "REPORT_DIR": str(tmp_path / "reports"),
+        "BATCHSYNC_ENV_FILE": str(tmp_path / "none.env"),
+        "BATCHSYNC": str(Path(sys.executable).parent / "batchsync"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+    for _ in range(2):
+        runs = [
+            subprocess.Popen([str(NIGHTLY), str(inv), "--sandbox"], env=env, stderr=subprocess.PIPE, text=True)
+            for inv in (inventory, other)
+        ]
+        assert [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in runs] == [(0, ""), (0, "")]
+    reports = sorted((tmp_path / "reports").glob("[0-9]*.jsonl"))
+    assert len(reports) == 4
+    for report in reports:
+        lines = [json.loads(line) for line in report.read_text().splitlines()]
+        assert lines[0]["header"] is True and lines[-1]["summary"] is True and len(lines) == 25
 
 
 def test_a_run_still_holding_the_lock_is_not_an_error(tmp_path: Path, inventory: Path) -> None:

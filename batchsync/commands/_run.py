@@ -718,9 +718,13 @@ def _run(
         try:
             report = open_report(o.report, begun(history=False), lost)
         except OSError as exc:
+            from batchsync.outputs.report import ReportInUse
+
             print(redactor(f"batchsync: cannot write the report {o.report}: {exc.strerror}"), file=sys.stderr)
-            record_not_started(o.metrics, mode, inventory=settings.inventory)
-            return EXIT_NOT_STARTED
+            # Another run writing it is a lock held (75: try again when it is done).
+            code = EXIT_LOCKED if isinstance(exc, ReportInUse) else EXIT_NOT_STARTED
+            record_not_started(o.metrics, mode, code, inventory=settings.inventory)
+            return code
 
     def build(err: IO[str]) -> list[Sink]:
         return build_sinks(

@@ -9,8 +9,11 @@ record), then a closing summary line. Neither the header nor the summary has an
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable
 from typing import IO, Any
@@ -22,6 +25,36 @@ from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import summary_document
 
 _encoder = msgspec.json.Encoder()
+
+
+class ReportInUse(OSError):
+    """Another process writes this report file now (two runs given one ``--report``: two
+    cron lines started in the same second, a plan run by hand beside the night's apply)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EBUSY, "in use by another batchsync run (two runs cannot share one report file)", path)
+
+
+def _open_exclusive(path: str) -> IO[bytes]:
+    """``path`` opened to write anew, holding an advisory lock on it for as long as it is
+    open: ReportInUse, the file left as it is, when another process holds it. Made empty
+    only once the lock is held (``open(path, "wb")`` would empty the other run's report).
+    Where there is no lock to take (a pipe, a file system without ``flock``) it is opened
+    as it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportInUse(path) from None
+        except OSError:
+            pass  # no flock here (ENOLCK, EINVAL): written without the lock, as before
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, "wb", buffering=1 << 16)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 REPORT_VERSION = 2  # 2: a header line; outcomes with tags, times, mapping changes and warnings
@@ -42,7 +75,7 @@ class ReportWriter:
         self.lost = lost if lost is not None else Lost()
         self.failed = False
         self.mode = "apply"
-        self._file: IO[bytes] = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self._file: IO[bytes] = _open_exclusive(path)  # closed in close(): the lock goes with it
 
     def _put(self, data: bytes, flush: bool = False) -> None:
         if self.failed:

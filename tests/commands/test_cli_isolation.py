@@ -358,3 +358,34 @@ def test_recap_by_tag_in_text_and_json(tmp_path: Path, sandbox_proc: list[Sandbo
     assert default["recap_by"] == "account" and set(default["groups"]) == {"acme", "globex"}
     bad = batchsync("plan", inv.path, "--base-url", box.url, "--recap-by", "client", env=env)
     assert bad.returncode == 2 and re.search(r"--recap-by: invalid choice", bad.stderr)
+
+
+def test_a_report_another_run_writes_is_refused_untouched_and_the_run_exits_75(
+    tmp_path: Path, lock_env: dict[str, str]
+) -> None:
+    # Two runs given one --report (a plan by hand beside the night's apply, two cron lines
+    # in one second) mixed their lines into one file that no command could read after.
+    import fcntl
+    import os
+
+    accounts = {"acme": 2}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with({**inventory_env(accounts), **lock_env})
+    report, prom = tmp_path / "night.jsonl", tmp_path / "m.prom"
+    night = b'{"header": true, "version": 2}\n{"integration_id": 1}\n'
+    report.write_bytes(night)
+    fd = os.open(report, os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the night's run, writing it
+        for command in ("plan", "apply"):
+            done = batchsync(command, inv.path, "--sandbox", "--report", str(report), "--metrics", str(prom), env=env)
+            assert done.returncode == 75, done.stderr
+            assert f"cannot write the report {report}: in use by another batchsync run" in done.stderr
+            assert report.read_bytes() == night
+            labels = frozenset({("inventory", "inv"), ("command", command)})
+            assert samples(prom)[("batchsync_last_run_exit_code", labels)] == 75
+    finally:
+        os.close(fd)
+    assert batchsync("apply", inv.path, "--sandbox", "--report", str(report), env=env).returncode == 0
+    lines, summary = read_report(report)
+    assert len(lines) == 2 and len(summary) == 1
