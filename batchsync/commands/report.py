@@ -116,6 +116,7 @@ def run(
         from batchsync.redact import Redactor
 
         redact = Redactor(where.secrets)
+    ran = merged.exit_code
     sinks = build_sinks(
         outputs,
         start,
@@ -124,23 +125,26 @@ def run(
         err=stderr,
         redact=redact,
         history_command="report merge",
-        history_key=merge_key(group, headers, [o.integration_id for o in merged.outcomes]),
+        history_key=merge_key(group, headers, [(o.integration_id, o.result) for o in merged.outcomes], ran),
     )
     for outcome in merged.outcomes:
         for sink in sinks:
             sink.add(outcome)
-    ran = merged.exit_code
     close_all(sinks, End(summary=merged.summary, code=lambda: lost.exit_code(ran), started_at=started, ended_at=ended))
     return lost.exit_code(ran)
 
 
-def merge_key(group: str, headers: list[Any], ids: list[int]) -> str:
-    """What records a merged run once however often it is merged: the shards' group, or
-    (reports without one) the runs' start times and the integrations they cover."""
+def merge_key(group: str, headers: list[Any], results: list[tuple[int, str]], exit_code: int) -> str:
+    """What records a merged run once however often the same reports are merged: the
+    shards' group (or, reports without one, the runs' start times) and what the merge
+    found (each integration's result, the exit code). A merge of other content for the
+    same night (the shard that was missing has reported since; a retry fixed a failure)
+    is recorded too: the first merge of a night does not stand for it for good. Its
+    streaks still count once: they go by the group."""
     import hashlib
 
+    content = hashlib.sha256(msgspec.json.encode([exit_code, sorted(results)])).hexdigest()[:32]
     if group:
-        return f"merge:{group}"
+        return f"merge:{group}:{content}"
     starts = sorted(h.started_at or 0.0 for h in headers)
-    text = msgspec.json.encode([starts, sorted(ids)])
-    return "merge:" + hashlib.sha256(text).hexdigest()[:32]
+    return "merge:" + hashlib.sha256(msgspec.json.encode([starts, content])).hexdigest()[:32]

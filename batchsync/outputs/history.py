@@ -106,6 +106,11 @@ class History:
                 return
             self._lose(str(exc))
             return
+        if self.session.recorded_before and warn is not None:
+            warn(
+                "batchsync: note: the run history has this merge already (the same reports merged before): "
+                "not recorded again"
+            )
         found: Mapping[str, list[dict[str, Any]]] = {}
         accounts = list(charts)
         if accounts:  # --html: each account's earlier runs, for its chart

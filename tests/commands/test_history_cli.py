@@ -233,14 +233,45 @@ def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
         per_account = conn.execute("SELECT COUNT(*), SUM(unchanged + changed + failed) FROM run_accounts").fetchone()
         assert per_account == (8, 40)
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.LATEST,)]  # migrated once
-    for _ in range(2):  # merging twice records the merged run once
+    for again in (False, True):  # merging twice records the merged run once
         merged = batchsync("report", "merge", *map(str, reports), "--history", pg_url, env=env)
         assert merged.returncode == 1, merged.stderr
+        assert ("has this merge already" in merged.stderr) is again
     runs = _json(batchsync("history", "runs", "--format", "json", "--history", pg_url, env=env))
     assert [r["command"] for r in runs].count("report merge") == 1
     assert sorted(r["shard"] for r in runs if r["command"] == "apply") == ["0/4", "1/4", "2/4", "3/4"]
     failing = _json(batchsync("history", "failing", "--format", "json", "--history", pg_url, env=env))
     assert [(f["integration_id"], f["runs"]) for f in failing] == [(bad, 1)]  # one night counts once
+
+
+def test_a_merge_before_every_shard_reported_does_not_stand_for_the_night(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    accounts = {"acct0": 3, "acct1": 3}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    reports = [tmp_path / f"shard-{i}.jsonl" for i in range(2)]
+
+    def shard(i: int) -> None:
+        done = batchsync(
+            "apply", inv.path, "--base-url", box.url, "--shard", f"{i}/2", "--report", str(reports[i]), env=env
+        )
+        assert done.returncode == 0, done.stderr
+
+    def merge() -> int:
+        return batchsync("report", "merge", *map(str, reports), env=env).returncode
+
+    shard(0)
+    reports[1].write_text("")  # the merge job ran before shard 1 had reported
+    assert merge() == 3
+    shard(1)
+    assert merge() == 0  # recorded: the night's result is no longer the early merge's
+    assert merge() == 0  # the same reports again: recorded once
+    runs = _json(batchsync("history", "runs", "--format", "json", env=env))
+    merges = [r for r in runs if r["command"] == "report merge"]
+    assert sorted(r["exit_code"] for r in merges) == [0, 3]
 
 
 def test_prune_deletes_old_runs(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
