@@ -298,6 +298,9 @@ def entry() -> None:
     # what that makes is frozen once the command starts (batchsync.gcpolicy.started).
     gcpolicy.starting()
     _standard_streams()
+    from batchsync.outputs.streams import SafeStderr, stderr_failure
+
+    sys.stderr = SafeStderr(sys.stderr)
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A locale whose encoding lacks a character of a status name (Latin-1, ASCII):
         # escaped, as on stderr, not a traceback half way through a run.
@@ -311,6 +314,8 @@ def entry() -> None:
         code = _stdout_lost(exc, code)
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
+    if stderr_failure() is not None and code in (EXIT_OK, EXIT_CHANGES):
+        code = EXIT_OUTPUT_LOST  # what it said is lost: a failure or a stop says more, and stays
     os._exit(code)
 
 

@@ -22,8 +22,9 @@ MEANING: dict[int, str] = {
     EXIT_NOT_STARTED: "nothing was sent: a usage error or an invalid inventory",
     EXIT_INTERRUPTED: "stopped (SIGTERM/SIGINT, --max-failures) before every integration was done",
     EXIT_CHANGES: "plan --detailed-exitcode found changes to make",
-    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --junit, --metrics, the run history, stdout) could "
-    "not be written (a full disk, a database out of reach): it is named on stderr; 1 and 3 take precedence",
+    EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --html, --junit, --metrics, --out, the run history, "
+    "stdout, stderr) could not be written (a full disk, a database out of reach): it is named on stderr (if stderr "
+    "itself can be written); 1 and 3 take precedence",
     EXIT_LOCKED: "another apply holds the lock of the same inventory, or of a Sendcloud account this run needs "
     "(the message names which): try again later",
 }

@@ -179,7 +179,13 @@ class Lost:
         self.items.append((flag, path, why))
 
     def __bool__(self) -> bool:
-        return bool(self.items) or (self.stdout is not None and self.stdout.failure is not None)
+        from batchsync.outputs.streams import stderr_failure
+
+        return (
+            bool(self.items)
+            or (self.stdout is not None and self.stdout.failure is not None)
+            or stderr_failure() is not None
+        )
 
     def exit_code(self, ran: int) -> int:
         """The exit code as it stands: a lost output must not look like a clean night;

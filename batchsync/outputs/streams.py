@@ -21,7 +21,7 @@ from typing import Any
 
 from batchsync.text import BEYOND_C0
 
-__all__ = ["discard_stdout", "is_utf8", "json_for"]
+__all__ = ["SafeStderr", "discard_stdout", "is_utf8", "json_for", "stderr_failure"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
@@ -68,3 +68,41 @@ def discard_stdout() -> None:
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, sys.stdout.fileno())
         os.close(fd)
+
+
+class SafeStderr:
+    """stderr that a full disk or a reader gone cannot break: a write that fails is kept in
+    ``failure`` and every later one dropped (what was lost is not said: there is nowhere to
+    say it), so the run goes on. Unguarded, the first failure line of ``-q`` on a full disk
+    (``2>>/var/log/batchsync.err``, the cron wrapper's temp file) raised into the sinks: the
+    outcome went missing from the JUnit file, the HTML page and the run history, and a
+    warning printed before the run stopped it before anything was sent. The exit code says
+    an output was lost (:func:`stderr_failure`, read by ``Lost`` and the process's end)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failure is None:
+            try:
+                return int(self.stream.write(text))
+            except OSError as exc:
+                self.failure = exc
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self.failure = exc
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, buffer: the stream's
+        return getattr(self.stream, name)
+
+
+def stderr_failure() -> OSError | None:
+    """Why stderr could not be written to, if the process's stderr is a :class:`SafeStderr` that failed."""
+    stream = sys.stderr
+    return stream.failure if isinstance(stream, SafeStderr) else None

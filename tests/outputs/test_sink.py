@@ -321,6 +321,42 @@ def test_stdout_on_a_full_disk_costs_no_integration(
     assert sum(c["POST"] for c in box.stats()["requests"].values()) == summary["totals"]["changed"]
 
 
+def test_stderr_on_a_full_disk_costs_no_outcome_in_any_output(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """`-q 2>>/var/log/batchsync.err` with /var full (or the cron wrapper's temp file): the
+    first failure line raised into the sinks, and the failures went missing from the JUnit
+    file and the run history; a warning before the run stopped it before anything was sent."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    bad = [j.integration_id for j in inv.jobs[:3]]
+    box = SandboxProcess(Path(inv.path), env, *(a for i in bad for a in ("--system-for", f"{i}=woocommerce")))
+    sandbox_proc.append(box)
+    junit, store = tmp_path / "junit.xml", tmp_path / "h.sqlite3"
+    limit = ",".join([*(str(j.integration_id) for j in inv.jobs), "nosuchshop"])  # a warning first
+    cmd = [sys.executable, "-m", "batchsync", "apply", inv.path, "--base-url", box.url, "-q", "--limit", limit]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*cmd, "--junit", str(junit), "--history", str(store)],
+            stdout=subprocess.PIPE, stderr=full, text=True, env=env, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout  # the failures say more than the lost stderr
+    text = junit.read_text()
+    assert f'tests="{len(inv.jobs)}"' in text and 'failures="3"' in text
+    failing = batchsync("history", "failing", "--format", "json", "--history", str(store), env=env)
+    assert sorted(f["integration_id"] for f in json.loads(failing.stdout)) == sorted(bad)
+    # A run with nothing else to say ends in 5: its warning is lost. Before, it ended there
+    # with nothing sent.
+    ok = ",".join([*(str(j.integration_id) for j in inv.jobs if j.integration_id not in bad), "nosuchshop"])
+    with open("/dev/full", "w") as full:
+        clean = subprocess.run(
+            [sys.executable, "-m", "batchsync", "apply", inv.path, "--sandbox", "--limit", ok, "--format", "json"],
+            stdout=subprocess.PIPE, stderr=full, text=True, env=env, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert clean.returncode == 5, clean.stdout
+    assert sum(json.loads(clean.stdout)["totals"].values()) == len(inv.jobs) - 3  # every one ran
+
+
 @pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED", "buffered"])
 @pytest.mark.parametrize(
     ("argv", "code"),
