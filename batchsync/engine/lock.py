@@ -116,13 +116,18 @@ def _own_directory(path: Path) -> Path:
 def runtime_dirs() -> list[Path]:
     """The per-user directories that hold lock files, each created 0700 and checked to be ours.
 
-    Always ``batchsync-<uid>`` in the temp dir, and also ``$XDG_RUNTIME_DIR/batchsync``
+    Always ``batchsync-<uid>`` in the temp dir (``$TMPDIR`` when set, even when it cannot
+    be written: a LockError, never a lock somewhere else), and also ``$XDG_RUNTIME_DIR/batchsync``
     when that variable names a directory of ours. A lock is taken in each: a run from
     cron has no ``XDG_RUNTIME_DIR`` and one from a login shell has, and the two must
     still see each other's locks (in the temp dir); a service with a private ``/tmp``
     meets a login shell's run in the runtime dir.
     """
-    dirs = [_own_directory(Path(tempfile.gettempdir()) / f"batchsync-{os.geteuid()}")]
+    # $TMPDIR as it is: tempfile.gettempdir() passes over one it cannot write (full, or
+    # read-only) for /tmp, and a run there would not see the locks of the runs in $TMPDIR.
+    tmp = os.environ.get("TMPDIR", "")
+    base = Path(os.path.abspath(tmp)) if tmp else Path(tempfile.gettempdir())
+    dirs = [_own_directory(base / f"batchsync-{os.geteuid()}")]
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(runtime):
         try:

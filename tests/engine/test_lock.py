@@ -287,6 +287,17 @@ def test_runtime_dir_of_ours_is_tightened_to_0700(runtime: tuple[Path, Path]) ->
     assert loose.stat().st_mode & 0o777 == 0o700
 
 
+def test_a_tmpdir_that_cannot_be_used_is_an_error_not_a_lock_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tempfile.gettempdir() passes over a TMPDIR it cannot write (full, read-only) for /tmp:
+    # a run there did not see the locks of the runs in $TMPDIR, and two shared an account.
+    gone = tmp_path / "full-or-gone"
+    monkeypatch.setenv("TMPDIR", str(gone))
+    with pytest.raises(LockError, match="full-or-gone"):
+        runtime_dirs()
+
+
 def test_xdg_runtime_dir_not_ours_or_missing_is_left_out(
     runtime: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
