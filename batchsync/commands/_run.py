@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from batchsync.commands._arguments import (
 )
 from batchsync.commands._outputs import Batched, Outputs
 from batchsync.commands._sending import account_urls, check_transport, token_refusals
+from batchsync.commands._signals import held, until_signal, watch
 from batchsync.engine.budget import files_for as budget_files
 from batchsync.engine.budget import load as load_budget
 from batchsync.engine.budget import save as save_budget
@@ -327,25 +327,6 @@ def rare_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace: float) -> None:
-    """First SIGINT/SIGTERM: start nothing new, cancel what is in flight after ``grace``
-    seconds. A second one: cancel now. Either way the run still records every outcome."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if engine.stopping is None:
-                engine.stop(f"interrupted by {name}")
-                scope.deadline = min(scope.deadline, anyio.current_time() + grace)
-                log.warning(
-                    "%s: starting nothing new; waiting up to %gs for requests in flight (send it again to stop now)",
-                    name,
-                    grace,
-                )
-            else:
-                log.warning("%s again: stopping now", name)
-                scope.cancel()
-
-
 async def _every(seconds: float, tick: Callable[[], None]) -> None:
     """Call ``tick`` periodically (the progress line moves even while nothing finishes)."""
     while True:
@@ -408,7 +389,8 @@ async def execute(
             from batchsync.commands._health import attach, read_for_run
 
             gcpolicy.started()  # the logs' pages and errors are collected like the run's own
-            found = await read_for_run(
+            found = await until_signal(  # a SIGTERM there stops the run (the engine skips all)
+                read_for_run,
                 inv,
                 jobs,
                 api,
@@ -419,6 +401,7 @@ async def execute(
                 redact=sanitizer.text,
                 last_run_start=last_run_start,
             )
+        if found is not None:
             carried = {**carried, **found.carried}
             on_outcome = attach(on_outcome, found.by_integration)
         before_write = saved.before_write if saved is not None else None
@@ -444,7 +427,7 @@ async def execute(
         try:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
-                tg.start_soon(_watch_signals, engine, scope, settings.grace_period)
+                tg.start_soon(watch, engine, scope, settings.grace_period)
                 if tick is not None:
                     tg.start_soon(_every, 0.2, tick)
                 with scope:
@@ -652,7 +635,8 @@ def run_command(
     redactor.add(h.reveal() for _, h in routes)
     setup_logging(level, o.log_format, redactor=redactor, buffered=True)
     if settings.command != "apply":
-        return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
+        with held():
+            return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
     try:
         locks = take_locks(settings, inv, jobs)
     except LockedError as exc:
@@ -663,7 +647,7 @@ def run_command(
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         record_not_started(o.metrics, settings.command, inventory=settings.inventory)
         return EXIT_NOT_STARTED
-    with locks:
+    with locks, held():
         return _run(settings, inv, jobs, shard, redactor, hooks, blocked, routes, last_run_start, saved)
 
 

@@ -259,3 +259,81 @@ def test_bad_base_url_and_selectors_are_usage_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--base-url" in bad.stderr
     empty = batchsync("plan", inv.path, "--base-url", "http://127.0.0.1:9", "--limit", "!", env=env)
     assert empty.returncode == 2 and "empty selector" in empty.stderr
+
+
+def _history_runs(store: Path, env: dict[str, str]) -> list[dict[str, object]]:
+    done = batchsync("history", "runs", "--format", "json", "--history", str(store), env=env)
+    assert done.returncode == 0, done.stderr
+    runs: list[dict[str, object]] = json.loads(done.stdout)
+    return runs
+
+
+def test_sigterm_while_the_exception_logs_are_read_stops_at_once_with_every_output(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    # --with-health reads the logs before the engine starts (up to 90 s an account): a
+    # SIGTERM there killed the process (143: no summary line, no metrics, no history end).
+    accounts = {"acme": 4, "globex": 3}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env, "--endless-logs", "--latency", "0.1:0.2")
+    sandbox_proc.append(box)
+    report, prom, store = tmp_path / "r.jsonl", tmp_path / "m.prom", tmp_path / "h.sqlite3"
+    outputs = ["--report", str(report), "--metrics", str(prom), "--history", str(store)]
+    proc = spawn("apply", inv.path, "--base-url", box.url, "--with-health", *outputs, env=env)
+    wait_for_lines(report, 1)  # the header: the run has begun, and reads the logs
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 10 and proc.returncode == 3, out + err
+    lines, summary = read_report(report)
+    assert sorted(r["integration_id"] for r in lines) == sorted(j.integration_id for j in inv.jobs)
+    assert {r["result"] for r in lines} == {"skipped"}
+    assert summary[0]["stopped"] == "interrupted by SIGTERM" and summary[0]["exit_code"] == 3
+    assert "batchsync_last_run_exit_code" in prom.read_text() and " 3\n" in prom.read_text()
+    [run] = _history_runs(store, env)
+    assert run["exit_code"] == 3 and run["ended_at"]
+    assert "SIGTERM before the run started" in err and "Traceback" not in err
+
+
+def test_sigterm_while_the_outputs_are_written_lets_them_finish(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    # The run is done, its history store is slow to take the last outcomes (another
+    # process's transaction): a SIGTERM there killed it with no summary, metrics or history.
+    import sqlite3
+
+    accounts = {"acme": 5}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    report, prom, store = tmp_path / "r.jsonl", tmp_path / "m.prom", tmp_path / "h.sqlite3"
+    outputs = ["--report", str(report), "--metrics", str(prom), "--history", str(store)]
+    assert batchsync("plan", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    other = sqlite3.connect(store, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        proc = spawn("apply", inv.path, "--base-url", box.url, *outputs, env=env)
+        # Every integration read, and the writes answered for a while: the engine is done,
+        # and the run's end waits for the store (the report's lines are still in its buffer).
+        deadline, seen, still = time.monotonic() + 30, -1, 0
+        while time.monotonic() < deadline and still < 10:
+            counts = box.stats()["requests"].get("acme", {})
+            now = sum(counts.values())
+            still = still + 1 if now == seen and counts.get("GET", 0) >= len(inv.jobs) else 0
+            seen = now
+            time.sleep(0.1)
+        assert still >= 10, "the run did not get through its integrations"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()  # held: the outputs are still being written
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err  # the run was done: a stop asked at its end changes nothing
+    lines, summary = read_report(report)
+    assert len(lines) == len(inv.jobs) and summary[0]["exit_code"] == 0
+    assert [r["command"] for r in _history_runs(store, env)] == ["apply", "plan"]
