@@ -124,7 +124,8 @@ class History:
     def _lose(self, why: str) -> None:
         name = self.location.name
         why = why[len(name) + 2 :] if why.startswith(name + ": ") else why
-        self.lost.note(FLAG, name, self.redact(why))
+        # The default file is nobody's --history: named as what it is.
+        self.lost.note("the run history" if self.location.implicit else FLAG, name, self.redact(why))
 
     def add(self, outcome: Outcome) -> None:
         if self.session is not None:
