@@ -267,4 +267,9 @@ def lines(verb: str, answer: Any) -> list[str]:
         out.append(
             f"pruned {answer['runs']} runs ({answer['outcomes']} outcomes) started before {_at(answer['before'])} UTC"
         )
+        if answer.get("kept_running"):
+            out.append(
+                f"kept {answer['kept_running']} run(s) with no end that started within the last day: "
+                "they may still be going (a run cut short is pruned once it is a day old)"
+            )
     return out

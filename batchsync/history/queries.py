@@ -5,12 +5,13 @@ Each answer is plain data in the shapes ``batchsync history --format json`` prin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from batchsync.history.db import Db
+from batchsync.history.db import Db, iso
 
 RESULTS = ("unchanged", "changed", "failed", "skipped")
 
@@ -178,14 +179,24 @@ def account_runs(db: Db, accounts: Iterable[str], per_account: int = 30) -> dict
     return out
 
 
-def prune(db: Db, before: str) -> dict[str, int]:
+RUNNING_S = 24 * 3600  # a run without an end that started more recently may still be going
+
+
+def prune(db: Db, before: str, now: float | None = None) -> dict[str, int]:
     """Delete the runs started before ``before`` (ISO 8601 UTC) and their outcomes. The
-    integrations' state stays (it is what their latest run left)."""
+    integrations' state stays (it is what their latest run left). A run without an end
+    that started within :data:`RUNNING_S` of ``now`` may still be going (a cutoff of "now"
+    from a maintenance job at midnight): it is kept, and counted in ``kept_running``;
+    its outcomes would otherwise arrive for a run that no longer exists."""
+    recent = iso((time.time() if now is None else now) - RUNNING_S)
+    cond = "started_at < ? AND (ended_at IS NOT NULL OR started_at < ?)"
+    args = (before, recent)
     with db.transaction():
-        old = "SELECT id FROM runs WHERE started_at < ?"
-        runs_gone = int(db.query("SELECT COUNT(*) FROM runs WHERE started_at < ?", (before,))[0][0])
-        outcomes = int(db.query(f"SELECT COUNT(*) FROM outcomes WHERE run_id IN ({old})", (before,))[0][0])  # noqa: S608 - constant text
-        db.execute(f"DELETE FROM outcomes WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
-        db.execute(f"DELETE FROM run_accounts WHERE run_id IN ({old})", (before,))  # noqa: S608 - constant text
-        db.execute("DELETE FROM runs WHERE started_at < ?", (before,))
-    return {"runs": runs_gone, "outcomes": outcomes}
+        old = f"SELECT id FROM runs WHERE {cond}"  # noqa: S608 - constant text
+        runs_gone = int(db.query(f"SELECT COUNT(*) FROM runs WHERE {cond}", args)[0][0])  # noqa: S608 - constant text
+        kept = int(db.query("SELECT COUNT(*) FROM runs WHERE started_at < ?", (before,))[0][0]) - runs_gone
+        outcomes = int(db.query(f"SELECT COUNT(*) FROM outcomes WHERE run_id IN ({old})", args)[0][0])  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM outcomes WHERE run_id IN ({old})", args)  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM run_accounts WHERE run_id IN ({old})", args)  # noqa: S608 - constant text
+        db.execute(f"DELETE FROM runs WHERE {cond}", args)  # noqa: S608 - constant text
+    return {"runs": runs_gone, "outcomes": outcomes, "kept_running": kept}

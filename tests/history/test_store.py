@@ -220,7 +220,25 @@ def test_history_read_from_postgresql_alike(pg_url: str) -> None:
     db = connect(where)
     assert [(f["integration_id"], f["runs"], f["since"]) for f in queries.failing(db)] == [(1, 2, iso(T0))]
     assert [e["result"] for e in queries.integration(db, 2)["events"]] == ["changed"]
-    assert queries.prune(db, iso(T0 + 1)) == {"runs": 1, "outcomes": 2}
+    assert queries.prune(db, iso(T0 + 1)) == {"runs": 1, "outcomes": 2, "kept_running": 0}
+    db.close()
+
+
+def test_prune_keeps_a_run_that_may_still_be_going(tmp_path: Path) -> None:
+    # A maintenance job pruning up to "now" deleted the row of the night's run still going:
+    # its later outcomes belonged to no run, shown by no command and pruned by none.
+    where = parse(str(tmp_path / "h.sqlite3"))
+    now = time.time()
+    record(where, [ok(1)], now - 3 * 86400)  # ended
+    cut = Session.open(where, RunInfo(command="apply", started_at=now - 2 * 86400))  # killed: no end
+    cut.finish(None, None, {})
+    going = Session.open(where, RunInfo(command="apply", started_at=now - 60))
+    going.add(ok(2))
+    going.flush(now=True)
+    db = connect(where)
+    assert queries.prune(db, iso(now + 1), now=now) == {"runs": 2, "outcomes": 1, "kept_running": 1}
+    assert going.finish(now, 0, {"unchanged": 1}) is None  # its end is recorded: its row is there
+    assert [r["exit_code"] for r in queries.runs(db)] == [0]
     db.close()
 
 
