@@ -36,8 +36,10 @@ def from_history(
     accounts: Iterable[str],
     redact: Callable[[str], str] = str,
     warn: Callable[[str], None] | None = None,
+    inventory: str = "",
 ) -> LastRunStart:
-    """The lookup of the run history: when the last recorded run of each account started,
+    """The lookup of the run history: when the last recorded run of each account (of
+    ``inventory``: an account is a name in one inventory) started,
     read once, before the run (one indexed query per account). No history, or none made
     yet: no earlier run is known (24 h). A store asked for that cannot be read is said
     through ``warn`` and counts as none: health is information, it costs the run nothing."""
@@ -55,7 +57,7 @@ def from_history(
         return no_history
     try:
         for account in sorted(set(accounts)):
-            at = last_start(db, account)
+            at = last_start(db, account, inventory)
             if at:
                 found[account] = datetime.fromisoformat(at).astimezone(UTC)
     except Exception as exc:  # a store that breaks mid-read: what was read stands

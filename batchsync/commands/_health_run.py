@@ -185,7 +185,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
         def warn(line: str) -> None:
             print(line, file=sys.stderr)
 
-        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
+        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn, settings.inventory)
     since = moments(jobs, settings.since, last_run_start)
     # An account whose credentials cannot be resolved is read by no request: its logs are
     # unknown, for that reason (as plan and apply fail its integrations), and the others are read.

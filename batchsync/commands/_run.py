@@ -626,7 +626,7 @@ def run_command(
         def warn(line: str) -> None:
             print(line, file=sys.stderr)
 
-        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn)
+        last_run_start = from_history(where, {j.account for j in jobs}, redactor, warn, settings.inventory)
     settings = msgspec.structs.replace(settings, outputs=msgspec.structs.replace(settings.outputs, history_at=where))
     o = settings.outputs
     level = "DEBUG" if o.verbose else "ERROR" if o.quiet else "WARNING"

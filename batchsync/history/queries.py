@@ -5,6 +5,7 @@ Each answer is plain data in the shapes ``batchsync history --format json`` prin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -155,23 +156,34 @@ def streaks(db: Db, ids: Iterable[int] | None = None) -> dict[int, Streak]:
     return {i: found[i] for i in ids if i in found}
 
 
-def last_start(db: Db, account: str) -> str | None:
-    """When the latest finished run that did some of ``account``'s integrations started."""
+def inventory_names(inventory: str) -> tuple[str, str]:
+    """The two ways a run may have recorded ``inventory``: as given, and as an absolute path.
+    An account is a name in one inventory: another inventory sharing the store may have an
+    account of that name too, which is another Sendcloud account."""
+    return inventory, os.path.abspath(inventory) if inventory else inventory
+
+
+def last_start(db: Db, account: str, inventory: str) -> str | None:
+    """When the latest finished run of ``inventory`` that did some of ``account``'s integrations started."""
     rows = db.query(
-        "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id WHERE a.account = ?", (account,)
+        "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id "
+        "WHERE a.account = ? AND r.inventory IN (?, ?)",
+        (account, *inventory_names(inventory)),
     )
     return rows[0][0] if rows and rows[0][0] is not None else None
 
 
-def account_runs(db: Db, accounts: Iterable[str], per_account: int = 30) -> dict[str, list[dict[str, Any]]]:
-    """Each account's last ``per_account`` runs, oldest first: changed and failed per run
-    (the HTML page's chart). A few indexed rows per account."""
+def account_runs(
+    db: Db, accounts: Iterable[str], per_account: int = 30, inventory: str = ""
+) -> dict[str, list[dict[str, Any]]]:
+    """Each account's last ``per_account`` runs of ``inventory``, oldest first: changed and
+    failed per run (the HTML page's chart). A few indexed rows per account."""
     out: dict[str, list[dict[str, Any]]] = {}
     for account in sorted(set(accounts)):
         rows = db.query(
             "SELECT a.run_id, r.started_at, a.changed, a.failed FROM run_accounts a JOIN runs r ON r.id = a.run_id "
-            "WHERE a.account = ? ORDER BY a.run_id DESC LIMIT ?",
-            (account, per_account),
+            "WHERE a.account = ? AND r.inventory IN (?, ?) ORDER BY a.run_id DESC LIMIT ?",
+            (account, *inventory_names(inventory), per_account),
         )
         out[account] = [
             {"run": int(r[0]), "at": r[1], "changed": int(r[2]), "failed": int(r[3])} for r in reversed(rows)

@@ -115,7 +115,7 @@ class History:
         accounts = list(charts)
         if accounts:  # --html: each account's earlier runs, for its chart
             try:
-                found = account_runs(self.session.db, accounts, CHART_RUNS - 1)
+                found = account_runs(self.session.db, accounts, CHART_RUNS - 1, start.inventory)
             except Exception as exc:
                 self._lose(" ".join(str(exc).split()))
         self.recall = Recall(self.session.streaks, self.session.group, found)

@@ -3,6 +3,7 @@ once, URLs and their redaction, the session's writer thread, and what a lost sto
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import subprocess
@@ -179,8 +180,14 @@ def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> Non
     [run, _] = queries.runs(db)
     assert run["counts"] == {"unchanged": 1, "changed": 0, "failed": 2, "skipped": 0} and run["exit_code"] == 1
     assert run["inventory"] == "inv.toml"
-    assert queries.last_start(db, "acme") == iso(T0) and queries.last_start(db, "other") is None
-    assert queries.account_runs(db, ["acme"]) == {"acme": [{"run": 2, "at": iso(T0), "changed": 0, "failed": 2}]}
+    assert queries.last_start(db, "acme", "inv.toml") == iso(T0) and queries.last_start(db, "other", "inv.toml") is None
+    chart = {"acme": [{"run": 2, "at": iso(T0), "changed": 0, "failed": 2}]}
+    assert queries.account_runs(db, ["acme"], inventory="inv.toml") == chart
+    # An account is a name in one inventory: another inventory's "acme" is another account.
+    assert queries.last_start(db, "acme", "other.toml") is None
+    assert queries.account_runs(db, ["acme"], inventory="other.toml") == {"acme": []}
+    # The inventory as given or as an absolute path: the same runs.
+    assert queries.last_start(db, "acme", os.path.abspath("inv.toml")) is None  # recorded as given
     db.close()
     assert since_text("2027-01-15T08:00:00.000Z", 3) == "failing since 2027-01-15 08:00 UTC (3 runs)"
     assert Recall().failing_since(bad(1)) is None and not Recall().on
@@ -309,11 +316,13 @@ def test_health_counts_from_the_last_recorded_run_of_each_account(tmp_path: Path
 
     where = parse(str(tmp_path / "h.sqlite3"))
     assert from_history(where, ["acme"]) is no_history  # no store made yet: no earlier run
-    for at in (T0 - 86400, T0):
-        session = Session.open(where, RunInfo(command="apply", started_at=at))
+    inv = str(tmp_path / "inv.toml")
+    for at, inventory in ((T0 - 86400, inv), (T0, inv), (T0 + 3600, str(tmp_path / "other.toml"))):
+        session = Session.open(where, RunInfo(command="apply", started_at=at, inventory=inventory))
         session.add(ok(1))
         assert session.finish(at + 60, 0, {}, {"acme": {"unchanged": 1, "changed": 0, "failed": 0}}) is None
-    lookup = from_history(where, ["acme", "other"])
+    # The last run of this inventory on its acme: another inventory's "acme" ran later.
+    lookup = from_history(where, ["acme", "other"], inventory=inv)
     assert lookup("acme") == datetime.fromtimestamp(T0, UTC) and lookup("other") is None
     warned: list[str] = []
     broken = parse("postgresql://u:pw-secret@127.0.0.1:1/db")
