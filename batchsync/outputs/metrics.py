@@ -5,7 +5,9 @@ its last success, written atomically so that node_exporter reads the previous fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import math
 import os
 import re
@@ -104,11 +106,61 @@ def _parse(text: str) -> dict[str, _Family]:
     return families
 
 
-def _read(path: str) -> dict[str, _Family]:
+def _read_text(path: str) -> str:
     try:
-        return _parse(Path(path).read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return {}
+        return ""
+
+
+def _read(path: str) -> dict[str, _Family]:
+    return _parse(_read_text(path))
+
+
+# Which inventory file each ``inventory`` label stands for, in the file itself (a comment:
+# the collector ignores it). The label is the file's name without its extension, and two
+# inventories of one name in two folders (clients/eu/prod.toml, clients/us/prod.json)
+# would write each other's series: one client's failing night read as the other's success.
+_OWNER = re.compile(r'^# batchsync inventory ("(?:[^"\\]|\\.)*") is ("(?:[^"\\]|\\.)*")$')
+
+
+class MetricsClash(OSError):
+    """The file holds the series of another inventory file of the same name."""
+
+    def __init__(self, path: str, label: str, owner: str) -> None:
+        super().__init__(
+            errno.EEXIST,
+            f"it holds the series of inventory {label!r} of {owner}, another inventory file of the same name: "
+            "give each its own --metrics file (if that inventory moved, delete the file)",
+            path,
+        )
+
+
+def _owners(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _OWNER.match(line) if line.startswith("# batchsync inventory ") else None
+        if m is not None:
+            try:
+                label, owner = json.loads(m.group(1)), json.loads(m.group(2))
+            except ValueError:
+                continue
+            if isinstance(label, str) and isinstance(owner, str):
+                found[label] = owner
+    return found
+
+
+def _claim(path: str, text: str, labels: Mapping[str, str] | None, source: str | None) -> dict[str, str]:
+    """The file's owners with this run's inventory (``source``, an absolute path: the one a
+    release's ``current`` link gives stays the same from one release to the next) claiming
+    its label; MetricsClash when another inventory file has it."""
+    owners = _owners(text)
+    label = (labels or {}).get("inventory")
+    if label is not None and source:
+        owner = owners.setdefault(label, source)
+        if owner != source:
+            raise MetricsClash(path, label, owner)
+    return owners
 
 
 def read_metric(path: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -136,8 +188,8 @@ class _Exposition:
         self._current.samples.append(({**self.const, **labels}, _number(value)))
 
 
-def _render(families: Mapping[str, _Family]) -> str:
-    lines: list[str] = []
+def _render(families: Mapping[str, _Family], owners: Mapping[str, str] | None = None) -> str:
+    lines = [f"# batchsync inventory {json.dumps(k)} is {json.dumps(v)}" for k, v in sorted((owners or {}).items())]
     for name, family in families.items():
         if not family.samples:
             continue
@@ -312,8 +364,11 @@ def write_metrics(
     labels: Mapping[str, str] | None = None,
     exit_code: int | None = None,
     health: Mapping[tuple[str, int], int] | None = None,
+    source: str | None = None,
 ) -> None:
-    """Write the run's metrics to ``path`` (Prometheus text format) atomically.
+    """Write the run's metrics to ``path`` (Prometheus text format) atomically. ``source``:
+    the inventory file's absolute path, which claims its ``inventory`` label in the file
+    (MetricsClash, nothing written, when another inventory file of the same name has it).
 
     For node_exporter's textfile collector ``path`` must end in ``.prom`` and sit in its
     ``--collector.textfile.directory``; that is not checked here. Every sample carries
@@ -329,24 +384,33 @@ def write_metrics(
     finished = time.time() if finished_at is None else finished_at
     identity = {**(labels or {}), "command": mode}
     with _exclusive(path):
-        old = _read(path)
+        text = _read_text(path)
+        owners = _claim(path, text, labels, source)
+        old = _parse(text)
         if is_success(summary):
             last = finished
         else:
             last = _previous_success(old if last_success_from is None else _read(last_success_from), identity)
         new = metrics_families(summary, mode, finished, last, exit_code, labels, health)
-        atomic_write(path, _render(_merge(old, new, identity)).encode("utf-8"))
+        atomic_write(path, _render(_merge(old, new, identity), owners).encode("utf-8"))
 
 
 def write_exit_code(
-    path: str, command: str, exit_code: int, at: float | None = None, labels: Mapping[str, str] | None = None
+    path: str,
+    command: str,
+    exit_code: int,
+    at: float | None = None,
+    labels: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> None:
     """Record an attempt that never ran (exit 2 or 75) in the metrics file: its exit code and
     time change, everything else (this command's last run, its last success) stays."""
     when = time.time() if at is None else at
     identity = {**(labels or {}), "command": command}
     with _exclusive(path):
-        old = _read(path)
+        text = _read_text(path)
+        owners = _claim(path, text, labels, source)
+        old = _parse(text)
         m = _Exposition(identity)
         _exit_families(m, exit_code, when)
         if "batchsync_last_success_timestamp_seconds" not in old or not any(
@@ -362,7 +426,7 @@ def write_exit_code(
             kept = old.get(name)
             into = merged[name] = _Family(family.help, family.kind)
             into.samples = [s for s in (kept.samples if kept else ()) if not _ours(s[0], identity)] + family.samples
-        atomic_write(path, _render(merged).encode("utf-8"))
+        atomic_write(path, _render(merged, owners).encode("utf-8"))
 
 
 def inventory_label(inventory: str | None) -> dict[str, str]:
@@ -382,6 +446,9 @@ class Metrics:
         self.path, self.mode, self.lost = path, start.mode, lost
         self.health: dict[tuple[str, int], int] = {}
         self.labels = inventory_label(start.inventory)
+        # The inventory file claims its label in the file; a merge's reports name theirs as
+        # each shard saw it (another machine's path): it claims nothing.
+        self.source = os.path.abspath(start.inventory) if start.inventory and not start.parts else None
 
     def add(self, outcome: Outcome) -> None:
         health = outcome.shop_health
@@ -396,7 +463,13 @@ class Metrics:
             return
         try:
             write_metrics(
-                self.path, end.summary, self.mode, exit_code=end.code(), health=self.health, labels=self.labels
+                self.path,
+                end.summary,
+                self.mode,
+                exit_code=end.code(),
+                health=self.health,
+                labels=self.labels,
+                source=self.source,
             )
         except OSError as exc:
             self.lost.record("--metrics", self.path, exc)

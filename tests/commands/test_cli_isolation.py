@@ -296,12 +296,11 @@ def test_metrics_of_plan_apply_and_runs_that_never_started(
     assert metric(prom, "batchsync_run_integrations", command="apply", result="changed") == 3
     assert all(not name.endswith("_total") for name, _ in samples(prom))
 
-    # An invalid inventory: exit 2, recorded; the last success stays. (Named as the good one,
-    # in another folder: the series are per inventory file name, the ``inventory`` label.)
-    (tmp_path / "broken").mkdir()
-    bad = tmp_path / "broken" / Path(inv.path).name
-    bad.write_text('{"accounts": 3}')
-    invalid = batchsync("apply", str(bad), *url, env=env)
+    # An invalid inventory: exit 2, recorded; the last success stays.
+    good = Path(inv.path).read_text()
+    Path(inv.path).write_text('{"accounts": 3}')
+    invalid = batchsync("apply", inv.path, *url, env=env)
+    Path(inv.path).write_text(good)
     assert invalid.returncode == 2
     assert metric(prom, "batchsync_last_run_exit_code", command="apply") == 2
     assert metric(prom, "batchsync_last_success_timestamp_seconds", command="apply") == success
@@ -317,6 +316,19 @@ def test_metrics_of_plan_apply_and_runs_that_never_started(
     assert metric(prom, "batchsync_last_run_exit_code", command="apply") == 0
     assert metric(prom, "batchsync_last_run_exit_code", command="plan") == 2
     assert metric(prom, "batchsync_last_success_timestamp_seconds", command="apply") > success
+    # Another inventory file of the same name, in another folder, would write the same series
+    # (the label is the file's name): refused, named, the first one's series left as they are.
+    (tmp_path / "us").mkdir()
+    other = tmp_path / "us" / Path(inv.path).name
+    other.write_text(good)
+    before = prom.read_bytes()
+    for command in ("apply", "plan"):
+        clash = batchsync(command, str(other), "--base-url", box.url, "--metrics", str(prom), env=env)
+        assert clash.returncode == 5, clash.stderr
+        assert f"--metrics {prom} was not written: it holds the series of inventory 'inv' of {inv.path}" in clash.stderr
+    broken = batchsync("apply", str(other), "--max-failures", "lots", "--metrics", str(prom), env=env)
+    assert broken.returncode == 2 and "cannot write the metrics" in broken.stderr
+    assert prom.read_bytes() == before
 
 
 # -- the recap per client --------------------------------------------------------------------
