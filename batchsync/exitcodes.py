@@ -71,7 +71,8 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_OK: "the new inventory was written: every selected account listed, every integration read",
         EXIT_FAILED: "the new inventory was written, but an account's list or some integrations could not be read "
         "(named on stderr), or the written file has problems; or an account's list went past a bound "
-        "(--max-list-*): nothing was written",
+        "(--max-list-*), or the new file could not be written (a full disk: the old one is kept): nothing was "
+        "written",
         EXIT_NOT_STARTED: "nothing was read: a usage error or an invalid inventory",
         EXIT_INTERRUPTED: "stopped by SIGTERM/SIGINT: nothing was written",
         EXIT_OUTPUT_LOST: "the new inventory was written, but stdout or the run history could not be: said on stderr",
@@ -99,15 +100,21 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_OK: "answered (an empty answer too)",
         EXIT_FAILED: "history show: no such run",
         EXIT_NOT_STARTED: _HISTORY_UNREAD,
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
     **{
-        f"history {verb}": {EXIT_OK: "answered (an empty answer too)", EXIT_NOT_STARTED: _HISTORY_UNREAD}
+        f"history {verb}": {
+            EXIT_OK: "answered (an empty answer too)",
+            EXIT_NOT_STARTED: _HISTORY_UNREAD,
+            EXIT_OUTPUT_LOST: _STDOUT_LOST,
+        }
         for verb in ("runs", "integration", "failing", "prune")
     },
     "history show": {
         EXIT_OK: "the run was shown",
         EXIT_FAILED: "no run of that id in the store",
         EXIT_NOT_STARTED: _HISTORY_UNREAD,
+        EXIT_OUTPUT_LOST: _STDOUT_LOST,
     },
 }
 
