@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST
 from batchsync.gcpolicy import paused
 from batchsync.inventory.loader import load
 from batchsync.model import Inventory
@@ -42,13 +42,18 @@ async def serve_async(
         print(f"batchsync sandbox: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     stop = asyncio.Event()
+    lost: OSError | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         async with run_sandbox(source, config, host, port) as box:
             n = len(box.store.integrations)
-            print(f"batchsync sandbox: listening on {box.url} ({n} integrations)", flush=True)
+            try:
+                print(f"batchsync sandbox: listening on {box.url} ({n} integrations)", flush=True)
+            except OSError as exc:  # stdout lost (a full disk): said, and it serves on; exit 5
+                lost = exc
+                print(f"batchsync sandbox: stdout was not written: {exc.strerror or exc}", file=sys.stderr)
             if source is None:
                 print("batchsync sandbox: demo state: account 'demo', demo-public-key:demo-secret-key", file=sys.stderr)
             await stop.wait()
@@ -61,4 +66,4 @@ async def serve_async(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return EXIT_OK
+    return EXIT_OK if lost is None else EXIT_OUTPUT_LOST

@@ -722,6 +722,23 @@ def test_cli_refuses_more_seeded_logs_than_it_could_hold() -> None:
     assert "at most 100,000 logs per integration" in err
 
 
+def test_cli_with_stdout_on_a_full_disk_serves_and_exits_5_saying_so() -> None:
+    """It said "cannot listen on 127.0.0.1:0: No space left on device" and exited 2."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchsync", "sandbox", "--port", "0"],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # said once the listening line failed: it is serving
+        assert time.monotonic() < deadline and "stdout was not written: No space left on device" in first
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 5, first + err
+    assert "cannot listen" not in first + err
+
+
 # -- one account down ----------------------------------------------------------------------------
 
 
