@@ -25,14 +25,14 @@ MEANING: dict[int, str] = {
     EXIT_OUTPUT_LOST: "the run was done, but an output (--report, --html, --junit, --metrics, --out, the run history, "
     "stdout, stderr) could not be written (a full disk, a database out of reach): it is named on stderr (if stderr "
     "itself can be written); 1 and 3 take precedence",
-    EXIT_LOCKED: "another apply holds the lock of the same inventory, or of a Sendcloud account this run needs "
-    "(the message names which): try again later",
+    EXIT_LOCKED: "another apply holds the lock of the same inventory, or of a Sendcloud account this run needs, "
+    "or another run writes the same --report file (the message names which): try again later",
 }
 
 # The codes each command can end with; a text where a code means something narrower there.
 _MERGED = "the code one unsharded run would have had"
 _HISTORY_UNREAD = "a usage error, or the store cannot be opened or read (named on stderr)"
-_STDOUT_LOST = "stdout could not be written (a full disk): said on stderr"
+_STDOUT_LOST = "stdout or stderr could not be written (a full disk): said on stderr where it can be"
 BY_COMMAND: dict[str, dict[int, str | None]] = {
     "validate": {
         EXIT_OK: "the inventory is valid",
@@ -46,6 +46,7 @@ BY_COMMAND: dict[str, dict[int, str | None]] = {
         EXIT_INTERRUPTED: None,
         EXIT_CHANGES: None,
         EXIT_OUTPUT_LOST: None,
+        EXIT_LOCKED: "another run writes the same --report file: nothing was sent",
     },
     "apply": {
         EXIT_OK: None,

@@ -559,6 +559,8 @@ def test_an_invalid_inventory_mails_why_and_exits_2(tmp_path: Path) -> None:
     done = nightly(tmp_path, str(bad))
     assert done.returncode == 2
     assert "nothing was sent" in done.stderr and str(bad) in done.stderr
+    # The report made for the run is not left empty, nor last.jsonl pointed at it.
+    assert not list((tmp_path / "reports").iterdir())
 
 
 @pytest.mark.parametrize("code", [1, 3])

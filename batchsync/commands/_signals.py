@@ -114,13 +114,19 @@ async def until_signal(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: An
         result.append(await fn(*args, **kwargs))
         scope.cancel()
 
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(*SIGNALS) as signals:
-            tg.start_soon(run, tg.cancel_scope)
-            async for signum in signals:
-                HELD.name = signal.Signals(signum).name
-                tg.cancel_scope.cancel()
-                break
-    if HELD._saved:
-        HELD.hold()
+    try:
+        async with anyio.create_task_group() as tg:
+            with anyio.open_signal_receiver(*SIGNALS) as signals:
+                tg.start_soon(run, tg.cancel_scope)
+                async for signum in signals:
+                    HELD.name = signal.Signals(signum).name
+                    tg.cancel_scope.cancel()
+                    break
+    except BaseExceptionGroup as group:  # fn's own error, as it would have come without the group
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if HELD._saved:
+            HELD.hold()
     return result[0] if result else None

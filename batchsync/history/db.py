@@ -220,7 +220,8 @@ def _journal_mode_wal(conn: sqlite3.Connection) -> Any:
         try:
             return conn.execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            code = getattr(exc, "sqlite_errorcode", None)  # extended (SQLITE_BUSY_RECOVERY): its low byte
+            busy = code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
             if not busy or time.monotonic() >= deadline:
                 raise
         time.sleep(delay)

@@ -156,18 +156,21 @@ def streaks(db: Db, ids: Iterable[int] | None = None) -> dict[int, Streak]:
     return {i: found[i] for i in ids if i in found}
 
 
-def inventory_names(inventory: str) -> tuple[str, str]:
-    """The two ways a run may have recorded ``inventory``: as given, and as an absolute path.
+def inventory_names(inventory: str) -> tuple[str, str, str]:
+    """The ways a run may have recorded ``inventory``: absolute (as runs record it), as a
+    real path (through links), and as given (a run of an older batchsync recorded that).
     An account is a name in one inventory: another inventory sharing the store may have an
     account of that name too, which is another Sendcloud account."""
-    return inventory, os.path.abspath(inventory) if inventory else inventory
+    if not inventory:
+        return inventory, inventory, inventory
+    return os.path.abspath(inventory), os.path.realpath(inventory), inventory
 
 
 def last_start(db: Db, account: str, inventory: str) -> str | None:
     """When the latest finished run of ``inventory`` that did some of ``account``'s integrations started."""
     rows = db.query(
         "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id "
-        "WHERE a.account = ? AND r.inventory IN (?, ?)",
+        "WHERE a.account = ? AND r.inventory IN (?, ?, ?)",
         (account, *inventory_names(inventory)),
     )
     return rows[0][0] if rows and rows[0][0] is not None else None
@@ -182,7 +185,7 @@ def account_runs(
     for account in sorted(set(accounts)):
         rows = db.query(
             "SELECT a.run_id, r.started_at, a.changed, a.failed FROM run_accounts a JOIN runs r ON r.id = a.run_id "
-            "WHERE a.account = ? AND r.inventory IN (?, ?) ORDER BY a.run_id DESC LIMIT ?",
+            "WHERE a.account = ? AND r.inventory IN (?, ?, ?) ORDER BY a.run_id DESC LIMIT ?",
             (account, *inventory_names(inventory), per_account),
         )
         out[account] = [

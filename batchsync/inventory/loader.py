@@ -10,6 +10,7 @@ set shared by many integrations becomes one :class:`Desired` (and one
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,16 @@ def sqlite_literal(url: str) -> str | None:
     may hold a credential (a ``postgresql://`` URL, a libpq ``password=`` string)."""
     text = url.strip()
     low = text.lower()
-    if low.startswith(("env:", "file:")) or "password" in low:
+    # "@" or "password": a credential, however it is spelled (postgresql:/user:pw@host is
+    # no URL batchsync reads, and taken as a path it would put the password on disk).
+    if not text or low.startswith(("env:", "file:")) or "password" in low or "@" in text:
         return None
-    if low.startswith("sqlite:") or ("://" not in low and text):
+    if low.startswith("sqlite:") or _SCHEME.match(low) is None:
         return text
     return None
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:")  # postgresql:, mysql:, https: (a path has none)
 
 
 class _Set(msgspec.Struct, frozen=True):

@@ -78,7 +78,9 @@ class History:
         run = RunInfo(
             command=command or start.mode,
             started_at=start.started_at or time.time(),
-            inventory=start.inventory,
+            # Absolute: an account's earlier runs are found by it whatever folder a later
+            # run starts from (a merge keeps what its reports say: another machine's path).
+            inventory=os.path.abspath(start.inventory) if start.inventory and not start.parts else start.inventory,
             inventory_hash=start.inventory_sha256,
             shard=f"{shard['index']}/{shard['count']}" if shard else None,
             group_key=start.group,

@@ -131,7 +131,7 @@ class MetricsClash(OSError):
         super().__init__(
             errno.EEXIST,
             f"it holds the series of inventory {label!r} of {owner}, another inventory file of the same name: "
-            "give each its own --metrics file (if that inventory moved, delete the file)",
+            "give each its own --metrics file",
             path,
         )
 
@@ -153,13 +153,21 @@ def _owners(text: str) -> dict[str, str]:
 def _claim(path: str, text: str, labels: Mapping[str, str] | None, source: str | None) -> dict[str, str]:
     """The file's owners with this run's inventory (``source``, an absolute path: the one a
     release's ``current`` link gives stays the same from one release to the next) claiming
-    its label; MetricsClash when another inventory file has it."""
+    its label; MetricsClash when another inventory file has it. The same file by another
+    path (a link, a working directory inside one) is the same inventory; an owner that is
+    no longer there (an inventory moved or removed) hands its label over."""
     owners = _owners(text)
     label = (labels or {}).get("inventory")
     if label is not None and source:
         owner = owners.setdefault(label, source)
         if owner != source:
-            raise MetricsClash(path, label, owner)
+            try:
+                same = os.path.samefile(owner, source)
+            except OSError:  # the owner is gone (or this one is): the label is this one's now
+                same = not os.path.exists(owner)
+            if not same:
+                raise MetricsClash(path, label, owner)
+            owners[label] = source
     return owners
 
 

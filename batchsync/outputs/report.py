@@ -39,17 +39,17 @@ def _open_exclusive(path: str) -> IO[bytes]:
     """``path`` opened to write anew, holding an advisory lock on it for as long as it is
     open: ReportInUse, the file left as it is, when another process holds it. Made empty
     only once the lock is held (``open(path, "wb")`` would empty the other run's report).
-    Where there is no lock to take (a pipe, a file system without ``flock``) it is opened
-    as it is."""
+    Only a regular file is locked and emptied (the command line refuses any other for a
+    report; a file system without ``flock`` writes it without the lock)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ReportInUse(path) from None
-        except OSError:
-            pass  # no flock here (ENOLCK, EINVAL): written without the lock, as before
         if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReportInUse(path) from None
+            except OSError:
+                pass  # no flock here (ENOLCK on some network file systems): written without the lock
             os.ftruncate(fd, 0)
         return os.fdopen(fd, "wb", buffering=1 << 16)
     except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -329,6 +330,15 @@ def test_metrics_of_plan_apply_and_runs_that_never_started(
     broken = batchsync("apply", str(other), "--max-failures", "lots", "--metrics", str(prom), env=env)
     assert broken.returncode == 2 and "cannot write the metrics" in broken.stderr
     assert prom.read_bytes() == before
+    # The same file by another path (a link to its folder) is the same inventory.
+    (tmp_path / "current").symlink_to(Path(inv.path).parent)
+    linked = tmp_path / "current" / Path(inv.path).name
+    assert batchsync("plan", str(linked), "--base-url", box.url, "--metrics", str(prom), env=env).returncode == 0
+    # An owner that is gone (the inventory moved) hands its label over.
+    os.remove(inv.path)
+    moved = batchsync("plan", str(other), "--base-url", box.url, "--metrics", str(prom), env=env)
+    assert moved.returncode == 0, moved.stderr
+    assert f'is "{other}"' in prom.read_text()
 
 
 # -- the recap per client --------------------------------------------------------------------

@@ -179,15 +179,18 @@ def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> Non
     db = connect(where)
     [run, _] = queries.runs(db)
     assert run["counts"] == {"unchanged": 1, "changed": 0, "failed": 2, "skipped": 0} and run["exit_code"] == 1
-    assert run["inventory"] == "inv.toml"
+    assert run["inventory"] == os.path.abspath("inv.toml")  # absolute: found from any folder
     assert queries.last_start(db, "acme", "inv.toml") == iso(T0) and queries.last_start(db, "other", "inv.toml") is None
     chart = {"acme": [{"run": 2, "at": iso(T0), "changed": 0, "failed": 2}]}
     assert queries.account_runs(db, ["acme"], inventory="inv.toml") == chart
     # An account is a name in one inventory: another inventory's "acme" is another account.
     assert queries.last_start(db, "acme", "other.toml") is None
     assert queries.account_runs(db, ["acme"], inventory="other.toml") == {"acme": []}
-    # The inventory as given or as an absolute path: the same runs.
-    assert queries.last_start(db, "acme", os.path.abspath("inv.toml")) is None  # recorded as given
+    # The inventory as given, absolute, or through a link: the same runs.
+    assert queries.last_start(db, "acme", os.path.abspath("inv.toml")) == iso(T0)
+    link = tmp_path / "link"
+    link.symlink_to(os.getcwd())
+    assert queries.last_start(db, "acme", str(link / "inv.toml")) == iso(T0)
     db.close()
     assert since_text("2027-01-15T08:00:00.000Z", 3) == "failing since 2027-01-15 08:00 UTC (3 runs)"
     assert Recall().failing_since(bad(1)) is None and not Recall().on
@@ -338,7 +341,12 @@ def test_a_literal_dsn_in_the_inventory_is_refused_without_being_quoted(tmp_path
 
     path = tmp_path / "inv.json"
     account = {"public_key": "env:P", "secret_key": "env:S"}
-    for url in ("postgresql://u:pw-literal@db/x", "host=db password=pw-literal", "ENV:X"):
+    for url in (
+        "postgresql://u:pw-literal@db/x",
+        "host=db password=pw-literal",
+        "ENV:X",
+        "postgresql:/u:pw-literal@db/x",
+    ):
         doc = {"accounts": {"a": account}, "integrations": [], "history": {"url": url}}
         path.write_text(json.dumps(doc))
         inv = load(path, {"P": "p", "S": "s"})
