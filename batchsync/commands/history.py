@@ -6,6 +6,7 @@ for people, ``--format json`` for machines. Each reads the default store, or the
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -206,6 +207,16 @@ def run(settings: HistorySettings) -> int:
     return EXIT_OK
 
 
+def _here(path: str) -> str:
+    """An inventory as runs record it (absolute), relative to the current folder when it is
+    inside it: what a person typed, from where they type it (``--format json`` keeps it whole)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return path
+    return os.path.relpath(path, cwd) if os.path.isabs(path) and path.startswith(cwd + os.sep) else path
+
+
 def _at(iso: str | None) -> str:
     return f"{iso[:10]} {iso[11:19]}" if iso else "-"
 
@@ -225,14 +236,15 @@ def lines(verb: str, answer: Any) -> list[str]:
             code = "running or cut short" if r["exit_code"] is None else f"exit {r['exit_code']}"
             out.append(
                 f"#{r['id']:<6} {_at(r['started_at'])} UTC  {r['command']:<12} {code:<8} {_counts(r['counts'])}"
-                f"{shard}  {display(r['inventory'])}"
+                f"{shard}  {display(_here(r['inventory']))}"
             )
         if not answer:
             out.append("no run recorded (or none matches)")
     elif verb == "show":
         code = "running or cut short" if answer["exit_code"] is None else f"exit {answer['exit_code']}"
         out.append(
-            f"run #{answer['id']}: {answer['command']} of {display(answer['inventory'])} on {display(answer['host'])}, "
+            f"run #{answer['id']}: {answer['command']} of {display(_here(answer['inventory']))} on "
+            f"{display(answer['host'])}, "
             f"{_at(answer['started_at'])} to {_at(answer['ended_at'])} UTC, {code}"
         )
         out.append(f"  {_counts(answer['counts'])}" + (f", shard {answer['shard']}" if answer["shard"] else ""))
