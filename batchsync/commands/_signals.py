@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -46,7 +47,10 @@ class Held:
 
     def hold(self) -> None:
         """Take SIGINT and SIGTERM (again: the engine's loop gives them back as it found them
-        at its start, or to the defaults)."""
+        at its start, or to the defaults). Only the main thread may: a run called from
+        another (a program's thread) leaves them as they are."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         for signum in SIGNALS:
             current = signal.getsignal(signum)
             if current != self._handle:
