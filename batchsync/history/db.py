@@ -110,6 +110,10 @@ class Db:
             return
         if done > schema.LATEST:
             raise self._newer(done)
+        if self.read_only and done <= 0:
+            # No table yet: a file another run is creating right now, or one it could not
+            # finish (a full disk left it empty). Nothing recorded there, as the verbs say it.
+            raise HistoryError(f"{self.location.name}: no history yet (no run has recorded one there)")
         if self.read_only:
             raise HistoryError(
                 f"{self.location.name} is at schema version {max(done, 0)}, older than this batchsync's "

@@ -137,6 +137,17 @@ def test_processes_creating_one_store_at_once_all_open_it(tmp_path: Path) -> Non
         conn.close()
 
 
+def test_an_empty_store_file_reads_as_no_history_yet(tmp_path: Path) -> None:
+    # A file another run is creating, or one a full disk left empty: the reading verbs said
+    # "schema version 0, older than this batchsync's" (as if an upgrade were due).
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"")
+    with pytest.raises(HistoryError, match="no history yet"):
+        connect(parse(str(path)), read_only=True, create=False)
+    record(parse(str(path)), [ok(1)], T0)  # the next run makes it whole
+    connect(parse(str(path)), read_only=True, create=False).close()
+
+
 def test_urls_name_the_store_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pg = parse("postgresql://sync:pa%24%24word@db.example:5433/batchsync")
     assert pg.kind == "postgresql" and pg.name == "postgresql://db.example:5433/batchsync"
