@@ -6,7 +6,7 @@ a network).
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from batchsync.text import escape_controls
 
@@ -135,6 +135,18 @@ def in_clear(account: str, url: str) -> str | None:
             "would cross the network in clear; use https://, or pass --allow-insecure-http"
         )
     return None
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a usable history URL names when it is SQLite (``sqlite:///PATH``, unquoted,
+    or a plain path); None for a PostgreSQL URL. Check it with :func:`history_url_problem` first."""
+    text = url.strip()
+    low = text.lower()
+    if low.startswith("sqlite:"):
+        return unquote(text[len("sqlite:///") :])
+    if low.startswith(("postgresql://", "postgres://")):
+        return None
+    return text
 
 
 def history_url_problem(url: str) -> str | None:

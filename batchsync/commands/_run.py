@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -535,8 +534,7 @@ def record_not_started(
     from batchsync.outputs.metrics import inventory_label, write_exit_code
 
     try:
-        source = os.path.abspath(inventory) if inventory else None
-        write_exit_code(metrics, command, code, labels=inventory_label(inventory), source=source)
+        write_exit_code(metrics, command, code, labels=inventory_label(inventory), source=inventory)
     except OSError as exc:
         print(usage.shown(f"batchsync: cannot write the metrics {metrics}: {exc.strerror}"), file=sys.stderr)
 

@@ -217,7 +217,7 @@ def _names_live_holder(doc: dict[str, Any]) -> bool:
     except ProcessLookupError:
         return False  # a previous holder's record, not yet overwritten
     except OSError:
-        return True  # alive, of another user
+        pass  # alive, of another user
     return True
 
 

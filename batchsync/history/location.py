@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
-from batchsync.urls import history_url_problem
+from batchsync.urls import history_url_problem, sqlite_path
 
 DEFAULT_NAME = "history.sqlite3"
 
@@ -57,14 +57,8 @@ def parse(url: str) -> Location:
     why = history_url_problem(url)
     if why is not None:
         raise LocationError(why)
-    text = url.strip()
-    low = text.lower()
-    if low.startswith("sqlite:"):
-        path = unquote(text[len("sqlite:///") :])
-        return Location("sqlite", path, path)
-    if low.startswith(("postgresql://", "postgres://")):
-        return _postgresql(text)
-    return Location("sqlite", text, text)  # a plain path
+    path = sqlite_path(url)
+    return _postgresql(url.strip()) if path is None else Location("sqlite", path, path)
 
 
 def _postgresql(dsn: str) -> Location:

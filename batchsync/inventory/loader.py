@@ -14,7 +14,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -62,7 +61,7 @@ from batchsync.model import (
 )
 from batchsync.secrets import Secret, SecretError, check_reference, resolve
 from batchsync.text import control_in, escape_controls
-from batchsync.urls import history_url_problem, insecure_http, url_problem
+from batchsync.urls import history_url_problem, insecure_http, sqlite_path, url_problem
 from batchsync.wire import (
     STATUS_CATEGORIES,
     Loc,
@@ -354,7 +353,8 @@ class _Loader(AccountsPart):
             if (why := history_url_problem(sqlite)) is not None:
                 self.problem(("history", "url"), why)
                 return None
-            written = unquote(sqlite[len("sqlite:///") :]) if "://" in sqlite else sqlite
+            written = sqlite_path(sqlite)
+            assert written is not None  # sqlite_literal took no PostgreSQL URL
             return Secret(str(files.user_path(written, self.base_dir)), "[history] url")
         found = self.secret(spec.url, ("history", "url"))
         if found is not None and (why := history_url_problem(found.reveal())) is not None:

@@ -46,6 +46,11 @@ class Recall:
         streak = describe_failure(self.known, self.group, outcome.integration_id)
         return None if streak is None or streak[1] == 1 else streak
 
+    def concerns(self, outcome: Outcome) -> bool:
+        """Whether ``outcome`` is one :meth:`summarize` needs: a failure, or an integration
+        that was failing (it may have recovered)."""
+        return outcome.result == "failed" or outcome.integration_id in self.known
+
     def summarize(self, outcomes: Iterable[Outcome]) -> dict[str, Any]:
         return summarize(self.known, self.group, outcomes)
 

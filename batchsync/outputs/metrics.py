@@ -150,15 +150,19 @@ def _owners(text: str) -> dict[str, str]:
     return found
 
 
-def _claim(path: str, text: str, labels: Mapping[str, str] | None, source: str | None) -> dict[str, str]:
-    """The file's owners with this run's inventory (``source``, an absolute path: the one a
-    release's ``current`` link gives stays the same from one release to the next) claiming
-    its label; MetricsClash when another inventory file has it. The same file by another
-    path (a link, a working directory inside one) is the same inventory; an owner that is
-    no longer there (an inventory moved or removed) hands its label over."""
+def _read_claimed(
+    path: str, labels: Mapping[str, str] | None, source: str | None
+) -> tuple[dict[str, _Family], dict[str, str]]:
+    """The file's families, and its owners with this run's inventory file (``source``,
+    made absolute: the path a release's ``current`` link gives stays the same from one
+    release to the next) claiming its label; MetricsClash when another inventory file has
+    it. The same file by another path (a link, a working directory inside one) is the same
+    inventory; an owner that is no longer there (moved, removed) hands its label over."""
+    text = _read_text(path)
     owners = _owners(text)
     label = (labels or {}).get("inventory")
     if label is not None and source:
+        source = os.path.abspath(source)
         owner = owners.setdefault(label, source)
         if owner != source:
             try:
@@ -168,7 +172,7 @@ def _claim(path: str, text: str, labels: Mapping[str, str] | None, source: str |
             if not same:
                 raise MetricsClash(path, label, owner)
             owners[label] = source
-    return owners
+    return _parse(text), owners
 
 
 def read_metric(path: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -375,7 +379,7 @@ def write_metrics(
     source: str | None = None,
 ) -> None:
     """Write the run's metrics to ``path`` (Prometheus text format) atomically. ``source``:
-    the inventory file's absolute path, which claims its ``inventory`` label in the file
+    the inventory file, which claims its ``inventory`` label in the file
     (MetricsClash, nothing written, when another inventory file of the same name has it).
 
     For node_exporter's textfile collector ``path`` must end in ``.prom`` and sit in its
@@ -392,9 +396,7 @@ def write_metrics(
     finished = time.time() if finished_at is None else finished_at
     identity = {**(labels or {}), "command": mode}
     with _exclusive(path):
-        text = _read_text(path)
-        owners = _claim(path, text, labels, source)
-        old = _parse(text)
+        old, owners = _read_claimed(path, labels, source)
         if is_success(summary):
             last = finished
         else:
@@ -416,9 +418,7 @@ def write_exit_code(
     when = time.time() if at is None else at
     identity = {**(labels or {}), "command": command}
     with _exclusive(path):
-        text = _read_text(path)
-        owners = _claim(path, text, labels, source)
-        old = _parse(text)
+        old, owners = _read_claimed(path, labels, source)
         m = _Exposition(identity)
         _exit_families(m, exit_code, when)
         if "batchsync_last_success_timestamp_seconds" not in old or not any(
@@ -456,7 +456,7 @@ class Metrics:
         self.labels = inventory_label(start.inventory)
         # The inventory file claims its label in the file; a merge's reports name theirs as
         # each shard saw it (another machine's path): it claims nothing.
-        self.source = os.path.abspath(start.inventory) if start.inventory and not start.parts else None
+        self.source = start.inventory if not start.parts else None
 
     def add(self, outcome: Outcome) -> None:
         health = outcome.shop_health

@@ -552,7 +552,7 @@ class Notify:
         self.health.add(outcome)
         if outcome.result == "failed" and len(self.failures) < MAX_FAILED:
             self.failures.append(outcome)
-        if self.recall is not None and (outcome.result == "failed" or outcome.integration_id in self.recall.known):
+        if self.recall is not None and self.recall.concerns(outcome):
             self.remembered.append(outcome)
 
     def flush(self) -> None:

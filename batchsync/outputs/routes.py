@@ -91,13 +91,8 @@ class RoutedNotify:
                 stats.add(outcome.result)
                 if outcome.result == "failed" and len(share.failures) < MAX_FAILED:
                     share.failures.append(outcome)
-                recall, remembered = self.recall, share.remembered
-                if (
-                    remembered is not None
-                    and recall is not None
-                    and (outcome.result == "failed" or outcome.integration_id in recall.known)
-                ):
-                    remembered.append(outcome)
+                if share.remembered is not None and self.recall is not None and self.recall.concerns(outcome):
+                    share.remembered.append(outcome)
 
     def flush(self) -> None:
         pass

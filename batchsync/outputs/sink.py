@@ -17,6 +17,7 @@ import msgspec
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_OK, EXIT_OUTPUT_LOST
 from batchsync.model import Limits
 from batchsync.outcome import Outcome, Summary
+from batchsync.outputs.streams import stderr_failure
 from batchsync.text import display
 
 
@@ -179,8 +180,6 @@ class Lost:
         self.items.append((flag, path, why))
 
     def __bool__(self) -> bool:
-        from batchsync.outputs.streams import stderr_failure
-
         return (
             bool(self.items)
             or (self.stdout is not None and self.stdout.failure is not None)
