@@ -10,7 +10,7 @@ import hashlib
 import operator
 import sqlite3
 import time
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -114,19 +114,19 @@ class Writes:
         a failure, and of an integration in ``failing`` (its streak as the run started) that
         no longer fails. Sorted by integration: the index takes them in order."""
         started = iso(run.started_at)
-        rows: list[tuple[Any, ...]] = []
+        # The rows by which of their columns are NULL (see _insert): a night's outcomes come
+        # in two or three shapes (unchanged, changed, failed).
+        shapes: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
         states = []
         encode = msgspec.json.encode
-        # The mapping's changes and the shop's health are rare (a night's mapping writes;
-        # --with-health): a batch without any leaves their columns out (NULL), and binds
-        # 13 values a row, not 15.
-        extra = any(o.mapping_changes or o.health is not UNSET for o in batch)
         for o in sorted(batch, key=_BY_ID):
             err = o.error
             kind, detail = (err.kind, err.detail) if err is not None else (None, o.reason)
             changes = encode(o.changes).decode() if o.changes else None
             name = o.name  # the shop's name as the inventory gives it (None: none)
-            row: tuple[Any, ...] = (
+            mapping = encode(o.mapping_changes).decode() if o.mapping_changes else None
+            health = encode(o.health).decode() if o.health is not UNSET else None
+            row = (
                 run_id,
                 o.integration_id,
                 o.account,
@@ -140,10 +140,20 @@ class Writes:
                 changes,
                 o.attempts,
                 o.duration_ms,
+                mapping,
+                health,
             )
-            if extra:
-                mapping = encode(o.mapping_changes).decode() if o.mapping_changes else None
-                row += (mapping, encode(o.health).decode() if o.health is not UNSET else None)
+            shape: tuple[bool, ...] = (
+                name is None,
+                kind is None,
+                detail is None,
+                changes is None,
+                mapping is None,
+                health is None,
+            )
+            rows = shapes.get(shape)
+            if rows is None:
+                rows = shapes[shape] = []
             rows.append(row)
             if o.result == "skipped":
                 continue  # not done: it says nothing of the integration's state
@@ -168,9 +178,12 @@ class Writes:
             )
         db = self.db
         with db.transaction():
-            for i in range(0, len(rows), ROWS_PER_INSERT):
-                part = rows[i : i + ROWS_PER_INSERT]
-                db.execute(_insert(len(part), extra), list(chain.from_iterable(part)))
+            for nulls, rows in shapes.items():
+                values = _values(nulls)
+                i = 0
+                for n in _chunks(len(rows)):
+                    db.execute(_insert(nulls, n), list(chain.from_iterable(map(values, rows[i : i + n]))))
+                    i += n
             if states:
                 db.executemany(_UPSERT, states)
 
@@ -239,21 +252,67 @@ _BY_ID = operator.attrgetter("integration_id")
 
 # Rows per INSERT: one statement of many rows, not one per row (executemany). The driver
 # then binds and steps once per few hundred rows: a run's writer thread takes the
-# interpreter's lock from the event loop far less often. 15 values a row stays under
-# SQLite's 32,766 variables (999 before 3.32) and PostgreSQL's 65,535 parameters.
-ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 15
+# interpreter's lock from the event loop far less often. A batch's rows of one shape go in
+# statements of ROWS_PER_INSERT, then of halving sizes (128, 64, ... 1) for what is left:
+# a few statements, each prepared once per connection and then taken from the driver's
+# cache (a statement of a length not seen before is parsed anew, 3 us a row: the rest of
+# every batch cost that when its statement had the rest's exact length). 15 values a row
+# stay under SQLite's 32,766 variables (999 before 3.32) and PostgreSQL's 65,535 parameters.
+ROWS_PER_INSERT = 256 if sqlite3.sqlite_version_info >= (3, 32) else 64
 _OUTCOME_COLUMNS = (
-    "INSERT INTO outcomes (run_id, integration_id, account, name, result, error_kind, detail, added, changed, "
-    "removed, changes, attempts, duration_ms{}) VALUES "
+    "run_id",
+    "integration_id",
+    "account",
+    "name",
+    "result",
+    "error_kind",
+    "detail",
+    "added",
+    "changed",
+    "removed",
+    "changes",
+    "attempts",
+    "duration_ms",
+    "mapping_changes",
+    "health",
 )
+# The columns a row may leave NULL, in the order of a shape's flags: a column whose value
+# is None is left out of the row's INSERT rather than bound. Python's sqlite3 binds None
+# only after asking the value for an adapter (two failed attribute lookups, each formatting
+# an AttributeError): a third of the writer's instructions when four of a row's values were None.
+_NULLABLE = (3, 5, 6, 10, 13, 14)
+
+
+def _chunks(n: int) -> list[int]:
+    """``n`` rows as statement sizes: as many of ROWS_PER_INSERT as fit, then powers of two."""
+    sizes = [ROWS_PER_INSERT] * (n // ROWS_PER_INSERT)
+    n %= ROWS_PER_INSERT
+    size = ROWS_PER_INSERT
+    while n:
+        size //= 2
+        if n >= size:
+            sizes.append(size)
+            n -= size
+    return sizes
 
 
 @functools.cache
-def _insert(n: int, extra: bool = False) -> str:
-    """The INSERT of ``n`` rows: 13 values each, or 15 with the mapping's changes and the health."""
-    columns, row = (
-        (", mapping_changes, health", "(" + ", ".join(["?"] * 15) + ")")
-        if extra
-        else ("", "(" + ", ".join(["?"] * 13) + ")")
-    )
-    return _OUTCOME_COLUMNS.format(columns) + ", ".join([row] * n)
+def _kept(shape: tuple[bool, ...]) -> tuple[int, ...]:
+    """The columns a row of ``shape`` binds: all but the NULL ones."""
+    null = {column for column, is_null in zip(_NULLABLE, shape, strict=True) if is_null}
+    return tuple(i for i in range(len(_OUTCOME_COLUMNS)) if i not in null)
+
+
+@functools.cache
+def _values(shape: tuple[bool, ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A row's values that a statement of ``shape`` binds."""
+    return operator.itemgetter(*_kept(shape))
+
+
+@functools.cache
+def _insert(shape: tuple[bool, ...], n: int) -> str:
+    """The INSERT of ``n`` rows of ``shape``: the columns it leaves NULL are not named."""
+    kept = _kept(shape)
+    row = "(" + ", ".join(["?"] * len(kept)) + ")"
+    columns = ", ".join(_OUTCOME_COLUMNS[i] for i in kept)
+    return f"INSERT INTO outcomes ({columns}) VALUES " + ", ".join([row] * n)  # noqa: S608 - constant columns

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from batchsync.history import queries, schema
@@ -809,3 +810,68 @@ def test_a_default_file_that_is_there_and_cannot_be_used_is_a_lost_output(tmp_pa
     lost, warned = Lost(), list[str]()
     History(where, Start(mode="apply", started_at=T0), lost, warn=warned.append)
     assert warned == [] and lost and lost.items[0][:2] == ("the run history", str(path))  # not --history: none given
+
+
+def test_a_batch_of_every_shape_is_written_as_it_came_and_binds_no_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outcomes whose columns are NULL in different places (unchanged, changed, failed,
+    skipped, named or not, with a mapping or health) in one batch, each shape more rows than
+    one statement takes: every row is read back as it was. An outcome's row binds no None
+    (Python's sqlite3 asks each bound None for an adapter: the writer's costliest step once):
+    an adapter for None that raises would fail the write."""
+    from batchsync.diff import Change, MappingChange
+    from batchsync.health import Health
+    from batchsync.history import store
+
+    moved = (MappingChange("READY_TO_SEND", "2", "4"),)
+    renamed = (Change("~", "ext", {"en": "a"}, {"en": "b"}),)
+
+    def make(iid: int) -> Outcome:
+        name = None if iid % 2 else f"shop {iid}"
+        kind = iid % 5
+        if kind == 0:
+            return Outcome(integration_id=iid, account="acme", result="unchanged", name=name, attempts=1)
+        if kind == 1:
+            return Outcome(integration_id=iid, account="acme", result="changed", changed=1, changes=renamed, name=name)
+        if kind == 2:
+            # named, with a detail: a failure's state row (integration_state) binds both, None or not
+            error = ErrorInfo("server", 503, None, "down")
+            return Outcome(integration_id=iid, account="acme", result="failed", error=error, name=f"shop {iid}")
+        if kind == 3:
+            return Outcome(integration_id=iid, account="acme", result="skipped", reason="stopped", name=name)
+        return Outcome(
+            integration_id=iid, account="acme", result="changed", mapping_changes=moved, health=Health("2027-01-01", 2)
+        )
+
+    n = 5 * (2 * store.ROWS_PER_INSERT) + 77  # each of the eight shapes: more than a statement, and a rest
+    batch = [make(i) for i in range(n, 0, -1)]
+    db = connect(parse(str(tmp_path / "h.sqlite3")))
+    writes = Writes(db)
+    info = RunInfo(command="apply", started_at=T0)
+    run_id = writes.begin(info)
+    assert run_id is not None
+
+    def refuse(value: object) -> object:
+        raise AssertionError(f"bound {value!r}")
+
+    monkeypatch.setitem(sqlite3.adapters, (type(None), sqlite3.PrepareProtocol), refuse)
+    writes.outcomes(run_id, info, "g", batch)
+    monkeypatch.undo()
+    got = db.query(
+        "SELECT integration_id, name, result, error_kind, detail, changed, changes, mapping_changes, health "
+        "FROM outcomes ORDER BY integration_id"
+    )
+    assert len(got) == n
+    for row, o in zip(got, sorted(batch, key=lambda o: o.integration_id), strict=True):
+        iid, name, result, kind, detail, changed, changes, mapping, health = row
+        assert (iid, name, result, changed) == (o.integration_id, o.name, o.result, o.changed)
+        assert (kind, detail) == ((o.error.kind, o.error.detail) if o.error else (None, o.reason))
+        assert (changes is None) == (not o.changes) and (mapping is None) == (not o.mapping_changes)
+        assert (health is None) == (o.health is msgspec.UNSET)
+    db.close()
+    sizes = [store._chunks(k) for k in range(1, 3 * store.ROWS_PER_INSERT)]
+    assert all(sum(s) == k for k, s in enumerate(sizes, 1))
+    assert {size for s in sizes for size in s} == {
+        store.ROWS_PER_INSERT >> i for i in range(store.ROWS_PER_INSERT.bit_length())
+    }
