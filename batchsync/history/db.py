@@ -4,9 +4,9 @@ on first use.
 
 Drivers: the standard library's ``sqlite3``, and psycopg 3 for PostgreSQL (imported only
 when a PostgreSQL URL is given; the ``postgresql`` extra installs it). Both are DB-API
-drivers used synchronously: the run's writes go through one writer thread
-(:mod:`batchsync.history.writer`), so the event loop never waits on the database and
-both databases take one code path.
+drivers used synchronously, one code path for both databases: a run writes a server
+through one writer thread, a SQLite file from the event loop without waiting for its lock
+(:mod:`batchsync.history.writer`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,12 @@ class Db:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:  # a COMMIT refused (SQLITE_BUSY): nothing half-done stays open
+            with suppress(Exception):
+                self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with suppress(Exception):  # closing what failed must not hide why it failed

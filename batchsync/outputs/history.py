@@ -1,5 +1,5 @@
 """The sink of the run history (``--history``, on by default): the run's row, each outcome,
-each integration's streak, written by :mod:`batchsync.history` off the event loop.
+each integration's streak, written by :mod:`batchsync.history` (never waiting on the database).
 
 Built before the other sinks (which read its :class:`Recall`: what was failing before this
 run), closed just before the report: a history that could not be opened or written is a

@@ -455,9 +455,12 @@ def _first_batch_taken(session: Session) -> None:
 
 
 def _session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **writer_constants: float) -> tuple[Location, Session]:
-    """A run's history session in ``tmp_path``, the writer's constants set as given."""
+    """A run's history session in ``tmp_path`` written by its writer thread (a PostgreSQL
+    server's path, and a SQLite store's once its lock is held elsewhere), the writer's
+    constants set as given."""
     from batchsync.history import writer
 
+    monkeypatch.setattr(writer, "INLINE_SQLITE", False)
     for name, value in writer_constants.items():
         monkeypatch.setattr(writer, name, value)
     where = parse(str(tmp_path / "h.sqlite3"))
@@ -721,12 +724,16 @@ def test_a_version_1_postgresql_store_is_migrated_alike(pg_url: str) -> None:
     db.close()
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["in-the-loop", "writer-thread"])
 def test_a_writer_that_stops_on_a_bug_loses_the_history_loudly_not_silently(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
 ) -> None:
     # A write fails, and naming why fails too (a bug of ours: the redactor raising): the
-    # writer thread must not end quietly, leaving the run to record its end as if every
-    # outcome were written.
+    # writer must not end quietly, leaving the run to record its end as if every outcome
+    # were written, nor raise into the run.
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "INLINE_SQLITE", inline)
     where = parse(str(tmp_path / "h.sqlite3"))
     session = Session.open(where, RunInfo(command="apply", started_at=T0))
     session.db.execute("DROP TABLE outcomes")  # the write fails
@@ -855,7 +862,8 @@ def test_a_batch_of_every_shape_is_written_as_it_came_and_binds_no_none(
     def refuse(value: object) -> object:
         raise AssertionError(f"bound {value!r}")
 
-    monkeypatch.setitem(sqlite3.adapters, (type(None), sqlite3.PrepareProtocol), refuse)
+    adapters: dict[Any, Any] = sqlite3.adapters
+    monkeypatch.setitem(adapters, (type(None), sqlite3.PrepareProtocol), refuse)
     writes.outcomes(run_id, info, "g", batch)
     monkeypatch.undo()
     got = db.query(
@@ -875,3 +883,69 @@ def test_a_batch_of_every_shape_is_written_as_it_came_and_binds_no_none(
     assert {size for s in sizes for size in s} == {
         store.ROWS_PER_INSERT >> i for i in range(store.ROWS_PER_INSERT.bit_length())
     }
+
+
+def test_a_sqlite_store_is_written_by_the_caller_without_a_thread(tmp_path: Path) -> None:
+    from batchsync.history import writer
+
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    for i in range(1, writer.BATCH + 6):
+        session.add(ok(i, "changed"))
+    assert session._thread.ident is None  # never started
+    db = connect(where)
+    assert db.query("SELECT COUNT(*) FROM outcomes") == [(writer.BATCH,)]  # the full batch, at once
+    assert session.finish(T0 + 60, 0, {"changed": writer.BATCH + 5}) is None
+    assert db.query("SELECT COUNT(*), MAX(integration_id) FROM outcomes") == [(writer.BATCH + 5, writer.BATCH + 5)]
+    assert db.query("SELECT exit_code, changed FROM runs") == [(0, writer.BATCH + 5)]
+    db.close()
+
+
+def test_a_sqlite_store_locked_elsewhere_never_holds_up_the_loop_and_its_writer_takes_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process writes the store (a second run, a prune): the loop's batch does not
+    wait for its lock; the writer thread takes the run's writes, waiting as a thread may."""
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    path = tmp_path / "h.sqlite3"
+    where = parse(str(path))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        began = time.monotonic()
+        for i in range(1, 26):
+            session.add(ok(i, "changed"))
+        assert time.monotonic() - began < 0.5  # not the busy timeout
+        assert session._thread.is_alive()  # the writer's now
+        assert session.finish(T0 + 60, 0, {}) is None
+    finally:
+        release.join()
+        other.close()
+    db = connect(where)
+    assert db.query("SELECT COUNT(*) FROM outcomes") == [(25,)]
+    assert db.query("SELECT exit_code FROM runs") == [(0,)]
+    db.close()
+
+
+def test_a_sqlite_store_that_fails_a_write_in_the_loop_is_a_lost_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(session._writes, "outcomes", full)
+    for i in range(1, 26):
+        session.add(ok(i, "changed"))  # nothing raises into the run
+    assert session.finish(T0 + 60, 0, {}) == f"{where.name}: database or disk is full"
+    assert session._thread.ident is None
