@@ -75,12 +75,10 @@ class Session:
         self._thread = threading.Thread(target=self._work, name="batchsync-history", daemon=True)
         # Written by the caller, never waiting for the file's lock, until a lock held
         # elsewhere hands the writes to the thread (_write_here).
+        # (The lock timeout goes to zero at the first such write, not before: what reads the
+        # store as the sinks open, in their thread, waits for a lock as it always has.)
         self._inline = run_id is not None and INLINE_SQLITE and db.dialect == "sqlite"
-        if self._inline:
-            try:
-                db.execute("PRAGMA busy_timeout = 0")
-            except Exception:
-                self._inline = False
+        self._timeout_set = False  # the lock timeout of the writes here: zero in the run, the busy timeout at its end
         if run_id is not None and not self._inline:
             self._thread.start()
 
@@ -136,6 +134,9 @@ class Session:
     def _try_here(self) -> bool:
         assert self.run_id is not None
         try:
+            if not self._timeout_set:
+                self.db.execute("PRAGMA busy_timeout = 0")
+                self._timeout_set = True
             self._writes.outcomes(self.run_id, self.run, self.group, self._batch, self.streaks)
         except Exception as exc:
             if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
@@ -245,6 +246,7 @@ class Session:
                 except Exception as exc:
                     self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
                     return self.error
+                self._timeout_set = True  # the end waits for the lock, as a thread would
                 if self._batch:
                     self._write_here()  # a lock held that long yet: the thread's turn (below)
             if self._inline:

@@ -886,13 +886,18 @@ def test_a_batch_of_every_shape_is_written_as_it_came_and_binds_no_none(
 
 
 def test_a_sqlite_store_is_written_by_the_caller_without_a_thread(tmp_path: Path) -> None:
+    from batchsync.history import db as history_db
     from batchsync.history import writer
 
     where = parse(str(tmp_path / "h.sqlite3"))
     session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    # What reads the store as the sinks open (in their thread) waits for a lock as always;
+    # the loop's writes never do.
+    assert session.db.query("PRAGMA busy_timeout") == [(int(history_db.BUSY_TIMEOUT_S * 1000),)]
     for i in range(1, writer.BATCH + 6):
         session.add(ok(i, "changed"))
     assert session._thread.ident is None  # never started
+    assert session.db.query("PRAGMA busy_timeout") == [(0,)]
     db = connect(where)
     assert db.query("SELECT COUNT(*) FROM outcomes") == [(writer.BATCH,)]  # the full batch, at once
     assert session.finish(T0 + 60, 0, {"changed": writer.BATCH + 5}) is None
