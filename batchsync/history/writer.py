@@ -140,7 +140,7 @@ class Session:
             self._writes.outcomes(self.run_id, self.run, self.group, self._batch, self.streaks)
         except Exception as exc:
             if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
-                self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
+                self._fail(self._why(exc))
                 self._batch = []
                 return True
             self._inline = False  # the store is another's right now: the thread waits for it
@@ -222,7 +222,37 @@ class Session:
             try:
                 self._writes.outcomes(run_id, self.run, self.group, batch, self.streaks)
             except Exception as exc:
-                self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
+                self._fail(self._why(exc))
+
+    def _drain(self) -> bool:
+        """The writer thread given what is left and waited for, while it moves: a store that
+        has taken nothing for STUCK_S (a hung server, stuck on one batch) is lost as during
+        the run, and FINISH_TIMEOUT_S bounds the whole wait. False: the history is lost."""
+        try:
+            if self._batch:  # what is left, waiting for the writer now
+                batch, self._batch = self._batch, []
+                self._put_while_writing(batch)
+            self._put_while_writing(None)
+        except queue.Full:
+            self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")
+            return False
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        why = ""
+        while self._thread.is_alive() and not why:
+            self._thread.join(0.25)
+            now = time.monotonic()
+            if now - self._taken >= STUCK_S:
+                why = f"the store took nothing for {STUCK_S:g}s"
+            elif now >= deadline:
+                why = f"not written within {FINISH_TIMEOUT_S:g}s"
+        if self._thread.is_alive():
+            self._fail(f"{self.db.location.name}: the run's outcomes were not all written: {why}")
+            return False
+        return True
+
+    def _why(self, exc: BaseException) -> str:
+        """A failed statement, for the lost outputs: the store's name and the driver's words."""
+        return f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}"
 
     def finish(
         self,
@@ -244,45 +274,18 @@ class Session:
                 try:
                     self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
                 except Exception as exc:
-                    self._fail(f"{self.db.location.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
+                    self._fail(self._why(exc))
                     return self.error
                 self._timeout_set = True  # the end waits for the lock, as a thread would
                 if self._batch:
                     self._write_here()  # a lock held that long yet: the thread's turn (below)
-            if self._inline:
-                if self.error is None and ended_at is not None:
-                    try:
-                        self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
-                    except Exception as exc:
-                        self._fail(f"{self.db.location.name}: {' '.join(str(exc).split())}")
+            if not self._inline and not self._drain():
                 return self.error
-            try:
-                if self._batch:  # what is left, waiting for the writer now
-                    batch, self._batch = self._batch, []
-                    self._put_while_writing(batch)
-                self._put_while_writing(None)
-            except queue.Full:
-                self._fail(f"{self.db.location.name}: the store did not take the run's outcomes")
-                return self.error
-            # The writer is waited for while it moves: a store that has taken nothing for
-            # STUCK_S (a hung server, stuck on one batch) is lost as during the run, and
-            # FINISH_TIMEOUT_S bounds the whole wait.
-            deadline = time.monotonic() + FINISH_TIMEOUT_S
-            why = ""
-            while self._thread.is_alive() and not why:
-                self._thread.join(0.25)
-                now = time.monotonic()
-                if now - self._taken >= STUCK_S:
-                    why = f"the store took nothing for {STUCK_S:g}s"
-                elif now >= deadline:
-                    why = f"not written within {FINISH_TIMEOUT_S:g}s"
-            if self._thread.is_alive():
-                self._fail(f"{self.db.location.name}: the run's outcomes were not all written: {why}")
-            elif self.error is None and ended_at is not None:
+            if self.error is None and ended_at is not None:
                 try:
                     self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
                 except Exception as exc:
-                    self._fail(f"{self.db.location.name}: {' '.join(str(exc).split())}")
+                    self._fail(self._why(exc))
             return self.error
         finally:
             if not self._thread.is_alive():
