@@ -5,13 +5,15 @@ is full, a PostgreSQL server's by one thread of its own, off the event loop, thr
 bounded queue (memory stays flat however long the run).
 
 Why SQLite in the loop: a batch of 2,000 outcomes is a few milliseconds of work on a
-local file, and done there, on outcomes just made, it costs a third of what the same
-writes cost in a thread of their own, which competes with the event loop for the
-interpreter's lock and the processor's caches (part 8 of ``make bench``: the history's
-CPU over a 100,000-integration run, about 3% against 6%). It never waits for the file's
-lock: with a lock timeout of zero, a store another process is writing (a second run, a
-``history prune``) hands this run's writes to the writer thread, which waits as long as a
-thread may (the busy timeout), for the rest of the run.
+local file, and done there, on outcomes just made, it costs less than half of what the
+same writes cost in a thread of their own, which competes with the event loop for the
+interpreter's lock and the processor's caches (part 8 of ``make bench``). Only where the
+loop cannot be held up by it: a file on a local filesystem (a network one can hang, and
+a system call cannot be interrupted), each batch written within INLINE_SLOW_S (a slower
+one, a disk that is failing or throttled, hands the rest of the run to the thread), and
+never waiting for the file's lock: with a lock timeout of zero, a store another process
+is writing (a second run, a ``history prune``) hands this run's writes to the writer
+thread, which waits as long as a thread may (the busy timeout), for the rest of the run.
 
 A store that cannot be opened or written costs no integration: the error is kept (redacted)
 for the run to name among its lost outputs.
@@ -20,6 +22,7 @@ for the run to name among its lost outputs.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -54,6 +57,10 @@ STUCK_S = 60.0  # a writer that long on one batch (a hung server) is a lost hist
 # A SQLite store's batches are written by the event loop itself (the module's docstring);
 # False: by the writer thread, as a PostgreSQL server's are (tests of that path set it).
 INLINE_SQLITE = True
+INLINE_SLOW_S = 0.25  # a batch written by the loop taking longer: the thread writes the rest
+# Filesystems the loop may write a store on (Linux's names in /proc/self/mountinfo): local
+# ones. Any other (nfs, cifs, fuse, 9p...), or none known (not Linux): the writer thread.
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "bcachefs"})
 PUT_TIMEOUT_S = 60.0  # at the run's end, for the writer to take what is left
 FINISH_TIMEOUT_S = 120.0  # for what is queued to be written at the run's end
 
@@ -77,7 +84,7 @@ class Session:
         # elsewhere hands the writes to the thread (_write_here).
         # (The lock timeout goes to zero at the first such write, not before: what reads the
         # store as the sinks open, in their thread, waits for a lock as it always has.)
-        self._inline = run_id is not None and INLINE_SQLITE and db.dialect == "sqlite"
+        self._inline = run_id is not None and INLINE_SQLITE and db.dialect == "sqlite" and local(db.location.target)
         self._timeout_set = False  # the lock timeout of the writes here: zero in the run, the busy timeout at its end
         if run_id is not None and not self._inline:
             self._thread.start()
@@ -137,19 +144,26 @@ class Session:
             if not self._timeout_set:
                 self.db.execute("PRAGMA busy_timeout = 0")
                 self._timeout_set = True
+            began = time.monotonic()
             self._writes.outcomes(self.run_id, self.run, self.group, self._batch, self.streaks)
+            if time.monotonic() - began > INLINE_SLOW_S:  # a slow disk: the loop waits no more for it
+                self._to_thread()
         except Exception as exc:
             if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
                 self._fail(self._why(exc))
                 self._batch = []
                 return True
-            self._inline = False  # the store is another's right now: the thread waits for it
-            self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
-            self._taken = self._queued = time.monotonic()
-            self._thread.start()
+            self._to_thread()  # the store is another's right now: the thread waits for it
             return False
         self._batch = []
         return True
+
+    def _to_thread(self) -> None:
+        """The rest of the run's writes by the writer thread, waiting for the lock as it may."""
+        self._inline = False
+        self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
+        self._taken = self._queued = time.monotonic()
+        self._thread.start()
 
     def _hand_over(self) -> None:
         """Give what has gathered to the writer. The caller is the event loop: it waits only
@@ -270,17 +284,16 @@ class Session:
                 with contextlib.suppress(queue.Full):
                     self._queue.put_nowait(None)  # one that is only behind drains what waits, then ends
                 return self.error
-            if self._inline:  # what is left, here; then the end, the lock awaited as a thread would
+            if self._inline and self._batch:
+                self._write_here()  # what is left, here, as during the run (or by the thread)
+            if not self._inline and not self._drain():
+                return self.error
+            if self._inline:  # the end waits for the lock, as a thread would
                 try:
                     self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
                 except Exception as exc:
                     self._fail(self._why(exc))
                     return self.error
-                self._timeout_set = True  # the end waits for the lock, as a thread would
-                if self._batch:
-                    self._write_here()  # a lock held that long yet: the thread's turn (below)
-            if not self._inline and not self._drain():
-                return self.error
             if self.error is None and ended_at is not None:
                 try:
                     self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
@@ -290,6 +303,27 @@ class Session:
         finally:
             if not self._thread.is_alive():
                 self.db.close()
+
+
+def local(path: str) -> bool:
+    """``path``'s folder is on a local filesystem (:data:`LOCAL_FILESYSTEMS`), as
+    /proc/self/mountinfo says: the mount point that holds it is the longest that prefixes it."""
+    folder = os.path.dirname(os.path.realpath(path)) or "/"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        return False
+    best, kind = -1, ""
+    for line in mounts:
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, kind = len(point), line.split(" - ", 1)[1].split(" ", 1)[0]
+    return kind in LOCAL_FILESYSTEMS
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -954,3 +954,54 @@ def test_a_sqlite_store_that_fails_a_write_in_the_loop_is_a_lost_history(
         session.add(ok(i, "changed"))  # nothing raises into the run
     assert session.finish(T0 + 60, 0, {}) == f"{where.name}: database or disk is full"
     assert session._thread.ident is None
+
+
+def test_a_store_on_a_filesystem_not_known_local_is_written_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network filesystem can hang a write, and a system call cannot be interrupted: the
+    loop writes only on a local one (as /proc/self/mountinfo names it)."""
+    from batchsync.history import writer
+
+    assert writer.local(str(tmp_path / "h.sqlite3"))  # the tests' temp folder: local
+    assert not writer.local("/proc/self/h.sqlite3")  # proc: not a filesystem for a store
+    monkeypatch.setattr(writer, "LOCAL_FILESYSTEMS", frozenset({"nothing-here"}))
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    assert session._thread.is_alive()
+    session.add(ok(1))
+    assert session.finish(T0 + 60, 0, {}) is None
+    db = connect(where)
+    assert db.query("SELECT COUNT(*) FROM outcomes") == [(1,)]
+    db.close()
+
+
+def test_a_slow_write_in_the_loop_hands_the_rest_of_the_run_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync.history import db as history_db
+    from batchsync.history import writer
+
+    monkeypatch.setattr(writer, "BATCH", 10)
+    monkeypatch.setattr(writer, "INLINE_SLOW_S", 0.05)
+    where = parse(str(tmp_path / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    real = session._writes.outcomes
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.1)  # a disk that is failing, or throttled
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(session._writes, "outcomes", slow)
+    for i in range(1, 10):
+        session.add(ok(i, "changed"))
+    assert session._thread.ident is None
+    session.add(ok(10, "changed"))  # the first batch: written here, slowly
+    assert session._thread.is_alive()  # the rest: the thread's
+    assert session.db.query("PRAGMA busy_timeout") == [(int(history_db.BUSY_TIMEOUT_S * 1000),)]
+    for i in range(11, 26):
+        session.add(ok(i, "changed"))
+    assert session.finish(T0 + 60, 0, {}) is None
+    db = connect(where)
+    assert db.query("SELECT COUNT(*) FROM outcomes") == [(25,)]
+    db.close()
