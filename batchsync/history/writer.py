@@ -299,6 +299,10 @@ class Session:
                     self._writes.end(self.run_id, ended_at, exit_code, counts, per_account)
                 except Exception as exc:
                     self._fail(self._why(exc))
+            if self.error is None and self.db.dialect == "sqlite" and not os.path.exists(self.db.location.target):
+                # Its folder removed while the run wrote it (a cleanup job): SQLite wrote on,
+                # into a file no longer there. Said, not a history that seems recorded.
+                self._fail(f"{self.db.location.name}: the file was removed during the run: its history is gone")
             return self.error
         finally:
             if not self._thread.is_alive():

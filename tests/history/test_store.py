@@ -1005,3 +1005,16 @@ def test_a_slow_write_in_the_loop_hands_the_rest_of_the_run_to_the_thread(
     db = connect(where)
     assert db.query("SELECT COUNT(*) FROM outcomes") == [(25,)]
     db.close()
+
+
+def test_a_store_whose_folder_is_removed_during_the_run_is_a_lost_history(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "state"
+    where = parse(str(folder / "h.sqlite3"))
+    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    session.add(ok(1))
+    shutil.rmtree(folder)  # a cleanup job, mid-run
+    session.add(ok(2))
+    error = session.finish(T0 + 60, 0, {})
+    assert error == f"{where.name}: the file was removed during the run: its history is gone"
