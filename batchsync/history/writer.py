@@ -140,22 +140,20 @@ class Session:
 
     def _try_here(self) -> bool:
         assert self.run_id is not None
+        began = time.monotonic()
         try:
             if not self._timeout_set:
                 self.db.execute("PRAGMA busy_timeout = 0")
                 self._timeout_set = True
-            began = time.monotonic()
             self._writes.outcomes(self.run_id, self.run, self.group, self._batch, self.streaks)
-            if time.monotonic() - began > INLINE_SLOW_S:  # a slow disk: the loop waits no more for it
-                self._to_thread()
         except Exception as exc:
-            if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
-                self._fail(self._why(exc))
-                self._batch = []
-                return True
-            self._to_thread()  # the store is another's right now: the thread waits for it
-            return False
+            if isinstance(exc, sqlite3.OperationalError) and _locked(exc):
+                self._to_thread()  # the store is another's right now: the thread waits for it
+                return False
+            self._fail(self._why(exc))
         self._batch = []
+        if time.monotonic() - began > INLINE_SLOW_S:  # a slow disk: the loop waits no more for it
+            self._to_thread()
         return True
 
     def _to_thread(self) -> None:
@@ -331,11 +329,9 @@ def local(path: str) -> bool:
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
-    """The store's lock is held by another connection (SQLITE_BUSY, or SQLITE_LOCKED)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
+    """The store's lock is held by another connection (SQLITE_BUSY, or SQLITE_LOCKED; the
+    driver sets the code on every error it raises)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def describe_failure(known: Mapping[int, Streak], group: str, integration_id: int) -> tuple[str, int] | None:

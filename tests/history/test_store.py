@@ -454,13 +454,15 @@ def _first_batch_taken(session: Session) -> None:
     assert not session._queue.qsize()
 
 
-def _session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **writer_constants: float) -> tuple[Location, Session]:
-    """A run's history session in ``tmp_path`` written by its writer thread (a PostgreSQL
-    server's path, and a SQLite store's once its lock is held elsewhere), the writer's
-    constants set as given."""
+def _session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool = False, **writer_constants: float
+) -> tuple[Location, Session]:
+    """A run's history session in ``tmp_path``, the writer's constants set as given: written
+    by its writer thread (a PostgreSQL server's path, and a SQLite store's once its lock is
+    held elsewhere), or with ``inline`` by the caller, as a local SQLite file is."""
     from batchsync.history import writer
 
-    monkeypatch.setattr(writer, "INLINE_SQLITE", False)
+    monkeypatch.setattr(writer, "INLINE_SQLITE", inline)
     for name, value in writer_constants.items():
         monkeypatch.setattr(writer, name, value)
     where = parse(str(tmp_path / "h.sqlite3"))
@@ -911,12 +913,8 @@ def test_a_sqlite_store_locked_elsewhere_never_holds_up_the_loop_and_its_writer_
 ) -> None:
     """Another process writes the store (a second run, a prune): the loop's batch does not
     wait for its lock; the writer thread takes the run's writes, waiting as a thread may."""
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
+    where, session = _session(tmp_path, monkeypatch, inline=True, BATCH=10)
     path = tmp_path / "h.sqlite3"
-    where = parse(str(path))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
@@ -940,11 +938,7 @@ def test_a_sqlite_store_locked_elsewhere_never_holds_up_the_loop_and_its_writer_
 def test_a_sqlite_store_that_fails_a_write_in_the_loop_is_a_lost_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchsync.history import writer
-
-    monkeypatch.setattr(writer, "BATCH", 10)
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, inline=True, BATCH=10)
 
     def full(*args: Any, **kwargs: Any) -> None:
         raise sqlite3.OperationalError("database or disk is full")
@@ -980,12 +974,8 @@ def test_a_slow_write_in_the_loop_hands_the_rest_of_the_run_to_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from batchsync.history import db as history_db
-    from batchsync.history import writer
 
-    monkeypatch.setattr(writer, "BATCH", 10)
-    monkeypatch.setattr(writer, "INLINE_SLOW_S", 0.05)
-    where = parse(str(tmp_path / "h.sqlite3"))
-    session = Session.open(where, RunInfo(command="apply", started_at=T0))
+    where, session = _session(tmp_path, monkeypatch, inline=True, BATCH=10, INLINE_SLOW_S=0.05)
     real = session._writes.outcomes
 
     def slow(*args: Any, **kwargs: Any) -> None:
