@@ -77,11 +77,19 @@ class Writes:
         self.db = db
 
     def begin(self, run: RunInfo) -> int | None:
-        """Insert the run's row; its id. None: a run with the same ``dedup_key`` is recorded already."""
+        """Insert the run's row; its id. None: a run with the same ``dedup_key`` is recorded
+        already, to its end. One that never ended (a merge killed half-way: no exit code)
+        does not stand for it: its row stays as it was left ("running or cut short"), the
+        key passes to this run, which records everything again. (A merge of the same reports
+        still going at this moment is then recorded twice: better than a night lost.)"""
         db = self.db
         with db.transaction():
-            if run.dedup_key is not None and db.query("SELECT id FROM runs WHERE dedup_key = ?", (run.dedup_key,)):
-                return None
+            if run.dedup_key is not None:
+                found = db.query("SELECT id, exit_code FROM runs WHERE dedup_key = ?", (run.dedup_key,))
+                if found and found[0][1] is not None:
+                    return None
+                if found:
+                    db.execute("UPDATE runs SET dedup_key = NULL WHERE id = ?", (found[0][0],))
             params = (
                 run.command,
                 run.inventory,
@@ -100,7 +108,13 @@ class Writes:
                 "started_at, plan_path, plan_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
             if db.dialect == "postgresql":
-                run_id = int(db.query(sql + " RETURNING id", params)[0][0])
+                # Two merges of the same reports at once: the SELECT above saw neither's row
+                # (SQLite's BEGIN IMMEDIATE takes them in turn); the second waits for the
+                # first's commit, then inserts nothing: recorded already, not a lost history.
+                inserted = db.query(sql + " ON CONFLICT (dedup_key) DO NOTHING RETURNING id", params)
+                if not inserted:
+                    return None
+                run_id = int(inserted[0][0])
             else:
                 run_id = int(db.execute(sql, params).lastrowid)
             # A run alone is a group of its own: its id names it.
