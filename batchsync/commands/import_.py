@@ -571,7 +571,7 @@ def _print_summary(settings: ImportSettings, fleet: Fleet, report: Report, probl
             file=out,
         )
     if fleet.summary is not None:
-        reads = sum(a.requests for a in fleet.summary.accounts.values()) + sum(fleet.pages.values())
+        reads = sum(a.requests for a in fleet.summary.accounts.values()) + sum(fleet.list_requests.values())
         throttled = sum(a.throttled for a in fleet.summary.accounts.values())
         print(
             f"read {fleet.to_read} integrations in {fleet.listed_in + fleet.summary.duration_s:.1f}s "

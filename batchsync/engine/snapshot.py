@@ -29,7 +29,8 @@ class Fleet:
         self.listings: dict[str, list[Shop]] = {}  # accounts listed to the end
         self.list_errors: dict[str, str] = {}  # accounts whose list failed: why
         self.unbounded: dict[str, ListBoundError] = {}  # accounts whose list went past a bound: nothing is written
-        self.pages: dict[str, int] = {}
+        self.pages: dict[str, int] = {}  # pages read, accounts listed to the end
+        self.list_requests: dict[str, int] = {}  # GET /integrations sent: retries and failed lists too
         self.duplicates: list[tuple[int, str, str]] = []  # (id, account skipped, account read)
         self.snapshots: list[Current | NotImportable] = []
         self.failed: list[Outcome] = []
@@ -46,8 +47,11 @@ def _now() -> float:
     return backend_clock()()
 
 
-async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str) -> ListedPage:
-    """One page, on the read budget, retried like any read of the engine."""
+async def _page(
+    api: AccountApi, bucket: Bucket, url: str | None, options: Options, account: str, sent: dict[str, int] | None = None
+) -> ListedPage:
+    """One page, on the read budget, retried like any read of the engine; each request
+    sent (a retry, one that failed) counted in ``sent[account]``."""
     import logging
     import random
 
@@ -66,7 +70,9 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
             await anyio.sleep(ready - now)
             now = _now()
         bucket.take()
-        sent = now
+        started = now
+        if sent is not None:
+            sent[account] = sent.get(account, 0) + 1
         try:
             result = await api.list_integrations_page(url)
         except BodyTooLarge as exc:
@@ -81,7 +87,7 @@ async def _page(api: AccountApi, bucket: Bucket, url: str | None, options: Optio
             end = _now()
             bucket.give_back(end)
             if isinstance(exc, ThrottledError):
-                bucket.on_throttled(end, sent, exc.retry_after if exc.retry_after is not None else 1.0 / bucket.rate)
+                bucket.on_throttled(end, started, exc.retry_after if exc.retry_after is not None else 1.0 / bucket.rate)
             ceiling = min(options.backoff_max, options.backoff_base * 2.0 ** (attempt - 1))
             delay = exc.retry_after if exc.retry_after is not None else ceiling / 2 + random.uniform(0, ceiling / 2)
             if not exc.retryable or attempt >= options.max_attempts or end - first + delay > options.retry_max_time:
@@ -111,8 +117,11 @@ def _text(value: str | None) -> str | None:
     return value if value is None or len(value) <= TEXT_MAX else value[: TEXT_MAX - 1] + "…"
 
 
-async def list_account(api: AccountApi, bucket: Bucket, options: Options, account: str) -> tuple[list[Shop], int]:
+async def list_account(
+    api: AccountApi, bucket: Bucket, options: Options, account: str, sent: dict[str, int] | None = None
+) -> tuple[list[Shop], int]:
     """Every integration the account lists, following the next-page links; (shops, pages).
+    ``sent[account]`` counts the requests (see :func:`_page`), a list that fails included.
 
     ApiError when a page fails for good; :class:`batchsync.sendcloud.listing.ListBoundError` when the
     list goes past a bound of ``options.list_bounds`` (pages, integrations, bytes, time) or
@@ -131,7 +140,7 @@ async def list_account(api: AccountApi, bucket: Bucket, options: Options, accoun
     url: str | None = None
     with anyio.move_on_after(bounds.seconds) as scope:
         while True:
-            page = await _page(api, bucket, url, options, account)
+            page = await _page(api, bucket, url, options, account, sent)
             listing.add(page, _now())
             for why in page.rejected:
                 log.warning(
@@ -248,7 +257,7 @@ async def read_fleet(
             age, reads, _ = carried[name]
             bucket.carry(reads, age)
         try:
-            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name)
+            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name, fleet.list_requests)
         except ListBoundError as exc:
             # A list that does not end: what was read of it is no inventory. The import
             # stops here, the other lists with it, and writes nothing.

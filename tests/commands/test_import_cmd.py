@@ -176,6 +176,17 @@ async def test_transient_errors_are_retried_the_list_included(tmp_path: Path) ->
     assert {o.result for o in outcomes} == {"unchanged"}
 
 
+async def test_every_request_is_counted_the_list_s_retries_too(tmp_path: Path) -> None:
+    """What the command's "(N requests)" line sums: before, the lists' pages were counted
+    instead of the requests sent for them (a page retried after a 503 counted once)."""
+    seed = fleet_seed(2, 30, families=2, others=2, mappings=True, limits=FAST_LIMITS)
+    fleet, _, stats = await import_fleet(seed, tmp_path, SandboxConfig(page_size=3, fault_503=0.2, seed=4))
+    assert fleet.failed == [] and fleet.list_errors == {} and fleet.summary is not None
+    for name, sent in stats["requests"].items():
+        assert fleet.list_requests[name] + fleet.summary.accounts[name].requests == sent["GET"]
+    assert sum(fleet.list_requests.values()) > sum(fleet.pages.values())  # some pages took two tries
+
+
 def fake_accounts(names: list[str]) -> dict[str, Any]:
     """Accounts as the loader gives them, whatever its version's Account looks like."""
     import tempfile
@@ -218,6 +229,7 @@ def test_an_account_whose_list_fails_costs_that_account_only() -> None:
     run_virtual(read_fleet, fake_accounts(["acme", "globex"]), api, QUICK, fleet)
     assert list(fleet.list_errors) == ["globex"] and "auth 401" in fleet.list_errors["globex"]
     assert api.count("list", "globex") == 1  # refused credentials are not retried
+    assert fleet.list_requests == {"acme": api.count("list", "acme"), "globex": 1}  # the failed list's counted
     assert sorted(s.shop.id for s in fleet.snapshots) == list(range(1, 9))
 
 
