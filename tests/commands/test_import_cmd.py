@@ -180,7 +180,7 @@ async def test_every_request_is_counted_the_list_s_retries_too(tmp_path: Path) -
     """What the command's "(N requests)" line sums: before, the lists' pages were counted
     instead of the requests sent for them (a page retried after a 503 counted once)."""
     seed = fleet_seed(2, 30, families=2, others=2, mappings=True, limits=FAST_LIMITS)
-    fleet, _, stats = await import_fleet(seed, tmp_path, SandboxConfig(page_size=3, fault_503=0.2, seed=4))
+    fleet, _, stats = await import_fleet(seed, tmp_path, SandboxConfig(page_size=2, fault_503=0.2, seed=4))
     assert fleet.failed == [] and fleet.list_errors == {} and fleet.summary is not None
     for name, sent in stats["requests"].items():
         assert fleet.list_requests[name] + fleet.summary.accounts[name].requests == sent["GET"]
