@@ -90,6 +90,12 @@ class Db:
                 self.conn.execute("ROLLBACK")
             raise
 
+    def lock_wait(self, seconds: float | None = None) -> None:
+        """How long a SQLite statement waits for a lock another connection holds: ``seconds``
+        (0: not at all), else :data:`BUSY_TIMEOUT_S`."""
+        wait = BUSY_TIMEOUT_S if seconds is None else seconds
+        self.conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+
     def close(self) -> None:
         with suppress(Exception):  # closing what failed must not hide why it failed
             self.conn.close()
@@ -127,11 +133,11 @@ class Db:
         if self._pg:
             self._migrate()
             return
-        self.conn.execute(f"PRAGMA busy_timeout = {int(MIGRATION_WAIT_S * 1000)}")
+        self.lock_wait(MIGRATION_WAIT_S)
         try:
             self._migrate()
         finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self.lock_wait()
 
     def _newer(self, done: int) -> HistoryError:
         return HistoryError(

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from batchsync.history import db as history_db
 from batchsync.history.db import Db, HistoryError, connect
 from batchsync.history.location import Location
 from batchsync.history.queries import Streak, streaks
@@ -143,7 +142,7 @@ class Session:
         began = time.monotonic()
         try:
             if not self._timeout_set:
-                self.db.execute("PRAGMA busy_timeout = 0")
+                self.db.lock_wait(0)
                 self._timeout_set = True
             self._writes.outcomes(self.run_id, self.run, self.group, self._batch, self.streaks)
         except Exception as exc:
@@ -159,7 +158,7 @@ class Session:
     def _to_thread(self) -> None:
         """The rest of the run's writes by the writer thread, waiting for the lock as it may."""
         self._inline = False
-        self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
+        self.db.lock_wait()
         self._taken = self._queued = time.monotonic()
         self._thread.start()
 
@@ -288,7 +287,7 @@ class Session:
                 return self.error
             if self._inline:  # the end waits for the lock, as a thread would
                 try:
-                    self.db.execute(f"PRAGMA busy_timeout = {int(history_db.BUSY_TIMEOUT_S * 1000)}")
+                    self.db.lock_wait()
                 except Exception as exc:
                     self._fail(self._why(exc))
                     return self.error

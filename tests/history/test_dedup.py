@@ -5,6 +5,7 @@ and PostgreSQL alike."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,6 @@ def test_two_merges_at_once_are_neither_lost_and_one_row_holds_the_key(where: An
     real = first.transaction
 
     def slow_transaction() -> Any:
-        from contextlib import contextmanager
-
         @contextmanager
         def held() -> Any:
             with real():
