@@ -61,6 +61,7 @@ from batchsync.usage import UsageError, shown
 if TYPE_CHECKING:
     from batchsync.commands._health import LastRunStart
     from batchsync.commands._saved import Saved
+    from batchsync.engine.snapshot import Lists
     from batchsync.outputs.notify import Webhook
     from batchsync.sendcloud.transport import HttpApi
 
@@ -382,7 +383,9 @@ async def execute(
         sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
         # What the last run on this host left of each account's budget (an embedded sandbox
         # is new every run: its buckets are full).
-        files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, base_url)
+        empty = unlisted(inv, settings)
+        names = {j.account for j in jobs}.union(empty)
+        files = {} if settings.sandbox else budget_files(inv.accounts, names, base_url)
         carried = load_budget(files) if files else {}
         found = None
         if settings.with_health and jobs:
@@ -413,16 +416,9 @@ async def execute(
         engine.carried = carried
         if found is not None:
             engine.adopted = found.reads
-        empty: list[str] = []
         if settings.options.preflight:
             engine.declared = declared_ids(inv)
-            # A declared account without integrations (a new client, before its first
-            # import) is listed too, for the shops it has and the inventory does not: when
-            # the run is the whole inventory (no --limit, --shard, --retry-failed or plan).
-            whole = not (settings.limit or settings.shard or settings.retry_failed or settings.plan is not None)
-            if whole:
-                used = {j.account for j in inv.jobs}
-                empty = [name for name in inv.accounts if name not in used]
+        lists: Lists | None = None
         gcpolicy.started()  # see rare_gc: collections from here
         try:
             async with anyio.create_task_group() as tg:
@@ -432,11 +428,12 @@ async def execute(
                     tg.start_soon(_every, 0.2, tick)
                 with scope:
                     if empty:
-                        from batchsync.engine.snapshot import list_undeclared
+                        from batchsync.engine.snapshot import Lists, list_undeclared
 
+                        lists = Lists(inv.accounts, carried)
                         async with anyio.create_task_group() as listing:
                             listing.start_soon(
-                                list_undeclared, inv.accounts, empty, api, settings.options, lambda: engine.summary
+                                list_undeclared, lists, empty, api, settings.options, lambda: engine.summary
                             )
                             await engine.run(jobs)
                     else:
@@ -444,7 +441,7 @@ async def execute(
                 tg.cancel_scope.cancel()
         finally:
             if files:
-                save_budget(engine.budget_left(), files)
+                save_budget((lists.left() if lists is not None else {}) | engine.budget_left(), files)
         if scope.cancelled_caught and engine.stopping is None:
             engine.stop("interrupted")
         if found is not None:  # the logs' reads count among the account's requests
@@ -482,6 +479,18 @@ def count_failures(summary: Summary, failed: Mapping[str, int]) -> None:
     """The credential failures in the run's summary: its counts, its exit code."""
     for name, n in failed.items():
         summary.accounts.setdefault(name, AccountStats()).failed += n
+
+
+def unlisted(inv: Inventory, settings: RunSettings) -> list[str]:
+    """The declared accounts without integrations (a new client, before its first import)
+    that the pre-flight lists too, for the shops they have and the inventory does not:
+    when the run is the whole inventory (no --limit, --shard, --retry-failed or plan)."""
+    if not settings.options.preflight or settings.limit or settings.shard or settings.retry_failed:
+        return []
+    if settings.plan is not None:
+        return []
+    used = {j.account for j in inv.jobs}
+    return [name for name in inv.accounts if name not in used]
 
 
 def declared_ids(inv: Inventory) -> dict[str, frozenset[int]]:

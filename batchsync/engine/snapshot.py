@@ -165,21 +165,51 @@ async def list_account(
     )
 
 
+class Lists:
+    """The accounts :func:`list_undeclared` reads, each on a read bucket of its own started
+    from what the last run on this host left of it (``carried``, as
+    :func:`batchsync.engine.budget.load` gives it), and what they leave for the next run."""
+
+    def __init__(self, accounts: Mapping[str, Account], carried: Mapping[str, tuple[float, float, float]]) -> None:
+        self.accounts = accounts
+        self.carried = carried
+        self.start = _now()
+        self.buckets: dict[str, Bucket] = {}
+        self.sent: dict[str, int] = {}  # GET /integrations sent, per account: retries too
+
+    def bucket(self, name: str) -> Bucket:
+        from batchsync.engine.limits import Bucket
+
+        lim = self.accounts[name].limits
+        now = _now()
+        bucket = self.buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, now)
+        if name in self.carried:
+            age, reads, _ = self.carried[name]
+            bucket.carry(reads, age + now - self.start)
+        return bucket
+
+    def left(self) -> dict[str, tuple[float, float]]:
+        """(read, write) tokens left now, per account listed (its writes as carried)."""
+        now = _now()
+        aged = {name: (age + now - self.start, reads, writes) for name, (age, reads, writes) in self.carried.items()}
+        return _left(self.accounts, self.buckets, aged, now)
+
+
 async def list_undeclared(
-    accounts: Mapping[str, Account], names: Collection[str], api: Api, options: Options, summary: Callable[[], Summary]
+    lists: Lists, names: Collection[str], api: Api, options: Options, summary: Callable[[], Summary]
 ) -> None:
     """The pre-flight of declared accounts that have no integration in the inventory (a new
     client declared before its first import): each one's list read to its end, on its read
-    budget, and every PrestaShop V2 integration it holds (that it does not ignore) added to
-    the run's ``summary().undeclared`` (the engine's, made as its run starts). An account
-    whose list cannot be read is said, and costs nothing else."""
+    budget (``lists``), and every PrestaShop V2 integration it holds (that it does not
+    ignore) added to the run's ``summary().undeclared`` (the engine's, made as its run
+    starts). Its requests and 429s are the account's in the summary, like any other
+    account's. An account whose list cannot be read is said, and costs nothing else."""
     import logging
 
     import anyio
 
-    from batchsync.engine.limits import Bucket
     from batchsync.model import PRESTASHOP_V2
-    from batchsync.outcome import Undeclared
+    from batchsync.outcome import AccountStats, Undeclared
     from batchsync.sendcloud.errors import ApiError
     from batchsync.sendcloud.listing import ListBoundError
 
@@ -187,21 +217,27 @@ async def list_undeclared(
     limit = anyio.Semaphore(max(1, options.concurrency))
 
     async def one(name: str) -> None:
-        account = accounts[name]
-        lim = account.limits
-        async with limit:
-            try:
-                shops, _ = await list_account(
-                    api.account(account), Bucket(lim.reads_per_minute, lim.write_burst, _now()), options, name
-                )
-            except (ApiError, ListBoundError) as exc:
-                log.warning(
-                    "account %s: cannot list its integrations (%s); its undeclared ones are not known",
-                    name,
-                    exc,
-                    extra={"fields": {"account": name}},
-                )
-                return
+        account = lists.accounts[name]
+        bucket = lists.bucket(name)
+        shops: list[Shop] = []
+        try:
+            async with limit:
+                shops, _ = await list_account(api.account(account), bucket, options, name, lists.sent)
+        except (ApiError, ListBoundError) as exc:
+            log.warning(
+                "account %s: cannot list its integrations (%s); its undeclared ones are not known",
+                name,
+                exc,
+                extra={"fields": {"account": name}},
+            )
+        finally:  # cut short too: what was sent was sent
+            stats = summary().accounts.setdefault(name, AccountStats())
+            sent = lists.sent.get(name, 0)
+            stats.requests += sent
+            stats.reads += sent
+            stats.throttled += bucket.throttled
+            if bucket.slowed:
+                stats.read_rate = round(bucket.rate * 60, 1)
         ignored = account.ignore_integrations
         summary().undeclared.extend(
             Undeclared(name, shop.id, shop.name, shop.url)

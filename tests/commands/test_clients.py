@@ -9,6 +9,7 @@ listed; notification routes see only their own client's integrations.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,14 @@ def test_a_declared_account_without_integrations_is_listed_for_its_undeclared_sh
     assert sorted((u["account"], u["integration_id"]) for u in undeclared) == [("globex", i) for i in sorted(globex)]
     assert 'batchsync_undeclared_integrations{inventory="inv",command="plan",account="globex"} 2' in prom.read_text()
     assert "account initech: cannot list its integrations" in result.stderr and "Traceback" not in result.stderr
+    # Their lists' requests are theirs in the summary, as the sandbox counted them, and
+    # what they left of their budgets is recorded for the next run, like any account's.
+    stats, sent = json.loads(result.stdout)["accounts"], box.stats()["requests"]
+    for name in ("globex", "initech"):
+        assert stats[name]["requests"] == stats[name]["reads"] == sum(sent[name].values()) > 0, (stats, sent)
+        assert stats[name]["writes"] == 0 and stats[name]["unchanged"] == 0
+    assert stats["acme"]["requests"] == sum(sent["acme"].values())
+    assert len(list(Path(tempfile.gettempdir()).glob("batchsync-*/budget/*.budget"))) == 3
     # Narrowed to acme, the run lists no other account.
     before = box.stats()["requests"].get("globex", {}).get("GET", 0)
     narrowed = batchsync("plan", str(inventory), "--base-url", box.url, "--limit", "acme", "--format", "json", env=env)
