@@ -159,7 +159,7 @@ def _inventory_redactor(word: str) -> Callable[[str], str] | None:
         from batchsync.redact import Redactor
 
         inv = load(word, isolate_credentials=True)
-        secrets = [v.reveal() for a in inv.accounts.values() for v in a.secrets()]
+        secrets = [v for a in inv.accounts.values() for v in a.echoes()]
     except Exception:  # no inventory after all: a file the command reads otherwise
         return None
     return Redactor(secrets) if secrets else None

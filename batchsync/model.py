@@ -65,6 +65,13 @@ class Account(msgspec.Struct, frozen=True):
             return (c.public_key, c.secret_key)
         return (c.client_id, c.client_secret)
 
+    def echoes(self) -> tuple[str, ...]:
+        """Every value a server could echo of these credentials, for the redactor: each
+        one, and the ``user:password`` pair a Basic header carries (the API's, or the
+        token endpoint's), whose base64 is not the base64 of its parts."""
+        user, password = (v.reveal() for v in self.secrets())
+        return (user, password, f"{user}:{password}")
+
 
 class _PackedTranslation(msgspec.Struct, frozen=True, array_like=True, gc=False):
     status: str

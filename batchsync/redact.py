@@ -29,12 +29,17 @@ _BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}={0,2})", re.IGNORECASE)
 
 def forms(secret: str) -> set[str]:
     """The ways ``secret`` may appear in a text: as is, inside a JSON string (either way
-    non-ASCII is escaped), base64-encoded, percent-encoded."""
+    non-ASCII is escaped), base64-encoded (either alphabet, padded or not), percent-encoded."""
+    b64 = base64.b64encode(secret.encode()).decode("ascii")
     out = {
         secret,
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
-        base64.b64encode(secret.encode()).decode("ascii"),
+        b64,
+        # Its padding may be percent-encoded (a query string) or cut, and its alphabet the
+        # URL-safe one: matched without the padding, whatever follows.
+        b64.rstrip("="),
+        b64.rstrip("=").replace("+", "-").replace("/", "_"),
         quote(secret, safe=""),
     }
     return {f for f in out if f}

@@ -14,6 +14,7 @@ from typing import Any
 import _aioresponses_shim  # noqa: F401  (patches aioresponses for aiohttp 3.14; see the module)
 import pytest
 from cli_helpers import sandbox_proc  # noqa: F401 - a fixture
+from hostile_fixture import hostile  # noqa: F401 - a fixture
 from pg_server import pg_url, postgres_server  # noqa: F401 - fixtures: a throwaway PostgreSQL
 from sandbox_fixture import *  # noqa: F403
 

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import datetime
 import functools
 import json
 import ssl
@@ -234,6 +235,56 @@ async def _echo_credentials_200(request: web.Request, tail: str) -> web.StreamRe
     return web.Response(status=200, text=f"<html>Welcome {echoed}</html>", content_type="text/html")
 
 
+def _quiet_echoes(request: web.Request) -> list[str]:
+    """The credentials in the forms no ``Basic`` before them gives away: the base64 of the
+    ``user:secret`` pair alone, its padding percent-encoded (a query string) and cut, and
+    the pair itself (or the bearer token alone)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return [value] * 4  # a bearer token, or nothing
+    pair = base64.b64decode(value).decode("utf-8", "replace")
+    return [value, value.replace("=", "%3D"), value.rstrip("="), pair]
+
+
+ECHO_DECLARED, ECHO_UNDECLARED = 101, 150  # the ids the echo-quietly account lists
+
+
+async def _echo_quietly(request: web.Request, tail: str) -> web.StreamResponse:
+    """A server that echoes the credentials in what it answers with 200, where no error
+    and no outcome carries them: an undeclared shop's name and URL in the list of
+    integrations, a status's name (``?integration_id=``), the exception logs' URL and text.
+    POSTs are taken."""
+    echoed = _quiet_echoes(request)
+    said = " ".join(echoed)
+    if request.method == "POST" or tail.endswith("mapping") or tail.endswith("oauth2/token"):
+        return await _ok(request, tail)
+    if tail.endswith("logs"):  # the account's, or one integration's
+        record = {"integration_id": ECHO_DECLARED, "id": 1, "full_url": f"https://shop.example/api?k={echoed[1]}",
+                  "method": "POST", "response_code": 401, "exception_type": "Auth", "exception": f"refused {said}",
+                  "created_at": datetime.datetime.now(datetime.UTC).isoformat()}  # fmt: skip
+        return web.json_response({"data": [record]})
+    if tail.endswith("integrations"):
+        shops = [
+            {"id": ECHO_DECLARED, "system": "prestashop_v2", "shop_name": "Declared"},
+            {"id": ECHO_UNDECLARED, "system": "prestashop_v2", "shop_name": f"Undeclared {said}",
+             "shop_url": f"https://u.example/{echoed[3]}?k={echoed[1]}"},
+        ]  # fmt: skip
+        return web.json_response({"data": shops})
+    status = {"external_id": "1", "translations": [{"language": "en-gb", "status": f"Paid {echoed[2]}"}]}
+    return web.json_response({"data": [status]})
+
+
+async def _list_twice_at_the_end(request: web.Request, tail: str) -> web.StreamResponse:
+    """``GET /integrations`` in two pages whose last lists an id of the first again."""
+    if not tail.endswith("integrations"):
+        return await _ok(request, tail)
+    shop = {"id": ECHO_UNDECLARED, "system": "prestashop_v2", "shop_name": "Listed twice"}
+    if "cursor" not in request.query:
+        link = f'<{request.url.with_query({"cursor": "1"})}>; rel="next"'
+        return web.json_response({"data": [shop]}, headers={"Link": link})
+    return web.json_response({"data": [{"id": ECHO_DECLARED, "system": "prestashop_v2"}, shop]})
+
+
 LIST_PAGE = 30_000  # integrations a page of the endless lists holds (under 1 MiB of JSON)
 REPEATED = 100  # ids the repeating list lists on every page
 
@@ -300,6 +351,8 @@ BEHAVIOURS: dict[str, Handler] = {
     "echo-credentials": _echo_credentials,
     "echo-credentials-text": _echo_credentials_text,
     "echo-credentials-200": _echo_credentials_200,
+    "echo-quietly": _echo_quietly,
+    "list-twice-at-the-end": _list_twice_at_the_end,
     # GET /integrations for ever: fresh ids on every page, or the same ids again and again.
     "list-endless": _listing(lambda n: _page_of(range(n * LIST_PAGE + 1, (n + 1) * LIST_PAGE + 1))),
     "list-repeat": _listing(lambda n: _page_of(range(1, REPEATED + 1))),

@@ -17,13 +17,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
 
 # behaviour -> the kinds its integration may end with (the pre-flight list fails too,
 # and the run goes on without it)
@@ -48,29 +45,6 @@ EXPECTED: dict[str, set[str]] = {
 }
 TIMEOUT = 2.0
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e]")
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "hostile_server.py"), "--seconds", "300", "--ca-file", str(ca)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        while True:
-            line = proc.stdout.readline()
-            assert line, "the hostile server did not start"
-            lines.append(line)
-            if line.startswith("}"):
-                break
-        yield {**json.loads("".join(lines)), "ca": str(ca)}
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _secrets(name: str) -> tuple[str, str]:

@@ -80,7 +80,7 @@ async def _read(
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:
-        api, url = await open_api(stack, settings, inv, jobs)
+        api, url = await open_api(stack, settings, inv, jobs, redactor)
         sanitizer = Sanitizer(redactor, api.secrets)
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, url)
         carried = load_budget(files) if files else {}
@@ -161,7 +161,7 @@ def run(settings: RunSettings, last_run_start: LastRunStart | None) -> int:
     inv, jobs, _ = loaded
     registered = usage.redactor()
     redactor = registered if isinstance(registered, Redactor) else Redactor()
-    redactor.add(v.reveal() for a in inv.accounts.values() for v in a.secrets())
+    redactor.add(v for a in inv.accounts.values() for v in a.echoes())
     usage.redact_with(redactor)
     try:
         check_transport(inv, jobs, settings.base_url, sandbox=settings.sandbox, insecure=settings.allow_insecure_http)

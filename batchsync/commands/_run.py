@@ -46,6 +46,7 @@ from batchsync.engine.lock import LockedError, LockError, account_lock_name, acq
 from batchsync.engine.options import FailureBudget, Options
 from batchsync.exitcodes import EXIT_LOCKED, EXIT_NOT_STARTED, EXIT_OK, exit_code
 from batchsync.gcpolicy import paused
+from batchsync.inventory.select import declared_ids, without_integrations
 from batchsync.inventory.shard import ShardSpec
 from batchsync.model import Account, Inventory, Job, NotifyRoute
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
@@ -211,7 +212,7 @@ def load_selected(settings: RunSettings) -> Selected | int:
     from batchsync.usage import redact_with
 
     # From here every message, a usage error's too, goes through the run's redactor.
-    redact_with(Redactor(v.reveal() for a in inv.accounts.values() for v in a.secrets()))
+    redact_with(Redactor(v for a in inv.accounts.values() for v in a.echoes()))
     try:
         jobs, unmatched = select(inv.jobs, settings.limit)
     except ValueError as exc:
@@ -336,7 +337,7 @@ async def _every(seconds: float, tick: Callable[[], None]) -> None:
 
 
 async def open_api(
-    stack: AsyncExitStack, settings: RunSettings, inv: Inventory, jobs: Sequence[Job]
+    stack: AsyncExitStack, settings: RunSettings, inv: Inventory, jobs: Sequence[Job], redactor: Redactor
 ) -> tuple[HttpApi, str | None]:
     """The HTTP API a run (or ``health``) sends through, closed with ``stack``, and the base
     URL it uses: ``--sandbox`` starts the embedded sandbox first, seeded with the accounts
@@ -358,7 +359,13 @@ async def open_api(
         log.info("sandbox: serving %d integrations at %s", len(inv.jobs), box.url)
     urls = [url for name in {j.account for j in jobs} for url in account_urls(inv.accounts[name], base_url)]
     api = await stack.enter_async_context(
-        HttpApi(concurrency=settings.options.concurrency, timeout=settings.timeout, base_url=base_url, urls=urls)
+        HttpApi(
+            concurrency=settings.options.concurrency,
+            timeout=settings.timeout,
+            base_url=base_url,
+            urls=urls,
+            redactor=redactor,
+        )
     )
     return api, base_url
 
@@ -378,12 +385,16 @@ async def execute(
     With ``--with-health`` each account's exception logs are read first, on its read budget,
     and every outcome carries its integration's health."""
     async with AsyncExitStack() as stack:
-        api, base_url = await open_api(stack, settings, inv, jobs)
+        redactor = redactor or Redactor()
+        api, base_url = await open_api(stack, settings, inv, jobs, redactor)
         # Every outcome is made safe once, before any sink sees it.
-        sanitizer = Sanitizer(redactor or Redactor(), api.secrets)
+        sanitizer = Sanitizer(redactor, api.secrets)
         # What the last run on this host left of each account's budget (an embedded sandbox
         # is new every run: its buckets are full).
-        empty = unlisted(inv, settings)
+        # A new client (declared, no integration yet) is listed too when the run is the
+        # whole inventory (no --limit, --shard, --retry-failed or plan): see list_undeclared.
+        whole = not (settings.limit or settings.shard or settings.retry_failed or settings.plan is not None)
+        empty = without_integrations(inv) if settings.options.preflight and whole else []
         names = {j.account for j in jobs}.union(empty)
         files = {} if settings.sandbox else budget_files(inv.accounts, names, base_url)
         carried = load_budget(files) if files else {}
@@ -409,7 +420,13 @@ async def execute(
             on_outcome = attach(on_outcome, found.by_integration)
         before_write = saved.before_write if saved is not None else None
         engine = Engine(
-            inv.accounts, api, settings.options, on_outcome, sanitize=sanitizer.outcome, before_write=before_write
+            inv.accounts,
+            api,
+            settings.options,
+            on_outcome,
+            sanitize=sanitizer.outcome,
+            before_write=before_write,
+            redact=sanitizer.redactor,
         )
         if on_engine is not None:
             on_engine(engine)
@@ -433,7 +450,7 @@ async def execute(
                         lists = Lists(inv.accounts, carried)
                         async with anyio.create_task_group() as listing:
                             listing.start_soon(
-                                list_undeclared, lists, empty, api, settings.options, lambda: engine.summary
+                                list_undeclared, lists, empty, api, settings.options, lambda: engine.summary, redactor
                             )
                             await engine.run(jobs)
                     else:
@@ -479,27 +496,6 @@ def count_failures(summary: Summary, failed: Mapping[str, int]) -> None:
     """The credential failures in the run's summary: its counts, its exit code."""
     for name, n in failed.items():
         summary.accounts.setdefault(name, AccountStats()).failed += n
-
-
-def unlisted(inv: Inventory, settings: RunSettings) -> list[str]:
-    """The declared accounts without integrations (a new client, before its first import)
-    that the pre-flight lists too, for the shops they have and the inventory does not:
-    when the run is the whole inventory (no --limit, --shard, --retry-failed or plan)."""
-    if not settings.options.preflight or settings.limit or settings.shard or settings.retry_failed:
-        return []
-    if settings.plan is not None:
-        return []
-    used = {j.account for j in inv.jobs}
-    return [name for name in inv.accounts if name not in used]
-
-
-def declared_ids(inv: Inventory) -> dict[str, frozenset[int]]:
-    """Per account, every integration id the inventory declares (selected or not): what
-    the pre-flight does not call undeclared."""
-    ids: dict[str, set[int]] = {name: set() for name in inv.accounts}
-    for job in inv.jobs:
-        ids.setdefault(job.account, set()).add(job.integration_id)
-    return {name: frozenset(s) for name, s in ids.items()}
 
 
 def note_declared_rates(summary: Summary, accounts: Mapping[str, Account]) -> None:
@@ -609,7 +605,7 @@ def run_command(
     # the one the command line registered once it had loaded the inventory, or a new one.
     registered = usage.redactor()
     redactor = registered if isinstance(registered, Redactor) else Redactor()
-    redactor.add(v.reveal() for a in inv.accounts.values() for v in a.secrets())
+    redactor.add(v for a in inv.accounts.values() for v in a.echoes())
     usage.redact_with(redactor)
     try:
         try:

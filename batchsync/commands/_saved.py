@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
-from batchsync import __version__
+from batchsync import __version__, usage
 from batchsync.inventory.plan import (
     Checker,
     Plan,
@@ -135,7 +135,7 @@ def for_out(inventory: str, inv: Inventory, jobs: Sequence[Job], selection: Sele
         sha = inventory_hash(inv)
     except PlanError as exc:
         raise UsageError(f"--out: cannot hash the inventory: {exc}") from None
-    recorder = Recorder()
+    recorder = Recorder(usage.redactor())  # the run's: the credentials, their tokens as issued
     by_id = {j.integration_id: j for j in jobs}
     context = PlanContext(Source(inventory, sha), selection, by_id, recorder.reads)
     return Saved(recorder, context=context)

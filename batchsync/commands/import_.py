@@ -175,7 +175,7 @@ def _fail(message: str) -> int:
 
 
 def _secret_values(account: Account) -> list[str]:
-    return [v.reveal() for v in account.secrets()]
+    return list(account.echoes())
 
 
 def load_source(
@@ -509,7 +509,7 @@ async def _read(
             await anyio.sleep(0.5)
             progress.refresh()
 
-    http = HttpApi(concurrency=options.concurrency, timeout=timeout, base_url=base_url)
+    http = HttpApi(concurrency=options.concurrency, timeout=timeout, base_url=base_url, redactor=redactor)
     async with http as api, anyio.create_task_group() as tg:
         scope = anyio.CancelScope()
         tg.start_soon(watch, scope)
@@ -527,6 +527,7 @@ async def _read(
                 on_engine=on_engine,
                 sanitize=sanitizer.outcome,
                 budget_files=budget.files_for(selected, selected, base_url),
+                redact=redactor,
             )
         tg.cancel_scope.cancel()
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)

@@ -76,6 +76,7 @@ class Engine(Steps):
         sanitize: Callable[[Outcome], Outcome] | None = None,
         on_snapshot: Callable[[Job, tuple[CurrentStatus, ...], CurrentMapping], None] | None = None,
         before_write: BeforeWrite | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         """``on_snapshot`` makes it a read-only snapshot (``batchsync import``): every
         integration's statuses and mapping are read and handed to it, nothing is compared
@@ -85,8 +86,12 @@ class Engine(Steps):
         is called once for each integration that has something to change, after its reads
         and the mapping guard, before its first write (or, in a plan, before it is counted
         ``changed``), with what was read; an :class:`~batchsync.outcome.ErrorInfo` it
-        returns fails the integration instead. Its mapping is always read then."""
+        returns fails the integration instead. Its mapping is always read then.
+
+        ``redact`` (the run's redactor) cleans what a server wrote that no outcome carries
+        (the undeclared shops' names and URLs): ``sanitize`` cleans the outcomes."""
         self.accounts = accounts
+        self.redact = redact
         self.api = api
         self.on_snapshot = on_snapshot
         self.before_write = before_write

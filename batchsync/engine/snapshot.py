@@ -113,15 +113,24 @@ async def _page(
 TEXT_MAX = 300  # characters kept of a listed shop's name, URL, system: a comment, not a store
 
 
-def _text(value: str | None) -> str | None:
+def _text(value: str | None, redact: Callable[[str], str] | None) -> str | None:
+    """A listed shop's text, redacted before it is cut (so that no half of a secret stays)."""
+    if value is not None and redact is not None:
+        value = redact(value)
     return value if value is None or len(value) <= TEXT_MAX else value[: TEXT_MAX - 1] + "…"
 
 
 async def list_account(
-    api: AccountApi, bucket: Bucket, options: Options, account: str, sent: dict[str, int] | None = None
+    api: AccountApi,
+    bucket: Bucket,
+    options: Options,
+    account: str,
+    sent: dict[str, int] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> tuple[list[Shop], int]:
     """Every integration the account lists, following the next-page links; (shops, pages).
-    ``sent[account]`` counts the requests (see :func:`_page`), a list that fails included.
+    ``sent[account]`` counts the requests (see :func:`_page`), a list that fails included;
+    ``redact`` cleans the shops' names, URLs and systems (what a server wrote).
 
     ApiError when a page fails for good; :class:`batchsync.sendcloud.listing.ListBoundError` when the
     list goes past a bound of ``options.list_bounds`` (pages, integrations, bytes, time) or
@@ -151,7 +160,14 @@ async def list_account(
                     extra={"fields": {"account": account}},
                 )
             shops.extend(
-                Shop(i.id, account, _text(i.shop_name), _text(i.shop_url), _text(i.system), _text(i.failing_since))
+                Shop(
+                    i.id,
+                    account,
+                    _text(i.shop_name, redact),
+                    _text(i.shop_url, redact),
+                    _text(i.system, redact),
+                    _text(i.failing_since, redact),
+                )
                 for i in page.items
             )
             if page.next_url is None:
@@ -196,7 +212,12 @@ class Lists:
 
 
 async def list_undeclared(
-    lists: Lists, names: Collection[str], api: Api, options: Options, summary: Callable[[], Summary]
+    lists: Lists,
+    names: Collection[str],
+    api: Api,
+    options: Options,
+    summary: Callable[[], Summary],
+    redact: Callable[[str], str] | None = None,
 ) -> None:
     """The pre-flight of declared accounts that have no integration in the inventory (a new
     client declared before its first import): each one's list read to its end, on its read
@@ -212,6 +233,7 @@ async def list_undeclared(
     from batchsync.outcome import AccountStats, Undeclared
     from batchsync.sendcloud.errors import ApiError
     from batchsync.sendcloud.listing import ListBoundError
+    from batchsync.text import one_line
 
     log = logging.getLogger("batchsync.engine")
     limit = anyio.Semaphore(max(1, options.concurrency))
@@ -222,7 +244,7 @@ async def list_undeclared(
         shops: list[Shop] = []
         try:
             async with limit:
-                shops, _ = await list_account(api.account(account), bucket, options, name, lists.sent)
+                shops, _ = await list_account(api.account(account), bucket, options, name, lists.sent, redact)
         except (ApiError, ListBoundError) as exc:
             log.warning(
                 "account %s: cannot list its integrations (%s); its undeclared ones are not known",
@@ -240,7 +262,7 @@ async def list_undeclared(
                 stats.read_rate = round(bucket.rate * 60, 1)
         ignored = account.ignore_integrations
         summary().undeclared.extend(
-            Undeclared(name, shop.id, shop.name, shop.url)
+            Undeclared(name, shop.id, shop.name and one_line(shop.name), shop.url and one_line(shop.url))
             for shop in shops
             if shop.system == PRESTASHOP_V2 and shop.id not in ignored
         )
@@ -261,12 +283,14 @@ async def read_fleet(
     on_engine: Callable[[Engine], None] | None = None,
     sanitize: Callable[[Outcome], Outcome] | None = None,
     budget_files: Mapping[str, str] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> Fleet:
     """List every account's integrations, then read each PrestaShop V2 one not in
     ``declared`` (statuses and mapping) through the engine's snapshot mode.
 
     ``budget_files``: where the accounts' budgets are recorded (batchsync.engine.budget): the
-    lists start from what the last run on this host left, and the import leaves its own."""
+    lists start from what the last run on this host left, and the import leaves its own.
+    ``redact``: the run's redactor, for the shops' names (an outcome's name is not sanitized)."""
     import logging
 
     import anyio
@@ -293,7 +317,9 @@ async def read_fleet(
             age, reads, _ = carried[name]
             bucket.carry(reads, age)
         try:
-            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name, fleet.list_requests)
+            shops, pages = await list_account(
+                api.account(accounts[name]), bucket, options, name, fleet.list_requests, redact
+            )
         except ListBoundError as exc:
             # A list that does not end: what was read of it is no inventory. The import
             # stops here, the other lists with it, and writes nothing.
@@ -342,7 +368,7 @@ async def read_fleet(
                 continue
             shops[shop.id] = shop
             # The shop's name as every output shows it: the server's words, one clean line.
-            jobs.append(Job(shop.id, name, nothing, name=one_line(shop.name, limit=200) if shop.name else None))
+            jobs.append(Job(shop.id, name, nothing, name=one_line(shop.name, redact, limit=200) if shop.name else None))
 
     def snapshot(job: Job, statuses: Any, mapping: Any) -> None:
         fleet.snapshots.append(canonical(shops[job.integration_id], statuses, mapping))
@@ -355,7 +381,7 @@ async def read_fleet(
 
     fleet.to_read = len(jobs)
     used = {name: accounts[name] for name in {j.account for j in jobs}}
-    engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot)
+    engine = Engine(used, api, options, outcome, sanitize=sanitize, on_snapshot=snapshot, redact=redact)
     # Its reads start full (the wait above); its writes as the last run left them, which
     # an import does not spend but must not record as full either.
     since = _now() - start

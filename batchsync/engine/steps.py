@@ -76,6 +76,7 @@ class Steps:
     _reads_done: int
     _writes_found: int
     declared: Mapping[str, frozenset[int]] | None
+    redact: Callable[[str], str] | None  # what a server wrote that no outcome carries (undeclared shops)
 
     if TYPE_CHECKING:  # the scheduler's, in Engine
 
@@ -226,13 +227,15 @@ class Steps:
                 self._confirm(acc, job, item, now)
             elif declared is not None and item.system == PRESTASHOP_V2 and item.id not in declared:
                 self._undeclared(acc, item)
+        try:  # the same bounds as import's, the last page's ids too: an id listed twice is no list
+            if acc.listing is not None:
+                acc.listing.add(page, now)
+        except ListBoundError as exc:
+            if declared is not None:  # nor are what it said undeclared
+                self.summary.undeclared[:] = [u for u in self.summary.undeclared if u.account != acc.name]
+            self._end_preflight(acc, now, exc)
+            return
         if next_url and (acc.unconfirmed or declared is not None):
-            try:  # the same bounds as import's: a list that does not end is no list
-                if acc.listing is not None:
-                    acc.listing.add(page, now)
-            except ListBoundError as exc:
-                self._end_preflight(acc, now, exc)
-                return
             self._follow(acc, Step(PAGE, acc, None, next_url), now)
             return
         self._end_preflight(acc, now, None)
@@ -240,8 +243,8 @@ class Steps:
     def _undeclared(self, acc: AccountState, item: Integration) -> None:
         if item.id in acc.account.ignore_integrations:
             return
-        name = one_line(item.shop_name, limit=200) if item.shop_name else None
-        url = one_line(item.shop_url, limit=500) if item.shop_url else None
+        name = one_line(item.shop_name, self.redact, limit=200) if item.shop_name else None
+        url = one_line(item.shop_url, self.redact, limit=500) if item.shop_url else None
         self.summary.undeclared.append(Undeclared(acc.name, item.id, name or None, url or None))
 
     def _confirm(self, acc: AccountState, job: Job, item: Integration, now: float) -> None:

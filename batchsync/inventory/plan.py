@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Literal, TypeVar
 
 import msgspec
@@ -156,16 +156,38 @@ def make_read(statuses: tuple[ReadStatus, ...], mapping: dict[StatusCategory, st
     return Read(fingerprint(statuses, mapping), statuses, mapping)
 
 
+ECHOED = (
+    "what the shop has holds a value of the account's credentials (a server that echoes them): "
+    "not saved in a plan, a file that is shared and approved; remove it from the shop, or apply without a plan"
+)
+
+
 class Recorder:
     """``plan --out``'s step before a write (the engine's ``before_write``): what each
-    integration to change was read as; it refuses nothing."""
+    integration to change was read as. It refuses only an integration whose read holds a
+    credential value (``redact``, the run's redactor, changes it): the plan records what
+    was read as it was, or its fingerprint would not be the shop's, and no credential is
+    in the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, redact: Callable[[str], str] | None = None) -> None:
         self.reads: dict[int, Read] = {}
+        self.redact = redact
 
-    def __call__(self, job: Job, current: tuple[CurrentStatus, ...] | None, mapping: CurrentMapping) -> None:
+    def __call__(
+        self, job: Job, current: tuple[CurrentStatus, ...] | None, mapping: CurrentMapping
+    ) -> ErrorInfo | None:
         statuses = desired_statuses(job.desired) if current is None else read_statuses(current)
-        self.reads[job.integration_id] = make_read(statuses, read_mapping(mapping))
+        read = read_mapping(mapping)
+        if self.redact is not None:
+            # One pass over all the texts a server wrote (the redactor's gate makes a clean one cheap).
+            texts = [s.external_id for s in statuses]
+            texts += [name for s in statuses for _, name in s.translations]
+            texts += [v for v in read.values() if v is not None]
+            joined = "\0".join(texts)  # no whitespace: "Basic" and a name after it are not a header
+            if self.redact(joined) != joined:
+                return ErrorInfo("refused", detail=ECHOED)
+        self.reads[job.integration_id] = make_read(statuses, read)
+        return None
 
 
 class Checker:

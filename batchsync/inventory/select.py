@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from fnmatch import translate
 
-from batchsync.model import Job
+from batchsync.model import Inventory, Job
 
 PREFIXES = ("tag:", "account:", "name:", "id:")
 GLOB = re.compile(r"[*?\[]")
@@ -78,3 +78,19 @@ def select(jobs: Sequence[Job], selectors: Sequence[str]) -> tuple[list[Job], li
         if (not plus or any(f(j) for f in plus)) and all(f(j) for f in both) and not any(f(j) for f in out)
     ]
     return chosen, unmatched
+
+
+def declared_ids(inv: Inventory) -> dict[str, frozenset[int]]:
+    """Per account, every integration id the inventory declares (selected or not): what
+    the pre-flight does not call undeclared."""
+    ids: dict[str, set[int]] = {name: set() for name in inv.accounts}
+    for job in inv.jobs:
+        ids.setdefault(job.account, set()).add(job.integration_id)
+    return {name: frozenset(s) for name, s in ids.items()}
+
+
+def without_integrations(inv: Inventory) -> list[str]:
+    """The declared accounts the inventory declares no integration of (a new client, before
+    its first import)."""
+    used = {j.account for j in inv.jobs}
+    return [name for name in inv.accounts if name not in used]

@@ -147,8 +147,12 @@ class OAuth2Authenticator:
         timeout: float,
         clock: Callable[[], float] = anyio.current_time,
         name: str = "",
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_token`` is handed each access token as it is issued (the run's redactor
+        learns it before any answer could echo it)."""
         self.name = name  # the account's, for log lines
+        self._on_token = on_token
         # Where the client credentials come from (env:NAME, file:PATH): a refusal names them, never their values.
         self._refs = " and ".join(
             s.source for s in (client_id, client_secret) if s.source.startswith(("env:", "file:"))
@@ -310,6 +314,8 @@ class OAuth2Authenticator:
         self._tokens.append(token)
         self._secrets = self._fixed_secrets + tuple(self._tokens)
         self._redact = Redactor(self._secrets)
+        if self._on_token is not None:
+            self._on_token(token)
         self._header = "Bearer " + token
         self._renew_at = sent + lifetime - min(RENEW_MAX, lifetime * RENEW_SHARE)
         return self._header

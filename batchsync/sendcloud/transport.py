@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from batchsync.model import Account, BasicCredentials, OAuth2Credentials
+from batchsync.redact import Redactor
 from batchsync.sendcloud._aiohttp import aiohttp
 from batchsync.sendcloud.auth import Authenticator, BasicAuthenticator, OAuth2Authenticator
 from batchsync.sendcloud.client import Client
@@ -33,6 +34,9 @@ class HttpApi:
 
     ``urls`` are every URL the run may contact (the accounts' base URLs, token URLs):
     they decide the TLS context (see :func:`tls_context`); None means "any", so https.
+    ``redactor`` (the run's) learns every credential value in use as it comes into use:
+    an account's Basic forms when its client is made, an OAuth2 token when it is issued,
+    before any answer could echo them into a log line or an output.
     """
 
     def __init__(
@@ -42,8 +46,10 @@ class HttpApi:
         timeout: float,
         base_url: str | None = None,
         urls: Iterable[str] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.concurrency = max(1, concurrency)
+        self.redactor = redactor
         self.timeout = timeout
         self.base_url = base_url  # replaces every account's (--base-url, --sandbox)
         self.urls = ["https:"] if urls is None else [*urls, *([base_url] if base_url else [])]
@@ -77,6 +83,8 @@ class HttpApi:
             assert self._session is not None, "use HttpApi in an async with block"
             auth = self._authenticator(account)
             self._auths.append(auth)
+            if self.redactor is not None:
+                self.redactor.add(auth.secrets())
             client = Client(
                 self._session, self.base_url or account.base_url, auth, timeout=self.timeout, name=account.name
             )
@@ -104,7 +112,12 @@ class HttpApi:
             creds.scope,
             timeout=self.timeout,
             name=account.name,
+            on_token=None if self.redactor is None else self._learn,
         )
+
+    def _learn(self, token: str) -> None:
+        if self.redactor is not None:
+            self.redactor.add((token,))
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value in use, tokens issued so far included."""
