@@ -66,6 +66,21 @@ async def test_converges_through_faults_writing_each_drifted_integration_once(tm
         assert by_result(again) == {"unchanged": 100}
 
 
+async def test_every_request_the_server_sees_is_one_the_engine_counted(tmp_path: Path) -> None:
+    """A connection reset under a request: aiohttp would send a GET again by itself, on
+    a new connection, outside the account's read bucket and its attempts. The engine
+    retries it, on the budget: the server's count and the engine's are the same."""
+    inv = make_inventory(
+        tmp_path, {"acme": 40}, limits={"acme": {"reads_per_minute": 60000, "writes_per_minute": 60000}}
+    )
+    async with run_sandbox(inv, SandboxConfig(in_sync=0.0, seed=3, fault_reset=0.25)) as box:
+        outcomes, engine = await run(inv, box.url, msgspec.structs.replace(FAST, max_attempts=10))
+        stats: Any = box.stats()
+    assert stats["faults"]["acme"] >= 5, stats["faults"]  # the resets really happened
+    assert {o.result for o in outcomes} == {"changed"}
+    assert sum(stats["requests"]["acme"].values()) == engine.summary.accounts["acme"].requests
+
+
 def _live(statuses: list[dict[str, Any]]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
     return {
         (s["external_id"], frozenset((t["language"], t["status"]) for t in s["translations"]))
