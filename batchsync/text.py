@@ -71,6 +71,28 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
     return (but_lines if lines else every).sub(_spelled, text)
 
 
+@functools.cache
+def _raw_in_json() -> re.Pattern[str]:
+    return re.compile(f"[{BEYOND_C0}]")
+
+
+def _unit(match: re.Match[str]) -> str:
+    units = match.group().encode("utf-16-be", "surrogatepass")
+    return "".join([f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2)])
+
+
+def json_safe(data: bytes) -> bytes:
+    """Encoded JSON with the rule's characters that JSON lets through raw (DEL, C1 controls,
+    bidi characters: a terminal that shows the file, ``tail -f`` a report, acts on some)
+    written ``\\uXXXX``: the same JSON, as they can only be inside strings. An ASCII text
+    (most lines) costs one scan in C."""
+    if data.isascii() and b"\x7f" not in data:
+        return data
+    text = data.decode("utf-8", "surrogatepass")
+    escaped = _raw_in_json().sub(_unit, text)
+    return data if escaped is text else escaped.encode("utf-8", "surrogatepass")
+
+
 _json_string: Callable[[object], str] | None = None
 
 

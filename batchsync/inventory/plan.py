@@ -24,7 +24,7 @@ from batchsync.diff import Change, TranslationSet, diff
 from batchsync.files import FileProblem
 from batchsync.model import Desired, Inventory, Job
 from batchsync.outcome import ErrorInfo, Outcome
-from batchsync.text import display, quoted
+from batchsync.text import display, json_safe, quoted
 from batchsync.wire import (
     STATUS_CATEGORIES,
     CurrentMapping,
@@ -427,7 +427,7 @@ def _span(seconds: float) -> str:
 
 
 def encode(plan: Plan) -> bytes:
-    return msgspec.json.encode(plan) + b"\n"
+    return json_safe(msgspec.json.encode(plan)) + b"\n"
 
 
 def json_schema() -> dict[str, object]:

@@ -23,6 +23,7 @@ import msgspec
 from batchsync.outcome import AccountStats, Outcome, Summary, Undeclared
 from batchsync.outputs.sink import End, Lost, Start
 from batchsync.outputs.terminal import summary_document
+from batchsync.text import json_safe
 
 _encoder = msgspec.json.Encoder()
 
@@ -81,7 +82,7 @@ class ReportWriter:
         if self.failed:
             return
         try:
-            self._file.write(data)
+            self._file.write(json_safe(data))
             if flush:
                 self._file.flush()
         except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import msgspec
 
@@ -142,3 +143,22 @@ def test_a_language_code_a_server_wrote_cannot_act_on_a_terminal() -> None:
     text = "\n".join(outcome_lines(outcome, "apply"))
     assert not any(c in text for c in "\x1b\u202e\x9b\u2066")
     assert '"en-gb\\u001b[2J" - "Paid"' in text and "de-de " in text  # a plain code stays as it is
+
+
+def test_a_report_file_spells_out_what_json_lets_through_raw(tmp_path: Path) -> None:
+    """JSON escapes C0 controls but not DEL, C1 controls or bidi characters: a report shown
+    on a terminal (``tail -f``, ``less -R``) would have a U+202E reorder its line. Written
+    ``\\uXXXX``, it is the same JSON; a plain accented name stays as it is."""
+    from batchsync.outputs.report import ReportWriter, read_report
+
+    path = tmp_path / "r.jsonl"
+    writer = ReportWriter(str(path))
+    writer.header("apply", "inv.toml", 1)
+    name = {"nl-nl": "W\u202eeg\x9b\x7f Zürich"}
+    writer.add(Outcome(7, "acme", "changed", 1, 1, 1, changes=(Change("-", "2\u2066", before=name),)))
+    writer.finish(Summary({"acme": AccountStats(changed=1)}), "apply", 0)
+    raw = path.read_bytes()
+    assert not any(c.encode() in raw for c in "\u202e\x9b\x7f\u2066"), raw
+    assert "Zürich".encode() in raw and b"\\u202e" in raw
+    [row] = read_report(str(path)).outcomes
+    assert row.changes[0].before == name and row.changes[0].external_id == "2\u2066"
