@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import threading
 from collections.abc import Iterable
+from typing import NamedTuple
 from urllib.parse import quote
 
 import ahocorasick
@@ -45,24 +47,47 @@ def forms(secret: str) -> set[str]:
     return {f for f in out if f}
 
 
+class _Part(NamedTuple):
+    """Some secrets, their forms (lower-cased), and what the gate needs of those forms (the
+    bytes they are made of, the shortest one's length): kept as they are added, so that a
+    gate is made in 256 steps, whatever the number of forms."""
+
+    secrets: frozenset[str] = frozenset()
+    forms: frozenset[str] = frozenset()
+    inside: frozenset[int] = frozenset()
+    shortest: int = 0
+
+    @classmethod
+    def of(cls, secrets: frozenset[str]) -> _Part:
+        found = frozenset(form.lower() for secret in secrets for form in forms(secret))
+        encoded = [form.encode("utf-8", "surrogatepass") for form in found]
+        return cls(secrets, found, frozenset(b"".join(encoded)), min(map(len, encoded), default=0))
+
+    def __or__(self, other: object) -> _Part:
+        assert isinstance(other, _Part)
+        if not other.forms:
+            return self
+        if not self.forms:
+            return other
+        shortest = min(self.shortest, other.shortest)
+        return _Part(self.secrets | other.secrets, self.forms | other.forms, self.inside | other.inside, shortest)
+
+
 class _Compiled:
-    """What one set of forms is matched with: the gate, and the automaton (built on the
+    """What one part's forms are matched with: the gate, and the automaton (built on the
     first text that passes the gate). Never changed once made, but for that automaton,
     which is made from these forms only: a thread that holds one redacts with a gate and
     an automaton that agree, whatever another thread adds meanwhile."""
 
     __slots__ = ("automaton", "forms", "gate")
 
-    def __init__(self, forms: frozenset[str], gate_min: int) -> None:
-        self.forms = forms
+    def __init__(self, part: _Part, gate_min: int) -> None:
+        self.forms = part.forms
         self.automaton: ahocorasick.Automaton | None = None
         self.gate: tuple[bytes, bytes] | None = None  # (translation table, the run to find)
-        if forms:
-            encoded = [form.encode("utf-8", "surrogatepass") for form in forms]
-            shortest = min(len(form) for form in encoded)
-            inside = {b for form in encoded for b in form}
-            table = bytes(0x61 if b in inside else 0x20 for b in range(256))
-            self.gate = (table, b"a" * shortest) if shortest >= gate_min else None
+        if part.forms and part.shortest >= gate_min:
+            table = bytes(0x61 if b in part.inside else 0x20 for b in range(256))
+            self.gate = (table, b"a" * part.shortest)
 
     def build(self) -> ahocorasick.Automaton:
         automaton = ahocorasick.Automaton()
@@ -98,15 +123,22 @@ class Redactor:
     credential never needs it.
     """
 
-    __slots__ = ("_compiled", "_forms", "_lock", "_secrets", "generation")
+    __slots__ = ("_compiled", "_lock", "_parts", "generation")
 
     GATE_MIN = 16  # bytes: the shortest form for which the gate is worth its cost
+    EXTRA_MIN = 64  # forms the later additions may hold before they are merged into the main part...
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()  # add() against add(): no secret lost between two threads
-        self._secrets: frozenset[str] = frozenset()
-        self._forms: frozenset[str] = frozenset()  # lower-cased
-        self._compiled = _Compiled(self._forms, self.GATE_MIN)
+        # The secrets in two parts: the main one, and the later additions (OAuth2 tokens,
+        # issued one by one as a run goes), merged into it once they hold more forms than
+        # EXTRA_MIN or the square root of the main part's (what makes adding n tokens cost
+        # about n * sqrt(forms), not n * forms: at 2,000 accounts a token added and a text
+        # redacted took 20 ms when every add made the one set and its gate anew). One
+        # attribute, replaced whole: a reader never sees one part new and the other old.
+        self._parts: tuple[_Part, _Part] = (_Part(), _Part())
+        empty = _Compiled(_Part(), self.GATE_MIN)
+        self._compiled = (empty, empty)  # the main part's, the additions'
         self.generation = 0  # grows with every secret added: what was clean before may not be now
         self.add(secrets)
 
@@ -114,12 +146,14 @@ class Redactor:
         """Also redact these."""
         wanted = {s for s in secrets if s}  # an empty "secret" would match everywhere
         with self._lock:
-            new = wanted - self._secrets
+            base, extra = self._parts
+            new = frozenset(wanted - base.secrets - extra.secrets)
             if not new:
                 return
-            found = {form.lower() for secret in new for form in forms(secret)}
-            self._secrets = self._secrets | new
-            self._forms = self._forms | found  # last: a reader that sees them sees the secrets too
+            extra = extra | _Part.of(new)
+            if len(extra.forms) > max(self.EXTRA_MIN, math.isqrt(len(base.forms))):
+                base, extra = base | extra, _Part()
+            self._parts = (base, extra)
             self.generation += 1
 
     def _basic(self, m: re.Match[str]) -> str:
@@ -132,20 +166,26 @@ class Redactor:
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 continue
             # A token that decodes to "user:password" is a credential, whoever's it is.
-            if ":" in decoded or any(s in decoded for s in self._secrets):
+            if ":" in decoded or any(s in decoded for part in self._parts for s in part.secrets):
                 return m.group(1) + "***" + token[end:]
         return m.group(0)
 
     def __call__(self, text: str) -> str:
-        low = text.lower()
-        if "basic" in low:  # only then can the Basic pattern match
+        if "basic" in text.lower():  # only then can the Basic pattern match
             text = _BASIC.sub(self._basic, text)
-            low = text.lower()
-        compiled = self._compiled
-        if compiled.forms is not self._forms:  # secrets added since it was made
-            compiled = self._compiled = _Compiled(self._forms, self.GATE_MIN)
-        if not compiled.forms:
-            return text
+        base, extra = self._compiled
+        main, more = self._parts
+        if base.forms is not main.forms or extra.forms is not more.forms:  # secrets added since they were made
+            base = base if base.forms is main.forms else _Compiled(main, self.GATE_MIN)
+            extra = extra if extra.forms is more.forms else _Compiled(more, self.GATE_MIN)
+            self._compiled = (base, extra)
+        if extra.forms:  # the later additions first: a token is longer than any key it could hold
+            text = self._replace(extra, text)
+        return self._replace(base, text) if base.forms else text
+
+    @staticmethod
+    def _replace(compiled: _Compiled, text: str) -> str:
+        low = text.lower()
         if len(low) != len(text):
             # A few characters lower-case to two (U+0130): keep every position where it is.
             low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)

@@ -110,3 +110,24 @@ def test_threads_adding_and_redacting_at_once_never_fail_nor_show_a_secret_added
     assert leaks == []
     assert len(added) == len(tokens)
     assert redactor(" ".join(tokens)) == " ".join(["***"] * len(tokens))
+
+
+def test_tokens_added_one_by_one_are_all_redacted_across_the_merges_of_the_parts() -> None:
+    """Tokens are added one at a time as a run goes (an OAuth2 fleet's: thousands), each to
+    a small part merged into the main one now and then: whatever part a secret is in, it
+    is redacted, in every form, the keys of the start too; an empty one matches nothing."""
+    import base64
+
+    keys = [f"key-{i:04d}-{'k' * 20}" for i in range(300)]
+    redactor = Redactor(keys)
+    tokens = [f"tok{i:05d}{'t' * 24}" for i in range(700)]
+    for i, token in enumerate(tokens):
+        redactor.add([token, ""])
+        assert redactor(f"Bearer {token}.") == "Bearer ***.", i
+        assert redactor(f"k={tokens[i // 2].upper()}") == "k=***"
+    parts = redactor._parts
+    assert len(parts[1].forms) < len(parts[0].forms)  # merged along the way, not one growing part
+    for secret in [*keys[::37], *tokens[::53]]:
+        encoded = base64.b64encode(secret.encode()).decode()
+        assert redactor(f"[{secret}] [{encoded.rstrip('=')}] [{secret.swapcase()}]") == "[***] [***] [***]"
+    assert redactor("nothing here") == "nothing here"

@@ -34,9 +34,10 @@ class HttpApi:
 
     ``urls`` are every URL the run may contact (the accounts' base URLs, token URLs):
     they decide the TLS context (see :func:`tls_context`); None means "any", so https.
-    ``redactor`` (the run's) learns every credential value in use as it comes into use:
-    an account's Basic forms when its client is made, an OAuth2 token when it is issued,
-    before any answer could echo them into a log line or an output.
+    ``redactor`` (the run's, which knows the accounts' credentials from the load: see
+    :meth:`batchsync.model.Account.echoes`) learns each OAuth2 token the moment it is
+    issued, before any answer could echo it into a log line or an output. (One add per
+    token: a set of forms made anew each time, never one per account at the start.)
     """
 
     def __init__(
@@ -90,8 +91,6 @@ class HttpApi:
             assert self._session is not None, "use HttpApi in an async with block"
             auth = self._authenticator(account)
             self._auths.append(auth)
-            if self.redactor is not None:
-                self.redactor.add(auth.secrets())
             client = Client(
                 self._session, self.base_url or account.base_url, auth, timeout=self.timeout, name=account.name
             )

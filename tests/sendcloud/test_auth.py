@@ -191,19 +191,19 @@ async def test_secrets_cover_the_client_and_every_token(server: TokenServer, ses
 
 async def test_the_run_s_redactor_learns_each_token_as_it_is_issued(server: TokenServer) -> None:
     """An answer that echoes a token can come before any outcome: the run's redactor (the
-    one its logs and outputs use) knows the client's credentials when the account's client
-    is made, and each token the moment it is issued."""
+    one its logs and outputs use) knows the client's credentials, their pair and its
+    base64 too, from the load, and each token the moment it is issued."""
     from batchsync.model import Account, Limits, OAuth2Credentials
     from batchsync.redact import Redactor
     from batchsync.sendcloud.transport import HttpApi
 
     creds = OAuth2Credentials(Secret(CLIENT_ID), Secret(CLIENT_SECRET), token_url=server.token_url)
     account = Account("acme", creds, server.url + "/api/v3", Limits())
-    redactor = Redactor()
+    redactor = Redactor(account.echoes())  # as the run makes it when the inventory is loaded
+    pair = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert redactor(f"{pair.rstrip('=')} / {CLIENT_SECRET}") == "*** / ***"
     async with HttpApi(concurrency=2, timeout=TIMEOUT, urls=[server.url], redactor=redactor) as api:
         client = api.account(account)
-        pair = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        assert redactor(f"Basic {pair} / {CLIENT_SECRET}") == "Basic *** / ***"
         assert not [s for s in api.secrets() if s.startswith("tok-")]  # none issued yet
         await client.authenticate()
         [token] = [s for s in api.secrets() if s.startswith("tok-")]
