@@ -14,7 +14,10 @@ from batchsync.model import PRODUCTION_URL, Limits
 from batchsync.urls import BASE_URL_PATTERN
 from batchsync.wire import STATUS_CATEGORIES, IntegrationId, NonEmpty, Status, Statuses, Translation
 
-PositiveRate = Annotated[float, Meta(gt=0)]
+# Requests a minute: at least one in 100 minutes. Below that a run would wait for hours a
+# request, and a rate near the smallest float divides by its per-second value, 0.0.
+MIN_RATE = 0.01
+PositiveRate = Annotated[float, Meta(ge=MIN_RATE, le=1e9)]
 
 
 Burst = Annotated[int, Meta(ge=1, le=1000)]

@@ -476,7 +476,15 @@ CASES: dict[str, tuple[Edit, list[tuple[str, str, int | None]]]] = {
     ),
     "limits not positive": (
         _set("accounts.main.limits", {"writes_per_minute": 0}),
-        [("$.accounts.main.limits.writes_per_minute", "Expected `float` > 0.0", None)],
+        [("$.accounts.main.limits.writes_per_minute", "Expected `float` >= 0.01", None)],
+    ),
+    "limits so small a second holds none": (  # divided by 60: 0.0, a division by zero later
+        _set("defaults.limits", {"reads_per_minute": 5e-324}),
+        [("$.defaults.limits.reads_per_minute", "Expected `float` >= 0.01", None)],
+    ),
+    "limits past any server": (
+        _set("accounts.main.limits", {"reads_per_minute": 1e308}),
+        [("$.accounts.main.limits.reads_per_minute", "Expected `float` <= 1000000000.0", None)],
     ),
     "limits unknown field": (
         _set("defaults.limits", {"write_per_minute": 10}),
