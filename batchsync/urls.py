@@ -137,6 +137,13 @@ def in_clear(account: str, url: str) -> str | None:
     return None
 
 
+# What starts a libpq keyword/value connection string ("host=db user=batch password=..."):
+# no file is named like that.
+_KEYWORD_DSN = re.compile(
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|options)\s*=", re.IGNORECASE
+)
+
+
 def sqlite_path(url: str) -> str | None:
     """The file a usable history URL names when it is SQLite (``sqlite:///PATH``, unquoted,
     or a plain path); None for a PostgreSQL URL. Check it with :func:`history_url_problem` first."""
@@ -164,7 +171,14 @@ def history_url_problem(url: str) -> str | None:
         if not text[len("sqlite:///") :]:
             return "sqlite:/// needs a path, as sqlite:////var/lib/batchsync/history.sqlite3 (absolute: four slashes)"
         return None
-    if low.startswith(("postgresql://", "postgres://")) or "://" not in text:
+    if low.startswith(("postgresql://", "postgres://")):
+        return None
+    if "://" not in text:
+        if _KEYWORD_DSN.search(text):  # it would be taken for a file name, its password in it
+            return (
+                "a libpq keyword string (host=... dbname=...) is not a history URL: write it as "
+                "postgresql://USER@HOST:PORT/DB, the password in PGPASSWORD or ~/.pgpass"
+            )
         return None
     scheme = text.split("://", 1)[0]
     return f"unknown history URL scheme {scheme[:20]!r}: expected sqlite:///PATH or postgresql://"

@@ -582,7 +582,8 @@ def route_hooks(settings: RunSettings, inv: Inventory) -> list[tuple[NotifyRoute
             out.append((route, resolve_webhook(route.url, Path(settings.inventory).parent)))
         except WebhookError as exc:
             why = str(exc).removeprefix(f"--notify {route.url}: ")
-            print(f"batchsync: warning: [[notify]] route {i + 1} ({route.url}): {why}; not sent", file=sys.stderr)
+            said = f"batchsync: warning: [[notify]] route {i + 1} ({route.url}): {why}; not sent"
+            print(shown(said), file=sys.stderr)  # a reference typed with an escape sequence acts on no terminal
     return out
 
 

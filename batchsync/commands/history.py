@@ -199,11 +199,21 @@ def run(settings: HistorySettings) -> int:
         return EXIT_NOT_STARTED
     finally:
         db.close()
-    if settings.format == "json":
-        sys.stdout.write(msgspec.json.encode(answer).decode() + "\n")
-    else:
-        for line in lines(settings.verb, answer):
-            print(line)
+    from batchsync.outputs.streams import json_for
+    from batchsync.text import escape_controls
+
+    try:  # a store is input like any file (a shared PostgreSQL one is written by other hosts)
+        if settings.format == "json":
+            shown = [json_for(sys.stdout, msgspec.json.encode(answer).decode())]
+        else:  # every line spelled out: a value a terminal would act on is shown, not done
+            shown = [escape_controls(line, lines=True) for line in lines(settings.verb, answer)]
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200]
+        message = f"batchsync: history: {location.name} holds values this batchsync did not write ({why})"
+        print(redact(escape_controls(message)), file=sys.stderr)
+        return EXIT_NOT_STARTED
+    for line in shown:
+        print(line)
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from batchsync.history import schema
 from batchsync.history.location import Location
+from batchsync.text import escape_controls
 
 BUSY_TIMEOUT_S = 10.0  # SQLite: how long a writer waits for another process's transaction
 # SQLite: how long a store that needs migrating waits for another process's migration (an
@@ -205,11 +206,13 @@ def _sqlite(location: Location, create: bool) -> Db:
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise HistoryError(f"{location.name}: cannot create the folder {folder}: {exc.strerror}") from None
+            shown = escape_controls(folder)
+            raise HistoryError(f"{location.name}: cannot create the folder {shown}: {exc.strerror}") from None
         try:  # the file made private before SQLite opens it (its -wal and -shm take its mode)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as exc:
             raise HistoryError(f"{location.name}: cannot create it: {exc.strerror}") from None
+    _regular(location)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -221,6 +224,20 @@ def _sqlite(location: Location, create: bool) -> Db:
         conn.close()
         raise
     return Db(location, conn, str)
+
+
+def _regular(location: Location) -> None:
+    """HistoryError unless the store's path (its link followed) is a regular file: a FIFO, a
+    device or a folder is no SQLite store, and opening one may block or read nonsense."""
+    import stat
+
+    try:
+        mode = os.stat(location.target).st_mode
+    except OSError as exc:
+        raise HistoryError(f"{location.name}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise HistoryError(f"{location.name} is {what}, not a file: the history store is a SQLite file")
 
 
 def _journal_mode_wal(conn: sqlite3.Connection) -> Any:
@@ -253,6 +270,7 @@ def _sqlite_reader(location: Location) -> Db:
 
     if not location.target or not os.path.exists(location.target):
         raise HistoryError(f"{location.name}: no history yet (no run has recorded one there)")
+    _regular(location)  # SQLite's read-only open of a FIFO waits for a writer for ever
     uri = "file:" + quote(os.path.abspath(location.target))
     for mode in ("mode=ro", "immutable=1"):
         conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,

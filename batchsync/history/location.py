@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
+from batchsync.text import escape_controls
 from batchsync.urls import history_url_problem, sqlite_path
 
 DEFAULT_NAME = "history.sqlite3"
@@ -48,7 +49,7 @@ def default() -> Location:
     except RuntimeError:  # no XDG_STATE_HOME, no HOME, and a user without a passwd entry
         # A file that cannot be made: the run says so and goes on without a history.
         return Location("sqlite", "", "the default history file (no home directory)", implicit=True)
-    return Location("sqlite", path, path, implicit=True)
+    return Location("sqlite", path, escape_controls(path), implicit=True)
 
 
 def parse(url: str) -> Location:
@@ -58,7 +59,8 @@ def parse(url: str) -> Location:
     if why is not None:
         raise LocationError(why)
     path = sqlite_path(url)
-    return _postgresql(url.strip()) if path is None else Location("sqlite", path, path)
+    # Its name as messages show it: a control character in a path acts on no terminal.
+    return _postgresql(url.strip()) if path is None else Location("sqlite", path, escape_controls(path))
 
 
 def _postgresql(dsn: str) -> Location:

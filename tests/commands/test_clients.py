@@ -282,6 +282,17 @@ def test_a_literal_webhook_url_in_the_inventory_is_refused(tmp_path: Path) -> No
     assert "T000/secret" not in result.stdout + result.stderr
 
 
+def test_a_route_whose_reference_is_unset_is_said_with_nothing_a_terminal_acts_on(tmp_path: Path) -> None:
+    accounts = {"acme": 1}
+    path, doc = tagged_inventory(tmp_path, {"acme": 1})
+    doc["notify"] = [{"url": "env:HOOK_\x1b]0;PWNED\x07", "tags": ["client-a"]}]
+    path.write_text(json.dumps(doc))
+    result = batchsync("plan", str(path), "--sandbox", "-q", env=env_with(inventory_env(accounts)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[[notify]] route 1" in result.stderr and "not sent" in result.stderr, result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\\x1b]0;PWNED" in result.stderr
+
+
 def test_limit_selects_by_account_tag_pattern_and_intersection(tmp_path: Path) -> None:
     accounts = {"acme": 3, "globex": 2, "stark": 2}
     path, _ = tagged_inventory(tmp_path, accounts)

@@ -189,6 +189,56 @@ def test_history_verbs_on_a_missing_store_and_bad_arguments(tmp_path: Path) -> N
     assert scheme.returncode == 2 and "u:p" not in scheme.stderr
 
 
+def test_a_store_that_is_no_file_is_said_never_waited_on(tmp_path: Path) -> None:
+    """A FIFO (SQLite's read-only open of one waits for a writer for ever), a folder, a
+    device: each named, exit 2, at once; and a libpq keyword string given by reference is
+    refused, not taken for a file name with its password in it."""
+    env = env_with({})
+    fifo, folder = tmp_path / "fifo.sqlite3", tmp_path / "folder.sqlite3"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    (tmp_path / "zero.sqlite3").symlink_to("/dev/zero")
+    for store, what in ((fifo, "a FIFO"), (folder, "a folder"), (tmp_path / "zero.sqlite3", "a device or socket")):
+        for verb in ("runs", "failing"):
+            done = batchsync("history", verb, "--history", str(store), env=env)
+            assert done.returncode == 2 and f"is {what}, not a file" in done.stderr, (verb, done.stderr)
+    dsn = env_with({"HU": "host=db.internal user=batch password=pw-SECRET-5"})
+    done = batchsync("history", "runs", "--history", "env:HU", env=dsn)
+    assert done.returncode == 2 and "libpq keyword string" in done.stderr and "pw-SECRET-5" not in done.stderr
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    doc = json.loads(Path(inv.path).read_text())
+    Path(inv.path).write_text(json.dumps(dict(doc, history={"url": "env:HU"})))
+    planned = batchsync("plan", inv.path, "--sandbox", env={**dsn, **inventory_env(ACCOUNTS)})
+    assert planned.returncode == 2 and "libpq keyword string" in planned.stdout + planned.stderr
+    assert "pw-SECRET-5" not in planned.stdout + planned.stderr
+    assert not [p.name for p in tmp_path.iterdir() if "password" in p.name]
+
+
+def test_a_store_with_values_no_batchsync_wrote_is_said_and_shown_safely(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """A store is input like any file: a tampered or damaged one (a shared PostgreSQL is
+    written by other hosts) gives a message naming it, never a traceback, and what a
+    terminal would act on in it is spelled out."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env)
+    sandbox_proc.append(box)
+    store = tmp_path / "h.sqlite3"
+    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE runs SET command = ?", ("\x1b]0;PWNED\x07apply",))
+    shown = batchsync("history", "runs", "--history", str(store), env=env)
+    assert shown.returncode == 0 and "\x1b" not in shown.stdout and "\\x1b]0;PWNED" in shown.stdout, shown.stdout
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE runs SET command = ?", (b"\x00\xff",))
+    broken = batchsync("history", "runs", "--history", str(store), env=env)
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert "did not write" in broken.stderr and "Traceback" not in broken.stderr, broken.stderr
+    shown = batchsync("history", "show", "1", "--history", str(store), env=env)  # shown as it can be
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr and "\xff" not in shown.stdout
+
+
 def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], pg_url: str
 ) -> None:
