@@ -205,6 +205,11 @@ class Checker:
         now = read_mapping(mapping)
         if fingerprint(statuses, now) == then.fingerprint:
             return None
+        if current is None and job.mapping is not None and now == then.mapping:
+            # Its statuses are the plan's already and its mapping is still what the plan read:
+            # a run of this plan wrote the one and stopped before the other (a kill, a mapping
+            # POST that failed). The rest of the plan's own work, not a change of the shop.
+            return None
         moved = what_moved(then, statuses, now)
         detail = "the shop changed since the plan was made: " + "; ".join(moved) + ": make a new plan"
         return ErrorInfo("stale_plan", detail=detail)

@@ -243,3 +243,38 @@ def test_show_renders_the_plan_as_text_json_and_html(
     attempts = sum(e["outcome"].get("attempts", 0) for e in plan["integrations"])
     assert attempts > 0 and f" · {attempts} requests</p>" in text
     assert requests(box) == seen  # show reads no inventory and sends nothing
+
+
+def test_a_plan_cut_between_an_integrations_two_writes_is_finished_by_applying_it_again(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """The statuses are written, then the mapping: a run of the plan killed (or its mapping
+    POST failing) in between leaves the shop with the plan's statuses and the mapping the
+    plan read. Applying the plan again writes the mapping: that is the plan's own work,
+    not a change of the shop that makes it stale."""
+    inv = write_inventory(tmp_path)
+    doc = json.loads(inv.read_text())
+    mapped = {"READY_TO_SEND": "1", "IN_TRANSIT": "17-B", "DELIVERED": "3", "CANCEL": None}
+    for integration in doc["integrations"]:
+        integration["mapping"] = mapped
+    inv.write_text(json.dumps(doc))
+    env = env_with(SECRETS)
+    box = SandboxProcess(inv, env, "--in-sync", "0", "--seed", "5")
+    sandbox_proc.append(box)
+    plan_path = tmp_path / "p.json"
+    plan = make_plan(inv, env, box, plan_path)
+    entries = {e["integration_id"]: e for e in plan["integrations"]}
+    half = next(i for i in sorted(entries) if 100 < i < 200 and entries[i]["action"] == "change")
+    assert entries[half]["write"]["mapping"] is not None, entries[half]
+    # The first of its two writes, as the cut run sent it.
+    statuses = plan["statuses"][entries[half]["write"]["statuses"]]
+    call(box, "POST", "/shop-order-statuses", {"integration_id": half, "statuses": statuses})
+    report = tmp_path / "r.jsonl"
+    applied = batchsync(
+        "apply", str(inv), "--base-url", box.url, "--plan", str(plan_path), "--report", str(report), env=env
+    )
+    rows, _ = read_report(report)
+    by_id = {r["integration_id"]: r for r in rows}
+    assert by_id[half]["result"] == "changed", by_id[half]
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert by_id[half]["mapping_changes"] and not by_id[half].get("changes"), by_id[half]  # the mapping only
