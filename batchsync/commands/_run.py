@@ -764,6 +764,7 @@ def _run(
                 execute, inv, jobs, settings, on_outcome, on_engine, tick, redactor, last_run_start, saved
             )
         deliver()
+        outputs.flush()  # every outcome line on its way to disk now: the outputs' end may take minutes
         count_failures(summary, failed)
         ran = exit_code(summary, mode, settings.detailed_exitcode)
     except BaseException:

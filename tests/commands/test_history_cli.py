@@ -239,6 +239,42 @@ def test_a_store_with_values_no_batchsync_wrote_is_said_and_shown_safely(
     assert shown.returncode == 0 and "Traceback" not in shown.stderr and "\xff" not in shown.stdout
 
 
+def test_a_kill_while_the_end_waits_for_the_history_loses_no_outcome_line(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """Once the engine is done, the outputs' end may wait minutes (a locked or slow store:
+    up to 120 s); a SIGKILL then (systemd's or Kubernetes' stop timeout) must not cost the
+    report the outcomes of the run's last fraction of a second, still in its buffer."""
+    import signal
+    import time
+
+    accounts = {"acme": 40, "globex": 40}
+    limits = {a: {"reads_per_minute": 60000, "writes_per_minute": 60000, "write_burst": 100} for a in accounts}
+    inv = make_inventory(tmp_path, accounts, limits=limits)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0")
+    sandbox_proc.append(box)
+    store, report = tmp_path / "h.sqlite3", tmp_path / "r.jsonl"
+    assert batchsync("plan", inv.path, "--base-url", box.url, "--history", str(store), "-q", env=env).returncode == 0
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the store: the run's end waits
+    try:
+        proc = spawn("apply", inv.path, "--base-url", box.url, "--history", str(store), "--report", str(report),
+                     "-q", env=env)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while sum(box.stats()["applied_posts"].values()) < 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # every outcome made, the run at its end, waiting for the store
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        holder.rollback()
+        holder.close()
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len([r for r in rows if "integration_id" in r]) == 80, len(rows)
+
+
 def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], pg_url: str
 ) -> None:
