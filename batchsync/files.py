@@ -179,3 +179,27 @@ def atomic_write(path: str, data: bytes | Iterable[bytes]) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    _remove_stale(directory, target.name)
+
+
+STALE_TMP_S = 3600.0  # a temp file of atomic_write this old is a killed run's, not one being written
+
+
+def _remove_stale(directory: Path, name: str) -> None:
+    """The temp files a run killed while it wrote ``name`` left beside it (a SIGKILL skips
+    the unlink): removed by the next write that succeeds, not left to pile up night after
+    night in a report folder or node_exporter's directory. Only ours (``.NAME.*.tmp``, a
+    regular file of this user) and only old ones: another run may be writing its own now."""
+    import stat
+    import time
+
+    prefix = f".{name}."
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and now - st.st_mtime > STALE_TMP_S:
+                    os.unlink(entry.path)

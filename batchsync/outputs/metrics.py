@@ -239,20 +239,40 @@ def _merge(old: Mapping[str, _Family], new: Mapping[str, _Family], identity: Map
     return out
 
 
+LOCK_WAIT_S = 10.0  # for the metrics directory's lock, held by another run for a read and a write
+
+
 @contextlib.contextmanager
 def _exclusive(path: str) -> Iterator[None]:
     """Plan and apply finishing together: one reads, merges and replaces the file, then the
     other; otherwise the second would write back the first one's old series. The lock is
     on the directory (the file itself is replaced, and a lock file would litter the
-    collector's directory). Best effort: where it cannot be taken, the write goes on."""
+    collector's directory). Best effort: where it cannot be taken, the write goes on; nor
+    does it wait for it past LOCK_WAIT_S (another batchsync holds it for a read and a small
+    write; anything holding it longer, an operator's ``flock DIR ...``, a process hung on a
+    network disk, must not keep a finished run, its inventory's lock and the next night's
+    run waiting for ever)."""
+    import time
+
     try:
         fd = os.open(Path(path).parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         yield
         return
     try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a small write: no timeout needed
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # written without it: a merge may miss a series a run wrote meanwhile
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except OSError:
+                break
         yield
     finally:
         os.close(fd)

@@ -223,6 +223,32 @@ def test_a_run_that_never_started_records_its_exit_code_only(tmp_path: Path) -> 
     assert all(("command", "apply") in ls for _, ls in changed)  # plan's series are untouched
 
 
+def test_a_lock_on_the_metrics_folder_held_for_ever_delays_a_write_not_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's lock keeps two runs' merges apart; held by something else for ever (an
+    operator's flock, a process hung on a network disk), it must not hold the run, its
+    inventory's lock and the next night's run with it: the write goes on after a while."""
+    import fcntl
+    import time
+
+    import batchsync.outputs.metrics as metrics
+
+    monkeypatch.setattr(metrics, "LOCK_WAIT_S", 0.3)
+    path = tmp_path / "batchsync.prom"
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # this process's lock: the write's is another open file
+        started = time.monotonic()
+        write_exit_code(str(path), "apply", 75, at=5.0)
+        write_metrics(str(path), summary(), "apply", finished_at=9.0, exit_code=0)
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(fd)
+    _, _, samples = parse_exposition(path.read_text())
+    assert value(samples, "batchsync_last_run_exit_code", command="apply") == 0
+
+
 def test_a_first_run_that_never_started_still_says_no_success_yet(tmp_path: Path) -> None:
     path = tmp_path / "new.prom"
     write_exit_code(str(path), "apply", 75, at=5.0, labels={"inventory": "eu"})
@@ -279,6 +305,23 @@ def test_existing_file_is_replaced_and_no_temp_files_are_left(tmp_path: Path) ->
     assert text.count("# TYPE batchsync_run_success gauge") == 1
     assert os.listdir(tmp_path) == ["m.prom"]
     assert path.stat().st_mode & 0o777 == 0o640  # keeps the permissions it had
+
+
+def test_a_killed_runs_temp_file_is_removed_by_the_next_write_and_a_fresh_one_is_not(tmp_path: Path) -> None:
+    """A SIGKILL while a file is written (a stop timeout, the OOM killer) skips the temp
+    file's unlink: the next write of that file removes the old ones, not one another run
+    may be writing now, nor another file's."""
+    target = tmp_path / "batchsync.prom"
+    stale, fresh, other = (tmp_path / n for n in (".batchsync.prom.ab12cd.tmp", ".batchsync.prom.ef34gh.tmp",
+                                                   ".report.html.ij56kl.tmp"))  # fmt: skip
+    for leftover in (stale, fresh, other):
+        leftover.write_bytes(b"half")
+    hours_ago = os.stat(stale).st_mtime - 7200
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    atomic_write(str(target), b"whole\n")
+    assert target.read_bytes() == b"whole\n"
+    assert not stale.exists() and fresh.exists() and other.exists()
 
 
 def test_new_file_is_readable_by_the_collector(tmp_path: Path) -> None:
