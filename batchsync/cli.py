@@ -237,6 +237,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parser is built or the arguments read: before any work
+        print("batchsync: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `batchsync ... | head`: the reader left; say nothing more
         from batchsync.outputs.streams import discard_stdout
 

@@ -300,3 +300,18 @@ def test_validate_shards_of_an_invalid_inventory_and_bad_counts(
     for bad in ("0", "-1", "x", "10001"):
         assert main(["validate", str(broken), "--shards", bad]) == 2
         assert "argument --shards: " in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_parser_is_built_is_said_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first tens of milliseconds of a command build its parser, before the command's
+    own handling of Ctrl-C: an interrupt there is the same 'interrupted', exit 3."""
+    import batchsync.cli as cli
+
+    def interrupted(verb: str | None) -> argparse.ArgumentParser:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["validate", "x.toml"]) == 3
+    assert capsys.readouterr().err == "batchsync: interrupted\n"

@@ -10,7 +10,7 @@ from typing import IO, Literal
 
 import msgspec
 
-from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK
+from batchsync.exitcodes import EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST
 from batchsync.usage import UsageError
 
 NAME = "show"
@@ -63,13 +63,17 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
     except (OutputError, PlanError) as exc:
         print(f"batchsync: {exc}", file=stderr)
         return EXIT_NOT_STARTED
+    failed: OSError | None = None  # stdout's, with --format json
     if settings.format == "json":
         screen = Screen(stdout)
         screen.write(msgspec.json.encode(plan).decode() + "\n")
         screen.flush()
+        failed = screen.failure
+        if failed is not None:  # a full disk: the document a tool reads from stdout is not there
+            print(f"batchsync: stdout was not written: {failed.strerror or type(failed).__name__}", file=stderr)
         outputs = msgspec.structs.replace(outputs, format="text", quiet=True)  # the HTML page alone
         if not settings.html:
-            return EXIT_OK
+            return EXIT_OK if failed is None else EXIT_OUTPUT_LOST
     import datetime as dt
 
     started = dt.datetime.fromisoformat(plan.created_at).timestamp()
@@ -96,4 +100,4 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
         for sink in sinks:
             sink.add(entry.outcome)
     close_all(sinks, End(summary=summary, code=lambda: lost.exit_code(EXIT_OK), started_at=started, ended_at=started))
-    return lost.exit_code(EXIT_OK)
+    return EXIT_OUTPUT_LOST if failed is not None else lost.exit_code(EXIT_OK)

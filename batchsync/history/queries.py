@@ -50,7 +50,21 @@ def runs(db: Db, *, since: str | None = None, limit: int | None = None, failed: 
     sql += " ORDER BY started_at DESC, id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [_run(r) for r in db.query(sql, params)]
+    return [_counted(db, _run(r)) for r in db.query(sql, params)]
+
+
+def _counted(db: Db, run: dict[str, Any]) -> dict[str, Any]:
+    """A run without an end (running, or cut short: a kill) has no counts of its own, which
+    are written at its end: those of the outcomes it recorded, not zeros beside them."""
+    if run["exit_code"] is None:
+        found = dict.fromkeys(RESULTS, 0)
+        for result, n in db.query(
+            "SELECT result, COUNT(*) FROM outcomes WHERE run_id = ? GROUP BY result", (run["id"],)
+        ):
+            if result in found:
+                found[result] = int(n)
+        run["counts"] = found
+    return run
 
 
 def show(db: Db, run_id: int) -> dict[str, Any] | None:
@@ -58,7 +72,7 @@ def show(db: Db, run_id: int) -> dict[str, Any] | None:
     rows = db.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))  # noqa: S608 - constant columns
     if not rows:
         return None
-    run = _run(rows[0]) | {"group": rows[0][11], "host": rows[0][12], "version": rows[0][13]}
+    run = _counted(db, _run(rows[0])) | {"group": rows[0][11], "host": rows[0][12], "version": rows[0][13]}
     run["inventory_sha256"] = rows[0][14]
     if rows[0][16] is not None:  # apply --plan
         run["plan"] = {"path": rows[0][15], "sha256": rows[0][16]}

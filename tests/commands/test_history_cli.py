@@ -275,6 +275,25 @@ def test_a_kill_while_the_end_waits_for_the_history_loses_no_outcome_line(
     assert len([r for r in rows if "integration_id" in r]) == 80, len(rows)
 
 
+def test_a_run_cut_short_counts_the_outcomes_it_recorded(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
+    """A run's counts are written at its end: one killed before it (its row as a SIGKILL
+    leaves it) is counted from the outcomes it recorded, not shown with zeros beside them."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0")
+    sandbox_proc.append(box)
+    store = tmp_path / "h.sqlite3"
+    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE runs SET ended_at = NULL, exit_code = NULL, unchanged = 0, changed = 0, failed = 0")
+        recorded = db.execute("SELECT COUNT(*) FROM outcomes WHERE result = 'changed'").fetchone()[0]
+    assert recorded == sum(ACCOUNTS.values())
+    [run] = _json(batchsync("history", "runs", "--format", "json", "--history", str(store), env=env))
+    assert run["exit_code"] is None and run["counts"]["changed"] == recorded, run
+    shown = _json(batchsync("history", "show", str(run["id"]), "--format", "json", "--history", str(store), env=env))
+    assert shown["counts"]["changed"] == recorded
+
+
 def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], pg_url: str
 ) -> None:

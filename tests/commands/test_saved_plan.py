@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -243,6 +245,14 @@ def test_show_renders_the_plan_as_text_json_and_html(
     attempts = sum(e["outcome"].get("attempts", 0) for e in plan["integrations"])
     assert attempts > 0 and f" · {attempts} requests</p>" in text
     assert requests(box) == seen  # show reads no inventory and sends nothing
+    # A full disk under stdout: the document a tool reads from it is not there, and said so.
+    for form in (["--format", "json"], ["--format", "json", "--html", str(html)], []):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "batchsync", "show", str(plan_path), *form], stdout=full, stderr=subprocess.PIPE,
+                text=True, env=env, cwd=ROOT, timeout=60,
+            )  # fmt: skip
+        assert done.returncode == 5 and "stdout was not written" in done.stderr, (form, done.stderr)
 
 
 def test_a_plan_cut_between_an_integrations_two_writes_is_finished_by_applying_it_again(
