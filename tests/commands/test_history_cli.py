@@ -33,6 +33,19 @@ def store(request: pytest.FixtureRequest) -> list[str]:
     return ["--history", request.getfixturevalue("pg_url")]
 
 
+def applied_store(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess], *sandbox_args: str
+) -> tuple[dict[str, str], Path]:
+    """A SQLite store an apply of ACCOUNTS has recorded one run in: (the env, its path)."""
+    inv = make_inventory(tmp_path, ACCOUNTS)
+    env = env_with(inventory_env(ACCOUNTS))
+    box = SandboxProcess(Path(inv.path), env, *sandbox_args)
+    sandbox_proc.append(box)
+    store = tmp_path / "h.sqlite3"
+    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    return env, store
+
+
 def test_two_applies_remember_a_failure_its_streak_and_the_changes(
     tmp_path: Path, sandbox_proc: list[SandboxProcess], store: list[str]
 ) -> None:
@@ -220,12 +233,7 @@ def test_a_store_with_values_no_batchsync_wrote_is_said_and_shown_safely(
     """A store is input like any file: a tampered or damaged one (a shared PostgreSQL is
     written by other hosts) gives a message naming it, never a traceback, and what a
     terminal would act on in it is spelled out."""
-    inv = make_inventory(tmp_path, ACCOUNTS)
-    env = env_with(inventory_env(ACCOUNTS))
-    box = SandboxProcess(Path(inv.path), env)
-    sandbox_proc.append(box)
-    store = tmp_path / "h.sqlite3"
-    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    env, store = applied_store(tmp_path, sandbox_proc)
     with sqlite3.connect(store) as db:
         db.execute("UPDATE runs SET command = ?", ("\x1b]0;PWNED\x07apply",))
     shown = batchsync("history", "runs", "--history", str(store), env=env)
@@ -278,12 +286,7 @@ def test_a_kill_while_the_end_waits_for_the_history_loses_no_outcome_line(
 def test_a_run_cut_short_counts_the_outcomes_it_recorded(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
     """A run's counts are written at its end: one killed before it (its row as a SIGKILL
     leaves it) is counted from the outcomes it recorded, not shown with zeros beside them."""
-    inv = make_inventory(tmp_path, ACCOUNTS)
-    env = env_with(inventory_env(ACCOUNTS))
-    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0")
-    sandbox_proc.append(box)
-    store = tmp_path / "h.sqlite3"
-    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    env, store = applied_store(tmp_path, sandbox_proc, "--in-sync", "0")
     with sqlite3.connect(store) as db:
         db.execute("UPDATE runs SET ended_at = NULL, exit_code = NULL, unchanged = 0, changed = 0, failed = 0")
         recorded = db.execute("SELECT COUNT(*) FROM outcomes WHERE result = 'changed'").fetchone()[0]
@@ -437,12 +440,7 @@ def test_dates_that_are_no_dates_never_prune_and_the_verbs_read_beside_a_writer(
     deleted them all. Dates not of the calendar, and ages past it, are usage errors. The
     reading verbs never write: they answer while a run holds the store's write lock, and
     --history takes a file: reference as the inventory's [history] url does."""
-    inv = make_inventory(tmp_path, ACCOUNTS)
-    env = env_with(inventory_env(ACCOUNTS))
-    box = SandboxProcess(Path(inv.path), env)
-    sandbox_proc.append(box)
-    store = tmp_path / "h.sqlite3"
-    assert batchsync("apply", inv.path, "--base-url", box.url, "--history", str(store), env=env).returncode == 0
+    env, store = applied_store(tmp_path, sandbox_proc)
     for args in (
         ("prune", "--older-than", "2026-99-99"),
         ("runs", "--since", "2026-13-45"),
