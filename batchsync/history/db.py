@@ -103,7 +103,12 @@ class Db:
 
     def version(self) -> int:
         rows = self.query("SELECT MAX(version) FROM schema_version")
-        return int(rows[0][0] or 0)
+        value = rows[0][0]
+        if value is None:
+            return 0
+        if not isinstance(value, int) or isinstance(value, bool):  # SQLite keeps whatever was put there
+            raise HistoryError(f"{self.location.name}: its schema version is no number: not a batchsync history")
+        return value
 
     def migrate(self) -> None:
         """Bring the store to :data:`schema.LATEST` in one transaction, once however many
@@ -116,6 +121,8 @@ class Db:
         read-only folder, and beside a run holding the write lock."""
         try:
             done = self.version()
+        except HistoryError:
+            raise
         except Exception:  # no version table yet: a new store
             done = -1
         if done == schema.LATEST:

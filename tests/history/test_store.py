@@ -1008,3 +1008,13 @@ def test_a_store_whose_folder_is_removed_during_the_run_is_a_lost_history(tmp_pa
     session.add(ok(2))
     error = session.finish(T0 + 60, 0, {})
     assert error == f"{where.name}: the file was removed during the run: its history is gone"
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_store_whose_schema_version_is_no_number_is_no_batchsync_history(tmp_path: Path, read_only: bool) -> None:
+    path = tmp_path / "odd.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version, applied_at)")
+        db.execute("INSERT INTO schema_version VALUES ('abc', 'x')")
+    with pytest.raises(HistoryError, match="schema version is no number: not a batchsync history"):
+        connect(parse(str(path)), read_only=read_only)
