@@ -86,7 +86,13 @@ def json_safe(data: bytes) -> bytes:
     bidi characters: a terminal that shows the file, ``tail -f`` a report, acts on some)
     written ``\\uXXXX``: the same JSON, as they can only be inside strings. An ASCII text
     (most lines) costs one scan in C."""
-    if data.isascii() and b"\x7f" not in data:
+    if b"\x7f" not in data and (
+        data.isascii()
+        # Beyond ASCII, the first bytes of the rule's characters in UTF-8: C2 (the C1 controls),
+        # E2 (U+200E-2069), D8 (U+061C), ED (surrogates), EF (U+FFFE, U+FFFF). Accented letters
+        # (é is C3 A9), most scripts and emoji have none of them.
+        or not (b"\xc2" in data or b"\xe2" in data or b"\xd8" in data or b"\xed" in data or b"\xef" in data)
+    ):
         return data
     text = data.decode("utf-8", "surrogatepass")
     escaped = _raw_in_json().sub(_unit, text)
@@ -121,9 +127,10 @@ def strip_controls(text: str) -> str:
 
 
 def one_line(text: str, redact: Callable[[str], str] | None = None, limit: int = 1000) -> str:
-    """What a server wrote, as one safe line: redacted first (so that cutting it cannot leave
-    half a secret), the rule's characters removed, whitespace collapsed, at most ``limit`` long."""
+    """What a server wrote, as one safe line: the rule's characters removed, whitespace
+    collapsed, then redacted (a secret split by a NUL or a bidi mark is whole again by then),
+    then cut (which can then leave no half of a secret) to at most ``limit``."""
+    text = " ".join(strip_controls(text).split())
     if redact is not None:
         text = redact(text)
-    text = " ".join(strip_controls(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

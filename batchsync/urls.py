@@ -173,12 +173,14 @@ def history_url_problem(url: str) -> str | None:
         return None
     if low.startswith(("postgresql://", "postgres://")):
         return None
+    if _KEYWORD_DSN.search(text):  # taken for a file name (or a scheme), its password would be quoted
+        return (
+            "a libpq keyword string (host=... dbname=...) is not a history URL: write it as "
+            "postgresql://USER@HOST:PORT/DB, the password in PGPASSWORD or ~/.pgpass"
+        )
     if "://" not in text:
-        if _KEYWORD_DSN.search(text):  # it would be taken for a file name, its password in it
-            return (
-                "a libpq keyword string (host=... dbname=...) is not a history URL: write it as "
-                "postgresql://USER@HOST:PORT/DB, the password in PGPASSWORD or ~/.pgpass"
-            )
         return None
     scheme = text.split("://", 1)[0]
+    if not scheme.isalnum():  # no scheme at all: quoted, it could be part of a credential
+        return "a history URL is sqlite:///PATH, a path, or postgresql://USER@HOST:PORT/DB"
     return f"unknown history URL scheme {scheme[:20]!r}: expected sqlite:///PATH or postgresql://"

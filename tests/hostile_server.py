@@ -271,7 +271,11 @@ async def _echo_quietly(request: web.Request, tail: str) -> web.StreamResponse:
         ]  # fmt: skip
         return web.json_response({"data": shops})
     status = {"external_id": "1", "translations": [{"language": "en-gb", "status": f"Paid {echoed[2]}"}]}
-    return web.json_response({"data": [status]})
+    if request.query.get("integration_id") != str(ECHO_DECLARED):
+        return web.json_response({"data": [status]})
+    # A language is the server's words too: the declared shop's quotes the secret alone.
+    other = {"external_id": "2", "translations": [{"language": echoed[2], "status": "Shipped"}]}
+    return web.json_response({"data": [status, other]})
 
 
 async def _list_twice_at_the_end(request: web.Request, tail: str) -> web.StreamResponse:

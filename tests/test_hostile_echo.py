@@ -92,6 +92,10 @@ def test_an_undeclared_shop_and_the_exception_logs_that_echo_credentials_are_red
     _no_credential({"health stdout": health.stdout, "health stderr": health.stderr})
     imported = _batchsync(tmp_path, "import", str(inventory), "-o", str(tmp_path / "imported.toml"), "-v")
     _no_credential({"import stdout": imported.stdout, "import stderr": imported.stderr, "history": _history(tmp_path)})
+    # The undeclared shop's status name quotes the Basic pair's base64, cut of its padding: no
+    # inventory to write (the check knew only the raw values).
+    assert imported.returncode == 1 and "would contain a credential value" in imported.stderr, imported.stderr
+    assert not (tmp_path / "imported.toml").exists()
 
 
 def test_a_plan_does_not_save_what_echoes_credentials_and_the_other_accounts_plan_stays_usable(

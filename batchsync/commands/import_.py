@@ -420,12 +420,12 @@ def _import(
     kept = _keep_file(settings, fmt, doc, report)
     if kept is not None:
         text = kept
-    for value in secrets:
-        # The accounts are copied as references; this is the last guard, should a shop
-        # name or a status quote a credential.
-        if len(value) >= 6 and value in text:
-            print("batchsync import: the new inventory would contain a credential value; not written", file=sys.stderr)
-            return EXIT_FAILED
+    # The accounts are copied as references; this is the last guard, should a shop name or
+    # a status quote a credential: in any form a server could echo it (the base64 of the
+    # Basic pair, cut of its padding, in a status name, say), as the redactor knows them.
+    if Redactor(v for v in secrets if len(v) >= 6)(text) != text:
+        print("batchsync import: the new inventory would contain a credential value; not written", file=sys.stderr)
+        return EXIT_FAILED
     try:
         problems = write_checked(settings.output, text)
     except (OSError, ValueError) as exc:  # a full disk, a folder made read-only meanwhile
@@ -434,7 +434,7 @@ def _import(
             redactor(f"batchsync import: cannot write {settings.output}: {why}; nothing was written"), file=sys.stderr
         )
         return EXIT_FAILED
-    _print_summary(settings, fleet, report, problems)
+    _print_summary(settings, fleet, report, problems, redactor)
     if problems or fleet.failed or fleet.list_errors or any(n in inv.unresolved for n in _wanted(settings, inv)):
         return EXIT_FAILED
     return EXIT_OK
@@ -533,7 +533,9 @@ async def _read(
     return stopped or (fleet.summary is not None and fleet.summary.stopped is not None)
 
 
-def _print_summary(settings: ImportSettings, fleet: Fleet, report: Report, problems: list[str]) -> None:
+def _print_summary(
+    settings: ImportSettings, fleet: Fleet, report: Report, problems: list[str], redact: Callable[[str], str]
+) -> None:
     from batchsync.inventory.writer import comment_text
     from batchsync.text import escape_controls
 
@@ -543,8 +545,8 @@ def _print_summary(settings: ImportSettings, fleet: Fleet, report: Report, probl
         print(f"! account {name}: cannot list its integrations: {fleet.list_errors[name]}", file=err)
     for iid, skipped, kept in fleet.duplicates:
         print(f"! integration {iid} is listed by accounts {kept} and {skipped}: imported under {kept}", file=err)
-    for problem in problems[:20]:
-        print(f"! {problem}", file=err)
+    for problem in problems[:20]:  # a value they quote may be a server's echo
+        print(f"! {escape_controls(redact(problem))}", file=err)
     if len(problems) > 20:
         print(f"! ... and {len(problems) - 20} more: `batchsync validate {settings.output}` lists them all", file=err)
     if settings.quiet:
@@ -559,7 +561,7 @@ def _print_summary(settings: ImportSettings, fleet: Fleet, report: Report, probl
             shop = r.shop
             label = comment_text(shop.name or "(no shop name)", 80)
             # The shop's name, system and the reason that quotes it are the server's words.
-            system, reason = escape_controls(shop.system or "?"), escape_controls(r.reason)
+            system, reason = escape_controls(shop.system or "?"), escape_controls(redact(r.reason))
             print(f"  {shop.account} {shop.id} {label!r} {system}: {reason}", file=out)
     for account, iid in report.gone:
         print(f"declared, but account {account} no longer lists integration {iid} (kept in the file)", file=out)

@@ -52,6 +52,7 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
     from batchsync.outcome import AccountStats, Summary
     from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs
     from batchsync.outputs.sink import End, Lost, OutputError, Start, close_all
+    from batchsync.outputs.streams import json_for
     from batchsync.outputs.terminal import Screen
 
     stdout = sys.stdout if out is None else out
@@ -66,7 +67,7 @@ def run(settings: ShowSettings, *, out: IO[str] | None = None, err: IO[str] | No
     failed: OSError | None = None  # stdout's, with --format json
     if settings.format == "json":
         screen = Screen(stdout)
-        screen.write(msgspec.json.encode(plan).decode() + "\n")
+        screen.write(json_for(stdout, msgspec.json.encode(plan).decode()) + "\n")  # what a server wrote, spelled out
         screen.flush()
         failed = screen.failure
         if failed is not None:  # a full disk: the document a tool reads from stdout is not there

@@ -181,7 +181,7 @@ class Recorder:
         if self.redact is not None:
             # One pass over all the texts a server wrote (the redactor's gate makes a clean one cheap).
             texts = [s.external_id for s in statuses]
-            texts += [name for s in statuses for _, name in s.translations]
+            texts += [text for s in statuses for pair in s.translations for text in pair]  # languages too
             texts += [v for v in read.values() if v is not None]
             joined = "\0".join(texts)  # no whitespace: "Basic" and a name after it are not a header
             if self.redact(joined) != joined:

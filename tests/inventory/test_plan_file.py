@@ -118,3 +118,33 @@ def test_max_age_must_be_a_positive_duration(bad: str) -> None:
 
     with pytest.raises(UsageError, match="--max-age"):
         duration(bad, "--max-age")
+
+
+@pytest.mark.parametrize("where", ["name", "language", "external id", "mapping"])
+def test_a_read_that_quotes_a_credential_anywhere_is_refused_not_recorded(tmp_path: Path, where: str) -> None:
+    """plan --out records what was read as it was (its fingerprint is the shop's): a read
+    that holds a credential value, in any text a server wrote, is refused instead."""
+    from batchsync.inventory.plan import ECHOED, Recorder
+    from batchsync.redact import Redactor
+    from batchsync.wire import CurrentMapping, CurrentMappingItem, CurrentStatus, CurrentTranslation
+
+    secret = "echoSecretValue-ZZZZ9999"
+    job = make_inventory(tmp_path, {"acme": 1}).jobs[0]
+    name, language, external_id = ("Paid", "en-gb", "1")
+    if where == "name":
+        name = f"Paid {secret}"
+    elif where == "language":
+        language = secret
+    elif where == "external id":
+        external_id = secret
+    statuses = (CurrentStatus(external_id, (CurrentTranslation(name, language),)),)
+    items = [CurrentMappingItem(c, None, True) for c in ("READY_TO_SEND", "IN_TRANSIT", "DELIVERED", "CANCEL")]
+    if where == "mapping":
+        items[0] = CurrentMappingItem("READY_TO_SEND", secret.upper(), False)
+    recorder = Recorder(Redactor([secret]))
+    refused = recorder(job, statuses, CurrentMapping(job.integration_id, tuple(items)))
+    assert refused is not None and refused.kind == "refused" and refused.detail == ECHOED
+    assert job.integration_id not in recorder.reads
+    clean = Recorder(Redactor([secret]))
+    assert clean(job, (CurrentStatus("1", (CurrentTranslation("Paid", "en-gb"),)),), CurrentMapping(1, ())) is None
+    assert job.integration_id in clean.reads
