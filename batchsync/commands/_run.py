@@ -781,10 +781,17 @@ def _run(
     # not look like a clean night; stdout may have failed during the run); the report,
     # closed last of the files, the final one.
     ended = summary.started_at + summary.duration_s
-    close_all(
-        outputs.opened(),
-        End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at, ended_at=ended),
-    )
+    sinks = outputs.opened()
+    try:
+        close_all(sinks, End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at,
+                             ended_at=ended))  # fmt: skip
+    except KeyboardInterrupt:
+        if summary.stopped is not None:
+            raise  # stopped before every integration was done: 3
+        # Every integration had its outcome: what a second signal cut is counted lost (and
+        # named), and the process exits with the code the report's summary line says.
+        print("batchsync: interrupted while the outputs were written", file=sys.stderr)
+        return lost.exit_code(ran)
     for error in (outputs.error, batched.error):  # a bug in an output: raised once the others are closed
         if error is not None:
             raise error

@@ -21,7 +21,7 @@ from batchsync.history.queries import Streak, account_runs
 from batchsync.history.store import RunInfo
 from batchsync.history.writer import Session, describe_failure, summarize
 from batchsync.outcome import RESULTS, Outcome
-from batchsync.outputs.sink import End, Lost, Start
+from batchsync.outputs.sink import CUT, End, Lost, Start
 
 FLAG = "--history"
 CHART_RUNS = 30  # runs in each account's chart on the HTML page, this one included
@@ -127,6 +127,10 @@ class History:
                 self._lose(" ".join(str(exc).split()))
         self.recall = Recall(self.session.streaks, self.session.group, found)
         self.started = iso(run.started_at)
+
+    def cut(self) -> None:
+        """A second signal cut its close (close_all): what was not written is lost, and said."""
+        self._lose(CUT)
 
     def _lose(self, why: str) -> None:
         name = self.location.name

@@ -513,6 +513,8 @@ class Html:
     spooled to unnamed temp files beside the target as they come, written at the end with
     the exit code as it stands then. A merged run's page names each part."""
 
+    FLAG = "--html"  # how the run names it lost (a second signal cutting its close: close_all)
+
     def __init__(self, path: str, start: Start, lost: Lost, redact: Callable[[str], str] = str, recall: Any = None):
         self.path, self.start, self.lost = path, start, lost
         folder = os.path.dirname(os.path.abspath(path))

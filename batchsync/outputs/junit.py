@@ -197,6 +197,8 @@ class JUnit:
 
     SUITE = "batchsync"
 
+    FLAG = "--junit"  # how the run names it lost (a second signal cutting its close: close_all)
+
     def __init__(self, path: str, start: Start, lost: Lost) -> None:
         self.path, self.parts, self.lost = path, start.parts or (), lost
         self.failures: dict[str, int] = {}

@@ -470,6 +470,8 @@ class Metrics:
     """The sink of ``--metrics``: the file rewritten at the end, with the exit code as it
     stands then (an output lost before it counts)."""
 
+    FLAG = "--metrics"  # how the run names it lost (a second signal cutting its close: close_all)
+
     def __init__(self, path: str, start: Start, lost: Lost) -> None:
         self.path, self.mode, self.lost = path, start.mode, lost
         self.health: dict[tuple[str, int], int] = {}

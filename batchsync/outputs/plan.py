@@ -31,6 +31,8 @@ class PlanContext:
 
 
 class PlanFile:
+    FLAG = "--out"  # how the run names it lost (a second signal cutting its close: close_all)
+
     def __init__(self, path: str, start: Start, lost: Lost, context: PlanContext) -> None:
         self.path, self.start, self.lost, self.context = path, start, lost, context
         self.entries: list[Entry] = []

@@ -71,6 +71,8 @@ class ReportWriter:
     A write that fails (a full disk) does not stop the run: the writer records it in
     ``lost`` and writes nothing more; the run's end says so."""
 
+    FLAG = "--report"  # how the run names it lost (a second signal cutting its close: close_all)
+
     def __init__(self, path: str, lost: Lost | None = None) -> None:
         self.path = path
         self.lost = lost if lost is not None else Lost()

@@ -101,10 +101,27 @@ class End(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: float
 
 
+CUT = "cut short by a second signal"
+
+
+def _cut(sink: Sink) -> None:
+    """A sink whose close a second signal interrupted: a file's output is lost (a temp file
+    unlinked, a store not told the run's end), and counted so (the report, closed last,
+    says 5 then, as the process does: every integration had its outcome)."""
+    cut = getattr(sink, "cut", None)
+    if cut is not None:
+        cut()
+        return
+    flag, lost = getattr(sink, "FLAG", None), getattr(sink, "lost", None)
+    if isinstance(flag, str) and isinstance(lost, Lost):
+        lost.note(flag, str(getattr(sink, "path", "")), CUT)
+
+
 def close_all(sinks: Sequence[Sink], end: End | None) -> None:
     """Close every sink, in the order given. One that raises (a bug: a sink records what it
-    cannot write and returns) does not keep the ones after it from closing: the report's
-    summary line still carries the exit code; the first error is raised after."""
+    cannot write and returns; a second signal) does not keep the ones after it from closing:
+    the report's summary line still carries the exit code, an output a signal cut counted
+    lost in it; the first error is raised after."""
     error: BaseException | None = None
     # A sink that holds lines back until the run is done (the terminal's, sorted) writes them
     # first, through its optional ``settle()``: a stream that fails then is a loss every
@@ -119,6 +136,10 @@ def close_all(sinks: Sequence[Sink], end: End | None) -> None:
     for sink in sinks:
         try:
             sink.close(end)
+        except KeyboardInterrupt as exc:
+            error = error or exc
+            if end is not None:
+                _cut(sink)
         except BaseException as exc:
             error = error or exc
     if error is not None:

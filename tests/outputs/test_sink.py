@@ -29,7 +29,7 @@ from batchsync.outputs.metrics import Metrics, read_metric
 from batchsync.outputs.notify import Notify, Webhook
 from batchsync.outputs.report import ReportWriter
 from batchsync.outputs.sanitize import Sanitizer
-from batchsync.outputs.sink import End, Lost, LostNotice, OutputError, Start, check_output, close_all
+from batchsync.outputs.sink import End, Lost, LostNotice, OutputError, Sink, Start, check_output, close_all
 from batchsync.outputs.terminal import Screen, Terminal
 from batchsync.redact import Redactor
 from batchsync.urls import is_loopback
@@ -424,3 +424,29 @@ def test_a_run_with_its_standard_streams_closed_converges_and_exits_0(tmp_path: 
     assert proc.returncode == 0
     *outcomes, summary = [line for line in report.read_text().splitlines() if '"header"' not in line]
     assert len(outcomes) == 23 and '"skipped":0' in summary and '"failed":0' in summary
+
+
+def test_a_second_signal_that_cuts_an_outputs_close_counts_it_lost_and_the_others_still_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every integration has its outcome, a second signal while the outputs are
+    written interrupts one of them: it is counted lost, the others close (the report last,
+    its summary line saying 5, as the process then does), and the interrupt is raised after."""
+    lost = Lost()
+    start = Start(mode="apply", started_at=0.0)
+    html, junit = tmp_path / "r.html", tmp_path / "r.xml"
+    sinks: list[Sink] = [JUnit(str(junit), start, lost), Html(str(html), start, lost)]
+    report = ReportWriter.open(str(tmp_path / "r.jsonl"), start, lost)
+
+    def interrupted(end: End | None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sinks[1], "close", interrupted)
+    summary = Summary({"acme": AccountStats(changed=1)})
+    end = End(summary=summary, code=lambda: lost.exit_code(0), started_at=0.0, ended_at=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        close_all([*sinks, report], end)
+    assert junit.exists() and not html.exists()
+    assert lost.lines() == [f"batchsync: --html {html} was not written: cut short by a second signal"]
+    last = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[-1])
+    assert last["exit_code"] == 5
