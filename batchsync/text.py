@@ -73,19 +73,29 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
 
 @functools.cache
 def _raw_in_json() -> re.Pattern[str]:
-    return re.compile(f"[{BEYOND_C0}]")
+    """The rule's characters that JSON lets through raw: compiled at first use, not at every
+    start (its ranges beyond Latin-1 cost 0.4 ms to compile)."""
+    return re.compile(f"[{BEYOND_C0}]+")
 
 
-def _unit(match: re.Match[str]) -> str:
+def json_escape(match: re.Match[str]) -> str:
+    """The matched characters as JSON's ``\\uXXXX`` escapes (UTF-16 units: a pair beyond the BMP)."""
     units = match.group().encode("utf-16-be", "surrogatepass")
     return "".join([f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2)])
 
 
+def json_spelled(text: str) -> str:
+    """JSON ``text`` with the rule's characters that JSON lets through raw (DEL, C1 controls,
+    bidi characters: a terminal acts on some) written ``\\uXXXX``: the same JSON, as they can
+    only be inside strings."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _raw_in_json().sub(json_escape, text)
+
+
 def json_safe(data: bytes) -> bytes:
-    """Encoded JSON with the rule's characters that JSON lets through raw (DEL, C1 controls,
-    bidi characters: a terminal that shows the file, ``tail -f`` a report, acts on some)
-    written ``\\uXXXX``: the same JSON, as they can only be inside strings. An ASCII text
-    (most lines) costs one scan in C."""
+    """:func:`json_spelled` for encoded JSON (a file's line: ``tail -f`` a report on a
+    terminal). An ASCII text (most lines) costs one scan in C."""
     if b"\x7f" not in data and (
         data.isascii()
         # Beyond ASCII, the first bytes of the rule's characters in UTF-8: C2 (the C1 controls),
@@ -95,7 +105,7 @@ def json_safe(data: bytes) -> bytes:
     ):
         return data
     text = data.decode("utf-8", "surrogatepass")
-    escaped = _raw_in_json().sub(_unit, text)
+    escaped = json_spelled(text)
     return data if escaped is text else escaped.encode("utf-8", "surrogatepass")
 
 

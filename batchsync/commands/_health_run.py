@@ -81,7 +81,7 @@ async def _read(
 
     async with AsyncExitStack() as stack:
         api, url = await open_api(stack, settings, inv, jobs, redactor)
-        sanitizer = Sanitizer(redactor, api.secrets)
+        sanitizer = Sanitizer(redactor)
         files = {} if settings.sandbox else budget_files(inv.accounts, {j.account for j in jobs}, url)
         carried = load_budget(files) if files else {}
         bounds = msgspec.structs.replace(HEALTH_BOUNDS, pages=settings.health_max_pages)

@@ -388,7 +388,7 @@ async def execute(
         redactor = redactor or Redactor()
         api, base_url = await open_api(stack, settings, inv, jobs, redactor)
         # Every outcome is made safe once, before any sink sees it.
-        sanitizer = Sanitizer(redactor, api.secrets)
+        sanitizer = Sanitizer(redactor)
         # What the last run on this host left of each account's budget (an embedded sandbox
         # is new every run: its buckets are full).
         # A new client (declared, no integration yet) is listed too when the run is the

@@ -516,7 +516,7 @@ async def _read(
         if progress.enabled:
             tg.start_soon(tick)
         with scope:
-            sanitizer = Sanitizer(redactor, api.secrets)  # what a server wrote, made safe to print
+            sanitizer = Sanitizer(redactor)  # what a server wrote, made safe to print
             await read_fleet(
                 selected,
                 api,

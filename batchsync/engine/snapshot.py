@@ -182,16 +182,22 @@ async def list_account(
 
 
 class Lists:
-    """The accounts :func:`list_undeclared` reads, each on a read bucket of its own started
-    from what the last run on this host left of it (``carried``, as
-    :func:`batchsync.engine.budget.load` gives it), and what they leave for the next run."""
+    """The accounts' lists an import or a pre-flight of new clients (:func:`list_undeclared`)
+    reads, each on a read bucket of its own started from what the last run on this host
+    left of it (``carried``, as :func:`batchsync.engine.budget.load` gives it), and what
+    they leave for the next run. ``sent``: where the requests are counted, per account."""
 
-    def __init__(self, accounts: Mapping[str, Account], carried: Mapping[str, tuple[float, float, float]]) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, Account],
+        carried: Mapping[str, tuple[float, float, float]],
+        sent: dict[str, int] | None = None,
+    ) -> None:
         self.accounts = accounts
         self.carried = carried
         self.start = _now()
         self.buckets: dict[str, Bucket] = {}
-        self.sent: dict[str, int] = {}  # GET /integrations sent, per account: retries too
+        self.sent: dict[str, int] = {} if sent is None else sent  # GET /integrations sent: retries too
 
     def bucket(self, name: str) -> Bucket:
         from batchsync.engine.limits import Bucket
@@ -205,10 +211,20 @@ class Lists:
         return bucket
 
     def left(self) -> dict[str, tuple[float, float]]:
-        """(read, write) tokens left now, per account listed (its writes as carried)."""
+        """(read, write) tokens left now, per account listed (its writes as carried: a list
+        spends none, but must not record them full either)."""
+        from batchsync.engine.limits import Bucket
+
         now = _now()
-        aged = {name: (age + now - self.start, reads, writes) for name, (age, reads, writes) in self.carried.items()}
-        return _left(self.accounts, self.buckets, aged, now)
+        left = {}
+        for name, reads in self.buckets.items():
+            lim = self.accounts[name].limits
+            writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
+            if name in self.carried:
+                age, _, w = self.carried[name]
+                writes.carry(w, age + now - self.start)
+            left[name] = (reads.left(now), writes.left(now))
+        return left
 
 
 async def list_undeclared(
@@ -297,7 +313,6 @@ async def read_fleet(
 
     from batchsync.engine import budget
     from batchsync.engine.engine import Engine
-    from batchsync.engine.limits import Bucket
     from batchsync.inventory.grouping import canonical, is_prestashop
     from batchsync.model import Desired, Job
     from batchsync.sendcloud.errors import ApiError
@@ -306,20 +321,14 @@ async def read_fleet(
 
     log = logging.getLogger("batchsync.import")
     start = _now()
-    buckets: dict[str, Bucket] = {}
     files = budget_files or {}
     carried = budget.load(files) if files else {}
+    lists = Lists(accounts, carried, fleet.list_requests)
 
     async def one(name: str) -> None:
-        lim = accounts[name].limits
-        bucket = buckets[name] = Bucket(lim.reads_per_minute, lim.write_burst, _now())
-        if name in carried:
-            age, reads, _ = carried[name]
-            bucket.carry(reads, age)
+        bucket = lists.bucket(name)
         try:
-            shops, pages = await list_account(
-                api.account(accounts[name]), bucket, options, name, fleet.list_requests, redact
-            )
+            shops, pages = await list_account(api.account(accounts[name]), bucket, options, name, lists.sent, redact)
         except ListBoundError as exc:
             # A list that does not end: what was read of it is no inventory. The import
             # stops here, the other lists with it, and writes nothing.
@@ -341,14 +350,13 @@ async def read_fleet(
             tg.start_soon(one, name)
     if fleet.unbounded:
         if files:
-            now = _now()
-            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
-            budget.save(_left(accounts, buckets, aged, now), files)
+            budget.save(lists.left(), files)
         return fleet
     # The engine starts each account with a full bucket: let the server's refill first,
     # which is the time the pages cost on the budget anyway.
     full = max(
-        (max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in buckets.values()), default=0.0
+        (max(b.paused_until, b.updated + (b.capacity - b.tokens) / b.rate) for b in lists.buckets.values()),
+        default=0.0,
     )
     while (wait := full - _now()) > 0:  # the loop's timer may wake it a little early
         await anyio.sleep(wait)
@@ -395,27 +403,5 @@ async def read_fleet(
         fleet.summary = await engine.run(jobs)
     finally:
         if files:
-            now = _now()
-            aged = {name: (age + now - start, reads, writes) for name, (age, reads, writes) in carried.items()}
-            budget.save(_left(accounts, buckets, aged, now) | engine.budget_left(), files)
+            budget.save(lists.left() | engine.budget_left(), files)
     return fleet
-
-
-def _left(
-    accounts: Mapping[str, Account],
-    lists: Mapping[str, Bucket],
-    carried: Mapping[str, tuple[float, float, float]],
-    now: float,
-) -> dict[str, tuple[float, float]]:
-    """(read, write) tokens left of the accounts an import only listed."""
-    from batchsync.engine.limits import Bucket
-
-    left = {}
-    for name, reads in lists.items():
-        lim = accounts[name].limits
-        writes = Bucket(lim.writes_per_minute, lim.write_burst, now)
-        if name in carried:
-            age, _, w = carried[name]
-            writes.carry(w, age)
-        left[name] = (reads.left(now), writes.left(now))
-    return left

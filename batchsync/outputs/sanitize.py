@@ -5,9 +5,6 @@ A new sink cannot forget to: the engine hands each outcome through :class:`Sanit
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
-
 import msgspec
 
 from batchsync.diff import Change, MappingChange
@@ -19,17 +16,14 @@ from batchsync.text import one_line
 class Sanitizer:
     """Makes outcomes safe to print: secrets out, control characters out.
 
-    ``refresh`` returns the credentials in use now (OAuth2 tokens appear as a run goes);
-    they are added to the redactor before each outcome is cleaned.
+    ``redactor`` is the run's: it knows the accounts' credentials from the load and each
+    OAuth2 token the moment it is issued (:class:`batchsync.sendcloud.transport.HttpApi`).
     """
 
-    REFRESH_EVERY = 1.0  # seconds: the credentials in use are gathered at most this often
     CLEAN_MAX = 10_000  # server texts remembered clean (a fleet's shops share their status names)
 
-    def __init__(self, redactor: Redactor, refresh: Callable[[], Iterable[str]] | None = None) -> None:
+    def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
-        self.refresh = refresh
-        self._refreshed = -1e9
         # The diffs' server texts (joined) the redactor found nothing in, while it held the
         # secrets it holds now (its generation): the same names again need no pass.
         self._clean: set[str] = set()
@@ -39,11 +33,6 @@ class Sanitizer:
         return one_line(value, self.redactor)
 
     def outcome(self, outcome: Outcome) -> Outcome:
-        # Gathering every account's credentials costs a pass over the accounts: not per
-        # outcome. (The client has already redacted its own account's, tokens included.)
-        if self.refresh is not None and (now := time.monotonic()) - self._refreshed >= self.REFRESH_EVERY:
-            self._refreshed = now
-            self.redactor.add(self.refresh())
         changes, mapping_changes = self._diffs(outcome)
         error = outcome.error
         if error is None and not outcome.reason and not outcome.warnings:  # a diff alone: most of a run

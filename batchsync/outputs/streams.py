@@ -12,25 +12,17 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import functools
 import io
 import os
 import re
 import sys
 from typing import Any
 
-from batchsync.text import BEYOND_C0
+from batchsync.text import json_escape, json_spelled
 
 __all__ = ["SafeStderr", "discard_stdout", "is_utf8", "json_for", "stderr_failure"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-
-
-@functools.cache
-def _controls() -> re.Pattern[str]:
-    """The rule's characters that JSON lets through raw: compiled at first use, not at every
-    start (its ranges beyond Latin-1 cost 0.4 ms to compile)."""
-    return re.compile(f"[{BEYOND_C0}]+")
 
 
 def is_utf8(stream: Any) -> bool:
@@ -44,21 +36,15 @@ def is_utf8(stream: Any) -> bool:
         return False
 
 
-def _escape(match: re.Match[str]) -> str:
-    units = match.group().encode("utf-16-be", "surrogatepass")
-    return "".join([f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2)])
-
-
 def json_for(stream: Any, text: str) -> str:
     """JSON ``text`` as ``stream`` can carry it: as it is for UTF-8, else ASCII-only. The
     characters of batchsync.text' rule that JSON lets through raw (DEL, C1 controls,
     bidi characters: a terminal acts on some) are written as ``\\uXXXX`` either way, which
     is the same JSON: they can only be inside strings."""
-    if not text.isascii() or "\x7f" in text:
-        text = _controls().sub(_escape, text)
+    text = json_spelled(text)
     if text.isascii() or is_utf8(stream):
         return text
-    return _NON_ASCII.sub(_escape, text)
+    return _NON_ASCII.sub(json_escape, text)
 
 
 def discard_stdout() -> None:

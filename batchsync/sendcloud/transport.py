@@ -36,8 +36,7 @@ class HttpApi:
     they decide the TLS context (see :func:`tls_context`); None means "any", so https.
     ``redactor`` (the run's, which knows the accounts' credentials from the load: see
     :meth:`batchsync.model.Account.echoes`) learns each OAuth2 token the moment it is
-    issued, before any answer could echo it into a log line or an output. (One add per
-    token: a set of forms made anew each time, never one per account at the start.)
+    issued, before any answer could echo it into a log line or an output.
     """
 
     def __init__(
@@ -122,8 +121,8 @@ class HttpApi:
         )
 
     def _learn(self, token: str) -> None:
-        if self.redactor is not None:
-            self.redactor.add((token,))
+        assert self.redactor is not None  # handed to the authenticators only with one
+        self.redactor.add((token,))
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value in use, tokens issued so far included."""

@@ -38,9 +38,9 @@ ACCOUNTS = {"acme": 6, "globex": 4}
 
 
 def test_the_sanitizer_removes_secrets_and_control_characters() -> None:
-    tokens: list[str] = []
-    sanitizer = Sanitizer(Redactor(["s3cr3t-key"]), refresh=lambda: tokens)
-    tokens.append("tok-issued-later-123")
+    redactor = Redactor(["s3cr3t-key"])
+    sanitizer = Sanitizer(redactor)
+    redactor.add(["tok-issued-later-123"])  # as the run's HttpApi hands it a token it issued
     dirty = Outcome(
         7,
         "acme",
@@ -62,15 +62,13 @@ def test_a_name_once_clean_is_masked_when_a_token_issued_later_is_in_it() -> Non
     their status names): a secret added to the redactor since forgets them all."""
     from batchsync.diff import Change
 
-    tokens: list[str] = []
     redactor = Redactor(["s3cr3t-key"])
-    sanitizer = Sanitizer(redactor, refresh=lambda: tokens)
+    sanitizer = Sanitizer(redactor)
     before = {"en-gb": "Shipped tok-issued-later-123"}
     changed = Outcome(7, "acme", "changed", changes=(Change("~", "s1", before, {"en-gb": "Shipped"}),))
     assert sanitizer.outcome(changed) is changed  # clean: nothing to replace
     assert sanitizer.outcome(changed) is changed  # known clean: no pass of the redactor
-    tokens.append("tok-issued-later-123")
-    sanitizer.REFRESH_EVERY = 0.0  # the next outcome gathers the credentials in use again
+    redactor.add(["tok-issued-later-123"])  # a token issued since: the run's HttpApi hands it over
     masked = sanitizer.outcome(changed)
     assert masked.changes[0].before == {"en-gb": "Shipped ***"}
 
