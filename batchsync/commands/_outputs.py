@@ -12,12 +12,13 @@ the next outcome, the next tick, or the run's end, which waits for them).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any, cast
 
 from batchsync.outcome import Outcome
-from batchsync.outputs.sink import Sink
+from batchsync.outputs.sink import End, Lost, Sink, close_all
 
 
 class HeldStream:
@@ -190,3 +191,46 @@ class Batched:
                 except Exception as exc:
                     if self.error is None:
                         self.error = exc
+
+
+def close_run(
+    outputs: Outputs,
+    end: End,
+    lost: Lost,
+    ran: int,
+    unbuilt: Callable[[], None],
+    redact: Callable[[str], str],
+    batched_error: Exception | None = None,
+) -> int:
+    """Close a run's outputs once its engine is done; the process's exit code. Each output
+    carries the code as it stands when it is written (a lost output must not look like a
+    clean night); the report, closed last of the files, the final one.
+
+    A second signal, once every integration had its outcome, cuts what it lands in: the
+    outputs' opening (a history store waited on: ``unbuilt`` counts what was not opened
+    lost) or their closing. What it cut is counted lost and named, and the code is the one
+    the report's summary line says. With work left undone (``end``'s summary stopped), the
+    KeyboardInterrupt goes on: 3, as the report says then. A bug in an output (``outputs``'
+    build, ``batched_error``) is raised once the others are closed."""
+    sinks = outputs.opened()
+    stopped = end.summary.stopped is not None
+    unopened = isinstance(outputs.error, KeyboardInterrupt) and not stopped
+    if unopened:  # the report alone is open, no LostNotice: the lost outputs are named here
+        outputs.error = None
+        unbuilt()
+    try:
+        close_all(sinks, end)
+        cut = False
+    except KeyboardInterrupt:
+        if stopped:
+            raise
+        cut = True
+    if unopened or cut:
+        for line in lost.lines() if unopened else ():
+            print(redact(line), file=sys.stderr)
+        print("batchsync: interrupted while the outputs were written", file=sys.stderr)
+        return lost.exit_code(ran)
+    for error in (outputs.error, batched_error):
+        if error is not None:
+            raise error
+    return lost.exit_code(ran)

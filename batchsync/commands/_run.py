@@ -35,7 +35,7 @@ from batchsync.commands._arguments import (
     shard_from_args,
     since_value,
 )
-from batchsync.commands._outputs import Batched, Outputs
+from batchsync.commands._outputs import Batched, Outputs, close_run
 from batchsync.commands._sending import account_urls, check_transport, token_refusals
 from batchsync.commands._signals import held, until_signal, watch
 from batchsync.engine.budget import files_for as budget_files
@@ -50,11 +50,11 @@ from batchsync.inventory.select import declared_ids, without_integrations
 from batchsync.inventory.shard import ShardSpec
 from batchsync.model import Account, Inventory, Job, NotifyRoute
 from batchsync.outcome import AccountStats, ErrorInfo, Outcome, Summary
-from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs, open_report
+from batchsync.outputs.build import OutputSettings, build_sinks, check_outputs, open_report, unbuilt
 from batchsync.outputs.logs import flush_logs, setup_logging
 from batchsync.outputs.progress import Progress
 from batchsync.outputs.sanitize import Sanitizer
-from batchsync.outputs.sink import End, Lost, OutputError, Sink, Start, close_all
+from batchsync.outputs.sink import CUT, End, Lost, OutputError, Sink, Start, close_all
 from batchsync.outputs.terminal import Screen
 from batchsync.redact import Redactor
 from batchsync.usage import UsageError, shown
@@ -777,22 +777,6 @@ def _run(
         flush_logs()  # the requests' lines before the outcomes they led to, as the timer writes them
         out.flush()
         progress.close()
-    # Each output carries the exit code as it stands when it is written (a lost output must
-    # not look like a clean night; stdout may have failed during the run); the report,
-    # closed last of the files, the final one.
-    ended = summary.started_at + summary.duration_s
-    sinks = outputs.opened()
-    try:
-        close_all(sinks, End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at,
-                             ended_at=ended))  # fmt: skip
-    except KeyboardInterrupt:
-        if summary.stopped is not None:
-            raise  # stopped before every integration was done: 3
-        # Every integration had its outcome: what a second signal cut is counted lost (and
-        # named), and the process exits with the code the report's summary line says.
-        print("batchsync: interrupted while the outputs were written", file=sys.stderr)
-        return lost.exit_code(ran)
-    for error in (outputs.error, batched.error):  # a bug in an output: raised once the others are closed
-        if error is not None:
-            raise error
-    return lost.exit_code(ran)
+    end = End(summary=summary, code=lambda: lost.exit_code(ran), started_at=summary.started_at,
+              ended_at=summary.started_at + summary.duration_s)  # fmt: skip
+    return close_run(outputs, end, lost, ran, lambda: unbuilt(o, lost, CUT, redactor), redactor, batched.error)

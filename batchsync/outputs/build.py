@@ -87,6 +87,19 @@ def open_report(path: str, start: Start, lost: Lost) -> ReportWriter:
     return ReportWriter.open(path, start, lost)
 
 
+def unbuilt(settings: OutputSettings, lost: Lost, why: str, redact: Callable[[str], str] = str) -> None:
+    """What :func:`build_sinks` would have opened after the report, counted lost for ``why``:
+    the files and the run history, when a second signal stopped their opening (a store
+    waited on) once every integration had its outcome. Notifications are no output."""
+    for flag, path in settings.files():
+        if flag != "--report":
+            lost.note(flag, path, why)
+    if settings.history_at is not None:
+        from batchsync.outputs.history import note_lost
+
+        note_lost(settings.history_at, lost, why, redact)
+
+
 def build_sinks(
     settings: OutputSettings,
     start: Start,

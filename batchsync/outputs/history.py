@@ -27,6 +27,14 @@ FLAG = "--history"
 CHART_RUNS = 30  # runs in each account's chart on the HTML page, this one included
 
 
+def note_lost(location: Location, lost: Lost, why: str, redact: Callable[[str], str] = str) -> None:
+    """The history at ``location`` counted lost, for ``why`` (its name said once)."""
+    name = location.name
+    why = why[len(name) + 2 :] if why.startswith(name + ": ") else why
+    # The default file is nobody's --history: named as what it is.
+    lost.note("the run history" if location.implicit else FLAG, name, redact(why))
+
+
 class Recall:
     """What the history knew as the run started: the failing streaks. Empty without a history."""
 
@@ -133,10 +141,7 @@ class History:
         self._lose(CUT)
 
     def _lose(self, why: str) -> None:
-        name = self.location.name
-        why = why[len(name) + 2 :] if why.startswith(name + ": ") else why
-        # The default file is nobody's --history: named as what it is.
-        self.lost.note("the run history" if self.location.implicit else FLAG, name, self.redact(why))
+        note_lost(self.location, self.lost, why, self.redact)
 
     def add(self, outcome: Outcome) -> None:
         if self.session is not None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import SandboxProcess, batchsync, env_with, read_report, spawn
+from cli_helpers import SandboxProcess, batchsync, env_with, read_report, spawn, wait_for_lines
 from inventory_factory import inventory_env, make_inventory
 
 from batchsync.history import schema
@@ -281,6 +282,45 @@ def test_a_kill_while_the_end_waits_for_the_history_loses_no_outcome_line(
         holder.close()
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert len([r for r in rows if "integration_id" in r]) == 80, len(rows)
+
+
+def test_a_second_signal_while_the_outputs_open_names_them_lost_and_the_report_agrees(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """Every integration done, the other outputs still being opened (the history store held
+    by another process): a second signal stops the wait. What was not opened is named lost,
+    the report's summary line says 5, and so does the process, not 3 ("stopped before every
+    integration was done") beside a report saying 0."""
+    import signal
+
+    accounts = {"acme": 3}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    box = SandboxProcess(Path(inv.path), env, "--in-sync", "0")
+    sandbox_proc.append(box)
+    store, report, html, junit = (tmp_path / n for n in ("h.sqlite3", "r.jsonl", "r.html", "r.xml"))
+    assert batchsync("plan", inv.path, "--base-url", box.url, "--history", str(store), "-q", env=env).returncode == 0
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the history's opening waits for it (up to its 10 s busy timeout)
+    try:
+        proc = spawn("apply", inv.path, "--base-url", box.url, "--history", str(store), "--report", str(report),
+                     "--html", str(html), "--junit", str(junit), "-q", env=env)  # fmt: skip
+        wait_for_lines(report, 1 + 3)  # the header and every outcome: the engine is done
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 5, err
+    for flag, path in (("--junit", junit), ("--html", html), ("--history", store)):
+        assert f"batchsync: {flag} {path} was not written: cut short by a second signal" in err, err
+    assert "interrupted while the outputs were written" in err and "Traceback" not in err, err
+    outcomes, [summary] = read_report(report)
+    assert len(outcomes) == 3 and summary["exit_code"] == 5, summary
+    assert not html.exists() and not junit.exists()
 
 
 def test_a_run_cut_short_counts_the_outcomes_it_recorded(tmp_path: Path, sandbox_proc: list[SandboxProcess]) -> None:
