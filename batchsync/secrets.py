@@ -7,6 +7,7 @@ Error messages name the reference, never the value.
 from __future__ import annotations
 
 import base64
+import errno
 import os
 from pathlib import Path
 
@@ -88,7 +89,11 @@ def resolve(ref: str, base_dir: Path, environ: dict[str, str] | None = None, con
     if confine is not None:
         try:
             inside = path.resolve().is_relative_to(confine.resolve())
-        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+        except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+            if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+                raise SecretError(f"secret file {path} is a loop of symbolic links: it leads to no file") from None
+            inside = False
+        except ValueError:  # a NUL byte
             inside = False
         if not inside:
             raise SecretError(

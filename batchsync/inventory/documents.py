@@ -301,7 +301,7 @@ def _yaml_loader() -> Any:
         def __init__(self, stream: str) -> None:
             super().__init__(stream)
             self.pending: list[tuple[Any, Any, Any]] = []
-            self.repeated: list[tuple[dict[Any, Any], Any, int, int]] = []
+            self.repeated: list[tuple[dict[Any, Any], Any, Any, Any]] = []  # (mapping, key, first node, again)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, MappingNode):
@@ -315,7 +315,7 @@ def _yaml_loader() -> Any:
                     except TypeError:
                         continue  # unhashable: the base constructor says so
                     if earlier is not key_node:
-                        self.pending.append((key, earlier.start_mark, key_node.start_mark))
+                        self.pending.append((key, earlier, key_node))
             return super().construct_mapping(node, deep=deep)
 
         def construct_yaml_map(self, node: Any) -> Iterator[dict[Any, Any]]:
@@ -324,7 +324,7 @@ def _yaml_loader() -> Any:
             start = len(self.pending)
             data.update(self.construct_mapping(node))
             for key, first, again in self.pending[start:]:
-                self.repeated.append((data, key, first.line + 1, again.line + 1))
+                self.repeated.append((data, key, first, again))
             del self.pending[start:]
 
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_yaml_map)
@@ -351,7 +351,11 @@ def _yaml(text: str) -> tuple[Any, list[KeyProblem]]:
     located = _locate(doc, {id(m) for m, *_ in loader.repeated})
     problems: list[KeyProblem] = []
     for m, key, first, again in loader.repeated:
-        message = f"key {key!r} is given twice (lines {first} and {again}): keep one"
+        lines = f"lines {first.start_mark.line + 1} and {again.start_mark.line + 1}"
+        if first.value == again.value:
+            message = f"key {key!r} is given twice ({lines}): keep one"
+        else:  # `1:` and `true:`, `1:` and `0x1:`: two spellings YAML reads as one value
+            message = f"keys {first.value!r} and {again.value!r} ({lines}) are both read as {key!r}: keep one"
         found = located.get(id(m))
         # A mapping that a later repeat replaced is not in the document: its lines say where.
         problems.append(((*found, key_part(key)), message) if found is not None else ((), message))

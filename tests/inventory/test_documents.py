@@ -139,6 +139,13 @@ def test_yaml_keys_given_twice_with_lines() -> None:
     ]
 
 
+def test_yaml_keys_that_are_one_value_in_two_spellings_are_named_as_written() -> None:
+    """`1:` and `true:` are two keys as written, one to Python (1 == True): both spellings said."""
+    doc, dups = parse(".yaml", b"m:\n  1: x\n  true: y\n")
+    assert dups == [(("m", "True"), "keys '1' and 'true' (lines 2 and 3) are both read as True: keep one")]
+    assert doc == {"m": {1: "y"}}  # Python kept the first key, with the last value
+
+
 def test_yaml_merge_keys_are_overrides_not_repeats() -> None:
     doc, dups = parse(".yaml", b"base: &b {x: 1, y: 2}\nmine:\n  <<: *b\n  x: 3\n")
     assert doc["mine"] == {"x": 3, "y": 2}

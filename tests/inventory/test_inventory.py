@@ -1287,6 +1287,16 @@ def test_a_secret_file_outside_the_folder(tmp_path: Path) -> None:
     assert inv.problems == [] and inv.accounts["b"].identity.reveal() == "outside-value"
 
 
+def test_a_secret_file_that_is_a_symlink_loop_is_said_so_not_outside(tmp_path: Path) -> None:
+    (tmp_path / "a.key").symlink_to(tmp_path / "b.key")
+    (tmp_path / "b.key").symlink_to(tmp_path / "a.key")
+    doc: dict[str, Any] = {"accounts": {"a": {"public_key": "file:a.key", "secret_key": "env:S"}}, "integrations": []}
+    inv = load(write(tmp_path, doc, "toml"), environ={"S": "s"})
+    [problem] = inv.problems
+    assert problem.path == "$.accounts.a.public_key" and "is a loop of symbolic links" in problem.message
+    assert "outside" not in problem.message
+
+
 # -- warnings: http:// where credentials would cross the network --------------------------------
 
 
