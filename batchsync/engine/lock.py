@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "AccountLockedError",
@@ -149,13 +150,31 @@ def lock_path(inventory_path: str) -> str:
 def account_lock_name(identity: str, base_url: str) -> str:
     """The lock file name of one Sendcloud account: a hash of its identity (public key or
     OAuth2 client id), never the identity itself, and of the API it is used on (a sandbox
-    on another port is another account)."""
-    url = base_url.strip().rstrip("/")
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    url = f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
+    on another port is another account). Spellings of one API are one: the scheme's and the
+    host's case, a default port written out, a trailing slash, ``localhost`` for the
+    loopback address (a sandbox reached as ``localhost`` and as ``127.0.0.1``)."""
+    url = _api_key(base_url.strip())
     digest = hashlib.sha256(b"batchsync account lock\0" + url.encode() + b"\0" + identity.encode()).hexdigest()
     return f"account-{digest[:32]}.lock"
+
+
+_LOOPBACK = {"localhost", "::1"}  # spelled 127.0.0.1
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _api_key(url: str) -> str:
+    """The API at ``url`` as one text for all its spellings (see :func:`account_lock_name`):
+    ``scheme://host[:port]/path``, the port only when it is not the scheme's default (the
+    text of the usual spelling as before, so its locks and budget files keep their names)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a URL a run gets to use: its text, as written
+        return url.rstrip("/")
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+    host = "127.0.0.1" if host in _LOOPBACK else host
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 # -- taking them ---------------------------------------------------------------------------

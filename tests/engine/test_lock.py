@@ -336,12 +336,19 @@ def _owned_by(uid: int, real: Any, under: Path) -> Any:
 def test_account_lock_name_hides_the_key_and_normalises_the_url() -> None:
     key = "pk_live_9f2c61e0a5"
     name = account_lock_name(key, "https://panel.sendcloud.sc/api/v3")
+    assert name == "account-0dba8b00a150139a03360d9edf268f38.lock"  # as before: budget files keep their names
     assert key not in name and "sendcloud" not in name
     assert name.startswith("account-") and name.endswith(".lock")
     assert name == account_lock_name(key, "HTTPS://Panel.Sendcloud.SC/api/v3/")
     assert name != account_lock_name(key + "x", "https://panel.sendcloud.sc/api/v3")
     # A sandbox on another port is another account: two test runs never block each other.
     assert account_lock_name(key, "http://127.0.0.1:8001") != account_lock_name(key, "http://127.0.0.1:8002")
+    # Spellings of one API are one account: a default port written out, localhost for 127.0.0.1.
+    assert name == account_lock_name(key, "https://panel.sendcloud.sc:443/api/v3")
+    assert account_lock_name(key, "http://localhost:8001/") == account_lock_name(key, "http://127.0.0.1:8001")
+    assert account_lock_name(key, "http://[::1]:8001") == account_lock_name(key, "http://LOCALHOST:8001")
+    assert account_lock_name(key, "http://127.0.0.1:80") == account_lock_name(key, "http://127.0.0.1")
+    assert name != account_lock_name(key, "https://panel.sendcloud.sc/api/v2")
 
 
 def test_an_account_held_by_another_process_names_it_and_the_pid(
