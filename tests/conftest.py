@@ -8,6 +8,7 @@ import re
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ from cli_helpers import sandbox_proc  # noqa: F401 - a fixture
 from hostile_fixture import hostile  # noqa: F401 - a fixture
 from pg_server import pg_url, postgres_server  # noqa: F401 - fixtures: a throwaway PostgreSQL
 from sandbox_fixture import *  # noqa: F403
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The run history's default store of the processes that module- and session-scoped
+    fixtures start (made before any test's own, :func:`_own_temp_dir`): never the machine's
+    real one, which `make test` on an operator's host would otherwise fill with its runs."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    patch.delenv("BATCHSYNC_HISTORY_URL", raising=False)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

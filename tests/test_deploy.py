@@ -499,6 +499,7 @@ def nightly(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         "REPORT_DIR": str(tmp_path / "reports"),
         "BATCHSYNC_ENV_FILE": str(tmp_path / "none.env"),
         "BATCHSYNC": str(Path(sys.executable).parent / "batchsync"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),  # no HOME: else the user's own history (from getpwuid)
     } | env
     return subprocess.run([str(NIGHTLY), *args], env=environ, capture_output=True, text=True, timeout=120)
 
