@@ -111,7 +111,10 @@ def parse_time(text: str | None) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: a time before (or after) the calendar's in UTC
+        return None
 
 
 def shown_time(moment: datetime) -> str:

@@ -199,6 +199,10 @@ class _AccountReader:
             reason = self.redact(f"the account's exception logs could not be read: {exc}")
             log.warning("account %s: %s", self.name, reason, extra={"fields": {"account": self.name}})
             return {i: unknown(since, reason) for i in ids}, reason
+        except Exception as exc:  # a bug of ours on what a server sent costs this account's health, not the run
+            reason = self.redact(f"the account's exception logs could not be read: internal error: {exc!r}")
+            log.error("account %s: %s", self.name, reason, extra={"fields": {"account": self.name}})
+            return {i: unknown(since, reason) for i in ids}, reason
         return {i: tally.health(since, self.redact) for i, tally in tallies.items()}, None
 
     async def _get(self, next_url: str | None, single: int | None) -> LogsPage:

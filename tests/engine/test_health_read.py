@@ -156,6 +156,42 @@ async def test_records_that_cannot_be_read_are_counted_apart_and_said(
     ]
 
 
+async def test_a_time_outside_the_calendar_in_utc_is_an_unreadable_record(
+    fleet: tuple[FakeApi, list[int], list[int]],
+) -> None:
+    """0001-01-01T00:00+01:00 parses, but is no time in UTC: counted apart, the run goes on."""
+    api, acme, globex = fleet
+    a = acme[0]
+    low, high = "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"
+    api.logs["acme"] = [_record(3, a, 1), wire.LogRecord(integration_id=a, id=2, created_at=low),
+                        wire.LogRecord(integration_id=a, id=1, created_at=high)]  # fmt: skip
+    api.logs["globex"] = [_record(4, globex[0], 1)]
+    found = await _read(api)
+    assert found.failed == {} and found.unreadable == {"acme": 2}
+    assert found.by_integration[a].count == 1 and found.by_integration[globex[0]].count == 1
+
+
+async def test_a_bug_on_what_a_server_sent_costs_that_accounts_health_only(
+    fleet: tuple[FakeApi, list[int], list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsync import health
+
+    api, acme, globex = fleet
+    api.logs["acme"] = [_record(1, acme[0], 1, code=418)]
+    api.logs["globex"] = [_record(2, globex[0], 1)]
+    real = health.Tally.add
+
+    def broken(self: Any, record: wire.LogRecord, at: datetime, redact: Any) -> None:
+        if record.response_code == 418:
+            raise ZeroDivisionError("a bug")
+        real(self, record, at, redact)
+
+    monkeypatch.setattr(health.Tally, "add", broken)
+    found = await _read(api)
+    assert set(found.failed) == {"acme"} and "internal error: ZeroDivisionError('a bug')" in found.failed["acme"]
+    assert found.by_integration[globex[0]].count == 1 and found.by_integration[globex[0]].unknown is None
+
+
 async def test_an_account_whose_logs_hang_is_given_up_at_the_time_bound(
     fleet: tuple[FakeApi, list[int], list[int]],
 ) -> None:
