@@ -91,9 +91,34 @@ def _both_edited(plan: dict[str, Any]) -> None:
             other["action"] = "none"
             other.pop("write")
             other.pop("read")
+            # shown as unchanged too (a none entry that shows a change is refused for that)
+            other["outcome"].update(result="unchanged", changes=[], mapping_changes=[], added=0, changed=0, removed=0)
+
+
+def _none_says_changed(plan: dict[str, Any]) -> None:
+    """A change made a `none` entry: show would still list it as a change, apply skip it."""
+    entry = first_change(plan)
+    entry["action"] = "none"
+    entry.pop("write")
+    entry.pop("read")
+
+
+def _unchanged_shows_a_change(plan: dict[str, Any]) -> None:
+    entry = next(e for e in plan["integrations"] if e["action"] == "none")
+    entry["outcome"]["changes"] = [{"op": "-", "external_id": "2", "before": {"en-gb": "Paid"}}]
+    entry["outcome"]["removed"] = 1
+
+
+def _none_of_another_account(plan: dict[str, Any]) -> None:
+    entry = next(e for e in plan["integrations"] if e["action"] == "none")
+    entry["integration_id"] = entry["outcome"]["integration_id"] = 999999
+    entry["account"] = entry["outcome"]["account"] = "no-such-account"
 
 
 EDITS: dict[str, tuple[Edit, str]] = {
+    "a change made none, still shown changed": (_none_says_changed, "it says changed"),
+    "an unchanged entry showing a change": (_unchanged_shows_a_change, "unchanged, with changes"),
+    "an entry left alone of an undeclared account": (_none_of_another_account, "is not in the inventory"),
     "version 999": (lambda p: _set(p, "version", 999), "plan format version 999"),
     "another format": (lambda p: _set(p, "format", "terraform-plan"), "not a plan file"),
     "another minor version": (lambda p: _set(p, "batchsync", "0.2.0"), "same major and minor"),

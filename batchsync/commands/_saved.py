@@ -93,15 +93,15 @@ def for_apply(loaded: Loaded, inv: Inventory, quiet: bool = False) -> tuple[list
     reads = {}
     same: set[tuple[str, int]] = set()
     for entry in plan.integrations:
-        if entry.action != "change":
-            continue
-        assert entry.write is not None and entry.read is not None  # checked when read
         job = declared.get(entry.integration_id)
-        if job is None or job.account != entry.account:
+        if job is None or job.account != entry.account:  # one it leaves alone too: the plan was edited
             raise UsageError(
                 f"--plan {path}: integration {entry.integration_id} of account {display(entry.account)} is not in "
                 "the inventory; nothing was sent"
             )
+        if entry.action != "change":
+            continue
+        assert entry.write is not None and entry.read is not None  # checked when read
         mapping = entry.write.mapping
         wanted = DesiredMapping(tuple((m.status_category, m.external_id) for m in mapping)) if mapping else None
         # The inventory is the one the plan was made from (its hash): the plan's write is what

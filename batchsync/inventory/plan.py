@@ -344,6 +344,9 @@ def _check(plan: Plan, where: str) -> None:
             raise PlanError(f"{at}: integration {entry.integration_id} is planned twice")
         seen.add(entry.integration_id)
         if entry.action == "none":
+            why = _not_none(entry)
+            if why is not None:
+                raise PlanError(f"{at}.outcome: {why}: an entry that changes nothing must not show a change")
             continue
         if entry.write is None or entry.read is None:
             raise PlanError(f"{at}: a change needs its write and its read")
@@ -362,6 +365,23 @@ def _check(plan: Plan, where: str) -> None:
         why = _not_as_shown(entry, index)
         if why is not None:
             raise PlanError(f"{at}.outcome: {why}: it is not what its write does to what it read")
+
+
+def _not_none(entry: Entry) -> str | None:
+    """What of a ``none`` entry's outcome (what ``show`` prints, what a client approves)
+    says a change that ``apply --plan`` would not make, or None. Its outcome is what the
+    plan found: unchanged, or a failure (a read that failed, a write the guard refused),
+    which may show the changes it did not make."""
+    outcome = entry.outcome
+    if (outcome.integration_id, outcome.account) != (entry.integration_id, entry.account):
+        return "another integration's"
+    if outcome.result == "changed":
+        return "it says changed"
+    if outcome.result == "unchanged" and (
+        outcome.changes or outcome.mapping_changes or outcome.added or outcome.changed or outcome.removed
+    ):
+        return "unchanged, with changes"
+    return None
 
 
 def _change_key(change: Change) -> tuple[str, str, list[tuple[str, str]], list[tuple[str, str]]]:
