@@ -322,7 +322,7 @@ def add_health_arguments(p: argparse.ArgumentParser, flag: bool) -> None:
         "--since",
         metavar="WHEN",
         help="count exception logs from this moment: an ISO 8601 time (2026-12-03T18:00:00+01:00) or a span "
-        "back from now (90m, 12h, 2d); default: the last run's start when known, else 24h",
+        "back from now (90m, 12h, 2d); default: the start of the last run that read them, else 24h",
     )
     p.add_argument(
         "--health-max-pages",

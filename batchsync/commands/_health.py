@@ -9,7 +9,7 @@ outcomes made to carry their integration's health. Imported when a run asks for 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # Since when an account's exception logs count, failing --since: when the last run on the
 # account started (a run history), or None (then 24 h). Passed in by the command.
 LastRunStart = Callable[[str], "datetime | None"]
+FUTURE_SKEW = timedelta(minutes=5)  # a recorded start further ahead of this clock is not used
 
 
 def from_history(
@@ -37,6 +38,7 @@ def from_history(
     redact: Callable[[str], str] = str,
     warn: Callable[[str], None] | None = None,
     inventory: str = "",
+    now: datetime | None = None,
 ) -> LastRunStart:
     """The lookup of the run history: when the last recorded run of each account (of
     ``inventory``: an account is a name in one inventory) started,
@@ -55,16 +57,27 @@ def from_history(
         if not where.implicit and warn is not None:
             warn(f"batchsync: warning: the run history could not be read ({redact(str(exc))}): health since 24 h")
         return no_history
+    now = now or datetime.now(UTC)
+    ahead: list[str] = []
     try:
         for account in sorted(set(accounts)):
             at = last_start(db, account, inventory)
             if at:
-                found[account] = datetime.fromisoformat(at).astimezone(UTC)
+                moment = datetime.fromisoformat(at).astimezone(UTC)
+                if moment > now + FUTURE_SKEW:  # a run recorded by a host whose clock ran ahead
+                    ahead.append(account)  # would hide every log until this clock got there
+                    continue
+                found[account] = moment
     except Exception as exc:  # a store that breaks mid-read: what was read stands
         if warn is not None:
             warn(f"batchsync: warning: the run history could not be read ({redact(' '.join(str(exc).split()))})")
     finally:
         db.close()
+    if ahead and warn is not None:
+        warn(
+            f"batchsync: warning: the run history's last run of {', '.join(map(repr, ahead))} started in the future "
+            "of this machine's clock: health since 24 h there"
+        )
     return found.get
 
 

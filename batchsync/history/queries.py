@@ -181,10 +181,11 @@ def inventory_names(inventory: str) -> tuple[str, str, str]:
 
 
 def last_start(db: Db, account: str, inventory: str) -> str | None:
-    """When the latest finished run of ``inventory`` that did some of ``account``'s integrations started."""
+    """When the latest finished run of ``inventory`` that read ``account``'s exception logs
+    started (a finished run has its accounts' rows: they are written at its end)."""
     rows = db.query(
         "SELECT MAX(r.started_at) FROM run_accounts a JOIN runs r ON r.id = a.run_id "
-        "WHERE a.account = ? AND r.inventory IN (?, ?, ?)",
+        "WHERE a.account = ? AND a.health_read = 1 AND r.inventory IN (?, ?, ?)",
         (account, *inventory_names(inventory)),
     )
     return rows[0][0] if rows and rows[0][0] is not None else None

@@ -120,6 +120,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outcomes ADD COLUMN mapping_changes TEXT",
         "ALTER TABLE outcomes ADD COLUMN health TEXT",
     ),
+    # 4: whether a run read each account's exception logs: the next run's health window
+    # starts at the last run that did (a plan without --with-health read none of them:
+    # the logs written before it would never be reported).
+    ("ALTER TABLE run_accounts ADD COLUMN health_read INTEGER NOT NULL DEFAULT 0",),
 )
 
 LATEST = len(MIGRATIONS)

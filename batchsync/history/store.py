@@ -209,16 +209,18 @@ class Writes:
         counts: Mapping[str, int],
         per_account: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
-        """The run's end, its counts, and each account's (the HTML page's chart)."""
+        """The run's end, its counts, and each account's (the HTML page's chart; ``health``: 1
+        when the run read the account's exception logs, where the next run's window starts)."""
         rows = [
-            (account, run_id, c.get("unchanged", 0), c.get("changed", 0), c.get("failed", 0), c.get("skipped", 0))
+            (account, run_id, c.get("unchanged", 0), c.get("changed", 0), c.get("failed", 0), c.get("skipped", 0),
+             c.get("health", 0))
             for account, c in (per_account or {}).items()
-        ]
+        ]  # fmt: skip
         with self.db.transaction():
             if rows:
                 self.db.executemany(
-                    "INSERT INTO run_accounts (account, run_id, unchanged, changed, failed, skipped) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO run_accounts (account, run_id, unchanged, changed, failed, skipped, health_read) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             self.db.execute(

@@ -87,6 +87,7 @@ class History:
     ) -> None:
         self.location, self.lost, self.redact = location, lost, redact
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        self.health_read: set[str] = set()  # accounts whose exception logs this run read (--with-health)
         shard = start.shard
         run = RunInfo(
             command=command or start.mode,
@@ -146,6 +147,9 @@ class History:
     def add(self, outcome: Outcome) -> None:
         if self.session is not None:
             self.counts[outcome.result] += 1
+            health = outcome.shop_health
+            if health is not None and health.unknown is None:
+                self.health_read.add(outcome.account)
             self.session.add(outcome)
 
     def flush(self) -> None:
@@ -161,7 +165,8 @@ class History:
         else:
             counts: dict[str, int] = {r: end.summary.total(r) for r in RESULTS}
             accounts: dict[str, Mapping[str, int]] = {
-                name: {r: a.count(r) for r in RESULTS} for name, a in end.summary.accounts.items()
+                name: {**{r: a.count(r) for r in RESULTS}, "health": int(name in self.health_read)}
+                for name, a in end.summary.accounts.items()
             }
             error = session.finish(end.ended_at, end.code(), counts, accounts)
         if error is not None:

@@ -246,9 +246,12 @@ def test_health_counts_since_the_last_run_recorded_in_the_history_it_is_given(tm
     example = str(example_inventory(tmp_path))
     store = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     env = env_with({})
-    assert batchsync("apply", example, "--sandbox", "-q", "--history", store, env=env).returncode == 0
+    assert batchsync("apply", example, "--sandbox", "-q", "--with-health", "--history", store, env=env).returncode == 0
     runs = json.loads(batchsync("history", "runs", "--format", "json", "--history", store, env=env).stdout)
     started = datetime.fromisoformat(runs[0]["started_at"])
+    # A later plan that does not read the logs does not move the window: the logs written
+    # before it would never be reported.
+    assert batchsync("plan", example, "--sandbox", "-q", "--history", store, env=env).returncode == 0
     done = batchsync("health", example, "--sandbox", "--format", "json", "--history", store, env=env)
     assert done.returncode == 0, done.stderr
     since = {datetime.fromisoformat(a["since"]) for a in json.loads(done.stdout)["accounts"].values()}

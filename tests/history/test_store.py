@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from batchsync.health import Health
 from batchsync.history import queries, schema
 from batchsync.history.db import HistoryError, connect, iso
 from batchsync.history.location import Location, LocationError, default_path, parse
@@ -183,7 +184,8 @@ def test_the_sink_records_the_run_and_recalls_the_streaks(tmp_path: Path) -> Non
     assert [o.integration_id for o in memory["new"]] == [3]
     assert [(o.integration_id, n) for o, _, n in memory["ongoing"]] == [(1, 2)]
     assert [(o.integration_id, n) for o, _, n in memory["recovered"]] == [(2, 1)]
-    for o in (bad(1), ok(2), bad(3)):
+    read = Health(since=iso(T0 - 86400))  # the run read acme's exception logs (--with-health)
+    for o in (bad(1), msgspec.structs.replace(ok(2), health=read), bad(3)):
         sink.add(o)
     summary = Summary(accounts={"acme": AccountStats(unchanged=1, failed=2)})
     sink.close(_end(summary, 1))
@@ -335,10 +337,21 @@ def test_health_counts_from_the_last_recorded_run_of_each_account(tmp_path: Path
     for at, inventory in ((T0 - 86400, inv), (T0, inv), (T0 + 3600, str(tmp_path / "other.toml"))):
         session = Session.open(where, RunInfo(command="apply", started_at=at, inventory=inventory))
         session.add(ok(1))
-        assert session.finish(at + 60, 0, {}, {"acme": {"unchanged": 1, "changed": 0, "failed": 0}}) is None
+        read = {"acme": {"unchanged": 1, "changed": 0, "failed": 0, "health": 1}}  # it read acme's logs
+        assert session.finish(at + 60, 0, {}, read) is None
     # The last run of this inventory on its acme: another inventory's "acme" ran later.
-    lookup = from_history(where, ["acme", "other"], inventory=inv)
+    now = datetime.fromtimestamp(T0 + 86400, UTC)
+    lookup = from_history(where, ["acme", "other"], inventory=inv, now=now)
     assert lookup("acme") == datetime.fromtimestamp(T0, UTC) and lookup("other") is None
+    # A run recorded by a host whose clock ran a year ahead would hide every log until then.
+    session = Session.open(where, RunInfo(command="apply", started_at=T0 + 365 * 86400, inventory=inv))
+    assert session.finish(T0 + 365 * 86400, 0, {}, {"acme": {"unchanged": 1, "health": 1}}) is None
+    ahead: list[str] = []
+    assert from_history(where, ["acme"], warn=ahead.append, inventory=inv, now=now)("acme") is None
+    assert ahead == [
+        "batchsync: warning: the run history's last run of 'acme' started in the future of this machine's clock: "
+        "health since 24 h there"
+    ]
     warned: list[str] = []
     broken = parse("postgresql://u:pw-secret@127.0.0.1:1/db")
     assert from_history(broken, ["acme"], warn=warned.append) is no_history
@@ -626,13 +639,33 @@ def _version_1_store(path: Path) -> None:
     conn.close()
 
 
+def test_the_health_window_starts_at_the_last_run_that_read_the_accounts_logs(tmp_path: Path) -> None:
+    """A plan without --with-health, or one whose read of the logs failed, does not move it:
+    the logs written before it would never be reported."""
+    where = parse(str(tmp_path / "h.sqlite3"))
+    start = Start(mode="apply", started_at=T0, inventory="inv.toml")
+    runs = [
+        (T0, Health(since=iso(T0 - 86400))),  # read
+        (T0 + 3600, None),  # a plan without --with-health
+        (T0 + 7200, Health(since=iso(T0), unknown="the account's exception logs could not be read: 401")),
+    ]
+    for at, health in runs:
+        sink = History(where, msgspec.structs.replace(start, started_at=at), Lost())
+        sink.add(ok(2) if health is None else msgspec.structs.replace(ok(2), health=health))
+        sink.close(End(summary=Summary(accounts={"acme": AccountStats(unchanged=1)}), code=lambda: 0,
+                       started_at=at, ended_at=at + 5))  # fmt: skip
+    db = connect(where)
+    assert len(queries.runs(db)) == 3 and queries.last_start(db, "acme", "inv.toml") == iso(T0)
+    db.close()
+
+
 def test_a_version_1_store_is_migrated_to_the_run_and_integration_index(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     _version_1_store(path)
     db = connect(parse(str(path)))
     indexes = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'")}
     assert indexes == {"outcomes_run_integration"}
-    assert db.version() == schema.LATEST == 3
+    assert db.version() == schema.LATEST == 4
     # Migration 3: the plan and the health are new columns, empty in what was there before.
     assert db.query("SELECT plan_path, plan_sha256 FROM runs WHERE id = 1") == [(None, None)]
     assert {r[0] for r in db.query("SELECT health FROM outcomes")} == {None}
