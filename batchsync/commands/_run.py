@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -673,6 +674,9 @@ def _run(
     out = Screen(sys.stdout)
     lost = Lost(out)
     started = time.time()
+    # A run without shards is a group of its own: its key goes in its report's header, so
+    # that a merge of that report is the same night for the failure streaks, counted once.
+    solo = f"solo:{secrets.token_hex(12)}"
 
     digests: list[str] = []
 
@@ -684,7 +688,7 @@ def _run(
 
             digests.append(inventory_hash(settings.inventory))
         digest = digests[0] if digests and (history or shard is not None) else ""
-        group = ""
+        group = solo
         if shard is not None:
             from batchsync.history.store import group_key
 

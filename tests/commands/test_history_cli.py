@@ -392,6 +392,28 @@ def test_four_shards_write_into_one_postgresql_at_once_and_merge_records_once(
     assert [(f["integration_id"], f["runs"]) for f in failing] == [(bad, 1)]  # one night counts once
 
 
+def test_a_run_and_the_merge_of_its_report_are_one_night_for_the_streaks(
+    tmp_path: Path, sandbox_proc: list[SandboxProcess]
+) -> None:
+    """A run without shards, then `report merge` of its report (the same nightly job with
+    or without shards): one night of a failing shop, not two ('new', 1 run)."""
+    accounts = {"acct0": 3}
+    inv = make_inventory(tmp_path, accounts)
+    env = env_with(inventory_env(accounts))
+    bad = inv.jobs[1].integration_id
+    box = SandboxProcess(Path(inv.path), env, "--system-for", f"{bad}=woocommerce")
+    sandbox_proc.append(box)
+    store, report = tmp_path / "h.sqlite3", tmp_path / "r.jsonl"
+    done = batchsync("apply", inv.path, "--base-url", box.url, "--report", str(report), "--history", str(store),
+                     env=env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    merged = batchsync("report", "merge", str(report), "--history", str(store), env=env)
+    assert merged.returncode == 1, merged.stderr
+    assert f"{bad}" in merged.stdout and "(2 runs)" not in merged.stdout, merged.stdout
+    failing = _json(batchsync("history", "failing", "--format", "json", "--history", str(store), env=env))
+    assert [(f["integration_id"], f["runs"]) for f in failing] == [(bad, 1)]
+
+
 def test_a_merge_before_every_shard_reported_does_not_stand_for_the_night(
     tmp_path: Path, sandbox_proc: list[SandboxProcess]
 ) -> None:
