@@ -621,7 +621,10 @@ def run_command(
             if refused:
                 raise UsageError(f"--require-all-credentials: {'; '.join(refused)}; nothing was sent")
         hooks = webhooks(settings)
-        where = history_location(settings.outputs.history, settings.outputs.no_history, inv.history)
+        # A rehearsal on the embedded sandbox records nothing unless --history says where:
+        # its made-up results would end (or start) the failure streaks of the real runs.
+        off = settings.outputs.no_history or (settings.sandbox and settings.outputs.history is None)
+        where = history_location(settings.outputs.history, off, inv.history)
     except UsageError as exc:
         print(f"batchsync: {redactor(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import SandboxProcess, batchsync, env_with, read_report, spawn, wait_for_lines
+from cli_helpers import SandboxProcess, batchsync, env_with, example_inventory, read_report, spawn, wait_for_lines
 from inventory_factory import inventory_env, make_inventory
 
 from batchsync.history import schema
@@ -164,6 +164,20 @@ def test_an_unreachable_history_costs_no_integration_and_exits_5(
     assert ("password on the command line" in result.stderr) is (where == "postgresql-refused")
     everything = result.stdout + result.stderr + report.read_text()
     assert "s3cr3t-pw" not in everything and "batchsync:s3cr3t" not in everything
+
+
+def test_a_sandbox_run_records_nothing_unless_told_where(tmp_path: Path) -> None:
+    """`apply --sandbox` is a rehearsal: its made-up results must not end the streaks of the
+    real runs in the default file (a new user's demo marked a client's real failures
+    'recovered'). With --history it records, as asked."""
+    inv = example_inventory(tmp_path)
+    env = env_with({})
+    default = Path(os.environ["XDG_STATE_HOME"]) / "batchsync" / "history.sqlite3"
+    assert batchsync("apply", str(inv), "--sandbox", "-q", env=env).returncode == 0
+    assert not default.exists()
+    store = tmp_path / "rehearsals.sqlite3"
+    assert batchsync("apply", str(inv), "--sandbox", "-q", "--history", str(store), env=env).returncode == 0
+    assert len(_json(batchsync("history", "runs", "--format", "json", "--history", str(store), env=env))) == 1
 
 
 def test_the_inventory_names_the_store_by_reference_and_the_flag_wins(
