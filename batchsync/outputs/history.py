@@ -65,7 +65,7 @@ class Recall:
 
 def since_text(since: str, runs: int) -> str:
     """``failing since 2026-12-01 02:00 UTC (3 runs)``."""
-    return f"failing since {since[:10]} {since[11:16]} UTC ({runs} runs)"
+    return f"failing since {since[:10]} {since[11:16]} UTC ({runs} run{'' if runs == 1 else 's'})"
 
 
 class History:

@@ -373,13 +373,15 @@ def print_memory(memory: Mapping[str, Any], out: SupportsWrite[str]) -> None:
     ("failing since <date> (N runs)"), which integrations recovered."""
     from batchsync.outputs.history import since_text
 
+    def order(o: Outcome) -> tuple[str, int]:  # as the outcome lines are sorted, not as they came
+        return o.account, o.integration_id
+
+    ongoing = sorted(memory["ongoing"], key=lambda e: order(e[0]))
+    recovered = sorted(memory["recovered"], key=lambda e: order(e[0]))
     sections: list[tuple[str, list[str]]] = [
-        ("new failures", [f"  ! {_who(o)}: new" for o in memory["new"]]),
-        ("still failing", [f"  ! {_who(o)}: {since_text(since, runs)}" for o, since, runs in memory["ongoing"]]),
-        (
-            "recovered",
-            [f"  + {_who(o)}: recovered ({since_text(since, runs)})" for o, since, runs in memory["recovered"]],
-        ),
+        ("new failures", [f"  ! {_who(o)}: new" for o in sorted(memory["new"], key=order)]),
+        ("still failing", [f"  ! {_who(o)}: {since_text(since, runs)}" for o, since, runs in ongoing]),
+        ("recovered", [f"  + {_who(o)}: recovered ({since_text(since, runs)})" for o, since, runs in recovered]),
     ]
     for title, lines in sections:
         if lines:

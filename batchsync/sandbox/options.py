@@ -125,7 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g = parser.add_argument_group("seeding from an inventory")
     g.add_argument(
-        "--in-sync", type=_probability, default=0.0, metavar="F", help="fraction starting in their desired state"
+        "--in-sync",
+        type=_probability,
+        default=0.0,
+        metavar="F",
+        help="fraction starting in their desired state (default 0: every shop drifted)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the drift and of the faults (default 0)")
     g.add_argument(

@@ -53,6 +53,22 @@ def test_the_recap_names_new_failures_old_ones_and_recoveries() -> None:
     }
 
 
+def test_the_recap_lists_each_section_sorted_and_says_one_run() -> None:
+    """As the outcome lines are sorted (account, id), not in the order the answers came."""
+    recall = Recall({i: Streak(SINCE, 1, "run:7") for i in (30, 10, 20)}, "run:9")
+    text = io.StringIO()
+    print_memory(recall.summarize([out(30, "changed"), out(10, "changed"), out(20, "changed"), out(5), out(4)]), text)
+    assert text.getvalue().splitlines() == [
+        "new failures: 2",
+        "  ! 4 (acme): new",
+        "  ! 5 (acme): new",
+        "recovered: 3",
+        "  + 10 (acme): recovered (failing since 2027-01-10 02:00 UTC (1 run))",
+        "  + 20 (acme): recovered (failing since 2027-01-10 02:00 UTC (1 run))",
+        "  + 30 (acme): recovered (failing since 2027-01-10 02:00 UTC (1 run))",
+    ]
+
+
 @pytest.mark.parametrize(
     ("mem", "run", "expected"),
     [
