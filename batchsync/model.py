@@ -218,9 +218,11 @@ class InventoryProblem(msgspec.Struct, frozen=True):
     message: str
 
     def line(self) -> str:
-        """The problem as one line of text: ``file: $.path: message (integration N)``."""
+        """The problem as one line of text: ``file: $.path: message (integration N)``; a
+        problem of the whole file (the path ``$``) without it: ``file: message``."""
         where = f" (integration {self.integration_id})" if self.integration_id is not None else ""
-        return f"{self.file}: {self.path}: {self.message}{where}"
+        path = f"{self.path}: " if self.path != "$" else ""
+        return f"{self.file}: {path}{self.message}{where}"
 
 
 class NotifyRoute(msgspec.Struct, frozen=True):

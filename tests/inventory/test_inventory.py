@@ -1563,3 +1563,13 @@ def test_one_oauth2_account_declared_twice(workdir: Path) -> None:
 def test_select_ignores_digits_that_are_not_ascii(workdir: Path) -> None:
     jobs = load_doc(workdir, base_doc(), "json").jobs
     assert select(jobs, ["²"]) == ([], ["²"])
+
+
+def test_a_problem_of_the_whole_file_is_said_without_a_path(tmp_path: Path) -> None:
+    """`nosuch.toml: file does not exist`, not `nosuch.toml: $: file does not exist`."""
+    inv = load(tmp_path / "nosuch.toml", environ={})
+    [problem] = inv.problems
+    assert problem.line() == f"{tmp_path / 'nosuch.toml'}: file does not exist"
+    assert InventoryProblem("inv.toml", 7, "$.integrations[0].id", "bad").line() == (
+        "inv.toml: $.integrations[0].id: bad (integration 7)"
+    )
