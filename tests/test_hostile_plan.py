@@ -222,6 +222,7 @@ def test_max_age_and_the_flags_a_plan_does_not_take(made: tuple[Path, dict[str, 
     for flags, expect in (
         (["--max-age", "1s"], "more than --max-age 1s"),
         (["--max-age", "soon"], "--max-age soon: expected a positive duration"),
+        (["--max-age", ""], "--max-age '': expected a positive duration"),  # an unset variable: not the default
         (["--shard", "0/2"], "does not go with --shard"),
         (["--no-read"], "does not go with --no-read"),
     ):

@@ -493,7 +493,7 @@ def duration(text: str, flag: str) -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"{flag} {text}: {exc}") from None
+        raise UsageError(f"{flag} {text if text.strip() else repr(text)}: {exc}") from None
 
 
 def positive_number(value: float, flag: str) -> float:

@@ -166,7 +166,7 @@ def _settings_from(args: argparse.Namespace, command: Command) -> RunSettings:
         since=since_value(args.since, time.time()),
         health_max_pages=positive_int(args.health_max_pages, "--health-max-pages"),
         plan=plan,
-        max_age=duration(args.max_age, "--max-age") if getattr(args, "max_age", None) else 7 * 86400.0,
+        max_age=duration(args.max_age, "--max-age") if getattr(args, "max_age", None) is not None else 7 * 86400.0,
     )
 
 

@@ -63,7 +63,7 @@ def settings(args: argparse.Namespace) -> MergeSettings:
     try:
         age = parse_duration(args.max_age) if args.max_age is not None else None
     except ValueError as exc:
-        raise UsageError(f"--max-age {args.max_age}: {exc}") from None
+        raise UsageError(f"--max-age {args.max_age if args.max_age.strip() else repr(args.max_age)}: {exc}") from None
     outputs = OutputSettings(format=args.format, junit=args.junit, metrics=args.metrics, html=args.html)
     return MergeSettings(
         tuple(args.reports), outputs, age, getattr(args, "history", None), getattr(args, "no_history", False)
