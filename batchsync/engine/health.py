@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import msgspec
@@ -128,6 +128,9 @@ async def read_health(
     return result
 
 
+FUTURE_SKEW = timedelta(minutes=5)  # a record dated further ahead of this clock is not counted
+
+
 class _AccountReader:
     def __init__(
         self,
@@ -162,6 +165,9 @@ class _AccountReader:
         previous: datetime | None = None
         next_url: str | None = None
         seen: set[int] = set()  # record ids counted: bounded by the listing's items
+        # A record dated ahead of this clock (by more than a clock's skew) would fall in every
+        # later window: its shop failing every night from then on. Counted apart, unread.
+        latest = datetime.now(UTC) + FUTURE_SKEW
         try:
             while True:
                 page = await self._get(next_url, single)
@@ -177,7 +183,7 @@ class _AccountReader:
                         seen.add(record.id)
                     fresh.append(record.id)
                     at = parse_time(record.created_at)
-                    if at is None:
+                    if at is None or at > latest:
                         self.unreadable += 1
                         continue
                     if previous is not None and at > previous:

@@ -163,11 +163,13 @@ async def test_a_time_outside_the_calendar_in_utc_is_an_unreadable_record(
     api, acme, globex = fleet
     a = acme[0]
     low, high = "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"
-    api.logs["acme"] = [_record(3, a, 1), wire.LogRecord(integration_id=a, id=2, created_at=low),
+    ahead = "2999-01-01T00:00:00+00:00"  # parses, but would fall in every later window
+    api.logs["acme"] = [wire.LogRecord(integration_id=a, id=4, created_at=ahead), _record(3, a, 1),
+                        wire.LogRecord(integration_id=a, id=2, created_at=low),
                         wire.LogRecord(integration_id=a, id=1, created_at=high)]  # fmt: skip
     api.logs["globex"] = [_record(4, globex[0], 1)]
     found = await _read(api)
-    assert found.failed == {} and found.unreadable == {"acme": 2}
+    assert found.failed == {} and found.unreadable == {"acme": 3}
     assert found.by_integration[a].count == 1 and found.by_integration[globex[0]].count == 1
 
 
