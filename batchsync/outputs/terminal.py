@@ -480,6 +480,7 @@ class Terminal:
         self.target = out.stream  # what the JSON is encoded for
         self.mode = start.mode
         self.as_json, self.quiet, self.verbose, self.json_logs = as_json, quiet, verbose, json_logs
+        self.credentials: dict[str, int] = {}  # -q: each account's integrations failed on its credentials
         self.merged = start.parts is not None
         self.collected: list[Outcome] | None = [] if as_json else None
         self.health = HealthSeen()
@@ -514,6 +515,13 @@ class Terminal:
             if outcome.result == "failed":
                 if self.json_logs:  # a log shipper gets JSON on stderr, nothing else
                     logging.getLogger("batchsync").error("%s", "\n".join(outcome_lines(outcome, self.mode)))
+                elif outcome.error is not None and outcome.error.kind == "credentials":
+                    # An account's credentials fail each of its integrations alike: its first
+                    # said, the others counted (a cron mail of 500 copies of one line is none).
+                    seen = self.credentials.get(outcome.account, 0)
+                    self.credentials[outcome.account] = seen + 1
+                    if not seen:
+                        print_outcome(outcome, self.mode, self.err)
                 else:
                     print_outcome(outcome, self.mode, self.err)
         elif not self.as_json and (not self.merged or outcome.result == "failed"):
@@ -585,6 +593,10 @@ class Terminal:
 
     def close(self, end: End | None) -> None:
         self._print_sorted()
+        for account, n in sorted(self.credentials.items()):
+            if n > 1:
+                more = f"{n - 1} more integration{'s' if n > 2 else ''}"
+                print(f"! account {display(account)}: {more} failed the same way (credentials)", file=self.err)
         if end is None:
             return
         summary, mode, out = end.summary, self.mode, self.out

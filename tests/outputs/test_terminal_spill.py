@@ -125,3 +125,24 @@ def test_add_all_indexes_only_what_was_written(tmp_path: Path) -> None:
     assert list(spool.items("a")) == [(1, b"one"), (2, b"two"), (3, b"three")]
     assert list(spool.items("b")) == [(1, b"bee")]
     spool.close()
+
+
+def test_quiet_says_an_accounts_credential_failure_once_and_counts_the_rest() -> None:
+    """-q in a cron mail: one line for an account whose credentials failed each of its 500
+    integrations, and how many more; other failures each their own line."""
+    err = io.StringIO()
+    term = Terminal(Start(mode="apply", started_at=0.0), Screen(io.StringIO()), err, Lost(), quiet=True)
+    cred = ErrorInfo("credentials", None, None, "account 'acme': cannot resolve env:ACME_SECRET", None)
+    for iid in (3, 1, 2):
+        term.add(Outcome(integration_id=iid, account="acme", result="failed", error=cred))
+    term.add(Outcome(integration_id=9, account="globex", result="failed", error=ErrorInfo("server", 503, None, "down")))
+    term.add(Outcome(integration_id=8, account="globex", result="failed", error=ErrorInfo("server", 503, None, "down")))
+    term.close(None)
+    lines = err.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "! integration 3 (acme)",
+        "! integration 9 (globex)",
+        "! integration 8 (globex)",
+        "! account acme",
+    ]
+    assert lines[-1] == "! account acme: 2 more integrations failed the same way (credentials)"
