@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from batchsync import __version__, eventloop, gcpolicy
 from batchsync.exitcodes import EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_NOT_STARTED, EXIT_OK, EXIT_OUTPUT_LOST, describe
-from batchsync.usage import UsageError, shown
+from batchsync.usage import UsageError, redact_with, shown
 from batchsync.usage import redactor as usage_redactor
 
 if TYPE_CHECKING:  # a type for the checker only: building a Protocol class costs every start
@@ -262,6 +262,10 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 def _main(argv: Sequence[str] | None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    # Each command line starts with no run's redactor: one an earlier command in this process
+    # registered (main called twice, as the tests do) knows another inventory's credentials,
+    # and would let this one's usage error print its own.
+    redact_with(None)
     if words == ["--version"]:  # without building every subcommand's parser
         print(f"batchsync {__version__}")
         return EXIT_OK

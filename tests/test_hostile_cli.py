@@ -102,6 +102,20 @@ def test_no_usage_error_echoes_a_secret(
     assert "Traceback" not in err
 
 
+def test_a_usage_error_after_another_command_in_the_process_still_hides_the_secret(
+    inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() called twice in one process (a test suite, a wrapper): the first command's run
+    registered its redactor, which knows only its own inventory's credentials."""
+    from batchsync import usage
+    from batchsync.redact import Redactor
+
+    usage.redact_with(Redactor(["another-inventorys-secret"]))  # what an earlier run left
+    code = main(["apply", str(inventory), "--max-failures", SECRET])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--max-failures" in err and SECRET not in err, err
+
+
 # Values every URL parser takes differently; each must be a usage error (exit 2), nothing sent,
 # nothing written. (A URL with a name that does not resolve is no usage error: that is a
 # transport failure of each request, which these are not.)
