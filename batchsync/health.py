@@ -25,6 +25,7 @@ from batchsync.wire import LogRecord
 __all__ = [
     "DEFAULT_WINDOW",
     "EXCEPTION_MAX",
+    "FUTURE_SKEW",
     "Health",
     "LastLog",
     "LogRecord",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW = timedelta(hours=24)  # since when, without --since or an earlier run
+# A time further ahead of this machine's clock (a log record, a run's recorded start) is a
+# clock that ran ahead or a server that lies: used, it would fall in (or hide) every later window.
+FUTURE_SKEW = timedelta(minutes=5)
 EXCEPTION_MAX = 200  # characters of a log's exception text that are kept
 URL_MAX = 200
 TYPE_MAX = 120

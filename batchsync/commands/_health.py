@@ -9,13 +9,13 @@ outcomes made to carry their integration's health. Imported when a run asks for 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from batchsync.engine.health import HEALTH_BOUNDS, HealthRead, read_health
-from batchsync.health import Health, no_history, since_for
+from batchsync.health import FUTURE_SKEW, Health, no_history, since_for
 from batchsync.model import Inventory, Job
 from batchsync.outcome import Outcome
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 # Since when an account's exception logs count, failing --since: when the last run on the
 # account started (a run history), or None (then 24 h). Passed in by the command.
 LastRunStart = Callable[[str], "datetime | None"]
-FUTURE_SKEW = timedelta(minutes=5)  # a recorded start further ahead of this clock is not used
 
 
 def from_history(

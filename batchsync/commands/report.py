@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from batchsync.commands._arguments import add_history_arguments, history_location, parse_duration
+from batchsync.commands._arguments import add_history_arguments, duration, history_location
 from batchsync.exitcodes import EXIT_NOT_STARTED
 from batchsync.usage import UsageError
 
@@ -60,10 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings(args: argparse.Namespace) -> MergeSettings:
     from batchsync.outputs.build import OutputSettings
 
-    try:
-        age = parse_duration(args.max_age) if args.max_age is not None else None
-    except ValueError as exc:
-        raise UsageError(f"--max-age {args.max_age if args.max_age.strip() else repr(args.max_age)}: {exc}") from None
+    age = duration(args.max_age, "--max-age") if args.max_age is not None else None
     outputs = OutputSettings(format=args.format, junit=args.junit, metrics=args.metrics, html=args.html)
     return MergeSettings(
         tuple(args.reports), outputs, age, getattr(args, "history", None), getattr(args, "no_history", False)

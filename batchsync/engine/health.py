@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import anyio
 import msgspec
@@ -29,7 +29,7 @@ import msgspec
 from batchsync.engine.api import AccountApi, Api
 from batchsync.engine.limits import Bucket, backend_clock, log_slowed
 from batchsync.engine.options import Options
-from batchsync.health import Health, Tally, parse_time, unknown
+from batchsync.health import FUTURE_SKEW, Health, Tally, parse_time, unknown
 from batchsync.model import Account, Job
 from batchsync.sendcloud.errors import ApiError, ThrottledError
 from batchsync.sendcloud.listing import ListBounds, Listing
@@ -126,9 +126,6 @@ async def read_health(
         for name in sorted(by_account):
             tg.start_soon(one, name)
     return result
-
-
-FUTURE_SKEW = timedelta(minutes=5)  # a record dated further ahead of this clock is not counted
 
 
 class _AccountReader:
